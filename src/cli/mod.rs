@@ -1,0 +1,194 @@
+//! The command line: parses arguments with clap, loads the config, runs one command module
+//! (one file per command) and turns errors into a one-line message and a documented exit code.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Config;
+use crate::error::{Error, Kind, Result};
+use crate::repository::Repository;
+
+mod backup;
+mod cleanup;
+mod demo;
+mod list;
+mod restore;
+mod verify;
+
+const AFTER_HELP: &str = "\
+Examples:
+  lifeboat demo                                   # build a sample database, back it up, restore it
+  lifeboat backup --db ./studio.db --repo file:///var/backups/lifeboat
+  lifeboat list
+  lifeboat restore --db ./studio.db --to ./restored.db
+  lifeboat verify --all
+
+Exit codes: 0 ok, 1 internal error, 2 bad usage or config, 3 source database problem,
+4 repository unreachable or access denied, 5 backup not found, 6 backup corrupt or check failed,
+7 restore target exists (use --force), 8 disk full.";
+
+#[derive(Parser, Debug)]
+#[command(name = "lifeboat", version, about = "Backup and disaster recovery for SQLite and D1", after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Config file (default: ./lifeboat.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Repository URL, overriding the config: file://PATH or s3://BUCKET/PREFIX.
+    #[arg(long, global = true, value_name = "URL")]
+    repo: Option<String>,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Backup(backup::Args),
+    List(list::Args),
+    Restore(restore::Args),
+    Verify(verify::Args),
+    Cleanup(cleanup::Args),
+    Demo(demo::Args),
+}
+
+/// What every command gets: the loaded config, the `--repo` override and the output mode.
+pub struct Ctx {
+    pub config: Config,
+    pub repo_flag: Option<String>,
+    pub out: Output,
+}
+
+impl Ctx {
+    /// Open the repository; `create` makes a missing local directory (for writers only).
+    pub fn repository(&self, create: bool) -> Result<Repository> {
+        Repository::open(&self.config.repository_url(self.repo_flag.as_deref()), create)
+    }
+}
+
+/// Output mode: human lines, JSON, or nothing.
+#[derive(Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Output {
+    /// A human-readable line (suppressed by --json and --quiet).
+    pub fn line(&self, s: impl AsRef<str>) {
+        if !self.json && !self.quiet {
+            println!("{}", s.as_ref());
+        }
+    }
+
+    /// A JSON document (only with --json).
+    pub fn json(&self, v: &serde_json::Value) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(v).expect("json"));
+        }
+    }
+
+    /// A progress bar on a terminal, hidden otherwise.
+    pub fn progress(&self, what: &str) -> ProgressBar {
+        if self.json || self.quiet || !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let pb = ProgressBar::new(0);
+        pb.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        pb.set_message(what.to_string());
+        pb
+    }
+}
+
+/// Run the CLI and return the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("LIFEBOAT_LOG"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let out = Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lifeboat: error: cannot start runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lifeboat: error: {e}");
+            if out.json {
+                out.json(&serde_json::json!({"error": e.to_string(), "exit_code": e.kind.exit_code()}));
+            }
+            e.kind.exit_code()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let ctx = Ctx {
+        config: Config::load(cli.config.as_deref())?,
+        repo_flag: cli.repo,
+        out: Output {
+            json: cli.json,
+            quiet: cli.quiet,
+        },
+    };
+    match cli.command {
+        Command::Backup(a) => backup::run(&ctx, a).await,
+        Command::List(a) => list::run(&ctx, a).await,
+        Command::Restore(a) => restore::run(&ctx, a).await,
+        Command::Verify(a) => verify::run(&ctx, a).await,
+        Command::Cleanup(a) => cleanup::run(&ctx, a).await,
+        Command::Demo(a) => demo::run(&ctx, a).await,
+    }
+}
+
+/// The database names a multi-database command covers: `--db`, else the configured ones,
+/// else every database found in the repository.
+pub async fn database_names(ctx: &Ctx, repo: &Repository, flag: Option<&str>) -> Result<Vec<String>> {
+    if let Some(f) = flag {
+        return Ok(vec![ctx.config.database(f)?.name]);
+    }
+    let configured: Vec<String> = ctx.config.all_databases().into_iter().map(|d| d.name).collect();
+    if !configured.is_empty() {
+        return Ok(configured);
+    }
+    repo.databases().await
+}
+
+/// Parse a duration flag such as `30s`, `500ms` or `2h`.
+pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 500ms, 2h)"))
+}
+
+/// Seconds with one decimal, for human output.
+pub fn secs(ms: u64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> Error {
+    Error::new(Kind::Internal, e.to_string())
+}

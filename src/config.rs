@@ -1,0 +1,289 @@
+//! Configuration: the TOML file (`lifeboat.toml`) that names one repository and the databases
+//! it protects, with `${VAR}` expansion, and the rules by which command-line flags override it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Kind, Result};
+
+/// The repository used when nothing is configured.
+pub const DEFAULT_REPOSITORY: &str = "file://./lifeboat-repo";
+/// The config file read when `--config` is not given and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "lifeboat.toml";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub repository: RepositoryConfig,
+    #[serde(default, rename = "database")]
+    pub databases: Vec<DatabaseConfig>,
+    /// Directory whose relative paths the file's paths are resolved against (not in the file).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    pub url: String,
+    /// zstd level for new backups (1–19).
+    #[serde(default = "default_level")]
+    pub compression_level: i32,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        RepositoryConfig {
+            url: DEFAULT_REPOSITORY.to_string(),
+            compression_level: default_level(),
+        }
+    }
+}
+
+fn default_level() -> i32 {
+    crate::snapshot::DEFAULT_COMPRESSION_LEVEL
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// A database chosen for a command: its name in the repository and its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl Config {
+    /// Load `explicit` if given, else `./lifeboat.toml` if it exists, else the defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+                if !p.exists() {
+                    return Ok(Config {
+                        base_dir: PathBuf::from("."),
+                        ..Config::default()
+                    });
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::new(
+                Kind::Config,
+                format!("config {}: cannot read: {e}", path.display()),
+            )
+        })?;
+        let mut cfg = Config::parse(&text, |k| std::env::var(k).ok())
+            .map_err(|e| e.context(format!("config {}", path.display())))?;
+        cfg.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Ok(cfg)
+    }
+
+    /// Parse config text, expanding `${VAR}` in every string value with `env`.
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let mut value: toml::Value = toml::from_str(text)
+            .map_err(|e| Error::new(Kind::Config, format!("invalid TOML: {}", e.message())))?;
+        expand_value(&mut value, &env)?;
+        let mut cfg: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::new(Kind::Config, e.message().to_string()))?;
+        cfg.base_dir = PathBuf::from(".");
+        if !(1..=22).contains(&cfg.repository.compression_level) {
+            return Err(Error::new(
+                Kind::Config,
+                "repository.compression_level must be between 1 and 22",
+            ));
+        }
+        for (i, d) in cfg.databases.iter().enumerate() {
+            crate::repository::check_name(&d.name).map_err(|e| e.context("database.name"))?;
+            if cfg.databases[..i].iter().any(|o| o.name == d.name) {
+                return Err(Error::new(
+                    Kind::Config,
+                    format!("database {:?} is declared twice", d.name),
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The repository URL, with `--repo` taking precedence; relative `file://` paths in the
+    /// config file are resolved against the file's directory.
+    pub fn repository_url(&self, flag: Option<&str>) -> String {
+        if let Some(url) = flag {
+            return url.to_string();
+        }
+        let url = &self.repository.url;
+        if let Some(rel) = url.strip_prefix("file://") {
+            if !rel.starts_with('/') && self.base_dir != Path::new(".") {
+                return format!("file://{}", self.base_dir.join(rel).display());
+            }
+        }
+        url.clone()
+    }
+
+    /// Resolve `--db`: a configured name, else a path whose file stem is the name.
+    pub fn database(&self, flag: &str) -> Result<Database> {
+        if let Some(d) = self.databases.iter().find(|d| d.name == flag) {
+            return Ok(Database {
+                name: d.name.clone(),
+                path: self.base_dir.join(&d.path),
+            });
+        }
+        let path = PathBuf::from(flag);
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| {
+                Error::new(
+                    Kind::Config,
+                    format!("--db {flag:?}: not a configured database name nor a file path"),
+                )
+            })?
+            .to_string();
+        crate::repository::check_name(&name).map_err(|e| e.context(format!("--db {flag:?}")))?;
+        Ok(Database { name, path })
+    }
+
+    /// All configured databases, paths resolved.
+    pub fn all_databases(&self) -> Vec<Database> {
+        self.databases
+            .iter()
+            .map(|d| Database {
+                name: d.name.clone(),
+                path: self.base_dir.join(&d.path),
+            })
+            .collect()
+    }
+
+    /// The database a single-database command works on: `--db`, or the only configured one.
+    pub fn single_database(&self, flag: Option<&str>) -> Result<Database> {
+        match (flag, self.databases.as_slice()) {
+            (Some(f), _) => self.database(f),
+            (None, [only]) => self.database(&only.name),
+            (None, []) => Err(Error::new(
+                Kind::Config,
+                "no database given: pass --db NAME|PATH or declare [[database]] in lifeboat.toml",
+            )),
+            (None, many) => Err(Error::new(
+                Kind::Config,
+                format!(
+                    "several databases are configured ({}): pass --db NAME",
+                    many.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+}
+
+fn expand_value(v: &mut toml::Value, env: &impl Fn(&str) -> Option<String>) -> Result<()> {
+    match v {
+        toml::Value::String(s) => *s = expand(s, env)?,
+        toml::Value::Array(items) => {
+            for item in items {
+                expand_value(item, env)?;
+            }
+        }
+        toml::Value::Table(t) => {
+            for (_, item) in t.iter_mut() {
+                expand_value(item, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Expand `${VAR}` references; `$$` is a literal `$`. An unset variable is an error, not "".
+pub fn expand(s: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body.find('}').ok_or_else(|| {
+                Error::new(Kind::Config, format!("unterminated ${{ in {s:?}"))
+            })?;
+            let name = &body[..end];
+            let value = env(name).ok_or_else(|| {
+                Error::new(
+                    Kind::Config,
+                    format!("environment variable {name} is not set"),
+                )
+            })?;
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "HOME_DIR").then(|| "/srv".to_string())
+    }
+
+    #[test]
+    fn parses_and_expands() {
+        let cfg = Config::parse(
+            r#"
+            [repository]
+            url = "file://${HOME_DIR}/repo"
+            [[database]]
+            name = "studio-platform-db"
+            path = "${HOME_DIR}/studio.db"
+            "#,
+            env,
+        )
+        .unwrap();
+        assert_eq!(cfg.repository.url, "file:///srv/repo");
+        assert_eq!(cfg.databases[0].path, PathBuf::from("/srv/studio.db"));
+    }
+
+    #[test]
+    fn unset_variable_and_unknown_keys_are_errors() {
+        let e = Config::parse("[repository]\nurl = \"${NOPE}\"", env).unwrap_err();
+        assert!(e.to_string().contains("NOPE is not set"), "{e}");
+        let e = Config::parse("[repository]\nurll = \"x\"", env).unwrap_err();
+        assert_eq!(e.kind, Kind::Config);
+        assert!(e.to_string().contains("urll"), "{e}");
+    }
+
+    #[test]
+    fn dollar_escapes() {
+        assert_eq!(expand("a$$b$c", &env).unwrap(), "a$b$c");
+    }
+
+    #[test]
+    fn db_flag_is_name_or_path() {
+        let cfg = Config::parse("[[database]]\nname = \"main\"\npath = \"m.db\"", env).unwrap();
+        assert_eq!(cfg.database("main").unwrap().path, PathBuf::from("./m.db"));
+        let d = cfg.database("./data/studio.db").unwrap();
+        assert_eq!(d.name, "studio");
+        assert_eq!(d.path, PathBuf::from("./data/studio.db"));
+        assert_eq!(cfg.single_database(None).unwrap().name, "main");
+    }
+}

@@ -1,0 +1,19 @@
+//! lifeboat: backup and disaster recovery for multi-tenant SQLite and Cloudflare D1 databases.
+//!
+//! Data flows one way: [`source`] (a live database) → [`snapshot`] (a consistent image and its
+//! [`manifest`]) → [`repository`] (the layout on an object store, via [`store`]) → [`restore`]
+//! and [`verify`]. [`cli`] is a thin layer over these.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod manifest;
+pub mod repository;
+pub mod restore;
+pub mod snapshot;
+pub mod source;
+pub mod store;
+pub mod verify;
+
+pub use error::{Error, Kind, Result};

@@ -1,0 +1,144 @@
+//! The backup manifest: the versioned JSON document that describes one backup and, written last,
+//! is its commit point. The format is documented in `docs/format.md`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Kind, Result};
+
+/// Bumped on any incompatible change; readers refuse versions they do not know.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why a backup was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    Scheduled,
+    Manual,
+    Emergency,
+}
+
+impl std::fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackupKind::Scheduled => "scheduled",
+            BackupKind::Manual => "manual",
+            BackupKind::Emergency => "emergency",
+        })
+    }
+}
+
+/// Where the backup came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// `sqlite` for a database file.
+    pub kind: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub id: String,
+    pub database: String,
+    pub kind: BackupKind,
+    pub created_at: DateTime<Utc>,
+    pub source: SourceInfo,
+    pub sqlite_version: String,
+    pub page_size: u64,
+    pub page_count: u64,
+    /// Size of the SQLite image in bytes (page_size × page_count).
+    pub image_size: u64,
+    /// Size of the stored (compressed) object in bytes.
+    pub stored_size: u64,
+    /// `zstd`.
+    pub compression: String,
+    /// File name of the data object, next to this manifest.
+    pub data_object: String,
+    pub stored_sha256: String,
+    pub image_sha256: String,
+    /// Rows per table (every table of `sqlite_schema` except virtual tables).
+    pub tables: BTreeMap<String, u64>,
+    /// sha256 over the schema (type, name, table and SQL of every `sqlite_schema` row).
+    pub schema_sha256: String,
+    pub duration_ms: u64,
+    pub lifeboat_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl Manifest {
+    pub fn total_rows(&self) -> u64 {
+        self.tables.values().sum()
+    }
+
+    /// Compression ratio as image size over stored size.
+    pub fn ratio(&self) -> f64 {
+        if self.stored_size == 0 {
+            return 0.0;
+        }
+        self.image_size as f64 / self.stored_size as f64
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        v.push(b'\n');
+        v
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Manifest> {
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let v: Version = serde_json::from_slice(bytes)
+            .map_err(|e| Error::new(Kind::Corrupt, format!("manifest is not valid JSON: {e}")))?;
+        if v.format_version != FORMAT_VERSION {
+            return Err(Error::new(
+                Kind::Corrupt,
+                format!(
+                    "manifest format version {} is not supported (this lifeboat reads {FORMAT_VERSION})",
+                    v.format_version
+                ),
+            ));
+        }
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::new(Kind::Corrupt, format!("manifest is malformed: {e}")))
+    }
+}
+
+/// Human-readable byte size, e.g. `48.2 MB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unknown_versions() {
+        let e = Manifest::from_json(br#"{"format_version": 99}"#).unwrap_err();
+        assert!(e.to_string().contains("version 99"), "{e}");
+        assert!(Manifest::from_json(b"{").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(48_200_000), "48.2 MB");
+    }
+}

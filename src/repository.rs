@@ -1,0 +1,338 @@
+//! The repository: where backups live on an object store, and how they are laid out, claimed,
+//! committed and listed. Layout, identical on every backend:
+//!
+//! ```text
+//! <db-name>/backups/<id>.pending      claim: taken with a conditional create before upload
+//! <db-name>/backups/<id>.sqlite.zst   the zstd-compressed SQLite image
+//! <db-name>/backups/<id>.json         the manifest, written last: the commit point
+//! ```
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::path::Path as Key;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Kind, Result};
+use crate::manifest::Manifest;
+use crate::store::{self, store_error, Backend};
+
+pub const DATA_SUFFIX: &str = ".sqlite.zst";
+pub const MANIFEST_SUFFIX: &str = ".json";
+pub const CLAIM_SUFFIX: &str = ".pending";
+/// Multipart part size. S3 wants at least 5 MiB per part but the last.
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// An opened repository.
+pub struct Repository {
+    backend: Backend,
+}
+
+/// A backup id's objects that have no manifest: an interrupted or running backup.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Leftover {
+    pub id: String,
+    pub objects: Vec<String>,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+}
+
+/// What `list` finds for one database.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Complete backups, newest first.
+    pub backups: Vec<Manifest>,
+    /// Objects without a manifest, oldest first.
+    pub incomplete: Vec<Leftover>,
+    /// Manifests that exist but cannot be read: (id, reason).
+    pub damaged: Vec<(String, String)>,
+}
+
+/// Database names become key segments: keep them boring.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(
+            Kind::Config,
+            format!("database name {name:?} must be 1-128 characters of A-Z a-z 0-9 - _ . and not start with '.'"),
+        ))
+    }
+}
+
+/// The backup id for a moment: `backup-YYYY-MM-DDTHHMMSSZ`.
+pub fn backup_id(at: DateTime<Utc>) -> String {
+    at.format("backup-%Y-%m-%dT%H%M%SZ").to_string()
+}
+
+/// Split an object's file name into (id, suffix) if it is one of ours.
+fn split_name(name: &str) -> Option<(&str, &str)> {
+    [DATA_SUFFIX, MANIFEST_SUFFIX, CLAIM_SUFFIX]
+        .into_iter()
+        .find_map(|suf| name.strip_suffix(suf).map(|id| (id, suf)))
+        .filter(|(id, _)| id.starts_with("backup-"))
+}
+
+impl Repository {
+    pub fn open(url: &str, create: bool) -> Result<Repository> {
+        Ok(Repository {
+            backend: store::open(url, create)?,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.backend.url
+    }
+
+    fn err(&self, what: &str, e: object_store::Error) -> Error {
+        store_error(&self.backend.url, what, e)
+    }
+
+    fn prefix(&self, db: &str) -> Key {
+        self.backend.root.clone().join(db).join("backups")
+    }
+
+    /// The key of a backup's object with `suffix` (one of the `*_SUFFIX` constants).
+    pub fn key(&self, db: &str, id: &str, suffix: &str) -> Key {
+        self.prefix(db).join(format!("{id}{suffix}"))
+    }
+
+    /// Claim `id` with a conditional create; false when another backup holds it.
+    pub async fn claim(&self, db: &str, id: &str) -> Result<bool> {
+        let key = self.key(db, id, CLAIM_SUFFIX);
+        let body = format!("{{\"pid\":{},\"claimed_at\":\"{}\"}}\n", std::process::id(), Utc::now());
+        let opts = PutOptions::from(PutMode::Create);
+        match self.backend.store.put_opts(&key, PutPayload::from(body), opts).await {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => return Ok(false),
+            Err(e) => return Err(self.err("claim backup id", e)),
+        }
+        // A manifest or data object with this id (from an older layout or a manual copy) also
+        // means the id is taken.
+        for suffix in [MANIFEST_SUFFIX, DATA_SUFFIX] {
+            if self.exists(&self.key(db, id, suffix)).await? {
+                self.release(db, id).await;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Drop a claim; best effort (a stale claim only shows as an incomplete leftover).
+    pub async fn release(&self, db: &str, id: &str) {
+        let _ = self.backend.store.delete(&self.key(db, id, CLAIM_SUFFIX)).await;
+    }
+
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        match self.backend.store.head(key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err("check object", e)),
+        }
+    }
+
+    /// Upload the data object from a stream of chunks, as a multipart upload. Aborts the
+    /// upload if the stream ends with an error (the sender drops early and reports it).
+    pub async fn upload(&self, db: &str, id: &str, mut chunks: mpsc::Receiver<Bytes>) -> Result<()> {
+        let key = self.key(db, id, DATA_SUFFIX);
+        let upload = self
+            .backend
+            .store
+            .put_multipart(&key)
+            .await
+            .map_err(|e| self.err("start upload", e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        while let Some(chunk) = chunks.recv().await {
+            if let Err(e) = writer.wait_for_capacity(2).await {
+                let _ = writer.abort().await;
+                return Err(self.err("upload", e));
+            }
+            writer.write(&chunk);
+        }
+        writer
+            .finish()
+            .await
+            .map_err(|e| self.err("finish upload", e))?;
+        Ok(())
+    }
+
+    /// Abandon an upload that failed after `upload` returned: remove the data object.
+    pub async fn discard(&self, db: &str, id: &str) {
+        let _ = self.backend.store.delete(&self.key(db, id, DATA_SUFFIX)).await;
+        self.release(db, id).await;
+    }
+
+    /// Write the manifest (conditional create): from here on the backup exists.
+    pub async fn commit(&self, m: &Manifest) -> Result<()> {
+        let key = self.key(&m.database, &m.id, MANIFEST_SUFFIX);
+        let opts = PutOptions::from(PutMode::Create);
+        match self.backend.store.put_opts(&key, PutPayload::from(m.to_json()), opts).await {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                return Err(Error::new(
+                    Kind::Internal,
+                    format!("manifest {} already exists; refusing to overwrite", m.id),
+                ))
+            }
+            Err(e) => return Err(self.err("write manifest", e)),
+        }
+        self.release(&m.database, &m.id).await;
+        Ok(())
+    }
+
+    /// Every database that has a `backups/` folder in this repository.
+    pub async fn databases(&self) -> Result<Vec<String>> {
+        let root = &self.backend.root;
+        let listed = self
+            .backend
+            .store
+            .list_with_delimiter(Some(root))
+            .await
+            .map_err(|e| self.err("list databases", e))?;
+        let mut names: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// List one database's backups. Every page is read (object_store follows continuation
+    /// tokens), so a repository with thousands of objects is listed whole.
+    pub async fn list(&self, db: &str) -> Result<Listing> {
+        let prefix = self.prefix(db);
+        let mut objects: BTreeMap<String, Vec<(String, u64, DateTime<Utc>)>> = BTreeMap::new();
+        let mut stream = self.backend.store.list(Some(&prefix));
+        while let Some(meta) = stream.next().await {
+            let meta = meta.map_err(|e| self.err("list backups", e))?;
+            let Some(name) = meta.location.filename() else { continue };
+            let Some((id, suffix)) = split_name(name) else { continue };
+            objects
+                .entry(id.to_string())
+                .or_default()
+                .push((suffix.to_string(), meta.size, meta.last_modified));
+        }
+        let mut listing = Listing::default();
+        let manifests: Vec<String> = objects
+            .iter()
+            .filter(|(_, objs)| objs.iter().any(|(s, _, _)| s == MANIFEST_SUFFIX))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let fetched: Vec<(String, Result<Manifest>)> = futures::stream::iter(manifests)
+            .map(|id| async move {
+                let m = self.manifest(db, &id).await;
+                (id, m)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for (id, m) in fetched {
+            match m {
+                Ok(m) => listing.backups.push(m),
+                Err(e) if e.kind == Kind::Corrupt => listing.damaged.push((id, e.to_string())),
+                Err(e) => return Err(e),
+            }
+        }
+        for (id, objs) in objects {
+            if objs.iter().any(|(s, _, _)| s == MANIFEST_SUFFIX) {
+                continue;
+            }
+            listing.incomplete.push(Leftover {
+                objects: objs.iter().map(|(s, _, _)| format!("{id}{s}")).collect(),
+                size: objs.iter().map(|(_, n, _)| n).sum(),
+                last_modified: objs.iter().map(|(_, _, t)| *t).max().unwrap_or_default(),
+                id,
+            });
+        }
+        listing
+            .backups
+            .sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        listing.damaged.sort();
+        Ok(listing)
+    }
+
+    /// Read and parse one manifest.
+    pub async fn manifest(&self, db: &str, id: &str) -> Result<Manifest> {
+        let key = self.key(db, id, MANIFEST_SUFFIX);
+        let got = self.backend.store.get(&key).await;
+        let bytes = match got {
+            Ok(r) => r.bytes().await.map_err(|e| self.err("read manifest", e))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::new(
+                    Kind::NotFound,
+                    format!("backup {id} of database {db} not found in {}", self.url()),
+                ))
+            }
+            Err(e) => return Err(self.err("read manifest", e)),
+        };
+        Manifest::from_json(&bytes).map_err(|e| e.context(format!("backup {id}")))
+    }
+
+    /// Open the data object of a backup: its size and a stream of its bytes.
+    pub async fn data(&self, m: &Manifest) -> Result<(u64, BoxStream<'static, Result<Bytes>>)> {
+        let key = self.prefix(&m.database).join(m.data_object.as_str());
+        let got = match self.backend.store.get(&key).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::new(
+                    Kind::Corrupt,
+                    format!("backup {}: data object {} is missing", m.id, m.data_object),
+                ))
+            }
+            Err(e) => return Err(self.err("read backup data", e)),
+        };
+        let size = got.meta.size;
+        let url = self.backend.url.clone();
+        let stream = got
+            .into_stream()
+            .map_err(move |e| store_error(&url, "read backup data", e))
+            .boxed();
+        Ok((size, stream))
+    }
+
+    /// Delete the objects of an incomplete backup.
+    pub async fn remove_leftover(&self, db: &str, leftover: &Leftover) -> Result<()> {
+        for name in &leftover.objects {
+            let key = self.prefix(db).join(name.as_str());
+            match self.backend.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("delete leftover", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Raw store access for tests and tools that need to plant or inspect objects.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_names() {
+        let t = DateTime::parse_from_rfc3339("2026-11-20T03:04:05Z").unwrap().to_utc();
+        assert_eq!(backup_id(t), "backup-2026-11-20T030405Z");
+        assert_eq!(
+            split_name("backup-2026-11-20T030405Z.sqlite.zst"),
+            Some(("backup-2026-11-20T030405Z", DATA_SUFFIX))
+        );
+        assert_eq!(split_name("notes.txt"), None);
+        assert!(check_name("studio-platform-db").is_ok());
+        assert!(check_name("../x").is_err());
+        assert!(check_name("").is_err());
+    }
+}

@@ -1,0 +1,390 @@
+//! Full restore: picks a backup, downloads it while checking its sha256, decompresses into
+//! `<target>.lifeboat-tmp`, checks the image (quick or full integrity check, row counts, schema)
+//! and only then moves any old database aside and renames the new one into place.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Kind, Result};
+use crate::manifest::Manifest;
+use crate::repository::Repository;
+use crate::source::{inspect, open_image};
+
+/// Which backup to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    Latest,
+    Id(String),
+    /// The newest complete backup taken at or before this time.
+    At(DateTime<Utc>),
+}
+
+/// How thoroughly a restored image is checked before it replaces anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IntegrityCheck {
+    /// `PRAGMA quick_check`: seconds on large databases.
+    Quick,
+    /// `PRAGMA integrity_check`: also checks indexes against tables; slow.
+    Full,
+}
+
+/// Find the manifest `sel` refers to.
+pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Manifest> {
+    if let Selector::Id(id) = sel {
+        if id != "latest" {
+            return repo.manifest(db, id).await;
+        }
+    }
+    let listing = repo.list(db).await?;
+    if listing.backups.is_empty() {
+        return Err(Error::new(
+            Kind::NotFound,
+            format!("no complete backup of database {db} in {}", repo.url()),
+        ));
+    }
+    match sel {
+        Selector::At(at) => listing
+            .backups
+            .iter()
+            .find(|m| m.created_at <= *at)
+            .cloned()
+            .ok_or_else(|| {
+                let oldest = listing.backups.last().map(|m| m.created_at.to_rfc3339());
+                Error::new(
+                    Kind::NotFound,
+                    format!(
+                        "no backup of database {db} at or before {} (oldest is {})",
+                        at.to_rfc3339(),
+                        oldest.unwrap_or_default()
+                    ),
+                )
+            }),
+        _ => Ok(listing.backups[0].clone()),
+    }
+}
+
+/// Parse `--at`: RFC 3339, or `YYYY-MM-DDTHH:MM[Z]`, `YYYY-MM-DD HH:MM[:SS]`, `YYYY-MM-DD` (UTC).
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.to_utc());
+    }
+    let trimmed = s.trim_end_matches('Z').replace(' ', "T");
+    for fmt in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H%M%S"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(&trimmed, fmt) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(&trimmed, "%Y-%m-%d") {
+        // A bare date means the end of that day.
+        return Ok(d.and_hms_opt(23, 59, 59).expect("valid time").and_utc());
+    }
+    Err(Error::new(
+        Kind::Config,
+        format!("--at {s:?}: expected a UTC time such as 2026-11-20T03:00Z"),
+    ))
+}
+
+/// Download the data object of `m` into `dest` (created new), checking the stored sha256 as the
+/// bytes arrive. Returns the image's sha256 when `hash_image` is set.
+pub async fn fetch(
+    repo: &Repository,
+    m: &Manifest,
+    dest: &Path,
+    hash_image: bool,
+    progress: &ProgressBar,
+) -> Result<Option<String>> {
+    let corrupt = |msg: String| Error::new(Kind::Corrupt, format!("backup {} is corrupt: {msg}", m.id));
+    let (size, mut stream) = repo.data(m).await?;
+    if size != m.stored_size {
+        return Err(corrupt(format!(
+            "stored object is {size} bytes but the manifest says {} (truncated or replaced)",
+            m.stored_size
+        )));
+    }
+    progress.set_length(size);
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let pump = async move {
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            progress.inc(chunk.len() as u64);
+            if tx.send(chunk).await.is_err() {
+                break; // the decoder stopped; it reports why
+            }
+        }
+        Ok::<_, Error>(hex::encode(hasher.finalize()))
+    };
+    let dest_owned = dest.to_path_buf();
+    let decode = tokio::task::spawn_blocking(move || decompress(rx, &dest_owned, hash_image));
+    let (stored_sha, decoded) = tokio::join!(pump, decode);
+    let stored_sha = stored_sha?;
+    let decoded = decoded.map_err(|e| Error::new(Kind::Internal, format!("decode task: {e}")))?;
+    if stored_sha != m.stored_sha256 {
+        return Err(corrupt("sha256 of the stored object does not match the manifest".into()));
+    }
+    let (written, image_sha) = decoded.map_err(|e| match e.kind {
+        Kind::DiskFull => e,
+        _ => corrupt(e.to_string()),
+    })?;
+    if written != m.image_size {
+        return Err(corrupt(format!(
+            "image is {written} bytes, manifest says {}",
+            m.image_size
+        )));
+    }
+    if let Some(sha) = &image_sha {
+        if *sha != m.image_sha256 {
+            return Err(corrupt("sha256 of the image does not match the manifest".into()));
+        }
+    }
+    Ok(image_sha)
+}
+
+fn decompress(rx: mpsc::Receiver<Bytes>, dest: &Path, hash: bool) -> Result<(u64, Option<String>)> {
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
+    let mut out = BufWriter::with_capacity(1024 * 1024, out);
+    let mut dec = zstd::stream::read::Decoder::new(ChannelReader {
+        rx,
+        current: Bytes::new(),
+    })
+    .map_err(|e| Error::new(Kind::Internal, format!("decompress: {e}")))?;
+    let mut hasher = hash.then(Sha256::new);
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut written = 0u64;
+    loop {
+        let n = dec
+            .read(&mut buf)
+            .map_err(|e| Error::new(Kind::Corrupt, format!("decompression failed: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if let Some(h) = hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io(format!("write {}", dest.display()), e))?;
+        written += n as u64;
+    }
+    out.flush()
+        .map_err(|e| Error::io(format!("write {}", dest.display()), e))?;
+    Ok((written, hasher.map(|h| hex::encode(h.finalize()))))
+}
+
+/// A blocking `Read` over chunks arriving on a channel.
+struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Check a downloaded image against its manifest: SQLite's own check, then row counts and schema.
+pub fn check_image(path: &Path, m: &Manifest, level: IntegrityCheck) -> Result<()> {
+    let corrupt = |msg: String| Error::new(Kind::Corrupt, format!("backup {} is corrupt: {msg}", m.id));
+    let conn = open_image(path).map_err(|e| corrupt(format!("cannot open image: {e}")))?;
+    let pragma = match level {
+        IntegrityCheck::Quick => "PRAGMA quick_check",
+        IntegrityCheck::Full => "PRAGMA integrity_check",
+    };
+    let first: String = conn
+        .query_row(pragma, [], |r| r.get(0))
+        .map_err(|e| corrupt(format!("{pragma}: {e}")))?;
+    if first != "ok" {
+        return Err(corrupt(format!("{pragma}: {first}")));
+    }
+    let info = inspect(&conn).map_err(|e| corrupt(format!("reading image: {e}")))?;
+    if info.tables != m.tables {
+        let diff = m
+            .tables
+            .iter()
+            .find(|(t, n)| info.tables.get(*t) != Some(n))
+            .map(|(t, n)| format!("table {t} has {:?} rows, manifest says {n}", info.tables.get(t)))
+            .unwrap_or_else(|| "the image has tables the manifest does not list".into());
+        return Err(corrupt(format!("row counts differ: {diff}")));
+    }
+    if info.schema_sha256 != m.schema_sha256 {
+        return Err(corrupt("schema hash differs from the manifest".into()));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub force: bool,
+    pub integrity: IntegrityCheck,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    pub backup: String,
+    pub target: PathBuf,
+    /// Where the previous database was moved, when there was one.
+    pub moved_aside: Option<PathBuf>,
+    pub image_size: u64,
+    pub tables: usize,
+    pub rows: u64,
+    pub duration_ms: u64,
+}
+
+/// Removes the temp file (and SQLite's side files) unless disarmed.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            for f in with_side_files(&p) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+}
+
+/// A database path and its `-wal`, `-shm` and `-journal` companions.
+fn with_side_files(p: &Path) -> [PathBuf; 4] {
+    let s = p.as_os_str();
+    let side = |suffix: &str| {
+        let mut o = s.to_os_string();
+        o.push(suffix);
+        PathBuf::from(o)
+    };
+    [p.to_path_buf(), side("-wal"), side("-shm"), side("-journal")]
+}
+
+/// Restore `m` to `target`. On any failure the target is left exactly as it was.
+pub async fn restore(
+    repo: &Repository,
+    m: &Manifest,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &ProgressBar,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    if target.is_dir() {
+        return Err(Error::new(
+            Kind::Config,
+            format!("restore target {} is a directory", target.display()),
+        ));
+    }
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::new(
+            Kind::Config,
+            format!("restore target directory {} does not exist", parent.display()),
+        ));
+    }
+    let existing: Vec<PathBuf> = with_side_files(target)
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect();
+    if !existing.is_empty() && !opts.force {
+        return Err(Error::new(
+            Kind::TargetExists,
+            format!(
+                "restore target {} exists; pass --force to move it aside and restore",
+                existing[0].display()
+            ),
+        ));
+    }
+    let mut tmp_name = target.as_os_str().to_os_string();
+    tmp_name.push(".lifeboat-tmp");
+    let tmp = PathBuf::from(tmp_name);
+    drop(TempGuard(Some(tmp.clone()))); // a leftover from a crashed restore is ours to remove
+    let mut guard = TempGuard(Some(tmp.clone()));
+
+    fetch(repo, m, &tmp, false, progress).await?;
+    let (check_tmp, check_m, level) = (tmp.clone(), m.clone(), opts.integrity);
+    tokio::task::spawn_blocking(move || check_image(&check_tmp, &check_m, level))
+        .await
+        .map_err(|e| Error::new(Kind::Internal, format!("check task: {e}")))??;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
+
+    let moved_aside = if existing.is_empty() {
+        None
+    } else {
+        let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+        let mut aside = target.as_os_str().to_os_string();
+        aside.push(format!(".pre-restore-{stamp}"));
+        let aside = PathBuf::from(aside);
+        move_all(target, &aside)?;
+        Some(aside)
+    };
+    if let Err(e) = std::fs::rename(&tmp, target) {
+        if let Some(aside) = &moved_aside {
+            let _ = move_all(aside, target); // put the old database back
+        }
+        return Err(Error::io(format!("rename into {}", target.display()), e));
+    }
+    guard.0 = None;
+    sync_dir(&parent);
+    Ok(RestoreReport {
+        backup: m.id.clone(),
+        target: target.to_path_buf(),
+        moved_aside,
+        image_size: m.image_size,
+        tables: m.tables.len(),
+        rows: m.total_rows(),
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Rename a database and whichever side files it has.
+fn move_all(from: &Path, to: &Path) -> Result<()> {
+    for (f, t) in with_side_files(from).iter().zip(with_side_files(to).iter()) {
+        if f.exists() {
+            std::fs::rename(f, t)
+                .map_err(|e| Error::io(format!("move {} aside", f.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_times() {
+        let want = DateTime::parse_from_rfc3339("2026-11-20T03:00:00Z").unwrap().to_utc();
+        assert_eq!(parse_time("2026-11-20T03:00Z").unwrap(), want);
+        assert_eq!(parse_time("2026-11-20T03:00:00Z").unwrap(), want);
+        assert_eq!(parse_time("2026-11-20 03:00").unwrap(), want);
+        assert_eq!(parse_time("2026-11-20").unwrap().format("%H:%M").to_string(), "23:59");
+        assert!(parse_time("yesterday").is_err());
+    }
+}

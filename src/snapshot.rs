@@ -1,0 +1,250 @@
+//! Snapshots: turns a source database into a stored backup. Takes a consistent image into a
+//! scratch directory, streams it through multi-threaded zstd into a multipart upload (bounded
+//! memory: a few chunks in flight), then writes the manifest last as the commit point.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use indicatif::ProgressBar;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::config::Database;
+use crate::error::{Error, Kind, Result, ResultExt};
+use crate::manifest::{BackupKind, Manifest, SourceInfo, FORMAT_VERSION};
+use crate::repository::{backup_id, Repository, DATA_SUFFIX};
+use crate::source::{inspect, open_image, ImageInfo, SqliteSource};
+
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+/// Size of the chunks handed from the compressor to the uploader.
+const CHUNK: usize = 4 * 1024 * 1024;
+/// Read buffer for images.
+const READ_BUF: usize = 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub kind: BackupKind,
+    pub label: Option<String>,
+    pub lock_timeout: Duration,
+    pub compression_level: i32,
+    /// Where the temporary image goes; the system temp dir when unset.
+    pub scratch_dir: Option<PathBuf>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            kind: BackupKind::Manual,
+            label: None,
+            lock_timeout: Duration::from_secs(30),
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            scratch_dir: None,
+        }
+    }
+}
+
+/// Create a scratch directory for temporary images.
+pub fn scratch(dir: Option<&Path>) -> Result<tempfile::TempDir> {
+    let base = dir.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix("lifeboat-")
+        .tempdir_in(&base)
+        .map_err(|e| Error::io(format!("scratch directory in {}", base.display()), e))
+}
+
+/// Back up `db` into `repo`. Nothing is visible in the repository as a backup until the
+/// manifest is written; on failure the partial data object is removed.
+pub async fn backup(
+    repo: &Repository,
+    db: &Database,
+    opts: &BackupOptions,
+    progress: &ProgressBar,
+) -> Result<Manifest> {
+    let started = Instant::now();
+    let source = SqliteSource::new(&db.path);
+    source.check()?;
+    let tmp = scratch(opts.scratch_dir.as_deref())?;
+    let image = tmp.path().join("image.sqlite");
+
+    let created_at = Utc::now();
+    let info = {
+        let image = image.clone();
+        let timeout = opts.lock_timeout;
+        tokio::task::spawn_blocking(move || -> Result<ImageInfo> {
+            source.snapshot_to(&image, timeout)?;
+            let conn = open_image(&image)
+                .map_err(|e| Error::sqlite(Kind::Internal, "open image", e))?;
+            inspect(&conn).map_err(|e| Error::sqlite(Kind::Database, "inspect image", e))
+        })
+        .await
+        .map_err(|e| Error::new(Kind::Internal, format!("snapshot task: {e}")))?
+        .step("snapshot")?
+    };
+
+    let id = claim_id(repo, &db.name, created_at).await.step("backup")?;
+    let level = opts.compression_level;
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let pb = progress.clone();
+    let image_len = std::fs::metadata(&image)
+        .map_err(|e| Error::io("snapshot: image", e))?
+        .len();
+    pb.set_length(image_len);
+    let compress = tokio::task::spawn_blocking({
+        let image = image.clone();
+        move || compress_file(&image, level, tx, &pb)
+    });
+    let (uploaded, compressed) = tokio::join!(repo.upload(&db.name, &id, rx), compress);
+    let compressed = compressed
+        .map_err(|e| Error::new(Kind::Internal, format!("compress task: {e}")))
+        .and_then(|r| r);
+    let digests = match (uploaded, compressed) {
+        (Ok(()), Ok(d)) => d,
+        (Err(e), _) | (Ok(()), Err(e)) => {
+            repo.discard(&db.name, &id).await;
+            return Err(e.context("backup"));
+        }
+    };
+    drop(tmp);
+
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        id: id.clone(),
+        database: db.name.clone(),
+        kind: opts.kind,
+        created_at,
+        source: SourceInfo {
+            kind: "sqlite".into(),
+            path: std::path::absolute(&db.path)
+                .unwrap_or_else(|_| db.path.clone())
+                .display()
+                .to_string(),
+        },
+        sqlite_version: info.sqlite_version,
+        page_size: info.page_size,
+        page_count: info.page_count,
+        image_size: digests.image_size,
+        stored_size: digests.stored_size,
+        compression: "zstd".into(),
+        data_object: format!("{id}{DATA_SUFFIX}"),
+        stored_sha256: digests.stored_sha256,
+        image_sha256: digests.image_sha256,
+        tables: info.tables,
+        schema_sha256: info.schema_sha256,
+        duration_ms: started.elapsed().as_millis() as u64,
+        lifeboat_version: env!("CARGO_PKG_VERSION").into(),
+        label: opts.label.clone(),
+    };
+    if let Err(e) = repo.commit(&manifest).await {
+        repo.discard(&db.name, &id).await;
+        return Err(e.context("backup"));
+    }
+    Ok(manifest)
+}
+
+/// Claim the id for `at`; when another backup holds it, take the next free second.
+async fn claim_id(repo: &Repository, db: &str, at: chrono::DateTime<Utc>) -> Result<String> {
+    let mut t = at;
+    for _ in 0..120 {
+        let id = backup_id(t);
+        if repo.claim(db, &id).await? {
+            return Ok(id);
+        }
+        t += chrono::Duration::seconds(1);
+    }
+    Err(Error::new(
+        Kind::Repository,
+        "could not claim a backup id: 120 consecutive ids are taken",
+    ))
+}
+
+/// Checksums and sizes produced while compressing.
+#[derive(Debug, Clone)]
+pub struct Digests {
+    pub image_sha256: String,
+    pub image_size: u64,
+    pub stored_sha256: String,
+    pub stored_size: u64,
+}
+
+/// Compress `image` with zstd on all cores, hashing input and output, and hand the output to
+/// `tx` in chunks. Blocks; run it off the async runtime.
+pub fn compress_file(
+    image: &Path,
+    level: i32,
+    tx: mpsc::Sender<Bytes>,
+    progress: &ProgressBar,
+) -> Result<Digests> {
+    let mut input = File::open(image).map_err(|e| Error::io("compress: open image", e))?;
+    let sink = ChunkSink {
+        tx,
+        buf: Vec::with_capacity(CHUNK),
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    let io = |e| Error::io("compress", e);
+    let mut enc = zstd::stream::write::Encoder::new(sink, level).map_err(io)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    enc.multithread(threads).map_err(io)?;
+    enc.include_checksum(true).map_err(io)?;
+    let mut image_hasher = Sha256::new();
+    let mut image_size = 0u64;
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let n = input.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        image_hasher.update(&buf[..n]);
+        enc.write_all(&buf[..n]).map_err(io)?;
+        image_size += n as u64;
+        progress.inc(n as u64);
+    }
+    let mut sink = enc.finish().map_err(io)?;
+    sink.send_buffered().map_err(io)?;
+    Ok(Digests {
+        image_sha256: hex::encode(image_hasher.finalize()),
+        image_size,
+        stored_sha256: hex::encode(sink.hasher.finalize()),
+        stored_size: sink.size,
+    })
+}
+
+/// A `Write` that hashes what it is given and sends it on in `CHUNK`-sized pieces.
+struct ChunkSink {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl ChunkSink {
+    fn send_buffered(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped")
+        })
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send_buffered()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

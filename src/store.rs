@@ -1,0 +1,162 @@
+//! Object-store backends: turns a repository URL (`file://…`, a plain path, `s3://bucket/prefix`)
+//! into an `object_store` handle plus the key prefix under which the repository lives.
+//! Every backend goes through this one door, so the repository layout is identical on all.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as Key;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+
+use crate::error::{Error, Kind, Result};
+
+/// An opened backend: the store, the prefix inside it, and a printable URL (never secrets).
+pub struct Backend {
+    pub store: Arc<dyn ObjectStore>,
+    pub root: Key,
+    pub url: String,
+    /// For local repositories: the directory on disk.
+    pub local_dir: Option<PathBuf>,
+}
+
+/// Open the backend for `url`. A missing local directory is created only when `create` is set.
+pub fn open(url: &str, create: bool) -> Result<Backend> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        return open_s3(url, rest);
+    }
+    if url.contains("://") && !url.starts_with("file://") {
+        return Err(Error::new(
+            Kind::Config,
+            format!("repository {url}: unsupported scheme (use file://PATH or s3://BUCKET/PREFIX)"),
+        ));
+    }
+    let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
+    if path.as_os_str().is_empty() {
+        return Err(Error::new(Kind::Config, "repository URL has an empty path"));
+    }
+    if !path.exists() {
+        if !create {
+            return Err(Error::new(
+                Kind::Repository,
+                format!("repository {url}: directory {} does not exist", path.display()),
+            ));
+        }
+        std::fs::create_dir_all(&path)
+            .map_err(|e| Error::io(format!("repository {url}: create directory"), e))?;
+    }
+    if !path.is_dir() {
+        return Err(Error::new(
+            Kind::Repository,
+            format!("repository {url}: {} is not a directory", path.display()),
+        ));
+    }
+    let dir = path
+        .canonicalize()
+        .map_err(|e| Error::io(format!("repository {url}"), e))?;
+    let fs = LocalFileSystem::new_with_prefix(&dir)
+        .map_err(|e| Error::new(Kind::Repository, format!("repository {url}: {e}")))?;
+    Ok(Backend {
+        store: Arc::new(fs),
+        root: Key::default(),
+        url: url.to_string(),
+        local_dir: Some(dir),
+    })
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn open_s3(url: &str, rest: &str) -> Result<Backend> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(Error::new(
+            Kind::Config,
+            format!("repository {url}: missing bucket name"),
+        ));
+    }
+    let mut b = AmazonS3Builder::new().with_bucket_name(bucket);
+    match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        (Some(id), Some(secret)) => {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+            if let Some(token) = env("AWS_SESSION_TOKEN") {
+                b = b.with_token(token);
+            }
+        }
+        _ if env("AWS_WEB_IDENTITY_TOKEN_FILE").is_some()
+            || env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some() =>
+        {
+            b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        }
+        // Never fall through to instance metadata: that is a network call nobody asked for.
+        _ => {
+            return Err(Error::new(
+                Kind::Config,
+                format!("repository {url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+            ))
+        }
+    }
+    let region = env("AWS_REGION")
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".to_string());
+    b = b.with_region(region);
+    let endpoint = env("AWS_ENDPOINT_URL").or_else(|| env("AWS_ENDPOINT"));
+    if let Some(ep) = endpoint {
+        b = b
+            .with_allow_http(ep.starts_with("http://"))
+            .with_virtual_hosted_style_request(false)
+            .with_endpoint(ep);
+    }
+    // Fail in seconds, not minutes, when the store is unreachable.
+    let retry = RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(20),
+        ..RetryConfig::default()
+    };
+    let client = ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(300));
+    let s3 = b
+        .with_retry(retry)
+        .with_client_options(client)
+        .build()
+        .map_err(|e| Error::new(Kind::Config, format!("repository {url}: {e}")))?;
+    let root = Key::parse(prefix.trim_matches('/'))
+        .map_err(|e| Error::new(Kind::Config, format!("repository {url}: bad prefix: {e}")))?;
+    Ok(Backend {
+        store: Arc::new(s3),
+        root,
+        url: url.to_string(),
+        local_dir: None,
+    })
+}
+
+/// Turn an object-store failure into a one-line repository error.
+pub fn store_error(url: &str, what: &str, err: object_store::Error) -> Error {
+    use object_store::Error as E;
+    let (kind, msg) = match &err {
+        E::NotFound { .. } => (Kind::NotFound, format!("{what}: not found")),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => (
+            Kind::Repository,
+            format!("{what}: access denied (check the credentials)"),
+        ),
+        _ => {
+            let text = err.to_string();
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("403") || lower.contains("signaturedoesnotmatch") {
+                (
+                    Kind::Repository,
+                    format!("{what}: access denied (check the credentials)"),
+                )
+            } else if lower.contains("connect") || lower.contains("dns") {
+                (Kind::Repository, format!("{what}: unreachable: {text}"))
+            } else {
+                (Kind::Repository, format!("{what}: {text}"))
+            }
+        }
+    };
+    Error::new(kind, format!("repository {url}: {msg}"))
+}
