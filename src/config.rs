@@ -181,7 +181,10 @@ impl Config {
                 Kind::Config,
                 format!(
                     "several databases are configured ({}): pass --db NAME",
-                    many.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )),
         }
@@ -217,9 +220,9 @@ pub fn expand(s: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String> 
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| {
-                Error::new(Kind::Config, format!("unterminated ${{ in {s:?}"))
-            })?;
+            let end = body
+                .find('}')
+                .ok_or_else(|| Error::new(Kind::Config, format!("unterminated ${{ in {s:?}")))?;
             let name = &body[..end];
             let value = env(name).ok_or_else(|| {
                 Error::new(

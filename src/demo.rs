@@ -68,8 +68,18 @@ CREATE VIEW class_occupancy AS
 "#;
 
 const FIRST: [&str; 12] = [
-    "Ana", "Zoë", "O'Brien", "José", "Łukasz", "Mei", "Chloé", "Søren", "Aarav", "Nguyễn",
-    "Dr. \"Doc\"", "Kai",
+    "Ana",
+    "Zoë",
+    "O'Brien",
+    "José",
+    "Łukasz",
+    "Mei",
+    "Chloé",
+    "Søren",
+    "Aarav",
+    "Nguyễn",
+    "Dr. \"Doc\"",
+    "Kai",
 ];
 const TITLES: [&str; 8] = [
     "Vinyasa Flow 🧘",
@@ -98,7 +108,14 @@ impl Gen {
     fn uuid(&mut self) -> String {
         let v: u128 = self.rng.gen();
         let h = format!("{v:032x}");
-        format!("{}-{}-4{}-a{}-{}", &h[..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+        format!(
+            "{}-{}-4{}-a{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[13..16],
+            &h[17..20],
+            &h[20..32]
+        )
     }
     fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
         xs[self.rng.gen_range(0..xs.len())]
@@ -127,7 +144,9 @@ pub fn generate(path: &Path, size_mb: u64, seed: u64) -> rusqlite::Result<Genera
     let units = (size_mb * 1_000_000 / BYTES_PER_UNIT).max(200);
     let n_tenants = (size_mb / 4).clamp(10, 200) as usize;
     // Zipf-like skew: the first tenant is ~10x the tenth.
-    let weights: Vec<f64> = (0..n_tenants).map(|i| 1.0 / ((i + 1) as f64).powf(1.0)).collect();
+    let weights: Vec<f64> = (0..n_tenants)
+        .map(|i| 1.0 / ((i + 1) as f64).powf(1.0))
+        .collect();
     let total_w: f64 = weights.iter().sum();
     let mut rows = 0u64;
     let t0 = 1_700_000_000i64;
@@ -156,7 +175,13 @@ pub fn generate(path: &Path, size_mb: u64, seed: u64) -> rusqlite::Result<Genera
                 "{{\"bio\":\"Line one\\nline \\\"two\\\"\",\"tags\":[\"yoga\",\"{}\"],\"i\":{i}}}",
                 g.pick(&FIRST).replace('"', "\\\"")
             );
-            ins_user.execute(params![id, format!("user{i}@example.com"), name, profile, t0 + i as i64])?;
+            ins_user.execute(params![
+                id,
+                format!("user{i}@example.com"),
+                name,
+                profile,
+                t0 + i as i64
+            ])?;
             users.push(id);
         }
         rows += n_users as u64;
@@ -198,7 +223,13 @@ pub fn generate(path: &Path, size_mb: u64, seed: u64) -> rusqlite::Result<Genera
             for m in 0..n_members {
                 let id = g.uuid();
                 let user = &users[(base + m * 7) % n_users];
-                let role = if m == 0 { "owner" } else if m % 40 == 0 { "instructor" } else { "student" };
+                let role = if m == 0 {
+                    "owner"
+                } else if m % 40 == 0 {
+                    "instructor"
+                } else {
+                    "student"
+                };
                 match ins_member.execute(params![id, tenant, user, role, t0 + m as i64]) {
                     Ok(_) => members.push(id),
                     Err(rusqlite::Error::SqliteFailure(e, _))
@@ -236,7 +267,11 @@ pub fn generate(path: &Path, size_mb: u64, seed: u64) -> rusqlite::Result<Genera
                     t0 + c as i64 * 3_600,
                     g.rng.gen_range(8..40) as i64,
                     price,
-                    format!("{{\"tags\":[\"{}\"],\"room\":{}}}", title.replace('"', ""), c % 9)
+                    format!(
+                        "{{\"tags\":[\"{}\"],\"room\":{}}}",
+                        title.replace('"', ""),
+                        c % 9
+                    )
                 ])?;
                 classes.push(id);
             }
@@ -282,7 +317,13 @@ pub fn generate(path: &Path, size_mb: u64, seed: u64) -> rusqlite::Result<Genera
         }
         // Platform-level audit rows have no tenant.
         for i in 0..50 {
-            ins_audit.execute(params![Option::<String>::None, users[i % n_users], "platform.config", "{}", t0])?;
+            ins_audit.execute(params![
+                Option::<String>::None,
+                users[i % n_users],
+                "platform.config",
+                "{}",
+                t0
+            ])?;
         }
         rows += 50;
     }

@@ -109,9 +109,18 @@ impl Repository {
     /// Claim `id` with a conditional create; false when another backup holds it.
     pub async fn claim(&self, db: &str, id: &str) -> Result<bool> {
         let key = self.key(db, id, CLAIM_SUFFIX);
-        let body = format!("{{\"pid\":{},\"claimed_at\":\"{}\"}}\n", std::process::id(), Utc::now());
+        let body = format!(
+            "{{\"pid\":{},\"claimed_at\":\"{}\"}}\n",
+            std::process::id(),
+            Utc::now()
+        );
         let opts = PutOptions::from(PutMode::Create);
-        match self.backend.store.put_opts(&key, PutPayload::from(body), opts).await {
+        match self
+            .backend
+            .store
+            .put_opts(&key, PutPayload::from(body), opts)
+            .await
+        {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => return Ok(false),
             Err(e) => return Err(self.err("claim backup id", e)),
@@ -129,7 +138,11 @@ impl Repository {
 
     /// Drop a claim; best effort (a stale claim only shows as an incomplete leftover).
     pub async fn release(&self, db: &str, id: &str) {
-        let _ = self.backend.store.delete(&self.key(db, id, CLAIM_SUFFIX)).await;
+        let _ = self
+            .backend
+            .store
+            .delete(&self.key(db, id, CLAIM_SUFFIX))
+            .await;
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
@@ -142,7 +155,12 @@ impl Repository {
 
     /// Upload the data object from a stream of chunks, as a multipart upload. Aborts the
     /// upload if the stream ends with an error (the sender drops early and reports it).
-    pub async fn upload(&self, db: &str, id: &str, mut chunks: mpsc::Receiver<Bytes>) -> Result<()> {
+    pub async fn upload(
+        &self,
+        db: &str,
+        id: &str,
+        mut chunks: mpsc::Receiver<Bytes>,
+    ) -> Result<()> {
         let key = self.key(db, id, DATA_SUFFIX);
         let upload = self
             .backend
@@ -167,7 +185,11 @@ impl Repository {
 
     /// Abandon an upload that failed after `upload` returned: remove the data object.
     pub async fn discard(&self, db: &str, id: &str) {
-        let _ = self.backend.store.delete(&self.key(db, id, DATA_SUFFIX)).await;
+        let _ = self
+            .backend
+            .store
+            .delete(&self.key(db, id, DATA_SUFFIX))
+            .await;
         self.release(db, id).await;
     }
 
@@ -175,7 +197,12 @@ impl Repository {
     pub async fn commit(&self, m: &Manifest) -> Result<()> {
         let key = self.key(&m.database, &m.id, MANIFEST_SUFFIX);
         let opts = PutOptions::from(PutMode::Create);
-        match self.backend.store.put_opts(&key, PutPayload::from(m.to_json()), opts).await {
+        match self
+            .backend
+            .store
+            .put_opts(&key, PutPayload::from(m.to_json()), opts)
+            .await
+        {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => {
                 return Err(Error::new(
@@ -215,12 +242,20 @@ impl Repository {
         let mut stream = self.backend.store.list(Some(&prefix));
         while let Some(meta) = stream.next().await {
             let meta = meta.map_err(|e| self.err("list backups", e))?;
-            let Some(name) = meta.location.filename() else { continue };
-            let Some((id, suffix)) = split_name(name) else { continue };
-            objects
-                .entry(id.to_string())
-                .or_default()
-                .push((suffix.to_string(), meta.size, meta.last_modified));
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            let Some((id, suffix)) = split_name(name) else {
+                continue;
+            };
+            objects.entry(id.to_string()).or_default().push((
+                suffix.to_string(),
+                meta.size,
+                meta.last_modified,
+            ));
+        }
+        for (id, name, size, modified) in self.local_staging(db) {
+            objects.entry(id).or_default().push((name, size, modified));
         }
         let mut listing = Listing::default();
         let manifests: Vec<String> = objects
@@ -261,6 +296,40 @@ impl Repository {
         Ok(listing)
     }
 
+    /// Local repositories only: staging files (`<key>#N`) of multipart uploads that never
+    /// finished. object_store hides them from listings, so a crashed backup would leave them
+    /// behind unseen. Returns (id, suffix, size, modified).
+    fn local_staging(&self, db: &str) -> Vec<(String, String, u64, DateTime<Utc>)> {
+        let Some(dir) = &self.backend.local_dir else {
+            return Vec::new();
+        };
+        let dir = dir.join(self.prefix(db).as_ref());
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((base, n)) = name.split_once('#') else {
+                continue;
+            };
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Some((id, suffix)) = split_name(base) else {
+                continue;
+            };
+            let meta = e.metadata().ok();
+            let size = meta.as_ref().map_or(0, |m| m.len());
+            let modified = meta
+                .and_then(|m| m.modified().ok())
+                .map(DateTime::<Utc>::from)
+                .unwrap_or_default();
+            found.push((id.to_string(), format!("{suffix}#{n}"), size, modified));
+        }
+        found
+    }
+
     /// Read and parse one manifest.
     pub async fn manifest(&self, db: &str, id: &str) -> Result<Manifest> {
         let key = self.key(db, id, MANIFEST_SUFFIX);
@@ -286,7 +355,10 @@ impl Repository {
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(Error::new(
                     Kind::Corrupt,
-                    format!("backup {}: data object {} is missing", m.id, m.data_object),
+                    format!(
+                        "backup {} is corrupt: data object {} is missing",
+                        m.id, m.data_object
+                    ),
                 ))
             }
             Err(e) => return Err(self.err("read backup data", e)),
@@ -303,6 +375,14 @@ impl Repository {
     /// Delete the objects of an incomplete backup.
     pub async fn remove_leftover(&self, db: &str, leftover: &Leftover) -> Result<()> {
         for name in &leftover.objects {
+            if let (Some(dir), true) = (&self.backend.local_dir, name.contains('#')) {
+                let path = dir.join(self.prefix(db).as_ref()).join(name);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io(format!("delete leftover {name}"), e)),
+                }
+            }
             let key = self.prefix(db).join(name.as_str());
             match self.backend.store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -324,7 +404,9 @@ mod tests {
 
     #[test]
     fn ids_and_names() {
-        let t = DateTime::parse_from_rfc3339("2026-11-20T03:04:05Z").unwrap().to_utc();
+        let t = DateTime::parse_from_rfc3339("2026-11-20T03:04:05Z")
+            .unwrap()
+            .to_utc();
         assert_eq!(backup_id(t), "backup-2026-11-20T030405Z");
         assert_eq!(
             split_name("backup-2026-11-20T030405Z.sqlite.zst"),

@@ -101,7 +101,8 @@ pub async fn fetch(
     hash_image: bool,
     progress: &ProgressBar,
 ) -> Result<Option<String>> {
-    let corrupt = |msg: String| Error::new(Kind::Corrupt, format!("backup {} is corrupt: {msg}", m.id));
+    let corrupt =
+        |msg: String| Error::new(Kind::Corrupt, format!("backup {} is corrupt: {msg}", m.id));
     let (size, mut stream) = repo.data(m).await?;
     if size != m.stored_size {
         return Err(corrupt(format!(
@@ -118,23 +119,28 @@ pub async fn fetch(
             hasher.update(&chunk);
             progress.inc(chunk.len() as u64);
             if tx.send(chunk).await.is_err() {
-                break; // the decoder stopped; it reports why
+                return Ok(None); // the decoder stopped early; it reports why
             }
         }
-        Ok::<_, Error>(hex::encode(hasher.finalize()))
+        Ok::<_, Error>(Some(hex::encode(hasher.finalize())))
     };
     let dest_owned = dest.to_path_buf();
     let decode = tokio::task::spawn_blocking(move || decompress(rx, &dest_owned, hash_image));
     let (stored_sha, decoded) = tokio::join!(pump, decode);
     let stored_sha = stored_sha?;
     let decoded = decoded.map_err(|e| Error::new(Kind::Internal, format!("decode task: {e}")))?;
-    if stored_sha != m.stored_sha256 {
-        return Err(corrupt("sha256 of the stored object does not match the manifest".into()));
+    // A local write failure (disk full) is not the backup's fault: report it as it is.
+    if let Err(e) = &decoded {
+        if e.kind != Kind::Corrupt {
+            return Err(Error::new(e.kind, e.to_string()));
+        }
     }
-    let (written, image_sha) = decoded.map_err(|e| match e.kind {
-        Kind::DiskFull => e,
-        _ => corrupt(e.to_string()),
-    })?;
+    if stored_sha.is_some_and(|sha| sha != m.stored_sha256) {
+        return Err(corrupt(
+            "sha256 of the stored object does not match the manifest".into(),
+        ));
+    }
+    let (written, image_sha) = decoded.map_err(|e| corrupt(e.to_string()))?;
     if written != m.image_size {
         return Err(corrupt(format!(
             "image is {written} bytes, manifest says {}",
@@ -143,7 +149,9 @@ pub async fn fetch(
     }
     if let Some(sha) = &image_sha {
         if *sha != m.image_sha256 {
-            return Err(corrupt("sha256 of the image does not match the manifest".into()));
+            return Err(corrupt(
+                "sha256 of the image does not match the manifest".into(),
+            ));
         }
     }
     Ok(image_sha)
@@ -205,7 +213,8 @@ impl Read for ChannelReader {
 
 /// Check a downloaded image against its manifest: SQLite's own check, then row counts and schema.
 pub fn check_image(path: &Path, m: &Manifest, level: IntegrityCheck) -> Result<()> {
-    let corrupt = |msg: String| Error::new(Kind::Corrupt, format!("backup {} is corrupt: {msg}", m.id));
+    let corrupt =
+        |msg: String| Error::new(Kind::Corrupt, format!("backup {} is corrupt: {msg}", m.id));
     let conn = open_image(path).map_err(|e| corrupt(format!("cannot open image: {e}")))?;
     let pragma = match level {
         IntegrityCheck::Quick => "PRAGMA quick_check",
@@ -223,7 +232,12 @@ pub fn check_image(path: &Path, m: &Manifest, level: IntegrityCheck) -> Result<(
             .tables
             .iter()
             .find(|(t, n)| info.tables.get(*t) != Some(n))
-            .map(|(t, n)| format!("table {t} has {:?} rows, manifest says {n}", info.tables.get(t)))
+            .map(|(t, n)| {
+                format!(
+                    "table {t} has {:?} rows, manifest says {n}",
+                    info.tables.get(t)
+                )
+            })
             .unwrap_or_else(|| "the image has tables the manifest does not list".into());
         return Err(corrupt(format!("row counts differ: {diff}")));
     }
@@ -272,7 +286,12 @@ fn with_side_files(p: &Path) -> [PathBuf; 4] {
         o.push(suffix);
         PathBuf::from(o)
     };
-    [p.to_path_buf(), side("-wal"), side("-shm"), side("-journal")]
+    [
+        p.to_path_buf(),
+        side("-wal"),
+        side("-shm"),
+        side("-journal"),
+    ]
 }
 
 /// Restore `m` to `target`. On any failure the target is left exactly as it was.
@@ -297,7 +316,10 @@ pub async fn restore(
     if !parent.is_dir() {
         return Err(Error::new(
             Kind::Config,
-            format!("restore target directory {} does not exist", parent.display()),
+            format!(
+                "restore target directory {} does not exist",
+                parent.display()
+            ),
         ));
     }
     let existing: Vec<PathBuf> = with_side_files(target)
@@ -380,11 +402,19 @@ mod tests {
 
     #[test]
     fn parses_times() {
-        let want = DateTime::parse_from_rfc3339("2026-11-20T03:00:00Z").unwrap().to_utc();
+        let want = DateTime::parse_from_rfc3339("2026-11-20T03:00:00Z")
+            .unwrap()
+            .to_utc();
         assert_eq!(parse_time("2026-11-20T03:00Z").unwrap(), want);
         assert_eq!(parse_time("2026-11-20T03:00:00Z").unwrap(), want);
         assert_eq!(parse_time("2026-11-20 03:00").unwrap(), want);
-        assert_eq!(parse_time("2026-11-20").unwrap().format("%H:%M").to_string(), "23:59");
+        assert_eq!(
+            parse_time("2026-11-20")
+                .unwrap()
+                .format("%H:%M")
+                .to_string(),
+            "23:59"
+        );
         assert!(parse_time("yesterday").is_err());
     }
 }

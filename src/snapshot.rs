@@ -49,7 +49,9 @@ impl Default for BackupOptions {
 
 /// Create a scratch directory for temporary images.
 pub fn scratch(dir: Option<&Path>) -> Result<tempfile::TempDir> {
-    let base = dir.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+    let base = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
     tempfile::Builder::new()
         .prefix("lifeboat-")
         .tempdir_in(&base)
@@ -76,8 +78,8 @@ pub async fn backup(
         let timeout = opts.lock_timeout;
         tokio::task::spawn_blocking(move || -> Result<ImageInfo> {
             source.snapshot_to(&image, timeout)?;
-            let conn = open_image(&image)
-                .map_err(|e| Error::sqlite(Kind::Internal, "open image", e))?;
+            let conn =
+                open_image(&image).map_err(|e| Error::sqlite(Kind::Internal, "open image", e))?;
             inspect(&conn).map_err(|e| Error::sqlite(Kind::Database, "inspect image", e))
         })
         .await
@@ -227,9 +229,9 @@ impl ChunkSink {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(chunk).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped")
-        })
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped"))
     }
 }
 

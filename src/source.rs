@@ -34,7 +34,10 @@ impl SqliteSource {
     }
 
     fn err(&self, msg: impl std::fmt::Display) -> Error {
-        Error::new(Kind::Database, format!("database {}: {msg}", self.path.display()))
+        Error::new(
+            Kind::Database,
+            format!("database {}: {msg}", self.path.display()),
+        )
     }
 
     /// Check the file exists and starts with the SQLite header, before SQLite sees it
@@ -63,11 +66,14 @@ impl SqliteSource {
         let src = Connection::open_with_flags(&self.path, flags).map_err(|e| self.err(e))?;
         src.busy_timeout(lock_timeout).map_err(|e| self.err(e))?;
         // Touch the schema now so "not a database" and lock errors surface with a clear step.
-        src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
-            .map_err(|e| self.classify(e, lock_timeout))?;
+        src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|e| self.classify(e, lock_timeout))?;
 
-        let mut dst = Connection::open(dest)
-            .map_err(|e| Error::sqlite(Kind::Internal, format!("snapshot {}", dest.display()), e))?;
+        let mut dst = Connection::open(dest).map_err(|e| {
+            Error::sqlite(Kind::Internal, format!("snapshot {}", dest.display()), e)
+        })?;
         dst.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
             .map_err(|e| Error::sqlite(Kind::Internal, "snapshot: prepare image", e))?;
         let deadline = Instant::now() + lock_timeout;
@@ -107,8 +113,14 @@ impl SqliteSource {
                 ))
             }
             Some(rusqlite::ErrorCode::NotADatabase) => self.err("not a SQLite database"),
-            Some(rusqlite::ErrorCode::DatabaseCorrupt) => self.err("database disk image is malformed"),
-            _ => Error::sqlite(Kind::Database, format!("database {}", self.path.display()), e),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+                self.err("database disk image is malformed")
+            }
+            _ => Error::sqlite(
+                Kind::Database,
+                format!("database {}", self.path.display()),
+                e,
+            ),
         }
     }
 }
@@ -148,7 +160,10 @@ pub fn inspect(conn: &Connection) -> rusqlite::Result<ImageInfo> {
                 hasher.update(part.as_bytes());
                 hasher.update([0u8]);
             }
-            let is_virtual = sql.trim_start().to_ascii_uppercase().starts_with("CREATE VIRTUAL");
+            let is_virtual = sql
+                .trim_start()
+                .to_ascii_uppercase()
+                .starts_with("CREATE VIRTUAL");
             if ty == "table" && !is_virtual {
                 tables.push(name);
             }
@@ -187,7 +202,11 @@ mod tests {
     fn rejects_missing_and_non_sqlite_files() {
         let dir = tempfile::tempdir().unwrap();
         let missing = SqliteSource::new(dir.path().join("nope.db"));
-        assert!(missing.check().unwrap_err().to_string().contains("no such file"));
+        assert!(missing
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("no such file"));
         let text = dir.path().join("t.db");
         std::fs::write(&text, "hello, this is not sqlite at all").unwrap();
         let e = SqliteSource::new(&text).check().unwrap_err();
@@ -208,7 +227,9 @@ mod tests {
         )
         .unwrap();
         let img = dir.path().join("img.db");
-        SqliteSource::new(&src).snapshot_to(&img, Duration::from_secs(1)).unwrap();
+        SqliteSource::new(&src)
+            .snapshot_to(&img, Duration::from_secs(1))
+            .unwrap();
         let info = inspect(&open_image(&img).unwrap()).unwrap();
         assert_eq!(info.tables["odd \"name"], 2);
         assert_eq!(info.schema_sha256.len(), 64);

@@ -41,7 +41,10 @@ pub fn open(url: &str, create: bool) -> Result<Backend> {
         if !create {
             return Err(Error::new(
                 Kind::Repository,
-                format!("repository {url}: directory {} does not exist", path.display()),
+                format!(
+                    "repository {url}: directory {} does not exist",
+                    path.display()
+                ),
             ));
         }
         std::fs::create_dir_all(&path)
@@ -56,8 +59,10 @@ pub fn open(url: &str, create: bool) -> Result<Backend> {
     let dir = path
         .canonicalize()
         .map_err(|e| Error::io(format!("repository {url}"), e))?;
+    // fsync: a backup reported as written must survive a power cut.
     let fs = LocalFileSystem::new_with_prefix(&dir)
-        .map_err(|e| Error::new(Kind::Repository, format!("repository {url}: {e}")))?;
+        .map_err(|e| Error::new(Kind::Repository, format!("repository {url}: {e}")))?
+        .with_fsync(true);
     Ok(Backend {
         store: Arc::new(fs),
         root: Key::default(),
@@ -78,6 +83,10 @@ fn open_s3(url: &str, rest: &str) -> Result<Backend> {
             format!("repository {url}: missing bucket name"),
         ));
     }
+    // Client options first: setting them later would reset allow_http.
+    let client = ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(300));
     let mut b = AmazonS3Builder::new().with_bucket_name(bucket);
     match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
         (Some(id), Some(secret)) => {
@@ -99,6 +108,7 @@ fn open_s3(url: &str, rest: &str) -> Result<Backend> {
             ))
         }
     }
+    b = b.with_client_options(client);
     let region = env("AWS_REGION")
         .or_else(|| env("AWS_DEFAULT_REGION"))
         .unwrap_or_else(|| "us-east-1".to_string());
@@ -116,12 +126,8 @@ fn open_s3(url: &str, rest: &str) -> Result<Backend> {
         retry_timeout: Duration::from_secs(20),
         ..RetryConfig::default()
     };
-    let client = ClientOptions::new()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(300));
     let s3 = b
         .with_retry(retry)
-        .with_client_options(client)
         .build()
         .map_err(|e| Error::new(Kind::Config, format!("repository {url}: {e}")))?;
     let root = Key::parse(prefix.trim_matches('/'))

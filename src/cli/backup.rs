@@ -60,7 +60,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     };
     // Check every source before touching the repository, so bad input changes nothing.
     for db in &dbs {
-        crate::source::SqliteSource::new(&db.path).check().step("backup")?;
+        crate::source::SqliteSource::new(&db.path)
+            .check()
+            .step("backup")?;
     }
     let repo = ctx.repository(true).step("backup")?;
     let mut done = Vec::new();

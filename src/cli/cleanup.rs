@@ -31,17 +31,27 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     for name in database_names(ctx, &repo, args.db.as_deref()).await? {
         for l in repo.list(&name).await?.incomplete {
             if l.last_modified > cutoff {
-                ctx.out.line(format!("keep    {name}  {}  (younger than {})", l.id, humantime::format_duration(args.older_than)));
+                ctx.out.line(format!(
+                    "keep    {name}  {}  (younger than {})",
+                    l.id,
+                    humantime::format_duration(args.older_than)
+                ));
                 continue;
             }
             if !args.dry_run {
                 repo.remove_leftover(&name, &l).await?;
             }
-            let verb = if args.dry_run { "would remove" } else { "removed" };
-            ctx.out.line(format!("{verb}  {name}  {}  {}", l.id, human_size(l.size)));
+            let verb = if args.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
+            ctx.out
+                .line(format!("{verb}  {name}  {}  {}", l.id, human_size(l.size)));
             removed.push(serde_json::json!({"database": name, "id": l.id, "objects": l.objects}));
         }
     }
-    ctx.out.json(&serde_json::json!({ "dry_run": args.dry_run, "removed": removed }));
+    ctx.out
+        .json(&serde_json::json!({ "dry_run": args.dry_run, "removed": removed }));
     Ok(0)
 }

@@ -29,6 +29,9 @@ pub struct Args {
     /// Random seed for the generator.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Only generate the sample database (the benchmarks use this).
+    #[arg(long)]
+    generate_only: bool,
 }
 
 fn ms(t: Instant) -> u64 {
@@ -76,6 +79,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         secs(ms(t))
     ));
 
+    if args.generate_only {
+        return Ok(0);
+    }
+
     // 2. Backup.
     let repo = Repository::open(&repo_url, true)?;
     let db = Database {
@@ -104,7 +111,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         "3. list    {} complete backup(s), {} incomplete; newest {}  {}",
         listing.backups.len(),
         listing.incomplete.len(),
-        listing.backups.first().map(|m| m.id.as_str()).unwrap_or("-"),
+        listing
+            .backups
+            .first()
+            .map(|m| m.id.as_str())
+            .unwrap_or("-"),
         secs(ms(t))
     ));
 
@@ -141,7 +152,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     .map_err(crate::cli::internal)?
     .map_err(|e| Error::sqlite(Kind::Internal, "demo: compare", e))?;
     if !same {
-        return Err(Error::new(Kind::Corrupt, "demo: restored copy differs from the source"));
+        return Err(Error::new(
+            Kind::Corrupt,
+            "demo: restored copy differs from the source",
+        ));
     }
     out.line(format!(
         "5. restore {} -> {}  {} tables, {} rows, same schema and row counts as the source  {}",

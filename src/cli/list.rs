@@ -43,7 +43,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 human_size(m.stored_size),
                 m.tables.len(),
                 m.total_rows(),
-                m.label.as_deref().map(|l| format!("  {l}")).unwrap_or_default()
+                m.label
+                    .as_deref()
+                    .map(|l| format!("  {l}"))
+                    .unwrap_or_default()
             ));
         }
         for l in &listing.incomplete {
@@ -65,6 +68,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             "damaged": listing.damaged.iter().map(|(id, why)| serde_json::json!({"id": id, "problem": why})).collect::<Vec<_>>(),
         }));
     }
-    ctx.out.json(&serde_json::json!({ "repository": repo.url(), "databases": docs }));
+    ctx.out
+        .json(&serde_json::json!({ "repository": repo.url(), "databases": docs }));
     Ok(0)
 }

@@ -69,7 +69,10 @@ pub struct Ctx {
 impl Ctx {
     /// Open the repository; `create` makes a missing local directory (for writers only).
     pub fn repository(&self, create: bool) -> Result<Repository> {
-        Repository::open(&self.config.repository_url(self.repo_flag.as_deref()), create)
+        Repository::open(
+            &self.config.repository_url(self.repo_flag.as_deref()),
+            create,
+        )
     }
 }
 
@@ -128,7 +131,10 @@ pub fn main() -> i32 {
         json: cli.json,
         quiet: cli.quiet,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lifeboat: error: cannot start runtime: {e}");
@@ -140,7 +146,9 @@ pub fn main() -> i32 {
         Err(e) => {
             eprintln!("lifeboat: error: {e}");
             if out.json {
-                out.json(&serde_json::json!({"error": e.to_string(), "exit_code": e.kind.exit_code()}));
+                out.json(
+                    &serde_json::json!({"error": e.to_string(), "exit_code": e.kind.exit_code()}),
+                );
             }
             e.kind.exit_code()
         }
@@ -168,11 +176,20 @@ async fn run(cli: Cli) -> Result<i32> {
 
 /// The database names a multi-database command covers: `--db`, else the configured ones,
 /// else every database found in the repository.
-pub async fn database_names(ctx: &Ctx, repo: &Repository, flag: Option<&str>) -> Result<Vec<String>> {
+pub async fn database_names(
+    ctx: &Ctx,
+    repo: &Repository,
+    flag: Option<&str>,
+) -> Result<Vec<String>> {
     if let Some(f) = flag {
         return Ok(vec![ctx.config.database(f)?.name]);
     }
-    let configured: Vec<String> = ctx.config.all_databases().into_iter().map(|d| d.name).collect();
+    let configured: Vec<String> = ctx
+        .config
+        .all_databases()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
     if !configured.is_empty() {
         return Ok(configured);
     }

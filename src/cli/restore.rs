@@ -17,7 +17,12 @@ pub struct Args {
     #[arg(long, value_name = "NAME|PATH")]
     db: Option<String>,
     /// Backup id, or `latest`.
-    #[arg(long, value_name = "ID|latest", default_value = "latest", conflicts_with = "at")]
+    #[arg(
+        long,
+        value_name = "ID|latest",
+        default_value = "latest",
+        conflicts_with = "at"
+    )]
     backup: String,
     /// Use the newest backup taken at or before this UTC time (e.g. 2026-11-20T03:00Z).
     #[arg(long, value_name = "TIME")]
@@ -50,7 +55,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     pb.finish_and_clear();
     let report = report.step("restore")?;
     if let Some(aside) = &report.moved_aside {
-        ctx.out.line(format!("previous database moved aside to {}", aside.display()));
+        ctx.out.line(format!(
+            "previous database moved aside to {}",
+            aside.display()
+        ));
     }
     ctx.out.line(format!(
         "restored {} {} to {}  {}  {} tables  {} rows  checked ({:?})  {}",
@@ -63,6 +71,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         args.integrity_check,
         secs(report.duration_ms)
     ));
-    ctx.out.json(&serde_json::to_value(&report).map_err(crate::cli::internal)?);
+    ctx.out
+        .json(&serde_json::to_value(&report).map_err(crate::cli::internal)?);
     Ok(0)
 }

@@ -31,7 +31,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let repo = ctx.repository(false)?;
     let names = database_names(ctx, &repo, args.db.as_deref()).await?;
     if names.is_empty() {
-        return Err(Error::new(Kind::NotFound, format!("no backups in {}", repo.url())));
+        return Err(Error::new(
+            Kind::NotFound,
+            format!("no backups in {}", repo.url()),
+        ));
     }
     let mut reports: Vec<VerifyReport> = Vec::new();
     for name in &names {
@@ -64,15 +67,22 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                     r.rows,
                     secs(r.duration_ms)
                 )),
-                Some(p) => ctx.out.line(format!("FAIL  {}  {}  {p}", r.database, r.backup)),
+                Some(p) => ctx
+                    .out
+                    .line(format!("FAIL  {}  {}  {p}", r.database, r.backup)),
             }
             reports.push(r);
         }
     }
     let failed = reports.iter().filter(|r| !r.ok).count();
-    ctx.out.json(&serde_json::json!({ "verified": reports.len(), "failed": failed, "reports": reports }));
+    ctx.out.json(
+        &serde_json::json!({ "verified": reports.len(), "failed": failed, "reports": reports }),
+    );
     if failed > 0 {
-        let first = reports.iter().find(|r| !r.ok).and_then(|r| r.problem.clone());
+        let first = reports
+            .iter()
+            .find(|r| !r.ok)
+            .and_then(|r| r.problem.clone());
         return Err(Error::new(
             Kind::Corrupt,
             format!(

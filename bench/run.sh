@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Benchmark lifeboat against sqlite3 and zstd, side by side in one run, on the demo database
+# (~800 MB by default; SIZE_MB=… to change). Prints a Markdown table of times, ratios and peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MB="${SIZE_MB:-800}"
+OUT="${BENCH_DIR:-bench/out}"
+for tool in sqlite3 zstd python3; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
+done
+cargo build --release --quiet
+LB="$PWD/target/release/lifeboat"
+M="python3 $PWD/bench/measure.py"
+
+rm -rf "$OUT" && mkdir -p "$OUT/scratch"
+OUT="$(cd "$OUT" && pwd)"
+DB="$OUT/studio.db"
+echo "generating ~${SIZE_MB} MB demo database..." >&2
+"$LB" demo --generate-only --size "$SIZE_MB" --dir "$OUT" --quiet
+DB_BYTES=$(stat -c %s "$DB")
+sync
+
+# Warm the page cache once so every contender reads the database from memory.
+cat "$DB" > /dev/null
+
+measure() { # name command...
+  local r; r=$($M "$2")
+  printf '%s %s\n' "$1" "$r" >> "$OUT/times"
+  echo "  $1: $r (s, MB)" >&2
+}
+: > "$OUT/times"
+measure lb_backup   "'$LB' --quiet backup --db '$DB' --repo 'file://$OUT/repo' --scratch-dir '$OUT/scratch'"
+measure dump_zstd   "sqlite3 '$DB' .dump | zstd -3 -q > '$OUT/dump.sql.zst'"
+measure backup_zstd "sqlite3 '$DB' \".backup '$OUT/copy.db'\" && zstd -1 -T2 -q '$OUT/copy.db' -o '$OUT/copy.db.zst'"
+measure lb_restore  "'$LB' --quiet restore --db '$DB' --repo 'file://$OUT/repo' --to '$OUT/restored.db'"
+measure load_dump   "zstd -dc '$OUT/dump.sql.zst' | sqlite3 '$OUT/loaded.db'"
+measure unzstd      "zstd -d -q '$OUT/copy.db.zst' -o '$OUT/unzstd.db'"
+
+python3 - "$OUT/times" "$DB_BYTES" <<'PY'
+import sys
+t = {}
+for line in open(sys.argv[1]):
+    name, wall, rss = line.split()
+    t[name] = (float(wall), float(rss))
+size_mb = int(sys.argv[2]) / 1e6
+def row(measure, peer, ratio, target, ok):
+    print(f"| {measure} | {peer} | {ratio} | {target} | {'met' if ok else 'NOT met'} |")
+print(f"Database: {size_mb:.0f} MB demo database (lifeboat demo generator)\n")
+print("| run | seconds | peak RSS (MB) |\n|---|---|---|")
+for k, (w, r) in t.items():
+    print(f"| {k} | {w:.2f} | {r:.0f} |")
+print("\n| measure | peer | result | target | |\n|---|---|---|---|---|")
+b, r = t["lb_backup"][0], t["lb_restore"][0]
+x = t["dump_zstd"][0] / b; row("lifeboat backup", "`sqlite3 db .dump | zstd -3`", f"{x:.2f}x faster", ">= 2x faster", x >= 2)
+x = b / t["backup_zstd"][0]; row("lifeboat backup", "`sqlite3 .backup` + `zstd -1 -T2`", f"{x:.2f}x its time", "<= 1.5x", x <= 1.5)
+x = t["load_dump"][0] / r; row("lifeboat restore", "`zstd -dc dump.sql.zst | sqlite3 new.db`", f"{x:.2f}x faster", ">= 5x faster", x >= 5)
+x = r / t["unzstd"][0]; row("lifeboat restore", "`zstd -d image.zst`", f"{x:.2f}x its time", "<= 1.3x", x <= 1.3)
+m = max(t["lb_backup"][1], t["lb_restore"][1]); row("peak RSS of backup and restore", "-", f"{m:.0f} MB", "< 100 MB", m < 100)
+PY

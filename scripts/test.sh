@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: installs what the tests need (sqlite3, sqldiff, python3,
+# s3s-fs), then `cargo test`. Tool builds are cached outside the clone and rebuilt when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOOLS="${LIFEBOAT_TEST_TOOLS:-$HOME/.cache/lifeboat-test-tools}"
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+missing=()
+command -v sqlite3 >/dev/null || missing+=(sqlite3)
+command -v sqldiff >/dev/null || missing+=(sqlite3-tools)
+command -v python3 >/dev/null || missing+=(python3)
+command -v zstd >/dev/null || missing+=(zstd)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# A real S3-compatible server with SigV4 checks. 0.14.1 is the last release that builds on rustc 1.95.
+if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
+  echo "test.sh: building s3s-fs 0.14.1 into $TOOLS (once)"
+  cargo install s3s-fs@0.14.1 --features binary --locked --root "$TOOLS" --quiet
+fi
+export LIFEBOAT_S3S_FS="$TOOLS/bin/s3s-fs"
+
+cargo test --locked "$@"

@@ -1,0 +1,352 @@
+//! Every bad input gets a one-line error naming the problem, a documented exit code, and
+//! changes nothing.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rusqlite::Connection;
+
+fn small_db(path: &std::path::Path) {
+    Connection::open(path)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
+}
+
+#[test]
+fn missing_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails(
+        dir.path(),
+        &["backup", "--db", "nope.db", "--repo", "file://./repo"],
+        3,
+    );
+    assert!(
+        err.contains("nope.db") && err.contains("no such file"),
+        "{err}"
+    );
+    assert!(!dir.path().join("repo").exists(), "nothing created");
+    assert!(
+        !dir.path().join("nope.db").exists(),
+        "SQLite did not create it either"
+    );
+}
+
+#[test]
+fn not_a_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("notes.db"),
+        "just some text, long enough to have a header",
+    )
+    .unwrap();
+    let err = fails(
+        dir.path(),
+        &["backup", "--db", "notes.db", "--repo", "file://./repo"],
+        3,
+    );
+    assert!(err.contains("not a SQLite database"), "{err}");
+    assert!(!dir.path().join("repo").exists());
+}
+
+#[test]
+fn database_locked_past_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("busy.db");
+    small_db(&db);
+    // Another process holds an exclusive lock (rollback journal mode blocks readers).
+    let mut holder = Command::new("python3")
+        .args(["-c", "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(30)"])
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let t = Instant::now();
+    let err = fails(
+        dir.path(),
+        &[
+            "backup",
+            "--db",
+            "busy.db",
+            "--repo",
+            "file://./repo",
+            "--lock-timeout",
+            "500ms",
+        ],
+        3,
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(err.contains("locked by another process"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let listing = ok(dir.path(), &["--json", "list", "--repo", "file://./repo"]);
+    assert!(
+        !listing.contains("backup-"),
+        "no backup or leftover: {listing}"
+    );
+}
+
+#[test]
+fn repository_missing_or_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails(dir.path(), &["list", "--repo", "file://./no-such-repo"], 4);
+    assert!(err.contains("does not exist"), "{err}");
+    small_db(&dir.path().join("a.db"));
+    // Nothing listens on this port: connection refused, reported as unreachable.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = cmd(dir.path())
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "supersecretvalue123")
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .args(["backup", "--db", "a.db", "--repo", "s3://bucket/prefix"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        !err.contains("supersecretvalue123"),
+        "secrets never printed"
+    );
+    // S3 without credentials is a config error, not a silent call to instance metadata.
+    let err = fails(dir.path(), &["list", "--repo", "s3://bucket/prefix"], 2);
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+}
+
+#[test]
+fn backup_id_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    small_db(&dir.path().join("a.db"));
+    ok(
+        dir.path(),
+        &["backup", "--db", "a.db", "--repo", "file://./repo"],
+    );
+    let err = fails(
+        dir.path(),
+        &[
+            "restore",
+            "--db",
+            "a.db",
+            "--repo",
+            "file://./repo",
+            "--backup",
+            "backup-2001-01-01T000000Z",
+            "--to",
+            "r.db",
+        ],
+        5,
+    );
+    assert!(
+        err.contains("backup-2001-01-01T000000Z") && err.contains("not found"),
+        "{err}"
+    );
+    let err = fails(
+        dir.path(),
+        &[
+            "restore",
+            "--db",
+            "other.db",
+            "--repo",
+            "file://./repo",
+            "--to",
+            "r.db",
+        ],
+        5,
+    );
+    assert!(
+        err.contains("no complete backup of database other"),
+        "{err}"
+    );
+    fails(
+        dir.path(),
+        &[
+            "verify",
+            "backup-2001-01-01T000000Z",
+            "--db",
+            "a.db",
+            "--repo",
+            "file://./repo",
+        ],
+        5,
+    );
+    assert!(!dir.path().join("r.db").exists());
+}
+
+#[test]
+fn restore_target_exists_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    small_db(&dir.path().join("a.db"));
+    ok(
+        dir.path(),
+        &["backup", "--db", "a.db", "--repo", "file://./repo"],
+    );
+    std::fs::write(dir.path().join("live.db"), b"live data").unwrap();
+    let err = fails(
+        dir.path(),
+        &[
+            "restore",
+            "--db",
+            "a.db",
+            "--repo",
+            "file://./repo",
+            "--to",
+            "live.db",
+        ],
+        7,
+    );
+    assert!(err.contains("live.db") && err.contains("--force"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("live.db")).unwrap(),
+        b"live data"
+    );
+    // A stray -wal counts as an existing database: restoring next to it would corrupt the copy.
+    std::fs::write(dir.path().join("fresh.db-wal"), b"").unwrap();
+    fails(
+        dir.path(),
+        &[
+            "restore",
+            "--db",
+            "a.db",
+            "--repo",
+            "file://./repo",
+            "--to",
+            "fresh.db",
+        ],
+        7,
+    );
+}
+
+#[test]
+fn bad_config_and_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("bad.toml"), "[repository\nurl = 1").unwrap();
+    let err = fails(d, &["--config", "bad.toml", "list"], 2);
+    assert!(
+        err.contains("bad.toml") && err.contains("invalid TOML"),
+        "{err}"
+    );
+    std::fs::write(
+        d.join("unknown.toml"),
+        "[repository]\nurl = \"file://x\"\nbucket = \"y\"\n",
+    )
+    .unwrap();
+    let err = fails(d, &["--config", "unknown.toml", "list"], 2);
+    assert!(err.contains("bucket"), "{err}");
+    std::fs::write(
+        d.join("env.toml"),
+        "[repository]\nurl = \"${LIFEBOAT_TEST_UNSET_VAR}\"\n",
+    )
+    .unwrap();
+    let err = fails(d, &["--config", "env.toml", "list"], 2);
+    assert!(err.contains("LIFEBOAT_TEST_UNSET_VAR is not set"), "{err}");
+    let err = fails(d, &["--config", "missing.toml", "list"], 2);
+    assert!(err.contains("missing.toml"), "{err}");
+    let err = fails(d, &["list", "--repo", "ftp://host/x"], 2);
+    assert!(err.contains("unsupported scheme"), "{err}");
+    fails(
+        d,
+        &[
+            "restore",
+            "--db",
+            "a.db",
+            "--to",
+            "x.db",
+            "--at",
+            "last tuesday",
+            "--repo",
+            "file://.",
+        ],
+        2,
+    );
+    fails(d, &["backup", "--repo", "file://./r"], 2);
+    // clap's own usage errors also exit 2.
+    let o = run(d, &["restore", "--bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(d, &["backup", "--help"]);
+    assert!(o.status.success() && stdout(&o).contains("Examples:"));
+}
+
+/// A tiny tmpfs as the restore target's filesystem (needs root to mount; CI runs as root).
+#[test]
+fn disk_full_is_reported_and_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("a.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE b (x BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+               INSERT INTO b SELECT randomblob(4000) FROM n;",
+        )
+        .unwrap();
+    ok(d, &["backup", "--db", "a.db", "--repo", "file://./repo"]);
+    let small = d.join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "mounting a 1 MB tmpfs needs root (CI and scripts/test.sh run as root)"
+    );
+    let restore = run(
+        d,
+        &[
+            "restore",
+            "--db",
+            "a.db",
+            "--repo",
+            "file://./repo",
+            "--to",
+            "small/r.db",
+        ],
+    );
+    let backup = run(
+        d,
+        &[
+            "backup",
+            "--db",
+            "a.db",
+            "--repo",
+            "file://./repo",
+            "--scratch-dir",
+            "small",
+        ],
+    );
+    let left: Vec<_> = std::fs::read_dir(&small).unwrap().collect();
+    Command::new("umount").arg(&small).status().unwrap();
+    assert_eq!(restore.status.code(), Some(8), "{}", stderr(&restore));
+    assert!(
+        stderr(&restore).contains("no space left on device"),
+        "{}",
+        stderr(&restore)
+    );
+    assert_eq!(backup.status.code(), Some(8), "{}", stderr(&backup));
+    assert!(left.is_empty(), "temp files removed: {left:?}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(d, &["--json", "list", "--repo", "file://./repo"])).unwrap();
+    assert_eq!(
+        v["databases"][0]["backups"].as_array().unwrap().len(),
+        1,
+        "the failed backup added nothing"
+    );
+    assert_eq!(v["databases"][0]["incomplete"].as_array().unwrap().len(), 0);
+}

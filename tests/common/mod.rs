@@ -1,0 +1,207 @@
+//! Helpers shared by the integration tests: run the real binary, the real sqlite3 and sqldiff.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rusqlite::Connection;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lifeboat"))
+}
+
+/// A `lifeboat` command running in `dir`, with no AWS settings leaking in from the environment.
+pub fn cmd(dir: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.current_dir(dir);
+    for v in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// Run lifeboat in `dir` with `args`.
+pub fn run(dir: &Path, args: &[&str]) -> Output {
+    cmd(dir).args(args).output().expect("run lifeboat")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Run lifeboat and insist on success.
+pub fn ok(dir: &Path, args: &[&str]) -> String {
+    let o = run(dir, args);
+    assert!(
+        o.status.success(),
+        "lifeboat {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Run lifeboat expecting failure with `code`; returns stderr, which must be one line.
+pub fn fails(dir: &Path, args: &[&str], code: i32) -> String {
+    let o = run(dir, args);
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "lifeboat {args:?}: expected exit {code}\nstdout: {}\nstderr: {err}",
+        stdout(&o)
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error must be one line: {err:?}"
+    );
+    assert!(err.starts_with("lifeboat: error: "), "{err}");
+    err
+}
+
+/// `sqldiff a b`: the real tool, which prints nothing when the contents are equal.
+pub fn sqldiff(a: &Path, b: &Path) -> String {
+    let o = Command::new("sqldiff")
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("sqldiff (apt-get install sqlite3-tools)");
+    assert!(
+        o.status.success(),
+        "sqldiff failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Assert two databases are equal in content and schema, by sqldiff.
+pub fn assert_same_db(a: &Path, b: &Path) {
+    let d = sqldiff(a, b);
+    assert!(
+        d.is_empty(),
+        "sqldiff {} {} is not empty:\n{}",
+        a.display(),
+        b.display(),
+        &d[..d.len().min(2000)]
+    );
+    let o = Command::new("sqldiff")
+        .arg("--schema")
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("sqldiff");
+    assert!(
+        o.stdout.is_empty(),
+        "schemas differ: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+/// Run SQL through the real sqlite3 CLI and return its output.
+pub fn sqlite3(db: &Path, sql: &str) -> String {
+    let o = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 CLI");
+    assert!(
+        o.status.success(),
+        "sqlite3 failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A database exercising the awkward corners of SQLite.
+pub fn tricky_db(path: &Path) {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(
+        r#"
+        CREATE TABLE plain (id INTEGER PRIMARY KEY, r REAL, t TEXT, b BLOB, n);
+        CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
+        CREATE TABLE strict_t (id INTEGER PRIMARY KEY, i INTEGER NOT NULL, r REAL, t TEXT, b BLOB, a ANY) STRICT;
+        CREATE TABLE seq (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
+        CREATE TABLE "odd ""name"" 🦀" ("select" TEXT, "from" INTEGER, [bracket col] TEXT, `back tick` REAL);
+        CREATE TABLE composite (a TEXT, b INTEGER, c TEXT, PRIMARY KEY (a, b));
+        CREATE INDEX plain_t ON plain(t);
+        CREATE UNIQUE INDEX "odd idx" ON "odd ""name"" 🦀"("select");
+        CREATE VIEW v_plain AS SELECT id, t FROM plain WHERE r > 0;
+        CREATE TABLE log (at INTEGER, what TEXT);
+        CREATE TRIGGER seq_log AFTER INSERT ON seq BEGIN INSERT INTO log VALUES (NEW.id, 'ins; ''quoted'' -- not a comment'); END;
+        "#,
+    )
+    .unwrap();
+    let reals: [f64; 9] = [
+        -0.0,
+        f64::from_bits(1), // 5e-324, the smallest subnormal
+        2.2250738585072014e-308,
+        1.7976931348623157e308,
+        0.1,
+        1.0 / 3.0,
+        -1e-10,
+        123456789.123456789,
+        9.223372036854775808e18, // 2^63 as REAL
+    ];
+    let ints: [i64; 5] = [i64::MIN, i64::MAX, 0, -1, 1 << 53];
+    let texts = [
+        "",
+        "it's \"quoted\"",
+        "line1\nline2\r\nline3",
+        "emoji 🧘‍♀️ and Zoë, 日本語",
+        "semi;colon -- dash /* c */",
+        "NUL\0inside",
+    ];
+    for i in 0..200i64 {
+        let r = reals[i as usize % reals.len()];
+        let t = texts[i as usize % texts.len()];
+        let b: Vec<u8> = (0..(i % 17) as u8 * 13).collect();
+        let n: rusqlite::types::Value = match i % 4 {
+            0 => rusqlite::types::Value::Null,
+            1 => rusqlite::types::Value::Integer(ints[i as usize % ints.len()]),
+            2 => rusqlite::types::Value::Real(r),
+            _ => rusqlite::types::Value::Blob(vec![0, 255, 1]),
+        };
+        c.execute(
+            "INSERT INTO plain VALUES (?,?,?,?,?)",
+            rusqlite::params![i, r, t, b, n],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO kv VALUES (?,?)",
+            rusqlite::params![format!("k{i:04}"), t],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO strict_t VALUES (?,?,?,?,?,?)",
+            rusqlite::params![i, ints[i as usize % ints.len()], r, t, b, n],
+        )
+        .unwrap();
+        c.execute("INSERT INTO seq (v) VALUES (?)", [t]).unwrap();
+        c.execute(
+            r#"INSERT INTO "odd ""name"" 🦀" VALUES (?,?,?,?)"#,
+            rusqlite::params![format!("s{i}"), i, Option::<String>::None, r],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO composite VALUES (?,?,?)",
+            rusqlite::params![t, i, "x"],
+        )
+        .unwrap();
+    }
+    // Leave a gap in the AUTOINCREMENT counter: the restored sequence must keep it.
+    c.execute_batch("DELETE FROM seq WHERE id > 190;").unwrap();
+}
