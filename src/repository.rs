@@ -8,6 +8,8 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -153,14 +155,16 @@ impl Repository {
         }
     }
 
-    /// Upload the data object from a stream of chunks, as a multipart upload. Aborts the
-    /// upload if the stream ends with an error (the sender drops early and reports it).
+    /// Upload the data object from a stream of chunks, as a multipart upload. When the stream
+    /// ends without `complete` set, the producer failed: the upload is aborted, not finished,
+    /// and `Ok(false)` returned (the producer reports why).
     pub async fn upload(
         &self,
         db: &str,
         id: &str,
         mut chunks: mpsc::Receiver<Bytes>,
-    ) -> Result<()> {
+        complete: Arc<AtomicBool>,
+    ) -> Result<bool> {
         let key = self.key(db, id, DATA_SUFFIX);
         let upload = self
             .backend
@@ -176,11 +180,15 @@ impl Repository {
             }
             writer.write(&chunk);
         }
+        if !complete.load(Ordering::SeqCst) {
+            let _ = writer.abort().await;
+            return Ok(false);
+        }
         writer
             .finish()
             .await
             .map_err(|e| self.err("finish upload", e))?;
-        Ok(())
+        Ok(true)
     }
 
     /// Abandon an upload that failed after `upload` returned: remove the data object.

@@ -1,10 +1,11 @@
-//! Snapshots: turns a source database into a stored backup. Takes a consistent image into a
-//! scratch directory, streams it through multi-threaded zstd into a multipart upload (bounded
-//! memory: a few chunks in flight), then writes the manifest last as the commit point.
+//! Snapshots: turns a source database into a stored backup. Streams a consistent image of the
+//! source through sha256 and multi-threaded zstd into a multipart upload (bounded memory: a few
+//! chunks in flight), then writes the manifest last as the commit point.
 
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,13 +18,11 @@ use crate::config::Database;
 use crate::error::{Error, Kind, Result, ResultExt};
 use crate::manifest::{BackupKind, Manifest, SourceInfo, FORMAT_VERSION};
 use crate::repository::{backup_id, Repository, DATA_SUFFIX};
-use crate::source::{inspect, open_image, ImageInfo, SqliteSource};
+use crate::source::{ImageInfo, SqliteSource};
 
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 /// Size of the chunks handed from the compressor to the uploader.
 const CHUNK: usize = 4 * 1024 * 1024;
-/// Read buffer for images.
-const READ_BUF: usize = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -70,47 +69,61 @@ pub async fn backup(
     let source = SqliteSource::new(&db.path);
     source.check()?;
     let tmp = scratch(opts.scratch_dir.as_deref())?;
-    let image = tmp.path().join("image.sqlite");
-
     let created_at = Utc::now();
-    let info = {
-        let image = image.clone();
-        let timeout = opts.lock_timeout;
-        tokio::task::spawn_blocking(move || -> Result<ImageInfo> {
-            source.snapshot_to(&image, timeout)?;
-            let conn =
-                open_image(&image).map_err(|e| Error::sqlite(Kind::Internal, "open image", e))?;
-            inspect(&conn).map_err(|e| Error::sqlite(Kind::Database, "inspect image", e))
-        })
-        .await
-        .map_err(|e| Error::new(Kind::Internal, format!("snapshot task: {e}")))?
-        .step("snapshot")?
-    };
-
     let id = claim_id(repo, &db.name, created_at).await.step("backup")?;
-    let level = opts.compression_level;
-    let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let pb = progress.clone();
-    let image_len = std::fs::metadata(&image)
-        .map_err(|e| Error::io("snapshot: image", e))?
-        .len();
-    pb.set_length(image_len);
-    let compress = tokio::task::spawn_blocking({
-        let image = image.clone();
-        move || compress_file(&image, level, tx, &pb)
+
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
+    let complete = Arc::new(AtomicBool::new(false));
+    let producer = tokio::task::spawn_blocking({
+        let (level, timeout, pb) = (opts.compression_level, opts.lock_timeout, progress.clone());
+        let scratch_dir = tmp.path().to_path_buf();
+        let complete = complete.clone();
+        move || -> Result<(ImageInfo, Digests)> {
+            let mut sink = CompressSink::new(level, tx)?;
+            let info = source.read_image(
+                timeout,
+                &scratch_dir,
+                &mut |info| pb.set_length(info.page_size * info.page_count),
+                &mut |data| {
+                    pb.inc(data.len() as u64);
+                    sink.write(data)
+                },
+            )?;
+            let digests = sink.finish(&complete)?;
+            Ok((info, digests))
+        }
     });
-    let (uploaded, compressed) = tokio::join!(repo.upload(&db.name, &id, rx), compress);
-    let compressed = compressed
-        .map_err(|e| Error::new(Kind::Internal, format!("compress task: {e}")))
+    let (uploaded, produced) = tokio::join!(repo.upload(&db.name, &id, rx, complete), producer);
+    let produced = produced
+        .map_err(|e| Error::new(Kind::Internal, format!("snapshot task: {e}")))
         .and_then(|r| r);
-    let digests = match (uploaded, compressed) {
-        (Ok(()), Ok(d)) => d,
-        (Err(e), _) | (Ok(()), Err(e)) => {
+    let (info, digests) = match (uploaded, produced) {
+        (Ok(true), Ok(done)) => done,
+        // The upload failed: the producer only saw a closed channel.
+        (Err(e), _) => {
             repo.discard(&db.name, &id).await;
             return Err(e.context("backup"));
         }
+        (_, Err(e)) => {
+            repo.discard(&db.name, &id).await;
+            return Err(e.context("backup: snapshot"));
+        }
+        (Ok(false), Ok(_)) => {
+            repo.discard(&db.name, &id).await;
+            return Err(Error::new(Kind::Internal, "backup: upload abandoned"));
+        }
     };
     drop(tmp);
+    if digests.image_size != info.page_size * info.page_count {
+        repo.discard(&db.name, &id).await;
+        return Err(Error::new(
+            Kind::Internal,
+            format!(
+                "backup: image is {} bytes, expected {} pages of {}",
+                digests.image_size, info.page_count, info.page_size
+            ),
+        ));
+    }
 
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -172,47 +185,54 @@ pub struct Digests {
     pub stored_size: u64,
 }
 
-/// Compress `image` with zstd on all cores, hashing input and output, and hand the output to
-/// `tx` in chunks. Blocks; run it off the async runtime.
-pub fn compress_file(
-    image: &Path,
-    level: i32,
-    tx: mpsc::Sender<Bytes>,
-    progress: &ProgressBar,
-) -> Result<Digests> {
-    let mut input = File::open(image).map_err(|e| Error::io("compress: open image", e))?;
-    let sink = ChunkSink {
-        tx,
-        buf: Vec::with_capacity(CHUNK),
-        hasher: Sha256::new(),
-        size: 0,
-    };
-    let io = |e| Error::io("compress", e);
-    let mut enc = zstd::stream::write::Encoder::new(sink, level).map_err(io)?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    enc.multithread(threads).map_err(io)?;
-    enc.include_checksum(true).map_err(io)?;
-    let mut image_hasher = Sha256::new();
-    let mut image_size = 0u64;
-    let mut buf = vec![0u8; READ_BUF];
-    loop {
-        let n = input.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        image_hasher.update(&buf[..n]);
-        enc.write_all(&buf[..n]).map_err(io)?;
-        image_size += n as u64;
-        progress.inc(n as u64);
+/// The image side of the pipeline: hashes the image, compresses it with zstd on all cores and
+/// hands the output on in chunks. Blocking; runs off the async runtime.
+struct CompressSink {
+    enc: zstd::stream::write::Encoder<'static, ChunkSink>,
+    image_hasher: Sha256,
+    image_size: u64,
+}
+
+impl CompressSink {
+    fn new(level: i32, tx: mpsc::Sender<Bytes>) -> Result<Self> {
+        let io = |e| Error::io("compress", e);
+        let sink = ChunkSink {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+            hasher: Sha256::new(),
+            size: 0,
+        };
+        let mut enc = zstd::stream::write::Encoder::new(sink, level).map_err(io)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        enc.multithread(threads).map_err(io)?;
+        enc.include_checksum(true).map_err(io)?;
+        Ok(CompressSink {
+            enc,
+            image_hasher: Sha256::new(),
+            image_size: 0,
+        })
     }
-    let mut sink = enc.finish().map_err(io)?;
-    sink.send_buffered().map_err(io)?;
-    Ok(Digests {
-        image_sha256: hex::encode(image_hasher.finalize()),
-        image_size,
-        stored_sha256: hex::encode(sink.hasher.finalize()),
-        stored_size: sink.size,
-    })
+
+    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.image_hasher.update(data);
+        self.image_size += data.len() as u64;
+        self.enc.write_all(data)
+    }
+
+    /// Flush everything, then mark the stream `complete` while the channel is still open, so
+    /// the uploader never mistakes a finished stream for an abandoned one.
+    fn finish(self, complete: &AtomicBool) -> Result<Digests> {
+        let io = |e| Error::io("compress", e);
+        let mut sink = self.enc.finish().map_err(io)?;
+        sink.send_buffered().map_err(io)?;
+        complete.store(true, Ordering::SeqCst);
+        Ok(Digests {
+            image_sha256: hex::encode(self.image_hasher.finalize()),
+            image_size: self.image_size,
+            stored_sha256: hex::encode(sink.hasher.finalize()),
+            stored_size: sink.size,
+        })
+    }
 }
 
 /// A `Write` that hashes what it is given and sends it on in `CHUNK`-sized pieces.

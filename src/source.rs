@@ -104,6 +104,81 @@ impl SqliteSource {
         Ok(())
     }
 
+    /// Read a consistent image of the database and hand it to `page`, in order, in pieces.
+    /// `start` gets the image's facts first. Everything happens inside one read transaction:
+    /// the row counts, the schema and every page are the database at a single instant.
+    ///
+    /// Pages come from `sqlite_dbpage` (through SQLite's pager, so WAL content is included);
+    /// where that table is missing, the online backup API copies the image into `scratch` and
+    /// the copy is read back.
+    pub fn read_image(
+        &self,
+        lock_timeout: Duration,
+        scratch: &Path,
+        start: &mut dyn FnMut(&ImageInfo),
+        page: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<ImageInfo> {
+        self.check()?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| self.err(e))?;
+        conn.busy_timeout(lock_timeout).map_err(|e| self.err(e))?;
+        let has_dbpage = conn.prepare("SELECT 1 FROM sqlite_dbpage WHERE 0").is_ok();
+        if !has_dbpage {
+            drop(conn);
+            let image = scratch.join("image.sqlite");
+            self.snapshot_to(&image, lock_timeout)?;
+            let info = inspect(&open_image(&image).map_err(|e| self.err(e))?)
+                .map_err(|e| Error::sqlite(Kind::Database, "inspect image", e))?;
+            start(&info);
+            let mut f = std::fs::File::open(&image).map_err(|e| Error::io("read image", e))?;
+            let mut buf = vec![0u8; 1024 * 1024];
+            loop {
+                let n = f.read(&mut buf).map_err(|e| Error::io("read image", e))?;
+                if n == 0 {
+                    break;
+                }
+                page(&buf[..n]).map_err(|e| Error::io("stream image", e))?;
+            }
+            return Ok(info);
+        }
+        conn.execute_batch("BEGIN")
+            .map_err(|e| self.classify(e, lock_timeout))?;
+        // The first read below starts the read transaction that pins this instant.
+        let info = inspect(&conn).map_err(|e| self.classify(e, lock_timeout))?;
+        start(&info);
+        let mut stmt = conn
+            .prepare("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno")
+            .map_err(|e| self.classify(e, lock_timeout))?;
+        let mut rows = stmt.query([]).map_err(|e| self.classify(e, lock_timeout))?;
+        let mut expected = 1i64;
+        while let Some(row) = rows.next().map_err(|e| self.classify(e, lock_timeout))? {
+            let pgno: i64 = row.get(0).map_err(|e| self.err(e))?;
+            let data = row
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_blob()?))
+                .map_err(|e| self.err(e))?;
+            if pgno != expected || data.len() as u64 != info.page_size {
+                return Err(self.err(format!(
+                    "sqlite_dbpage returned page {pgno} of {} bytes",
+                    data.len()
+                )));
+            }
+            page(data).map_err(|e| Error::io("stream image", e))?;
+            expected += 1;
+        }
+        if (expected - 1) as u64 != info.page_count {
+            return Err(self.err(format!(
+                "read {} pages, expected {}",
+                expected - 1,
+                info.page_count
+            )));
+        }
+        drop(rows);
+        drop(stmt);
+        conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
+        Ok(info)
+    }
+
     fn classify(&self, e: rusqlite::Error, lock_timeout: Duration) -> Error {
         match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
@@ -215,6 +290,14 @@ mod tests {
         let empty = dir.path().join("e.db");
         std::fs::write(&empty, "").unwrap();
         assert!(SqliteSource::new(&empty).check().is_err());
+    }
+
+    #[test]
+    fn this_build_streams_pages_from_sqlite_dbpage() {
+        // .cargo/config.toml compiles SQLite with SQLITE_ENABLE_DBPAGE_VTAB; without it backups
+        // fall back to a temporary copy, which is correct but slower.
+        let c = Connection::open_in_memory().unwrap();
+        assert!(c.prepare("SELECT 1 FROM sqlite_dbpage WHERE 0").is_ok());
     }
 
     #[test]

@@ -152,6 +152,12 @@ pub fn store_error(url: &str, what: &str, err: object_store::Error) -> Error {
         _ => {
             let text = err.to_string();
             let lower = text.to_ascii_lowercase();
+            if lower.contains("no space left") || lower.contains("os error 28") {
+                return Error::new(
+                    Kind::DiskFull,
+                    format!("repository {url}: {what}: no space left on device"),
+                );
+            }
             if lower.contains("403") || lower.contains("signaturedoesnotmatch") {
                 (
                     Kind::Repository,

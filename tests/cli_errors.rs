@@ -319,19 +319,14 @@ fn disk_full_is_reported_and_cleaned_up() {
             "small/r.db",
         ],
     );
+    let restore_left = walk(&small);
+    // A repository on the full disk: the backup fails and leaves nothing that looks like one.
     let backup = run(
         d,
-        &[
-            "backup",
-            "--db",
-            "a.db",
-            "--repo",
-            "file://./repo",
-            "--scratch-dir",
-            "small",
-        ],
+        &["backup", "--db", "a.db", "--repo", "file://./small/repo"],
     );
-    let left: Vec<_> = std::fs::read_dir(&small).unwrap().collect();
+    let listed = run(d, &["--json", "list", "--repo", "file://./small/repo"]);
+    let files = walk(&small);
     Command::new("umount").arg(&small).status().unwrap();
     assert_eq!(restore.status.code(), Some(8), "{}", stderr(&restore));
     assert!(
@@ -339,14 +334,34 @@ fn disk_full_is_reported_and_cleaned_up() {
         "{}",
         stderr(&restore)
     );
+    assert!(
+        restore_left.is_empty(),
+        "temp files removed: {restore_left:?}"
+    );
     assert_eq!(backup.status.code(), Some(8), "{}", stderr(&backup));
-    assert!(left.is_empty(), "temp files removed: {left:?}");
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(d, &["--json", "list", "--repo", "file://./repo"])).unwrap();
+    assert!(
+        stderr(&backup).contains("no space left on device"),
+        "{}",
+        stderr(&backup)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&listed)).unwrap();
     assert_eq!(
         v["databases"][0]["backups"].as_array().unwrap().len(),
-        1,
-        "the failed backup added nothing"
+        0,
+        "the failed backup is not a backup"
     );
     assert_eq!(v["databases"][0]["incomplete"].as_array().unwrap().len(), 0);
+    assert!(files.is_empty(), "nothing left on the full disk: {files:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
 }
