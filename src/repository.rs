@@ -15,7 +15,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path as Key;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{
+    GetResultPayload, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Kind, Result};
@@ -31,6 +33,12 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// An opened repository.
 pub struct Repository {
     backend: Backend,
+}
+
+/// The bytes of a data object.
+pub enum DataReader {
+    File(std::fs::File),
+    Stream(BoxStream<'static, Result<Bytes>>),
 }
 
 /// A backup id's objects that have no manifest: an interrupted or running backup.
@@ -355,8 +363,9 @@ impl Repository {
         Manifest::from_json(&bytes).map_err(|e| e.context(format!("backup {id}")))
     }
 
-    /// Open the data object of a backup: its size and a stream of its bytes.
-    pub async fn data(&self, m: &Manifest) -> Result<(u64, BoxStream<'static, Result<Bytes>>)> {
+    /// Open the data object of a backup: its size, and either the open file (local
+    /// repositories; read with large blocking reads) or a stream of its bytes.
+    pub async fn data(&self, m: &Manifest) -> Result<(u64, DataReader)> {
         let key = self.prefix(&m.database).join(m.data_object.as_str());
         let got = match self.backend.store.get(&key).await {
             Ok(r) => r,
@@ -372,12 +381,18 @@ impl Repository {
             Err(e) => return Err(self.err("read backup data", e)),
         };
         let size = got.meta.size;
-        let url = self.backend.url.clone();
-        let stream = got
-            .into_stream()
-            .map_err(move |e| store_error(&url, "read backup data", e))
-            .boxed();
-        Ok((size, stream))
+        let reader = match got.payload {
+            GetResultPayload::File(file, _) => DataReader::File(file),
+            GetResultPayload::Stream(stream) => {
+                let url = self.backend.url.clone();
+                DataReader::Stream(
+                    stream
+                        .map_err(move |e| store_error(&url, "read backup data", e))
+                        .boxed(),
+                )
+            }
+        };
+        Ok((size, reader))
     }
 
     /// Delete the objects of an incomplete backup.

@@ -2,7 +2,7 @@
 //! `<target>.lifeboat-tmp`, checks the image (quick or full integrity check, row counts, schema)
 //! and only then moves any old database aside and renames the new one into place.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Kind, Result};
 use crate::manifest::Manifest;
-use crate::repository::Repository;
+use crate::repository::{DataReader, Repository};
 use crate::source::{inspect, open_image};
 
 /// Which backup to use.
@@ -103,7 +103,7 @@ pub async fn fetch(
 ) -> Result<Option<String>> {
     let corrupt =
         |msg: String| Error::new(Kind::Corrupt, format!("backup {} is corrupt: {msg}", m.id));
-    let (size, mut stream) = repo.data(m).await?;
+    let (size, data) = repo.data(m).await?;
     if size != m.stored_size {
         return Err(corrupt(format!(
             "stored object is {size} bytes but the manifest says {} (truncated or replaced)",
@@ -111,67 +111,92 @@ pub async fn fetch(
         )));
     }
     progress.set_length(size);
-    let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let pump = async move {
-        let mut hasher = Sha256::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            progress.inc(chunk.len() as u64);
-            if tx.send(chunk).await.is_err() {
-                return Ok(None); // the decoder stopped early; it reports why
-            }
+    let (dest, pb) = (dest.to_path_buf(), progress.clone());
+    let task_err =
+        |e: tokio::task::JoinError| Error::new(Kind::Internal, format!("decode task: {e}"));
+    let decoded = match data {
+        DataReader::File(file) => {
+            tokio::task::spawn_blocking(move || decompress(file, &dest, hash_image, &pb))
+                .await
+                .map_err(task_err)?
         }
-        Ok::<_, Error>(Some(hex::encode(hasher.finalize())))
+        DataReader::Stream(mut stream) => {
+            let (tx, rx) = mpsc::channel::<Bytes>(4);
+            let pump = async move {
+                while let Some(chunk) = stream.next().await {
+                    if tx.send(chunk?).await.is_err() {
+                        break; // the decoder stopped early; it reports why
+                    }
+                }
+                Ok::<_, Error>(())
+            };
+            let reader = ChannelReader {
+                rx,
+                current: Bytes::new(),
+            };
+            let decode =
+                tokio::task::spawn_blocking(move || decompress(reader, &dest, hash_image, &pb));
+            let (pumped, decoded) = tokio::join!(pump, decode);
+            pumped?; // a failed download explains a short stream better than the decoder can
+            decoded.map_err(task_err)?
+        }
     };
-    let dest_owned = dest.to_path_buf();
-    let decode = tokio::task::spawn_blocking(move || decompress(rx, &dest_owned, hash_image));
-    let (stored_sha, decoded) = tokio::join!(pump, decode);
-    let stored_sha = stored_sha?;
-    let decoded = decoded.map_err(|e| Error::new(Kind::Internal, format!("decode task: {e}")))?;
     // A local write failure (disk full) is not the backup's fault: report it as it is.
-    if let Err(e) = &decoded {
-        if e.kind != Kind::Corrupt {
-            return Err(Error::new(e.kind, e.to_string()));
-        }
-    }
-    if stored_sha.is_some_and(|sha| sha != m.stored_sha256) {
+    let d = decoded.map_err(|e| match e.kind {
+        Kind::Corrupt => corrupt(e.to_string()),
+        _ => e,
+    })?;
+    if d.stored_sha256 != m.stored_sha256 {
         return Err(corrupt(
             "sha256 of the stored object does not match the manifest".into(),
         ));
     }
-    let (written, image_sha) = decoded.map_err(|e| corrupt(e.to_string()))?;
-    if written != m.image_size {
+    if d.written != m.image_size {
         return Err(corrupt(format!(
-            "image is {written} bytes, manifest says {}",
-            m.image_size
+            "image is {} bytes, manifest says {}",
+            d.written, m.image_size
         )));
     }
-    if let Some(sha) = &image_sha {
+    if let Some(sha) = &d.image_sha256 {
         if *sha != m.image_sha256 {
             return Err(corrupt(
                 "sha256 of the image does not match the manifest".into(),
             ));
         }
     }
-    Ok(image_sha)
+    Ok(d.image_sha256)
 }
 
-fn decompress(rx: mpsc::Receiver<Bytes>, dest: &Path, hash: bool) -> Result<(u64, Option<String>)> {
-    let out = std::fs::OpenOptions::new()
+struct Decoded {
+    written: u64,
+    stored_sha256: String,
+    image_sha256: Option<String>,
+}
+
+/// Start writing back every this many bytes, so the final fsync has little left to do.
+const WRITEBACK_EVERY: u64 = 32 * 1024 * 1024;
+
+/// Decompress `input` into `dest`, hashing the stored bytes (all of them, including any after
+/// the zstd frame) and, when asked, the image.
+fn decompress(input: impl Read, dest: &Path, hash: bool, pb: &ProgressBar) -> Result<Decoded> {
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(dest)
         .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
-    let mut out = BufWriter::with_capacity(1024 * 1024, out);
-    let mut dec = zstd::stream::read::Decoder::new(ChannelReader {
-        rx,
-        current: Bytes::new(),
-    })
-    .map_err(|e| Error::new(Kind::Internal, format!("decompress: {e}")))?;
-    let mut hasher = hash.then(Sha256::new);
+    let werr = |e| Error::io(format!("write {}", dest.display()), e);
+    let mut out = BufWriter::with_capacity(1024 * 1024, &file);
+    let hashing = HashingReader {
+        inner: input,
+        hasher: Sha256::new(),
+        pb,
+    };
+    let mut dec =
+        zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1024 * 1024, hashing))
+            .map_err(|e| Error::new(Kind::Internal, format!("decompress: {e}")))?;
+    let mut image_hasher = hash.then(Sha256::new);
     let mut buf = vec![0u8; 1024 * 1024];
-    let mut written = 0u64;
+    let (mut written, mut synced) = (0u64, 0u64);
     loop {
         let n = dec
             .read(&mut buf)
@@ -179,16 +204,47 @@ fn decompress(rx: mpsc::Receiver<Bytes>, dest: &Path, hash: bool) -> Result<(u64
         if n == 0 {
             break;
         }
-        if let Some(h) = hasher.as_mut() {
+        if let Some(h) = image_hasher.as_mut() {
             h.update(&buf[..n]);
         }
-        out.write_all(&buf[..n])
-            .map_err(|e| Error::io(format!("write {}", dest.display()), e))?;
+        out.write_all(&buf[..n]).map_err(werr)?;
         written += n as u64;
+        if written - synced >= WRITEBACK_EVERY {
+            out.flush().map_err(werr)?;
+            start_writeback(&file, synced, written - synced);
+            synced = written;
+        }
     }
-    out.flush()
-        .map_err(|e| Error::io(format!("write {}", dest.display()), e))?;
-    Ok((written, hasher.map(|h| hex::encode(h.finalize()))))
+    out.flush().map_err(werr)?;
+    // Hash whatever follows the frame too: trailing bytes must fail the checksum.
+    let mut rest = dec.finish().into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink())
+        .map_err(|e| Error::new(Kind::Corrupt, format!("read after frame: {e}")))?;
+    Ok(Decoded {
+        written,
+        stored_sha256: hex::encode(rest.hasher.finalize()),
+        image_sha256: image_hasher.map(|h| hex::encode(h.finalize())),
+    })
+}
+
+/// Ask the kernel to start writing a range back now (Linux); a hint, so errors are ignored:
+/// the fsync before the rename is what guarantees durability.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; sync_file_range only reads its arguments.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
 
 /// A blocking `Read` over chunks arriving on a channel.
@@ -211,22 +267,45 @@ impl Read for ChannelReader {
     }
 }
 
+/// A `Read` that hashes what passes through it.
+struct HashingReader<'a, R> {
+    inner: R,
+    hasher: Sha256,
+    pb: &'a ProgressBar,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.pb.inc(n as u64);
+        Ok(n)
+    }
+}
+
 /// Check a downloaded image against its manifest: SQLite's own check, then row counts and schema.
 pub fn check_image(path: &Path, m: &Manifest, level: IntegrityCheck) -> Result<()> {
     let corrupt =
         |msg: String| Error::new(Kind::Corrupt, format!("backup {} is corrupt: {msg}", m.id));
-    let conn = open_image(path).map_err(|e| corrupt(format!("cannot open image: {e}")))?;
     let pragma = match level {
         IntegrityCheck::Quick => "PRAGMA quick_check",
         IntegrityCheck::Full => "PRAGMA integrity_check",
     };
-    let first: String = conn
-        .query_row(pragma, [], |r| r.get(0))
+    // SQLite's check and the row counts read the same pages: run them side by side.
+    let (checked, info) = std::thread::scope(|s| {
+        let check = s.spawn(|| -> rusqlite::Result<String> {
+            open_image(path)?.query_row(pragma, [], |r| r.get(0))
+        });
+        let info = open_image(path).and_then(|c| inspect(&c));
+        (check.join(), info)
+    });
+    let first = checked
+        .map_err(|_| Error::new(Kind::Internal, "integrity check thread panicked"))?
         .map_err(|e| corrupt(format!("{pragma}: {e}")))?;
     if first != "ok" {
         return Err(corrupt(format!("{pragma}: {first}")));
     }
-    let info = inspect(&conn).map_err(|e| corrupt(format!("reading image: {e}")))?;
+    let info = info.map_err(|e| corrupt(format!("reading image: {e}")))?;
     if info.tables != m.tables {
         let diff = m
             .tables
@@ -341,14 +420,26 @@ pub async fn restore(
     drop(TempGuard(Some(tmp.clone()))); // a leftover from a crashed restore is ours to remove
     let mut guard = TempGuard(Some(tmp.clone()));
 
+    let step = Instant::now();
     fetch(repo, m, &tmp, false, progress).await?;
+    tracing::debug!(
+        ms = step.elapsed().as_millis() as u64,
+        "restore: download and decompress"
+    );
+    let step = Instant::now();
     let (check_tmp, check_m, level) = (tmp.clone(), m.clone(), opts.integrity);
     tokio::task::spawn_blocking(move || check_image(&check_tmp, &check_m, level))
         .await
         .map_err(|e| Error::new(Kind::Internal, format!("check task: {e}")))??;
+    tracing::debug!(
+        ms = step.elapsed().as_millis() as u64,
+        "restore: check image"
+    );
+    let step = Instant::now();
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
+    tracing::debug!(ms = step.elapsed().as_millis() as u64, "restore: fsync");
 
     let moved_aside = if existing.is_empty() {
         None
