@@ -74,7 +74,20 @@ pub async fn backup(
     let id = claim_id(repo, &db.name, created_at).await.step("backup")?;
 
     let (tx, rx) = mpsc::channel::<Bytes>(2);
+    let (to_upload, upload_rx) = mpsc::channel::<Bytes>(1);
     let complete = Arc::new(AtomicBool::new(false));
+    // The stored bytes are hashed on their way to the upload, off the compressing thread.
+    let hash_stored = async move {
+        let (mut rx, mut h, mut n) = (rx, Sha256::new(), 0u64);
+        while let Some(chunk) = rx.recv().await {
+            h.update(&chunk);
+            n += chunk.len() as u64;
+            if to_upload.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        (hex::encode(h.finalize()), n)
+    };
     let producer = tokio::task::spawn_blocking({
         let (level, timeout, pb) = (opts.compression_level, opts.lock_timeout, progress.clone());
         let scratch_dir = tmp.path().to_path_buf();
@@ -94,12 +107,20 @@ pub async fn backup(
             Ok((info, digests))
         }
     });
-    let (uploaded, produced) = tokio::join!(repo.upload(&db.name, &id, rx, complete), producer);
+    let ((stored_sha256, stored_size), uploaded, produced) = tokio::join!(
+        hash_stored,
+        repo.upload(&db.name, &id, upload_rx, complete),
+        producer
+    );
     let produced = produced
         .map_err(|e| Error::new(Kind::Internal, format!("snapshot task: {e}")))
         .and_then(|r| r);
     let (info, digests) = match (uploaded, produced) {
-        (Ok(true), Ok(done)) => done,
+        (Ok(true), Ok((info, mut digests))) => {
+            digests.stored_sha256 = stored_sha256;
+            digests.stored_size = stored_size;
+            (info, digests)
+        }
         // The upload failed: the producer only saw a closed channel.
         (Err(e), _) => {
             repo.discard(&db.name, &id).await;
@@ -186,13 +207,18 @@ pub struct Digests {
     pub stored_size: u64,
 }
 
-/// The image side of the pipeline: hashes the image, compresses it with zstd on all cores and
-/// hands the output on in chunks. Blocking; runs off the async runtime.
+/// The image side of the pipeline: compresses the image with zstd on all cores and hands the
+/// output on in chunks, while a second thread hashes the image (so hashing overlaps with
+/// reading pages). Blocking; runs off the async runtime.
 struct CompressSink {
     enc: zstd::stream::write::Encoder<'static, ChunkSink>,
-    image_hasher: Sha256,
-    image_size: u64,
+    batch: Vec<u8>,
+    to_hasher: std::sync::mpsc::SyncSender<Bytes>,
+    hasher: std::thread::JoinHandle<(String, u64)>,
 }
+
+/// Pages are batched into pieces of this size for the hasher and the compressor.
+const BATCH: usize = 1024 * 1024;
 
 impl CompressSink {
     fn new(level: i32, tx: mpsc::Sender<Bytes>) -> Result<Self> {
@@ -200,48 +226,74 @@ impl CompressSink {
         let sink = ChunkSink {
             tx,
             buf: Vec::with_capacity(CHUNK),
-            hasher: Sha256::new(),
-            size: 0,
         };
         let mut enc = zstd::stream::write::Encoder::new(sink, level).map_err(io)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         enc.multithread(threads).map_err(io)?;
         enc.include_checksum(true).map_err(io)?;
+        let (to_hasher, batches) = std::sync::mpsc::sync_channel::<Bytes>(4);
+        let hasher = std::thread::spawn(move || {
+            let (mut h, mut n) = (Sha256::new(), 0u64);
+            for b in batches {
+                h.update(&b);
+                n += b.len() as u64;
+            }
+            (hex::encode(h.finalize()), n)
+        });
         Ok(CompressSink {
             enc,
-            image_hasher: Sha256::new(),
-            image_size: 0,
+            batch: Vec::with_capacity(BATCH),
+            to_hasher,
+            hasher,
         })
     }
 
     fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.image_hasher.update(data);
-        self.image_size += data.len() as u64;
-        self.enc.write_all(data)
+        self.batch.extend_from_slice(data);
+        if self.batch.len() >= BATCH {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
+    fn send_batch(&mut self) -> std::io::Result<()> {
+        let batch = Bytes::from(std::mem::replace(
+            &mut self.batch,
+            Vec::with_capacity(BATCH),
+        ));
+        self.enc.write_all(&batch)?;
+        self.to_hasher
+            .send(batch)
+            .map_err(|_| std::io::Error::other("image hasher stopped"))
     }
 
     /// Flush everything, then mark the stream `complete` while the channel is still open, so
     /// the uploader never mistakes a finished stream for an abandoned one.
-    fn finish(self, complete: &AtomicBool) -> Result<Digests> {
+    fn finish(mut self, complete: &AtomicBool) -> Result<Digests> {
         let io = |e| Error::io("compress", e);
+        self.send_batch().map_err(io)?;
+        drop(self.to_hasher);
         let mut sink = self.enc.finish().map_err(io)?;
         sink.send_buffered().map_err(io)?;
+        let (image_sha256, image_size) = self
+            .hasher
+            .join()
+            .map_err(|_| Error::new(Kind::Internal, "image hasher panicked"))?;
         complete.store(true, Ordering::SeqCst);
         Ok(Digests {
-            image_sha256: hex::encode(self.image_hasher.finalize()),
-            image_size: self.image_size,
-            stored_sha256: hex::encode(sink.hasher.finalize()),
-            stored_size: sink.size,
+            image_sha256,
+            image_size,
+            // Filled in by the caller, which hashes the stored bytes on their way out.
+            stored_sha256: String::new(),
+            stored_size: 0,
         })
     }
 }
 
-/// A `Write` that hashes what it is given and sends it on in `CHUNK`-sized pieces.
+/// A `Write` that sends what it is given on in `CHUNK`-sized pieces.
 struct ChunkSink {
     tx: mpsc::Sender<Bytes>,
     buf: Vec<u8>,
-    hasher: Sha256,
-    size: u64,
 }
 
 impl ChunkSink {
@@ -258,8 +310,6 @@ impl ChunkSink {
 
 impl Write for ChunkSink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.hasher.update(data);
-        self.size += data.len() as u64;
         self.buf.extend_from_slice(data);
         if self.buf.len() >= CHUNK {
             self.send_buffered()?;

@@ -144,7 +144,13 @@ impl SqliteSource {
         conn.execute_batch("BEGIN")
             .map_err(|e| self.classify(e, lock_timeout))?;
         // The first read below starts the read transaction that pins this instant.
+        let step = Instant::now();
         let info = inspect(&conn).map_err(|e| self.classify(e, lock_timeout))?;
+        tracing::debug!(
+            ms = step.elapsed().as_millis() as u64,
+            "snapshot: schema and row counts"
+        );
+        let step = Instant::now();
         start(&info);
         let mut stmt = conn
             .prepare("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno")
@@ -176,6 +182,10 @@ impl SqliteSource {
         drop(rows);
         drop(stmt);
         conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
+        tracing::debug!(
+            ms = step.elapsed().as_millis() as u64,
+            "snapshot: pages streamed"
+        );
         Ok(info)
     }
 
