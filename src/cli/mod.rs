@@ -196,6 +196,22 @@ pub async fn database_names(
     repo.databases().await
 }
 
+/// The one database a command such as restore works on: `--db`, the only configured one, or
+/// the only one the repository holds.
+pub async fn single_database_name(ctx: &Ctx, repo: &Repository, flag: Option<&str>) -> Result<String> {
+    if flag.is_some() || !ctx.config.databases.is_empty() {
+        return Ok(ctx.config.single_database(flag)?.name);
+    }
+    match repo.databases().await?.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err(Error::new(Kind::NotFound, format!("no backups in {}", repo.url()))),
+        many => Err(Error::new(
+            Kind::Config,
+            format!("{} holds several databases ({}): pass --db NAME", repo.url(), many.join(", ")),
+        )),
+    }
+}
+
 /// Parse a duration flag such as `30s`, `500ms` or `2h`.
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 500ms, 2h)"))

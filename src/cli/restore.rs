@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{secs, Ctx};
+use crate::cli::{secs, single_database_name, Ctx};
 use crate::error::{Result, ResultExt};
 use crate::manifest::human_size;
 use crate::restore::{parse_time, restore, select, IntegrityCheck, RestoreOptions, Selector};
@@ -13,7 +13,8 @@ use crate::restore::{parse_time, restore, select, IntegrityCheck, RestoreOptions
   lifeboat restore --db studio-platform-db --backup backup-2026-11-20T020000Z --to ./studio.db --force
   lifeboat restore --db studio-platform-db --at 2026-11-20T03:00Z --to ./before-incident.db")]
 pub struct Args {
-    /// Database whose backup to restore (a configured name or a file path).
+    /// Database whose backup to restore (a configured name or a file path; default: the only
+    /// configured database, or the only one in the repository).
     #[arg(long, value_name = "NAME|PATH")]
     db: Option<String>,
     /// Backup id, or `latest`.
@@ -39,13 +40,13 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let db = ctx.config.single_database(args.db.as_deref())?;
     let sel = match &args.at {
         Some(t) => Selector::At(parse_time(t)?),
         None => Selector::Id(args.backup.clone()),
     };
     let repo = ctx.repository(false).step("restore")?;
-    let m = select(&repo, &db.name, &sel).await.step("restore")?;
+    let db = single_database_name(ctx, &repo, args.db.as_deref()).await?;
+    let m = select(&repo, &db, &sel).await.step("restore")?;
     let opts = RestoreOptions {
         force: args.force,
         integrity: args.integrity_check,
