@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod manifest;
+pub mod pages;
 pub mod repository;
 pub mod restore;
 pub mod snapshot;

@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Kind, Result};
+use crate::pages::PageCounter;
 
 /// A SQLite database file to back up.
 pub struct SqliteSource {
@@ -26,6 +27,8 @@ pub struct ImageInfo {
     pub page_count: u64,
     pub tables: BTreeMap<String, u64>,
     pub schema_sha256: String,
+    /// Root page of each counted table's b-tree.
+    pub roots: BTreeMap<String, u32>,
 }
 
 impl SqliteSource {
@@ -145,12 +148,8 @@ impl SqliteSource {
             .map_err(|e| self.classify(e, lock_timeout))?;
         // The first read below starts the read transaction that pins this instant.
         let step = Instant::now();
-        let info = inspect(&conn).map_err(|e| self.classify(e, lock_timeout))?;
-        tracing::debug!(
-            ms = step.elapsed().as_millis() as u64,
-            "snapshot: schema and row counts"
-        );
-        let step = Instant::now();
+        let mut info = inspect_schema(&conn).map_err(|e| self.classify(e, lock_timeout))?;
+        let mut counter = PageCounter::new(info.page_size as usize);
         start(&info);
         let mut stmt = conn
             .prepare("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno")
@@ -169,6 +168,7 @@ impl SqliteSource {
                     data.len()
                 )));
             }
+            counter.feed(data);
             page(data).map_err(|e| Error::io("stream image", e))?;
             expected += 1;
         }
@@ -181,10 +181,18 @@ impl SqliteSource {
         }
         drop(rows);
         drop(stmt);
+        // Row counts from the pages just read; SQLite counts any tree the walk cannot follow.
+        for (table, root) in &info.roots {
+            let n = match counter.rows(*root) {
+                Some(n) => n,
+                None => count_rows(&conn, table).map_err(|e| self.classify(e, lock_timeout))?,
+            };
+            info.tables.insert(table.clone(), n);
+        }
         conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
         tracing::debug!(
             ms = step.elapsed().as_millis() as u64,
-            "snapshot: pages streamed"
+            "snapshot: image read"
         );
         Ok(info)
     }
@@ -226,46 +234,54 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Read page size, page count, per-table row counts and the schema hash of an image.
+/// Read page size, page count, per-table row counts (SQLite's `count(*)`) and the schema hash.
 pub fn inspect(conn: &Connection) -> rusqlite::Result<ImageInfo> {
+    let mut info = inspect_schema(conn)?;
+    for t in info.roots.keys() {
+        info.tables.insert(t.clone(), count_rows(conn, t)?);
+    }
+    Ok(info)
+}
+
+fn count_rows(conn: &Connection, table: &str) -> rusqlite::Result<u64> {
+    let sql = format!("SELECT count(*) FROM {}", quote_ident(table));
+    Ok(conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64)
+}
+
+/// Everything [`inspect`] reads except the row counts: cheap, schema only.
+pub fn inspect_schema(conn: &Connection) -> rusqlite::Result<ImageInfo> {
     let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))? as u64;
     let page_count = conn.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))? as u64;
     let sqlite_version: String = conn.query_row("SELECT sqlite_version()", [], |r| r.get(0))?;
     let mut hasher = Sha256::new();
-    let mut tables = Vec::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema ORDER BY type, name",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let (ty, name, tbl, sql): (String, String, String, String) =
-                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-            for part in [&ty, &name, &tbl, &sql] {
-                hasher.update(part.as_bytes());
-                hasher.update([0u8]);
-            }
-            let is_virtual = sql
-                .trim_start()
-                .to_ascii_uppercase()
-                .starts_with("CREATE VIRTUAL");
-            if ty == "table" && !is_virtual {
-                tables.push(name);
-            }
+    let mut roots = BTreeMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT type, name, tbl_name, coalesce(sql, ''), rootpage FROM sqlite_schema ORDER BY type, name",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (ty, name, tbl, sql): (String, String, String, String) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        for part in [&ty, &name, &tbl, &sql] {
+            hasher.update(part.as_bytes());
+            hasher.update([0u8]);
         }
-    }
-    let mut counts = BTreeMap::new();
-    for t in tables {
-        let sql = format!("SELECT count(*) FROM {}", quote_ident(&t));
-        let n = conn.query_row(&sql, [], |r| r.get::<_, i64>(0))?;
-        counts.insert(t, n as u64);
+        // Virtual tables keep their rows in shadow tables, which are counted themselves.
+        let is_virtual = sql
+            .trim_start()
+            .to_ascii_uppercase()
+            .starts_with("CREATE VIRTUAL");
+        if ty == "table" && !is_virtual {
+            roots.insert(name, r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u32);
+        }
     }
     Ok(ImageInfo {
         sqlite_version,
         page_size,
         page_count,
-        tables: counts,
+        tables: BTreeMap::new(),
         schema_sha256: hex::encode(hasher.finalize()),
+        roots,
     })
 }
 
@@ -308,6 +324,50 @@ mod tests {
         // fall back to a temporary copy, which is correct but slower.
         let c = Connection::open_in_memory().unwrap();
         assert!(c.prepare("SELECT 1 FROM sqlite_dbpage WHERE 0").is_ok());
+    }
+
+    #[test]
+    fn page_walk_counts_equal_sqlite_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("s.db");
+        let c = Connection::open(&src).unwrap();
+        // Multi-level table and index trees, overflow pages, and free pages with stale cells.
+        c.execute_batch(
+            "CREATE TABLE r (id INTEGER PRIMARY KEY, v TEXT);
+             CREATE TABLE nr (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
+             CREATE TABLE plain (a, b);
+             CREATE TABLE empty (x);
+             CREATE INDEX r_v ON r(v);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000)
+             INSERT INTO r SELECT i, printf('%08d-%s', i, hex(randomblob(20))) FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+             INSERT INTO nr SELECT printf('key-%06d-%s', i, hex(randomblob(8))), randomblob(i % 700) FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+             INSERT INTO plain SELECT i, randomblob(9000) FROM n;
+             DELETE FROM r WHERE id % 3 = 0;
+             DELETE FROM nr WHERE k LIKE 'key-01%';",
+        )
+        .unwrap();
+        let want = inspect(&c).unwrap().tables;
+        let source = SqliteSource::new(&src);
+        let got = source
+            .read_image(Duration::from_secs(1), dir.path(), &mut |_| {}, &mut |_| {
+                Ok(())
+            })
+            .unwrap()
+            .tables;
+        assert_eq!(got, want);
+        assert!(want["r"] == 20000 && want["plain"] == 300 && want["empty"] == 0);
+        // The walk itself, with no fallback to SQLite, fed in uneven pieces.
+        let info = inspect(&c).unwrap();
+        let bytes = std::fs::read(&src).unwrap();
+        let mut counter = PageCounter::new(info.page_size as usize);
+        for piece in bytes.chunks(1000) {
+            counter.feed(piece);
+        }
+        for (table, root) in &info.roots {
+            assert_eq!(counter.rows(*root), Some(want[table]), "table {table}");
+        }
     }
 
     #[test]

@@ -198,16 +198,27 @@ pub async fn database_names(
 
 /// The one database a command such as restore works on: `--db`, the only configured one, or
 /// the only one the repository holds.
-pub async fn single_database_name(ctx: &Ctx, repo: &Repository, flag: Option<&str>) -> Result<String> {
+pub async fn single_database_name(
+    ctx: &Ctx,
+    repo: &Repository,
+    flag: Option<&str>,
+) -> Result<String> {
     if flag.is_some() || !ctx.config.databases.is_empty() {
         return Ok(ctx.config.single_database(flag)?.name);
     }
     match repo.databases().await?.as_slice() {
         [only] => Ok(only.clone()),
-        [] => Err(Error::new(Kind::NotFound, format!("no backups in {}", repo.url()))),
+        [] => Err(Error::new(
+            Kind::NotFound,
+            format!("no backups in {}", repo.url()),
+        )),
         many => Err(Error::new(
             Kind::Config,
-            format!("{} holds several databases ({}): pass --db NAME", repo.url(), many.join(", ")),
+            format!(
+                "{} holds several databases ({}): pass --db NAME",
+                repo.url(),
+                many.join(", ")
+            ),
         )),
     }
 }
