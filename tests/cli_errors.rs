@@ -365,3 +365,21 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn closed_stdout_is_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    small_db(&dir.path().join("a.db"));
+    let mut child = cmd(dir.path())
+        .args(["backup", "--db", "a.db", "--repo", "file://./repo"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader went away, as with `| head -0`
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    let listing = ok(dir.path(), &["list", "--repo", "file://./repo"]);
+    assert!(listing.contains("1 complete backup(s)"), "{listing}");
+}

@@ -87,14 +87,14 @@ impl Output {
     /// A human-readable line (suppressed by --json and --quiet).
     pub fn line(&self, s: impl AsRef<str>) {
         if !self.json && !self.quiet {
-            println!("{}", s.as_ref());
+            print_out(s.as_ref());
         }
     }
 
     /// A JSON document (only with --json).
     pub fn json(&self, v: &serde_json::Value) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(v).expect("json"));
+            print_out(&serde_json::to_string_pretty(v).expect("json"));
         }
     }
 
@@ -112,6 +112,14 @@ impl Output {
         pb.set_message(what.to_string());
         pb
     }
+}
+
+/// Print a line to stdout. A closed stdout (`lifeboat list | head`) must neither panic nor
+/// stop a restore half-way, so write errors are ignored.
+fn print_out(s: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{s}");
 }
 
 /// Run the CLI and return the process exit code.
