@@ -7,13 +7,17 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod dump;
 pub mod error;
+pub mod import;
 pub mod manifest;
 pub mod pages;
+pub mod place;
 pub mod repository;
 pub mod restore;
 pub mod snapshot;
 pub mod source;
+pub mod sqltext;
 pub mod store;
 pub mod verify;
 

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Kind, Result};
 use crate::manifest::Manifest;
+use crate::place::{place, prepare, TempGuard};
 use crate::repository::{DataReader, Repository};
 use crate::source::{inspect, open_image};
 
@@ -344,35 +345,6 @@ pub struct RestoreReport {
     pub duration_ms: u64,
 }
 
-/// Removes the temp file (and SQLite's side files) unless disarmed.
-struct TempGuard(Option<PathBuf>);
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            for f in with_side_files(&p) {
-                let _ = std::fs::remove_file(f);
-            }
-        }
-    }
-}
-
-/// A database path and its `-wal`, `-shm` and `-journal` companions.
-fn with_side_files(p: &Path) -> [PathBuf; 4] {
-    let s = p.as_os_str();
-    let side = |suffix: &str| {
-        let mut o = s.to_os_string();
-        o.push(suffix);
-        PathBuf::from(o)
-    };
-    [
-        p.to_path_buf(),
-        side("-wal"),
-        side("-shm"),
-        side("-journal"),
-    ]
-}
-
 /// Restore `m` to `target`. On any failure the target is left exactly as it was.
 pub async fn restore(
     repo: &Repository,
@@ -382,43 +354,8 @@ pub async fn restore(
     progress: &ProgressBar,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    if target.is_dir() {
-        return Err(Error::new(
-            Kind::Config,
-            format!("restore target {} is a directory", target.display()),
-        ));
-    }
-    let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !parent.is_dir() {
-        return Err(Error::new(
-            Kind::Config,
-            format!(
-                "restore target directory {} does not exist",
-                parent.display()
-            ),
-        ));
-    }
-    let existing: Vec<PathBuf> = with_side_files(target)
-        .into_iter()
-        .filter(|p| p.exists())
-        .collect();
-    if !existing.is_empty() && !opts.force {
-        return Err(Error::new(
-            Kind::TargetExists,
-            format!(
-                "restore target {} exists; pass --force to move it aside and restore",
-                existing[0].display()
-            ),
-        ));
-    }
-    let mut tmp_name = target.as_os_str().to_os_string();
-    tmp_name.push(".lifeboat-tmp");
-    let tmp = PathBuf::from(tmp_name);
-    drop(TempGuard(Some(tmp.clone()))); // a leftover from a crashed restore is ours to remove
-    let mut guard = TempGuard(Some(tmp.clone()));
+    let tmp = prepare(target, opts.force)?;
+    let mut guard = TempGuard::new(&tmp);
 
     let step = Instant::now();
     fetch(repo, m, &tmp, false, progress).await?;
@@ -441,24 +378,8 @@ pub async fn restore(
         .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
     tracing::debug!(ms = step.elapsed().as_millis() as u64, "restore: fsync");
 
-    let moved_aside = if existing.is_empty() {
-        None
-    } else {
-        let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
-        let mut aside = target.as_os_str().to_os_string();
-        aside.push(format!(".pre-restore-{stamp}"));
-        let aside = PathBuf::from(aside);
-        move_all(target, &aside)?;
-        Some(aside)
-    };
-    if let Err(e) = std::fs::rename(&tmp, target) {
-        if let Some(aside) = &moved_aside {
-            let _ = move_all(aside, target); // put the old database back
-        }
-        return Err(Error::io(format!("rename into {}", target.display()), e));
-    }
-    guard.0 = None;
-    sync_dir(&parent);
+    let moved_aside = place(&tmp, target)?;
+    guard.disarm();
     Ok(RestoreReport {
         backup: m.id.clone(),
         target: target.to_path_buf(),
@@ -468,23 +389,6 @@ pub async fn restore(
         rows: m.total_rows(),
         duration_ms: started.elapsed().as_millis() as u64,
     })
-}
-
-/// Rename a database and whichever side files it has.
-fn move_all(from: &Path, to: &Path) -> Result<()> {
-    for (f, t) in with_side_files(from).iter().zip(with_side_files(to).iter()) {
-        if f.exists() {
-            std::fs::rename(f, t)
-                .map_err(|e| Error::io(format!("move {} aside", f.display()), e))?;
-        }
-    }
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]

@@ -378,7 +378,11 @@ fn closed_stdout_is_not_a_crash() {
         .unwrap();
     drop(child.stdout.take()); // the reader went away, as with `| head -0`
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
     let listing = ok(dir.path(), &["list", "--repo", "file://./repo"]);
     assert!(listing.contains("1 complete backup(s)"), "{listing}");

@@ -14,6 +14,8 @@ use crate::repository::Repository;
 mod backup;
 mod cleanup;
 mod demo;
+mod dump;
+mod import;
 mod list;
 mod restore;
 mod verify;
@@ -56,6 +58,8 @@ enum Command {
     Restore(restore::Args),
     Verify(verify::Args),
     Cleanup(cleanup::Args),
+    Dump(dump::Args),
+    Import(import::Args),
     Demo(demo::Args),
 }
 
@@ -178,6 +182,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Restore(a) => restore::run(&ctx, a).await,
         Command::Verify(a) => verify::run(&ctx, a).await,
         Command::Cleanup(a) => cleanup::run(&ctx, a).await,
+        Command::Dump(a) => dump::run(&ctx, a).await,
+        Command::Import(a) => import::run(&ctx, a).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
     }
 }

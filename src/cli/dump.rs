@@ -1,0 +1,166 @@
+//! `lifeboat dump`: a SQL dump (sqlite3 or D1 dialect) of a stored backup or a live database.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+
+use crate::cli::{secs, single_database_name, Ctx};
+use crate::dump::{dump, Dialect};
+use crate::error::{Error, Kind, Result};
+use crate::manifest::human_size;
+use crate::place::TempGuard;
+use crate::restore::{fetch, parse_time, select, Selector};
+use crate::snapshot::scratch;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  lifeboat dump --db ./studio.db --out studio.sql                     # a live database (consistent snapshot)
+  lifeboat dump --backup latest --db studio-platform-db --dialect d1 --out restore.sql
+  lifeboat dump --backup backup-2026-11-20T020000Z --out - | sqlite3 copy.db
+
+The last line of every dump is `-- lifeboat dump complete: N statements`: a dump without it is
+truncated. Virtual tables (FTS5 …) cannot be dumped: lifeboat stops with an error naming the table.")]
+pub struct Args {
+    /// Dump a stored backup: its id or `latest`.
+    #[arg(long, value_name = "ID|latest", conflicts_with = "at")]
+    backup: Option<String>,
+    /// Dump the newest backup taken at or before this UTC time.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// With --backup/--at: the database's name. Without: a live database file (or configured name).
+    #[arg(long, value_name = "NAME|PATH")]
+    db: Option<String>,
+    /// `sqlite` (for sqlite3) or `d1` (for wrangler d1 execute --file).
+    #[arg(long, value_enum, default_value_t = Dialect::Sqlite)]
+    dialect: Dialect,
+    /// Output file, or `-` for stdout. `.zst` and `.gz` are compressed.
+    #[arg(long, value_name = "FILE|-", default_value = "-")]
+    out: String,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    force: bool,
+    /// Directory for the temporary image of a backup (default: the system temp dir).
+    #[arg(long, value_name = "DIR")]
+    scratch_dir: Option<PathBuf>,
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    let started = Instant::now();
+    let dir = scratch(args.scratch_dir.as_deref())?;
+    let (source, origin) = if args.backup.is_some() || args.at.is_some() {
+        let repo = ctx.repository(false)?;
+        let db = single_database_name(ctx, &repo, args.db.as_deref()).await?;
+        let sel = match (&args.at, &args.backup) {
+            (Some(t), _) => Selector::At(parse_time(t)?),
+            (None, Some(id)) => Selector::Id(id.clone()),
+            (None, None) => Selector::Latest,
+        };
+        let m = select(&repo, &db, &sel).await?;
+        let image = dir.path().join("image.sqlite");
+        fetch(&repo, &m, &image, true, &ProgressBar::hidden()).await?;
+        (image, format!("backup {} of {}", m.id, m.database))
+    } else {
+        let Some(flag) = args.db.as_deref() else {
+            return Err(Error::new(
+                Kind::Config,
+                "dump needs --backup ID|latest, or --db PATH of a live database",
+            ));
+        };
+        let db = ctx.config.database(flag)?;
+        crate::source::SqliteSource::new(&db.path).check()?;
+        (db.path.clone(), format!("database {}", db.path.display()))
+    };
+    let (dialect, out_arg, force) = (args.dialect, args.out.clone(), args.force);
+    let origin2 = origin.clone();
+    let stats = tokio::task::spawn_blocking(move || -> Result<crate::dump::DumpStats> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &source,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| {
+            Error::sqlite(
+                Kind::Database,
+                format!("dump: open {}", source.display()),
+                e,
+            )
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|e| Error::sqlite(Kind::Database, "dump", e))?;
+        // One read transaction: a live database is dumped as it was at one instant.
+        conn.execute_batch("BEGIN")
+            .map_err(|e| Error::sqlite(Kind::Database, "dump: begin", e))?;
+        let stats = write_out(&out_arg, force, |w| dump(&conn, dialect, &origin2, w))?;
+        let _ = conn.execute_batch("COMMIT");
+        Ok(stats)
+    })
+    .await
+    .map_err(crate::cli::internal)??;
+    let msg = format!(
+        "dumped {origin} ({:?} dialect) to {}: {} statements, {} tables, {} rows, {}  {}",
+        args.dialect,
+        if args.out == "-" { "stdout" } else { &args.out },
+        stats.statements,
+        stats.tables,
+        stats.rows,
+        human_size(stats.bytes),
+        secs(started.elapsed().as_millis() as u64)
+    );
+    if args.out == "-" {
+        if !ctx.out.quiet {
+            eprintln!("{msg}"); // stdout carries the SQL
+        }
+    } else {
+        ctx.out.line(msg);
+        ctx.out
+            .json(&serde_json::json!({ "origin": origin, "out": args.out, "stats": stats }));
+    }
+    Ok(0)
+}
+
+/// Write through `f` to stdout or to a file (via a temp file renamed at the end, compressed by
+/// extension), so a failed dump never leaves a file that looks complete.
+fn write_out<T>(out: &str, force: bool, f: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+    if out == "-" {
+        let stdout = std::io::stdout();
+        let mut w = std::io::BufWriter::with_capacity(1024 * 1024, stdout.lock());
+        let r = f(&mut w)?;
+        w.flush().map_err(|e| Error::io("write stdout", e))?;
+        return Ok(r);
+    }
+    let path = PathBuf::from(out);
+    if path.exists() && !force {
+        return Err(Error::new(
+            Kind::TargetExists,
+            format!("{out} exists; pass --force to overwrite it"),
+        ));
+    }
+    let tmp = PathBuf::from(format!("{out}.lifeboat-tmp"));
+    let mut guard = TempGuard::new(&tmp);
+    let file = std::fs::File::create(&tmp)
+        .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+    let io = |e| Error::io(format!("write {out}"), e);
+    let buf = std::io::BufWriter::with_capacity(1024 * 1024, file);
+    let lower = out.to_ascii_lowercase();
+    let (r, file) = if lower.ends_with(".zst") {
+        let mut enc = zstd::stream::write::Encoder::new(buf, 3).map_err(io)?;
+        enc.multithread(std::thread::available_parallelism().map_or(1, |n| n.get()) as u32)
+            .map_err(io)?;
+        let r = f(&mut enc)?;
+        (r, enc.finish().map_err(io)?)
+    } else if lower.ends_with(".gz") {
+        let mut enc = flate2::write::GzEncoder::new(buf, flate2::Compression::default());
+        let r = f(&mut enc)?;
+        (r, enc.finish().map_err(io)?)
+    } else {
+        let mut buf = buf;
+        let r = f(&mut buf)?;
+        (r, buf)
+    };
+    let file = file.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    guard.disarm();
+    Ok(r)
+}

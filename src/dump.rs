@@ -1,0 +1,819 @@
+//! SQL dumps out: streams a database as SQL text that loads back into an equal database, in two
+//! dialects. `sqlite` loads with `sqlite3 new.db < file`; `d1` is accepted by
+//! `wrangler d1 execute --file` (no BEGIN/COMMIT, `PRAGMA defer_foreign_keys`, tables ordered
+//! so foreign keys resolve, every statement at most 100,000 bytes).
+//!
+//! Values are written exactly: REALs as the shortest text that reads back to the same bits,
+//! text that is not plain UTF-8 (or holds NUL) as `CAST(X'…' AS TEXT)`, blobs as `X'…'`.
+//! Rowids of tables without an INTEGER PRIMARY KEY are kept, so `sqldiff` sees equal tables.
+//! Both dialects end with `-- lifeboat dump complete: N statements`: a dump without that last
+//! line is truncated.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+
+use crate::error::{Error, Kind, Result};
+use crate::source::quote_ident;
+
+/// Which SQL the dump is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    Sqlite,
+    D1,
+}
+
+/// D1 rejects statements longer than this (SQLITE_TOOBIG).
+pub const D1_MAX_STATEMENT: usize = 100_000;
+/// D1's limit on one string, blob or row.
+pub const D1_MAX_VALUE: usize = 2_000_000;
+/// The first line of every dump, and the start of the last.
+pub const HEADER: &str = "-- lifeboat dump";
+pub const FOOTER: &str = "-- lifeboat dump complete: ";
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DumpStats {
+    pub statements: u64,
+    pub tables: usize,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// One table to dump.
+struct Table {
+    name: String,
+    sql: String,
+    /// Columns written in INSERTs (generated columns are left out).
+    columns: Vec<String>,
+    /// Whether every column is written, so `INSERT INTO t VALUES(...)` needs no column list.
+    all_columns: bool,
+    /// How to name the rowid when it is not aliased by an INTEGER PRIMARY KEY (None: WITHOUT
+    /// ROWID, aliased, or every name for it is taken by a column).
+    rowid: Option<&'static str>,
+    /// For WITHOUT ROWID tables: primary key columns (to address a row in UPDATEs).
+    pk: Vec<String>,
+    /// Name of the INTEGER PRIMARY KEY column, if the table has one.
+    ipk: Option<String>,
+    /// Declared primary key columns (to name a row in messages).
+    key: Vec<String>,
+}
+
+fn schema_err(e: rusqlite::Error) -> Error {
+    Error::sqlite(Kind::Database, "dump: read schema", e)
+}
+
+fn io_err(e: std::io::Error) -> Error {
+    Error::io("dump: write", e)
+}
+
+/// Write a dump of `conn` to `out`. `origin` goes into the header line (e.g. the backup id).
+pub fn dump(
+    conn: &Connection,
+    dialect: Dialect,
+    origin: &str,
+    out: &mut dyn Write,
+) -> Result<DumpStats> {
+    let mut w = Writer {
+        out,
+        stats: DumpStats::default(),
+        dialect,
+    };
+    let schema = read_schema(conn, dialect)?;
+    w.line(&format!(
+        "{HEADER} v1 dialect={} from {}",
+        dialect_name(dialect),
+        origin.replace('\n', " ")
+    ))?;
+    match dialect {
+        Dialect::Sqlite => {
+            w.statement(b"PRAGMA foreign_keys=OFF;")?;
+            w.statement(b"BEGIN TRANSACTION;")?;
+        }
+        Dialect::D1 => w.statement(b"PRAGMA defer_foreign_keys=TRUE;")?,
+    }
+    for t in &schema.tables {
+        w.statement(format!("{};", t.sql).as_bytes())?;
+        dump_rows(conn, t, &mut w)?;
+        w.stats.tables += 1;
+    }
+    if schema.has_sequence {
+        w.statement(b"DELETE FROM sqlite_sequence;")?;
+        let seq = Table {
+            name: "sqlite_sequence".into(),
+            sql: String::new(),
+            columns: vec!["name".into(), "seq".into()],
+            all_columns: true,
+            rowid: None,
+            pk: vec![],
+            ipk: None,
+            key: vec![],
+        };
+        dump_rows(conn, &seq, &mut w)?;
+    }
+    if schema.has_stat1 && dialect == Dialect::Sqlite {
+        // As sqlite3's .dump does: create the table, then restore the planner's statistics.
+        w.statement(b"ANALYZE sqlite_schema;")?;
+        w.statement(b"DELETE FROM sqlite_stat1;")?;
+        let stat = Table {
+            name: "sqlite_stat1".into(),
+            sql: String::new(),
+            columns: vec!["tbl".into(), "idx".into(), "stat".into()],
+            all_columns: true,
+            rowid: None,
+            pk: vec![],
+            ipk: None,
+            key: vec![],
+        };
+        dump_rows(conn, &stat, &mut w)?;
+    }
+    // Indexes, triggers and views after the data: no trigger fires during a load.
+    for sql in &schema.after {
+        w.statement(format!("{sql};").as_bytes())?;
+    }
+    if dialect == Dialect::Sqlite {
+        w.statement(b"COMMIT;")?;
+    }
+    let n = w.stats.statements;
+    w.line(&format!("{FOOTER}{n} statements"))?;
+    w.out.flush().map_err(io_err)?;
+    Ok(w.stats)
+}
+
+fn dialect_name(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Sqlite => "sqlite",
+        Dialect::D1 => "d1",
+    }
+}
+
+struct Writer<'a> {
+    out: &'a mut dyn Write,
+    stats: DumpStats,
+    dialect: Dialect,
+}
+
+impl Writer<'_> {
+    fn line(&mut self, s: &str) -> Result<()> {
+        self.out.write_all(s.as_bytes()).map_err(io_err)?;
+        self.out.write_all(b"\n").map_err(io_err)?;
+        self.stats.bytes += s.len() as u64 + 1;
+        Ok(())
+    }
+
+    fn statement(&mut self, sql: &[u8]) -> Result<()> {
+        if self.dialect == Dialect::D1 && sql.len() > D1_MAX_STATEMENT {
+            return Err(Error::new(
+                Kind::Database,
+                format!(
+                    "dump: a statement of {} bytes exceeds D1's {D1_MAX_STATEMENT}-byte limit: {}",
+                    sql.len(),
+                    String::from_utf8_lossy(&sql[..sql.len().min(80)])
+                ),
+            ));
+        }
+        self.out.write_all(sql).map_err(io_err)?;
+        self.out.write_all(b"\n").map_err(io_err)?;
+        self.stats.statements += 1;
+        self.stats.bytes += sql.len() as u64 + 1;
+        Ok(())
+    }
+}
+
+struct Schema {
+    tables: Vec<Table>,
+    after: Vec<String>,
+    has_sequence: bool,
+    has_stat1: bool,
+}
+
+fn read_schema(conn: &Connection, dialect: Dialect) -> Result<Schema> {
+    let mut stmt = conn
+        .prepare("SELECT type, name, sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY rowid")
+        .map_err(schema_err)?;
+    let rows: Vec<(String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(schema_err)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(schema_err)?;
+    let mut schema = Schema {
+        tables: Vec::new(),
+        after: Vec::new(),
+        has_sequence: false,
+        has_stat1: false,
+    };
+    for (ty, name, sql) in rows {
+        if ty != "table" {
+            schema.after.push(sql);
+            continue;
+        }
+        match name.as_str() {
+            "sqlite_sequence" => schema.has_sequence = true,
+            "sqlite_stat1" => schema.has_stat1 = true,
+            n if n.starts_with("sqlite_") => {}
+            n if dialect == Dialect::D1 && n.starts_with("_cf_") => {}
+            _ => {
+                if sql
+                    .trim_start()
+                    .to_ascii_uppercase()
+                    .starts_with("CREATE VIRTUAL")
+                {
+                    return Err(Error::new(
+                        Kind::Database,
+                        format!("dump: table {name} is a virtual table; lifeboat dumps cannot carry virtual tables (D1 refuses them too): restore the image instead"),
+                    ));
+                }
+                schema.tables.push(table_info(conn, name, sql)?);
+            }
+        }
+    }
+    if dialect == Dialect::D1 {
+        schema.tables = order_by_foreign_keys(conn, schema.tables)?;
+        // Shadow tables of virtual tables are already refused above; D1 skips sqlite_stat*.
+    }
+    Ok(schema)
+}
+
+fn table_info(conn: &Connection, name: String, sql: String) -> Result<Table> {
+    let mut stmt = conn
+        .prepare(&format!("PRAGMA table_xinfo({})", quote_ident(&name)))
+        .map_err(schema_err)?;
+    // (name, declared type, pk position, hidden)
+    let cols: Vec<(String, String, i64, i64)> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(1)?,
+                r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .map_err(schema_err)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(schema_err)?;
+    let without_rowid = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_index_list(?1) WHERE origin = 'pk'",
+            [&name],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(schema_err)?
+        > 0
+        && is_without_rowid(&sql);
+    let pk: Vec<(i64, String)> = {
+        let mut v: Vec<(i64, String)> = cols
+            .iter()
+            .filter(|c| c.2 > 0)
+            .map(|c| (c.2, c.0.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    let ipk = match pk.as_slice() {
+        [(_, col)] if !without_rowid => cols
+            .iter()
+            .find(|c| &c.0 == col && c.1.eq_ignore_ascii_case("INTEGER"))
+            .map(|c| c.0.clone()),
+        _ => None,
+    };
+    let columns: Vec<String> = cols
+        .iter()
+        .filter(|c| c.3 == 0)
+        .map(|c| c.0.clone())
+        .collect();
+    let all_columns = columns.len() == cols.len();
+    let rowid = if without_rowid || ipk.is_some() {
+        None
+    } else {
+        ["rowid", "_rowid_", "oid"]
+            .into_iter()
+            .find(|alias| !cols.iter().any(|c| c.0.eq_ignore_ascii_case(alias)))
+    };
+    let key: Vec<String> = pk.iter().map(|(_, c)| c.clone()).collect();
+    Ok(Table {
+        key,
+        name,
+        sql,
+        columns,
+        all_columns,
+        rowid,
+        pk: if without_rowid {
+            pk.into_iter().map(|(_, c)| c).collect()
+        } else {
+            vec![]
+        },
+        ipk,
+    })
+}
+
+/// `WITHOUT ROWID` after the closing parenthesis of the column list.
+fn is_without_rowid(sql: &str) -> bool {
+    let tail = sql.rsplit(')').next().unwrap_or("");
+    let words: Vec<String> = tail
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    words
+        .windows(2)
+        .any(|w| w[0] == "WITHOUT" && w[1] == "ROWID")
+}
+
+/// Parents before children, keeping the original order among independent tables. Cycles
+/// (and self-references) are left in original order: `defer_foreign_keys` covers them.
+fn order_by_foreign_keys(conn: &Connection, tables: Vec<Table>) -> Result<Vec<Table>> {
+    let names: BTreeSet<String> = tables.iter().map(|t| t.name.to_ascii_lowercase()).collect();
+    let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for t in &tables {
+        let mut stmt = conn
+            .prepare("SELECT \"table\" FROM pragma_foreign_key_list(?1)")
+            .map_err(schema_err)?;
+        let parents: BTreeSet<String> = stmt
+            .query_map([&t.name], |r| r.get::<_, String>(0))
+            .map_err(schema_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(schema_err)?
+            .into_iter()
+            .map(|p| p.to_ascii_lowercase())
+            .filter(|p| names.contains(p) && *p != t.name.to_ascii_lowercase())
+            .collect();
+        deps.insert(t.name.to_ascii_lowercase(), parents);
+    }
+    let mut placed: BTreeSet<String> = BTreeSet::new();
+    let mut pending: Vec<Table> = tables;
+    let mut ordered = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let ready = pending
+            .iter()
+            .position(|t| {
+                deps[&t.name.to_ascii_lowercase()]
+                    .iter()
+                    .all(|p| placed.contains(p))
+            })
+            .unwrap_or(0); // a cycle: take the first remaining
+        let t = pending.remove(ready);
+        placed.insert(t.name.to_ascii_lowercase());
+        ordered.push(t);
+    }
+    Ok(ordered)
+}
+
+fn dump_rows(conn: &Connection, t: &Table, w: &mut Writer) -> Result<()> {
+    let mut select = String::from("SELECT ");
+    let mut cols: Vec<String> = Vec::new();
+    if let Some(alias) = t.rowid {
+        cols.push(alias.to_string());
+    }
+    cols.extend(t.columns.iter().map(|c| quote_ident(c)));
+    select.push_str(&cols.join(", "));
+    select.push_str(&format!(" FROM {}", quote_ident(&t.name)));
+    if t.rowid.is_some() {
+        select.push_str(&format!(" ORDER BY {}", t.rowid.unwrap_or("rowid")));
+    }
+    let mut stmt = conn.prepare(&select).map_err(schema_err)?;
+    let mut prefix = format!("INSERT INTO {}", quote_ident(&t.name));
+    if t.rowid.is_some() || !t.all_columns {
+        let mut names: Vec<String> = Vec::new();
+        if let Some(alias) = t.rowid {
+            names.push(alias.to_string());
+        }
+        names.extend(t.columns.iter().map(|c| quote_ident(c)));
+        prefix.push_str(&format!("({})", names.join(",")));
+    }
+    prefix.push_str(" VALUES(");
+    let ncols = cols.len();
+    let mut rows = stmt
+        .query([])
+        .map_err(|e| Error::sqlite(Kind::Database, format!("dump: read {}", t.name), e))?;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    while let Some(row) = rows
+        .next()
+        .map_err(|e| Error::sqlite(Kind::Database, format!("dump: read {}", t.name), e))?
+    {
+        let values: Vec<ValueRef> = (0..ncols)
+            .map(|i| row.get_ref(i))
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| Error::sqlite(Kind::Database, format!("dump: read {}", t.name), e))?;
+        buf.clear();
+        buf.extend_from_slice(prefix.as_bytes());
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            push_value(&mut buf, *v, w.dialect);
+        }
+        buf.extend_from_slice(b");");
+        if w.dialect == Dialect::D1 && buf.len() > D1_MAX_STATEMENT {
+            split_row(t, &prefix, &values, w)?;
+        } else {
+            w.statement(&buf)?;
+        }
+        w.stats.rows += 1;
+    }
+    Ok(())
+}
+
+/// Write a row too long for one D1 statement as an INSERT with its largest values left empty,
+/// then `UPDATE … SET c = c || piece` appends that rebuild each of them exactly.
+fn split_row(t: &Table, prefix: &str, values: &[ValueRef], w: &mut Writer) -> Result<()> {
+    let offset = usize::from(t.rowid.is_some());
+    // Name the row by its primary key when it has one, else by rowid.
+    let describe = || -> String {
+        let key: Vec<String> = t
+            .key
+            .iter()
+            .filter_map(|c| {
+                t.columns.iter().position(|x| x == c).map(|i| {
+                    let mut b = Vec::new();
+                    push_value(&mut b, values[i + offset], Dialect::Sqlite);
+                    format!("{c}={}", String::from_utf8_lossy(&b[..b.len().min(60)]))
+                })
+            })
+            .collect();
+        match (key.is_empty(), t.rowid, values.first()) {
+            (false, _, _) => format!("table {} row {}", t.name, key.join(" ")),
+            (true, Some(_), Some(ValueRef::Integer(id))) => {
+                format!("table {} row with rowid {id}", t.name)
+            }
+            _ => format!("table {}", t.name),
+        }
+    };
+    let total: usize = values.iter().map(value_len).sum();
+    if let Some((i, v)) = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| value_len(v) > D1_MAX_VALUE)
+    {
+        let col = if i < offset {
+            "rowid"
+        } else {
+            &t.columns[i - offset]
+        };
+        return Err(Error::new(
+            Kind::Database,
+            format!(
+                "dump: {} column {col}: a {}-byte value exceeds D1's {D1_MAX_VALUE}-byte limit",
+                describe(),
+                value_len(v)
+            ),
+        ));
+    }
+    if total > D1_MAX_VALUE {
+        return Err(Error::new(
+            Kind::Database,
+            format!(
+                "dump: {}: a {total}-byte row exceeds D1's {D1_MAX_VALUE}-byte limit",
+                describe()
+            ),
+        ));
+    }
+    // The WHERE clause that finds the row again.
+    let locate = match (t.rowid, &t.ipk) {
+        (Some(alias), _) => {
+            let mut b = format!(" WHERE {alias}=").into_bytes();
+            push_value(&mut b, values[0], Dialect::D1);
+            b
+        }
+        (None, Some(ipk)) => {
+            let i = t
+                .columns
+                .iter()
+                .position(|c| c == ipk)
+                .expect("ipk is a column");
+            let mut b = format!(" WHERE {}=", quote_ident(ipk)).into_bytes();
+            push_value(&mut b, values[i], Dialect::D1);
+            b
+        }
+        (None, None) => {
+            let mut b = b" WHERE ".to_vec();
+            for (k, c) in t.pk.iter().enumerate() {
+                let i = t
+                    .columns
+                    .iter()
+                    .position(|x| x == c)
+                    .expect("pk is a column");
+                if k > 0 {
+                    b.extend_from_slice(b" AND ");
+                }
+                b.extend_from_slice(quote_ident(c).as_bytes());
+                b.push(b'=');
+                push_value(&mut b, values[i + offset], Dialect::D1);
+            }
+            b
+        }
+    };
+    // Defer the longest text/blob values until the INSERT fits.
+    let mut order: Vec<usize> = (0..values.len())
+        .filter(|&i| matches!(values[i], ValueRef::Text(_) | ValueRef::Blob(_)))
+        .collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(value_len(&values[i])));
+    let encoded: Vec<Vec<u8>> = values
+        .iter()
+        .map(|v| {
+            let mut b = Vec::new();
+            push_value(&mut b, *v, Dialect::D1);
+            b
+        })
+        .collect();
+    let mut deferred: BTreeSet<usize> = BTreeSet::new();
+    let size = |deferred: &BTreeSet<usize>| -> usize {
+        prefix.len()
+            + 2
+            + encoded
+                .iter()
+                .enumerate()
+                .map(|(i, e)| if deferred.contains(&i) { 3 } else { e.len() } + 1)
+                .sum::<usize>()
+    };
+    for &i in &order {
+        if size(&deferred) <= D1_MAX_STATEMENT {
+            break;
+        }
+        if (i < offset)
+            || t.pk
+                .iter()
+                .chain(t.ipk.iter())
+                .any(|c| t.columns.get(i - offset) == Some(c))
+        {
+            continue; // keys stay in the INSERT: the UPDATEs find the row by them
+        }
+        deferred.insert(i);
+    }
+    if size(&deferred) > D1_MAX_STATEMENT {
+        return Err(Error::new(
+            Kind::Database,
+            format!("dump: {}: its key or many small values do not fit one {D1_MAX_STATEMENT}-byte statement", describe()),
+        ));
+    }
+    let mut insert = prefix.as_bytes().to_vec();
+    for (i, e) in encoded.iter().enumerate() {
+        if i > 0 {
+            insert.push(b',');
+        }
+        match (deferred.contains(&i), values[i]) {
+            (true, ValueRef::Blob(_)) => insert.extend_from_slice(b"X''"),
+            (true, _) => insert.extend_from_slice(b"''"),
+            (false, _) => insert.extend_from_slice(e),
+        }
+    }
+    insert.extend_from_slice(b");");
+    w.statement(&insert)?;
+    for &i in &deferred {
+        let col = quote_ident(&t.columns[i - offset]);
+        let room = D1_MAX_STATEMENT - (col.len() * 2 + locate.len() + 64 + t.name.len());
+        match values[i] {
+            ValueRef::Blob(b) => {
+                for piece in b.chunks(room / 2 - 4) {
+                    let mut s = format!("UPDATE {} SET {col}=CAST({col}||", quote_ident(&t.name))
+                        .into_bytes();
+                    push_value(&mut s, ValueRef::Blob(piece), Dialect::D1);
+                    s.extend_from_slice(b" AS BLOB)");
+                    s.extend_from_slice(&locate);
+                    s.push(b';');
+                    w.statement(&s)?;
+                }
+            }
+            ValueRef::Text(text) => {
+                for piece in text_pieces(text, room) {
+                    let mut s =
+                        format!("UPDATE {} SET {col}={col}||", quote_ident(&t.name)).into_bytes();
+                    push_value(&mut s, ValueRef::Text(piece), Dialect::D1);
+                    s.extend_from_slice(&locate);
+                    s.push(b';');
+                    w.statement(&s)?;
+                }
+            }
+            _ => unreachable!("only text and blob values are deferred"),
+        }
+    }
+    Ok(())
+}
+
+/// Split text into pieces whose encoding fits `room` bytes, on UTF-8 boundaries when the text
+/// is UTF-8 (encodings grow at most 4x: hex for odd text, doubled quotes, newline markers).
+fn text_pieces(text: &[u8], room: usize) -> Vec<&[u8]> {
+    let target = room / 4;
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut cut = target.min(rest.len());
+        if std::str::from_utf8(text).is_ok() {
+            while cut < rest.len() && (rest[cut] & 0xC0) == 0x80 {
+                cut -= 1;
+            }
+        }
+        pieces.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    pieces
+}
+
+fn value_len(v: &ValueRef) -> usize {
+    match v {
+        ValueRef::Text(t) => t.len(),
+        ValueRef::Blob(b) => b.len(),
+        _ => 8,
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_hex(buf: &mut Vec<u8>, bytes: &[u8]) {
+    buf.reserve(bytes.len() * 2);
+    for b in bytes {
+        buf.push(HEX[(b >> 4) as usize]);
+        buf.push(HEX[(b & 15) as usize]);
+    }
+}
+
+/// Append one value as an SQL literal that reads back exactly.
+pub fn push_value(buf: &mut Vec<u8>, v: ValueRef, dialect: Dialect) {
+    match v {
+        ValueRef::Null => buf.extend_from_slice(b"NULL"),
+        ValueRef::Integer(i) => buf.extend_from_slice(i.to_string().as_bytes()),
+        ValueRef::Real(f) => push_real(buf, f),
+        ValueRef::Blob(b) => {
+            buf.extend_from_slice(b"X'");
+            push_hex(buf, b);
+            buf.push(b'\'');
+        }
+        ValueRef::Text(t) => push_text(buf, t, dialect),
+    }
+}
+
+/// Shortest decimal text that parses back to the same f64 (Rust's `Debug` for f64 is exactly
+/// that, and always has a `.` or an exponent, so SQLite reads it as REAL).
+fn push_real(buf: &mut Vec<u8>, f: f64) {
+    if f.is_nan() {
+        buf.extend_from_slice(b"NULL");
+    } else if f.is_infinite() {
+        buf.extend_from_slice(if f > 0.0 { b"9e999" } else { b"-9e999" });
+    } else {
+        buf.extend_from_slice(format!("{f:?}").as_bytes());
+    }
+}
+
+fn push_text(buf: &mut Vec<u8>, t: &[u8], dialect: Dialect) {
+    let Ok(s) = std::str::from_utf8(t) else {
+        return push_text_hex(buf, t);
+    };
+    if s.contains('\0') {
+        return push_text_hex(buf, t);
+    }
+    // D1: keep each statement on one line, as wrangler's export does. Both dialects: never a
+    // raw CR, which the sqlite3 shell drops before a line end.
+    let escape_nl = dialect == Dialect::D1 && s.contains('\n');
+    let escape_cr = s.contains('\r');
+    if escape_nl || escape_cr {
+        let (nl, cr) = (marker(s, "\\n"), marker(s, "\\r"));
+        let mut body = s.to_string();
+        let mut steps: Vec<(&str, u32, char)> = Vec::new();
+        if escape_nl {
+            body = body.replace('\n', &nl);
+            steps.push((&nl, 10, '\n'));
+        }
+        if escape_cr {
+            body = body.replace('\r', &cr);
+            steps.push((&cr, 13, '\r'));
+        }
+        // SQLite applies the innermost replace() first: check that order reads back exactly,
+        // else fall back to hex, which always does.
+        let mut back = body.clone();
+        for (m, _, c) in &steps {
+            back = back.replace(m, &c.to_string());
+        }
+        if back != s {
+            return push_text_hex(buf, t);
+        }
+        let mut expr = Vec::new();
+        push_quoted(&mut expr, &body);
+        for (m, code, _) in &steps {
+            let mut e = b"replace(".to_vec();
+            e.extend_from_slice(&expr);
+            e.push(b',');
+            push_quoted(&mut e, m);
+            e.extend_from_slice(format!(",char({code}))").as_bytes());
+            expr = e;
+        }
+        buf.extend_from_slice(&expr);
+        return;
+    }
+    push_quoted(buf, s);
+}
+
+/// A marker that does not occur in `s`: `\n`, then `\n1`, `\n2`, …
+fn marker(s: &str, base: &str) -> String {
+    if !s.contains(base) {
+        return base.to_string();
+    }
+    (1..)
+        .map(|i| format!("{base}{i}"))
+        .find(|m| !s.contains(m.as_str()))
+        .expect("some marker is free")
+}
+
+fn push_quoted(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'\'');
+    for b in s.bytes() {
+        if b == b'\'' {
+            buf.push(b'\'');
+        }
+        buf.push(b);
+    }
+    buf.push(b'\'');
+}
+
+fn push_text_hex(buf: &mut Vec<u8>, t: &[u8]) {
+    buf.extend_from_slice(b"CAST(X'");
+    push_hex(buf, t);
+    buf.extend_from_slice(b"' AS TEXT)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lit(v: ValueRef, d: Dialect) -> String {
+        let mut b = Vec::new();
+        push_value(&mut b, v, d);
+        String::from_utf8(b).unwrap()
+    }
+
+    #[test]
+    fn literals() {
+        assert_eq!(
+            lit(ValueRef::Real(f64::from_bits(1)), Dialect::Sqlite),
+            "5e-324"
+        );
+        assert_eq!(lit(ValueRef::Real(1.0), Dialect::Sqlite), "1.0");
+        assert_eq!(lit(ValueRef::Real(0.1), Dialect::Sqlite), "0.1");
+        assert_eq!(
+            lit(ValueRef::Integer(i64::MIN), Dialect::Sqlite),
+            "-9223372036854775808"
+        );
+        assert_eq!(lit(ValueRef::Text(b"it's"), Dialect::Sqlite), "'it''s'");
+        assert_eq!(lit(ValueRef::Text(b"a\nb"), Dialect::Sqlite), "'a\nb'");
+        assert_eq!(
+            lit(ValueRef::Text(b"a\nb"), Dialect::D1),
+            "replace('a\\nb','\\n',char(10))"
+        );
+        assert_eq!(
+            lit(ValueRef::Text(b"a\\nb\nc"), Dialect::D1),
+            "replace('a\\nb\\n1c','\\n1',char(10))"
+        );
+        assert_eq!(
+            lit(ValueRef::Text(b"nul\0"), Dialect::Sqlite),
+            "CAST(X'6e756c00' AS TEXT)"
+        );
+        assert_eq!(
+            lit(ValueRef::Text(b"\xff"), Dialect::Sqlite),
+            "CAST(X'ff' AS TEXT)"
+        );
+        assert_eq!(lit(ValueRef::Blob(&[0, 255]), Dialect::D1), "X'00ff'");
+        // A literal backslash-n must stay one in the sqlite dialect.
+        assert_eq!(
+            lit(ValueRef::Text(b"\\n\r"), Dialect::Sqlite),
+            "replace('\\n\\r','\\r',char(13))"
+        );
+        assert_eq!(
+            lit(ValueRef::Text(b"a\r\nb"), Dialect::Sqlite),
+            "replace('a\\r\nb','\\r',char(13))"
+        );
+    }
+
+    #[test]
+    fn every_real_reads_back_exactly_in_sqlite() {
+        let c = Connection::open_in_memory().unwrap();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..5000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let f = f64::from_bits(if i < 100 { i } else { x });
+            if !f.is_finite() {
+                continue;
+            }
+            let mut b = Vec::new();
+            push_real(&mut b, f);
+            let sql = format!("SELECT {}", String::from_utf8(b).unwrap());
+            let back: f64 = c.query_row(&sql, [], |r| r.get(0)).unwrap();
+            assert!(
+                back.to_bits() == f.to_bits() || (f == 0.0 && back == 0.0),
+                "{f:e} came back as {back:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_rowid_detection() {
+        assert!(is_without_rowid(
+            "CREATE TABLE t(a PRIMARY KEY) WITHOUT ROWID"
+        ));
+        assert!(is_without_rowid(
+            "CREATE TABLE t(a PRIMARY KEY) without  rowid, strict"
+        ));
+        assert!(!is_without_rowid("CREATE TABLE t(\"without rowid\" TEXT)"));
+    }
+}

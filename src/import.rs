@@ -1,0 +1,275 @@
+//! SQL dumps in: builds a SQLite database from a `sqlite3 .dump`, a `wrangler d1 export` (both
+//! INSERT forms) or a lifeboat dump, plain, `.sql.gz` or `.sql.zst`. INSERT values are parsed
+//! and bound to cached prepared statements; everything else goes to SQLite as written. The load
+//! runs in one transaction with journal and sync off; indexes, triggers and views are created
+//! after the data (no trigger fires during the load); the result is checked and renamed into place.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params_from_iter, Connection};
+
+use crate::error::{Error, Kind, Result};
+use crate::place::{place, prepare, TempGuard};
+use crate::restore::IntegrityCheck;
+use crate::sqltext::{parse_insert, Splitter, Statement, Value};
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub force: bool,
+    pub integrity: IntegrityCheck,
+    pub foreign_key_check: bool,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ImportStats {
+    pub statements: u64,
+    /// INSERT rows bound through cached prepared statements.
+    pub rows_bound: u64,
+    /// Statements handed to SQLite as text.
+    pub executed: u64,
+    pub duration_ms: u64,
+    /// Where an existing target was moved, with `--force`.
+    pub moved_aside: Option<PathBuf>,
+}
+
+/// Open a dump, decompressing `.gz` and `.zst` by extension.
+pub fn open_dump(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    let file = std::fs::File::open(path).map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound {
+            Kind::Config
+        } else {
+            Kind::Internal
+        };
+        Error::new(kind, format!("import {}: {e}", path.display()))
+    })?;
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    let reader: Box<dyn Read + Send> = if name.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
+    } else if name.ends_with(".zst") || name.ends_with(".zstd") {
+        Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| Error::io("import: zstd", e))?)
+    } else {
+        Box::new(file)
+    };
+    Ok(Box::new(BufReader::with_capacity(1024 * 1024, reader)))
+}
+
+/// Import the dump at `input` into a new database at `target`.
+pub fn import_file(input: &Path, target: &Path, opts: &ImportOptions) -> Result<ImportStats> {
+    let started = Instant::now();
+    let reader = open_dump(input)?;
+    let tmp = prepare(target, opts.force)?;
+    let mut guard = TempGuard::new(&tmp);
+    let mut stats =
+        load(reader, &tmp, opts).map_err(|e| e.context(format!("import {}", input.display())))?;
+    stats.moved_aside = place(&tmp, target)?;
+    guard.disarm();
+    stats.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(stats)
+}
+
+fn line_err(line: u64, msg: impl std::fmt::Display) -> Error {
+    Error::new(Kind::Corrupt, format!("line {line}: {msg}"))
+}
+
+/// Build a database at `path` (a new file) from a dump, and check it.
+pub fn load(reader: impl BufRead, path: &Path, opts: &ImportOptions) -> Result<ImportStats> {
+    let conn = Connection::open(path)
+        .map_err(|e| Error::sqlite(Kind::Internal, format!("create {}", path.display()), e))?;
+    conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-65536;")
+        .map_err(|e| Error::sqlite(Kind::Internal, "import: settings", e))?;
+    conn.set_prepared_statement_cache_capacity(256);
+    conn.execute_batch("BEGIN")
+        .map_err(|e| Error::sqlite(Kind::Internal, "import: begin", e))?;
+    let mut stats = ImportStats::default();
+    let mut later: Vec<Statement> = Vec::new();
+    let mut splitter = Splitter::new(reader);
+    loop {
+        let st = match splitter.next_statement() {
+            Ok(Some(st)) => st,
+            Ok(None) => break,
+            Err(e) => return Err(line_err(e.line, e.message)),
+        };
+        stats.statements += 1;
+        match classify(&String::from_utf8_lossy(&st.sql[..st.sql.len().min(200)])) {
+            Action::Skip => {}
+            Action::Rollback => {
+                return Err(line_err(
+                    st.line,
+                    "the dump rolls back (the database it came from had errors)",
+                ))
+            }
+            Action::Later => later.push(st),
+            Action::Insert => {
+                if let Some(ins) = parse_insert(&st.sql) {
+                    let sql = format!(
+                        "{} VALUES ({})",
+                        ins.prefix,
+                        placeholders(ins.rows[0].len())
+                    );
+                    for row in &ins.rows {
+                        let mut stmt = conn.prepare_cached(&sql).map_err(|e| sql_err(&st, e))?;
+                        stmt.execute(params_from_iter(row.iter()))
+                            .map_err(|e| sql_err(&st, e))?;
+                        stats.rows_bound += 1;
+                    }
+                } else {
+                    exec(&conn, &st, &mut stats)?;
+                }
+            }
+            Action::Execute => exec(&conn, &st, &mut stats)?,
+        }
+    }
+    let trailer = splitter.trailer.clone();
+    if trailer.lifeboat_header {
+        match trailer.complete {
+            None => {
+                return Err(Error::new(
+                    Kind::Corrupt,
+                    "the dump has no `-- lifeboat dump complete` line: it is truncated",
+                ))
+            }
+            Some(n) if n != stats.statements => {
+                return Err(Error::new(
+                    Kind::Corrupt,
+                    format!(
+                        "the dump says it holds {n} statements but {} were read",
+                        stats.statements
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for st in &later {
+        exec(&conn, st, &mut stats)?;
+    }
+    conn.execute_batch("COMMIT")
+        .map_err(|e| Error::sqlite(Kind::Corrupt, "import: commit", e))?;
+    check(&conn, opts)?;
+    drop(conn);
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(format!("fsync {}", path.display()), e))?;
+    Ok(stats)
+}
+
+fn check(conn: &Connection, opts: &ImportOptions) -> Result<()> {
+    let pragma = match opts.integrity {
+        IntegrityCheck::Quick => "PRAGMA quick_check",
+        IntegrityCheck::Full => "PRAGMA integrity_check",
+    };
+    let first: String = conn
+        .query_row(pragma, [], |r| r.get(0))
+        .map_err(|e| Error::sqlite(Kind::Corrupt, pragma, e))?;
+    if first != "ok" {
+        return Err(Error::new(Kind::Corrupt, format!("{pragma}: {first}")));
+    }
+    if opts.foreign_key_check {
+        let mut stmt = conn
+            .prepare("PRAGMA foreign_key_check")
+            .map_err(|e| Error::sqlite(Kind::Internal, "foreign_key_check", e))?;
+        let mut rows = stmt
+            .query([])
+            .map_err(|e| Error::sqlite(Kind::Internal, "foreign_key_check", e))?;
+        if let Some(r) = rows
+            .next()
+            .map_err(|e| Error::sqlite(Kind::Internal, "foreign_key_check", e))?
+        {
+            let table: String = r.get(0).unwrap_or_default();
+            let rowid: Option<i64> = r.get(1).unwrap_or_default();
+            let parent: String = r.get(2).unwrap_or_default();
+            return Err(Error::new(
+                Kind::Corrupt,
+                format!("foreign_key_check: a row of {table} (rowid {rowid:?}) points at a missing row of {parent} (pass --no-fk-check to load anyway)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+enum Action {
+    Skip,
+    Rollback,
+    Later,
+    Insert,
+    Execute,
+}
+
+fn classify(sql: &str) -> Action {
+    let mut words = sql
+        .split(|c: char| c.is_whitespace() || c == ';' || c == '(')
+        .filter(|w| !w.is_empty());
+    let first = words.next().unwrap_or("").to_ascii_uppercase();
+    let second = words.next().unwrap_or("").to_ascii_uppercase();
+    let third = words.next().unwrap_or("").to_ascii_uppercase();
+    match first.as_str() {
+        // The load runs in a transaction of its own.
+        "BEGIN" | "COMMIT" | "END" | "SAVEPOINT" | "RELEASE" => Action::Skip,
+        "ROLLBACK" => Action::Rollback,
+        "PRAGMA" => {
+            let p = second.to_ascii_lowercase();
+            let skip = [
+                "foreign_keys",
+                "defer_foreign_keys",
+                "journal_mode",
+                "synchronous",
+            ];
+            if skip.iter().any(|s| p.starts_with(s)) {
+                Action::Skip
+            } else {
+                Action::Execute
+            }
+        }
+        "INSERT" | "REPLACE" => Action::Insert,
+        "CREATE" => {
+            let kind = if second == "UNIQUE" || second == "TEMP" || second == "TEMPORARY" {
+                third
+            } else {
+                second
+            };
+            match kind.as_str() {
+                "INDEX" | "TRIGGER" | "VIEW" => Action::Later,
+                _ => Action::Execute,
+            }
+        }
+        _ => Action::Execute,
+    }
+}
+
+fn exec(conn: &Connection, st: &Statement, stats: &mut ImportStats) -> Result<()> {
+    stats.executed += 1;
+    let sql = std::str::from_utf8(&st.sql).map_err(|_| {
+        line_err(
+            st.line,
+            "statement is not valid UTF-8 outside its values; lifeboat cannot run it",
+        )
+    })?;
+    conn.execute_batch(sql).map_err(|e| sql_err(st, e))
+}
+
+fn sql_err(st: &Statement, e: rusqlite::Error) -> Error {
+    let text: String = st.text().chars().take(80).collect();
+    Error::sqlite(Kind::Corrupt, format!("line {}: {text}", st.line), e)
+}
+
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Integer(i) => ValueRef::Integer(*i),
+            Value::Real(f) => ValueRef::Real(*f),
+            Value::Text(s) => ValueRef::Text(s),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
