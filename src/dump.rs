@@ -373,32 +373,53 @@ fn dump_rows(conn: &Connection, t: &Table, w: &mut Writer) -> Result<()> {
         select.push_str(&format!(" ORDER BY {}", t.rowid.unwrap_or("rowid")));
     }
     let mut stmt = conn.prepare(&select).map_err(schema_err)?;
-    let mut prefix = format!("INSERT INTO {}", quote_ident(&t.name));
-    if t.rowid.is_some() || !t.all_columns {
-        let mut names: Vec<String> = Vec::new();
-        if let Some(alias) = t.rowid {
-            names.push(alias.to_string());
+    // Two forms: with an explicit rowid, and without one where SQLite would pick the same
+    // rowid anyway (one more than the largest so far: rows come in rowid order). Keeping rowids
+    // keeps sqldiff equal; leaving out the ones SQLite reproduces keeps dumps small.
+    let names = |with_rowid: bool| -> String {
+        let mut n: Vec<String> = Vec::new();
+        if let (true, Some(alias)) = (with_rowid, t.rowid) {
+            n.push(alias.to_string());
         }
-        names.extend(t.columns.iter().map(|c| quote_ident(c)));
-        prefix.push_str(&format!("({})", names.join(",")));
-    }
-    prefix.push_str(" VALUES(");
+        n.extend(t.columns.iter().map(|c| quote_ident(c)));
+        n.join(",")
+    };
+    let table = quote_ident(&t.name);
+    let with_rowid = format!("INSERT INTO {table}({}) VALUES(", names(true));
+    let plain = if t.all_columns {
+        format!("INSERT INTO {table} VALUES(")
+    } else {
+        format!("INSERT INTO {table}({}) VALUES(", names(false))
+    };
     let ncols = cols.len();
-    let mut rows = stmt
-        .query([])
-        .map_err(|e| Error::sqlite(Kind::Database, format!("dump: read {}", t.name), e))?;
+    let read_err = |e| Error::sqlite(Kind::Database, format!("dump: read {}", t.name), e);
+    let mut rows = stmt.query([]).map_err(read_err)?;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    while let Some(row) = rows
-        .next()
-        .map_err(|e| Error::sqlite(Kind::Database, format!("dump: read {}", t.name), e))?
-    {
-        let values: Vec<ValueRef> = (0..ncols)
-            .map(|i| row.get_ref(i))
-            .collect::<rusqlite::Result<_>>()
-            .map_err(|e| Error::sqlite(Kind::Database, format!("dump: read {}", t.name), e))?;
+    let mut last_rowid = 0i64;
+    while let Some(row) = rows.next().map_err(read_err)? {
+        let mut values: Vec<ValueRef> = Vec::with_capacity(ncols);
+        for i in 0..ncols {
+            values.push(row.get_ref(i).map_err(read_err)?);
+        }
+        let mut skip = 0;
         buf.clear();
-        buf.extend_from_slice(prefix.as_bytes());
-        for (i, v) in values.iter().enumerate() {
+        match (t.rowid, values.first()) {
+            (Some(_), Some(ValueRef::Integer(id))) => {
+                if last_rowid.checked_add(1) == Some(*id) {
+                    buf.extend_from_slice(plain.as_bytes());
+                    skip = 1;
+                } else {
+                    buf.extend_from_slice(with_rowid.as_bytes());
+                }
+                last_rowid = *id;
+            }
+            _ => buf.extend_from_slice(if t.rowid.is_some() {
+                with_rowid.as_bytes()
+            } else {
+                plain.as_bytes()
+            }),
+        }
+        for (i, v) in values.iter().skip(skip).enumerate() {
             if i > 0 {
                 buf.push(b',');
             }
@@ -406,7 +427,12 @@ fn dump_rows(conn: &Connection, t: &Table, w: &mut Writer) -> Result<()> {
         }
         buf.extend_from_slice(b");");
         if w.dialect == Dialect::D1 && buf.len() > D1_MAX_STATEMENT {
-            split_row(t, &prefix, &values, w)?;
+            let prefix = if t.rowid.is_some() {
+                &with_rowid
+            } else {
+                &plain
+            };
+            split_row(t, prefix, &values, w)?;
         } else {
             w.statement(&buf)?;
         }
@@ -621,10 +647,11 @@ fn value_len(v: &ValueRef) -> usize {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn push_hex(buf: &mut Vec<u8>, bytes: &[u8]) {
-    buf.reserve(bytes.len() * 2);
-    for b in bytes {
-        buf.push(HEX[(b >> 4) as usize]);
-        buf.push(HEX[(b & 15) as usize]);
+    let start = buf.len();
+    buf.resize(start + bytes.len() * 2, 0);
+    for (out, b) in buf[start..].chunks_exact_mut(2).zip(bytes) {
+        out[0] = HEX[(b >> 4) as usize];
+        out[1] = HEX[(b & 15) as usize];
     }
 }
 
@@ -632,7 +659,9 @@ fn push_hex(buf: &mut Vec<u8>, bytes: &[u8]) {
 pub fn push_value(buf: &mut Vec<u8>, v: ValueRef, dialect: Dialect) {
     match v {
         ValueRef::Null => buf.extend_from_slice(b"NULL"),
-        ValueRef::Integer(i) => buf.extend_from_slice(i.to_string().as_bytes()),
+        ValueRef::Integer(i) => {
+            let _ = write!(buf, "{i}");
+        }
         ValueRef::Real(f) => push_real(buf, f),
         ValueRef::Blob(b) => {
             buf.extend_from_slice(b"X'");
@@ -651,7 +680,7 @@ fn push_real(buf: &mut Vec<u8>, f: f64) {
     } else if f.is_infinite() {
         buf.extend_from_slice(if f > 0.0 { b"9e999" } else { b"-9e999" });
     } else {
-        buf.extend_from_slice(format!("{f:?}").as_bytes());
+        let _ = write!(buf, "{f:?}");
     }
 }
 
@@ -716,11 +745,13 @@ fn marker(s: &str, base: &str) -> String {
 
 fn push_quoted(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'\'');
-    for b in s.bytes() {
-        if b == b'\'' {
-            buf.push(b'\'');
-        }
-        buf.push(b);
+    let mut parts = s.as_bytes().split(|&b| b == b'\'');
+    if let Some(first) = parts.next() {
+        buf.extend_from_slice(first);
+    }
+    for part in parts {
+        buf.extend_from_slice(b"''");
+        buf.extend_from_slice(part);
     }
     buf.push(b'\'');
 }

@@ -14,7 +14,7 @@ use rusqlite::{params_from_iter, Connection};
 use crate::error::{Error, Kind, Result};
 use crate::place::{place, prepare, TempGuard};
 use crate::restore::IntegrityCheck;
-use crate::sqltext::{parse_insert, Splitter, Statement, Value};
+use crate::sqltext::{parse_insert, Splitter, Statement, Trailer, Value};
 
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -75,54 +75,60 @@ fn line_err(line: u64, msg: impl std::fmt::Display) -> Error {
 }
 
 /// Build a database at `path` (a new file) from a dump, and check it.
-pub fn load(reader: impl BufRead, path: &Path, opts: &ImportOptions) -> Result<ImportStats> {
+pub fn load(reader: impl BufRead + Send, path: &Path, opts: &ImportOptions) -> Result<ImportStats> {
     let conn = Connection::open(path)
         .map_err(|e| Error::sqlite(Kind::Internal, format!("create {}", path.display()), e))?;
-    conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-65536;")
+    // The page cache barely matters here (measured: 16 MB and 64 MB load equally fast).
+    conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-32768; PRAGMA threads=2;")
         .map_err(|e| Error::sqlite(Kind::Internal, "import: settings", e))?;
     conn.set_prepared_statement_cache_capacity(256);
     conn.execute_batch("BEGIN")
         .map_err(|e| Error::sqlite(Kind::Internal, "import: begin", e))?;
+    let started = Instant::now();
     let mut stats = ImportStats::default();
     let mut later: Vec<Statement> = Vec::new();
-    let mut splitter = Splitter::new(reader);
-    loop {
-        let st = match splitter.next_statement() {
-            Ok(Some(st)) => st,
-            Ok(None) => break,
-            Err(e) => return Err(line_err(e.line, e.message)),
-        };
-        stats.statements += 1;
-        match classify(&String::from_utf8_lossy(&st.sql[..st.sql.len().min(200)])) {
-            Action::Skip => {}
-            Action::Rollback => {
-                return Err(line_err(
-                    st.line,
-                    "the dump rolls back (the database it came from had errors)",
-                ))
-            }
-            Action::Later => later.push(st),
-            Action::Insert => {
-                if let Some(ins) = parse_insert(&st.sql) {
-                    let sql = format!(
-                        "{} VALUES ({})",
-                        ins.prefix,
-                        placeholders(ins.rows[0].len())
-                    );
-                    for row in &ins.rows {
-                        let mut stmt = conn.prepare_cached(&sql).map_err(|e| sql_err(&st, e))?;
-                        stmt.execute(params_from_iter(row.iter()))
-                            .map_err(|e| sql_err(&st, e))?;
-                        stats.rows_bound += 1;
+    // Splitting and parsing run on a second thread; this one only feeds SQLite.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(16);
+    let trailer = std::thread::scope(|scope| -> Result<Trailer> {
+        scope.spawn(move || parse_all(reader, tx));
+        for msg in rx {
+            let batch = match msg {
+                Msg::Batch(b) => b,
+                Msg::Failed(e) => return Err(line_err(e.line, e.message)),
+                Msg::Done(t) => return Ok(t),
+            };
+            for item in batch {
+                stats.statements += 1;
+                match item {
+                    Item::Skip => {}
+                    Item::Rollback(line) => {
+                        return Err(line_err(
+                            line,
+                            "the dump rolls back (the database it came from had errors)",
+                        ))
                     }
-                } else {
-                    exec(&conn, &st, &mut stats)?;
+                    Item::Later(st) => later.push(st),
+                    Item::Exec(st) => exec(&conn, &st, &mut stats)?,
+                    Item::Insert { st, sql, rows } => {
+                        let mut stmt = conn.prepare_cached(&sql).map_err(|e| sql_err(&st, e))?;
+                        for row in &rows {
+                            stmt.execute(params_from_iter(row.iter()))
+                                .map_err(|e| sql_err(&st, e))?;
+                            stats.rows_bound += 1;
+                        }
+                    }
                 }
             }
-            Action::Execute => exec(&conn, &st, &mut stats)?,
         }
-    }
-    let trailer = splitter.trailer.clone();
+        Err(Error::new(
+            Kind::Internal,
+            "import: the parser stopped without a word",
+        ))
+    })?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "import: statements loaded"
+    );
     if trailer.lifeboat_header {
         match trailer.complete {
             None => {
@@ -143,12 +149,22 @@ pub fn load(reader: impl BufRead, path: &Path, opts: &ImportOptions) -> Result<I
             Some(_) => {}
         }
     }
+    let step = Instant::now();
+    // The index sorter sizes its memory from cache_size: shrink it before building indexes.
+    conn.execute_batch("PRAGMA cache_size=-8192;")
+        .map_err(|e| Error::sqlite(Kind::Internal, "import: settings", e))?;
     for st in &later {
         exec(&conn, st, &mut stats)?;
     }
     conn.execute_batch("COMMIT")
         .map_err(|e| Error::sqlite(Kind::Corrupt, "import: commit", e))?;
+    tracing::debug!(
+        ms = step.elapsed().as_millis() as u64,
+        "import: indexes, triggers, commit"
+    );
+    let step = Instant::now();
     check(&conn, opts)?;
+    tracing::debug!(ms = step.elapsed().as_millis() as u64, "import: checks");
     drop(conn);
     std::fs::File::open(path)
         .and_then(|f| f.sync_all())
@@ -157,6 +173,7 @@ pub fn load(reader: impl BufRead, path: &Path, opts: &ImportOptions) -> Result<I
 }
 
 fn check(conn: &Connection, opts: &ImportOptions) -> Result<()> {
+    let step = Instant::now();
     let pragma = match opts.integrity {
         IntegrityCheck::Quick => "PRAGMA quick_check",
         IntegrityCheck::Full => "PRAGMA integrity_check",
@@ -167,6 +184,7 @@ fn check(conn: &Connection, opts: &ImportOptions) -> Result<()> {
     if first != "ok" {
         return Err(Error::new(Kind::Corrupt, format!("{pragma}: {first}")));
     }
+    tracing::debug!(ms = step.elapsed().as_millis() as u64, "import: {pragma}");
     if opts.foreign_key_check {
         let mut stmt = conn
             .prepare("PRAGMA foreign_key_check")
@@ -188,6 +206,78 @@ fn check(conn: &Connection, opts: &ImportOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A statement, parsed and classified by the parser thread.
+enum Item {
+    Skip,
+    Rollback(u64),
+    /// Indexes, triggers and views: created after the data.
+    Later(Statement),
+    Exec(Statement),
+    /// An INSERT whose values were parsed: bound to `sql` (a cached prepared statement).
+    Insert {
+        st: Statement,
+        sql: String,
+        rows: Vec<Vec<Value>>,
+    },
+}
+
+enum Msg {
+    Batch(Vec<Item>),
+    Failed(crate::sqltext::SplitError),
+    Done(Trailer),
+}
+
+/// The parser thread: split, classify and parse, in batches. Stops when the loader hangs up.
+fn parse_all(reader: impl BufRead, tx: std::sync::mpsc::SyncSender<Msg>) {
+    let mut splitter = Splitter::new(reader);
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        let st = match splitter.next_statement() {
+            Ok(Some(st)) => st,
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(Msg::Batch(std::mem::take(&mut batch)));
+                let _ = tx.send(Msg::Failed(e));
+                return;
+            }
+        };
+        let head = String::from_utf8_lossy(&st.sql[..st.sql.len().min(64)]).into_owned();
+        batch.push(match classify(&head) {
+            Action::Skip => Item::Skip,
+            Action::Rollback => Item::Rollback(st.line),
+            Action::Later => Item::Later(st),
+            Action::Execute => Item::Exec(st),
+            Action::Insert => match parse_insert(&st.sql) {
+                Some(ins) => Item::Insert {
+                    sql: format!(
+                        "{} VALUES ({})",
+                        ins.prefix,
+                        placeholders(ins.rows[0].len())
+                    ),
+                    rows: ins.rows,
+                    st: Statement {
+                        line: st.line,
+                        sql: st.sql[..st.sql.len().min(120)].to_vec(),
+                    },
+                },
+                None => Item::Exec(st),
+            },
+        });
+        if batch.len() >= 256
+            && tx
+                .send(Msg::Batch(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(256),
+                )))
+                .is_err()
+        {
+            return;
+        }
+    }
+    let _ = tx.send(Msg::Batch(batch));
+    let _ = tx.send(Msg::Done(splitter.trailer.clone()));
 }
 
 enum Action {

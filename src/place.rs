@@ -124,3 +124,99 @@ fn move_all(from: &Path, to: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Ask the kernel to start writing a range back now (Linux); a hint, so errors are ignored:
+/// the fsync before the rename is what guarantees durability.
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; sync_file_range only reads its arguments.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
+/// A `Write` that hands full buffers to a thread which writes them to a file and starts
+/// writeback as it goes, so formatting and the kernel's copying overlap and the final fsync is
+/// short.
+pub struct FileWriter {
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<std::fs::File>>>,
+}
+
+const WRITE_BUF: usize = 1024 * 1024;
+
+impl FileWriter {
+    pub fn new(file: std::fs::File) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let thread = std::thread::spawn(move || -> std::io::Result<std::fs::File> {
+            use std::io::Write;
+            let mut file = file;
+            let (mut written, mut synced) = (0u64, 0u64);
+            for chunk in rx {
+                file.write_all(&chunk)?;
+                written += chunk.len() as u64;
+                if written - synced >= 32 * 1024 * 1024 {
+                    start_writeback(&file, synced, written - synced);
+                    synced = written;
+                }
+            }
+            Ok(file)
+        });
+        FileWriter {
+            buf: Vec::with_capacity(WRITE_BUF),
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_BUF));
+        let sent = self.tx.as_ref().map(|tx| tx.send(full));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The writer thread stopped: finish() reports its error.
+            _ => Err(std::io::Error::other("file writer stopped")),
+        }
+    }
+
+    /// Write out the rest, wait for the writer, fsync, and return the file.
+    pub fn finish(mut self) -> std::io::Result<std::fs::File> {
+        if !self.buf.is_empty() {
+            let _ = self.send();
+        }
+        drop(self.tx.take());
+        let file = self
+            .thread
+            .take()
+            .expect("finish runs once")
+            .join()
+            .map_err(|_| std::io::Error::other("file writer panicked"))??;
+        file.sync_all()?;
+        Ok(file)
+    }
+}
+
+impl std::io::Write for FileWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_BUF {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Kind, Result};
 use crate::manifest::Manifest;
-use crate::place::{place, prepare, TempGuard};
+use crate::place::{place, prepare, start_writeback, TempGuard};
 use crate::repository::{DataReader, Repository};
 use crate::source::{inspect, open_image};
 
@@ -226,26 +226,6 @@ fn decompress(input: impl Read, dest: &Path, hash: bool, pb: &ProgressBar) -> Re
         stored_sha256: hex::encode(rest.hasher.finalize()),
         image_sha256: image_hasher.map(|h| hex::encode(h.finalize())),
     })
-}
-
-/// Ask the kernel to start writing a range back now (Linux); a hint, so errors are ignored:
-/// the fsync before the rename is what guarantees durability.
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid open descriptor; sync_file_range only reads its arguments.
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                offset as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
 }
 
 /// A blocking `Read` over chunks arriving on a channel.

@@ -149,6 +149,31 @@ impl<R: BufRead> Splitter<R> {
     fn scan(&mut self, line: &[u8]) -> Result<(), SplitError> {
         let mut i = 0;
         while i < line.len() {
+            // Inside quotes only the closing quote matters: jump to it.
+            if let State::Single | State::Double | State::Backtick = self.state {
+                let quote = match self.state {
+                    State::Single => b'\'',
+                    State::Double => b'"',
+                    _ => b'`',
+                };
+                match line[i..].iter().position(|&c| c == quote) {
+                    None => {
+                        self.buf.extend_from_slice(&line[i..]);
+                        i = line.len();
+                    }
+                    Some(p) => {
+                        self.buf.extend_from_slice(&line[i..=i + p]);
+                        i += p + 1;
+                        if line.get(i) == Some(&quote) {
+                            self.buf.push(quote); // a doubled quote stands for one
+                            i += 1;
+                        } else {
+                            self.state = State::Normal;
+                        }
+                    }
+                }
+                continue;
+            }
             let b = line[i];
             let next = line.get(i + 1).copied();
             self.buf.push(b);
@@ -392,17 +417,14 @@ impl Parser<'_> {
     fn quoted(&mut self, close: u8) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         loop {
-            let b = *self.s.get(self.i)?;
-            self.i += 1;
-            if b == close {
-                if self.s.get(self.i) == Some(&close) && close != b']' {
-                    out.push(close);
-                    self.i += 1;
-                } else {
-                    return Some(out);
-                }
+            let p = self.s[self.i..].iter().position(|&c| c == close)?;
+            out.extend_from_slice(&self.s[self.i..self.i + p]);
+            self.i += p + 1;
+            if self.s.get(self.i) == Some(&close) && close != b']' {
+                out.push(close); // a doubled quote stands for one
+                self.i += 1;
             } else {
-                out.push(b);
+                return Some(out);
             }
         }
     }

@@ -10,7 +10,7 @@ use crate::cli::{secs, single_database_name, Ctx};
 use crate::dump::{dump, Dialect};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::human_size;
-use crate::place::TempGuard;
+use crate::place::{FileWriter, TempGuard};
 use crate::restore::{fetch, parse_time, select, Selector};
 use crate::snapshot::scratch;
 
@@ -141,7 +141,7 @@ fn write_out<T>(out: &str, force: bool, f: impl FnOnce(&mut dyn Write) -> Result
     let file = std::fs::File::create(&tmp)
         .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
     let io = |e| Error::io(format!("write {out}"), e);
-    let buf = std::io::BufWriter::with_capacity(1024 * 1024, file);
+    let buf = FileWriter::new(file);
     let lower = out.to_ascii_lowercase();
     let (r, file) = if lower.ends_with(".zst") {
         let mut enc = zstd::stream::write::Encoder::new(buf, 3).map_err(io)?;
@@ -158,8 +158,7 @@ fn write_out<T>(out: &str, force: bool, f: impl FnOnce(&mut dyn Write) -> Result
         let r = f(&mut buf)?;
         (r, buf)
     };
-    let file = file.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
+    file.finish().map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
     guard.disarm();
     Ok(r)
