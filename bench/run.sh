@@ -41,6 +41,11 @@ measure backup_zstd "$OUT/copy.db $OUT/copy.db.zst" "sqlite3 '$DB' \".backup '$O
 measure lb_restore  "$OUT/restored.db" "'$LB' --quiet restore --db '$DB' --repo 'file://$OUT/repo' --to '$OUT/restored.db'"
 measure load_dump   "$OUT/loaded.db" "zstd -dc '$OUT/dump.sql.zst' | sqlite3 '$OUT/loaded.db'"
 measure unzstd      "$OUT/unzstd.db" "zstd -d -q '$OUT/copy.db.zst' -o '$OUT/unzstd.db'"
+# SQL dumps (issue 3): both tools dump the live database; both load sqlite3's own dump.
+measure lb_dump     "$OUT/lb.sql" "'$LB' --quiet dump --db '$DB' --out '$OUT/lb.sql'"
+measure sqlite_dump "$OUT/cli.sql" "sqlite3 '$DB' .dump > '$OUT/cli.sql'"
+measure lb_import   "$OUT/imported.db" "'$LB' --quiet import '$OUT/cli.sql' --to '$OUT/imported.db'"
+measure sqlite_load "$OUT/cliload.db" "sqlite3 '$OUT/cliload.db' < '$OUT/cli.sql'"
 
 python3 - "$OUT/times" "$DB_BYTES" <<'PY'
 import sys
@@ -65,4 +70,7 @@ x = b / t["backup_zstd"][0]; row("lifeboat backup", "`sqlite3 .backup` + `zstd -
 x = t["load_dump"][0] / r; row("lifeboat restore", "`zstd -dc dump.sql.zst | sqlite3 new.db`", f"{x:.2f}x faster", ">= 5x faster", x >= 5)
 x = r / t["unzstd"][0]; row("lifeboat restore", "`zstd -d image.zst`", f"{x:.2f}x its time", "<= 1.3x", x <= 1.3)
 m = max(t["lb_backup"][1], t["lb_restore"][1]); row("peak RSS of backup and restore", "-", f"{m:.0f} MB", "< 100 MB", m < 100)
+x = t["sqlite_load"][0] / t["lb_import"][0]; row("lifeboat import of the .dump (with quick_check and foreign_key_check)", "`sqlite3 new.db < dump.sql`", f"{x:.2f}x faster", ">= 2x faster", x >= 2)
+x = t["sqlite_dump"][0] / t["lb_dump"][0]; row("lifeboat dump (fsynced file)", "`sqlite3 db .dump`", f"{x:.2f}x faster", ">= 1.5x faster", x >= 1.5)
+m = max(t["lb_dump"][1], t["lb_import"][1]); row("peak RSS of dump and import", "-", f"{m:.0f} MB", "< 100 MB", m < 100)
 PY

@@ -51,6 +51,10 @@ fn default_level() -> i32 {
 pub struct DatabaseConfig {
     pub name: String,
     pub path: PathBuf,
+    /// Also write each backup as a D1-dialect dump at `<name>/backups/backup-YYYY-MM-DD.sql`,
+    /// the key the runbook's manual procedure fetches (the day's last backup wins).
+    #[serde(default)]
+    pub sql_mirror: bool,
 }
 
 /// A database chosen for a command: its name in the repository and its file.
@@ -58,6 +62,7 @@ pub struct DatabaseConfig {
 pub struct Database {
     pub name: String,
     pub path: PathBuf,
+    pub sql_mirror: bool,
 }
 
 impl Config {
@@ -140,6 +145,7 @@ impl Config {
             return Ok(Database {
                 name: d.name.clone(),
                 path: self.base_dir.join(&d.path),
+                sql_mirror: d.sql_mirror,
             });
         }
         let path = PathBuf::from(flag);
@@ -154,7 +160,11 @@ impl Config {
             })?
             .to_string();
         crate::repository::check_name(&name).map_err(|e| e.context(format!("--db {flag:?}")))?;
-        Ok(Database { name, path })
+        Ok(Database {
+            name,
+            path,
+            sql_mirror: false,
+        })
     }
 
     /// All configured databases, paths resolved.
@@ -164,6 +174,7 @@ impl Config {
             .map(|d| Database {
                 name: d.name.clone(),
                 path: self.base_dir.join(&d.path),
+                sql_mirror: d.sql_mirror,
             })
             .collect()
     }

@@ -67,6 +67,9 @@ pub struct Manifest {
     pub lifeboat_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// File name (next to this manifest) of the D1-dialect dump written with `sql_mirror`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql_mirror: Option<String>,
 }
 
 impl Manifest {

@@ -170,10 +170,26 @@ impl Repository {
         &self,
         db: &str,
         id: &str,
+        chunks: mpsc::Receiver<Bytes>,
+        complete: Arc<AtomicBool>,
+    ) -> Result<bool> {
+        self.upload_to(&self.key(db, id, DATA_SUFFIX), chunks, complete)
+            .await
+    }
+
+    /// The key of a database's SQL mirror file (`backup-YYYY-MM-DD.sql`).
+    pub fn mirror_key(&self, db: &str, name: &str) -> Key {
+        self.prefix(db).join(name)
+    }
+
+    /// [`Repository::upload`] to any key (overwriting it).
+    pub async fn upload_to(
+        &self,
+        key: &Key,
         mut chunks: mpsc::Receiver<Bytes>,
         complete: Arc<AtomicBool>,
     ) -> Result<bool> {
-        let key = self.key(db, id, DATA_SUFFIX);
+        let key = key.clone();
         let upload = self
             .backend
             .store

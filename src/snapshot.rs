@@ -31,8 +31,10 @@ pub struct BackupOptions {
     pub label: Option<String>,
     pub lock_timeout: Duration,
     pub compression_level: i32,
-    /// Where the temporary image goes; the system temp dir when unset.
+    /// Where temporary files go; the system temp dir when unset.
     pub scratch_dir: Option<PathBuf>,
+    /// Recorded as the manifest's source instead of the database file (`backup --from-sql`).
+    pub source: Option<SourceInfo>,
 }
 
 impl Default for BackupOptions {
@@ -43,6 +45,7 @@ impl Default for BackupOptions {
             lock_timeout: Duration::from_secs(30),
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             scratch_dir: None,
+            source: None,
         }
     }
 }
@@ -92,17 +95,34 @@ pub async fn backup(
         let (level, timeout, pb) = (opts.compression_level, opts.lock_timeout, progress.clone());
         let scratch_dir = tmp.path().to_path_buf();
         let complete = complete.clone();
+        let tee_path = db
+            .sql_mirror
+            .then(|| tmp.path().join("mirror-image.sqlite"));
         move || -> Result<(ImageInfo, Digests)> {
             let mut sink = CompressSink::new(level, tx)?;
+            // With sql_mirror, keep a copy of this very image to dump after the upload.
+            let mut tee = match &tee_path {
+                Some(p) => Some(std::io::BufWriter::new(
+                    std::fs::File::create(p).map_err(|e| Error::io("sql mirror: image copy", e))?,
+                )),
+                None => None,
+            };
             let info = source.read_image(
                 timeout,
                 &scratch_dir,
                 &mut |info| pb.set_length(info.page_size * info.page_count),
                 &mut |data| {
                     pb.inc(data.len() as u64);
+                    if let Some(t) = tee.as_mut() {
+                        t.write_all(data)?;
+                    }
                     sink.write(data)
                 },
             )?;
+            if let Some(t) = tee.as_mut() {
+                t.flush()
+                    .map_err(|e| Error::io("sql mirror: image copy", e))?;
+            }
             let digests = sink.finish(&complete)?;
             Ok((info, digests))
         }
@@ -135,6 +155,18 @@ pub async fn backup(
             return Err(Error::new(Kind::Internal, "backup: upload abandoned"));
         }
     };
+    let sql_mirror = if db.sql_mirror {
+        let name = format!("{}.sql", created_at.format("backup-%Y-%m-%d"));
+        let image = tmp.path().join("mirror-image.sqlite");
+        let origin = format!("backup {id} of {}", db.name);
+        if let Err(e) = write_mirror(repo, &db.name, &name, &image, origin).await {
+            repo.discard(&db.name, &id).await;
+            return Err(e.context("backup: sql mirror"));
+        }
+        Some(name)
+    } else {
+        None
+    };
     drop(tmp);
     if digests.image_size != info.page_size * info.page_count {
         repo.discard(&db.name, &id).await;
@@ -153,13 +185,13 @@ pub async fn backup(
         database: db.name.clone(),
         kind: opts.kind,
         created_at,
-        source: SourceInfo {
+        source: opts.source.clone().unwrap_or_else(|| SourceInfo {
             kind: "sqlite".into(),
             path: std::path::absolute(&db.path)
                 .unwrap_or_else(|_| db.path.clone())
                 .display()
                 .to_string(),
-        },
+        }),
         sqlite_version: info.sqlite_version,
         page_size: info.page_size,
         page_count: info.page_count,
@@ -174,12 +206,51 @@ pub async fn backup(
         duration_ms: started.elapsed().as_millis() as u64,
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
         label: opts.label.clone(),
+        sql_mirror,
     };
     if let Err(e) = repo.commit(&manifest).await {
         repo.discard(&db.name, &id).await;
         return Err(e.context("backup"));
     }
     Ok(manifest)
+}
+
+/// Dump `image` in the D1 dialect to `<db>/backups/<name>` (overwriting: the day's last
+/// backup wins), streaming it into a multipart upload.
+async fn write_mirror(
+    repo: &Repository,
+    db: &str,
+    name: &str,
+    image: &Path,
+    origin: String,
+) -> Result<()> {
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
+    let complete = Arc::new(AtomicBool::new(false));
+    let producer = tokio::task::spawn_blocking({
+        let (image, complete) = (image.to_path_buf(), complete.clone());
+        move || -> Result<()> {
+            let conn = crate::source::open_image(&image)
+                .map_err(|e| Error::sqlite(Kind::Internal, "open image copy", e))?;
+            let mut sink = ChunkSink {
+                tx,
+                buf: Vec::with_capacity(CHUNK),
+            };
+            crate::dump::dump(&conn, crate::dump::Dialect::D1, &origin, &mut sink)?;
+            sink.send_buffered()
+                .map_err(|e| Error::io("sql mirror", e))?;
+            complete.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let key = repo.mirror_key(db, name);
+    let (uploaded, produced) = tokio::join!(repo.upload_to(&key, rx, complete), producer);
+    let produced =
+        produced.map_err(|e| Error::new(Kind::Internal, format!("sql mirror task: {e}")))?;
+    match (uploaded, produced) {
+        (Ok(true), Ok(())) => Ok(()),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        (Ok(false), Ok(())) => Err(Error::new(Kind::Internal, "sql mirror upload abandoned")),
+    }
 }
 
 /// Claim the id for `at`; when another backup holds it, take the next free second.

@@ -377,3 +377,112 @@ fn wrangler_style_export_imports() {
         "1"
     );
 }
+
+#[test]
+fn sql_mirror_writes_the_runbook_key_and_the_manifest_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tricky_db(&d.join("studio.db"));
+    std::fs::write(
+        d.join("lifeboat.toml"),
+        "[repository]\nurl = \"file://./repo\"\n[[database]]\nname = \"studio-platform-db\"\npath = \"studio.db\"\nsql_mirror = true\n",
+    )
+    .unwrap();
+    let out = ok(d, &["--json", "backup"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mirror = v["backups"][0]["sql_mirror"].as_str().unwrap().to_string();
+    let today = chrono::Utc::now().format("backup-%Y-%m-%d.sql").to_string();
+    assert_eq!(mirror, today);
+    let path = d.join("repo/studio-platform-db/backups").join(&mirror);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.lines().nth(1) == Some("PRAGMA defer_foreign_keys=TRUE;"),
+        "the D1 dialect"
+    );
+    ok(
+        d,
+        &["import", path.to_str().unwrap(), "--to", "from-mirror.db"],
+    );
+    assert_same_db(&d.join("studio.db"), &d.join("from-mirror.db"));
+    // The day's last backup wins; the mirror is not mistaken for an incomplete backup.
+    Connection::open(d.join("studio.db"))
+        .unwrap()
+        .execute_batch("INSERT INTO kv VALUES ('late', 'row');")
+        .unwrap();
+    ok(d, &["backup"]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("'late'"),
+        "the second backup's mirror replaced the first"
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(d, &["--json", "list"])).unwrap();
+    assert_eq!(v["databases"][0]["backups"].as_array().unwrap().len(), 2);
+    assert_eq!(v["databases"][0]["incomplete"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn backup_from_sql_stores_a_dump_as_a_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tricky_db(&d.join("src.db"));
+    ok(
+        d,
+        &[
+            "dump",
+            "--db",
+            "src.db",
+            "--dialect",
+            "d1",
+            "--out",
+            "export.sql.gz",
+        ],
+    );
+    let out = ok(
+        d,
+        &[
+            "--json",
+            "backup",
+            "--from-sql",
+            "export.sql.gz",
+            "--db-name",
+            "from-d1",
+            "--repo",
+            "file://./repo",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["backups"][0]["source"]["kind"], "sql-dump");
+    assert_eq!(v["backups"][0]["database"], "from-d1");
+    ok(
+        d,
+        &[
+            "restore",
+            "--db",
+            "from-d1",
+            "--repo",
+            "file://./repo",
+            "--to",
+            "r.db",
+        ],
+    );
+    assert_same_db(&d.join("src.db"), &d.join("r.db"));
+    // A broken dump is refused before anything reaches the repository.
+    std::fs::write(
+        d.join("broken.sql"),
+        "CREATE TABLE t(x);\nINSERT INTO t VALUES('unterminated);\n",
+    )
+    .unwrap();
+    let err = fails(
+        d,
+        &[
+            "backup",
+            "--from-sql",
+            "broken.sql",
+            "--repo",
+            "file://./repo",
+        ],
+        6,
+    );
+    assert!(err.contains("line 2"), "{err}");
+    assert!(!d.join("repo/broken").exists());
+}

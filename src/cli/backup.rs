@@ -1,11 +1,14 @@
 //! `lifeboat backup`: take a consistent backup of one or more databases.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::{parse_duration, secs, Ctx};
+use crate::config::Database;
 use crate::error::{Error, Kind, Result, ResultExt};
-use crate::manifest::{human_size, BackupKind};
+use crate::import::{load, open_dump, ImportOptions};
+use crate::manifest::{human_size, BackupKind, Manifest, SourceInfo};
+use crate::restore::IntegrityCheck;
 use crate::snapshot::{backup, BackupOptions};
 
 #[derive(clap::Args, Debug)]
@@ -29,12 +32,21 @@ pub struct Args {
     /// zstd level (default: the repository's compression_level, 3).
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
     compression_level: Option<i32>,
-    /// Directory for the temporary image (default: the system temp dir).
+    /// Directory for temporary files (default: the system temp dir).
     #[arg(long, value_name = "DIR")]
     scratch_dir: Option<PathBuf>,
+    /// Store a SQL dump (sqlite3 .dump, wrangler d1 export, lifeboat dump; .gz/.zst) as a backup.
+    #[arg(long, value_name = "FILE", conflicts_with = "db")]
+    from_sql: Option<PathBuf>,
+    /// With --from-sql: the database name to file it under (default: the file's stem).
+    #[arg(long, value_name = "NAME", requires = "from_sql")]
+    db_name: Option<String>,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    if let Some(file) = args.from_sql.clone() {
+        return from_sql(ctx, args, &file).await;
+    }
     let dbs = if args.db.is_empty() {
         ctx.config.all_databases()
     } else {
@@ -57,6 +69,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             .compression_level
             .unwrap_or(ctx.config.repository.compression_level),
         scratch_dir: args.scratch_dir,
+        source: None,
     };
     // Check every source before touching the repository, so bad input changes nothing.
     for db in &dbs {
@@ -70,7 +83,74 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         let pb = ctx.out.progress(&db.name);
         let m = backup(&repo, db, &opts, &pb).await;
         pb.finish_and_clear();
-        let m = m?;
+        done.push(m?);
+    }
+    report(ctx, &done);
+    Ok(0)
+}
+
+/// `backup --from-sql`: load the dump into scratch space with the importer (which proves it
+/// loads), then back that database up like any other.
+async fn from_sql(ctx: &Ctx, args: Args, file: &Path) -> Result<i32> {
+    let name = match &args.db_name {
+        Some(n) => n.clone(),
+        None => {
+            let stem = file.file_name().and_then(|s| s.to_str()).unwrap_or("");
+            stem.split('.').next().unwrap_or("").to_string()
+        }
+    };
+    crate::repository::check_name(&name).map_err(|e| e.context("--db-name"))?;
+    let sql_mirror = ctx
+        .config
+        .databases
+        .iter()
+        .any(|d| d.name == name && d.sql_mirror);
+    let tmp = crate::snapshot::scratch(args.scratch_dir.as_deref())?;
+    let path = tmp.path().join("from-sql.sqlite");
+    let (file_owned, path_owned) = (file.to_path_buf(), path.clone());
+    tokio::task::spawn_blocking(move || {
+        let reader = open_dump(&file_owned)?;
+        let opts = ImportOptions {
+            force: false,
+            integrity: IntegrityCheck::Quick,
+            foreign_key_check: true,
+        };
+        load(reader, &path_owned, &opts)
+            .map_err(|e| e.context(format!("backup --from-sql {}", file_owned.display())))
+    })
+    .await
+    .map_err(crate::cli::internal)??;
+    let opts = BackupOptions {
+        kind: args.kind,
+        label: args.label,
+        lock_timeout: args.lock_timeout,
+        compression_level: args
+            .compression_level
+            .unwrap_or(ctx.config.repository.compression_level),
+        scratch_dir: args.scratch_dir,
+        source: Some(SourceInfo {
+            kind: "sql-dump".into(),
+            path: std::path::absolute(file)
+                .unwrap_or_else(|_| file.to_path_buf())
+                .display()
+                .to_string(),
+        }),
+    };
+    let repo = ctx.repository(true).step("backup")?;
+    let db = Database {
+        name,
+        path,
+        sql_mirror,
+    };
+    let pb = ctx.out.progress(&db.name);
+    let m = backup(&repo, &db, &opts, &pb).await;
+    pb.finish_and_clear();
+    report(ctx, &[m?]);
+    Ok(0)
+}
+
+fn report(ctx: &Ctx, done: &[Manifest]) {
+    for m in done {
         ctx.out.line(format!(
             "{}  {}  {} -> {} ({:.1}x)  {} tables  {} rows  {}",
             m.database,
@@ -82,8 +162,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             m.total_rows(),
             secs(m.duration_ms)
         ));
-        done.push(m);
+        if let Some(mirror) = &m.sql_mirror {
+            ctx.out
+                .line(format!("  sql mirror: {}/backups/{mirror}", m.database));
+        }
     }
     ctx.out.json(&serde_json::json!({ "backups": done }));
-    Ok(0)
 }

@@ -88,6 +88,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let db = Database {
         name: "studio".into(),
         path: db_path.clone(),
+        sql_mirror: false,
     };
     let t = Instant::now();
     let pb = out.progress("backup");
