@@ -163,7 +163,7 @@ pub fn load(reader: impl BufRead + Send, path: &Path, opts: &ImportOptions) -> R
         "import: indexes, triggers, commit"
     );
     let step = Instant::now();
-    check(&conn, opts)?;
+    check(&conn, path, opts)?;
     tracing::debug!(ms = step.elapsed().as_millis() as u64, "import: checks");
     drop(conn);
     std::fs::File::open(path)
@@ -172,40 +172,47 @@ pub fn load(reader: impl BufRead + Send, path: &Path, opts: &ImportOptions) -> R
     Ok(stats)
 }
 
-fn check(conn: &Connection, opts: &ImportOptions) -> Result<()> {
-    let step = Instant::now();
+/// SQLite's own check and the foreign-key check, side by side on two connections (the data is
+/// committed and no longer changes).
+fn check(conn: &Connection, path: &Path, opts: &ImportOptions) -> Result<()> {
     let pragma = match opts.integrity {
         IntegrityCheck::Quick => "PRAGMA quick_check",
         IntegrityCheck::Full => "PRAGMA integrity_check",
     };
-    let first: String = conn
-        .query_row(pragma, [], |r| r.get(0))
-        .map_err(|e| Error::sqlite(Kind::Corrupt, pragma, e))?;
-    if first != "ok" {
-        return Err(Error::new(Kind::Corrupt, format!("{pragma}: {first}")));
-    }
-    tracing::debug!(ms = step.elapsed().as_millis() as u64, "import: {pragma}");
-    if opts.foreign_key_check {
-        let mut stmt = conn
-            .prepare("PRAGMA foreign_key_check")
-            .map_err(|e| Error::sqlite(Kind::Internal, "foreign_key_check", e))?;
-        let mut rows = stmt
-            .query([])
-            .map_err(|e| Error::sqlite(Kind::Internal, "foreign_key_check", e))?;
-        if let Some(r) = rows
-            .next()
-            .map_err(|e| Error::sqlite(Kind::Internal, "foreign_key_check", e))?
-        {
-            let table: String = r.get(0).unwrap_or_default();
-            let rowid: Option<i64> = r.get(1).unwrap_or_default();
-            let parent: String = r.get(2).unwrap_or_default();
-            return Err(Error::new(
-                Kind::Corrupt,
-                format!("foreign_key_check: a row of {table} (rowid {rowid:?}) points at a missing row of {parent} (pass --no-fk-check to load anyway)"),
-            ));
-        }
-    }
-    Ok(())
+    let (integrity, foreign) = std::thread::scope(|s| {
+        let fk = s.spawn(|| -> Result<()> {
+            if !opts.foreign_key_check {
+                return Ok(());
+            }
+            let fk_err = |e| Error::sqlite(Kind::Internal, "foreign_key_check", e);
+            let other = crate::source::open_image(path).map_err(fk_err)?;
+            let mut stmt = other.prepare("PRAGMA foreign_key_check").map_err(fk_err)?;
+            let mut rows = stmt.query([]).map_err(fk_err)?;
+            if let Some(r) = rows.next().map_err(fk_err)? {
+                let table: String = r.get(0).unwrap_or_default();
+                let rowid: Option<i64> = r.get(1).unwrap_or_default();
+                let parent: String = r.get(2).unwrap_or_default();
+                return Err(Error::new(
+                    Kind::Corrupt,
+                    format!("foreign_key_check: a row of {table} (rowid {rowid:?}) points at a missing row of {parent} (pass --no-fk-check to load anyway)"),
+                ));
+            }
+            Ok(())
+        });
+        let integrity = conn
+            .query_row(pragma, [], |r| r.get::<_, String>(0))
+            .map_err(|e| Error::sqlite(Kind::Corrupt, pragma, e))
+            .and_then(|first| match first.as_str() {
+                "ok" => Ok(()),
+                _ => Err(Error::new(Kind::Corrupt, format!("{pragma}: {first}"))),
+            });
+        let foreign = fk
+            .join()
+            .unwrap_or_else(|_| Err(Error::new(Kind::Internal, "foreign key check panicked")));
+        (integrity, foreign)
+    });
+    integrity?;
+    foreign
 }
 
 /// A statement, parsed and classified by the parser thread.
