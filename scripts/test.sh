@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests need (sqlite3, sqldiff, python3,
-# s3s-fs), then `cargo test`. Tool builds are cached outside the clone and rebuilt when missing.
+# s3s-fs, wrangler), then `cargo test`. Tool builds are cached outside the clone and rebuilt when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,5 +25,15 @@ if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
   cargo install s3s-fs@0.14.1 --features binary --locked --root "$TOOLS" --quiet
 fi
 export LIFEBOAT_S3S_FS="$TOOLS/bin/s3s-fs"
+
+# Real local D1: wrangler 4.86.0 is the last release that runs on Node 20 (newer ones need Node 22).
+if [ ! -x "$TOOLS/wrangler/node_modules/.bin/wrangler" ]; then
+  command -v npm >/dev/null || { $SUDO apt-get update -qq; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null; }
+  echo "test.sh: installing wrangler 4.86.0 into $TOOLS/wrangler (once)"
+  mkdir -p "$TOOLS/wrangler"
+  npm install --prefix "$TOOLS/wrangler" --no-audit --no-fund --loglevel=error wrangler@4.86.0 >/dev/null
+fi
+export LIFEBOAT_WRANGLER="$TOOLS/wrangler/node_modules/.bin/wrangler"
+export WRANGLER_SEND_METRICS=false WRANGLER_SEND_ERROR_REPORTS=false
 
 cargo test --locked "$@"

@@ -50,7 +50,15 @@ fn default_level() -> i32 {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub name: String,
-    pub path: PathBuf,
+    /// A SQLite database file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Or a Cloudflare D1 database, through wrangler.
+    #[serde(default)]
+    pub d1: Option<crate::d1::D1Config>,
+    /// How to run wrangler (default: `wrangler` on PATH, else `npx --no-install wrangler`).
+    #[serde(default)]
+    pub wrangler: Option<String>,
     /// Also write each backup as a D1-dialect dump at `<name>/backups/backup-YYYY-MM-DD.sql`,
     /// the key the runbook's manual procedure fetches (the day's last backup wins).
     #[serde(default)]
@@ -61,8 +69,12 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Database {
     pub name: String,
+    /// The database file (empty for a D1 database).
     pub path: PathBuf,
     pub sql_mirror: bool,
+    /// For a D1 database: where it is, and how to run wrangler.
+    pub d1: Option<crate::d1::D1Config>,
+    pub wrangler: Option<String>,
 }
 
 impl Config {
@@ -114,6 +126,15 @@ impl Config {
         }
         for (i, d) in cfg.databases.iter().enumerate() {
             crate::repository::check_name(&d.name).map_err(|e| e.context("database.name"))?;
+            if d.path.is_some() == d.d1.is_some() {
+                return Err(Error::new(
+                    Kind::Config,
+                    format!(
+                        "database {:?} needs exactly one of `path` (a SQLite file) and `d1`",
+                        d.name
+                    ),
+                ));
+            }
             if cfg.databases[..i].iter().any(|o| o.name == d.name) {
                 return Err(Error::new(
                     Kind::Config,
@@ -142,11 +163,7 @@ impl Config {
     /// Resolve `--db`: a configured name, else a path whose file stem is the name.
     pub fn database(&self, flag: &str) -> Result<Database> {
         if let Some(d) = self.databases.iter().find(|d| d.name == flag) {
-            return Ok(Database {
-                name: d.name.clone(),
-                path: self.base_dir.join(&d.path),
-                sql_mirror: d.sql_mirror,
-            });
+            return Ok(self.resolve(d));
         }
         let path = PathBuf::from(flag);
         let name = path
@@ -164,19 +181,33 @@ impl Config {
             name,
             path,
             sql_mirror: false,
+            d1: None,
+            wrangler: None,
         })
+    }
+
+    /// A configured database with its paths resolved against the config file's directory.
+    fn resolve(&self, d: &DatabaseConfig) -> Database {
+        let d1 = d.d1.clone().map(|mut c| {
+            c.config = c.config.map(|p| self.base_dir.join(p));
+            c
+        });
+        Database {
+            name: d.name.clone(),
+            path: d
+                .path
+                .as_ref()
+                .map(|p| self.base_dir.join(p))
+                .unwrap_or_default(),
+            sql_mirror: d.sql_mirror,
+            d1,
+            wrangler: d.wrangler.clone(),
+        }
     }
 
     /// All configured databases, paths resolved.
     pub fn all_databases(&self) -> Vec<Database> {
-        self.databases
-            .iter()
-            .map(|d| Database {
-                name: d.name.clone(),
-                path: self.base_dir.join(&d.path),
-                sql_mirror: d.sql_mirror,
-            })
-            .collect()
+        self.databases.iter().map(|d| self.resolve(d)).collect()
     }
 
     /// The database a single-database command works on: `--db`, or the only configured one.
@@ -274,7 +305,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.repository.url, "file:///srv/repo");
-        assert_eq!(cfg.databases[0].path, PathBuf::from("/srv/studio.db"));
+        assert_eq!(cfg.databases[0].path, Some(PathBuf::from("/srv/studio.db")));
     }
 
     #[test]
@@ -284,6 +315,31 @@ mod tests {
         let e = Config::parse("[repository]\nurll = \"x\"", env).unwrap_err();
         assert_eq!(e.kind, Kind::Config);
         assert!(e.to_string().contains("urll"), "{e}");
+    }
+
+    #[test]
+    fn d1_databases_and_exactly_one_source() {
+        let cfg = Config::parse(
+            "[[database]]\nname = \"studio-platform-db\"\nd1 = { database = \"studio-platform-db\", remote = true, config = \"packages/api/wrangler.toml\" }\nwrangler = \"npx wrangler\"\n",
+            env,
+        )
+        .unwrap();
+        let db = cfg.database("studio-platform-db").unwrap();
+        let d1 = db.d1.unwrap();
+        assert!(d1.remote);
+        assert_eq!(
+            d1.config,
+            Some(PathBuf::from("./packages/api/wrangler.toml"))
+        );
+        assert_eq!(db.wrangler.as_deref(), Some("npx wrangler"));
+        let e = Config::parse("[[database]]\nname = \"x\"\n", env).unwrap_err();
+        assert!(e.to_string().contains("exactly one of `path`"), "{e}");
+        let e = Config::parse(
+            "[[database]]\nname = \"x\"\npath = \"a.db\"\nd1 = { database = \"x\" }\n",
+            env,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("exactly one"), "{e}");
     }
 
     #[test]

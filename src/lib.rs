@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod d1;
 pub mod demo;
 pub mod dump;
 pub mod error;

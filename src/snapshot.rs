@@ -35,6 +35,11 @@ pub struct BackupOptions {
     pub scratch_dir: Option<PathBuf>,
     /// Recorded as the manifest's source instead of the database file (`backup --from-sql`).
     pub source: Option<SourceInfo>,
+    /// Recorded in the manifest for a D1 source.
+    pub d1: Option<crate::d1::D1Info>,
+    /// With sql_mirror: store this file as the mirror (a D1 source's original export) instead
+    /// of dumping the image.
+    pub mirror_file: Option<PathBuf>,
 }
 
 impl Default for BackupOptions {
@@ -46,6 +51,8 @@ impl Default for BackupOptions {
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             scratch_dir: None,
             source: None,
+            d1: None,
+            mirror_file: None,
         }
     }
 }
@@ -95,8 +102,7 @@ pub async fn backup(
         let (level, timeout, pb) = (opts.compression_level, opts.lock_timeout, progress.clone());
         let scratch_dir = tmp.path().to_path_buf();
         let complete = complete.clone();
-        let tee_path = db
-            .sql_mirror
+        let tee_path = (db.sql_mirror && opts.mirror_file.is_none())
             .then(|| tmp.path().join("mirror-image.sqlite"));
         move || -> Result<(ImageInfo, Digests)> {
             let mut sink = CompressSink::new(level, tx)?;
@@ -159,7 +165,11 @@ pub async fn backup(
         let name = format!("{}.sql", created_at.format("backup-%Y-%m-%d"));
         let image = tmp.path().join("mirror-image.sqlite");
         let origin = format!("backup {id} of {}", db.name);
-        if let Err(e) = write_mirror(repo, &db.name, &name, &image, origin).await {
+        let written = match &opts.mirror_file {
+            Some(file) => upload_file(repo, &repo.mirror_key(&db.name, &name), file).await,
+            None => write_mirror(repo, &db.name, &name, &image, origin).await,
+        };
+        if let Err(e) = written {
             repo.discard(&db.name, &id).await;
             return Err(e.context("backup: sql mirror"));
         }
@@ -207,6 +217,7 @@ pub async fn backup(
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
         label: opts.label.clone(),
         sql_mirror,
+        d1: opts.d1.clone(),
     };
     if let Err(e) = repo.commit(&manifest).await {
         repo.discard(&db.name, &id).await;
@@ -250,6 +261,35 @@ async fn write_mirror(
         (Ok(true), Ok(())) => Ok(()),
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
         (Ok(false), Ok(())) => Err(Error::new(Kind::Internal, "sql mirror upload abandoned")),
+    }
+}
+
+/// Upload a local file to `key` as it is (overwriting).
+async fn upload_file(repo: &Repository, key: &object_store::path::Path, file: &Path) -> Result<()> {
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
+    let complete = Arc::new(AtomicBool::new(false));
+    let reader = tokio::task::spawn_blocking({
+        let (file, complete) = (file.to_path_buf(), complete.clone());
+        move || -> Result<()> {
+            let mut f = std::fs::File::open(&file)
+                .map_err(|e| Error::io(format!("read {}", file.display()), e))?;
+            let mut sink = ChunkSink {
+                tx,
+                buf: Vec::with_capacity(CHUNK),
+            };
+            std::io::copy(&mut f, &mut sink)
+                .map_err(|e| Error::io(format!("upload {}", file.display()), e))?;
+            sink.send_buffered().map_err(|e| Error::io("upload", e))?;
+            complete.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let (uploaded, read) = tokio::join!(repo.upload_to(key, rx, complete), reader);
+    let read = read.map_err(|e| Error::new(Kind::Internal, format!("upload task: {e}")))?;
+    match (uploaded, read) {
+        (Ok(true), Ok(())) => Ok(()),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        (Ok(false), Ok(())) => Err(Error::new(Kind::Internal, "upload abandoned")),
     }
 }
 

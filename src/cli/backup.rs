@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::cli::{parse_duration, secs, Ctx};
 use crate::config::Database;
+use crate::d1::backup_d1;
 use crate::error::{Error, Kind, Result, ResultExt};
 use crate::import::{load, open_dump, ImportOptions};
 use crate::manifest::{human_size, BackupKind, Manifest, SourceInfo};
@@ -70,9 +71,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             .unwrap_or(ctx.config.repository.compression_level),
         scratch_dir: args.scratch_dir,
         source: None,
+        d1: None,
+        mirror_file: None,
     };
-    // Check every source before touching the repository, so bad input changes nothing.
-    for db in &dbs {
+    // Check every file source before touching the repository, so bad input changes nothing.
+    for db in dbs.iter().filter(|d| d.d1.is_none()) {
         crate::source::SqliteSource::new(&db.path)
             .check()
             .step("backup")?;
@@ -81,7 +84,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let mut done = Vec::new();
     for db in &dbs {
         let pb = ctx.out.progress(&db.name);
-        let m = backup(&repo, db, &opts, &pb).await;
+        let m = match &db.d1 {
+            Some(d1) => backup_d1(&repo, db, d1, db.wrangler.as_deref(), &opts, &pb).await,
+            None => backup(&repo, db, &opts, &pb).await,
+        };
         pb.finish_and_clear();
         done.push(m?);
     }
@@ -135,12 +141,16 @@ async fn from_sql(ctx: &Ctx, args: Args, file: &Path) -> Result<i32> {
                 .display()
                 .to_string(),
         }),
+        d1: None,
+        mirror_file: None,
     };
     let repo = ctx.repository(true).step("backup")?;
     let db = Database {
         name,
         path,
         sql_mirror,
+        d1: None,
+        wrangler: None,
     };
     let pb = ctx.out.progress(&db.name);
     let m = backup(&repo, &db, &opts, &pb).await;

@@ -89,6 +89,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         name: "studio".into(),
         path: db_path.clone(),
         sql_mirror: false,
+        d1: None,
+        wrangler: None,
     };
     let t = Instant::now();
     let pb = out.progress("backup");

@@ -1,0 +1,406 @@
+//! Cloudflare D1 through wrangler: the same commands operators already run (`wrangler d1 export`,
+//! `wrangler d1 execute`, `wrangler d1 time-travel info`), so `--remote` works in production and
+//! `--local` in tests. A D1 backup exports the database, loads the export with lifeboat's importer
+//! (proving it loads, at the moment it is taken) and stores the image like any SQLite backup.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Database;
+use crate::error::{Error, Kind, Result};
+use crate::import::{load, open_dump, ImportOptions};
+use crate::manifest::{Manifest, SourceInfo};
+use crate::repository::Repository;
+use crate::restore::IntegrityCheck;
+use crate::snapshot::{backup, scratch, BackupOptions};
+
+/// A D1 database as configured: `d1 = { database = "…", remote = true, config = "wrangler.toml" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct D1Config {
+    /// The database name (or binding) as wrangler knows it.
+    pub database: String,
+    /// `--remote` (production) rather than `--local`.
+    #[serde(default)]
+    pub remote: bool,
+    /// The wrangler configuration file (`-c`).
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+}
+
+/// What a D1 backup's manifest records about its source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct D1Info {
+    pub database: String,
+    pub remote: bool,
+    pub wrangler_version: String,
+    /// The Time Travel bookmark current at export time (remote databases only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_travel_bookmark: Option<String>,
+    /// Why there is no bookmark, when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_travel_note: Option<String>,
+}
+
+/// How to run wrangler for one database.
+#[derive(Debug, Clone)]
+pub struct Wrangler {
+    /// The command and its leading arguments, e.g. `["npx", "--no-install", "wrangler"]`.
+    program: Vec<String>,
+    config: Option<PathBuf>,
+}
+
+impl Wrangler {
+    /// `custom` is the `wrangler = "…"` setting; otherwise `wrangler` on PATH, else npx (which
+    /// must not download anything: `--no-install`).
+    pub fn new(custom: Option<&str>, config: Option<PathBuf>) -> Wrangler {
+        let program = match custom {
+            Some(c) => c.split_whitespace().map(str::to_string).collect(),
+            None if on_path("wrangler") => vec!["wrangler".to_string()],
+            None => ["npx", "--no-install", "wrangler"]
+                .map(str::to_string)
+                .to_vec(),
+        };
+        Wrangler { program, config }
+    }
+
+    fn with_config(&self, mut args: Vec<String>) -> Vec<String> {
+        if let Some(c) = &self.config {
+            args.push("-c".into());
+            args.push(c.display().to_string());
+        }
+        args
+    }
+
+    fn location(remote: bool) -> String {
+        if remote { "--remote" } else { "--local" }.to_string()
+    }
+
+    /// `d1 export <db> --remote|--local --output <file> [-c config]`
+    pub fn export_args(&self, db: &str, remote: bool, out: &Path) -> Vec<String> {
+        let args = vec![
+            "d1".into(),
+            "export".into(),
+            db.into(),
+            Self::location(remote),
+            "--output".into(),
+            out.display().to_string(),
+        ];
+        self.with_config(args)
+    }
+
+    /// `d1 execute <db> --remote|--local --file <file> --yes [-c config]`
+    pub fn execute_file_args(&self, db: &str, remote: bool, file: &Path) -> Vec<String> {
+        let args = vec![
+            "d1".into(),
+            "execute".into(),
+            db.into(),
+            Self::location(remote),
+            "--file".into(),
+            file.display().to_string(),
+            "--yes".into(),
+        ];
+        self.with_config(args)
+    }
+
+    /// `d1 execute <db> --remote|--local --command <sql> --json [-c config]`
+    pub fn query_args(&self, db: &str, remote: bool, sql: &str) -> Vec<String> {
+        let args = vec![
+            "d1".into(),
+            "execute".into(),
+            db.into(),
+            Self::location(remote),
+            "--command".into(),
+            sql.into(),
+            "--json".into(),
+        ];
+        self.with_config(args)
+    }
+
+    /// `d1 time-travel info <db> --json [-c config]`
+    pub fn time_travel_args(&self, db: &str) -> Vec<String> {
+        let args = ["d1", "time-travel", "info", db, "--json"]
+            .map(str::to_string)
+            .to_vec();
+        self.with_config(args)
+    }
+
+    /// The full command line, for messages and tests.
+    pub fn command_line(&self, args: &[String]) -> String {
+        self.program
+            .iter()
+            .chain(args)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Run wrangler; a non-zero exit becomes an error quoting wrangler's own message.
+    pub fn run(&self, args: &[String]) -> Result<String> {
+        let what = format!(
+            "wrangler {}",
+            args.iter().take(3).cloned().collect::<Vec<_>>().join(" ")
+        );
+        let out = Command::new(&self.program[0])
+            .args(&self.program[1..])
+            .args(args)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_SEND_ERROR_REPORTS", "false")
+            .env("NO_COLOR", "1")
+            .env("CI", "true") // never prompt
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::new(
+                    Kind::Config,
+                    format!("{} not found: install wrangler (npm i -g wrangler) or set `wrangler = \"…\"` for this database", self.program[0]),
+                ),
+                _ => Error::new(Kind::Database, format!("{what}: cannot run {}: {e}", self.program[0])),
+            })?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(Error::new(
+                Kind::Database,
+                format!("{what} failed: {}", wrangler_message(&stderr, &stdout)),
+            ));
+        }
+        Ok(stdout)
+    }
+
+    /// wrangler's version, e.g. `4.86.0`.
+    pub fn version(&self) -> Result<String> {
+        let out = self.run(&["--version".to_string()])?;
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .unwrap_or("unknown")
+            .trim_start_matches("⛅️ wrangler ")
+            .to_string())
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// The line of wrangler's output that says what went wrong, without colours or decoration.
+pub fn wrangler_message(stderr: &str, stdout: &str) -> String {
+    let clean = |s: &str| -> String {
+        let mut out = String::new();
+        let mut chars = s.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // Skip an ANSI escape sequence: ESC [ … letter
+                for n in chars.by_ref() {
+                    if n.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let text = format!("{}\n{}", clean(stderr), clean(stdout));
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let error = lines
+        .iter()
+        .find(|l| {
+            l.contains("[ERROR]")
+                || l.starts_with('✘')
+                || l.to_ascii_lowercase().starts_with("error")
+        })
+        .or_else(|| lines.iter().rfind(|l| !l.starts_with("🪵")))
+        .copied()
+        .unwrap_or("no output");
+    error
+        .trim_start_matches('✘')
+        .trim()
+        .trim_start_matches("[ERROR]")
+        .trim()
+        .to_string()
+}
+
+/// Back up a D1 database: export, load (the proof that the export is whole), store.
+pub async fn backup_d1(
+    repo: &Repository,
+    db: &Database,
+    d1: &D1Config,
+    wrangler_cmd: Option<&str>,
+    opts: &BackupOptions,
+    progress: &ProgressBar,
+) -> Result<Manifest> {
+    let wrangler = Wrangler::new(wrangler_cmd, d1.config.clone());
+    let tmp = scratch(opts.scratch_dir.as_deref())?;
+    let export = tmp.path().join("export.sql");
+    let image = tmp.path().join("d1.sqlite");
+    let (w, d, e, i) = (wrangler.clone(), d1.clone(), export.clone(), image.clone());
+    let info = tokio::task::spawn_blocking(move || -> Result<D1Info> {
+        let wrangler_version = w.version()?;
+        w.run(&w.export_args(&d.database, d.remote, &e))?;
+        check_export(&e)?;
+        let reader = open_dump(&e)?;
+        // A backup never refuses data: dangling references are stored as they are.
+        let opts = ImportOptions {
+            force: false,
+            integrity: IntegrityCheck::Quick,
+            foreign_key_check: false,
+        };
+        load(reader, &i, &opts).map_err(|err| err.context("load the export"))?;
+        let (time_travel_bookmark, time_travel_note) = if d.remote {
+            match w
+                .run(&w.time_travel_args(&d.database))
+                .and_then(|out| bookmark(&out))
+            {
+                Ok(b) => (Some(b), None),
+                Err(e) => (
+                    None,
+                    Some(format!("Time Travel bookmark not available: {e}")),
+                ),
+            }
+        } else {
+            (None, Some("local database: no Time Travel".to_string()))
+        };
+        Ok(D1Info {
+            database: d.database.clone(),
+            remote: d.remote,
+            wrangler_version,
+            time_travel_bookmark,
+            time_travel_note,
+        })
+    })
+    .await
+    .map_err(crate::cli::internal)?
+    .map_err(|e| e.context(format!("backup {}: d1 {}", db.name, d1.database)))?;
+
+    let mut opts = opts.clone();
+    opts.source = Some(SourceInfo {
+        kind: "d1".into(),
+        path: format!(
+            "{} ({})",
+            d1.database,
+            if d1.remote { "remote" } else { "local" }
+        ),
+    });
+    opts.d1 = Some(info);
+    opts.mirror_file = db.sql_mirror.then(|| export.clone());
+    let image_db = Database {
+        name: db.name.clone(),
+        path: image,
+        sql_mirror: db.sql_mirror,
+        d1: None,
+        wrangler: None,
+    };
+    backup(repo, &image_db, &opts, progress).await
+}
+
+/// A D1 export always starts with `PRAGMA defer_foreign_keys=TRUE;`; an empty file or anything
+/// else means the export did not happen.
+fn check_export(path: &Path) -> Result<()> {
+    let mut head = [0u8; 64];
+    let n = std::io::Read::read(
+        &mut std::fs::File::open(path).map_err(|e| Error::io("read the export", e))?,
+        &mut head,
+    )
+    .map_err(|e| Error::io("read the export", e))?;
+    let text = String::from_utf8_lossy(&head[..n]);
+    if n == 0 {
+        return Err(Error::new(Kind::Database, "wrangler wrote an empty export"));
+    }
+    if !text
+        .trim_start()
+        .to_ascii_uppercase()
+        .starts_with("PRAGMA DEFER_FOREIGN_KEYS")
+    {
+        return Err(Error::new(
+            Kind::Database,
+            format!(
+                "the export does not look like a D1 export: {:?}",
+                text.lines().next().unwrap_or("")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The bookmark out of `wrangler d1 time-travel info --json`.
+fn bookmark(json: &str) -> Result<String> {
+    let start = json
+        .find('{')
+        .ok_or_else(|| Error::new(Kind::Database, "no JSON in wrangler's output"))?;
+    let v: serde_json::Value = serde_json::from_str(&json[start..])
+        .map_err(|e| Error::new(Kind::Database, format!("wrangler's JSON: {e}")))?;
+    v.get("bookmark")
+        .and_then(|b| b.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| Error::new(Kind::Database, "wrangler's answer has no bookmark"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w() -> Wrangler {
+        Wrangler::new(
+            Some("npx wrangler"),
+            Some(PathBuf::from("packages/api/wrangler.toml")),
+        )
+    }
+
+    #[test]
+    fn remote_command_lines() {
+        let w = w();
+        assert_eq!(
+            w.command_line(&w.export_args("studio-platform-db", true, Path::new("/tmp/x/export.sql"))),
+            "npx wrangler d1 export studio-platform-db --remote --output /tmp/x/export.sql -c packages/api/wrangler.toml"
+        );
+        assert_eq!(
+            w.command_line(&w.execute_file_args("studio-platform-db", true, Path::new("r.sql"))),
+            "npx wrangler d1 execute studio-platform-db --remote --file r.sql --yes -c packages/api/wrangler.toml"
+        );
+        assert_eq!(
+            w.command_line(&w.query_args("studio-platform-db", true, "SELECT 1")),
+            "npx wrangler d1 execute studio-platform-db --remote --command SELECT 1 --json -c packages/api/wrangler.toml"
+        );
+        assert_eq!(
+            w.command_line(&w.time_travel_args("studio-platform-db")),
+            "npx wrangler d1 time-travel info studio-platform-db --json -c packages/api/wrangler.toml"
+        );
+        let local = Wrangler::new(Some("/opt/wrangler"), None);
+        assert_eq!(
+            local.command_line(&local.export_args("db", false, Path::new("e.sql"))),
+            "/opt/wrangler d1 export db --local --output e.sql"
+        );
+    }
+
+    #[test]
+    fn quotes_wranglers_error_line() {
+        let stderr = "\u{1b}[31m✘ \u{1b}[41;31m[\u{1b}[41;97mERROR\u{1b}[41;31m]\u{1b}[0m \u{1b}[1mCouldn't find a D1 DB with the name or binding 'nope' in your wrangler.jsonc file.\u{1b}[0m\n\n🪵  Logs were written to \"/x.log\"\n";
+        assert_eq!(
+            wrangler_message(stderr, " ⛅️ wrangler 4.86.0\n"),
+            "Couldn't find a D1 DB with the name or binding 'nope' in your wrangler.jsonc file."
+        );
+    }
+
+    #[test]
+    fn parses_bookmarks() {
+        let out = "some banner\n{\"bookmark\": \"00000085-0000024c-00004c6d-8e61117bf38d7adb71b934ebbf891683\", \"timestamp\": \"2026-11-25T02:00:00Z\"}";
+        assert_eq!(
+            bookmark(out).unwrap(),
+            "00000085-0000024c-00004c6d-8e61117bf38d7adb71b934ebbf891683"
+        );
+        assert!(bookmark("not json").is_err());
+    }
+}

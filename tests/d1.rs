@@ -1,0 +1,282 @@
+//! Cloudflare D1 through the real wrangler (4.86.0, local mode: workerd + SQLite on 127.0.0.1),
+//! installed by scripts/test.sh into ~/.cache/lifeboat-test-tools/wrangler.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use rusqlite::Connection;
+
+fn wrangler() -> PathBuf {
+    if let Ok(p) = std::env::var("LIFEBOAT_WRANGLER") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let p =
+        PathBuf::from(home).join(".cache/lifeboat-test-tools/wrangler/node_modules/.bin/wrangler");
+    assert!(
+        p.exists(),
+        "{} is missing: run ./scripts/test.sh, which installs it",
+        p.display()
+    );
+    p
+}
+
+/// A throwaway wrangler project with local D1 databases.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(databases: &[&str]) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let dbs: Vec<String> = databases
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                format!(r#"{{ "binding": "DB{i}", "database_name": "{name}", "database_id": "00000000-0000-4000-8000-{i:012}" }}"#)
+            })
+            .collect();
+        std::fs::write(
+            dir.path().join("wrangler.jsonc"),
+            format!(r#"{{ "name": "lifeboat-test", "compatibility_date": "2025-01-01", "d1_databases": [{}] }}"#, dbs.join(",")),
+        )
+        .unwrap();
+        Project { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn wrangler(&self, args: &[&str]) -> std::process::Output {
+        Command::new(wrangler())
+            .args(args)
+            .args(["-c", "wrangler.jsonc"])
+            .current_dir(self.path())
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_SEND_ERROR_REPORTS", "false")
+            .env("XDG_CONFIG_HOME", self.path().join("xdg"))
+            .output()
+            .unwrap()
+    }
+
+    fn execute_file(&self, db: &str, file: &str) {
+        let o = self.wrangler(&["d1", "execute", db, "--local", "--file", file, "--yes"]);
+        assert!(
+            o.status.success(),
+            "wrangler execute failed: {}{}",
+            stderr(&o),
+            stdout(&o)
+        );
+    }
+
+    /// Export a database with wrangler and load it with lifeboat into `into` (a comparison copy).
+    fn export_to_db(&self, db: &str, into: &str) -> PathBuf {
+        let o = self.wrangler(&["d1", "export", db, "--local", "--output", "cmp.sql"]);
+        assert!(o.status.success(), "wrangler export failed: {}", stderr(&o));
+        ok(self.path(), &["import", "cmp.sql", "--to", into, "--force"]);
+        std::fs::remove_file(self.path().join("cmp.sql")).unwrap();
+        self.path().join(into)
+    }
+
+    /// lifeboat.toml pointing at one of this project's databases.
+    fn config(&self, db: &str, extra: &str) {
+        std::fs::write(
+            self.path().join("lifeboat.toml"),
+            format!(
+                "[repository]\nurl = \"file://./repo\"\n[[database]]\nname = \"{db}\"\nd1 = {{ database = \"{db}\", remote = false, config = \"wrangler.jsonc\" }}\nwrangler = \"{}\"\n{extra}",
+                wrangler().display()
+            ),
+        )
+        .unwrap();
+    }
+}
+
+/// What D1 data typically looks like: TEXT UUID keys, JSON text, newlines, quotes, unicode,
+/// blobs, an AUTOINCREMENT table, foreign keys, an index, a trigger and a view.
+const SEED: &str = r#"
+CREATE TABLE tenants (id TEXT PRIMARY KEY, slug TEXT UNIQUE NOT NULL, name TEXT, settings TEXT, logo BLOB, created_at INTEGER);
+CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT UNIQUE, profile TEXT);
+CREATE TABLE tenant_members (tenant_id TEXT NOT NULL REFERENCES tenants(id), user_id TEXT NOT NULL REFERENCES users(id), role TEXT, PRIMARY KEY (tenant_id, user_id));
+CREATE TABLE audit_logs (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT REFERENCES tenants(id), action TEXT, details TEXT);
+CREATE INDEX audit_tenant ON audit_logs(tenant_id);
+INSERT INTO tenants VALUES ('0f8a3c1e-1b2d-4e5f-8a9b-0c1d2e3f4a5b', 'zen', 'Zoë''s "Zen" Studio 🧘', '{"tz":"Europe/Paris","welcome":"Hi\nthere; -- welcome"}', X'89504e470d0a1a0a', 1732500000);
+INSERT INTO tenants VALUES ('7c6b5a49-3827-4165-9483-726150493827', 'flow', 'Flow
+Yoga', '{"quote":"it''s \"fine\""}', NULL, 1732600000);
+INSERT INTO users VALUES ('auth0|abc', 'a@example.com', '{"bio":"line1\r\nline2"}'), ('auth0|def', 'b@example.com', NULL);
+INSERT INTO tenant_members VALUES ('0f8a3c1e-1b2d-4e5f-8a9b-0c1d2e3f4a5b', 'auth0|abc', 'owner'), ('7c6b5a49-3827-4165-9483-726150493827', 'auth0|abc', 'student'), ('7c6b5a49-3827-4165-9483-726150493827', 'auth0|def', 'owner');
+INSERT INTO audit_logs (tenant_id, action, details) VALUES ('0f8a3c1e-1b2d-4e5f-8a9b-0c1d2e3f4a5b', 'tenant.created', '{}'), (NULL, 'platform.config', 'x;y');
+CREATE TRIGGER tenants_audit AFTER INSERT ON tenants BEGIN INSERT INTO audit_logs (tenant_id, action) VALUES (NEW.id, 'tenant.created; via trigger'); END;
+CREATE VIEW member_counts AS SELECT tenant_id, count(*) AS n FROM tenant_members GROUP BY tenant_id;
+"#;
+
+#[test]
+fn d1_backup_restores_to_an_equal_database() {
+    let p = Project::new(&["studio-platform-db"]);
+    std::fs::write(p.path().join("seed.sql"), SEED).unwrap();
+    p.execute_file("studio-platform-db", "seed.sql");
+    p.config("studio-platform-db", "sql_mirror = true\n");
+
+    let out = ok(p.path(), &["--json", "backup", "--kind", "scheduled"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let m = &v["backups"][0];
+    assert_eq!(m["source"]["kind"], "d1");
+    assert_eq!(m["d1"]["database"], "studio-platform-db");
+    assert_eq!(m["d1"]["wrangler_version"], "4.86.0");
+    assert!(
+        m["d1"]["time_travel_note"]
+            .as_str()
+            .unwrap()
+            .contains("local"),
+        "{m}"
+    );
+    assert_eq!(m["tables"]["tenants"], 2);
+    assert_eq!(
+        m["tables"]["audit_logs"], 2,
+        "the trigger did not fire while the export was loaded"
+    );
+    // The runbook's key holds wrangler's own export.
+    let mirror = p
+        .path()
+        .join("repo/studio-platform-db/backups")
+        .join(m["sql_mirror"].as_str().unwrap());
+    let text = std::fs::read_to_string(&mirror).unwrap();
+    assert!(
+        text.starts_with("PRAGMA defer_foreign_keys=TRUE;"),
+        "{}",
+        &text[..80]
+    );
+    assert!(
+        !text.contains("lifeboat dump"),
+        "the original export, not a lifeboat dump"
+    );
+
+    ok(p.path(), &["restore", "--to", "restored.db"]);
+    let current = p.export_to_db("studio-platform-db", "current.db");
+    assert_same_db(&current, &p.path().join("restored.db"));
+    assert_eq!(
+        sqlite3(
+            &p.path().join("restored.db"),
+            "SELECT seq FROM sqlite_sequence WHERE name='audit_logs'"
+        ),
+        "2"
+    );
+}
+
+#[test]
+fn lifeboat_d1_dialect_is_accepted_by_wrangler_and_comes_back_equal() {
+    let p = Project::new(&["target-db"]);
+    let src = p.path().join("src.db");
+    let c = Connection::open(&src).unwrap();
+    c.execute_batch(
+        // The child table is created first: the dump must still create the parent first.
+        "CREATE TABLE bookings (id TEXT PRIMARY KEY, class_id TEXT NOT NULL REFERENCES classes(id), note TEXT);
+         CREATE TABLE classes (id TEXT PRIMARY KEY, title TEXT, payload TEXT, photo BLOB, price REAL);
+         CREATE TABLE seq (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
+         CREATE INDEX bookings_class ON bookings(class_id);
+         CREATE TRIGGER seq_audit AFTER INSERT ON bookings BEGIN INSERT INTO seq (v) VALUES ('fired'); END;
+         CREATE VIEW class_bookings AS SELECT class_id, count(*) AS n FROM bookings GROUP BY class_id;",
+    )
+    .unwrap();
+    let json = format!(
+        "{{\"items\":[{}]}}",
+        (0..9000)
+            .map(|i| format!("{{\"i\":{i},\"s\":\"it's \\\"q\\\"; -- {i}\"}}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(json.len() > 300_000);
+    let photo: Vec<u8> = (0..150_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    c.execute(
+        "INSERT INTO classes VALUES ('c-1', 'Vinyasa 🧘', ?1, ?2, 12.5)",
+        rusqlite::params![json, photo],
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO classes VALUES ('c-2', 'it''s\nmultiline\r\ntext', '{}', NULL, 0.1)",
+        [],
+    )
+    .unwrap();
+    c.execute_batch(
+        "INSERT INTO bookings VALUES ('b-1', 'c-1', 'semi;colon'), ('b-2', 'c-2', NULL);
+         INSERT INTO seq (v) VALUES ('a'), ('b');",
+    )
+    .unwrap();
+    drop(c);
+    ok(
+        p.path(),
+        &[
+            "dump",
+            "--db",
+            "src.db",
+            "--dialect",
+            "d1",
+            "--out",
+            "d1.sql",
+        ],
+    );
+    let text = std::fs::read_to_string(p.path().join("d1.sql")).unwrap();
+    assert!(text.lines().all(|l| l.len() <= 100_000));
+    assert!(text
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap()
+        .starts_with("-- lifeboat dump complete:"));
+    p.execute_file("target-db", "d1.sql");
+    let back = p.export_to_db("target-db", "back.db");
+    assert_same_db(&src, &back);
+}
+
+#[test]
+fn failing_exports_are_clear_errors_and_write_no_manifest() {
+    let p = Project::new(&["studio-platform-db", "search-db"]);
+    // Wrong database name: wrangler's own message, exit 3, nothing stored.
+    p.config("no-such-db", "");
+    let err = fails(p.path(), &["backup"], 3);
+    assert!(
+        err.contains("Couldn't find a D1 DB") && err.contains("no-such-db"),
+        "{err}"
+    );
+    let manifests = walk_json(&p.path().join("repo"));
+    assert!(manifests.is_empty(), "{manifests:?}");
+    // A database with an FTS5 table: D1 refuses to export it.
+    std::fs::write(
+        p.path().join("fts.sql"),
+        "CREATE VIRTUAL TABLE notes USING fts5(body); INSERT INTO notes VALUES ('hello');",
+    )
+    .unwrap();
+    p.execute_file("search-db", "fts.sql");
+    p.config("search-db", "");
+    let err = fails(p.path(), &["backup"], 3);
+    assert!(err.contains("search-db") && err.contains("failed"), "{err}");
+    assert!(walk_json(&p.path().join("repo")).is_empty());
+    // wrangler missing.
+    std::fs::write(
+        p.path().join("lifeboat.toml"),
+        "[repository]\nurl = \"file://./repo\"\n[[database]]\nname = \"x\"\nd1 = { database = \"x\" }\nwrangler = \"/nonexistent/wrangler\"\n",
+    )
+    .unwrap();
+    let err = fails(p.path(), &["backup"], 2);
+    assert!(err.contains("/nonexistent/wrangler not found"), "{err}");
+}
+
+fn walk_json(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_json(&p));
+            } else if p.extension().is_some_and(|x| x == "json") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
