@@ -50,14 +50,17 @@ pub struct D1Info {
 pub struct Wrangler {
     /// The command and its leading arguments, e.g. `["npx", "--no-install", "wrangler"]`.
     program: Vec<String>,
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
 }
 
 impl Wrangler {
-    /// `custom` is the `wrangler = "…"` setting; otherwise `wrangler` on PATH, else npx (which
-    /// must not download anything: `--no-install`).
+    /// `custom` is the `wrangler = "…"` setting; otherwise `$LIFEBOAT_WRANGLER`, then `wrangler`
+    /// on PATH, else npx (which must not download anything: `--no-install`).
     pub fn new(custom: Option<&str>, config: Option<PathBuf>) -> Wrangler {
-        let program = match custom {
+        let from_env = std::env::var("LIFEBOAT_WRANGLER")
+            .ok()
+            .filter(|v| !v.is_empty());
+        let program = match custom.or(from_env.as_deref()) {
             Some(c) => c.split_whitespace().map(str::to_string).collect(),
             None if on_path("wrangler") => vec!["wrangler".to_string()],
             None => ["npx", "--no-install", "wrangler"]
@@ -243,6 +246,17 @@ pub async fn backup_d1(
     progress: &ProgressBar,
 ) -> Result<Manifest> {
     let wrangler = Wrangler::new(wrangler_cmd, d1.config.clone());
+    backup_d1_with(repo, db, d1, wrangler, opts, progress).await
+}
+
+async fn backup_d1_with(
+    repo: &Repository,
+    db: &Database,
+    d1: &D1Config,
+    wrangler: Wrangler,
+    opts: &BackupOptions,
+    progress: &ProgressBar,
+) -> Result<Manifest> {
     let tmp = scratch(opts.scratch_dir.as_deref())?;
     let export = tmp.path().join("export.sql");
     let image = tmp.path().join("d1.sqlite");
@@ -304,6 +318,273 @@ pub async fn backup_d1(
         wrangler: None,
     };
     backup(repo, &image_db, &opts, progress).await
+}
+
+/// Where a restore into D1 goes.
+#[derive(Debug, Clone)]
+pub struct D1Target {
+    pub database: String,
+    pub remote: bool,
+    pub wrangler: Wrangler,
+    /// The repository name for the target's emergency backup.
+    pub backup_name: String,
+}
+
+/// What a restore into D1 did, step by step.
+#[derive(Debug, Clone, Serialize)]
+pub struct D1RestoreReport {
+    pub backup: String,
+    pub database: String,
+    pub remote: bool,
+    /// The emergency backup of the target taken before replacing it (`--force`).
+    pub safety_backup: Option<String>,
+    pub tables: usize,
+    pub manifest_tables: usize,
+    pub rows: u64,
+    /// (step, milliseconds)
+    pub steps: Vec<(String, u64)>,
+}
+
+impl Wrangler {
+    /// Run a query and return the rows of its (single) result set.
+    pub fn query(&self, db: &str, remote: bool, sql: &str) -> Result<Vec<serde_json::Value>> {
+        let out = self.run(&self.query_args(db, remote, sql))?;
+        let start = out
+            .find('[')
+            .ok_or_else(|| Error::new(Kind::Database, "no JSON in wrangler's output"))?;
+        let v: serde_json::Value = serde_json::from_str(&out[start..])
+            .map_err(|e| Error::new(Kind::Database, format!("wrangler's JSON: {e}")))?;
+        Ok(v.get(0)
+            .and_then(|r| r.get("results"))
+            .and_then(|r| r.as_array())
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// The user's tables, views and triggers in a D1 database (D1's own `_cf_*` and SQLite's
+/// `sqlite_*` objects excluded), as (type, name).
+fn user_objects(w: &Wrangler, db: &str, remote: bool) -> Result<Vec<(String, String)>> {
+    let rows = w.query(
+        db,
+        remote,
+        "SELECT type, name FROM sqlite_schema WHERE type IN ('table','view','trigger') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\'",
+    )?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.get("type")?.as_str()?.to_string(),
+                r.get("name")?.as_str()?.to_string(),
+            ))
+        })
+        .collect())
+}
+
+/// Restore the image at `image` (already checked against `m`) into a D1 database: refuse a
+/// non-empty target unless `force`, in which case take an emergency backup of it first and put
+/// the DROPs at the top of the import file, so dropping and importing are one atomic
+/// `wrangler d1 execute --file`. Then compare per-table row counts with the manifest.
+pub async fn restore_d1(
+    repo: &Repository,
+    m: &Manifest,
+    image: &Path,
+    target: &D1Target,
+    force: bool,
+    opts: &BackupOptions,
+) -> Result<D1RestoreReport> {
+    let mut steps = Vec::new();
+    let (w, db, remote) = (
+        target.wrangler.clone(),
+        target.database.clone(),
+        target.remote,
+    );
+    let t = std::time::Instant::now();
+    let existing = {
+        let (w, db) = (w.clone(), db.clone());
+        tokio::task::spawn_blocking(move || user_objects(&w, &db, remote))
+            .await
+            .map_err(crate::cli::internal)??
+    };
+    steps.push(("inspect target".to_string(), t.elapsed().as_millis() as u64));
+    let tables_now = existing.iter().filter(|(t, _)| t == "table").count();
+    if !existing.is_empty() && !force {
+        return Err(Error::new(
+            Kind::TargetExists,
+            format!(
+                "D1 database {db} is not empty ({tables_now} tables, {} views and triggers): D1 cannot import over existing tables; pass --force to back it up, drop them and import",
+                existing.len() - tables_now
+            ),
+        ));
+    }
+    let safety_backup = if existing.is_empty() {
+        None
+    } else {
+        let t = std::time::Instant::now();
+        let config = D1Config {
+            database: db.clone(),
+            remote,
+            config: w.config.clone(),
+        };
+        let mut safety = opts.clone();
+        safety.kind = crate::manifest::BackupKind::Emergency;
+        safety.label = Some(format!("before restoring {} into it", m.id));
+        let target_db = Database {
+            name: target.backup_name.clone(),
+            path: PathBuf::new(),
+            sql_mirror: false,
+            d1: None,
+            wrangler: None,
+        };
+        let sm = backup_d1_with(
+            repo,
+            &target_db,
+            &config,
+            w.clone(),
+            &safety,
+            &ProgressBar::hidden(),
+        )
+        .await
+        .map_err(|e| e.context("emergency backup of the target"))?;
+        steps.push((
+            "emergency backup of the target".to_string(),
+            t.elapsed().as_millis() as u64,
+        ));
+        Some(sm.id)
+    };
+
+    // One file: drops (if any), then the D1-dialect dump.
+    let t = std::time::Instant::now();
+    let tmp = scratch(opts.scratch_dir.as_deref())?;
+    let file = tmp.path().join("restore.sql");
+    {
+        let (image, file, origin) = (
+            image.to_path_buf(),
+            file.clone(),
+            format!("backup {} of {}", m.id, m.database),
+        );
+        let existing = existing.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let out =
+                std::fs::File::create(&file).map_err(|e| Error::io("write the import file", e))?;
+            let mut out = std::io::BufWriter::new(out);
+            let io = |e| Error::io("write the import file", e);
+            if !existing.is_empty() {
+                use std::io::Write;
+                writeln!(out, "PRAGMA defer_foreign_keys=TRUE;").map_err(io)?;
+                for kind in ["trigger", "view", "table"] {
+                    for (_, name) in existing.iter().filter(|(t, _)| t == kind) {
+                        writeln!(
+                            out,
+                            "DROP {} IF EXISTS {};",
+                            kind.to_uppercase(),
+                            crate::source::quote_ident(name)
+                        )
+                        .map_err(io)?;
+                    }
+                }
+            }
+            let conn = crate::source::open_image(&image)
+                .map_err(|e| Error::sqlite(Kind::Internal, "open the image", e))?;
+            crate::dump::dump(&conn, crate::dump::Dialect::D1, &origin, &mut out)?;
+            std::io::Write::flush(&mut out).map_err(io)?;
+            Ok(())
+        })
+        .await
+        .map_err(crate::cli::internal)??;
+    }
+    steps.push((
+        "write the D1 import file".to_string(),
+        t.elapsed().as_millis() as u64,
+    ));
+
+    let t = std::time::Instant::now();
+    {
+        let (w, db, file) = (w.clone(), db.clone(), file.clone());
+        tokio::task::spawn_blocking(move || w.run(&w.execute_file_args(&db, remote, &file)))
+            .await
+            .map_err(crate::cli::internal)?
+            .map_err(|e| e.context("import (atomic: the target is as it was)"))?;
+    }
+    steps.push((
+        "wrangler d1 execute --file".to_string(),
+        t.elapsed().as_millis() as u64,
+    ));
+
+    // Verify: the same tables, the same row counts.
+    let t = std::time::Instant::now();
+    let expected: Vec<(&String, &u64)> = m
+        .tables
+        .iter()
+        .filter(|(name, _)| !name.starts_with("sqlite_") && !name.starts_with("_cf_"))
+        .collect();
+    let mut counted = std::collections::BTreeMap::new();
+    for chunk in expected.chunks(50) {
+        let sql = chunk
+            .iter()
+            .map(|(name, _)| {
+                let lit = name.replace('\'', "''");
+                format!(
+                    "SELECT '{lit}' AS t, count(*) AS n FROM {}",
+                    crate::source::quote_ident(name)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let (w, db) = (w.clone(), db.clone());
+        let rows = tokio::task::spawn_blocking(move || w.query(&db, remote, &sql))
+            .await
+            .map_err(crate::cli::internal)??;
+        for r in rows {
+            if let (Some(t), Some(n)) = (
+                r.get("t").and_then(|v| v.as_str()),
+                r.get("n").and_then(|v| v.as_u64()),
+            ) {
+                counted.insert(t.to_string(), n);
+            }
+        }
+    }
+    let after = {
+        let (w, db) = (w.clone(), db.clone());
+        tokio::task::spawn_blocking(move || user_objects(&w, &db, remote))
+            .await
+            .map_err(crate::cli::internal)??
+    };
+    let tables = after.iter().filter(|(t, _)| t == "table").count();
+    steps.push((
+        "verify row counts".to_string(),
+        t.elapsed().as_millis() as u64,
+    ));
+    for (name, n) in &expected {
+        if counted.get(*name) != Some(n) {
+            return Err(Error::new(
+                Kind::Corrupt,
+                format!(
+                    "restored D1 database {db}: table {name} has {:?} rows, the backup has {n}",
+                    counted.get(*name)
+                ),
+            ));
+        }
+    }
+    if tables != expected.len() {
+        return Err(Error::new(
+            Kind::Corrupt,
+            format!(
+                "restored D1 database {db} has {tables} tables, the backup has {}",
+                expected.len()
+            ),
+        ));
+    }
+    Ok(D1RestoreReport {
+        backup: m.id.clone(),
+        database: db,
+        remote,
+        safety_backup,
+        tables,
+        manifest_tables: expected.len(),
+        rows: expected.iter().map(|(_, n)| **n).sum(),
+        steps,
+    })
 }
 
 /// A D1 export always starts with `PRAGMA defer_foreign_keys=TRUE;`; an empty file or anything

@@ -266,6 +266,97 @@ fn failing_exports_are_clear_errors_and_write_no_manifest() {
     assert!(err.contains("/nonexistent/wrangler not found"), "{err}");
 }
 
+#[test]
+fn restore_into_d1_refuses_a_non_empty_target_unless_forced() {
+    let p = Project::new(&["studio-platform-db", "recovery-db"]);
+    std::fs::write(p.path().join("seed.sql"), SEED).unwrap();
+    p.execute_file("studio-platform-db", "seed.sql");
+    p.config("studio-platform-db", "");
+    ok(p.path(), &["backup"]);
+    let source = p.export_to_db("studio-platform-db", "source.db");
+
+    // Into an empty database: the runbook's "restore to a test database".
+    let out = cmd(p.path())
+        .env("LIFEBOAT_WRANGLER", wrangler())
+        .args([
+            "restore",
+            "--to-d1",
+            "recovery-db",
+            "--local",
+            "--wrangler-config",
+            "wrangler.jsonc",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("4 tables (backup: 4)") && text.contains("row counts match"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wrangler d1 execute --file"),
+        "steps with timings: {text}"
+    );
+    assert_same_db(&source, &p.export_to_db("recovery-db", "recovered.db"));
+
+    // Not empty any more: refused, and nothing changes.
+    std::fs::write(
+        p.path().join("extra.sql"),
+        "INSERT INTO users VALUES ('auth0|new', 'new@example.com', NULL);",
+    )
+    .unwrap();
+    p.execute_file("recovery-db", "extra.sql");
+    let before = p.export_to_db("recovery-db", "before.db");
+    let refused = cmd(p.path())
+        .env("LIFEBOAT_WRANGLER", wrangler())
+        .args([
+            "restore",
+            "--to-d1",
+            "recovery-db",
+            "--wrangler-config",
+            "wrangler.jsonc",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(7), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("not empty") && stderr(&refused).contains("--force"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_same_db(&before, &p.export_to_db("recovery-db", "after-refusal.db"));
+
+    // --force: an emergency backup of the target first, then the target equals the backup.
+    let forced = cmd(p.path())
+        .env("LIFEBOAT_WRANGLER", wrangler())
+        .args([
+            "restore",
+            "--to-d1",
+            "recovery-db",
+            "--wrangler-config",
+            "wrangler.jsonc",
+            "--force",
+        ])
+        .output()
+        .unwrap();
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert!(
+        stdout(&forced).contains("emergency backup of the target"),
+        "{}",
+        stdout(&forced)
+    );
+    assert_same_db(&source, &p.export_to_db("recovery-db", "forced.db"));
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(p.path(), &["--json", "list", "--db", "recovery-db"])).unwrap();
+    let safety = &v["databases"][0]["backups"][0];
+    assert_eq!(safety["kind"], "emergency");
+    assert_eq!(
+        safety["tables"]["users"], 3,
+        "the safety backup holds the target as it was"
+    );
+}
+
 fn walk_json(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {

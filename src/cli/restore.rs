@@ -2,16 +2,26 @@
 
 use std::path::PathBuf;
 
+use indicatif::ProgressBar;
+
 use crate::cli::{secs, single_database_name, Ctx};
+use crate::d1::{restore_d1, D1Target, Wrangler};
 use crate::error::{Result, ResultExt};
 use crate::manifest::human_size;
-use crate::restore::{parse_time, restore, select, IntegrityCheck, RestoreOptions, Selector};
+use crate::manifest::Manifest;
+use crate::repository::Repository;
+use crate::restore::{
+    check_image, fetch, parse_time, restore, select, IntegrityCheck, RestoreOptions, Selector,
+};
+use crate::snapshot::{scratch, BackupOptions};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   lifeboat restore --db ./studio.db --to ./restored.db
   lifeboat restore --db studio-platform-db --backup backup-2026-11-20T020000Z --to ./studio.db --force
-  lifeboat restore --db studio-platform-db --at 2026-11-20T03:00Z --to ./before-incident.db")]
+  lifeboat restore --db studio-platform-db --at 2026-11-20T03:00Z --to ./before-incident.db
+  lifeboat restore --backup latest --to-d1 studio-platform-db-recovery --remote
+  lifeboat restore --backup latest --to-d1 studio-platform-db --remote --force   # replaces production")]
 pub struct Args {
     /// Database whose backup to restore (a configured name or a file path; default: the only
     /// configured database, or the only one in the repository).
@@ -29,9 +39,28 @@ pub struct Args {
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
     /// File to restore into.
-    #[arg(long, value_name = "PATH")]
-    to: PathBuf,
-    /// Replace an existing file; the old one (and its -wal/-shm) is moved to <PATH>.pre-restore-<time>.
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "to_d1",
+        conflicts_with = "to_d1"
+    )]
+    to: Option<PathBuf>,
+    /// Or a Cloudflare D1 database (through wrangler). It must be empty unless --force.
+    #[arg(long, value_name = "DB")]
+    to_d1: Option<String>,
+    /// With --to-d1: the production database (`wrangler --remote`).
+    #[arg(long, requires = "to_d1", conflicts_with = "local")]
+    remote: bool,
+    /// With --to-d1: the local development database (`wrangler --local`, the default).
+    #[arg(long, requires = "to_d1")]
+    local: bool,
+    /// With --to-d1: the wrangler configuration file (`-c`).
+    #[arg(long, value_name = "FILE", requires = "to_d1")]
+    wrangler_config: Option<PathBuf>,
+    /// Replace an existing file (the old one, with its -wal/-shm, is moved to
+    /// <PATH>.pre-restore-<time>), or a non-empty D1 database (an emergency backup of it is
+    /// taken first; its tables, views and triggers are dropped in the same atomic import).
     #[arg(long)]
     force: bool,
     /// `quick` (PRAGMA quick_check) or `full` (PRAGMA integrity_check, slow on large databases).
@@ -51,8 +80,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         force: args.force,
         integrity: args.integrity_check,
     };
+    if let Some(d1) = &args.to_d1 {
+        return to_d1(ctx, &args, &repo, &m, d1).await;
+    }
+    let to = args.to.clone().unwrap_or_default();
     let pb = ctx.out.progress(&m.id);
-    let report = restore(&repo, &m, &args.to, &opts, &pb).await;
+    let report = restore(&repo, &m, &to, &opts, &pb).await;
     pb.finish_and_clear();
     let report = report.step("restore")?;
     if let Some(aside) = &report.moved_aside {
@@ -71,6 +104,89 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         report.rows,
         args.integrity_check,
         secs(report.duration_ms)
+    ));
+    ctx.out
+        .json(&serde_json::to_value(&report).map_err(crate::cli::internal)?);
+    Ok(0)
+}
+
+/// `restore --to-d1`: check the backup in scratch space, then hand it to [`restore_d1`].
+async fn to_d1(ctx: &Ctx, args: &Args, repo: &Repository, m: &Manifest, name: &str) -> Result<i32> {
+    // A configured D1 database of that name lends its settings; flags override them.
+    let configured = ctx.config.all_databases().into_iter().find(|d| {
+        d.d1.as_ref().is_some_and(|c| c.database == name) || (d.name == name && d.d1.is_some())
+    });
+    let (database, mut remote, mut config, wrangler_cmd, backup_name) = match &configured {
+        Some(d) => {
+            let c = d.d1.clone().expect("filtered on d1");
+            (
+                c.database,
+                c.remote,
+                c.config,
+                d.wrangler.clone(),
+                d.name.clone(),
+            )
+        }
+        None => (name.to_string(), false, None, None, name.to_string()),
+    };
+    if args.remote {
+        remote = true;
+    }
+    if args.local {
+        remote = false;
+    }
+    if args.wrangler_config.is_some() {
+        config = args.wrangler_config.clone();
+    }
+    crate::repository::check_name(&backup_name)?;
+    let target = D1Target {
+        database,
+        remote,
+        wrangler: Wrangler::new(wrangler_cmd.as_deref(), config),
+        backup_name,
+    };
+    let t = std::time::Instant::now();
+    let tmp = scratch(None)?;
+    let image = tmp.path().join("image.sqlite");
+    fetch(repo, m, &image, false, &ProgressBar::hidden())
+        .await
+        .step("restore")?;
+    let (img, man) = (image.clone(), m.clone());
+    tokio::task::spawn_blocking(move || check_image(&img, &man, IntegrityCheck::Quick))
+        .await
+        .map_err(crate::cli::internal)?
+        .step("restore")?;
+    let fetched = t.elapsed().as_millis() as u64;
+    let report = restore_d1(
+        repo,
+        m,
+        &image,
+        &target,
+        args.force,
+        &BackupOptions::default(),
+    )
+    .await
+    .step("restore")?;
+    ctx.out
+        .line(format!("  download and check {}  {}", m.id, secs(fetched)));
+    for (step, ms) in &report.steps {
+        ctx.out.line(format!("  {step}  {}", secs(*ms)));
+    }
+    if let Some(id) = &report.safety_backup {
+        ctx.out.line(format!(
+            "emergency backup of the target before it was replaced: {id} (database {})",
+            target.backup_name
+        ));
+    }
+    ctx.out.line(format!(
+        "restored {} {} into D1 database {} ({}): {} tables (backup: {}), {} rows, row counts match",
+        m.database,
+        m.id,
+        report.database,
+        if report.remote { "remote" } else { "local" },
+        report.tables,
+        report.manifest_tables,
+        report.rows
     ));
     ctx.out
         .json(&serde_json::to_value(&report).map_err(crate::cli::internal)?);
