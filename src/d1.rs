@@ -328,6 +328,74 @@ pub struct D1Target {
     pub wrangler: Wrangler,
     /// The repository name for the target's emergency backup.
     pub backup_name: String,
+    /// Import files above this size are split into parts applied in order (D1 takes up to
+    /// 5 GB per file); each part is atomic, the whole no longer is.
+    pub max_import_file: u64,
+}
+
+/// D1's limit on one import file.
+pub const D1_MAX_IMPORT_FILE: u64 = 5_000_000_000;
+
+/// Split a D1-dialect file into parts of at most `max` bytes at statement boundaries (schema
+/// statements can span lines), each part starting with `PRAGMA defer_foreign_keys=TRUE;`.
+/// Returns the part files, in order.
+fn split_import(file: &Path, max: u64) -> Result<Vec<PathBuf>> {
+    use std::io::Write;
+    let size = std::fs::metadata(file)
+        .map_err(|e| Error::io("the import file", e))?
+        .len();
+    if size <= max {
+        return Ok(vec![file.to_path_buf()]);
+    }
+    let io = |e| Error::io("split the import file", e);
+    let head = b"PRAGMA defer_foreign_keys=TRUE;\n";
+    let reader = std::io::BufReader::new(std::fs::File::open(file).map_err(io)?);
+    let mut splitter = crate::sqltext::Splitter::new(reader);
+    let mut parts: Vec<PathBuf> = Vec::new();
+    let mut out: Option<(std::io::BufWriter<std::fs::File>, u64)> = None;
+    loop {
+        let st = match splitter.next_statement() {
+            Ok(Some(st)) => st,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(Error::new(
+                    Kind::Internal,
+                    format!("split the import file: line {}: {}", e.line, e.message),
+                ))
+            }
+        };
+        if st
+            .sql
+            .eq_ignore_ascii_case(b"PRAGMA defer_foreign_keys=TRUE;")
+        {
+            continue; // every part gets its own
+        }
+        let len = st.sql.len() as u64 + 1;
+        if len + head.len() as u64 > max {
+            return Err(Error::new(
+                Kind::Config,
+                format!("--max-import-file {max} is smaller than one statement ({len} bytes)"),
+            ));
+        }
+        if out.as_ref().is_none_or(|(_, n)| n + len > max) {
+            if let Some((mut w, _)) = out.take() {
+                w.flush().map_err(io)?;
+            }
+            let path = file.with_extension(format!("part{}.sql", parts.len() + 1));
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
+            w.write_all(head).map_err(io)?;
+            parts.push(path);
+            out = Some((w, head.len() as u64));
+        }
+        let (w, n) = out.as_mut().expect("a part is open");
+        w.write_all(&st.sql).map_err(io)?;
+        w.write_all(b"\n").map_err(io)?;
+        *n += len;
+    }
+    if let Some((mut w, _)) = out {
+        w.flush().map_err(io)?;
+    }
+    Ok(parts)
 }
 
 /// What a restore into D1 did, step by step.
@@ -498,18 +566,36 @@ pub async fn restore_d1(
         t.elapsed().as_millis() as u64,
     ));
 
-    let t = std::time::Instant::now();
-    {
-        let (w, db, file) = (w.clone(), db.clone(), file.clone());
-        tokio::task::spawn_blocking(move || w.run(&w.execute_file_args(&db, remote, &file)))
-            .await
-            .map_err(crate::cli::internal)?
-            .map_err(|e| e.context("import (atomic: the target is as it was)"))?;
+    let parts = split_import(&file, target.max_import_file)?;
+    let n = parts.len();
+    for (k, part) in parts.into_iter().enumerate() {
+        let t = std::time::Instant::now();
+        let (w, db2) = (w.clone(), db.clone());
+        let done =
+            tokio::task::spawn_blocking(move || w.run(&w.execute_file_args(&db2, remote, &part)))
+                .await
+                .map_err(crate::cli::internal)?;
+        if let Err(e) = done {
+            let state = match (n, k) {
+                (1, _) => "the import is atomic: the target is as it was".to_string(),
+                (_, 0) => format!("part 1 of {n} is atomic: the target is as it was"),
+                _ => format!(
+                    "parts 1-{k} of {n} were applied, so the target is partly restored{}",
+                    safety_backup
+                        .as_ref()
+                        .map(|id| format!("; its emergency backup is {id}"))
+                        .unwrap_or_default()
+                ),
+            };
+            return Err(e.context(format!("import ({state})")));
+        }
+        let label = if n == 1 {
+            "wrangler d1 execute --file".to_string()
+        } else {
+            format!("wrangler d1 execute --file (part {} of {n})", k + 1)
+        };
+        steps.push((label, t.elapsed().as_millis() as u64));
     }
-    steps.push((
-        "wrangler d1 execute --file".to_string(),
-        t.elapsed().as_millis() as u64,
-    ));
 
     // Verify: the same tables, the same row counts.
     let t = std::time::Instant::now();
@@ -673,6 +759,27 @@ mod tests {
             wrangler_message(stderr, " ⛅️ wrangler 4.86.0\n"),
             "Couldn't find a D1 DB with the name or binding 'nope' in your wrangler.jsonc file."
         );
+    }
+
+    #[test]
+    fn splits_at_statement_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.sql");
+        let sql = "PRAGMA defer_foreign_keys=TRUE;\nCREATE TABLE t (\n  a TEXT, -- a comment; with a semicolon\n  b TEXT\n);\nINSERT INTO t VALUES('x;\ny','z');\nINSERT INTO t VALUES('2','3');\n-- lifeboat dump complete: 4 statements\n";
+        std::fs::write(&f, sql).unwrap();
+        let parts = split_import(&f, 110).unwrap();
+        assert!(parts.len() >= 2, "{parts:?}");
+        let mut all = String::new();
+        for p in &parts {
+            let text = std::fs::read_to_string(p).unwrap();
+            assert!(text.starts_with("PRAGMA defer_foreign_keys=TRUE;\n"));
+            assert!(text.len() <= 110, "{text:?}");
+            all.push_str(&text);
+        }
+        assert!(all
+            .contains("CREATE TABLE t (\n  a TEXT, -- a comment; with a semicolon\n  b TEXT\n);"));
+        assert!(all.contains("INSERT INTO t VALUES('x;\ny','z');"));
+        assert!(split_import(&f, 20).is_err());
     }
 
     #[test]

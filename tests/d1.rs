@@ -357,6 +357,32 @@ fn restore_into_d1_refuses_a_non_empty_target_unless_forced() {
     );
 }
 
+#[test]
+fn large_imports_are_split_into_parts_applied_in_order() {
+    let p = Project::new(&["studio-platform-db", "copy-db"]);
+    std::fs::write(p.path().join("seed.sql"), SEED).unwrap();
+    p.execute_file("studio-platform-db", "seed.sql");
+    p.config("studio-platform-db", "");
+    ok(p.path(), &["backup"]);
+    let out = cmd(p.path())
+        .env("LIFEBOAT_WRANGLER", wrangler())
+        .args([
+            "restore",
+            "--to-d1",
+            "copy-db",
+            "--wrangler-config",
+            "wrangler.jsonc",
+            "--max-import-file",
+            "1200",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("(part 2 of "), "{}", stdout(&out));
+    let source = p.export_to_db("studio-platform-db", "source.db");
+    assert_same_db(&source, &p.export_to_db("copy-db", "copy.db"));
+}
+
 fn walk_json(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {

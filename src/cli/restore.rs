@@ -58,6 +58,10 @@ pub struct Args {
     /// With --to-d1: the wrangler configuration file (`-c`).
     #[arg(long, value_name = "FILE", requires = "to_d1")]
     wrangler_config: Option<PathBuf>,
+    /// With --to-d1: split import files larger than this (bytes) into parts applied in order.
+    /// Each part is atomic; the whole restore then is not (see the README).
+    #[arg(long, value_name = "BYTES", requires = "to_d1", default_value_t = crate::d1::D1_MAX_IMPORT_FILE)]
+    max_import_file: u64,
     /// Replace an existing file (the old one, with its -wal/-shm, is moved to
     /// <PATH>.pre-restore-<time>), or a non-empty D1 database (an emergency backup of it is
     /// taken first; its tables, views and triggers are dropped in the same atomic import).
@@ -144,6 +148,7 @@ async fn to_d1(ctx: &Ctx, args: &Args, repo: &Repository, m: &Manifest, name: &s
         remote,
         wrangler: Wrangler::new(wrangler_cmd.as_deref(), config),
         backup_name,
+        max_import_file: args.max_import_file,
     };
     let t = std::time::Instant::now();
     let tmp = scratch(None)?;
