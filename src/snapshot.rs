@@ -227,7 +227,7 @@ pub async fn backup(
 }
 
 /// Dump `image` in the D1 dialect to `<db>/backups/<name>` (overwriting: the day's last
-/// backup wins), streaming it into a multipart upload.
+/// backup wins).
 async fn write_mirror(
     repo: &Repository,
     db: &str,
@@ -235,58 +235,53 @@ async fn write_mirror(
     image: &Path,
     origin: String,
 ) -> Result<()> {
-    let (tx, rx) = mpsc::channel::<Bytes>(2);
-    let complete = Arc::new(AtomicBool::new(false));
-    let producer = tokio::task::spawn_blocking({
-        let (image, complete) = (image.to_path_buf(), complete.clone());
-        move || -> Result<()> {
-            let conn = crate::source::open_image(&image)
-                .map_err(|e| Error::sqlite(Kind::Internal, "open image copy", e))?;
-            let mut sink = ChunkSink {
-                tx,
-                buf: Vec::with_capacity(CHUNK),
-            };
-            crate::dump::dump(&conn, crate::dump::Dialect::D1, &origin, &mut sink)?;
-            sink.send_buffered()
-                .map_err(|e| Error::io("sql mirror", e))?;
-            complete.store(true, Ordering::SeqCst);
-            Ok(())
-        }
-    });
-    let key = repo.mirror_key(db, name);
-    let (uploaded, produced) = tokio::join!(repo.upload_to(&key, rx, complete), producer);
-    let produced =
-        produced.map_err(|e| Error::new(Kind::Internal, format!("sql mirror task: {e}")))?;
-    match (uploaded, produced) {
-        (Ok(true), Ok(())) => Ok(()),
-        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-        (Ok(false), Ok(())) => Err(Error::new(Kind::Internal, "sql mirror upload abandoned")),
-    }
+    let image = image.to_path_buf();
+    stream_to(repo, &repo.mirror_key(db, name), move |sink| {
+        let conn = crate::source::open_image(&image)
+            .map_err(|e| Error::sqlite(Kind::Internal, "open image copy", e))?;
+        crate::dump::dump(&conn, crate::dump::Dialect::D1, &origin, sink).map(|_| ())
+    })
+    .await
 }
 
 /// Upload a local file to `key` as it is (overwriting).
 async fn upload_file(repo: &Repository, key: &object_store::path::Path, file: &Path) -> Result<()> {
+    let file = file.to_path_buf();
+    stream_to(repo, key, move |sink| {
+        let mut f = std::fs::File::open(&file)
+            .map_err(|e| Error::io(format!("read {}", file.display()), e))?;
+        std::io::copy(&mut f, sink)
+            .map(|_| ())
+            .map_err(|e| Error::io(format!("upload {}", file.display()), e))
+    })
+    .await
+}
+
+/// Run `produce` on a blocking thread and stream what it writes into a multipart upload to
+/// `key`; the upload completes only if `produce` succeeds.
+async fn stream_to(
+    repo: &Repository,
+    key: &object_store::path::Path,
+    produce: impl FnOnce(&mut ChunkSink) -> Result<()> + Send + 'static,
+) -> Result<()> {
     let (tx, rx) = mpsc::channel::<Bytes>(2);
     let complete = Arc::new(AtomicBool::new(false));
-    let reader = tokio::task::spawn_blocking({
-        let (file, complete) = (file.to_path_buf(), complete.clone());
+    let producer = tokio::task::spawn_blocking({
+        let complete = complete.clone();
         move || -> Result<()> {
-            let mut f = std::fs::File::open(&file)
-                .map_err(|e| Error::io(format!("read {}", file.display()), e))?;
             let mut sink = ChunkSink {
                 tx,
                 buf: Vec::with_capacity(CHUNK),
             };
-            std::io::copy(&mut f, &mut sink)
-                .map_err(|e| Error::io(format!("upload {}", file.display()), e))?;
+            produce(&mut sink)?;
             sink.send_buffered().map_err(|e| Error::io("upload", e))?;
             complete.store(true, Ordering::SeqCst);
             Ok(())
         }
     });
-    let (uploaded, read) = tokio::join!(repo.upload_to(key, rx, complete), reader);
-    let read = read.map_err(|e| Error::new(Kind::Internal, format!("upload task: {e}")))?;
-    match (uploaded, read) {
+    let (uploaded, produced) = tokio::join!(repo.upload_to(key, rx, complete), producer);
+    let produced = produced.map_err(|e| Error::new(Kind::Internal, format!("upload task: {e}")))?;
+    match (uploaded, produced) {
         (Ok(true), Ok(())) => Ok(()),
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
         (Ok(false), Ok(())) => Err(Error::new(Kind::Internal, "upload abandoned")),

@@ -62,18 +62,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             "no database given: pass --db NAME|PATH or declare [[database]] in lifeboat.toml",
         ));
     }
-    let opts = BackupOptions {
-        kind: args.kind,
-        label: args.label,
-        lock_timeout: args.lock_timeout,
-        compression_level: args
-            .compression_level
-            .unwrap_or(ctx.config.repository.compression_level),
-        scratch_dir: args.scratch_dir,
-        source: None,
-        d1: None,
-        mirror_file: None,
-    };
+    let opts = options(ctx, &args);
     // Check every file source before touching the repository, so bad input changes nothing.
     for db in dbs.iter().filter(|d| d.d1.is_none()) {
         crate::source::SqliteSource::new(&db.path)
@@ -127,13 +116,6 @@ async fn from_sql(ctx: &Ctx, args: Args, file: &Path) -> Result<i32> {
     .await
     .map_err(crate::cli::internal)??;
     let opts = BackupOptions {
-        kind: args.kind,
-        label: args.label,
-        lock_timeout: args.lock_timeout,
-        compression_level: args
-            .compression_level
-            .unwrap_or(ctx.config.repository.compression_level),
-        scratch_dir: args.scratch_dir,
         source: Some(SourceInfo {
             kind: "sql-dump".into(),
             path: std::path::absolute(file)
@@ -141,8 +123,7 @@ async fn from_sql(ctx: &Ctx, args: Args, file: &Path) -> Result<i32> {
                 .display()
                 .to_string(),
         }),
-        d1: None,
-        mirror_file: None,
+        ..options(ctx, &args)
     };
     let repo = ctx.repository(true).step("backup")?;
     let db = Database {
@@ -157,6 +138,20 @@ async fn from_sql(ctx: &Ctx, args: Args, file: &Path) -> Result<i32> {
     pb.finish_and_clear();
     report(ctx, &[m?]);
     Ok(0)
+}
+
+/// The options every backup command shares, from the flags and the config.
+fn options(ctx: &Ctx, args: &Args) -> BackupOptions {
+    BackupOptions {
+        kind: args.kind,
+        label: args.label.clone(),
+        lock_timeout: args.lock_timeout,
+        compression_level: args
+            .compression_level
+            .unwrap_or(ctx.config.repository.compression_level),
+        scratch_dir: args.scratch_dir.clone(),
+        ..BackupOptions::default()
+    }
 }
 
 fn report(ctx: &Ctx, done: &[Manifest]) {
