@@ -12,9 +12,10 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params_from_iter, Connection};
 
 use crate::error::{Error, Kind, Result};
+use crate::insert::{parse_insert, Value};
 use crate::place::{place, prepare, TempGuard};
 use crate::restore::IntegrityCheck;
-use crate::sqltext::{parse_insert, Splitter, Statement, Trailer, Value};
+use crate::sqltext::{Splitter, Statement, Trailer};
 
 #[derive(Debug, Clone)]
 pub struct ImportOptions {

@@ -7,10 +7,13 @@
 pub mod cli;
 pub mod config;
 pub mod d1;
+pub mod d1_restore;
 pub mod demo;
 pub mod dump;
 pub mod error;
 pub mod import;
+pub mod insert;
+pub mod literal;
 pub mod manifest;
 pub mod pages;
 pub mod place;

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use indicatif::ProgressBar;
 
 use crate::cli::{secs, single_database_name, Ctx};
-use crate::d1::{restore_d1, D1Target, Wrangler};
+use crate::d1::Wrangler;
+use crate::d1_restore::{restore_d1, D1Target};
 use crate::error::{Result, ResultExt};
 use crate::manifest::human_size;
 use crate::manifest::Manifest;
@@ -60,7 +61,7 @@ pub struct Args {
     wrangler_config: Option<PathBuf>,
     /// With --to-d1: split import files larger than this (bytes) into parts applied in order.
     /// Each part is atomic; the whole restore then is not (see the README).
-    #[arg(long, value_name = "BYTES", requires = "to_d1", default_value_t = crate::d1::D1_MAX_IMPORT_FILE)]
+    #[arg(long, value_name = "BYTES", requires = "to_d1", default_value_t = crate::d1_restore::D1_MAX_IMPORT_FILE)]
     max_import_file: u64,
     /// Replace an existing file (the old one, with its -wal/-shm, is moved to
     /// <PATH>.pre-restore-<time>), or a non-empty D1 database (an emergency backup of it is
