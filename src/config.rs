@@ -59,6 +59,9 @@ pub struct DatabaseConfig {
     /// How to run wrangler (default: `wrangler` on PATH, else `npx --no-install wrangler`).
     #[serde(default)]
     pub wrangler: Option<String>,
+    /// Which rows belong to which tenant (defaults: table `tenants`, column `tenant_id`).
+    #[serde(default)]
+    pub tenancy: Option<crate::tenant::TenancyConfig>,
     /// Also write each backup as a D1-dialect dump at `<name>/backups/backup-YYYY-MM-DD.sql`,
     /// the key the runbook's manual procedure fetches (the day's last backup wins).
     #[serde(default)]

@@ -77,10 +77,29 @@ pub fn dump(
     origin: &str,
     out: &mut dyn Write,
 ) -> Result<DumpStats> {
+    dump_filtered(conn, dialect, origin, out, None)
+}
+
+/// Which rows a partial dump keeps: per table a condition on alias `t0` with `?1` bound to
+/// `param`. Tables without a condition are dumped as schema only.
+pub struct RowFilter {
+    pub conditions: BTreeMap<String, String>,
+    pub param: rusqlite::types::Value,
+}
+
+/// [`dump`], keeping only the rows `filter` selects (the schema is always whole).
+pub fn dump_filtered(
+    conn: &Connection,
+    dialect: Dialect,
+    origin: &str,
+    out: &mut dyn Write,
+    filter: Option<&RowFilter>,
+) -> Result<DumpStats> {
     let mut w = Writer {
         out,
         stats: DumpStats::default(),
         dialect,
+        filter,
     };
     let schema = read_schema(conn, dialect)?;
     w.line(&format!(
@@ -114,7 +133,7 @@ pub fn dump(
         };
         dump_rows(conn, &seq, &mut w)?;
     }
-    if schema.has_stat1 && dialect == Dialect::Sqlite {
+    if schema.has_stat1 && dialect == Dialect::Sqlite && w.filter.is_none() {
         // As sqlite3's .dump does: create the table, then restore the planner's statistics.
         w.statement(b"ANALYZE sqlite_schema;")?;
         w.statement(b"DELETE FROM sqlite_stat1;")?;
@@ -154,6 +173,7 @@ struct Writer<'a> {
     out: &'a mut dyn Write,
     stats: DumpStats,
     dialect: Dialect,
+    filter: Option<&'a RowFilter>,
 }
 
 impl Writer<'_> {
@@ -369,7 +389,18 @@ fn dump_rows(conn: &Connection, t: &Table, w: &mut Writer) -> Result<()> {
     }
     cols.extend(t.columns.iter().map(|c| quote_ident(c)));
     select.push_str(&cols.join(", "));
-    select.push_str(&format!(" FROM {}", quote_ident(&t.name)));
+    select.push_str(&format!(" FROM {} AS t0", quote_ident(&t.name)));
+    let param = match w.filter {
+        None => None,
+        Some(f) => match f.conditions.get(&t.name) {
+            Some(cond) => {
+                select.push_str(&format!(" WHERE {cond}"));
+                Some(f.param.clone())
+            }
+            None if t.name == "sqlite_sequence" => None, // counters stay whole
+            None => return Ok(()),                       // schema only
+        },
+    };
     if t.rowid.is_some() {
         select.push_str(&format!(" ORDER BY {}", t.rowid.unwrap_or("rowid")));
     }
@@ -394,7 +425,11 @@ fn dump_rows(conn: &Connection, t: &Table, w: &mut Writer) -> Result<()> {
     };
     let ncols = cols.len();
     let read_err = |e| Error::sqlite(Kind::Database, format!("dump: read {}", t.name), e);
-    let mut rows = stmt.query([]).map_err(read_err)?;
+    let mut rows = match &param {
+        Some(p) => stmt.query([p]),
+        None => stmt.query([]),
+    }
+    .map_err(read_err)?;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut last_rowid = 0i64;
     while let Some(row) = rows.next().map_err(read_err)? {

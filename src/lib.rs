@@ -23,6 +23,8 @@ pub mod snapshot;
 pub mod source;
 pub mod sqltext;
 pub mod store;
+pub mod tenant;
+pub mod tenant_export;
 pub mod verify;
 
 pub use error::{Error, Kind, Result};

@@ -49,48 +49,11 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let started = Instant::now();
     let dir = scratch(args.scratch_dir.as_deref())?;
-    let (source, origin) = if args.backup.is_some() || args.at.is_some() {
-        let repo = ctx.repository(false)?;
-        let db = single_database_name(ctx, &repo, args.db.as_deref()).await?;
-        let sel = match (&args.at, &args.backup) {
-            (Some(t), _) => Selector::At(parse_time(t)?),
-            (None, Some(id)) => Selector::Id(id.clone()),
-            (None, None) => Selector::Latest,
-        };
-        let m = select(&repo, &db, &sel).await?;
-        let image = dir.path().join("image.sqlite");
-        fetch(&repo, &m, &image, true, &ProgressBar::hidden()).await?;
-        (image, format!("backup {} of {}", m.id, m.database))
-    } else {
-        let Some(flag) = args.db.as_deref() else {
-            return Err(Error::new(
-                Kind::Config,
-                "dump needs --backup ID|latest, or --db PATH of a live database",
-            ));
-        };
-        let db = ctx.config.database(flag)?;
-        crate::source::SqliteSource::new(&db.path).check()?;
-        (db.path.clone(), format!("database {}", db.path.display()))
-    };
+    let (source, origin) = source_image(ctx, &args.backup, &args.at, &args.db, dir.path()).await?;
     let (dialect, out_arg, force) = (args.dialect, args.out.clone(), args.force);
     let origin2 = origin.clone();
     let stats = tokio::task::spawn_blocking(move || -> Result<crate::dump::DumpStats> {
-        let conn = rusqlite::Connection::open_with_flags(
-            &source,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| {
-            Error::sqlite(
-                Kind::Database,
-                format!("dump: open {}", source.display()),
-                e,
-            )
-        })?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(|e| Error::sqlite(Kind::Database, "dump", e))?;
-        // One read transaction: a live database is dumped as it was at one instant.
-        conn.execute_batch("BEGIN")
-            .map_err(|e| Error::sqlite(Kind::Database, "dump: begin", e))?;
+        let conn = open_read(&source).map_err(|e| e.context("dump"))?;
         let stats = write_out(&out_arg, force, |w| dump(&conn, dialect, &origin2, w))?;
         let _ = conn.execute_batch("COMMIT");
         Ok(stats)
@@ -119,9 +82,61 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     Ok(0)
 }
 
+/// The database a read-only command works on: a stored backup (`--backup`/`--at`, downloaded
+/// and checked into `dir`) or a live database file (`--db`). Returns its path and a description.
+pub(crate) async fn source_image(
+    ctx: &Ctx,
+    backup: &Option<String>,
+    at: &Option<String>,
+    db: &Option<String>,
+    dir: &std::path::Path,
+) -> Result<(PathBuf, String)> {
+    if backup.is_some() || at.is_some() {
+        let repo = ctx.repository(false)?;
+        let name = single_database_name(ctx, &repo, db.as_deref()).await?;
+        let sel = match (at, backup) {
+            (Some(t), _) => Selector::At(parse_time(t)?),
+            (None, Some(id)) => Selector::Id(id.clone()),
+            (None, None) => Selector::Latest,
+        };
+        let m = select(&repo, &name, &sel).await?;
+        let image = dir.join("image.sqlite");
+        fetch(&repo, &m, &image, true, &ProgressBar::hidden()).await?;
+        return Ok((image, format!("backup {} of {}", m.id, m.database)));
+    }
+    let Some(flag) = db.as_deref() else {
+        return Err(Error::new(
+            Kind::Config,
+            "give --backup ID|latest, or --db PATH of a live database",
+        ));
+    };
+    let db = ctx.config.database(flag)?;
+    crate::source::SqliteSource::new(&db.path).check()?;
+    Ok((db.path.clone(), format!("database {}", db.path.display())))
+}
+
+/// Open a database read-only inside one read transaction (a live database is read as it was at
+/// one instant).
+pub(crate) fn open_read(path: &std::path::Path) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::sqlite(Kind::Database, format!("open {}", path.display()), e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(|e| Error::sqlite(Kind::Database, "open", e))?;
+    conn.execute_batch("BEGIN")
+        .map_err(|e| Error::sqlite(Kind::Database, "begin", e))?;
+    Ok(conn)
+}
+
 /// Write through `f` to stdout or to a file (via a temp file renamed at the end, compressed by
 /// extension), so a failed dump never leaves a file that looks complete.
-fn write_out<T>(out: &str, force: bool, f: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+pub(crate) fn write_out<T>(
+    out: &str,
+    force: bool,
+    f: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
     if out == "-" {
         let stdout = std::io::stdout();
         let mut w = std::io::BufWriter::with_capacity(1024 * 1024, stdout.lock());

@@ -14,10 +14,12 @@ use crate::repository::Repository;
 mod backup;
 mod cleanup;
 mod demo;
-mod dump;
+pub(crate) mod dump;
+mod export;
 mod import;
 mod list;
 mod restore;
+pub(crate) mod tenants;
 mod verify;
 
 const AFTER_HELP: &str = "\
@@ -60,6 +62,9 @@ enum Command {
     Cleanup(cleanup::Args),
     Dump(dump::Args),
     Import(import::Args),
+    /// Tenancy: which rows belong to which tenant.
+    Tenants(tenants::Args),
+    Export(export::Args),
     Demo(demo::Args),
 }
 
@@ -184,6 +189,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Cleanup(a) => cleanup::run(&ctx, a).await,
         Command::Dump(a) => dump::run(&ctx, a).await,
         Command::Import(a) => import::run(&ctx, a).await,
+        Command::Tenants(a) => tenants::run(&ctx, a).await,
+        Command::Export(a) => export::run(&ctx, a).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
     }
 }
