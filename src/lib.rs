@@ -25,6 +25,7 @@ pub mod sqltext;
 pub mod store;
 pub mod tenant;
 pub mod tenant_export;
+pub mod tenant_restore;
 pub mod verify;
 
 pub use error::{Error, Kind, Result};

@@ -431,6 +431,53 @@ impl Repository {
         Ok(())
     }
 
+    /// Store a restore record at `<db>/restores/<name>`.
+    pub async fn put_record(&self, db: &str, name: &str, body: Vec<u8>) -> Result<()> {
+        let key = self
+            .backend
+            .root
+            .clone()
+            .join(db)
+            .join("restores")
+            .join(name);
+        self.backend
+            .store
+            .put(&key, PutPayload::from(body))
+            .await
+            .map_err(|e| self.err("write restore record", e))?;
+        Ok(())
+    }
+
+    /// All restore records of a database, oldest first.
+    pub async fn records(&self, db: &str) -> Result<Vec<serde_json::Value>> {
+        let prefix = self.backend.root.clone().join(db).join("restores");
+        let mut keys: Vec<Key> = Vec::new();
+        let mut stream = self.backend.store.list(Some(&prefix));
+        while let Some(meta) = stream.next().await {
+            keys.push(
+                meta.map_err(|e| self.err("list restore records", e))?
+                    .location,
+            );
+        }
+        keys.sort();
+        let mut out = Vec::new();
+        for key in keys {
+            let bytes = self
+                .backend
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| self.err("read restore record", e))?
+                .bytes()
+                .await
+                .map_err(|e| self.err("read restore record", e))?;
+            if let Ok(v) = serde_json::from_slice(&bytes) {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
     /// Raw store access for tests and tools that need to plant or inspect objects.
     pub fn backend(&self) -> &Backend {
         &self.backend

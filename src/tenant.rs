@@ -321,10 +321,22 @@ impl TenancyMap {
     /// SQL condition selecting the tenant's rows of `table` (aliased `alias`), with `?1` the
     /// tenant id; None for global and excluded tables.
     pub fn condition(&self, table: &str, alias: &str) -> Option<String> {
-        self.condition_depth(table, alias, 0)
+        self.condition_in("", table, alias)
     }
 
-    fn condition_depth(&self, table: &str, alias: &str, depth: usize) -> Option<String> {
+    /// [`TenancyMap::condition`] with the tables it joins qualified by `schema` (e.g. `bk.`
+    /// for an attached backup; empty for unqualified).
+    pub fn condition_in(&self, schema: &str, table: &str, alias: &str) -> Option<String> {
+        self.condition_depth(schema, table, alias, 0)
+    }
+
+    fn condition_depth(
+        &self,
+        schema: &str,
+        table: &str,
+        alias: &str,
+        depth: usize,
+    ) -> Option<String> {
         match self.tables.get(table)? {
             Ownership::Tenant { key } => Some(format!("{alias}.{} = ?1", quote_ident(key))),
             Ownership::Direct { column, .. } => {
@@ -335,7 +347,7 @@ impl TenancyMap {
                     .iter()
                     .filter_map(|l| {
                         let p = format!("p{depth}");
-                        let inner = self.condition_depth(&l.parent, &p, depth + 1)?;
+                        let inner = self.condition_depth(schema, &l.parent, &p, depth + 1)?;
                         let join: Vec<String> = l
                             .columns
                             .iter()
@@ -345,7 +357,7 @@ impl TenancyMap {
                             })
                             .collect();
                         Some(format!(
-                            "EXISTS (SELECT 1 FROM {} {p} WHERE {} AND {inner})",
+                            "EXISTS (SELECT 1 FROM {schema}{} {p} WHERE {} AND {inner})",
                             quote_ident(&l.parent),
                             join.join(" AND ")
                         ))
@@ -360,10 +372,21 @@ impl TenancyMap {
     /// SQL condition selecting the rows of global `table` that the tenant's rows (or other
     /// referenced global rows, transitively) point at; None when nothing of the tenant's can.
     pub fn referenced_condition(&self, table: &str, alias: &str) -> Option<String> {
-        self.referenced_depth(table, alias, 0)
+        self.referenced_in("", table, alias)
     }
 
-    fn referenced_depth(&self, table: &str, alias: &str, depth: usize) -> Option<String> {
+    /// [`TenancyMap::referenced_condition`] with tables qualified by `schema`.
+    pub fn referenced_in(&self, schema: &str, table: &str, alias: &str) -> Option<String> {
+        self.referenced_depth(schema, table, alias, 0)
+    }
+
+    fn referenced_depth(
+        &self,
+        schema: &str,
+        table: &str,
+        alias: &str,
+        depth: usize,
+    ) -> Option<String> {
         if depth > 5 || !matches!(self.tables.get(table), Some(Ownership::Global)) {
             return None;
         }
@@ -375,9 +398,9 @@ impl TenancyMap {
             {
                 let c = format!("r{depth}");
                 let child_cond = match self.tables.get(child)? {
-                    Ownership::Global => self.referenced_depth(child, &c, depth + 1),
+                    Ownership::Global => self.referenced_depth(schema, child, &c, depth + 1),
                     Ownership::Excluded => None,
-                    _ => self.condition_depth(child, &c, 10 + depth),
+                    _ => self.condition_depth(schema, child, &c, 10 + depth),
                 };
                 let Some(child_cond) = child_cond else {
                     continue;
@@ -391,7 +414,7 @@ impl TenancyMap {
                     })
                     .collect();
                 parts.push(format!(
-                    "EXISTS (SELECT 1 FROM {} {c} WHERE {} AND {child_cond})",
+                    "EXISTS (SELECT 1 FROM {schema}{} {c} WHERE {} AND {child_cond})",
                     quote_ident(child),
                     join.join(" AND ")
                 ));

@@ -19,6 +19,8 @@ mod export;
 mod import;
 mod list;
 mod restore;
+mod restores;
+pub(crate) mod tenant_restore;
 pub(crate) mod tenants;
 mod verify;
 
@@ -65,6 +67,8 @@ enum Command {
     /// Tenancy: which rows belong to which tenant.
     Tenants(tenants::Args),
     Export(export::Args),
+    /// List the records of tenant restores.
+    Restores(restores::Args),
     Demo(demo::Args),
 }
 
@@ -191,6 +195,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Import(a) => import::run(&ctx, a).await,
         Command::Tenants(a) => tenants::run(&ctx, a).await,
         Command::Export(a) => export::run(&ctx, a).await,
+        Command::Restores(a) => restores::run(&ctx, a).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
     }
 }

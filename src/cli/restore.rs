@@ -21,6 +21,7 @@ use crate::snapshot::{scratch, BackupOptions};
   lifeboat restore --db ./studio.db --to ./restored.db
   lifeboat restore --db studio-platform-db --backup backup-2026-11-20T020000Z --to ./studio.db --force
   lifeboat restore --db studio-platform-db --at 2026-11-20T03:00Z --to ./before-incident.db
+  lifeboat restore --tenant 0f8a3c1e-… --backup latest --into ./studio.db --dry-run
   lifeboat restore --backup latest --to-d1 studio-platform-db-recovery --remote
   lifeboat restore --backup latest --to-d1 studio-platform-db --remote --force   # replaces production")]
 pub struct Args {
@@ -40,13 +41,20 @@ pub struct Args {
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
     /// File to restore into.
-    #[arg(
-        long,
-        value_name = "PATH",
-        required_unless_present = "to_d1",
-        conflicts_with = "to_d1"
-    )]
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["to_d1", "tenant"], conflicts_with_all = ["to_d1", "tenant"])]
     to: Option<PathBuf>,
+    /// Restore only this tenant's rows, into the live database --into (see `lifeboat tenants map`).
+    #[arg(long, value_name = "ID", requires = "into", conflicts_with = "to_d1")]
+    tenant: Option<String>,
+    /// With --tenant: the live database to restore the tenant into.
+    #[arg(long, value_name = "PATH", requires = "tenant")]
+    into: Option<PathBuf>,
+    /// With --tenant: show per table what would be deleted, inserted and updated; change nothing.
+    #[arg(long, requires = "tenant")]
+    dry_run: bool,
+    /// With --tenant: skip the emergency backup of the live database taken first.
+    #[arg(long, requires = "tenant")]
+    no_safety_backup: bool,
     /// Or a Cloudflare D1 database (through wrangler). It must be empty unless --force.
     #[arg(long, value_name = "DB")]
     to_d1: Option<String>,
@@ -87,6 +95,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     };
     if let Some(d1) = &args.to_d1 {
         return to_d1(ctx, &args, &repo, &m, d1).await;
+    }
+    if let (Some(tenant), Some(into)) = (&args.tenant, &args.into) {
+        let opts = crate::cli::tenant_restore::Opts {
+            dry_run: args.dry_run,
+            safety_backup: !args.no_safety_backup,
+        };
+        return crate::cli::tenant_restore::run(ctx, &repo, &m, tenant, into, &opts).await;
     }
     let to = args.to.clone().unwrap_or_default();
     let pb = ctx.out.progress(&m.id);

@@ -205,3 +205,36 @@ pub fn tricky_db(path: &Path) {
     // Leave a gap in the AUTOINCREMENT counter: the restored sequence must keep it.
     c.execute_batch("DELETE FROM seq WHERE id > 190;").unwrap();
 }
+
+/// A multi-tenant schema with every kind of table (direct, through parents, self-referencing,
+/// composite keys, nullable tenant, a key known only from config, global, excluded) and data.
+pub const TENANT_SCHEMA: &str = r#"
+CREATE TABLE tenants (id TEXT PRIMARY KEY, name TEXT);
+CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT, plan_id TEXT REFERENCES plans(id));
+CREATE TABLE plans (id TEXT PRIMARY KEY, name TEXT);
+CREATE TABLE tenant_members (tenant_id TEXT NOT NULL REFERENCES tenants(id), user_id TEXT NOT NULL REFERENCES users(id), role TEXT, PRIMARY KEY (tenant_id, user_id));
+CREATE TABLE classes (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), title TEXT);
+CREATE TABLE bookings (id TEXT PRIMARY KEY, class_id TEXT NOT NULL REFERENCES classes(id), user_id TEXT REFERENCES users(id));
+CREATE TABLE booking_notes (id INTEGER PRIMARY KEY, booking_id TEXT NOT NULL REFERENCES bookings(id), note BLOB);
+CREATE TABLE class_instructors (class_id TEXT NOT NULL REFERENCES classes(id), user_id TEXT NOT NULL REFERENCES users(id), PRIMARY KEY (class_id, user_id)) WITHOUT ROWID;
+CREATE TABLE posts (id TEXT PRIMARY KEY, owner TEXT NOT NULL REFERENCES tenants(id), body TEXT);
+CREATE TABLE comments (id TEXT PRIMARY KEY, post_id TEXT NOT NULL REFERENCES posts(id), parent_id TEXT REFERENCES comments(id), body TEXT);
+CREATE TABLE audit_logs (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT REFERENCES tenants(id), action TEXT);
+CREATE TABLE videos (id TEXT PRIMARY KEY, owner_ref TEXT, title TEXT);
+CREATE TABLE webhook_log (id INTEGER PRIMARY KEY, payload TEXT);
+CREATE TRIGGER classes_audit AFTER INSERT ON classes BEGIN INSERT INTO audit_logs (tenant_id, action) VALUES (NEW.tenant_id, 'class.created'); END;
+CREATE VIEW class_sizes AS SELECT class_id, count(*) AS n FROM bookings GROUP BY class_id;
+INSERT INTO plans VALUES ('pro', 'Pro'), ('free', 'Free'), ('unused', 'Unused');
+INSERT INTO tenants VALUES ('t1', 'Zen'), ('t2', 'Flow');
+INSERT INTO users VALUES ('u1', 'shared@x', 'pro'), ('u2', 'only-t2@x', 'free'), ('u3', 'only-t1@x', NULL), ('u4', 'nobody@x', 'unused');
+INSERT INTO tenant_members VALUES ('t1', 'u1', 'owner'), ('t1', 'u3', 'student'), ('t2', 'u1', 'student'), ('t2', 'u2', 'owner');
+INSERT INTO classes VALUES ('c1', 't1', 'Yoga'), ('c2', 't1', 'Pilates'), ('c3', 't2', 'Spin');
+INSERT INTO bookings VALUES ('b1', 'c1', 'u1'), ('b2', 'c2', 'u3'), ('b3', 'c3', 'u2');
+INSERT INTO booking_notes VALUES (1, 'b1', X'00ff'), (2, 'b3', X'01');
+INSERT INTO class_instructors VALUES ('c1', 'u1'), ('c3', 'u1');
+INSERT INTO posts VALUES ('p1', 't1', 'hello'), ('p2', 't2', 'hi');
+INSERT INTO comments VALUES ('k1', 'p1', NULL, 'top'), ('k2', 'p1', 'k1', 'reply'), ('k3', 'p2', NULL, 'other');
+INSERT INTO audit_logs (tenant_id, action) VALUES ('t1', 'login'), ('t2', 'login'), (NULL, 'platform');
+INSERT INTO videos VALUES ('v1', 'c1', 'warmup'), ('v2', 'c3', 'sprint'), ('v3', NULL, 'platform intro');
+INSERT INTO webhook_log VALUES (1, '{"tenant":"t1"}');
+"#;

@@ -1,0 +1,344 @@
+//! Single-tenant restore into a live database: makes one tenant's rows equal to a backup's and
+//! touches nothing else. The backup image is attached read-only; in one transaction the tenant's
+//! live rows are deleted child-first and the backup's inserted parent-first (rowids kept where
+//! free), global rows that restored rows reference but the live database lacks are inserted
+//! (existing global rows are never modified), and `foreign_key_check` must pass for every
+//! touched table before the commit. Triggers are switched off for this connection only
+//! (`SQLITE_DBCONFIG_ENABLE_TRIGGER`), so none fires and none is altered.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use crate::error::{Error, Kind, Result};
+use crate::source::quote_ident;
+use crate::tenant::{discover, primary_key, Ownership, TenancyConfig, TenancyMap};
+
+/// What changes (or, with a dry run, would change) in one table.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TableChange {
+    pub table: String,
+    /// The tenant's live rows that the backup does not have.
+    pub delete: u64,
+    /// The backup's rows of the tenant that the live database does not have.
+    pub insert: u64,
+    /// Rows present in both whose content differs.
+    pub update: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TenantChanges {
+    pub tables: Vec<TableChange>,
+    /// Global rows inserted because restored rows reference them (table → rows).
+    pub globals_inserted: BTreeMap<String, u64>,
+}
+
+fn err(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::sqlite(Kind::Database, format!("tenant restore: {what}"), e)
+}
+
+/// Plan, and unless `dry_run` apply, the restore of `tenant` from `image` into `live`.
+pub fn restore_tenant(
+    live: &Path,
+    image: &Path,
+    cfg: &TenancyConfig,
+    tenant: &str,
+    dry_run: bool,
+) -> Result<TenantChanges> {
+    let map = discover(
+        &Connection::open_with_flags(image, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(err("open the backup"))?,
+        cfg,
+    )?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(live, flags).map_err(err("open the live database"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(err("open"))?;
+    // Checked explicitly before commit; off so no ON DELETE action reaches other rows.
+    conn.execute_batch("PRAGMA foreign_keys=OFF")
+        .map_err(err("settings"))?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
+        .map_err(err("switch triggers off"))?;
+    let uri = format!(
+        "file:{}?mode=ro",
+        image
+            .display()
+            .to_string()
+            .replace('?', "%3f")
+            .replace('#', "%23")
+    );
+    conn.execute("ATTACH DATABASE ?1 AS bk", [uri])
+        .map_err(err("attach the backup"))?;
+    check_same_schema(&conn, &map)?;
+    let found: i64 = conn
+        .query_row(
+            &format!(
+                "SELECT count(*) FROM bk.{} WHERE {} = ?1",
+                quote_ident(&map.tenant_table),
+                quote_ident(&map.tenant_key)
+            ),
+            [tenant],
+            |r| r.get(0),
+        )
+        .map_err(err("find the tenant"))?;
+    if found == 0 {
+        return Err(Error::new(
+            Kind::NotFound,
+            format!("tenant {tenant:?} is not in the backup"),
+        ));
+    }
+
+    // Parents before children: the tenant table, then direct tables, then by hops.
+    let mut owned: Vec<(&String, usize)> = map
+        .tables
+        .iter()
+        .filter_map(|(t, o)| match o {
+            Ownership::Tenant { .. } => Some((t, 0)),
+            Ownership::Direct { .. } => Some((t, 1)),
+            Ownership::Parents { depth, .. } => Some((t, 1 + depth)),
+            _ => None,
+        })
+        .collect();
+    owned.sort_by_key(|(t, d)| (*d, (*t).clone()));
+
+    let tx = if dry_run {
+        None
+    } else {
+        Some(conn.unchecked_transaction().map_err(err("begin"))?)
+    };
+    let mut changes = TenantChanges::default();
+    for (table, _) in &owned {
+        changes.tables.push(diff(&conn, &map, table, tenant)?);
+    }
+    if let Some(tx) = tx {
+        for (table, _) in owned.iter().rev() {
+            let key = key_list(&conn, table, "t0")?;
+            let cond = map.condition_in("main.", table, "t0").expect("owned");
+            let sql = format!(
+                "DELETE FROM main.{t} WHERE ({k}) IN (SELECT {kk} FROM main.{t} AS t0 WHERE {cond})",
+                t = quote_ident(table),
+                k = key_list(&conn, table, "")?,
+                kk = key,
+            );
+            conn.execute(&sql, [tenant])
+                .map_err(err(&format!("delete from {table}")))?;
+        }
+        for (table, _) in &owned {
+            let cond = map.condition_in("bk.", table, "t0").expect("owned");
+            copy_rows(&conn, table, &cond, tenant, false)?;
+        }
+        for (table, o) in &map.tables {
+            if !matches!(o, Ownership::Global) {
+                continue;
+            }
+            if let Some(cond) = map.referenced_in("bk.", table, "t0") {
+                let n = copy_rows(&conn, table, &cond, tenant, true)?;
+                if n > 0 {
+                    changes.globals_inserted.insert(table.clone(), n);
+                }
+            }
+        }
+        for table in owned
+            .iter()
+            .map(|(t, _)| *t)
+            .chain(changes.globals_inserted.keys())
+        {
+            let sql = format!("PRAGMA main.foreign_key_check({})", quote_ident(table));
+            let mut stmt = conn.prepare(&sql).map_err(err("foreign_key_check"))?;
+            let mut rows = stmt.query([]).map_err(err("foreign_key_check"))?;
+            if let Some(r) = rows.next().map_err(err("foreign_key_check"))? {
+                let parent: String = r.get(2).unwrap_or_default();
+                let rowid: Option<i64> = r.get(1).unwrap_or_default();
+                return Err(Error::new(
+                    Kind::Database,
+                    format!("tenant restore: a restored row of {table} (rowid {rowid:?}) points at a missing row of {parent}; nothing was changed"),
+                ));
+            }
+        }
+        tx.commit().map_err(err("commit"))?;
+    }
+    Ok(changes)
+}
+
+/// The key of a table's rows: its primary key, or rowid. Prefixed with `alias.` when given.
+fn key_list(conn: &Connection, table: &str, alias: &str) -> Result<String> {
+    let pk = primary_key(conn, table)?;
+    let dot = if alias.is_empty() {
+        String::new()
+    } else {
+        format!("{alias}.")
+    };
+    Ok(pk
+        .iter()
+        .map(|c| {
+            if c == "rowid" {
+                format!("{dot}rowid")
+            } else {
+                format!("{dot}{}", quote_ident(c))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+fn columns(conn: &Connection, schema: &str, table: &str) -> Result<Vec<String>> {
+    conn.prepare("SELECT name FROM pragma_table_xinfo(?1, ?2) WHERE hidden = 0")
+        .and_then(|mut s| s.query_map([table, schema], |r| r.get(0))?.collect())
+        .map_err(err("read columns"))
+}
+
+/// The backup's schema must match the live one for every table a tenant restore touches.
+fn check_same_schema(conn: &Connection, map: &TenancyMap) -> Result<()> {
+    for (table, o) in &map.tables {
+        if matches!(o, Ownership::Excluded) {
+            continue;
+        }
+        let (live, backup) = (columns(conn, "main", table)?, columns(conn, "bk", table)?);
+        if live != backup {
+            return Err(Error::new(
+                Kind::Database,
+                format!("tenant restore: table {table} differs between the backup ({} columns) and the live database ({} columns): migrate the backup or restore the whole database", backup.len(), live.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a table keeps a rowid that is not one of its columns (so a restore should carry it).
+fn hidden_rowid(conn: &Connection, table: &str) -> Result<bool> {
+    let pk = primary_key(conn, table)?;
+    if pk == ["rowid"] {
+        return Ok(true);
+    }
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+        .map_err(err("read schema"))?;
+    let without_rowid = sql
+        .to_ascii_uppercase()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .contains("WITHOUT ROWID");
+    let ipk = pk.len() == 1
+        && conn
+            .query_row(
+                "SELECT upper(type) = 'INTEGER' FROM pragma_table_info(?1) WHERE name = ?2",
+                [table, &pk[0]],
+                |r| r.get::<_, bool>(0),
+            )
+            .map_err(err("read schema"))?;
+    Ok(!without_rowid && !ipk)
+}
+
+/// Copy the backup's rows of `table` that match `cond` into the live table; with `only_missing`
+/// rows whose key already exists live are left alone. Rowids are kept unless taken.
+fn copy_rows(
+    conn: &Connection,
+    table: &str,
+    cond: &str,
+    tenant: &str,
+    only_missing: bool,
+) -> Result<u64> {
+    let cols = columns(conn, "main", table)?;
+    let names: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
+    let picked: Vec<String> = cols
+        .iter()
+        .map(|c| format!("t0.{}", quote_ident(c)))
+        .collect();
+    let t = quote_ident(table);
+    let (rowid_col, rowid_val) = if hidden_rowid(conn, table)? {
+        ("rowid, ", format!("CASE WHEN EXISTS (SELECT 1 FROM main.{t} x WHERE x.rowid = t0.rowid) THEN NULL ELSE t0.rowid END, "))
+    } else {
+        ("", String::new())
+    };
+    let missing = if only_missing {
+        let key = primary_key(conn, table)?;
+        let m: Vec<String> = key
+            .iter()
+            .map(|k| {
+                let k = if k == "rowid" {
+                    "rowid".to_string()
+                } else {
+                    quote_ident(k)
+                };
+                format!("x.{k} IS t0.{k}")
+            })
+            .collect();
+        format!(
+            " AND NOT EXISTS (SELECT 1 FROM main.{t} x WHERE {})",
+            m.join(" AND ")
+        )
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "INSERT INTO main.{t} ({rowid_col}{}) SELECT {rowid_val}{} FROM bk.{t} AS t0 WHERE {cond}{missing}",
+        names.join(", "),
+        picked.join(", ")
+    );
+    conn.execute(&sql, [tenant])
+        .map(|n| n as u64)
+        .map_err(|e| {
+            Error::sqlite(
+                Kind::Database,
+                format!("tenant restore: insert into {table} (a row of another tenant may hold the same key; nothing was changed)"),
+                e,
+            )
+        })
+}
+
+/// Count what a restore changes in one table.
+fn diff(conn: &Connection, map: &TenancyMap, table: &str, tenant: &str) -> Result<TableChange> {
+    let t = quote_ident(table);
+    let live = map.condition_in("main.", table, "t0").expect("owned");
+    let live_b = map.condition_in("main.", table, "b").expect("owned");
+    let backup = map.condition_in("bk.", table, "t0").expect("owned");
+    let backup_b = map.condition_in("bk.", table, "b").expect("owned");
+    let key = primary_key(conn, table)?;
+    let same_key = key
+        .iter()
+        .map(|k| {
+            let k = if k == "rowid" {
+                "rowid".to_string()
+            } else {
+                quote_ident(k)
+            };
+            format!("b.{k} IS t0.{k}")
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let count = |sql: String| -> Result<u64> {
+        conn.query_row(&sql, [tenant], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(err(&format!("compare {table}")))
+    };
+    let delete = count(format!(
+        "SELECT count(*) FROM main.{t} AS t0 WHERE {live} AND NOT EXISTS (SELECT 1 FROM bk.{t} AS b WHERE {same_key} AND {backup_b})"
+    ))?;
+    let insert = count(format!(
+        "SELECT count(*) FROM bk.{t} AS t0 WHERE {backup} AND NOT EXISTS (SELECT 1 FROM main.{t} AS b WHERE {same_key} AND {live_b})"
+    ))?;
+    let differs = columns(conn, "main", table)?
+        .iter()
+        .map(|c| format!("b.{0} IS NOT t0.{0}", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let update = count(format!(
+        "SELECT count(*) FROM main.{t} AS t0 JOIN bk.{t} AS b ON {same_key} WHERE {live} AND {backup_b} AND ({differs})"
+    ))?;
+    Ok(TableChange {
+        table: table.to_string(),
+        delete,
+        insert,
+        update,
+    })
+}

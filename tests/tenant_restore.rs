@@ -1,0 +1,247 @@
+//! Single-tenant restore into a live database: the tenant comes back exactly as in the backup,
+//! and nothing else changes.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use rusqlite::Connection;
+
+const CONFIG: &str = "[repository]\nurl = \"file://./repo\"\n[[database]]\nname = \"studio\"\npath = \"studio.db\"\n\
+    tenancy = { exclude = [\"webhook_log\"], links = { \"videos.owner_ref\" = \"classes\" } }\n";
+
+/// Every row of `table` matching `cond` (on alias t0, ?1 = tenant), sorted, as text.
+fn rows(db: &Path, table: &str, cond: &str, tenant: &str) -> Vec<String> {
+    let c = Connection::open(db).unwrap();
+    // With the rowid where the table has one (WITHOUT ROWID tables have none).
+    let mut stmt = c
+        .prepare(&format!(
+            "SELECT quote(t0.rowid), * FROM {table} AS t0 WHERE {cond}"
+        ))
+        .or_else(|_| c.prepare(&format!("SELECT * FROM {table} AS t0 WHERE {cond}")))
+        .unwrap();
+    let n = stmt.column_count();
+    let mut out: Vec<String> = stmt
+        .query_map([tenant], |r| {
+            Ok((0..n)
+                .map(|i| show(r.get_ref(i).unwrap()))
+                .collect::<Vec<_>>()
+                .join("|"))
+        })
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    out.sort();
+    out
+}
+
+fn show(v: rusqlite::types::ValueRef) -> String {
+    use rusqlite::types::ValueRef::*;
+    match v {
+        Null => "NULL".into(),
+        Integer(i) => i.to_string(),
+        Real(f) => format!("{f:?}"),
+        Text(t) => format!("'{}'", String::from_utf8_lossy(t)),
+        Blob(b) => format!(
+            "X'{}'",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ),
+    }
+}
+
+/// How each table's rows belong to t1 (the same rules the map uses, written out by hand).
+const T1_ROWS: &[(&str, &str)] = &[
+    ("tenants", "t0.id = ?1"),
+    ("tenant_members", "t0.tenant_id = ?1"),
+    ("classes", "t0.tenant_id = ?1"),
+    ("bookings", "t0.class_id IN (SELECT id FROM classes WHERE tenant_id = ?1)"),
+    ("booking_notes", "t0.booking_id IN (SELECT b.id FROM bookings b JOIN classes c ON c.id = b.class_id WHERE c.tenant_id = ?1)"),
+    ("class_instructors", "t0.class_id IN (SELECT id FROM classes WHERE tenant_id = ?1)"),
+    ("posts", "t0.owner = ?1"),
+    ("comments", "t0.post_id IN (SELECT id FROM posts WHERE owner = ?1)"),
+    ("audit_logs", "t0.tenant_id = ?1"),
+    ("videos", "t0.owner_ref IN (SELECT id FROM classes WHERE tenant_id = ?1)"),
+];
+
+/// Everything that is not t1's: other tenants' rows, global rows, excluded tables.
+fn everything_else(db: &Path) -> Vec<String> {
+    let mut all = Vec::new();
+    for (table, cond) in T1_ROWS {
+        all.extend(
+            rows(db, table, &format!("NOT coalesce(({cond}), 0)"), "t1")
+                .into_iter()
+                .map(|r| format!("{table}:{r}")),
+        );
+    }
+    for table in ["users", "plans", "webhook_log"] {
+        all.extend(
+            rows(db, table, "?1 IS NOT NULL", "t1")
+                .into_iter()
+                .map(|r| format!("{table}:{r}")),
+        );
+    }
+    all
+}
+
+fn t1(db: &Path) -> Vec<String> {
+    T1_ROWS
+        .iter()
+        .flat_map(|(t, c)| {
+            rows(db, t, c, "t1")
+                .into_iter()
+                .map(move |r| format!("{t}:{r}"))
+        })
+        .collect()
+}
+
+#[test]
+fn tenant_comes_back_exactly_and_nothing_else_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("studio.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(TENANT_SCHEMA)
+        .unwrap();
+    std::fs::write(d.join("lifeboat.toml"), CONFIG).unwrap();
+    ok(d, &["backup"]);
+    ok(d, &["restore", "--to", "at-backup.db"]);
+    let t1_at_backup = t1(&d.join("at-backup.db"));
+
+    // The bad day: t1 deletes half its data, edits rows, adds rows; a user it references goes;
+    // meanwhile t2 keeps working.
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "DELETE FROM booking_notes WHERE booking_id = 'b1';
+             DELETE FROM bookings WHERE id = 'b1';
+             DELETE FROM class_instructors WHERE class_id = 'c1';
+             DELETE FROM comments WHERE id = 'k2';
+             UPDATE classes SET title = 'Renamed' WHERE id = 'c2';
+             UPDATE tenants SET name = 'Zen (edited)' WHERE id = 't1';
+             INSERT INTO bookings VALUES ('b9', 'c2', 'u1');
+             DELETE FROM tenant_members WHERE user_id = 'u3';
+             DELETE FROM bookings WHERE user_id = 'u3';
+             DELETE FROM users WHERE id = 'u3';
+             INSERT INTO classes VALUES ('c8', 't2', 'New t2 class');
+             UPDATE classes SET title = 'Spin 2' WHERE id = 'c3';",
+        )
+        .unwrap();
+    let others_before = everything_else(&db);
+    let audit_before: i64 = Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM audit_logs", [], |r| r.get(0))
+        .unwrap();
+
+    // Dry run: lists the diff, changes nothing.
+    let bytes_before = std::fs::read(&db).unwrap();
+    let plan = ok(
+        d,
+        &[
+            "restore",
+            "--tenant",
+            "t1",
+            "--into",
+            "studio.db",
+            "--dry-run",
+        ],
+    );
+    assert!(plan.contains("dry run: nothing changed"), "{plan}");
+    let line = |t: &str| {
+        plan.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{t} ")))
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        line("bookings").contains("would delete      1  insert      2  update      0"),
+        "b9 goes, b1 and b2 come back: {plan}"
+    );
+    assert!(line("classes").contains("update      1"), "{plan}");
+    assert!(line("tenants").contains("update      1"), "{plan}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        bytes_before,
+        "a dry run writes nothing"
+    );
+
+    // The real thing.
+    let out = ok(d, &["restore", "--tenant", "t1", "--into", "studio.db"]);
+    assert!(out.contains("safety backup of studio.db: backup-"), "{out}");
+    assert!(
+        out.contains("users") && out.contains("inserted 1 referenced global row"),
+        "u3 comes back: {out}"
+    );
+    assert_eq!(t1(&db), t1_at_backup, "t1 equals the backup in every table");
+    let mut others_expected = others_before.clone();
+    // The only other change: the global user t1's restored rows need.
+    let users_after: Vec<String> = everything_else(&db)
+        .into_iter()
+        .filter(|r| r.starts_with("users:"))
+        .collect();
+    assert!(users_after.iter().any(|r| r.contains("only-t1@x")));
+    others_expected.retain(|r| !r.starts_with("users:"));
+    let mut others_after = everything_else(&db);
+    others_after.retain(|r| !r.starts_with("users:"));
+    assert_eq!(
+        others_after, others_expected,
+        "other tenants' rows and global rows are untouched"
+    );
+    // No trigger fired: restoring classes c1/c2 did not add audit rows beyond the backup's own.
+    let c = Connection::open(&db).unwrap();
+    let audit_after: i64 = c
+        .query_row("SELECT count(*) FROM audit_logs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        audit_after, audit_before,
+        "t1's audit rows are exactly the backup's (same count as before: none were deleted)"
+    );
+    assert_eq!(sqlite3(&db, "PRAGMA foreign_key_check"), "");
+    // The trigger is still there and still works.
+    c.execute("INSERT INTO classes VALUES ('c9', 't1', 'After')", [])
+        .unwrap();
+    let audit_later: i64 = c
+        .query_row("SELECT count(*) FROM audit_logs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(audit_later, audit_after + 1);
+
+    // The safety backup and the restore record are listed.
+    let v: serde_json::Value = serde_json::from_str(&ok(d, &["--json", "list"])).unwrap();
+    assert_eq!(v["databases"][0]["backups"][0]["kind"], "emergency");
+    let records = ok(d, &["restores"]);
+    assert!(
+        records.contains("tenant t1") && records.contains("safety backup backup-"),
+        "{records}"
+    );
+}
+
+#[test]
+fn unknown_tenant_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("studio.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(TENANT_SCHEMA)
+        .unwrap();
+    std::fs::write(d.join("lifeboat.toml"), CONFIG).unwrap();
+    ok(d, &["backup"]);
+    let before = std::fs::read(&db).unwrap();
+    let err = fails(
+        d,
+        &["restore", "--tenant", "nope", "--into", "studio.db"],
+        5,
+    );
+    assert!(
+        err.contains("tenant \"nope\" is not in the backup"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+    let v: serde_json::Value = serde_json::from_str(&ok(d, &["--json", "list"])).unwrap();
+    assert_eq!(
+        v["databases"][0]["backups"].as_array().unwrap().len(),
+        1,
+        "no safety backup for a refused restore"
+    );
+}
