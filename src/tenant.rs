@@ -248,6 +248,23 @@ fn owns(o: &Ownership) -> bool {
     )
 }
 
+/// `alias."a"` or, for several columns, the row value `(alias."a", alias."b")`.
+fn tuple(alias: &str, columns: &[String]) -> String {
+    match columns {
+        [one] => format!("{alias}.{}", quote_ident(one)),
+        many => format!("({})", list(alias, many)),
+    }
+}
+
+/// `alias."a", alias."b"`
+fn list(alias: &str, columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("{alias}.{}", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A string literal for table-valued pragma arguments.
 fn sql_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -348,18 +365,13 @@ impl TenancyMap {
                     .filter_map(|l| {
                         let p = format!("p{depth}");
                         let inner = self.condition_depth(schema, &l.parent, &p, depth + 1)?;
-                        let join: Vec<String> = l
-                            .columns
-                            .iter()
-                            .zip(&l.parent_columns)
-                            .map(|(c, pc)| {
-                                format!("{p}.{} = {alias}.{}", quote_ident(pc), quote_ident(c))
-                            })
-                            .collect();
+                        // `key IN (subquery)`: SQLite runs the subquery once and drives from
+                        // the child's index on the key (a correlated EXISTS scans every row).
                         Some(format!(
-                            "EXISTS (SELECT 1 FROM {schema}{} {p} WHERE {} AND {inner})",
+                            "{} IN (SELECT {} FROM {schema}{} {p} WHERE {inner})",
+                            tuple(alias, &l.columns),
+                            list(&p, &l.parent_columns),
                             quote_ident(&l.parent),
-                            join.join(" AND ")
                         ))
                     })
                     .collect();
@@ -405,18 +417,11 @@ impl TenancyMap {
                 let Some(child_cond) = child_cond else {
                     continue;
                 };
-                let join: Vec<String> = l
-                    .columns
-                    .iter()
-                    .zip(&l.parent_columns)
-                    .map(|(cc, pc)| {
-                        format!("{c}.{} = {alias}.{}", quote_ident(cc), quote_ident(pc))
-                    })
-                    .collect();
                 parts.push(format!(
-                    "EXISTS (SELECT 1 FROM {schema}{} {c} WHERE {} AND {child_cond})",
+                    "{} IN (SELECT {} FROM {schema}{} {c} WHERE {child_cond})",
+                    tuple(alias, &l.parent_columns),
+                    list(&c, &l.columns),
                     quote_ident(child),
-                    join.join(" AND ")
                 ));
             }
         }

@@ -245,3 +245,41 @@ fn unknown_tenant_changes_nothing() {
         "no safety backup for a refused restore"
     );
 }
+
+#[test]
+fn a_row_elsewhere_pointing_at_a_removed_row_stops_the_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("studio.db");
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch(TENANT_SCHEMA).unwrap();
+    // Reviews name their tenant directly, so a t2 review stays t2's whatever class it points at.
+    c.execute_batch("CREATE TABLE class_reviews (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), class_id TEXT REFERENCES classes(id));").unwrap();
+    std::fs::write(d.join("lifeboat.toml"), CONFIG).unwrap();
+    ok(d, &["backup"]);
+    // After the backup t1 adds a class, and a review of t2 comes to point at it.
+    c.execute_batch("INSERT INTO classes VALUES ('c7', 't1', 'Late'); INSERT INTO class_reviews VALUES ('r1', 't2', 'c7');").unwrap();
+    drop(c);
+    let before = std::fs::read(&db).unwrap();
+    let err = fails(
+        d,
+        &[
+            "restore",
+            "--tenant",
+            "t1",
+            "--into",
+            "studio.db",
+            "--no-safety-backup",
+        ],
+        3,
+    );
+    assert!(
+        err.contains("class_reviews point at rows of classes that the restore would remove"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "rolled back: nothing changed"
+    );
+}
