@@ -283,3 +283,53 @@ fn a_row_elsewhere_pointing_at_a_removed_row_stops_the_restore() {
         "rolled back: nothing changed"
     );
 }
+
+#[test]
+fn kill_9_during_a_tenant_restore_leaves_the_database_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("studio.db");
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch(TENANT_SCHEMA).unwrap();
+    // Enough of t1 that the restore's transaction is open long enough to be interrupted.
+    c.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)
+         INSERT INTO bookings SELECT 'x' || i, 'c1', 'u1' FROM n;",
+    )
+    .unwrap();
+    std::fs::write(d.join("lifeboat.toml"), CONFIG).unwrap();
+    ok(d, &["backup"]);
+    c.execute_batch("DELETE FROM bookings WHERE id LIKE 'x%' AND rowid % 2 = 0;")
+        .unwrap();
+    drop(c);
+    std::fs::copy(&db, d.join("before.db")).unwrap();
+    let mut child = cmd(d)
+        .args([
+            "restore",
+            "--tenant",
+            "t1",
+            "--into",
+            "studio.db",
+            "--no-safety-backup",
+        ])
+        .spawn()
+        .unwrap();
+    let journal = d.join("studio.db-journal");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !journal.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore finished before it could be killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore never started writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap(); // SIGKILL, mid-transaction
+    child.wait().unwrap();
+    // SQLite rolls the hot journal back on the next open: the database is as it was.
+    assert_same_db(&d.join("before.db"), &db);
+    assert_eq!(sqlite3(&db, "PRAGMA integrity_check"), "ok");
+}
