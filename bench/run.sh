@@ -46,6 +46,13 @@ measure lb_dump     "$OUT/lb.sql" "'$LB' --quiet dump --db '$DB' --out '$OUT/lb.
 measure sqlite_dump "$OUT/cli.sql" "sqlite3 '$DB' .dump > '$OUT/cli.sql'"
 measure lb_import   "$OUT/imported.db" "'$LB' --quiet import '$OUT/cli.sql' --to '$OUT/imported.db'"
 measure sqlite_load "$OUT/cliload.db" "sqlite3 '$OUT/cliload.db' < '$OUT/cli.sql'"
+# One tenant (issue 5): a mid-sized tenant of the 200, exported and restored into a live copy.
+TENANT=$(sqlite3 "$DB" "SELECT id FROM tenants WHERE slug = 'studio-20'")
+cp "$DB" "$OUT/live.db"
+sqlite3 "$OUT/live.db" "DELETE FROM bookings WHERE rowid % 2 = 0 AND class_id IN (SELECT id FROM classes WHERE tenant_id = '$TENANT')"
+measure tenant_export_live   "$OUT/t.json" "'$LB' --quiet export --tenant '$TENANT' --db '$DB' --format json --out '$OUT/t.json'"
+measure tenant_export_backup "$OUT/t.db" "'$LB' --quiet export --tenant '$TENANT' --backup latest --db studio --repo 'file://$OUT/repo' --format sqlite --out '$OUT/t.db'"
+measure tenant_restore       "" "'$LB' --quiet restore --tenant '$TENANT' --backup latest --db studio --repo 'file://$OUT/repo' --into '$OUT/live.db'"
 
 python3 - "$OUT/times" "$DB_BYTES" <<'PY'
 import sys
@@ -73,4 +80,8 @@ m = max(t["lb_backup"][1], t["lb_restore"][1]); row("peak RSS of backup and rest
 x = t["sqlite_load"][0] / t["lb_import"][0]; row("lifeboat import of the .dump (with quick_check and foreign_key_check)", "`sqlite3 new.db < dump.sql`", f"{x:.2f}x faster", ">= 2x faster", x >= 2)
 x = t["sqlite_dump"][0] / t["lb_dump"][0]; row("lifeboat dump (fsynced file)", "`sqlite3 db .dump`", f"{x:.2f}x faster", ">= 1.5x faster", x >= 1.5)
 m = max(t["lb_dump"][1], t["lb_import"][1]); row("peak RSS of dump and import", "-", f"{m:.0f} MB", "< 100 MB", m < 100)
+x = t["tenant_restore"][0]; row("restore one mid-sized tenant end to end (download, check, safety backup, restore)", "-", f"{x:.2f} s", "< 5 s", x < 5)
+x = t["tenant_export_live"][0]; row("export one tenant (JSON, live database)", "-", f"{x:.2f} s", "< 3 s", x < 3)
+x = t["tenant_export_backup"][0]; row("export one tenant (SQLite, from a backup: download and check included)", "-", f"{x:.2f} s", "< 3 s", x < 3)
+m = max(t[k][1] for k in ("tenant_restore", "tenant_export_live", "tenant_export_backup")); row("peak RSS of tenant export and restore", "-", f"{m:.0f} MB", "< 150 MB", m < 150)
 PY
