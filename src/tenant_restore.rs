@@ -133,18 +133,7 @@ pub fn restore_tenant(
             let temp = format!("lifeboat_gone_{i}");
             let t = quote_ident(&c.table);
             let key = key_list(&conn, &c.table, "t0")?;
-            let same = primary_key(&conn, &c.table)?
-                .iter()
-                .map(|k| {
-                    let k = if k == "rowid" {
-                        "rowid".to_string()
-                    } else {
-                        quote_ident(k)
-                    };
-                    format!("b.{k} IS t0.{k}")
-                })
-                .collect::<Vec<_>>()
-                .join(" AND ");
+            let same = same_key(&conn, &c.table, "b", "t0")?;
             let live = map.condition_in("main.", &c.table, "t0").expect("owned");
             let backup_b = map.condition_in("bk.", &c.table, "b").expect("owned");
             conn.execute(
@@ -286,6 +275,22 @@ fn check_references(
     Ok(())
 }
 
+/// `a.k IS b.k AND …` over the table's primary key (or rowid).
+fn same_key(conn: &Connection, table: &str, a: &str, b: &str) -> Result<String> {
+    Ok(primary_key(conn, table)?
+        .iter()
+        .map(|k| {
+            let k = if k == "rowid" {
+                "rowid".to_string()
+            } else {
+                quote_ident(k)
+            };
+            format!("{a}.{k} IS {b}.{k}")
+        })
+        .collect::<Vec<_>>()
+        .join(" AND "))
+}
+
 /// The key of a table's rows: its primary key, or rowid. Prefixed with `alias.` when given.
 fn key_list(conn: &Connection, table: &str, alias: &str) -> Result<String> {
     let pk = primary_key(conn, table)?;
@@ -382,22 +387,8 @@ fn copy_rows(
         ("", String::new())
     };
     let missing = if only_missing {
-        let key = primary_key(conn, table)?;
-        let m: Vec<String> = key
-            .iter()
-            .map(|k| {
-                let k = if k == "rowid" {
-                    "rowid".to_string()
-                } else {
-                    quote_ident(k)
-                };
-                format!("x.{k} IS t0.{k}")
-            })
-            .collect();
-        format!(
-            " AND NOT EXISTS (SELECT 1 FROM main.{t} x WHERE {})",
-            m.join(" AND ")
-        )
+        let m = same_key(conn, table, "x", "t0")?;
+        format!(" AND NOT EXISTS (SELECT 1 FROM main.{t} x WHERE {})", m)
     } else {
         String::new()
     };
@@ -424,19 +415,7 @@ fn diff(conn: &Connection, map: &TenancyMap, table: &str, tenant: &str) -> Resul
     let live_b = map.condition_in("main.", table, "b").expect("owned");
     let backup = map.condition_in("bk.", table, "t0").expect("owned");
     let backup_b = map.condition_in("bk.", table, "b").expect("owned");
-    let key = primary_key(conn, table)?;
-    let same_key = key
-        .iter()
-        .map(|k| {
-            let k = if k == "rowid" {
-                "rowid".to_string()
-            } else {
-                quote_ident(k)
-            };
-            format!("b.{k} IS t0.{k}")
-        })
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let same_key = same_key(conn, table, "b", "t0")?;
     let count = |sql: String| -> Result<u64> {
         conn.query_row(&sql, [tenant], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
