@@ -212,6 +212,22 @@ pub fn wrangler_message(stderr: &str, stdout: &str) -> String {
         }
         out
     };
+    // With --json, wrangler reports failures as {"error": {"text": "…", "notes": […]}}.
+    if let Some(start) = stdout.find('{') {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&stdout[start..]) {
+            if let Some(text) = v.pointer("/error/text").and_then(|t| t.as_str()) {
+                let notes: Vec<&str> = v
+                    .pointer("/error/notes")
+                    .and_then(|n| n.as_array())
+                    .map(|n| n.iter().filter_map(|x| x.get("text")?.as_str()).collect())
+                    .unwrap_or_default();
+                return std::iter::once(text)
+                    .chain(notes)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            }
+        }
+    }
     let text = format!("{}\n{}", clean(stderr), clean(stdout));
     let lines: Vec<&str> = text
         .lines()

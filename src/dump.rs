@@ -85,6 +85,11 @@ pub fn dump(
 pub struct RowFilter {
     pub conditions: BTreeMap<String, String>,
     pub param: rusqlite::types::Value,
+    /// Rows only: no schema, no AUTOINCREMENT counters, and no rowids that are not columns
+    /// (for adding rows to a live database, where those rowids may be taken).
+    pub data_only: bool,
+    /// Tables whose rows are written as `INSERT OR IGNORE` (rows that may already exist).
+    pub insert_or_ignore: BTreeSet<String>,
 }
 
 /// [`dump`], keeping only the rows `filter` selects (the schema is always whole).
@@ -114,12 +119,15 @@ pub fn dump_filtered(
         }
         Dialect::D1 => w.statement(b"PRAGMA defer_foreign_keys=TRUE;")?,
     }
+    let data_only = filter.is_some_and(|f| f.data_only);
     for t in &schema.tables {
-        w.statement(format!("{};", t.sql).as_bytes())?;
+        if !data_only {
+            w.statement(format!("{};", t.sql).as_bytes())?;
+        }
         dump_rows(conn, t, &mut w)?;
         w.stats.tables += 1;
     }
-    if schema.has_sequence {
+    if schema.has_sequence && !data_only {
         w.statement(b"DELETE FROM sqlite_sequence;")?;
         let seq = Table {
             name: "sqlite_sequence".into(),
@@ -150,7 +158,7 @@ pub fn dump_filtered(
         dump_rows(conn, &stat, &mut w)?;
     }
     // Indexes, triggers and views after the data: no trigger fires during a load.
-    for sql in &schema.after {
+    for sql in schema.after.iter().filter(|_| !data_only) {
         w.statement(format!("{sql};").as_bytes())?;
     }
     if dialect == Dialect::Sqlite {
@@ -417,11 +425,16 @@ fn dump_rows(conn: &Connection, t: &Table, w: &mut Writer) -> Result<()> {
         n.join(",")
     };
     let table = quote_ident(&t.name);
-    let with_rowid = format!("INSERT INTO {table}({}) VALUES(", names(true));
+    let verb = match w.filter {
+        Some(f) if f.insert_or_ignore.contains(&t.name) => "INSERT OR IGNORE INTO",
+        _ => "INSERT INTO",
+    };
+    let keep_rowids = !w.filter.is_some_and(|f| f.data_only);
+    let with_rowid = format!("{verb} {table}({}) VALUES(", names(true));
     let plain = if t.all_columns {
-        format!("INSERT INTO {table} VALUES(")
+        format!("{verb} {table} VALUES(")
     } else {
-        format!("INSERT INTO {table}({}) VALUES(", names(false))
+        format!("{verb} {table}({}) VALUES(", names(false))
     };
     let ncols = cols.len();
     let read_err = |e| Error::sqlite(Kind::Database, format!("dump: read {}", t.name), e);
@@ -441,7 +454,7 @@ fn dump_rows(conn: &Connection, t: &Table, w: &mut Writer) -> Result<()> {
         buf.clear();
         match (t.rowid, values.first()) {
             (Some(_), Some(ValueRef::Integer(id))) => {
-                if last_rowid.checked_add(1) == Some(*id) {
+                if last_rowid.checked_add(1) == Some(*id) || !keep_rowids {
                     buf.extend_from_slice(plain.as_bytes());
                     skip = 1;
                 } else {

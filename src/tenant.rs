@@ -428,6 +428,22 @@ impl TenancyMap {
         (!parts.is_empty()).then(|| format!("({})", parts.join(" OR ")))
     }
 
+    /// The tables that belong to tenants, parents before children.
+    pub fn owned_parents_first(&self) -> Vec<String> {
+        let mut owned: Vec<(usize, String)> = self
+            .tables
+            .iter()
+            .filter_map(|(t, o)| match o {
+                Ownership::Tenant { .. } => Some((0, t.clone())),
+                Ownership::Direct { .. } => Some((1, t.clone())),
+                Ownership::Parents { depth, .. } => Some((1 + depth, t.clone())),
+                _ => None,
+            })
+            .collect();
+        owned.sort();
+        owned.into_iter().map(|(_, t)| t).collect()
+    }
+
     /// One line per table for humans.
     pub fn describe(&self, table: &str) -> String {
         match &self.tables[table] {

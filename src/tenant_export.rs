@@ -64,6 +64,8 @@ pub fn filter(map: &TenancyMap, tenant: &str) -> RowFilter {
     RowFilter {
         conditions,
         param: rusqlite::types::Value::Text(tenant.to_string()),
+        data_only: false,
+        insert_or_ignore: Default::default(),
     }
 }
 

@@ -383,6 +383,109 @@ fn large_imports_are_split_into_parts_applied_in_order() {
     assert_same_db(&source, &p.export_to_db("copy-db", "copy.db"));
 }
 
+#[test]
+fn one_tenant_restored_into_d1_leaves_the_others_alone() {
+    let p = Project::new(&["studio-platform-db", "copy-db"]);
+    std::fs::write(p.path().join("seed.sql"), TENANT_SCHEMA).unwrap();
+    p.execute_file("studio-platform-db", "seed.sql");
+    p.config(
+        "studio-platform-db",
+        "tenancy = { exclude = [\"webhook_log\"], links = { \"videos.owner_ref\" = \"classes\" } }\n",
+    );
+    ok(p.path(), &["backup"]);
+    // t1 loses and changes data; t2 keeps working.
+    std::fs::write(
+        p.path().join("damage.sql"),
+        "DELETE FROM booking_notes WHERE booking_id = 'b1'; DELETE FROM bookings WHERE id = 'b1';
+         UPDATE classes SET title = 'Renamed' WHERE id = 'c2'; INSERT INTO bookings VALUES ('b9', 'c2', 'u1');
+         UPDATE classes SET title = 'Spin 2' WHERE id = 'c3'; INSERT INTO posts VALUES ('p9', 't2', 'new t2 post');",
+    )
+    .unwrap();
+    p.execute_file("studio-platform-db", "damage.sql");
+    let before = p.export_to_db("studio-platform-db", "before.db");
+    let audit_before = sqlite3(&before, "SELECT count(*) FROM audit_logs");
+
+    let out = ok(
+        p.path(),
+        &[
+            "restore",
+            "--tenant",
+            "t1",
+            "--into-d1",
+            "studio-platform-db",
+        ],
+    );
+    assert!(
+        out.contains("match the backup") && out.contains("1 trigger(s) dropped and recreated"),
+        "{out}"
+    );
+    assert!(
+        out.contains("safety backup of the target: backup-"),
+        "{out}"
+    );
+    let after = p.export_to_db("studio-platform-db", "after.db");
+    // t1 is back as in the backup.
+    assert_eq!(sqlite3(&after, "SELECT group_concat(id) FROM (SELECT id FROM bookings WHERE class_id IN ('c1','c2') ORDER BY id)"), "b1,b2");
+    assert_eq!(
+        sqlite3(&after, "SELECT title FROM classes WHERE id = 'c2'"),
+        "Pilates"
+    );
+    assert_eq!(sqlite3(&after, "SELECT count(*) FROM booking_notes"), "2");
+    // t2's changes after the backup are still there.
+    assert_eq!(
+        sqlite3(&after, "SELECT title FROM classes WHERE id = 'c3'"),
+        "Spin 2"
+    );
+    assert_eq!(
+        sqlite3(&after, "SELECT body FROM posts WHERE id = 'p9'"),
+        "new t2 post"
+    );
+    // No trigger fired while t1's classes went back in, and the trigger is still there.
+    assert_eq!(
+        sqlite3(&after, "SELECT count(*) FROM audit_logs"),
+        audit_before
+    );
+    assert_eq!(
+        sqlite3(
+            &after,
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name = 'classes_audit'"
+        ),
+        "1"
+    );
+    // An unknown tenant changes nothing.
+    let err = fails(
+        p.path(),
+        &[
+            "restore",
+            "--tenant",
+            "nope",
+            "--into-d1",
+            "studio-platform-db",
+        ],
+        5,
+    );
+    assert!(err.contains("nope"), "{err}");
+    // A whole-database restore of this 13-table schema: counts are verified 5 tables at a time
+    // (D1's limit on compound SELECTs).
+    let out = cmd(p.path())
+        .env("LIFEBOAT_WRANGLER", wrangler())
+        .args([
+            "restore",
+            "--to-d1",
+            "copy-db",
+            "--wrangler-config",
+            "wrangler.jsonc",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("13 tables (backup: 13)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
 fn walk_json(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {

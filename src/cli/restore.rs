@@ -44,11 +44,19 @@ pub struct Args {
     #[arg(long, value_name = "PATH", required_unless_present_any = ["to_d1", "tenant"], conflicts_with_all = ["to_d1", "tenant"])]
     to: Option<PathBuf>,
     /// Restore only this tenant's rows, into the live database --into (see `lifeboat tenants map`).
-    #[arg(long, value_name = "ID", requires = "into", conflicts_with = "to_d1")]
+    #[arg(long, value_name = "ID", conflicts_with = "to_d1")]
     tenant: Option<String>,
     /// With --tenant: the live database to restore the tenant into.
-    #[arg(long, value_name = "PATH", requires = "tenant")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "tenant",
+        conflicts_with = "into_d1"
+    )]
     into: Option<PathBuf>,
+    /// With --tenant: a live D1 database to restore the tenant into (through wrangler).
+    #[arg(long, value_name = "DB", requires = "tenant")]
+    into_d1: Option<String>,
     /// With --tenant: show per table what would be deleted, inserted and updated; change nothing.
     #[arg(long, requires = "tenant")]
     dry_run: bool,
@@ -59,13 +67,13 @@ pub struct Args {
     #[arg(long, value_name = "DB")]
     to_d1: Option<String>,
     /// With --to-d1: the production database (`wrangler --remote`).
-    #[arg(long, requires = "to_d1", conflicts_with = "local")]
+    #[arg(long, conflicts_with = "local")]
     remote: bool,
     /// With --to-d1: the local development database (`wrangler --local`, the default).
-    #[arg(long, requires = "to_d1")]
+    #[arg(long)]
     local: bool,
     /// With --to-d1: the wrangler configuration file (`-c`).
-    #[arg(long, value_name = "FILE", requires = "to_d1")]
+    #[arg(long, value_name = "FILE")]
     wrangler_config: Option<PathBuf>,
     /// With --to-d1: split import files larger than this (bytes) into parts applied in order.
     /// Each part is atomic; the whole restore then is not (see the README).
@@ -95,6 +103,15 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     };
     if let Some(d1) = &args.to_d1 {
         return to_d1(ctx, &args, &repo, &m, d1).await;
+    }
+    if let (Some(tenant), Some(d1)) = (&args.tenant, &args.into_d1) {
+        return tenant_into_d1(ctx, &args, &repo, &m, tenant, d1).await;
+    }
+    if let (Some(tenant), None) = (&args.tenant, &args.into) {
+        return Err(crate::error::Error::new(
+            crate::error::Kind::Config,
+            format!("restore --tenant {tenant} needs --into PATH or --into-d1 DB"),
+        ));
     }
     if let (Some(tenant), Some(into)) = (&args.tenant, &args.into) {
         let opts = crate::cli::tenant_restore::Opts {
@@ -131,7 +148,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
 }
 
 /// `restore --to-d1`: check the backup in scratch space, then hand it to [`restore_d1`].
-async fn to_d1(ctx: &Ctx, args: &Args, repo: &Repository, m: &Manifest, name: &str) -> Result<i32> {
+/// The D1 database `name` as a restore target: a configured D1 database of that name lends its
+/// settings; flags override them.
+fn d1_target(ctx: &Ctx, args: &Args, name: &str) -> Result<D1Target> {
     // A configured D1 database of that name lends its settings; flags override them.
     let configured = ctx.config.all_databases().into_iter().find(|d| {
         d.d1.as_ref().is_some_and(|c| c.database == name) || (d.name == name && d.d1.is_some())
@@ -159,13 +178,17 @@ async fn to_d1(ctx: &Ctx, args: &Args, repo: &Repository, m: &Manifest, name: &s
         config = args.wrangler_config.clone();
     }
     crate::repository::check_name(&backup_name)?;
-    let target = D1Target {
+    Ok(D1Target {
         database,
         remote,
         wrangler: Wrangler::new(wrangler_cmd.as_deref(), config),
         backup_name,
         max_import_file: args.max_import_file,
-    };
+    })
+}
+
+async fn to_d1(ctx: &Ctx, args: &Args, repo: &Repository, m: &Manifest, name: &str) -> Result<i32> {
+    let target = d1_target(ctx, args, name)?;
     let t = std::time::Instant::now();
     let tmp = scratch(None)?;
     let image = tmp.path().join("image.sqlite");
@@ -208,6 +231,61 @@ async fn to_d1(ctx: &Ctx, args: &Args, repo: &Repository, m: &Manifest, name: &s
         report.tables,
         report.manifest_tables,
         report.rows
+    ));
+    ctx.out
+        .json(&serde_json::to_value(&report).map_err(crate::cli::internal)?);
+    Ok(0)
+}
+
+/// `restore --tenant … --into-d1 DB`.
+async fn tenant_into_d1(
+    ctx: &Ctx,
+    args: &Args,
+    repo: &Repository,
+    m: &Manifest,
+    tenant: &str,
+    name: &str,
+) -> Result<i32> {
+    let target = d1_target(ctx, args, name)?;
+    let tmp = scratch(None)?;
+    let image = tmp.path().join("image.sqlite");
+    fetch(repo, m, &image, false, &ProgressBar::hidden())
+        .await
+        .step("restore --tenant")?;
+    let (img, man) = (image.clone(), m.clone());
+    tokio::task::spawn_blocking(move || check_image(&img, &man, IntegrityCheck::Quick))
+        .await
+        .map_err(crate::cli::internal)?
+        .step("restore --tenant")?;
+    let cfg = crate::cli::tenants::tenancy_for(ctx, Some(&m.database));
+    let report = crate::d1_restore::restore_tenant_d1(
+        repo,
+        m,
+        &image,
+        &target,
+        &cfg,
+        tenant,
+        !args.no_safety_backup,
+        &BackupOptions::default(),
+    )
+    .await
+    .step("restore --tenant")?;
+    for (step, ms) in &report.steps {
+        ctx.out.line(format!("  {step}  {}", secs(*ms)));
+    }
+    if let Some(id) = &report.safety_backup {
+        ctx.out.line(format!(
+            "safety backup of the target: {id} (database {})",
+            target.backup_name
+        ));
+    }
+    let rows: u64 = report.tables.iter().map(|(_, n)| n).sum();
+    ctx.out.line(format!(
+        "restored tenant {tenant} from {} into D1 database {}: {rows} rows in {} tables match the backup; {} trigger(s) dropped and recreated",
+        m.id,
+        report.database,
+        report.tables.len(),
+        report.triggers_recreated
     ));
     ctx.out
         .json(&serde_json::to_value(&report).map_err(crate::cli::internal)?);
