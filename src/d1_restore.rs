@@ -171,36 +171,15 @@ pub async fn restore_d1(
         None
     } else {
         let t = std::time::Instant::now();
-        let config = D1Config {
-            database: db.clone(),
-            remote,
-            config: w.config.clone(),
-        };
-        let mut safety = opts.clone();
-        safety.kind = crate::manifest::BackupKind::Emergency;
-        safety.label = Some(format!("before restoring {} into it", m.id));
-        let target_db = Database {
-            name: target.backup_name.clone(),
-            path: PathBuf::new(),
-            sql_mirror: false,
-            d1: None,
-            wrangler: None,
-        };
-        let sm = backup_d1_with(
-            repo,
-            &target_db,
-            &config,
-            w.clone(),
-            &safety,
-            &ProgressBar::hidden(),
-        )
-        .await
-        .map_err(|e| e.context("emergency backup of the target"))?;
+        let label = format!("before restoring {} into it", m.id);
+        let id = emergency_backup(repo, target, label, opts)
+            .await
+            .map_err(|e| e.context("emergency backup of the target"))?;
         steps.push((
             "emergency backup of the target".to_string(),
             t.elapsed().as_millis() as u64,
         ));
-        Some(sm.id)
+        Some(id)
     };
 
     // One file: drops (if any), then the D1-dialect dump.
@@ -286,32 +265,11 @@ pub async fn restore_d1(
         .iter()
         .filter(|(name, _)| !name.starts_with("sqlite_") && !name.starts_with("_cf_"))
         .collect();
-    let mut counted = std::collections::BTreeMap::new();
-    for chunk in expected.chunks(D1_MAX_COMPOUND) {
-        let sql = chunk
-            .iter()
-            .map(|(name, _)| {
-                let lit = name.replace('\'', "''");
-                format!(
-                    "SELECT '{lit}' AS t, count(*) AS n FROM {}",
-                    crate::source::quote_ident(name)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let (w, db) = (w.clone(), db.clone());
-        let rows = tokio::task::spawn_blocking(move || w.query(&db, remote, &sql))
-            .await
-            .map_err(crate::cli::internal)??;
-        for r in rows {
-            if let (Some(t), Some(n)) = (
-                r.get("t").and_then(|v| v.as_str()),
-                r.get("n").and_then(|v| v.as_u64()),
-            ) {
-                counted.insert(t.to_string(), n);
-            }
-        }
-    }
+    let queries = expected
+        .iter()
+        .map(|(name, _)| ((*name).clone(), crate::source::quote_ident(name)))
+        .collect();
+    let counted = count_rows(&w, &db, remote, queries).await?;
     let after = {
         let (w, db) = (w.clone(), db.clone());
         tokio::task::spawn_blocking(move || user_objects(&w, &db, remote))
@@ -478,36 +436,15 @@ pub async fn restore_tenant_d1(
 
     let safety_backup = if safety {
         let t = std::time::Instant::now();
-        let config = D1Config {
-            database: db.clone(),
-            remote,
-            config: w.config.clone(),
-        };
-        let mut b = opts.clone();
-        b.kind = crate::manifest::BackupKind::Emergency;
-        b.label = Some(format!("before restoring tenant {tenant} from {}", m.id));
-        let target_db = Database {
-            name: target.backup_name.clone(),
-            path: PathBuf::new(),
-            sql_mirror: false,
-            d1: None,
-            wrangler: None,
-        };
-        let sm = backup_d1_with(
-            repo,
-            &target_db,
-            &config,
-            w.clone(),
-            &b,
-            &ProgressBar::hidden(),
-        )
-        .await
-        .map_err(|e| e.context("safety backup of the target"))?;
+        let label = format!("before restoring tenant {tenant} from {}", m.id);
+        let id = emergency_backup(repo, target, label, opts)
+            .await
+            .map_err(|e| e.context("safety backup of the target"))?;
         steps.push((
             "safety backup of the target".to_string(),
             t.elapsed().as_millis() as u64,
         ));
-        Some(sm.id)
+        Some(id)
     } else {
         None
     };
@@ -580,37 +517,27 @@ pub async fn restore_tenant_d1(
 
     // Verify the tenant's rows per table against the backup.
     let t = std::time::Instant::now();
-    let mut rows = Vec::new();
-    for chunk in expected.chunks(D1_MAX_COMPOUND) {
-        let sql = chunk
-            .iter()
-            .map(|(table, _)| {
-                let cond = map
-                    .condition(table, "t0")
-                    .expect("owned")
-                    .replace("?1", &lit);
-                format!(
-                    "SELECT '{}' AS t, count(*) AS n FROM {} AS t0 WHERE {cond}",
-                    table.replace('\'', "''"),
-                    crate::source::quote_ident(table)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let (w, db) = (w.clone(), db.clone());
-        rows.extend(
-            tokio::task::spawn_blocking(move || w.query(&db, remote, &sql))
-                .await
-                .map_err(crate::cli::internal)??,
-        );
-    }
+    let queries = expected
+        .iter()
+        .map(|(table, _)| {
+            let cond = map
+                .condition(table, "t0")
+                .expect("owned")
+                .replace("?1", &lit);
+            (
+                table.clone(),
+                format!("{} AS t0 WHERE {cond}", crate::source::quote_ident(table)),
+            )
+        })
+        .collect();
+    let counted = count_rows(&w, &db, remote, queries).await?;
     for (table, n) in &expected {
-        let got = rows
-            .iter()
-            .find(|r| r.get("t").and_then(|v| v.as_str()) == Some(table))
-            .and_then(|r| r.get("n")?.as_u64());
-        if got != Some(*n) {
-            return Err(Error::new(Kind::Corrupt, format!("D1 database {db}: tenant {tenant} has {got:?} rows in {table}, the backup has {n}")));
+        let got = counted.get(table);
+        if got != Some(n) {
+            return Err(Error::new(
+                Kind::Corrupt,
+                format!("D1 database {db}: tenant {tenant} has {got:?} rows in {table}, the backup has {n}"),
+            ));
         }
     }
     steps.push((
@@ -626,6 +553,78 @@ pub async fn restore_tenant_d1(
         triggers_recreated: triggers.len(),
         steps,
     })
+}
+
+/// Take an emergency backup of a D1 target into the repository, under its backup name.
+async fn emergency_backup(
+    repo: &Repository,
+    target: &D1Target,
+    label: String,
+    opts: &BackupOptions,
+) -> Result<String> {
+    let config = D1Config {
+        database: target.database.clone(),
+        remote: target.remote,
+        config: target.wrangler.config.clone(),
+    };
+    let safety = BackupOptions {
+        kind: crate::manifest::BackupKind::Emergency,
+        label: Some(label),
+        ..opts.clone()
+    };
+    let db = Database {
+        name: target.backup_name.clone(),
+        path: PathBuf::new(),
+        sql_mirror: false,
+        d1: None,
+        wrangler: None,
+    };
+    let m = backup_d1_with(
+        repo,
+        &db,
+        &config,
+        target.wrangler.clone(),
+        &safety,
+        &ProgressBar::hidden(),
+    )
+    .await?;
+    Ok(m.id)
+}
+
+/// Count rows in a D1 database: `queries` are (name, `FROM …` clause without the `FROM`), asked
+/// for a few at a time (D1's compound SELECT limit).
+async fn count_rows(
+    w: &Wrangler,
+    db: &str,
+    remote: bool,
+    queries: Vec<(String, String)>,
+) -> Result<std::collections::BTreeMap<String, u64>> {
+    let mut counted = std::collections::BTreeMap::new();
+    for chunk in queries.chunks(D1_MAX_COMPOUND) {
+        let sql = chunk
+            .iter()
+            .map(|(name, from)| {
+                format!(
+                    "SELECT '{}' AS t, count(*) AS n FROM {from}",
+                    name.replace('\'', "''")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let (w, db) = (w.clone(), db.to_string());
+        let rows = tokio::task::spawn_blocking(move || w.query(&db, remote, &sql))
+            .await
+            .map_err(crate::cli::internal)??;
+        for r in rows {
+            if let (Some(t), Some(n)) = (
+                r.get("t").and_then(|v| v.as_str()),
+                r.get("n").and_then(|v| v.as_u64()),
+            ) {
+                counted.insert(t.to_string(), n);
+            }
+        }
+    }
+    Ok(counted)
 }
 
 #[cfg(test)]

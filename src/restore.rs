@@ -264,6 +264,18 @@ impl<R: Read> Read for HashingReader<'_, R> {
     }
 }
 
+/// Download `m` into `dir/image.sqlite` and check it (sha256, `quick_check`, row counts,
+/// schema): the image the partial restores (into D1, one tenant) work from.
+pub async fn fetch_checked(repo: &Repository, m: &Manifest, dir: &Path) -> Result<PathBuf> {
+    let image = dir.join("image.sqlite");
+    fetch(repo, m, &image, false, &ProgressBar::hidden()).await?;
+    let (img, man) = (image.clone(), m.clone());
+    tokio::task::spawn_blocking(move || check_image(&img, &man, IntegrityCheck::Quick))
+        .await
+        .map_err(|e| Error::new(Kind::Internal, format!("check task: {e}")))??;
+    Ok(image)
+}
+
 /// Check a downloaded image against its manifest: SQLite's own check, then row counts and schema.
 pub fn check_image(path: &Path, m: &Manifest, level: IntegrityCheck) -> Result<()> {
     let corrupt =

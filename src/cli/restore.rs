@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use indicatif::ProgressBar;
-
 use crate::cli::{secs, single_database_name, Ctx};
 use crate::d1::Wrangler;
 use crate::d1_restore::{restore_d1, D1Target};
@@ -12,7 +10,7 @@ use crate::manifest::human_size;
 use crate::manifest::Manifest;
 use crate::repository::Repository;
 use crate::restore::{
-    check_image, fetch, parse_time, restore, select, IntegrityCheck, RestoreOptions, Selector,
+    fetch_checked, parse_time, restore, select, IntegrityCheck, RestoreOptions, Selector,
 };
 use crate::snapshot::{scratch, BackupOptions};
 
@@ -191,15 +189,7 @@ async fn to_d1(ctx: &Ctx, args: &Args, repo: &Repository, m: &Manifest, name: &s
     let target = d1_target(ctx, args, name)?;
     let t = std::time::Instant::now();
     let tmp = scratch(None)?;
-    let image = tmp.path().join("image.sqlite");
-    fetch(repo, m, &image, false, &ProgressBar::hidden())
-        .await
-        .step("restore")?;
-    let (img, man) = (image.clone(), m.clone());
-    tokio::task::spawn_blocking(move || check_image(&img, &man, IntegrityCheck::Quick))
-        .await
-        .map_err(crate::cli::internal)?
-        .step("restore")?;
+    let image = fetch_checked(repo, m, tmp.path()).await.step("restore")?;
     let fetched = t.elapsed().as_millis() as u64;
     let report = restore_d1(
         repo,
@@ -248,14 +238,8 @@ async fn tenant_into_d1(
 ) -> Result<i32> {
     let target = d1_target(ctx, args, name)?;
     let tmp = scratch(None)?;
-    let image = tmp.path().join("image.sqlite");
-    fetch(repo, m, &image, false, &ProgressBar::hidden())
+    let image = fetch_checked(repo, m, tmp.path())
         .await
-        .step("restore --tenant")?;
-    let (img, man) = (image.clone(), m.clone());
-    tokio::task::spawn_blocking(move || check_image(&img, &man, IntegrityCheck::Quick))
-        .await
-        .map_err(crate::cli::internal)?
         .step("restore --tenant")?;
     let cfg = crate::cli::tenants::tenancy_for(ctx, Some(&m.database));
     let report = crate::d1_restore::restore_tenant_d1(

@@ -12,7 +12,7 @@ use crate::config::Database;
 use crate::error::{Result, ResultExt};
 use crate::manifest::{BackupKind, Manifest};
 use crate::repository::Repository;
-use crate::restore::{check_image, fetch, IntegrityCheck};
+use crate::restore::fetch_checked;
 use crate::snapshot::{backup, scratch, BackupOptions};
 use crate::tenant_restore::restore_tenant;
 
@@ -34,14 +34,8 @@ pub async fn run(
         .check()
         .step("restore --tenant")?;
     let tmp = scratch(None)?;
-    let image = tmp.path().join("image.sqlite");
-    fetch(repo, m, &image, false, &ProgressBar::hidden())
+    let image = fetch_checked(repo, m, tmp.path())
         .await
-        .step("restore --tenant")?;
-    let (img, man) = (image.clone(), m.clone());
-    tokio::task::spawn_blocking(move || check_image(&img, &man, IntegrityCheck::Quick))
-        .await
-        .map_err(crate::cli::internal)?
         .step("restore --tenant")?;
     let cfg = tenancy_for(ctx, Some(&m.database));
 
