@@ -411,6 +411,24 @@ impl Repository {
         Ok((size, reader))
     }
 
+    /// Delete a complete backup: the manifest first, so it stops being listed before its data
+    /// goes (an interrupted delete leaves an incomplete leftover, never a listed backup without
+    /// data).
+    pub async fn delete_backup(&self, m: &Manifest) -> Result<()> {
+        for suffix in [MANIFEST_SUFFIX, DATA_SUFFIX] {
+            match self
+                .backend
+                .store
+                .delete(&self.key(&m.database, &m.id, suffix))
+                .await
+            {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("delete backup", e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Delete the objects of an incomplete backup.
     pub async fn remove_leftover(&self, db: &str, leftover: &Leftover) -> Result<()> {
         for name in &leftover.objects {

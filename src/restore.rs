@@ -93,13 +93,24 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
     ))
 }
 
+/// How [`fetch`] treats the image it writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FetchOptions {
+    /// Also hash the decompressed image (verify, dump) and compare it with the manifest.
+    pub hash_image: bool,
+    /// The image will be fsynced and kept (a full restore): start writeback as it is written so
+    /// the final fsync is short. Scratch images skip this; the page cache absorbs them and they
+    /// are deleted before most of them ever reach the disk.
+    pub durable: bool,
+}
+
 /// Download the data object of `m` into `dest` (created new), checking the stored sha256 as the
-/// bytes arrive. Returns the image's sha256 when `hash_image` is set.
+/// bytes arrive. Returns the image's sha256 when `opts.hash_image` is set.
 pub async fn fetch(
     repo: &Repository,
     m: &Manifest,
     dest: &Path,
-    hash_image: bool,
+    opts: FetchOptions,
     progress: &ProgressBar,
 ) -> Result<Option<String>> {
     let corrupt =
@@ -117,7 +128,7 @@ pub async fn fetch(
         |e: tokio::task::JoinError| Error::new(Kind::Internal, format!("decode task: {e}"));
     let decoded = match data {
         DataReader::File(file) => {
-            tokio::task::spawn_blocking(move || decompress(file, &dest, hash_image, &pb))
+            tokio::task::spawn_blocking(move || decompress(file, &dest, opts, &pb))
                 .await
                 .map_err(task_err)?
         }
@@ -135,8 +146,7 @@ pub async fn fetch(
                 rx,
                 current: Bytes::new(),
             };
-            let decode =
-                tokio::task::spawn_blocking(move || decompress(reader, &dest, hash_image, &pb));
+            let decode = tokio::task::spawn_blocking(move || decompress(reader, &dest, opts, &pb));
             let (pumped, decoded) = tokio::join!(pump, decode);
             pumped?; // a failed download explains a short stream better than the decoder can
             decoded.map_err(task_err)?
@@ -179,7 +189,12 @@ const WRITEBACK_EVERY: u64 = 32 * 1024 * 1024;
 
 /// Decompress `input` into `dest`, hashing the stored bytes (all of them, including any after
 /// the zstd frame) and, when asked, the image.
-fn decompress(input: impl Read, dest: &Path, hash: bool, pb: &ProgressBar) -> Result<Decoded> {
+fn decompress(
+    input: impl Read,
+    dest: &Path,
+    opts: FetchOptions,
+    pb: &ProgressBar,
+) -> Result<Decoded> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -195,7 +210,7 @@ fn decompress(input: impl Read, dest: &Path, hash: bool, pb: &ProgressBar) -> Re
     let mut dec =
         zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1024 * 1024, hashing))
             .map_err(|e| Error::new(Kind::Internal, format!("decompress: {e}")))?;
-    let mut image_hasher = hash.then(Sha256::new);
+    let mut image_hasher = opts.hash_image.then(Sha256::new);
     let mut buf = vec![0u8; 1024 * 1024];
     let (mut written, mut synced) = (0u64, 0u64);
     loop {
@@ -210,7 +225,7 @@ fn decompress(input: impl Read, dest: &Path, hash: bool, pb: &ProgressBar) -> Re
         }
         out.write_all(&buf[..n]).map_err(werr)?;
         written += n as u64;
-        if written - synced >= WRITEBACK_EVERY {
+        if opts.durable && written - synced >= WRITEBACK_EVERY {
             out.flush().map_err(werr)?;
             start_writeback(&file, synced, written - synced);
             synced = written;
@@ -268,7 +283,14 @@ impl<R: Read> Read for HashingReader<'_, R> {
 /// schema): the image the partial restores (into D1, one tenant) work from.
 pub async fn fetch_checked(repo: &Repository, m: &Manifest, dir: &Path) -> Result<PathBuf> {
     let image = dir.join("image.sqlite");
-    fetch(repo, m, &image, false, &ProgressBar::hidden()).await?;
+    fetch(
+        repo,
+        m,
+        &image,
+        FetchOptions::default(),
+        &ProgressBar::hidden(),
+    )
+    .await?;
     let (img, man) = (image.clone(), m.clone());
     tokio::task::spawn_blocking(move || check_image(&img, &man, IntegrityCheck::Quick))
         .await
@@ -350,7 +372,11 @@ pub async fn restore(
     let mut guard = TempGuard::new(&tmp);
 
     let step = Instant::now();
-    fetch(repo, m, &tmp, false, progress).await?;
+    let durable = FetchOptions {
+        hash_image: false,
+        durable: true,
+    };
+    fetch(repo, m, &tmp, durable, progress).await?;
     tracing::debug!(
         ms = step.elapsed().as_millis() as u64,
         "restore: download and decompress"

@@ -40,13 +40,24 @@ fn err(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| Error::sqlite(Kind::Database, format!("tenant restore: {what}"), e)
 }
 
-/// Plan, and unless `dry_run` apply, the restore of `tenant` from `image` into `live`.
+/// How far [`restore_tenant`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Only check that the restore can run (schemas match, the backup has the tenant).
+    Check,
+    /// Also compute the per-table changes, changing nothing (`--dry-run`).
+    Plan,
+    /// Apply the changes.
+    Apply,
+}
+
+/// Check, plan or apply the restore of `tenant` from `image` into `live`.
 pub fn restore_tenant(
     live: &Path,
     image: &Path,
     cfg: &TenancyConfig,
     tenant: &str,
-    dry_run: bool,
+    mode: Mode,
 ) -> Result<TenantChanges> {
     let map = discover(
         &Connection::open_with_flags(image, OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -106,10 +117,10 @@ pub fn restore_tenant(
         .collect();
     owned.sort_by_key(|(t, d)| (*d, (*t).clone()));
 
-    let tx = if dry_run {
-        None
-    } else {
-        Some(conn.unchecked_transaction().map_err(err("begin"))?)
+    let tx = match mode {
+        Mode::Check => return Ok(TenantChanges::default()),
+        Mode::Plan => None,
+        Mode::Apply => Some(conn.unchecked_transaction().map_err(err("begin"))?),
     };
     let mut changes = TenantChanges::default();
     let step = std::time::Instant::now();

@@ -44,7 +44,17 @@ pub async fn verify(repo: &Repository, m: &Manifest, scratch_dir: Option<&Path>)
 async fn run(repo: &Repository, m: &Manifest, scratch_dir: Option<&Path>) -> Result<()> {
     let dir = scratch(scratch_dir)?;
     let image = dir.path().join("image.sqlite");
-    fetch(repo, m, &image, true, &ProgressBar::hidden()).await?;
+    fetch(
+        repo,
+        m,
+        &image,
+        crate::restore::FetchOptions {
+            hash_image: true,
+            durable: false,
+        },
+        &ProgressBar::hidden(),
+    )
+    .await?;
     let m2 = m.clone();
     tokio::task::spawn_blocking(move || check_image(&image, &m2, IntegrityCheck::Full))
         .await

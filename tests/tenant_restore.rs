@@ -244,6 +244,12 @@ fn unknown_tenant_changes_nothing() {
         1,
         "no safety backup for a refused restore"
     );
+    // The safety backup taken while the backup was checked is removed whole, leaving nothing.
+    assert_eq!(
+        v["databases"][0]["incomplete"].as_array().unwrap().len(),
+        0,
+        "{v}"
+    );
 }
 
 #[test]

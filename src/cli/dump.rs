@@ -101,7 +101,17 @@ pub(crate) async fn source_image(
         };
         let m = select(&repo, &name, &sel).await?;
         let image = dir.join("image.sqlite");
-        fetch(&repo, &m, &image, true, &ProgressBar::hidden()).await?;
+        fetch(
+            &repo,
+            &m,
+            &image,
+            crate::restore::FetchOptions {
+                hash_image: true,
+                durable: false,
+            },
+            &ProgressBar::hidden(),
+        )
+        .await?;
         return Ok((image, format!("backup {} of {}", m.id, m.database)));
     }
     let Some(flag) = db.as_deref() else {

@@ -14,7 +14,7 @@ use crate::manifest::{BackupKind, Manifest};
 use crate::repository::Repository;
 use crate::restore::fetch_checked;
 use crate::snapshot::{backup, scratch, BackupOptions};
-use crate::tenant_restore::restore_tenant;
+use crate::tenant_restore::{restore_tenant, Mode};
 
 pub struct Opts {
     pub dry_run: bool,
@@ -34,57 +34,95 @@ pub async fn run(
         .check()
         .step("restore --tenant")?;
     let tmp = scratch(None)?;
-    let image = fetch_checked(repo, m, tmp.path())
-        .await
-        .step("restore --tenant")?;
     let cfg = tenancy_for(ctx, Some(&m.database));
 
-    // Check the plan first (an unknown tenant or a schema mismatch changes nothing, and takes
-    // no safety backup), then back the live database up, then apply.
-    let plan = {
-        let (into, image, cfg, tenant) = (
+    // Download and check the backup and plan the restore (an unknown tenant or a schema
+    // mismatch fails here) while the safety backup of the live database runs: the two take
+    // about as long, and neither changes anything.
+    // A real run only needs to know the restore can go ahead; it computes the changes as it
+    // applies them.
+    let first = if opts.dry_run {
+        Mode::Plan
+    } else {
+        Mode::Check
+    };
+    let plan = async {
+        let image = fetch_checked(repo, m, tmp.path())
+            .await
+            .step("restore --tenant")?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "tenant: fetched and checked"
+        );
+        let (into, img, cfg, tenant) = (
             into.to_path_buf(),
             image.clone(),
             cfg.clone(),
             tenant.to_string(),
         );
-        tokio::task::spawn_blocking(move || restore_tenant(&into, &image, &cfg, &tenant, true))
-            .await
-            .map_err(crate::cli::internal)??
+        let plan =
+            tokio::task::spawn_blocking(move || restore_tenant(&into, &img, &cfg, &tenant, first))
+                .await
+                .map_err(crate::cli::internal)??;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "tenant: planned");
+        Ok::<_, crate::error::Error>((image, plan))
     };
-    let mut safety = None;
+    let safety = async {
+        if opts.dry_run || !opts.safety_backup {
+            return Ok(None);
+        }
+        let db = Database {
+            name: m.database.clone(),
+            path: into.to_path_buf(),
+            sql_mirror: false,
+            d1: None,
+            wrangler: None,
+        };
+        let bopts = BackupOptions {
+            kind: BackupKind::Emergency,
+            label: Some(format!("before restoring tenant {tenant} from {}", m.id)),
+            ..BackupOptions::default()
+        };
+        let sm = backup(repo, &db, &bopts, &ProgressBar::hidden())
+            .await
+            .step("safety backup")?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "tenant: safety backup"
+        );
+        Ok::<_, crate::error::Error>(Some(sm))
+    };
+    let (planned, safety) = tokio::join!(plan, safety);
+    let ((image, plan), safety) = match (planned, safety) {
+        (Ok(p), Ok(sm)) => (p, sm),
+        (Err(e), Ok(Some(sm))) => {
+            // Nothing was changed, so the safety backup protects nothing: remove it.
+            if let Err(d) = repo.delete_backup(&sm).await {
+                tracing::warn!("could not remove the unneeded safety backup {}: {d}", sm.id);
+            }
+            return Err(e);
+        }
+        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+    };
+    if let Some(sm) = &safety {
+        ctx.out.line(format!(
+            "safety backup of {}: {} (restore it to undo this)",
+            into.display(),
+            sm.id
+        ));
+    }
+    let safety = safety.map(|sm| sm.id);
     let changes = if opts.dry_run {
         plan
     } else {
-        if opts.safety_backup {
-            let db = Database {
-                name: m.database.clone(),
-                path: into.to_path_buf(),
-                sql_mirror: false,
-                d1: None,
-                wrangler: None,
-            };
-            let bopts = BackupOptions {
-                kind: BackupKind::Emergency,
-                label: Some(format!("before restoring tenant {tenant} from {}", m.id)),
-                ..BackupOptions::default()
-            };
-            let sm = backup(repo, &db, &bopts, &ProgressBar::hidden())
-                .await
-                .step("safety backup")?;
-            ctx.out.line(format!(
-                "safety backup of {}: {} (restore it to undo this)",
-                into.display(),
-                sm.id
-            ));
-            safety = Some(sm.id);
-        }
-        let (into, image, cfg, tenant) =
-            (into.to_path_buf(), image.clone(), cfg, tenant.to_string());
-        tokio::task::spawn_blocking(move || restore_tenant(&into, &image, &cfg, &tenant, false))
-            .await
-            .map_err(crate::cli::internal)??
+        let (into, cfg, tenant) = (into.to_path_buf(), cfg, tenant.to_string());
+        tokio::task::spawn_blocking(move || {
+            restore_tenant(&into, &image, &cfg, &tenant, Mode::Apply)
+        })
+        .await
+        .map_err(crate::cli::internal)??
     };
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "tenant: applied");
     let verb = if opts.dry_run { "would" } else { "did" };
     for c in &changes.tables {
         ctx.out.line(format!(
