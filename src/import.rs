@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{params_from_iter, Connection};
+use rusqlite::Connection;
 
 use crate::error::{Error, Kind, Result};
-use crate::insert::{parse_insert, Value};
+use crate::insert::{parse_insert_into, Cell, Rows};
 use crate::place::{place, prepare, TempGuard};
 use crate::restore::IntegrityCheck;
 use crate::sqltext::{Splitter, Statement, Trailer};
@@ -88,8 +88,10 @@ pub fn load(reader: impl BufRead + Send, path: &Path, opts: &ImportOptions) -> R
     let started = Instant::now();
     let mut stats = ImportStats::default();
     let mut later: Vec<Statement> = Vec::new();
+    // The INSERT statements, prepared once each; the parser refers to them by position.
+    let mut prepared: Vec<rusqlite::Statement<'_>> = Vec::new();
     // Splitting and parsing run on a second thread; this one only feeds SQLite.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(16);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(4);
     let trailer = std::thread::scope(|scope| -> Result<Trailer> {
         scope.spawn(move || parse_all(reader, tx));
         for msg in rx {
@@ -99,9 +101,23 @@ pub fn load(reader: impl BufRead + Send, path: &Path, opts: &ImportOptions) -> R
                 Msg::Done(t) => return Ok(t),
             };
             for item in batch {
-                stats.statements += 1;
                 match item {
-                    Item::Skip => {}
+                    Item::Prepare { line, sql } => {
+                        let stmt = conn.prepare(&sql).map_err(|e| {
+                            Error::sqlite(Kind::Corrupt, format!("line {line}: {sql}"), e)
+                        })?;
+                        prepared.push(stmt);
+                        continue;
+                    }
+                    Item::Insert(run) => {
+                        stats.statements += run.starts.len() as u64;
+                        stats.rows_bound += insert_run(&mut prepared[run.sql], &run)?;
+                        continue;
+                    }
+                    _ => stats.statements += 1,
+                }
+                match item {
+                    Item::Prepare { .. } | Item::Insert(_) | Item::Skip => {}
                     Item::Rollback(line) => {
                         return Err(line_err(
                             line,
@@ -110,14 +126,6 @@ pub fn load(reader: impl BufRead + Send, path: &Path, opts: &ImportOptions) -> R
                     }
                     Item::Later(st) => later.push(st),
                     Item::Exec(st) => exec(&conn, &st, &mut stats)?,
-                    Item::Insert { st, sql, rows } => {
-                        let mut stmt = conn.prepare_cached(&sql).map_err(|e| sql_err(&st, e))?;
-                        for row in &rows {
-                            stmt.execute(params_from_iter(row.iter()))
-                                .map_err(|e| sql_err(&st, e))?;
-                            stats.rows_bound += 1;
-                        }
-                    }
                 }
             }
         }
@@ -126,6 +134,7 @@ pub fn load(reader: impl BufRead + Send, path: &Path, opts: &ImportOptions) -> R
             "import: the parser stopped without a word",
         ))
     })?;
+    drop(prepared);
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "import: statements loaded"
@@ -180,40 +189,79 @@ fn check(conn: &Connection, path: &Path, opts: &ImportOptions) -> Result<()> {
         IntegrityCheck::Quick => "PRAGMA quick_check",
         IntegrityCheck::Full => "PRAGMA integrity_check",
     };
-    let (integrity, foreign) = std::thread::scope(|s| {
-        let fk = s.spawn(|| -> Result<()> {
-            if !opts.foreign_key_check {
-                return Ok(());
+    // The jobs: SQLite's check, then the foreign-key check of each table that has foreign
+    // keys, largest first, so two threads finish close together.
+    let mut jobs: Vec<Option<String>> = vec![None];
+    if opts.foreign_key_check {
+        let fk_err = |e| Error::sqlite(Kind::Internal, "foreign_key_check", e);
+        let mut tables: Vec<(i64, String)> = conn
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+                 AND EXISTS (SELECT 1 FROM pragma_foreign_key_list(name))",
+            )
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(fk_err)?
+            .into_iter()
+            .map(|t| {
+                // max(rowid) is a cheap size estimate (WITHOUT ROWID tables count as small).
+                let sql = format!("SELECT max(rowid) FROM {}", crate::source::quote_ident(&t));
+                let n = conn.query_row(&sql, [], |r| r.get::<_, Option<i64>>(0));
+                (n.ok().flatten().unwrap_or(0), t)
+            })
+            .collect();
+        tables.sort_by(|a, b| b.cmp(a));
+        jobs.extend(tables.into_iter().map(|(_, t)| Some(t)));
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || -> Result<()> {
+        let c = crate::source::open_image(path)
+            .and_then(|c| c.execute_batch("PRAGMA cache_size=-16384").map(|_| c))
+            .map_err(|e| Error::sqlite(Kind::Internal, "open for checks", e))?;
+        while let Some(job) = jobs.get(next.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) {
+            match job {
+                None => {
+                    let first: String = c
+                        .query_row(pragma, [], |r| r.get(0))
+                        .map_err(|e| Error::sqlite(Kind::Corrupt, pragma, e))?;
+                    if first != "ok" {
+                        return Err(Error::new(Kind::Corrupt, format!("{pragma}: {first}")));
+                    }
+                }
+                Some(table) => foreign_key_check(&c, table)?,
             }
-            let fk_err = |e| Error::sqlite(Kind::Internal, "foreign_key_check", e);
-            let other = crate::source::open_image(path).map_err(fk_err)?;
-            let mut stmt = other.prepare("PRAGMA foreign_key_check").map_err(fk_err)?;
-            let mut rows = stmt.query([]).map_err(fk_err)?;
-            if let Some(r) = rows.next().map_err(fk_err)? {
-                let table: String = r.get(0).unwrap_or_default();
-                let rowid: Option<i64> = r.get(1).unwrap_or_default();
-                let parent: String = r.get(2).unwrap_or_default();
-                return Err(Error::new(
-                    Kind::Corrupt,
-                    format!("foreign_key_check: a row of {table} (rowid {rowid:?}) points at a missing row of {parent} (pass --no-fk-check to load anyway)"),
-                ));
-            }
-            Ok(())
-        });
-        let integrity = conn
-            .query_row(pragma, [], |r| r.get::<_, String>(0))
-            .map_err(|e| Error::sqlite(Kind::Corrupt, pragma, e))
-            .and_then(|first| match first.as_str() {
-                "ok" => Ok(()),
-                _ => Err(Error::new(Kind::Corrupt, format!("{pragma}: {first}"))),
-            });
-        let foreign = fk
+        }
+        Ok(())
+    };
+    let results = std::thread::scope(|s| {
+        let other = s.spawn(worker);
+        let here = worker();
+        let there = other
             .join()
-            .unwrap_or_else(|_| Err(Error::new(Kind::Internal, "foreign key check panicked")));
-        (integrity, foreign)
+            .unwrap_or_else(|_| Err(Error::new(Kind::Internal, "check thread panicked")));
+        [here, there]
     });
-    integrity?;
-    foreign
+    results.into_iter().collect()
+}
+
+/// `PRAGMA foreign_key_check` of one table: its first violation as an error.
+fn foreign_key_check(c: &Connection, table: &str) -> Result<()> {
+    let fk_err = |e| Error::sqlite(Kind::Internal, "foreign_key_check", e);
+    let mut stmt = c
+        .prepare("SELECT * FROM pragma_foreign_key_check(?1)")
+        .map_err(fk_err)?;
+    let mut rows = stmt.query([table]).map_err(fk_err)?;
+    if let Some(r) = rows.next().map_err(fk_err)? {
+        let rowid: Option<i64> = r.get(1).unwrap_or_default();
+        let parent: String = r.get(2).unwrap_or_default();
+        return Err(Error::new(
+            Kind::Corrupt,
+            format!("foreign_key_check: a row of {table} (rowid {rowid:?}) points at a missing row of {parent} (pass --no-fk-check to load anyway)"),
+        ));
+    }
+    Ok(())
 }
 
 /// A statement, parsed and classified by the parser thread.
@@ -223,12 +271,56 @@ enum Item {
     /// Indexes, triggers and views: created after the data.
     Later(Statement),
     Exec(Statement),
-    /// An INSERT whose values were parsed: bound to `sql` (a cached prepared statement).
-    Insert {
-        st: Statement,
+    /// Prepare the next INSERT statement (the runs below refer to it by position).
+    Prepare {
+        line: u64,
         sql: String,
-        rows: Vec<Vec<Value>>,
     },
+    Insert(Run),
+}
+
+/// The rows of consecutive INSERT statements that share one prepared statement.
+#[derive(Default)]
+struct Run {
+    /// Position of the prepared statement.
+    sql: usize,
+    width: usize,
+    rows: Rows,
+    /// Per statement: its line and the index of its first cell in `rows`.
+    starts: Vec<(u64, usize)>,
+    /// The statements' text up to the column list, for messages.
+    prefix: String,
+}
+
+/// A run is sent once it holds this many bytes, which bounds the memory in flight.
+const RUN_BYTES: usize = 1 << 20;
+
+/// Bind and insert every row of `run`; the number of rows.
+fn insert_run(stmt: &mut rusqlite::Statement<'_>, run: &Run) -> Result<u64> {
+    let mut n = 0;
+    for (r, row) in run.rows.cells().chunks(run.width).enumerate() {
+        let bound = row.iter().enumerate().try_for_each(|(i, c)| {
+            let v = match *c {
+                Cell::Null => ValueRef::Null,
+                Cell::Integer(i) => ValueRef::Integer(i),
+                Cell::Real(f) => ValueRef::Real(f),
+                Cell::Text(a, b) => ValueRef::Text(run.rows.bytes(a, b)),
+                Cell::Blob(a, b) => ValueRef::Blob(run.rows.bytes(a, b)),
+            };
+            stmt.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(v))
+        });
+        bound.and_then(|_| stmt.raw_execute()).map_err(|e| {
+            let cell = r * run.width;
+            let i = run.starts.partition_point(|&(_, first)| first <= cell) - 1;
+            Error::sqlite(
+                Kind::Corrupt,
+                format!("line {}: {} VALUES (…)", run.starts[i].0, run.prefix),
+                e,
+            )
+        })?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 enum Msg {
@@ -237,55 +329,106 @@ enum Msg {
     Done(Trailer),
 }
 
-/// The parser thread: split, classify and parse, in batches. Stops when the loader hangs up.
+/// The parser thread's output: items in dump order, in batches; false once the loader hung up.
+struct Out {
+    tx: std::sync::mpsc::SyncSender<Msg>,
+    batch: Vec<Item>,
+}
+
+impl Out {
+    fn push(&mut self, item: Item) -> bool {
+        // Runs are large: send them at once, so little waits here.
+        let send_now = matches!(item, Item::Insert(_));
+        self.batch.push(item);
+        !(send_now || self.batch.len() >= 256) || self.send()
+    }
+
+    fn send(&mut self) -> bool {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(256));
+        self.tx.send(Msg::Batch(batch)).is_ok()
+    }
+
+    /// Send the current run, if it holds any rows.
+    fn flush(&mut self, run: &mut Run) -> bool {
+        run.starts.is_empty() || self.push(Item::Insert(std::mem::take(run)))
+    }
+}
+
+/// The parser thread: split, classify and parse. INSERTs into the same table with the same
+/// columns are gathered into runs bound to one prepared statement. Stops when the loader hangs up.
 fn parse_all(reader: impl BufRead, tx: std::sync::mpsc::SyncSender<Msg>) {
     let mut splitter = Splitter::new(reader);
-    let mut batch = Vec::with_capacity(256);
+    let mut out = Out {
+        tx,
+        batch: Vec::with_capacity(256),
+    };
+    let mut ids: std::collections::HashMap<(String, usize), usize> = Default::default();
+    let mut run = Run::default();
     loop {
         let st = match splitter.next_statement() {
             Ok(Some(st)) => st,
             Ok(None) => break,
             Err(e) => {
-                let _ = tx.send(Msg::Batch(std::mem::take(&mut batch)));
-                let _ = tx.send(Msg::Failed(e));
+                out.flush(&mut run);
+                out.send();
+                let _ = out.tx.send(Msg::Failed(e));
                 return;
             }
         };
-        let head = String::from_utf8_lossy(&st.sql[..st.sql.len().min(64)]).into_owned();
-        batch.push(match classify(&head) {
+        let item = match classify(&st.sql[..st.sql.len().min(64)]) {
             Action::Skip => Item::Skip,
             Action::Rollback => Item::Rollback(st.line),
             Action::Later => Item::Later(st),
             Action::Execute => Item::Exec(st),
-            Action::Insert => match parse_insert(&st.sql) {
-                Some(ins) => Item::Insert {
-                    sql: format!(
-                        "{} VALUES ({})",
-                        ins.prefix,
-                        placeholders(ins.rows[0].len())
-                    ),
-                    rows: ins.rows,
-                    st: Statement {
-                        line: st.line,
-                        sql: st.sql[..st.sql.len().min(120)].to_vec(),
-                    },
-                },
-                None => Item::Exec(st),
-            },
-        });
-        if batch.len() >= 256
-            && tx
-                .send(Msg::Batch(std::mem::replace(
-                    &mut batch,
-                    Vec::with_capacity(256),
-                )))
-                .is_err()
-        {
+            Action::Insert => {
+                let mark = run.rows.mark();
+                let Some(p) = parse_insert_into(&st.sql, &mut run.rows) else {
+                    if !out.flush(&mut run) || !out.push(Item::Exec(st)) {
+                        return;
+                    }
+                    continue;
+                };
+                let mut first = mark.cells();
+                if run.starts.is_empty() || run.width != p.width || run.prefix != p.prefix {
+                    let rows = run.rows.split_off(mark);
+                    if !out.flush(&mut run) {
+                        return;
+                    }
+                    let key = (p.prefix.to_string(), p.width);
+                    let next = ids.len();
+                    let sql = *ids.entry(key).or_insert(next);
+                    if sql == next {
+                        let prepare = Item::Prepare {
+                            line: st.line,
+                            sql: format!("{} VALUES ({})", p.prefix, placeholders(p.width)),
+                        };
+                        if !out.push(prepare) {
+                            return;
+                        }
+                    }
+                    run = Run {
+                        sql,
+                        width: p.width,
+                        rows,
+                        starts: Vec::new(),
+                        prefix: p.prefix.to_string(),
+                    };
+                    first = 0;
+                }
+                run.starts.push((st.line, first));
+                if run.rows.size() >= RUN_BYTES && !out.flush(&mut run) {
+                    return;
+                }
+                continue;
+            }
+        };
+        if !out.flush(&mut run) || !out.push(item) {
             return;
         }
     }
-    let _ = tx.send(Msg::Batch(batch));
-    let _ = tx.send(Msg::Done(splitter.trailer.clone()));
+    if out.flush(&mut run) && out.send() {
+        let _ = out.tx.send(Msg::Done(splitter.trailer.clone()));
+    }
 }
 
 enum Action {
@@ -296,13 +439,20 @@ enum Action {
     Execute,
 }
 
-fn classify(sql: &str) -> Action {
-    let mut words = sql
-        .split(|c: char| c.is_whitespace() || c == ';' || c == '(')
+fn classify(head: &[u8]) -> Action {
+    let mut words = head
+        .split(|c| c.is_ascii_whitespace() || *c == b';' || *c == b'(')
         .filter(|w| !w.is_empty());
-    let first = words.next().unwrap_or("").to_ascii_uppercase();
-    let second = words.next().unwrap_or("").to_ascii_uppercase();
-    let third = words.next().unwrap_or("").to_ascii_uppercase();
+    // INSERT is nearly every statement: no allocation for it.
+    let first = words.next().unwrap_or_default();
+    if first.eq_ignore_ascii_case(b"INSERT") || first.eq_ignore_ascii_case(b"REPLACE") {
+        return Action::Insert;
+    }
+    let upper =
+        |w: Option<&[u8]>| String::from_utf8_lossy(w.unwrap_or_default()).to_ascii_uppercase();
+    let first = upper(Some(first));
+    let second = upper(words.next());
+    let third = upper(words.next());
     match first.as_str() {
         // The load runs in a transaction of its own.
         "BEGIN" | "COMMIT" | "END" | "SAVEPOINT" | "RELEASE" => Action::Skip,
@@ -358,16 +508,4 @@ fn placeholders(n: usize) -> String {
         .map(|i| format!("?{i}"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-impl rusqlite::ToSql for Value {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match self {
-            Value::Null => ValueRef::Null,
-            Value::Integer(i) => ValueRef::Integer(*i),
-            Value::Real(f) => ValueRef::Real(*f),
-            Value::Text(s) => ValueRef::Text(s),
-            Value::Blob(b) => ValueRef::Blob(b),
-        }))
-    }
 }

@@ -44,6 +44,7 @@ pub struct Splitter<R> {
     line: u64,
     state: State,
     buf: Vec<u8>,
+    line_buf: Vec<u8>,
     start_line: u64,
     has_content: bool,
     comment_start: usize,
@@ -66,6 +67,7 @@ impl<R: BufRead> Splitter<R> {
             line: 0,
             state: State::Normal,
             buf: Vec::new(),
+            line_buf: Vec::new(),
             start_line: 0,
             has_content: false,
             comment_start: 0,
@@ -84,7 +86,8 @@ impl<R: BufRead> Splitter<R> {
             if self.done {
                 return Ok(None);
             }
-            let mut line = Vec::new();
+            let mut line = std::mem::take(&mut self.line_buf);
+            line.clear();
             let n = self
                 .input
                 .read_until(b'\n', &mut line)
@@ -97,7 +100,9 @@ impl<R: BufRead> Splitter<R> {
                 return self.finish().map(|_| self.pending.pop_front());
             }
             self.line += 1;
-            self.scan(&line)?;
+            let scanned = self.scan(&line);
+            self.line_buf = line; // reused: one allocation for the whole input
+            scanned?;
         }
     }
 
@@ -265,11 +270,15 @@ impl<R: BufRead> Splitter<R> {
     /// A `;` ends the statement unless it is inside a trigger body, which SQLite's own
     /// `sqlite3_complete` knows how to tell.
     fn statement_complete(&self) -> bool {
-        let head: String =
-            String::from_utf8_lossy(&self.buf[..self.buf.len().min(200)]).to_ascii_uppercase();
-        let words: Vec<&str> = head.split_whitespace().take(4).collect();
-        let is_trigger = words.first() == Some(&"CREATE")
-            && words.iter().skip(1).take(2).any(|w| *w == "TRIGGER");
+        let mut words = self.buf[..self.buf.len().min(200)]
+            .split(u8::is_ascii_whitespace)
+            .filter(|w| !w.is_empty());
+        // Only `CREATE [TEMP] TRIGGER` has a body (checked without allocating: every statement
+        // of a dump passes here).
+        let is_trigger = words
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"CREATE"))
+            && words.take(2).any(|w| w.eq_ignore_ascii_case(b"TRIGGER"));
         if !is_trigger {
             return true;
         }

@@ -327,6 +327,19 @@ fn truncated_and_garbled_dumps_name_the_line_and_leave_nothing() {
     .unwrap();
     let err = fails(d, &["import", "rb.sql", "--to", "x.db"], 6);
     assert!(err.contains("line 3"), "{err}");
+    // A row that breaks a constraint, among many INSERTs into the same table (bound in one
+    // run): the error names its own line.
+    let mut dup = String::from("CREATE TABLE u(id TEXT PRIMARY KEY, n INTEGER);\n");
+    for i in 0..500 {
+        dup.push_str(&format!("INSERT INTO u VALUES('k{i}', {i});\n"));
+    }
+    dup.push_str("INSERT INTO u VALUES('k7', 7);\nINSERT INTO u VALUES('k999', 1);\n");
+    std::fs::write(d.join("dup.sql"), dup).unwrap();
+    let err = fails(d, &["import", "dup.sql", "--to", "x.db"], 6);
+    assert!(
+        err.contains("line 502") && err.contains("UNIQUE constraint failed"),
+        "{err}"
+    );
     let left: Vec<String> = std::fs::read_dir(d)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
