@@ -202,9 +202,18 @@ fn decompress(
         .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
     let werr = |e| Error::io(format!("write {}", dest.display()), e);
     let mut out = BufWriter::with_capacity(1024 * 1024, &file);
+    // The stored bytes are hashed on a thread of their own, beside the decompression.
+    let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let hasher = std::thread::spawn(move || {
+        let mut h = Sha256::new();
+        for c in chunks {
+            h.update(&c);
+        }
+        hex::encode(h.finalize())
+    });
     let hashing = HashingReader {
         inner: input,
-        hasher: Sha256::new(),
+        to_hasher,
         pb,
     };
     let mut dec =
@@ -236,9 +245,13 @@ fn decompress(
     let mut rest = dec.finish().into_inner();
     std::io::copy(&mut rest, &mut std::io::sink())
         .map_err(|e| Error::new(Kind::Corrupt, format!("read after frame: {e}")))?;
+    drop(rest);
+    let stored_sha256 = hasher
+        .join()
+        .map_err(|_| Error::new(Kind::Internal, "hasher thread panicked"))?;
     Ok(Decoded {
         written,
-        stored_sha256: hex::encode(rest.hasher.finalize()),
+        stored_sha256,
         image_sha256: image_hasher.map(|h| hex::encode(h.finalize())),
     })
 }
@@ -263,17 +276,21 @@ impl Read for ChannelReader {
     }
 }
 
-/// A `Read` that hashes what passes through it.
+/// A `Read` that hands a copy of what passes through it to the hasher thread.
 struct HashingReader<'a, R> {
     inner: R,
-    hasher: Sha256,
+    to_hasher: std::sync::mpsc::SyncSender<Vec<u8>>,
     pb: &'a ProgressBar,
 }
 
 impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if n > 0 {
+            self.to_hasher
+                .send(buf[..n].to_vec())
+                .map_err(|_| std::io::Error::other("hasher stopped"))?;
+        }
         self.pb.inc(n as u64);
         Ok(n)
     }
