@@ -24,10 +24,12 @@ sync
 cat "$DB" > /dev/null
 
 REPEAT="${REPEAT:-3}"
-measure() { # name outputs command: runs it $REPEAT times (removing its outputs first); report = median
+measure() { # name outputs command [setup]: runs command $REPEAT times (removing its outputs and
+  # running setup first, untimed); report = median
   local i r
   for i in $(seq "$REPEAT"); do
     rm -f $2
+    if [ -n "${4:-}" ]; then eval "$4"; fi
     sync  # flush the previous step's writes outside the timing, so no step pays for another's
     r=$($M "$3")
     printf '%s %s\n' "$1" "$r" >> "$OUT/times"
@@ -48,11 +50,14 @@ measure lb_import   "$OUT/imported.db" "'$LB' --quiet import '$OUT/cli.sql' --to
 measure sqlite_load "$OUT/cliload.db" "sqlite3 '$OUT/cliload.db' < '$OUT/cli.sql'"
 # One tenant (issue 5): a mid-sized tenant of the 200, exported and restored into a live copy.
 TENANT=$(sqlite3 "$DB" "SELECT id FROM tenants WHERE slug = 'studio-20'")
-cp "$DB" "$OUT/live.db"
-sqlite3 "$OUT/live.db" "DELETE FROM bookings WHERE rowid % 2 = 0 AND class_id IN (SELECT id FROM classes WHERE tenant_id = '$TENANT')"
+cp "$DB" "$OUT/damaged.db"
+sqlite3 "$OUT/damaged.db" "DELETE FROM bookings WHERE rowid % 2 = 0 AND class_id IN (SELECT id FROM classes WHERE tenant_id = '$TENANT')"
+# Every run restores from the same backup (each run's safety backup becomes the newest) into a
+# fresh copy of the damaged database.
+BACKUP=$("$LB" --json list --db studio --repo "file://$OUT/repo" | python3 -c 'import json,sys; print(json.load(sys.stdin)["databases"][0]["backups"][0]["id"])')
 measure tenant_export_live   "$OUT/t.json" "'$LB' --quiet export --tenant '$TENANT' --db '$DB' --format json --out '$OUT/t.json'"
 measure tenant_export_backup "$OUT/t.db" "'$LB' --quiet export --tenant '$TENANT' --backup latest --db studio --repo 'file://$OUT/repo' --format sqlite --out '$OUT/t.db'"
-measure tenant_restore       "" "'$LB' --quiet restore --tenant '$TENANT' --backup latest --db studio --repo 'file://$OUT/repo' --into '$OUT/live.db'"
+measure tenant_restore       "" "'$LB' --quiet restore --tenant '$TENANT' --backup '$BACKUP' --db studio --repo 'file://$OUT/repo' --into '$OUT/live.db'" "cp '$OUT/damaged.db' '$OUT/live.db'"
 
 python3 - "$OUT/times" "$DB_BYTES" <<'PY'
 import sys

@@ -1,7 +1,7 @@
 //! Single-tenant restore into a live database: makes one tenant's rows equal to a backup's and
 //! touches nothing else. The backup image is attached read-only; in one transaction the tenant's
-//! live rows are deleted child-first and the backup's inserted parent-first (rowids kept where
-//! free), global rows that restored rows reference but the live database lacks are inserted
+//! live rows that differ from the backup are deleted child-first and the backup's missing ones
+//! inserted parent-first (rowids kept where free), global rows that restored rows reference but the live database lacks are inserted
 //! (existing global rows are never modified), and `foreign_key_check` must pass for every
 //! touched table before the commit. Triggers are switched off for this connection only
 //! (`SQLITE_DBCONFIG_ENABLE_TRIGGER`), so none fires and none is altered.
@@ -154,28 +154,35 @@ pub fn restore_tenant(
             .map_err(err("note removed keys"))?;
             gone.push((c.table.clone(), temp));
         }
+        // Only rows that differ change: the tenant's live rows without an identical row in the
+        // backup go (children first, while their parents still say whose they are), then the
+        // backup's rows the tenant no longer has come in (parents first). Identical rows are
+        // left alone, which keeps the write (and the time the database is locked) small.
         for (table, _) in owned.iter().rev() {
+            let t = quote_ident(table);
             let key = key_list(&conn, table, "t0")?;
             let cond = map.condition_in("main.", table, "t0").expect("owned");
+            let backup_b = map.condition_in("bk.", table, "b").expect("owned");
+            let same = identical(&conn, table, "b", "t0")?;
             let sql = format!(
-                "DELETE FROM main.{t} WHERE ({k}) IN (SELECT {kk} FROM main.{t} AS t0 WHERE {cond})",
-                t = quote_ident(table),
+                "DELETE FROM main.{t} WHERE ({k}) IN (SELECT {key} FROM main.{t} AS t0 WHERE {cond} AND NOT EXISTS (SELECT 1 FROM bk.{t} AS b WHERE {same} AND {backup_b}))",
                 k = key_list(&conn, table, "")?,
-                kk = key,
             );
             conn.execute(&sql, [tenant])
                 .map_err(err(&format!("delete from {table}")))?;
         }
         for (table, _) in &owned {
             let cond = map.condition_in("bk.", table, "t0").expect("owned");
-            copy_rows(&conn, table, &cond, tenant, false)?;
+            // What is left of the tenant's rows is identical to the backup: skip those keys.
+            let kept = map.condition_in("main.", table, "x").expect("owned");
+            copy_rows(&conn, table, &cond, tenant, Some(&kept))?;
         }
         for (table, o) in &map.tables {
             if !matches!(o, Ownership::Global) {
                 continue;
             }
             if let Some(cond) = map.referenced_in("bk.", table, "t0") {
-                let n = copy_rows(&conn, table, &cond, tenant, true)?;
+                let n = copy_rows(&conn, table, &cond, tenant, Some("1"))?;
                 if n > 0 {
                     changes.globals_inserted.insert(table.clone(), n);
                 }
@@ -286,6 +293,23 @@ fn check_references(
     Ok(())
 }
 
+/// Rows `a` and `b` are the same row with the same content: same key, every column equal byte
+/// for byte and of the same type, and the same rowid where the rowid is kept but not a column.
+fn identical(conn: &Connection, table: &str, a: &str, b: &str) -> Result<String> {
+    let mut terms = vec![same_key(conn, table, a, b)?];
+    for c in columns(conn, "main", table)? {
+        let c = quote_ident(&c);
+        // BINARY: a NOCASE column would call 'A' and 'a' equal; typeof: 1 and 1.0 compare equal.
+        terms.push(format!(
+            "{a}.{c} IS {b}.{c} COLLATE BINARY AND typeof({a}.{c}) = typeof({b}.{c})"
+        ));
+    }
+    if hidden_rowid(conn, table)? {
+        terms.push(format!("{a}.rowid = {b}.rowid"));
+    }
+    Ok(terms.join(" AND "))
+}
+
 /// `a.k IS b.k AND …` over the table's primary key (or rowid).
 fn same_key(conn: &Connection, table: &str, a: &str, b: &str) -> Result<String> {
     Ok(primary_key(conn, table)?
@@ -376,14 +400,14 @@ fn hidden_rowid(conn: &Connection, table: &str) -> Result<bool> {
     Ok(!without_rowid && !ipk)
 }
 
-/// Copy the backup's rows of `table` that match `cond` into the live table; with `only_missing`
-/// rows whose key already exists live are left alone. Rowids are kept unless taken.
+/// Copy the backup's rows of `table` that match `cond` into the live table, leaving alone those
+/// whose key a live row `x` matching `skip_if` already holds. Rowids are kept unless taken.
 fn copy_rows(
     conn: &Connection,
     table: &str,
     cond: &str,
     tenant: &str,
-    only_missing: bool,
+    skip_if: Option<&str>,
 ) -> Result<u64> {
     let cols = columns(conn, "main", table)?;
     let names: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
@@ -397,11 +421,12 @@ fn copy_rows(
     } else {
         ("", String::new())
     };
-    let missing = if only_missing {
-        let m = same_key(conn, table, "x", "t0")?;
-        format!(" AND NOT EXISTS (SELECT 1 FROM main.{t} x WHERE {})", m)
-    } else {
-        String::new()
+    let missing = match skip_if {
+        Some(held) => {
+            let m = same_key(conn, table, "x", "t0")?;
+            format!(" AND NOT EXISTS (SELECT 1 FROM main.{t} x WHERE {m} AND {held})")
+        }
+        None => String::new(),
     };
     let sql = format!(
         "INSERT INTO main.{t} ({rowid_col}{}) SELECT {rowid_val}{} FROM bk.{t} AS t0 WHERE {cond}{missing}",
@@ -438,13 +463,9 @@ fn diff(conn: &Connection, map: &TenancyMap, table: &str, tenant: &str) -> Resul
     let insert = count(format!(
         "SELECT count(*) FROM bk.{t} AS t0 WHERE {backup} AND NOT EXISTS (SELECT 1 FROM main.{t} AS b WHERE {same_key} AND {live_b})"
     ))?;
-    let differs = columns(conn, "main", table)?
-        .iter()
-        .map(|c| format!("b.{0} IS NOT t0.{0}", quote_ident(c)))
-        .collect::<Vec<_>>()
-        .join(" OR ");
+    let same = identical(conn, table, "b", "t0")?;
     let update = count(format!(
-        "SELECT count(*) FROM main.{t} AS t0 JOIN bk.{t} AS b ON {same_key} WHERE {live} AND {backup_b} AND ({differs})"
+        "SELECT count(*) FROM main.{t} AS t0 JOIN bk.{t} AS b ON {same_key} WHERE {live} AND {backup_b} AND NOT ({same})"
     ))?;
     Ok(TableChange {
         table: table.to_string(),
