@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod d1;
 pub mod d1_restore;
+pub mod d1_tenant;
 pub mod demo;
 pub mod dump;
 pub mod error;

@@ -242,7 +242,7 @@ async fn tenant_into_d1(
         .await
         .step("restore --tenant")?;
     let cfg = crate::cli::tenants::tenancy_for(ctx, Some(&m.database));
-    let report = crate::d1_restore::restore_tenant_d1(
+    let report = crate::d1_tenant::restore_tenant_d1(
         repo,
         m,
         &image,
