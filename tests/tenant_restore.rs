@@ -182,6 +182,8 @@ fn tenant_comes_back_exactly_and_nothing_else_changes() {
         "a dry run writes nothing"
     );
 
+    let t1_bad_day = t1(&db);
+
     // The real thing.
     let out = ok(d, &["restore", "--tenant", "t1", "--into", "studio.db"]);
     assert!(out.contains("safety backup of studio.db: backup-"), "{out}");
@@ -233,6 +235,18 @@ fn tenant_comes_back_exactly_and_nothing_else_changes() {
         records.contains("tenant t1") && records.contains("safety backup backup-"),
         "{records}"
     );
+
+    // The printed undo command puts t1 back as it was before the restore (c9, added since, goes).
+    let undo = out
+        .split("to undo just this tenant: lifeboat ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .map(|l| l.trim_end_matches(')'))
+        .unwrap_or_else(|| panic!("no undo command: {out}"));
+    let mut args: Vec<&str> = undo.split_whitespace().collect();
+    args.push("--no-safety-backup");
+    ok(d, &args);
+    assert_eq!(t1(&db), t1_bad_day, "undone: t1 as before the restore");
 }
 
 #[test]

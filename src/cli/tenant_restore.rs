@@ -105,10 +105,14 @@ pub async fn run(
         (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
     };
     if let Some(sm) = &safety {
+        // Undoing one tenant's restore should not roll the other tenants back: suggest the
+        // tenant-scoped restore of the safety backup, not a full one.
         ctx.out.line(format!(
-            "safety backup of {}: {} (restore it to undo this)",
-            into.display(),
-            sm.id
+            "safety backup of {into}: {id} (to undo just this tenant: lifeboat restore --repo {url} --db {db} --tenant {tenant} --backup {id} --into {into})",
+            into = into.display(),
+            id = sm.id,
+            db = m.database,
+            url = repo.url(),
         ));
     }
     let safety = safety.map(|sm| sm.id);
