@@ -2,6 +2,7 @@
 //! backup image, applied with one atomic `wrangler d1 execute --file`. D1 cannot switch triggers
 //! off, so the file drops the target's triggers first and recreates them last.
 
+use std::io::Write;
 use std::path::Path;
 
 use serde::Serialize;
@@ -11,6 +12,8 @@ use crate::error::{Error, Kind, Result};
 use crate::manifest::Manifest;
 use crate::repository::Repository;
 use crate::snapshot::{scratch, BackupOptions};
+use crate::source::quote_ident;
+use crate::tenant_restore::key_list;
 
 /// What a tenant restore into D1 did.
 #[derive(Debug, Clone, Serialize)]
@@ -41,7 +44,7 @@ pub async fn restore_tenant_d1(
     safety: bool,
     opts: &BackupOptions,
 ) -> Result<D1TenantReport> {
-    use crate::tenant::{discover, primary_key, Ownership};
+    use crate::tenant::{discover, Ownership};
     let mut steps = Vec::new();
     let (w, db, remote) = (
         target.wrangler.clone(),
@@ -51,65 +54,6 @@ pub async fn restore_tenant_d1(
     let t = std::time::Instant::now();
     let tmp = scratch(opts.scratch_dir.as_deref())?;
     let file = tmp.path().join("tenant.sql");
-    // Everything the file needs from the image, and the tenant's counts in the backup.
-    let (map, expected) = {
-        let (image, cfg, tenant, file) = (
-            image.to_path_buf(),
-            cfg.clone(),
-            tenant.to_string(),
-            file.clone(),
-        );
-        tokio::task::spawn_blocking(
-            move || -> Result<(crate::tenant::TenancyMap, Vec<(String, u64)>)> {
-                let conn = crate::source::open_image(&image)
-                    .map_err(|e| Error::sqlite(Kind::Internal, "open the image", e))?;
-                let map = discover(&conn, &cfg)?;
-                crate::tenant_export::check_tenant(&conn, &map, &tenant)
-                    .map_err(|e| e.context("in the backup"))?;
-                let mut expected = Vec::new();
-                for table in map.owned_parents_first() {
-                    let cond = map.condition(&table, "t0").expect("owned");
-                    let n: i64 = conn
-                        .query_row(
-                            &format!(
-                                "SELECT count(*) FROM {} AS t0 WHERE {cond}",
-                                crate::source::quote_ident(&table)
-                            ),
-                            [&tenant],
-                            |r| r.get(0),
-                        )
-                        .map_err(|e| Error::sqlite(Kind::Internal, "count the backup's rows", e))?;
-                    expected.push((table, n as u64));
-                }
-                // The rows: data only, globals as INSERT OR IGNORE.
-                let mut filter = crate::tenant_export::filter(&map, &tenant);
-                filter.data_only = true;
-                filter.insert_or_ignore = map
-                    .tables
-                    .iter()
-                    .filter(|(_, o)| matches!(o, Ownership::Global))
-                    .map(|(t, _)| t.clone())
-                    .collect();
-                let mut out = std::io::BufWriter::new(
-                    std::fs::File::create(&file)
-                        .map_err(|e| Error::io("write the import file", e))?,
-                );
-                crate::dump::dump_filtered(
-                    &conn,
-                    crate::dump::Dialect::D1,
-                    &format!("tenant {tenant}"),
-                    &mut out,
-                    Some(&filter),
-                )?;
-                std::io::Write::flush(&mut out)
-                    .map_err(|e| Error::io("write the import file", e))?;
-                drop(out);
-                Ok((map, expected))
-            },
-        )
-        .await
-        .map_err(crate::cli::internal)??
-    };
     // The target's triggers, to drop and recreate exactly.
     let triggers: Vec<(String, String)> = {
         let (w, db) = (w.clone(), db.clone());
@@ -131,6 +75,94 @@ pub async fn restore_tenant_d1(
         })
         .collect()
     };
+    let lit = {
+        let mut b = Vec::new();
+        crate::literal::push_value(
+            &mut b,
+            rusqlite::types::ValueRef::Text(tenant.as_bytes()),
+            crate::dump::Dialect::D1,
+        );
+        String::from_utf8(b).expect("ascii-safe literal")
+    };
+    // One file, streamed: drop the triggers, delete the tenant's rows child-first, the backup's
+    // rows, recreate the triggers. Also the tenant's counts in the backup.
+    let (map, expected) = {
+        let (image, cfg, tenant, file, lit) = (
+            image.to_path_buf(),
+            cfg.clone(),
+            tenant.to_string(),
+            file.clone(),
+            lit.clone(),
+        );
+        let triggers = triggers.clone();
+        tokio::task::spawn_blocking(
+            move || -> Result<(crate::tenant::TenancyMap, Vec<(String, u64)>)> {
+                let conn = crate::source::open_image(&image)
+                    .map_err(|e| Error::sqlite(Kind::Internal, "open the image", e))?;
+                let map = discover(&conn, &cfg)?;
+                crate::tenant_export::check_tenant(&conn, &map, &tenant)
+                    .map_err(|e| e.context("in the backup"))?;
+                let mut expected = Vec::new();
+                for table in map.owned_parents_first() {
+                    let cond = map.condition(&table, "t0").expect("owned");
+                    let n: i64 = conn
+                        .query_row(
+                            &format!(
+                                "SELECT count(*) FROM {} AS t0 WHERE {cond}",
+                                quote_ident(&table)
+                            ),
+                            [&tenant],
+                            |r| r.get(0),
+                        )
+                        .map_err(|e| Error::sqlite(Kind::Internal, "count the backup's rows", e))?;
+                    expected.push((table, n as u64));
+                }
+                let werr = |e| Error::io("write the import file", e);
+                let mut out = std::io::BufWriter::new(std::fs::File::create(&file).map_err(werr)?);
+                let mut head = String::from("PRAGMA defer_foreign_keys=TRUE;\n");
+                for (name, _) in &triggers {
+                    head.push_str(&format!("DROP TRIGGER IF EXISTS {};\n", quote_ident(name)));
+                }
+                for table in map.owned_parents_first().iter().rev() {
+                    let cond = map
+                        .condition(table, "t0")
+                        .expect("owned")
+                        .replace("?1", &lit);
+                    head.push_str(&format!(
+                        "DELETE FROM {t} WHERE ({}) IN (SELECT {} FROM {t} AS t0 WHERE {cond});\n",
+                        key_list(&conn, table, "")?,
+                        key_list(&conn, table, "t0")?,
+                        t = quote_ident(table)
+                    ));
+                }
+                out.write_all(head.as_bytes()).map_err(werr)?;
+                // The rows: data only, globals as INSERT OR IGNORE.
+                let mut filter = crate::tenant_export::filter(&map, &tenant);
+                filter.data_only = true;
+                filter.insert_or_ignore = map
+                    .tables
+                    .iter()
+                    .filter(|(_, o)| matches!(o, Ownership::Global))
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                crate::dump::dump_filtered(
+                    &conn,
+                    crate::dump::Dialect::D1,
+                    &format!("tenant {tenant}"),
+                    &mut out,
+                    Some(&filter),
+                )?;
+                for (_, sql) in &triggers {
+                    out.write_all(format!("{sql};\n").as_bytes())
+                        .map_err(werr)?;
+                }
+                out.flush().map_err(werr)?;
+                Ok((map, expected))
+            },
+        )
+        .await
+        .map_err(crate::cli::internal)??
+    };
     steps.push(("prepare".to_string(), t.elapsed().as_millis() as u64));
 
     let safety_backup = if safety {
@@ -147,59 +179,6 @@ pub async fn restore_tenant_d1(
     } else {
         None
     };
-
-    // One file: drop triggers, delete the tenant's rows child-first, the rows, the triggers.
-    let lit = {
-        let mut b = Vec::new();
-        crate::literal::push_value(
-            &mut b,
-            rusqlite::types::ValueRef::Text(tenant.as_bytes()),
-            crate::dump::Dialect::D1,
-        );
-        String::from_utf8(b).expect("ascii-safe literal")
-    };
-    let mut head = String::from("PRAGMA defer_foreign_keys=TRUE;\n");
-    for (name, _) in &triggers {
-        head.push_str(&format!(
-            "DROP TRIGGER IF EXISTS {};\n",
-            crate::source::quote_ident(name)
-        ));
-    }
-    let image_conn = crate::source::open_image(image)
-        .map_err(|e| Error::sqlite(Kind::Internal, "open the image", e))?;
-    for table in map.owned_parents_first().iter().rev() {
-        let key = primary_key(&image_conn, table)?;
-        let cols = |alias: &str| {
-            key.iter()
-                .map(|k| {
-                    if k == "rowid" {
-                        format!("{alias}rowid")
-                    } else {
-                        format!("{alias}{}", crate::source::quote_ident(k))
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let cond = map
-            .condition(table, "t0")
-            .expect("owned")
-            .replace("?1", &lit);
-        head.push_str(&format!(
-            "DELETE FROM {t} WHERE ({}) IN (SELECT {} FROM {t} AS t0 WHERE {cond});\n",
-            cols(""),
-            cols("t0."),
-            t = crate::source::quote_ident(table)
-        ));
-    }
-    drop(image_conn);
-    let body = std::fs::read(&file).map_err(|e| Error::io("the import file", e))?;
-    let mut whole = head.into_bytes();
-    whole.extend_from_slice(&body);
-    for (_, sql) in &triggers {
-        whole.extend_from_slice(format!("{sql};\n").as_bytes());
-    }
-    std::fs::write(&file, whole).map_err(|e| Error::io("write the import file", e))?;
 
     let t = std::time::Instant::now();
     {
@@ -225,7 +204,7 @@ pub async fn restore_tenant_d1(
                 .replace("?1", &lit);
             (
                 table.clone(),
-                format!("{} AS t0 WHERE {cond}", crate::source::quote_ident(table)),
+                format!("{} AS t0 WHERE {cond}", quote_ident(table)),
             )
         })
         .collect();

@@ -96,23 +96,23 @@ pub fn load(reader: impl BufRead + Send, path: &Path, opts: &ImportOptions) -> R
                 Msg::Done(t) => return Ok(t),
             };
             for item in batch {
+                // Every statement of the dump counts once (a run holds several).
+                stats.statements += match &item {
+                    Item::Prepare { .. } => 0,
+                    Item::Insert(run) => run.starts.len() as u64,
+                    _ => 1,
+                };
                 match item {
+                    Item::Skip => {}
                     Item::Prepare { line, sql } => {
                         let stmt = conn.prepare(&sql).map_err(|e| {
                             Error::sqlite(Kind::Corrupt, format!("line {line}: {sql}"), e)
                         })?;
                         prepared.push(stmt);
-                        continue;
                     }
                     Item::Insert(run) => {
-                        stats.statements += run.starts.len() as u64;
                         stats.rows_bound += insert_run(&mut prepared[run.sql], &run)?;
-                        continue;
                     }
-                    _ => stats.statements += 1,
-                }
-                match item {
-                    Item::Prepare { .. } | Item::Insert(_) | Item::Skip => {}
                     Item::Rollback(line) => {
                         return Err(line_err(
                             line,

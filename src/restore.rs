@@ -94,7 +94,7 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
 }
 
 /// How [`fetch`] treats the image it writes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct FetchOptions {
     /// Also hash the decompressed image (verify, dump) and compare it with the manifest.
     pub hash_image: bool,
@@ -102,6 +102,24 @@ pub struct FetchOptions {
     /// the final fsync is short. Scratch images skip this; the page cache absorbs them and they
     /// are deleted before most of them ever reach the disk.
     pub durable: bool,
+}
+
+impl FetchOptions {
+    /// A scratch image to read from (partial restores).
+    pub const SCRATCH: Self = Self {
+        hash_image: false,
+        durable: false,
+    };
+    /// A scratch image whose own sha256 is checked too (verify, dump).
+    pub const HASHED: Self = Self {
+        hash_image: true,
+        durable: false,
+    };
+    /// The image a full restore keeps.
+    pub const DURABLE: Self = Self {
+        hash_image: false,
+        durable: true,
+    };
 }
 
 /// Download the data object of `m` into `dest` (created new), checking the stored sha256 as the
@@ -304,7 +322,7 @@ pub async fn fetch_checked(repo: &Repository, m: &Manifest, dir: &Path) -> Resul
         repo,
         m,
         &image,
-        FetchOptions::default(),
+        FetchOptions::SCRATCH,
         &ProgressBar::hidden(),
     )
     .await?;
@@ -389,11 +407,7 @@ pub async fn restore(
     let mut guard = TempGuard::new(&tmp);
 
     let step = Instant::now();
-    let durable = FetchOptions {
-        hash_image: false,
-        durable: true,
-    };
-    fetch(repo, m, &tmp, durable, progress).await?;
+    fetch(repo, m, &tmp, FetchOptions::DURABLE, progress).await?;
     tracing::debug!(
         ms = step.elapsed().as_millis() as u64,
         "restore: download and decompress"

@@ -327,7 +327,7 @@ fn same_key(conn: &Connection, table: &str, a: &str, b: &str) -> Result<String> 
 }
 
 /// The key of a table's rows: its primary key, or rowid. Prefixed with `alias.` when given.
-fn key_list(conn: &Connection, table: &str, alias: &str) -> Result<String> {
+pub(crate) fn key_list(conn: &Connection, table: &str, alias: &str) -> Result<String> {
     let pk = primary_key(conn, table)?;
     let dot = if alias.is_empty() {
         String::new()

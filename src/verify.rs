@@ -48,10 +48,7 @@ async fn run(repo: &Repository, m: &Manifest, scratch_dir: Option<&Path>) -> Res
         repo,
         m,
         &image,
-        crate::restore::FetchOptions {
-            hash_image: true,
-            durable: false,
-        },
+        crate::restore::FetchOptions::HASHED,
         &ProgressBar::hidden(),
     )
     .await?;

@@ -63,6 +63,15 @@ impl Project {
             .unwrap()
     }
 
+    /// Run lifeboat in the project with this wrangler.
+    fn lifeboat(&self, args: &[&str]) -> std::process::Output {
+        cmd(self.path())
+            .env("LIFEBOAT_WRANGLER", wrangler())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     fn execute_file(&self, db: &str, file: &str) {
         let o = self.wrangler(&["d1", "execute", db, "--local", "--file", file, "--yes"]);
         assert!(
@@ -181,17 +190,9 @@ fn lifeboat_d1_dialect_is_accepted_by_wrangler_and_comes_back_equal() {
          CREATE VIEW class_bookings AS SELECT class_id, count(*) AS n FROM bookings GROUP BY class_id;",
     )
     .unwrap();
-    let json = format!(
-        "{{\"items\":[{}]}}",
-        (0..9000)
-            .map(|i| format!("{{\"i\":{i},\"s\":\"it's \\\"q\\\"; -- {i}\"}}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let json = nasty_json(9000, false);
     assert!(json.len() > 300_000);
-    let photo: Vec<u8> = (0..150_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
-        .collect();
+    let photo = noise(150_000, 11);
     c.execute(
         "INSERT INTO classes VALUES ('c-1', 'Vinyasa 🧘', ?1, ?2, 12.5)",
         rusqlite::params![json, photo],
@@ -276,18 +277,14 @@ fn restore_into_d1_refuses_a_non_empty_target_unless_forced() {
     let source = p.export_to_db("studio-platform-db", "source.db");
 
     // Into an empty database: the runbook's "restore to a test database".
-    let out = cmd(p.path())
-        .env("LIFEBOAT_WRANGLER", wrangler())
-        .args([
-            "restore",
-            "--to-d1",
-            "recovery-db",
-            "--local",
-            "--wrangler-config",
-            "wrangler.jsonc",
-        ])
-        .output()
-        .unwrap();
+    let out = p.lifeboat(&[
+        "restore",
+        "--to-d1",
+        "recovery-db",
+        "--local",
+        "--wrangler-config",
+        "wrangler.jsonc",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
@@ -308,17 +305,13 @@ fn restore_into_d1_refuses_a_non_empty_target_unless_forced() {
     .unwrap();
     p.execute_file("recovery-db", "extra.sql");
     let before = p.export_to_db("recovery-db", "before.db");
-    let refused = cmd(p.path())
-        .env("LIFEBOAT_WRANGLER", wrangler())
-        .args([
-            "restore",
-            "--to-d1",
-            "recovery-db",
-            "--wrangler-config",
-            "wrangler.jsonc",
-        ])
-        .output()
-        .unwrap();
+    let refused = p.lifeboat(&[
+        "restore",
+        "--to-d1",
+        "recovery-db",
+        "--wrangler-config",
+        "wrangler.jsonc",
+    ]);
     assert_eq!(refused.status.code(), Some(7), "{}", stderr(&refused));
     assert!(
         stderr(&refused).contains("not empty") && stderr(&refused).contains("--force"),
@@ -328,18 +321,14 @@ fn restore_into_d1_refuses_a_non_empty_target_unless_forced() {
     assert_same_db(&before, &p.export_to_db("recovery-db", "after-refusal.db"));
 
     // --force: an emergency backup of the target first, then the target equals the backup.
-    let forced = cmd(p.path())
-        .env("LIFEBOAT_WRANGLER", wrangler())
-        .args([
-            "restore",
-            "--to-d1",
-            "recovery-db",
-            "--wrangler-config",
-            "wrangler.jsonc",
-            "--force",
-        ])
-        .output()
-        .unwrap();
+    let forced = p.lifeboat(&[
+        "restore",
+        "--to-d1",
+        "recovery-db",
+        "--wrangler-config",
+        "wrangler.jsonc",
+        "--force",
+    ]);
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert!(
         stdout(&forced).contains("emergency backup of the target"),
@@ -364,19 +353,15 @@ fn large_imports_are_split_into_parts_applied_in_order() {
     p.execute_file("studio-platform-db", "seed.sql");
     p.config("studio-platform-db", "");
     ok(p.path(), &["backup"]);
-    let out = cmd(p.path())
-        .env("LIFEBOAT_WRANGLER", wrangler())
-        .args([
-            "restore",
-            "--to-d1",
-            "copy-db",
-            "--wrangler-config",
-            "wrangler.jsonc",
-            "--max-import-file",
-            "1200",
-        ])
-        .output()
-        .unwrap();
+    let out = p.lifeboat(&[
+        "restore",
+        "--to-d1",
+        "copy-db",
+        "--wrangler-config",
+        "wrangler.jsonc",
+        "--max-import-file",
+        "1200",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("(part 2 of "), "{}", stdout(&out));
     let source = p.export_to_db("studio-platform-db", "source.db");
@@ -467,17 +452,13 @@ fn one_tenant_restored_into_d1_leaves_the_others_alone() {
     assert!(err.contains("nope"), "{err}");
     // A whole-database restore of this 13-table schema: counts are verified 5 tables at a time
     // (D1's limit on compound SELECTs).
-    let out = cmd(p.path())
-        .env("LIFEBOAT_WRANGLER", wrangler())
-        .args([
-            "restore",
-            "--to-d1",
-            "copy-db",
-            "--wrangler-config",
-            "wrangler.jsonc",
-        ])
-        .output()
-        .unwrap();
+    let out = p.lifeboat(&[
+        "restore",
+        "--to-d1",
+        "copy-db",
+        "--wrangler-config",
+        "wrangler.jsonc",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("13 tables (backup: 13)"),

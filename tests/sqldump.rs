@@ -193,17 +193,9 @@ fn d1_dialect_splits_long_rows_under_100000_bytes() {
     .unwrap();
     // Child table created first: the D1 dialect must still put parent first.
     c.execute_batch("CREATE TABLE early_child (id INTEGER PRIMARY KEY, p TEXT REFERENCES parent(id)); INSERT INTO parent VALUES ('p1', 'x'); INSERT INTO early_child VALUES (1, 'p1');").unwrap();
-    let json: String = format!(
-        "{{\"items\":[{}]}}",
-        (0..8000)
-            .map(|i| format!("{{\"i\":{i},\"s\":\"it's \\\"q\\\"; -- {i}\\n\"}}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let json = nasty_json(8000, true);
     assert!(json.len() > 300_000);
-    let blob: Vec<u8> = (0..1_500_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let blob = noise(1_500_000, 13);
     c.execute(
         "INSERT INTO docs VALUES ('d1', 'p1', ?1, ?2, 7)",
         rusqlite::params![json, blob],

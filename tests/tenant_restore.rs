@@ -11,6 +11,17 @@ use rusqlite::Connection;
 const CONFIG: &str = "[repository]\nurl = \"file://./repo\"\n[[database]]\nname = \"studio\"\npath = \"studio.db\"\n\
     tenancy = { exclude = [\"webhook_log\"], links = { \"videos.owner_ref\" = \"classes\" } }\n";
 
+/// A project directory with `studio.db` (the tenant schema, then `extra`) and its config.
+fn studio(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("studio.db");
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch(TENANT_SCHEMA).unwrap();
+    c.execute_batch(extra).unwrap();
+    std::fs::write(dir.path().join("lifeboat.toml"), CONFIG).unwrap();
+    (dir, db)
+}
+
 /// Every row of `table` matching `cond` (on alias t0, ?1 = tenant), sorted, as text.
 fn rows(db: &Path, table: &str, cond: &str, tenant: &str) -> Vec<String> {
     let c = Connection::open(db).unwrap();
@@ -97,23 +108,13 @@ fn t1(db: &Path) -> Vec<String> {
 
 #[test]
 fn tenant_comes_back_exactly_and_nothing_else_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let db = d.join("studio.db");
-    Connection::open(&db)
-        .unwrap()
-        .execute_batch(TENANT_SCHEMA)
-        .unwrap();
     // Columns where equal is not the same: NOCASE text, and no affinity (10 and 10.0 are equal).
-    Connection::open(&db)
-        .unwrap()
-        .execute_batch(
-            "ALTER TABLE classes ADD COLUMN code TEXT COLLATE NOCASE;
-             ALTER TABLE classes ADD COLUMN capacity;
-             UPDATE classes SET code = 'yoga', capacity = 10 WHERE id = 'c1';",
-        )
-        .unwrap();
-    std::fs::write(d.join("lifeboat.toml"), CONFIG).unwrap();
+    let (dir, db) = studio(
+        "ALTER TABLE classes ADD COLUMN code TEXT COLLATE NOCASE;
+         ALTER TABLE classes ADD COLUMN capacity;
+         UPDATE classes SET code = 'yoga', capacity = 10 WHERE id = 'c1';",
+    );
+    let d = dir.path();
     ok(d, &["backup"]);
     ok(d, &["restore", "--to", "at-backup.db"]);
     let t1_at_backup = t1(&d.join("at-backup.db"));
@@ -251,14 +252,8 @@ fn tenant_comes_back_exactly_and_nothing_else_changes() {
 
 #[test]
 fn unknown_tenant_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, db) = studio("");
     let d = dir.path();
-    let db = d.join("studio.db");
-    Connection::open(&db)
-        .unwrap()
-        .execute_batch(TENANT_SCHEMA)
-        .unwrap();
-    std::fs::write(d.join("lifeboat.toml"), CONFIG).unwrap();
     ok(d, &["backup"]);
     let before = std::fs::read(&db).unwrap();
     let err = fails(
@@ -287,15 +282,11 @@ fn unknown_tenant_changes_nothing() {
 
 #[test]
 fn a_row_elsewhere_pointing_at_a_removed_row_stops_the_restore() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let db = d.join("studio.db");
-    let c = Connection::open(&db).unwrap();
-    c.execute_batch(TENANT_SCHEMA).unwrap();
     // Reviews name their tenant directly, so a t2 review stays t2's whatever class it points at.
-    c.execute_batch("CREATE TABLE class_reviews (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), class_id TEXT REFERENCES classes(id));").unwrap();
-    std::fs::write(d.join("lifeboat.toml"), CONFIG).unwrap();
+    let (dir, db) = studio("CREATE TABLE class_reviews (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), class_id TEXT REFERENCES classes(id));");
+    let d = dir.path();
     ok(d, &["backup"]);
+    let c = Connection::open(&db).unwrap();
     // After the backup t1 adds a class, and a review of t2 comes to point at it.
     c.execute_batch("INSERT INTO classes VALUES ('c7', 't1', 'Late'); INSERT INTO class_reviews VALUES ('r1', 't2', 'c7');").unwrap();
     drop(c);
@@ -325,19 +316,14 @@ fn a_row_elsewhere_pointing_at_a_removed_row_stops_the_restore() {
 
 #[test]
 fn kill_9_during_a_tenant_restore_leaves_the_database_as_it_was() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let db = d.join("studio.db");
-    let c = Connection::open(&db).unwrap();
-    c.execute_batch(TENANT_SCHEMA).unwrap();
     // Enough of t1 that the restore's transaction is open long enough to be interrupted.
-    c.execute_batch(
+    let (dir, db) = studio(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)
          INSERT INTO bookings SELECT 'x' || i, 'c1', 'u1' FROM n;",
-    )
-    .unwrap();
-    std::fs::write(d.join("lifeboat.toml"), CONFIG).unwrap();
+    );
+    let d = dir.path();
     ok(d, &["backup"]);
+    let c = Connection::open(&db).unwrap();
     c.execute_batch("DELETE FROM bookings WHERE id LIKE 'x%' AND rowid % 2 = 0;")
         .unwrap();
     drop(c);

@@ -105,10 +105,7 @@ pub(crate) async fn source_image(
             &repo,
             &m,
             &image,
-            crate::restore::FetchOptions {
-                hash_image: true,
-                durable: false,
-            },
+            crate::restore::FetchOptions::HASHED,
             &ProgressBar::hidden(),
         )
         .await?;

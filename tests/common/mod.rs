@@ -126,6 +126,26 @@ pub fn sqlite3(db: &Path, sql: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// A JSON text of `items` objects whose strings hold quotes, `;`, `--` and (with `newlines`)
+/// line breaks: everything a SQL splitter can trip on. 8,000 items are over 300 KB.
+pub fn nasty_json(items: usize, newlines: bool) -> String {
+    let nl = if newlines { "\\n" } else { "" };
+    format!(
+        "{{\"items\":[{}]}}",
+        (0..items)
+            .map(|i| format!("{{\"i\":{i},\"s\":\"it's \\\"q\\\"; -- {i}{nl}\"}}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
+/// `n` bytes that look random (and do not compress), the same every run.
+pub fn noise(n: u32, shift: u32) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i.wrapping_mul(2654435761) >> shift) as u8)
+        .collect()
+}
+
 /// A database exercising the awkward corners of SQLite.
 pub fn tricky_db(path: &Path) {
     let c = Connection::open(path).unwrap();
