@@ -145,20 +145,34 @@ pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
-/// A `Write` that hands full buffers to a thread which writes them to a file and starts
-/// writeback as it goes, so formatting and the kernel's copying overlap and the final fsync is
-/// short.
+/// A `Write` that hands full buffers to a thread which writes them to a file, so producing the
+/// bytes (formatting, decompressing) and the kernel's copying overlap. A durable writer also
+/// starts writeback as it goes, so the fsync in [`FileWriter::finish`] is short.
 pub struct FileWriter {
     buf: Vec<u8>,
+    durable: bool,
     tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    /// Buffers the writer is done with, to fill again (fresh 1 MB allocations cost page faults).
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
     thread: Option<std::thread::JoinHandle<std::io::Result<std::fs::File>>>,
 }
 
 const WRITE_BUF: usize = 1024 * 1024;
 
 impl FileWriter {
+    /// A file that is kept: written back as it grows, fsynced by `finish`.
     pub fn new(file: std::fs::File) -> Self {
+        Self::start(file, true)
+    }
+
+    /// A scratch file, read soon and deleted: left to the page cache.
+    pub fn scratch(file: std::fs::File) -> Self {
+        Self::start(file, false)
+    }
+
+    fn start(file: std::fs::File, durable: bool) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         let thread = std::thread::spawn(move || -> std::io::Result<std::fs::File> {
             use std::io::Write;
             let mut file = file;
@@ -166,23 +180,44 @@ impl FileWriter {
             for chunk in rx {
                 file.write_all(&chunk)?;
                 written += chunk.len() as u64;
-                if written - synced >= 32 * 1024 * 1024 {
+                if durable && written - synced >= 32 * 1024 * 1024 {
                     start_writeback(&file, synced, written - synced);
                     synced = written;
                 }
+                let _ = give_back.try_send(chunk);
             }
             Ok(file)
         });
         FileWriter {
             buf: Vec::with_capacity(WRITE_BUF),
+            durable,
             tx: Some(tx),
+            spare,
             thread: Some(thread),
         }
     }
 
     fn send(&mut self) -> std::io::Result<()> {
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_BUF));
-        let sent = self.tx.as_ref().map(|tx| tx.send(full));
+        let mut next = self.buffer();
+        next.clear();
+        let full = std::mem::replace(&mut self.buf, next);
+        self.send_owned(full)
+    }
+
+    /// A buffer to fill and hand over with [`FileWriter::send_owned`]: one the writer is done
+    /// with when there is one (its old contents still in it), else a new empty one.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(WRITE_BUF))
+    }
+
+    /// Hand over a whole buffer without copying it (after anything written before it).
+    pub fn send_owned(&mut self, data: Vec<u8>) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        let sent = self.tx.as_ref().map(|tx| tx.send(data));
         match sent {
             Some(Ok(())) => Ok(()),
             // The writer thread stopped: finish() reports its error.
@@ -190,7 +225,7 @@ impl FileWriter {
         }
     }
 
-    /// Write out the rest, wait for the writer, fsync, and return the file.
+    /// Write out the rest, wait for the writer, fsync a durable file, and return the file.
     pub fn finish(mut self) -> std::io::Result<std::fs::File> {
         if !self.buf.is_empty() {
             let _ = self.send();
@@ -202,7 +237,9 @@ impl FileWriter {
             .expect("finish runs once")
             .join()
             .map_err(|_| std::io::Error::other("file writer panicked"))??;
-        file.sync_all()?;
+        if self.durable {
+            file.sync_all()?;
+        }
         Ok(file)
     }
 }

@@ -2,7 +2,7 @@
 //! `<target>.lifeboat-tmp`, checks the image (quick or full integrity check, row counts, schema)
 //! and only then moves any old database aside and renames the new one into place.
 
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Kind, Result};
 use crate::manifest::Manifest;
-use crate::place::{place, prepare, start_writeback, TempGuard};
+use crate::place::{place, prepare, FileWriter, TempGuard};
 use crate::repository::{DataReader, Repository};
 use crate::source::{inspect, open_image};
 
@@ -202,11 +202,9 @@ struct Decoded {
     image_sha256: Option<String>,
 }
 
-/// Start writing back every this many bytes, so the final fsync has little left to do.
-const WRITEBACK_EVERY: u64 = 32 * 1024 * 1024;
-
 /// Decompress `input` into `dest`, hashing the stored bytes (all of them, including any after
-/// the zstd frame) and, when asked, the image.
+/// the zstd frame) and, when asked, the image. Three threads share the work: this one
+/// decompresses, one hashes the stored bytes, one writes (as the `zstd` CLI does).
 fn decompress(
     input: impl Read,
     dest: &Path,
@@ -219,8 +217,11 @@ fn decompress(
         .open(dest)
         .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
     let werr = |e| Error::io(format!("write {}", dest.display()), e);
-    let mut out = BufWriter::with_capacity(1024 * 1024, &file);
-    // The stored bytes are hashed on a thread of their own, beside the decompression.
+    let mut out = if opts.durable {
+        FileWriter::new(file)
+    } else {
+        FileWriter::scratch(file)
+    };
     let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     let hasher = std::thread::spawn(move || {
         let mut h = Sha256::new();
@@ -238,27 +239,23 @@ fn decompress(
         zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1024 * 1024, hashing))
             .map_err(|e| Error::new(Kind::Internal, format!("decompress: {e}")))?;
     let mut image_hasher = opts.hash_image.then(Sha256::new);
-    let mut buf = vec![0u8; 1024 * 1024];
-    let (mut written, mut synced) = (0u64, 0u64);
+    let mut written = 0u64;
     loop {
-        let n = dec
-            .read(&mut buf)
+        let buf = read_full(&mut dec, out.buffer(), OUT_BUF)
             .map_err(|e| Error::new(Kind::Corrupt, format!("decompression failed: {e}")))?;
-        if n == 0 {
+        if buf.is_empty() {
             break;
         }
         if let Some(h) = image_hasher.as_mut() {
-            h.update(&buf[..n]);
+            h.update(&buf);
         }
-        out.write_all(&buf[..n]).map_err(werr)?;
-        written += n as u64;
-        if opts.durable && written - synced >= WRITEBACK_EVERY {
-            out.flush().map_err(werr)?;
-            start_writeback(&file, synced, written - synced);
-            synced = written;
+        written += buf.len() as u64;
+        if let Err(e) = out.send_owned(buf) {
+            // The writer stopped: its own error (disk full, ...) says why.
+            return Err(werr(out.finish().err().unwrap_or(e)));
         }
     }
-    out.flush().map_err(werr)?;
+    out.finish().map_err(werr)?;
     // Hash whatever follows the frame too: trailing bytes must fail the checksum.
     let mut rest = dec.finish().into_inner();
     std::io::copy(&mut rest, &mut std::io::sink())
@@ -272,6 +269,25 @@ fn decompress(
         stored_sha256,
         image_sha256: image_hasher.map(|h| hex::encode(h.finalize())),
     })
+}
+
+/// Decompressed bytes are handed to the writer in buffers of this size.
+const OUT_BUF: usize = 1024 * 1024;
+
+/// Read up to `len` bytes (fewer only at the end of the stream) into `buf`, whatever it held.
+fn read_full(r: &mut impl Read, mut buf: Vec<u8>, len: usize) -> std::io::Result<Vec<u8>> {
+    buf.resize(len, 0); // zeroes only what a new or shorter buffer lacks
+    let mut n = 0;
+    while n < len {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
 }
 
 /// A blocking `Read` over chunks arriving on a channel.

@@ -33,6 +33,8 @@ fn kill_9_mid_upload_leaves_no_backup() {
             "--compression-level",
             "1",
         ])
+        // A killed process cannot remove its scratch directory: keep it inside this test's.
+        .env("TMPDIR", d)
         .spawn()
         .unwrap();
     // Wait for the upload's staging file to hold data, then kill -9.

@@ -337,6 +337,8 @@ fn kill_9_during_a_tenant_restore_leaves_the_database_as_it_was() {
             "studio.db",
             "--no-safety-backup",
         ])
+        // A killed process cannot remove its scratch directory: keep it inside this test's.
+        .env("TMPDIR", d)
         .spawn()
         .unwrap();
     let journal = d.join("studio.db-journal");
