@@ -15,7 +15,8 @@ use crate::import::{load, open_dump, ImportOptions};
 use crate::manifest::{Manifest, SourceInfo};
 use crate::repository::Repository;
 use crate::restore::IntegrityCheck;
-use crate::snapshot::{backup, scratch, BackupOptions};
+use crate::scratch::scratch;
+use crate::snapshot::{backup, BackupOptions};
 
 /// A D1 database as configured: `d1 = { database = "…", remote = true, config = "wrangler.toml" }`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -13,7 +13,8 @@ use crate::d1::{backup_d1_with, D1Config, Wrangler};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::Manifest;
 use crate::repository::Repository;
-use crate::snapshot::{scratch, BackupOptions};
+use crate::scratch::scratch;
+use crate::snapshot::BackupOptions;
 
 /// Where a restore into D1 goes.
 #[derive(Debug, Clone)]

@@ -11,7 +11,8 @@ use crate::d1_restore::{count_rows, emergency_backup, D1Target};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::Manifest;
 use crate::repository::Repository;
-use crate::snapshot::{scratch, BackupOptions};
+use crate::scratch::scratch;
+use crate::snapshot::BackupOptions;
 use crate::source::quote_ident;
 use crate::tenant_restore::key_list;
 

@@ -20,6 +20,7 @@ pub mod pages;
 pub mod place;
 pub mod repository;
 pub mod restore;
+pub mod scratch;
 pub mod snapshot;
 pub mod source;
 pub mod sqltext;

@@ -18,6 +18,7 @@ use crate::config::Database;
 use crate::error::{Error, Kind, Result, ResultExt};
 use crate::manifest::{BackupKind, Manifest, SourceInfo, FORMAT_VERSION};
 use crate::repository::{backup_id, Repository, DATA_SUFFIX};
+use crate::scratch::scratch;
 use crate::source::{ImageInfo, SqliteSource};
 
 /// zstd level 1: on the 800 MB benchmark, level 3 stored 3% less for 38% more time and twice the memory.
@@ -55,17 +56,6 @@ impl Default for BackupOptions {
             mirror_file: None,
         }
     }
-}
-
-/// Create a scratch directory for temporary images.
-pub fn scratch(dir: Option<&Path>) -> Result<tempfile::TempDir> {
-    let base = dir
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir);
-    tempfile::Builder::new()
-        .prefix("lifeboat-")
-        .tempdir_in(&base)
-        .map_err(|e| Error::io(format!("scratch directory in {}", base.display()), e))
 }
 
 /// Back up `db` into `repo`. Nothing is visible in the repository as a backup until the

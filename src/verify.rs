@@ -11,7 +11,7 @@ use crate::error::{Error, Kind, Result};
 use crate::manifest::Manifest;
 use crate::repository::Repository;
 use crate::restore::{check_image, fetch, IntegrityCheck};
-use crate::snapshot::scratch;
+use crate::scratch::scratch;
 
 /// The outcome for one backup.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -56,8 +57,20 @@ fn kill_9_mid_upload_leaves_no_backup() {
         assert!(Instant::now() < deadline, "upload never started");
         std::thread::sleep(Duration::from_millis(2));
     }
+    let pid = child.id();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    // The killed process could not remove its scratch directory.
+    let leftover = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("lifeboat-{pid}-"))
+        })
+        .expect("the killed backup's scratch directory");
 
     let names: Vec<String> = std::fs::read_dir(&backups)
         .unwrap()
@@ -87,7 +100,19 @@ fn kill_9_mid_upload_leaves_no_backup() {
         5,
     );
 
-    // The next backup works and is the only complete one.
+    // The next backup works and is the only complete one. Using the same scratch directory, it
+    // removes the dead process's leftover once that has been quiet for an hour.
+    let aged = Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(&leftover)
+        .args(
+            std::fs::read_dir(&leftover)
+                .unwrap()
+                .map(|e| e.unwrap().path()),
+        )
+        .status()
+        .unwrap();
+    assert!(aged.success());
     ok(
         d,
         &[
@@ -96,6 +121,8 @@ fn kill_9_mid_upload_leaves_no_backup() {
             "big.db",
             "--repo",
             "file://./repo",
+            "--scratch-dir",
+            ".",
             "--compression-level",
             "1",
         ],
@@ -103,6 +130,10 @@ fn kill_9_mid_upload_leaves_no_backup() {
     let v: serde_json::Value =
         serde_json::from_str(&ok(d, &["--json", "list", "--repo", "file://./repo"])).unwrap();
     assert_eq!(v["databases"][0]["backups"].as_array().unwrap().len(), 1);
+    assert!(
+        !leftover.exists(),
+        "stale scratch directory was not removed"
+    );
 
     // Young leftovers are kept (they may be a running backup); old ones are removed.
     let out = ok(d, &["cleanup", "--repo", "file://./repo"]);

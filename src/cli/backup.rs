@@ -100,7 +100,7 @@ async fn from_sql(ctx: &Ctx, args: Args, file: &Path) -> Result<i32> {
         .databases
         .iter()
         .any(|d| d.name == name && d.sql_mirror);
-    let tmp = crate::snapshot::scratch(args.scratch_dir.as_deref())?;
+    let tmp = crate::scratch::scratch(args.scratch_dir.as_deref())?;
     let path = tmp.path().join("from-sql.sqlite");
     let (file_owned, path_owned) = (file.to_path_buf(), path.clone());
     tokio::task::spawn_blocking(move || {

@@ -12,7 +12,7 @@ use crate::error::{Error, Kind, Result};
 use crate::manifest::human_size;
 use crate::place::{FileWriter, TempGuard};
 use crate::restore::{fetch, parse_time, select, Selector};
-use crate::snapshot::scratch;
+use crate::scratch::scratch;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:

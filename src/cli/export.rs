@@ -11,7 +11,7 @@ use crate::error::{Error, Kind, Result};
 use crate::import::{load, open_dump, ImportOptions};
 use crate::place::{place, prepare, TempGuard};
 use crate::restore::IntegrityCheck;
-use crate::snapshot::scratch;
+use crate::scratch::scratch;
 use crate::tenant::discover;
 use crate::tenant_export::{check_tenant, filter, write_json, Format};
 

@@ -12,7 +12,8 @@ use crate::repository::Repository;
 use crate::restore::{
     fetch_checked, parse_time, restore, select, IntegrityCheck, RestoreOptions, Selector,
 };
-use crate::snapshot::{scratch, BackupOptions};
+use crate::scratch::scratch;
+use crate::snapshot::BackupOptions;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:

@@ -13,7 +13,8 @@ use crate::error::{Result, ResultExt};
 use crate::manifest::{BackupKind, Manifest};
 use crate::repository::Repository;
 use crate::restore::fetch_checked;
-use crate::snapshot::{backup, scratch, BackupOptions};
+use crate::scratch::scratch;
+use crate::snapshot::{backup, BackupOptions};
 use crate::tenant_restore::{restore_tenant, Mode};
 
 pub struct Opts {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::cli::dump::{open_read, source_image};
 use crate::cli::Ctx;
 use crate::error::Result;
-use crate::snapshot::scratch;
+use crate::scratch::scratch;
 use crate::tenant::{discover, TenancyConfig};
 
 #[derive(clap::Args, Debug)]
