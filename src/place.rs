@@ -50,6 +50,7 @@ pub fn prepare(target: &Path, force: bool) -> Result<PathBuf> {
                 ),
             ));
         }
+        refuse_if_open(target)?;
     }
     let mut tmp = target.as_os_str().to_os_string();
     tmp.push(".lifeboat-tmp");
@@ -93,6 +94,7 @@ impl Drop for TempGuard {
 pub fn place(tmp: &Path, target: &Path) -> Result<Option<PathBuf>> {
     let existing = with_side_files(target).iter().any(|p| p.exists());
     let moved_aside = if existing {
+        refuse_if_open(target)?; // again: something may have opened it since `prepare`
         let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
         let mut aside = target.as_os_str().to_os_string();
         aside.push(format!(".pre-restore-{stamp}"));
@@ -112,6 +114,67 @@ pub fn place(tmp: &Path, target: &Path) -> Result<Option<PathBuf>> {
         let _ = d.sync_all();
     }
     Ok(moved_aside)
+}
+
+/// Refuse to replace a database another process has open: the rename would leave that process
+/// on the old file, where its reads would be stale and its writes lost.
+fn refuse_if_open(target: &Path) -> Result<()> {
+    let holders = holders(target);
+    let Some((pid, cmd)) = holders.first() else {
+        return Ok(());
+    };
+    let more = match holders.len() {
+        1 => String::new(),
+        n => format!(" and {} other process(es)", n - 1),
+    };
+    Err(Error::new(
+        Kind::TargetExists,
+        format!(
+            "target {} is open in process {pid} ({cmd}){more}: stop it first; replacing the file \
+             under it would leave it on the old copy, where its writes would be lost",
+            target.display()
+        ),
+    ))
+}
+
+/// Processes other than this one that hold `target` or one of its side files open, as
+/// (pid, command). Linux only (reads `/proc`, seeing what this user may see).
+pub fn holders(target: &Path) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ids: Vec<(u64, u64)> = with_side_files(target)
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .collect();
+        if ids.is_empty() {
+            return found;
+        }
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return found;
+        };
+        let me = std::process::id();
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+                continue;
+            };
+            let open = |fd: std::fs::DirEntry| {
+                std::fs::metadata(fd.path()).is_ok_and(|m| ids.contains(&(m.dev(), m.ino())))
+            };
+            if pid != me && fds.flatten().any(open) {
+                let cmd = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+                found.push((pid, cmd.trim().to_string()));
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = target;
+    found
 }
 
 /// Rename a database and whichever side files it has.

@@ -58,18 +58,23 @@ pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Manif
             .find(|m| m.created_at <= *at)
             .cloned()
             .ok_or_else(|| {
-                let oldest = listing.backups.last().map(|m| m.created_at.to_rfc3339());
+                let oldest = listing.backups.last().map(|m| utc(m.created_at));
                 Error::new(
                     Kind::NotFound,
                     format!(
                         "no backup of database {db} at or before {} (oldest is {})",
-                        at.to_rfc3339(),
+                        utc(*at),
                         oldest.unwrap_or_default()
                     ),
                 )
             }),
         _ => Ok(listing.backups[0].clone()),
     }
+}
+
+/// A time as users type it: `2026-11-20T03:00:00Z`.
+fn utc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Parse `--at`: RFC 3339, or `YYYY-MM-DDTHH:MM[Z]`, `YYYY-MM-DD HH:MM[:SS]`, `YYYY-MM-DD` (UTC).

@@ -231,6 +231,64 @@ fn restore_target_exists_without_force() {
 }
 
 #[test]
+fn force_refuses_a_database_another_process_has_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    small_db(&d.join("a.db"));
+    ok(d, &["backup", "--db", "a.db", "--repo", "file://./repo"]);
+    small_db(&d.join("live.db"));
+    let before = std::fs::read(d.join("live.db")).unwrap();
+    // An application with the database open: the sqlite3 shell, waiting for more input.
+    let mut app = Command::new("sqlite3")
+        .arg(d.join("live.db"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = app.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"SELECT count(*) FROM t;\n").unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(app.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "1", "the shell has the database open");
+    let restore = [
+        "restore",
+        "--db",
+        "a.db",
+        "--repo",
+        "file://./repo",
+        "--to",
+        "live.db",
+        "--force",
+    ];
+    let err = fails(d, &restore, 7);
+    assert!(
+        err.contains(&format!("open in process {} (sqlite3)", app.id())),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read(d.join("live.db")).unwrap(), before);
+    let names: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("pre-restore") || n.contains("lifeboat-tmp")),
+        "nothing moved aside or left behind: {names:?}"
+    );
+    // Once the application has stopped, the restore goes ahead.
+    drop(stdin);
+    app.wait().unwrap();
+    let out = ok(d, &restore);
+    assert!(out.contains("moved aside"), "{out}");
+}
+
+#[test]
 fn bad_config_and_usage() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

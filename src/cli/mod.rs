@@ -57,18 +57,27 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Take a consistent backup of a live database (SQLite file or D1) into the repository.
     Backup(backup::Args),
+    /// List complete backups, newest first, and flag incomplete leftovers.
     List(list::Args),
+    /// Restore a whole database, or one tenant into a live one, from a checked backup.
     Restore(restore::Args),
+    /// Download backups and check them in full (checksums, integrity_check, row counts).
     Verify(verify::Args),
+    /// Delete incomplete backups (interrupted uploads) older than a threshold.
     Cleanup(cleanup::Args),
+    /// Write a live database or a backup as SQL (sqlite3 or D1 dialect).
     Dump(dump::Args),
+    /// Load a SQL dump (sqlite3, wrangler d1 export, lifeboat) into a new database, checked.
     Import(import::Args),
     /// Tenancy: which rows belong to which tenant.
     Tenants(tenants::Args),
+    /// Export one tenant's rows (JSON, SQLite or SQL) from a live database or a backup.
     Export(export::Args),
     /// List the records of tenant restores.
     Restores(restores::Args),
+    /// Build a sample multi-tenant database, back it up, verify it and restore it.
     Demo(demo::Args),
 }
 
