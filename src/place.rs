@@ -235,7 +235,7 @@ impl FileWriter {
 
     fn start(file: std::fs::File, durable: bool) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-        let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
         let thread = std::thread::spawn(move || -> std::io::Result<std::fs::File> {
             use std::io::Write;
             let mut file = file;

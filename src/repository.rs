@@ -189,6 +189,12 @@ impl Repository {
         mut chunks: mpsc::Receiver<Bytes>,
         complete: Arc<AtomicBool>,
     ) -> Result<bool> {
+        if let Some(fs) = &self.backend.local {
+            let path = fs
+                .path_to_filesystem(key)
+                .map_err(|e| self.err("upload", e))?;
+            return store::upload_local(&self.backend.url, path, chunks, complete).await;
+        }
         let key = key.clone();
         let upload = self
             .backend
