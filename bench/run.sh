@@ -31,6 +31,7 @@ measure() { # name outputs command [setup]: runs command $REPEAT times (removing
     rm -f $2
     if [ -n "${4:-}" ]; then eval "$4"; fi
     sync  # flush the previous step's writes outside the timing, so no step pays for another's
+    sleep 1  # and let the disk settle (journal commits, discards of deleted outputs)
     r=$($M "$3")
     printf '%s %s\n' "$1" "$r" >> "$OUT/times"
     echo "  $1 #$i: $r (s, MB)" >&2
