@@ -338,6 +338,22 @@ impl<R: Read> Read for HashingReader<'_, R> {
 /// Download `m` into `dir/image.sqlite` and check it (sha256, `quick_check`, row counts,
 /// schema): the image the partial restores (into D1, one tenant) work from.
 pub async fn fetch_checked(repo: &Repository, m: &Manifest, dir: &Path) -> Result<PathBuf> {
+    let (image, check) = fetch_checking(repo, m, dir).await?;
+    tokio::task::spawn_blocking(move || check.wait())
+        .await
+        .map_err(|e| Error::new(Kind::Internal, format!("check task: {e}")))??;
+    Ok(image)
+}
+
+/// [`fetch_checked`] that returns as soon as the download is in place (its sha256 checked),
+/// with `quick_check`, row counts and schema still running on a thread of their own. The
+/// caller may read the image meanwhile, but must [`PendingCheck::wait`] for a clean result
+/// before it changes anything for good.
+pub async fn fetch_checking(
+    repo: &Repository,
+    m: &Manifest,
+    dir: &Path,
+) -> Result<(PathBuf, PendingCheck)> {
     let image = dir.join("image.sqlite");
     fetch(
         repo,
@@ -348,10 +364,34 @@ pub async fn fetch_checked(repo: &Repository, m: &Manifest, dir: &Path) -> Resul
     )
     .await?;
     let (img, man) = (image.clone(), m.clone());
-    tokio::task::spawn_blocking(move || check_image(&img, &man, IntegrityCheck::Quick))
-        .await
-        .map_err(|e| Error::new(Kind::Internal, format!("check task: {e}")))??;
-    Ok(image)
+    let check = std::thread::spawn(move || check_image(&img, &man, IntegrityCheck::Quick));
+    Ok((image, PendingCheck(Some(check))))
+}
+
+/// The check of a fetched image, still running. Dropping it waits for it (the thread reads
+/// files in a scratch directory that is about to be removed).
+pub struct PendingCheck(Option<std::thread::JoinHandle<Result<()>>>);
+
+impl PendingCheck {
+    /// Wait for the check (blocking) and return its verdict.
+    pub fn wait(mut self) -> Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<()> {
+        match self.0.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| Error::new(Kind::Internal, "check thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for PendingCheck {
+    fn drop(&mut self) {
+        let _ = self.join();
+    }
 }
 
 /// Check a downloaded image against its manifest: SQLite's own check, then row counts and schema.

@@ -51,13 +51,15 @@ pub enum Mode {
     Apply,
 }
 
-/// Check, plan or apply the restore of `tenant` from `image` into `live`.
+/// Check, plan or apply the restore of `tenant` from `image` into `live`. An apply calls
+/// `before_commit` last and commits only if it agrees (the image's own check may still be running).
 pub fn restore_tenant(
     live: &Path,
     image: &Path,
     cfg: &TenancyConfig,
     tenant: &str,
     mode: Mode,
+    before_commit: impl FnOnce() -> Result<()>,
 ) -> Result<TenantChanges> {
     let map = discover(
         &Connection::open_with_flags(image, OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -205,6 +207,7 @@ pub fn restore_tenant(
             ms = step.elapsed().as_millis() as u64,
             "tenant restore: foreign_key_check"
         );
+        before_commit()?;
         tx.commit().map_err(err("commit"))?;
     }
     Ok(changes)

@@ -281,6 +281,69 @@ fn unknown_tenant_changes_nothing() {
 }
 
 #[test]
+fn a_backup_that_fails_its_check_changes_nothing() {
+    // A global table nothing points at: the restore never reads it, only quick_check does.
+    let (dir, db) = studio(
+        "CREATE TABLE junk (x); CREATE INDEX junk_x ON junk(x); INSERT INTO junk VALUES (1);",
+    );
+    let d = dir.path();
+    // Back up a copy whose junk index page is damaged (its sha256 is the damaged image's, so
+    // only SQLite's own check can tell), then put the live page back as it was.
+    let (root, page_size): (i64, i64) = {
+        let c = Connection::open(&db).unwrap();
+        let root = c
+            .query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE name = 'junk_x'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (
+            root,
+            c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap(),
+        )
+    };
+    let healthy = std::fs::read(&db).unwrap();
+    let mut damaged = healthy.clone();
+    damaged[((root - 1) * page_size) as usize] = 0; // not a b-tree page type
+    std::fs::write(&db, &damaged).unwrap();
+    ok(d, &["backup"]);
+    std::fs::write(&db, &healthy).unwrap();
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch("UPDATE classes SET title = 'oops' WHERE tenant_id = 't1';")
+        .unwrap();
+    drop(c);
+    let before = std::fs::read(&db).unwrap();
+
+    let err = fails(d, &["restore", "--tenant", "t1", "--into", "studio.db"], 6);
+    assert!(err.contains("quick_check"), "{err}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the live database is untouched"
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(d, &["--json", "list"])).unwrap();
+    assert_eq!(
+        v["databases"][0]["backups"].as_array().unwrap().len(),
+        1,
+        "the safety backup of a refused restore is removed: {v}"
+    );
+    let dry = fails(
+        d,
+        &[
+            "restore",
+            "--tenant",
+            "t1",
+            "--into",
+            "studio.db",
+            "--dry-run",
+        ],
+        6,
+    );
+    assert!(dry.contains("quick_check"), "{dry}");
+}
+
+#[test]
 fn a_row_elsewhere_pointing_at_a_removed_row_stops_the_restore() {
     // Reviews name their tenant directly, so a t2 review stays t2's whatever class it points at.
     let (dir, db) = studio("CREATE TABLE class_reviews (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), class_id TEXT REFERENCES classes(id));");

@@ -191,7 +191,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         .map_err(|e| Error::sqlite(Kind::Internal, "demo", e))?;
         let lost = before - count(&conn, &tenant).map_err(|e| Error::sqlite(Kind::Internal, "demo", e))?;
         drop(conn);
-        let changes = crate::tenant_restore::restore_tenant(&live, &image, &Default::default(), &tenant, crate::tenant_restore::Mode::Apply)?;
+        let changes = crate::tenant_restore::restore_tenant(&live, &image, &Default::default(), &tenant, crate::tenant_restore::Mode::Apply, || Ok(()))?;
         let conn = rusqlite::Connection::open(&live).map_err(|e| Error::sqlite(Kind::Internal, "demo", e))?;
         let back = count(&conn, &tenant).map_err(|e| Error::sqlite(Kind::Internal, "demo", e))?;
         let inserted = changes.tables.iter().map(|c| c.insert).sum();

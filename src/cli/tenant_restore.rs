@@ -12,7 +12,7 @@ use crate::config::Database;
 use crate::error::{Result, ResultExt};
 use crate::manifest::{BackupKind, Manifest};
 use crate::repository::Repository;
-use crate::restore::fetch_checked;
+use crate::restore::fetch_checking;
 use crate::scratch::scratch;
 use crate::snapshot::{backup, BackupOptions};
 use crate::tenant_restore::{restore_tenant, Mode};
@@ -47,26 +47,33 @@ pub async fn run(
     } else {
         Mode::Check
     };
+    // The image's quick_check runs beside the planning and the apply, which commits only once
+    // the check has passed.
     let plan = async {
-        let image = fetch_checked(repo, m, tmp.path())
+        let (image, check) = fetch_checking(repo, m, tmp.path())
             .await
             .step("restore --tenant")?;
-        tracing::debug!(
-            ms = started.elapsed().as_millis() as u64,
-            "tenant: fetched and checked"
-        );
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "tenant: fetched");
         let (into, img, cfg, tenant) = (
             into.to_path_buf(),
             image.clone(),
             cfg.clone(),
             tenant.to_string(),
         );
-        let plan =
-            tokio::task::spawn_blocking(move || restore_tenant(&into, &img, &cfg, &tenant, first))
-                .await
-                .map_err(crate::cli::internal)??;
+        let planned = tokio::task::spawn_blocking(move || {
+            let planned = restore_tenant(&into, &img, &cfg, &tenant, first, || Ok(()));
+            match planned {
+                // Whatever reading a damaged image ran into, the check explains it better.
+                Err(e) => Err(check.wait().err().unwrap_or(e)),
+                // A dry run reports nothing from an image that has not passed its check.
+                Ok(p) if first == Mode::Plan => check.wait().map(|()| (p, None)),
+                Ok(p) => Ok((p, Some(check))),
+            }
+        })
+        .await
+        .map_err(crate::cli::internal)??;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "tenant: planned");
-        Ok::<_, crate::error::Error>((image, plan))
+        Ok::<_, crate::error::Error>((image, planned))
     };
     let safety = async {
         if opts.dry_run || !opts.safety_backup {
@@ -94,17 +101,36 @@ pub async fn run(
         Ok::<_, crate::error::Error>(Some(sm))
     };
     let (planned, safety) = tokio::join!(plan, safety);
-    let ((image, plan), safety) = match (planned, safety) {
+    let ((image, (plan, check)), safety) = match (planned, safety) {
         (Ok(p), Ok(sm)) => (p, sm),
         (Err(e), Ok(Some(sm))) => {
             // Nothing was changed, so the safety backup protects nothing: remove it.
-            if let Err(d) = repo.delete_backup(&sm).await {
-                tracing::warn!("could not remove the unneeded safety backup {}: {d}", sm.id);
-            }
+            remove_safety_backup(repo, &sm).await;
             return Err(e);
         }
         (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
     };
+    let changes = match check {
+        None => plan,
+        Some(check) => {
+            let (into, cfg, tenant) = (into.to_path_buf(), cfg, tenant.to_string());
+            let applied = tokio::task::spawn_blocking(move || {
+                restore_tenant(&into, &image, &cfg, &tenant, Mode::Apply, || check.wait())
+            })
+            .await
+            .map_err(crate::cli::internal)?;
+            match (applied, &safety) {
+                (Ok(c), _) => c,
+                (Err(e), Some(sm)) => {
+                    // Rolled back: nothing changed, so the safety backup protects nothing.
+                    remove_safety_backup(repo, sm).await;
+                    return Err(e);
+                }
+                (Err(e), None) => return Err(e),
+            }
+        }
+    };
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "tenant: applied");
     if let Some(sm) = &safety {
         // Undoing one tenant's restore should not roll the other tenants back: suggest the
         // tenant-scoped restore of the safety backup, not a full one.
@@ -117,17 +143,6 @@ pub async fn run(
         ));
     }
     let safety = safety.map(|sm| sm.id);
-    let changes = if opts.dry_run {
-        plan
-    } else {
-        let (into, cfg, tenant) = (into.to_path_buf(), cfg, tenant.to_string());
-        tokio::task::spawn_blocking(move || {
-            restore_tenant(&into, &image, &cfg, &tenant, Mode::Apply)
-        })
-        .await
-        .map_err(crate::cli::internal)??
-    };
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "tenant: applied");
     let verb = if opts.dry_run { "would" } else { "did" };
     for c in &changes.tables {
         ctx.out.line(format!(
@@ -165,4 +180,11 @@ pub async fn run(
     }
     ctx.out.json(&record);
     Ok(0)
+}
+
+/// Remove a safety backup that turned out not to be needed (the restore changed nothing).
+async fn remove_safety_backup(repo: &Repository, sm: &Manifest) {
+    if let Err(d) = repo.delete_backup(sm).await {
+        tracing::warn!("could not remove the unneeded safety backup {}: {d}", sm.id);
+    }
 }
