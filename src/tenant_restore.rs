@@ -52,14 +52,16 @@ pub enum Mode {
 }
 
 /// Check, plan or apply the restore of `tenant` from `image` into `live`. An apply calls
-/// `before_commit` last and commits only if it agrees (the image's own check may still be running).
+/// `before_writes` before its first write to the live database and writes nothing unless it
+/// agrees (the image's own check may still be running; waiting for it there, rather than
+/// before the commit, keeps the live database's write lock no longer than the writes need).
 pub fn restore_tenant(
     live: &Path,
     image: &Path,
     cfg: &TenancyConfig,
     tenant: &str,
     mode: Mode,
-    before_commit: impl FnOnce() -> Result<()>,
+    before_writes: impl FnOnce() -> Result<()>,
 ) -> Result<TenantChanges> {
     let map = discover(
         &Connection::open_with_flags(image, OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -135,6 +137,7 @@ pub fn restore_tenant(
     );
     let step = std::time::Instant::now();
     if let Some(tx) = tx {
+        before_writes()?;
         // Keys the restore removes (rows added after the backup): nothing may point at them.
         let mut gone: Vec<(String, String)> = Vec::new();
         for (i, c) in changes
@@ -207,7 +210,6 @@ pub fn restore_tenant(
             ms = step.elapsed().as_millis() as u64,
             "tenant restore: foreign_key_check"
         );
-        before_commit()?;
         tx.commit().map_err(err("commit"))?;
     }
     Ok(changes)

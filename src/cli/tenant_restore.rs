@@ -47,8 +47,8 @@ pub async fn run(
     } else {
         Mode::Check
     };
-    // The image's quick_check runs beside the planning and the apply, which commits only once
-    // the check has passed.
+    // The image's quick_check runs beside the planning and the apply's diff; the apply writes
+    // nothing until the check has passed.
     let plan = async {
         let (image, check) = fetch_checking(repo, m, tmp.path())
             .await
