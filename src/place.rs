@@ -307,6 +307,17 @@ impl FileWriter {
     }
 }
 
+impl Drop for FileWriter {
+    /// Unfinished (an error elsewhere): stop the writer and wait for it, so nothing is written
+    /// after the caller has moved on (and perhaps removed the file).
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl std::io::Write for FileWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);
