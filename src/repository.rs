@@ -189,10 +189,7 @@ impl Repository {
         mut chunks: mpsc::Receiver<Bytes>,
         complete: Arc<AtomicBool>,
     ) -> Result<bool> {
-        if let Some(fs) = &self.backend.local {
-            let path = fs
-                .path_to_filesystem(key)
-                .map_err(|e| self.err("upload", e))?;
+        if let Some(path) = self.backend.local_path(key) {
             return store::upload_local(&self.backend.url, path, chunks, complete).await;
         }
         let key = key.clone();
@@ -338,10 +335,9 @@ impl Repository {
     /// finished. object_store hides them from listings, so a crashed backup would leave them
     /// behind unseen. Returns (id, suffix, size, modified).
     fn local_staging(&self, db: &str) -> Vec<(String, String, u64, DateTime<Utc>)> {
-        let Some(dir) = &self.backend.local_dir else {
+        let Some(dir) = self.backend.local_path(&self.prefix(db)) else {
             return Vec::new();
         };
-        let dir = dir.join(self.prefix(db).as_ref());
         let Ok(entries) = std::fs::read_dir(dir) else {
             return Vec::new();
         };
@@ -438,8 +434,9 @@ impl Repository {
     /// Delete the objects of an incomplete backup.
     pub async fn remove_leftover(&self, db: &str, leftover: &Leftover) -> Result<()> {
         for name in &leftover.objects {
-            if let (Some(dir), true) = (&self.backend.local_dir, name.contains('#')) {
-                let path = dir.join(self.prefix(db).as_ref()).join(name);
+            let local_dir = self.backend.local_path(&self.prefix(db));
+            if let (Some(dir), true) = (local_dir, name.contains('#')) {
+                let path = dir.join(name);
                 match std::fs::remove_file(&path) {
                     Ok(()) => continue,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

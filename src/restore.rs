@@ -482,12 +482,7 @@ pub async fn restore(
         ms = step.elapsed().as_millis() as u64,
         "restore: check image"
     );
-    let step = Instant::now();
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
-    tracing::debug!(ms = step.elapsed().as_millis() as u64, "restore: fsync");
-
+    // The image was fsynced as its writer finished (FetchOptions::DURABLE).
     let moved_aside = place(&tmp, target)?;
     guard.disarm();
     Ok(RestoreReport {

@@ -23,10 +23,15 @@ pub struct Backend {
     pub store: Arc<dyn ObjectStore>,
     pub root: Key,
     pub url: String,
-    /// For local repositories: the directory on disk.
-    pub local_dir: Option<PathBuf>,
     /// For local repositories: the store itself, to map keys to files.
     pub local: Option<Arc<LocalFileSystem>>,
+}
+
+impl Backend {
+    /// Local repositories: the file (or directory) behind `key`.
+    pub fn local_path(&self, key: &Key) -> Option<PathBuf> {
+        self.local.as_ref()?.path_to_filesystem(key).ok()
+    }
 }
 
 /// Open the backend for `url`. A missing local directory is created only when `create` is set.
@@ -75,7 +80,6 @@ pub fn open(url: &str, create: bool) -> Result<Backend> {
         store: fs.clone(),
         root: Key::default(),
         url: url.to_string(),
-        local_dir: Some(dir),
         local: Some(fs),
     })
 }
@@ -145,7 +149,6 @@ fn open_s3(url: &str, rest: &str) -> Result<Backend> {
         store: Arc::new(s3),
         root,
         url: url.to_string(),
-        local_dir: None,
         local: None,
     })
 }
