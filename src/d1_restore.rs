@@ -22,7 +22,7 @@ pub struct D1Target {
     pub database: String,
     pub remote: bool,
     pub wrangler: Wrangler,
-    /// The repository name for the target's emergency backup.
+    /// The repository name for the target's safety backup.
     pub backup_name: String,
     /// Import files above this size are split into parts applied in order (D1 takes up to
     /// 5 GB per file); each part is atomic, the whole no longer is.
@@ -104,8 +104,14 @@ pub struct D1RestoreReport {
     pub backup: String,
     pub database: String,
     pub remote: bool,
-    /// The emergency backup of the target taken before replacing it (`--force`).
+    /// The safety backup of the target taken before replacing it (`--force`).
     pub safety_backup: Option<String>,
+    /// Nothing was changed: the import file was written and the target inspected only.
+    pub dry_run: bool,
+    /// Tables, views and triggers of the target that are (or would be) dropped.
+    pub would_drop: usize,
+    /// How many `wrangler d1 execute --file` runs the import takes.
+    pub import_parts: usize,
     pub tables: usize,
     pub manifest_tables: usize,
     pub rows: u64,
@@ -133,7 +139,7 @@ fn user_objects(w: &Wrangler, db: &str, remote: bool) -> Result<Vec<(String, Str
 }
 
 /// Restore the image at `image` (already checked against `m`) into a D1 database: refuse a
-/// non-empty target unless `force`, in which case take an emergency backup of it first and put
+/// non-empty target unless `force`, in which case take a safety backup of it first and put
 /// the DROPs at the top of the import file, so dropping and importing are one atomic
 /// `wrangler d1 execute --file`. Then compare per-table row counts with the manifest.
 pub async fn restore_d1(
@@ -142,6 +148,7 @@ pub async fn restore_d1(
     image: &Path,
     target: &D1Target,
     force: bool,
+    dry_run: bool,
     opts: &BackupOptions,
 ) -> Result<D1RestoreReport> {
     let mut steps = Vec::new();
@@ -168,16 +175,16 @@ pub async fn restore_d1(
             ),
         ));
     }
-    let safety_backup = if existing.is_empty() {
+    let safety_backup = if existing.is_empty() || dry_run {
         None
     } else {
         let t = std::time::Instant::now();
         let label = format!("before restoring {} into it", m.id);
-        let id = emergency_backup(repo, target, label, opts)
+        let id = safety_backup(repo, target, label, opts)
             .await
-            .map_err(|e| e.context("emergency backup of the target"))?;
+            .map_err(|e| e.context("safety backup of the target"))?;
         steps.push((
-            "emergency backup of the target".to_string(),
+            "safety backup of the target".to_string(),
             t.elapsed().as_millis() as u64,
         ));
         Some(id)
@@ -230,6 +237,21 @@ pub async fn restore_d1(
 
     let parts = split_import(&file, target.max_import_file)?;
     let n = parts.len();
+    if dry_run {
+        return Ok(D1RestoreReport {
+            backup: m.id.clone(),
+            database: db,
+            remote,
+            safety_backup: None,
+            dry_run: true,
+            would_drop: existing.len(),
+            import_parts: n,
+            tables: 0,
+            manifest_tables: m.tables.len(),
+            rows: m.total_rows(),
+            steps,
+        });
+    }
     for (k, part) in parts.into_iter().enumerate() {
         let t = std::time::Instant::now();
         let (w, db2) = (w.clone(), db.clone());
@@ -245,7 +267,7 @@ pub async fn restore_d1(
                     "parts 1-{k} of {n} were applied, so the target is partly restored{}",
                     safety_backup
                         .as_ref()
-                        .map(|id| format!("; its emergency backup is {id}"))
+                        .map(|id| format!("; its safety backup is {id}"))
                         .unwrap_or_default()
                 ),
             };
@@ -307,6 +329,9 @@ pub async fn restore_d1(
         database: db,
         remote,
         safety_backup,
+        dry_run: false,
+        would_drop: existing.len(),
+        import_parts: n,
         tables,
         manifest_tables: expected.len(),
         rows: expected.iter().map(|(_, n)| **n).sum(),
@@ -314,8 +339,8 @@ pub async fn restore_d1(
     })
 }
 
-/// Take an emergency backup of a D1 target into the repository, under its backup name.
-pub(crate) async fn emergency_backup(
+/// Take a safety backup of a D1 target into the repository, under its backup name.
+pub(crate) async fn safety_backup(
     repo: &Repository,
     target: &D1Target,
     label: String,
@@ -327,7 +352,7 @@ pub(crate) async fn emergency_backup(
         config: target.wrangler.config.clone(),
     };
     let safety = BackupOptions {
-        kind: crate::manifest::BackupKind::Emergency,
+        kind: crate::manifest::BackupKind::Safety,
         label: Some(label),
         ..opts.clone()
     };

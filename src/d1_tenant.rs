@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::d1_restore::{count_rows, emergency_backup, D1Target};
+use crate::d1_restore::{count_rows, safety_backup, D1Target};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::Manifest;
 use crate::repository::Repository;
@@ -23,6 +23,8 @@ pub struct D1TenantReport {
     pub backup: String,
     pub database: String,
     pub safety_backup: Option<String>,
+    /// Nothing was changed: the import file was written and the target inspected only.
+    pub dry_run: bool,
     /// Rows of the tenant per table, in the backup and now in the target (equal on success).
     pub tables: Vec<(String, u64)>,
     pub triggers_recreated: usize,
@@ -43,6 +45,7 @@ pub async fn restore_tenant_d1(
     cfg: &crate::tenant::TenancyConfig,
     tenant: &str,
     safety: bool,
+    dry_run: bool,
     opts: &BackupOptions,
 ) -> Result<D1TenantReport> {
     use crate::tenant::{discover, Ownership};
@@ -165,11 +168,23 @@ pub async fn restore_tenant_d1(
         .map_err(crate::cli::internal)??
     };
     steps.push(("prepare".to_string(), t.elapsed().as_millis() as u64));
+    if dry_run {
+        return Ok(D1TenantReport {
+            tenant: tenant.to_string(),
+            backup: m.id.clone(),
+            database: db,
+            safety_backup: None,
+            dry_run: true,
+            tables: expected,
+            triggers_recreated: triggers.len(),
+            steps,
+        });
+    }
 
     let safety_backup = if safety {
         let t = std::time::Instant::now();
         let label = format!("before restoring tenant {tenant} from {}", m.id);
-        let id = emergency_backup(repo, target, label, opts)
+        let id = safety_backup(repo, target, label, opts)
             .await
             .map_err(|e| e.context("safety backup of the target"))?;
         steps.push((
@@ -228,6 +243,7 @@ pub async fn restore_tenant_d1(
         backup: m.id.clone(),
         database: db,
         safety_backup,
+        dry_run: false,
         tables: expected,
         triggers_recreated: triggers.len(),
         steps,

@@ -25,6 +25,20 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// A short lowercase name, for JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Internal => "internal",
+            Kind::Config => "config",
+            Kind::Database => "database",
+            Kind::Repository => "repository",
+            Kind::NotFound => "not_found",
+            Kind::Corrupt => "corrupt",
+            Kind::TargetExists => "target_exists",
+            Kind::DiskFull => "disk_full",
+        }
+    }
+
     /// The process exit code for this kind (documented in the README).
     pub fn exit_code(self) -> i32 {
         match self {
@@ -37,6 +51,12 @@ impl Kind {
             Kind::TargetExists => 7,
             Kind::DiskFull => 8,
         }
+    }
+}
+
+impl serde::Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 

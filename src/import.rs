@@ -13,7 +13,7 @@ use rusqlite::Connection;
 
 use crate::error::{Error, Kind, Result};
 use crate::insert::{parse_insert_into, Cell, Rows};
-use crate::place::{place, prepare, TempGuard};
+use crate::place::{FileId, Placement};
 use crate::restore::IntegrityCheck;
 use crate::sqltext::{Splitter, Statement, Trailer};
 
@@ -61,12 +61,11 @@ pub fn open_dump(path: &Path) -> Result<Box<dyn BufRead + Send>> {
 pub fn import_file(input: &Path, target: &Path, opts: &ImportOptions) -> Result<ImportStats> {
     let started = Instant::now();
     let reader = open_dump(input)?;
-    let tmp = prepare(target, opts.force)?;
-    let mut guard = TempGuard::new(&tmp);
+    let placement = Placement::prepare(target, opts.force, "import")?;
+    let tmp = placement.tmp().to_path_buf();
     let mut stats =
         load(reader, &tmp, opts).map_err(|e| e.context(format!("import {}", input.display())))?;
-    stats.moved_aside = place(&tmp, target)?;
-    guard.disarm();
+    stats.moved_aside = placement.commit(FileId::of(&tmp))?;
     stats.duration_ms = started.elapsed().as_millis() as u64;
     Ok(stats)
 }

@@ -12,6 +12,7 @@ pub mod d1_tenant;
 pub mod demo;
 pub mod dump;
 pub mod error;
+pub mod file_writer;
 pub mod import;
 pub mod insert;
 pub mod literal;
@@ -28,6 +29,7 @@ pub mod store;
 pub mod tenant;
 pub mod tenant_export;
 pub mod tenant_restore;
+pub mod text;
 pub mod verify;
 
 pub use error::{Error, Kind, Result};

@@ -17,7 +17,19 @@ pub const FORMAT_VERSION: u32 = 1;
 pub enum BackupKind {
     Scheduled,
     Manual,
+    /// Taken on purpose before something risky (a migration).
     Emergency,
+    /// Taken by a restore of the state it is about to replace, so the restore can be undone.
+    /// It holds the damage the restore repairs: `latest` and `--at` never pick it.
+    #[value(skip)]
+    Safety,
+}
+
+impl BackupKind {
+    /// Whether `latest` and `--at` may pick a backup of this kind.
+    pub fn selectable(self) -> bool {
+        self != BackupKind::Safety
+    }
 }
 
 impl std::fmt::Display for BackupKind {
@@ -26,6 +38,7 @@ impl std::fmt::Display for BackupKind {
             BackupKind::Scheduled => "scheduled",
             BackupKind::Manual => "manual",
             BackupKind::Emergency => "emergency",
+            BackupKind::Safety => "safety",
         })
     }
 }

@@ -1,8 +1,18 @@
-//! Placing a new database file where an old one may live: checks the target before any work,
-//! builds into `<target>.lifeboat-tmp` (removed on any failure), then moves an existing database
-//! and its `-wal`/`-shm`/`-journal` aside to `<target>.pre-restore-<time>` and renames the new
-//! file in. Restore and import both go through here.
+//! Putting a new file where an old one may live, without ever losing the old one. Restore,
+//! import, export and dump all go through [`Placement`]:
+//!
+//! - a symbolic link as the target is followed: the real file is replaced, never the link;
+//! - one writer per target at a time (`<target>.lifeboat-lock`, held with `flock`);
+//! - the new file is built in a temp file whose name no other run uses
+//!   (`<target>.lifeboat-tmp-<pid>-<random>`), removed on any failure;
+//! - an existing file (and SQLite's `-wal`/`-shm`/`-journal`) is moved aside to a name that has
+//!   never been used (`<target>.pre-<verb>-<time to the millisecond>[-N]`);
+//! - every rename refuses to replace an existing file (`renameat2(RENAME_NOREPLACE)`), so no
+//!   race can make one move destroy what another kept;
+//! - a file another process has open is never replaced.
 
+use std::fs::File;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -11,36 +21,63 @@ use crate::error::{Error, Kind, Result};
 
 /// A database path and its `-wal`, `-shm` and `-journal` companions.
 pub fn with_side_files(p: &Path) -> [PathBuf; 4] {
-    let side = |suffix: &str| {
-        let mut o = p.as_os_str().to_os_string();
-        o.push(suffix);
-        PathBuf::from(o)
-    };
     [
         p.to_path_buf(),
-        side("-wal"),
-        side("-shm"),
-        side("-journal"),
+        suffixed(p, "-wal"),
+        suffixed(p, "-shm"),
+        suffixed(p, "-journal"),
     ]
 }
 
-/// Check `target` can be written (refusing an existing database without `force`) and return
-/// the temp path to build into. A leftover temp file from a crashed run is removed.
-pub fn prepare(target: &Path, force: bool) -> Result<PathBuf> {
-    if target.is_dir() {
+fn suffixed(p: &Path, suffix: &str) -> PathBuf {
+    let mut o = p.as_os_str().to_os_string();
+    o.push(suffix);
+    PathBuf::from(o)
+}
+
+/// What a command would do to its target, found without changing anything.
+#[derive(Debug, Clone)]
+pub struct TargetCheck {
+    /// The file that will be written: the target, or the file a symbolic link points at.
+    pub path: PathBuf,
+    /// The symbolic link given as the target, when it was one.
+    pub link: Option<PathBuf>,
+    /// Whether a file (or a side file) is there and would be moved aside.
+    pub exists: bool,
+}
+
+impl TargetCheck {
+    /// A one-line note when the target was a symbolic link.
+    pub fn link_note(&self) -> Option<String> {
+        self.link.as_ref().map(|l| {
+            format!(
+                "{} is a symbolic link: writing the file it points at, {}",
+                l.display(),
+                self.path.display()
+            )
+        })
+    }
+}
+
+/// Check `target` can be written: follow a symbolic link, refuse a directory or a missing
+/// parent, refuse an existing file without `force`, and refuse one another process has open.
+pub fn check_target(target: &Path, force: bool) -> Result<TargetCheck> {
+    let (path, link) = resolve_links(target)?;
+    if path.is_dir() {
         return Err(Error::new(
             Kind::Config,
-            format!("target {} is a directory", target.display()),
+            format!("target {} is a directory", path.display()),
         ));
     }
-    let parent = parent(target);
+    let parent = parent(&path);
     if !parent.is_dir() {
         return Err(Error::new(
             Kind::Config,
             format!("target directory {} does not exist", parent.display()),
         ));
     }
-    if let Some(existing) = with_side_files(target).into_iter().find(|p| p.exists()) {
+    let existing = with_side_files(&path).into_iter().find(|p| p.exists());
+    if let Some(existing) = &existing {
         if !force {
             return Err(Error::new(
                 Kind::TargetExists,
@@ -50,13 +87,151 @@ pub fn prepare(target: &Path, force: bool) -> Result<PathBuf> {
                 ),
             ));
         }
-        refuse_if_open(target)?;
+        refuse_if_open(&path)?;
     }
-    let mut tmp = target.as_os_str().to_os_string();
-    tmp.push(".lifeboat-tmp");
-    let tmp = PathBuf::from(tmp);
-    drop(TempGuard::new(&tmp));
-    Ok(tmp)
+    Ok(TargetCheck {
+        path,
+        link,
+        exists: existing.is_some(),
+    })
+}
+
+/// Follow symbolic links (up to 40, as the kernel does) to the path that will be written. The
+/// final file need not exist; a link to a missing file is followed to where it points.
+pub fn resolve_links(target: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+    let mut path = std::path::absolute(target)
+        .map_err(|e| Error::io(format!("target {}", target.display()), e))?;
+    let mut followed = false;
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&path)
+                    .map_err(|e| Error::io(format!("read link {}", path.display()), e))?;
+                path = parent(&path).join(to);
+                followed = true;
+            }
+            _ => {
+                let link = followed.then(|| target.to_path_buf());
+                return Ok((path, link));
+            }
+        }
+    }
+    Err(Error::new(
+        Kind::Config,
+        format!("target {}: too many symbolic links", target.display()),
+    ))
+}
+
+/// A target being replaced: locked against other lifeboat runs, with a private temp file to
+/// build the new content in. Dropping it without [`Placement::commit`] removes the temp file
+/// and leaves the target as it was.
+pub struct Placement {
+    target: TargetCheck,
+    force: bool,
+    verb: &'static str,
+    tmp: PathBuf,
+    _lock: TargetLock,
+}
+
+impl Placement {
+    /// Check the target, take its lock and pick the temp path (`verb` names the aside file:
+    /// `restore` gives `<target>.pre-restore-<time>`). Leftover temp files of runs that were
+    /// killed are removed (the lock proves no run is using them).
+    pub fn prepare(target: &Path, force: bool, verb: &'static str) -> Result<Placement> {
+        let check = check_target(target, force)?;
+        let lock = TargetLock::acquire(&check.path)?;
+        // Check again under the lock: another run may have placed a file meanwhile.
+        let check = check_target(target, force)?;
+        remove_stale_temps(&check.path);
+        let tmp = suffixed(
+            &check.path,
+            &format!(
+                ".lifeboat-tmp-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ),
+        );
+        Ok(Placement {
+            target: check,
+            force,
+            verb,
+            tmp,
+            _lock: lock,
+        })
+    }
+
+    /// Where to build the new file.
+    pub fn tmp(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The file that will be replaced (a symbolic link's destination).
+    pub fn target(&self) -> &TargetCheck {
+        &self.target
+    }
+
+    /// Move any existing file aside and rename the temp file into place. `checked` is the
+    /// identity of the file the checks read: the rename refuses any other. Returns where the
+    /// old file went. If a step fails, what was moved is put back.
+    pub fn commit(self, checked: Option<FileId>) -> Result<Option<PathBuf>> {
+        let target = self.target.path.clone();
+        if let Some(id) = checked {
+            if FileId::of(&self.tmp) != Some(id) {
+                return Err(Error::new(
+                    Kind::Internal,
+                    format!(
+                        "{} changed after it was checked; nothing was replaced",
+                        self.tmp.display()
+                    ),
+                ));
+            }
+        }
+        let exists = with_side_files(&target).iter().any(|p| p.exists());
+        if exists && !self.force {
+            return Err(Error::new(
+                Kind::TargetExists,
+                format!(
+                    "target {} appeared while it was being written; pass --force to move it aside",
+                    target.display()
+                ),
+            ));
+        }
+        let aside = if exists {
+            refuse_if_open(&target)?; // again: something may have opened it since `prepare`
+            Some(move_aside(&target, self.verb)?)
+        } else {
+            None
+        };
+        if let Err(e) = rename_noreplace(&self.tmp, &target) {
+            if let Some(a) = &aside {
+                let _ = move_all(a, &target);
+            }
+            return Err(Error::io(format!("rename into {}", target.display()), e));
+        }
+        sync_dir(&parent(&target));
+        Ok(aside)
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        for f in with_side_files(&self.tmp) {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// A file's identity (device, inode), to tell the file that was checked from any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId(u64, u64);
+
+impl FileId {
+    pub fn of(path: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| FileId(m.dev(), m.ino()))
+    }
 }
 
 fn parent(target: &Path) -> PathBuf {
@@ -66,59 +241,197 @@ fn parent(target: &Path) -> PathBuf {
     }
 }
 
-/// Removes a temp database (and SQLite's side files) unless disarmed.
-pub struct TempGuard(Option<PathBuf>);
-
-impl TempGuard {
-    pub fn new(path: &Path) -> Self {
-        TempGuard(Some(path.to_path_buf()))
-    }
-
-    pub fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            for f in with_side_files(&p) {
-                let _ = std::fs::remove_file(f);
-            }
-        }
-    }
-}
-
-/// Move the finished, fsynced `tmp` onto `target`, first moving any existing database aside.
-/// Returns where the old one went. If the rename fails the old database is put back.
-pub fn place(tmp: &Path, target: &Path) -> Result<Option<PathBuf>> {
-    let existing = with_side_files(target).iter().any(|p| p.exists());
-    let moved_aside = if existing {
-        refuse_if_open(target)?; // again: something may have opened it since `prepare`
-        let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
-        let mut aside = target.as_os_str().to_os_string();
-        aside.push(format!(".pre-restore-{stamp}"));
-        let aside = PathBuf::from(aside);
-        move_all(target, &aside)?;
-        Some(aside)
-    } else {
-        None
-    };
-    if let Err(e) = std::fs::rename(tmp, target) {
-        if let Some(aside) = &moved_aside {
-            let _ = move_all(aside, target);
-        }
-        return Err(Error::io(format!("rename into {}", target.display()), e));
-    }
-    if let Ok(d) = std::fs::File::open(parent(target)) {
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(moved_aside)
 }
 
-/// Refuse to replace a database another process has open: the rename would leave that process
+/// Move `target` and its side files to a name never used before: `<target>.pre-<verb>-<time>`
+/// with milliseconds, and `-2`, `-3`, … when even that is taken. Returns the new name.
+fn move_aside(target: &Path, verb: &str) -> Result<PathBuf> {
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    for n in 1..10_000 {
+        let extra = if n == 1 {
+            String::new()
+        } else {
+            format!("-{n}")
+        };
+        let aside = suffixed(target, &format!(".pre-{verb}-{stamp}{extra}"));
+        if with_side_files(&aside)
+            .iter()
+            .any(|p| p.symlink_metadata().is_ok())
+        {
+            continue;
+        }
+        match move_all(target, &aside) {
+            Ok(()) => return Ok(aside),
+            // Someone took the name between the look and the rename: try the next.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(format!("move {} aside", target.display()), e)),
+        }
+    }
+    Err(Error::new(
+        Kind::Internal,
+        format!("move {} aside: no free name", target.display()),
+    ))
+}
+
+/// Rename a database and whichever side files it has, never over an existing file. On failure
+/// the files already moved are moved back.
+fn move_all(from: &Path, to: &Path) -> std::io::Result<()> {
+    let pairs: Vec<(PathBuf, PathBuf)> = with_side_files(from)
+        .into_iter()
+        .zip(with_side_files(to))
+        .filter(|(f, _)| f.symlink_metadata().is_ok())
+        .collect();
+    for (i, (f, t)) in pairs.iter().enumerate() {
+        if let Err(e) = rename_noreplace(f, t) {
+            for (f, t) in pairs[..i].iter().rev() {
+                let _ = rename_noreplace(t, f);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Rename `from` to `to`, failing with `AlreadyExists` rather than replacing `to`.
+pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let f = CString::new(from.as_os_str().as_bytes())?;
+        let t = CString::new(to.as_os_str().as_bytes())?;
+        // SAFETY: two valid NUL-terminated paths; renameat2 only reads them.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                f.as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+            return Err(e);
+        }
+    }
+    // A file system without RENAME_NOREPLACE: a hard link refuses an existing name too.
+    std::fs::hard_link(from, to)?;
+    std::fs::remove_file(from)
+}
+
+/// Remove temp files that runs killed mid-way left next to `target`. Only called under the
+/// target's lock, so none of them belongs to a running command.
+fn remove_stale_temps(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.lifeboat-tmp", name.to_string_lossy());
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// One lifeboat writer per target: an exclusive `flock` on `<target>.lifeboat-lock`, which
+/// holds the owner's pid (for the message another run prints). The kernel releases it when the
+/// process dies, so a killed run never blocks the next.
+struct TargetLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl TargetLock {
+    fn acquire(target: &Path) -> Result<TargetLock> {
+        let path = suffixed(target, ".lifeboat-lock");
+        let io = |e| Error::io(format!("lock {}", path.display()), e);
+        for _ in 0..100 {
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io)?;
+            if !try_flock(&file).map_err(io)? {
+                let mut owner = String::new();
+                let _ = file.read_to_string(&mut owner);
+                let owner = owner.trim();
+                let who = if owner.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {owner})")
+                };
+                return Err(Error::new(
+                    Kind::TargetExists,
+                    format!(
+                        "another lifeboat command{who} is writing {} right now; wait for it to finish",
+                        target.display()
+                    ),
+                ));
+            }
+            // The previous holder may have removed the file between our open and our lock:
+            // then we hold a lock on a file nobody else will ever see. Start again.
+            use std::os::unix::fs::MetadataExt;
+            let ours = file.metadata().map_err(io)?;
+            let same = std::fs::metadata(&path)
+                .is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino());
+            if !same {
+                continue;
+            }
+            file.set_len(0).map_err(io)?;
+            file.write_all(format!("{}\n", std::process::id()).as_bytes())
+                .map_err(io)?;
+            return Ok(TargetLock { path, _file: file });
+        }
+        Err(Error::new(
+            Kind::Internal,
+            format!("lock {}: kept changing under us", path.display()),
+        ))
+    }
+}
+
+impl Drop for TargetLock {
+    fn drop(&mut self) {
+        // Removed while still held: the next run creates a fresh file.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn try_flock(file: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Refuse to replace a file another process has open: the rename would leave that process
 /// on the old file, where its reads would be stale and its writes lost.
-fn refuse_if_open(target: &Path) -> Result<()> {
+pub fn refuse_if_open(target: &Path) -> Result<()> {
     let holders = holders(target);
     let Some((pid, cmd)) = holders.first() else {
         return Ok(());
@@ -177,157 +490,64 @@ pub fn holders(target: &Path) -> Vec<(u32, String)> {
     found
 }
 
-/// Rename a database and whichever side files it has.
-fn move_all(from: &Path, to: &Path) -> Result<()> {
-    for (f, t) in with_side_files(from).iter().zip(with_side_files(to).iter()) {
-        if f.exists() {
-            std::fs::rename(f, t)
-                .map_err(|e| Error::io(format!("move {} aside", f.display()), e))?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rename_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        std::fs::write(&a, "new").unwrap();
+        std::fs::write(&b, "old").unwrap();
+        let e = rename_noreplace(&a, &b).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "old");
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "new");
+    }
+
+    #[test]
+    fn asides_in_the_same_millisecond_get_new_names() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("x.db");
+        let mut asides = Vec::new();
+        for i in 0..5 {
+            std::fs::write(&t, format!("v{i}")).unwrap();
+            asides.push(move_aside(&t, "restore").unwrap());
         }
-    }
-    Ok(())
-}
-
-/// Ask the kernel to start writing a range back now (Linux); a hint, so errors are ignored:
-/// the fsync before the rename is what guarantees durability.
-pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid open descriptor; sync_file_range only reads its arguments.
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                offset as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
-}
-
-/// A `Write` that hands full buffers to a thread which writes them to a file, so producing the
-/// bytes (formatting, decompressing) and the kernel's copying overlap. A durable writer also
-/// starts writeback as it goes, so the fsync in [`FileWriter::finish`] is short.
-pub struct FileWriter {
-    buf: Vec<u8>,
-    durable: bool,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    /// Buffers the writer is done with, to fill again (fresh 1 MB allocations cost page faults).
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
-    thread: Option<std::thread::JoinHandle<std::io::Result<std::fs::File>>>,
-}
-
-const WRITE_BUF: usize = 1024 * 1024;
-
-impl FileWriter {
-    /// A file that is kept: written back as it grows, fsynced by `finish`.
-    pub fn new(file: std::fs::File) -> Self {
-        Self::start(file, true)
-    }
-
-    /// A scratch file, read soon and deleted: left to the page cache.
-    pub fn scratch(file: std::fs::File) -> Self {
-        Self::start(file, false)
-    }
-
-    fn start(file: std::fs::File, durable: bool) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-        let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
-        let thread = std::thread::spawn(move || -> std::io::Result<std::fs::File> {
-            use std::io::Write;
-            let mut file = file;
-            let (mut written, mut synced) = (0u64, 0u64);
-            for chunk in rx {
-                file.write_all(&chunk)?;
-                written += chunk.len() as u64;
-                if durable && written - synced >= 32 * 1024 * 1024 {
-                    start_writeback(&file, synced, written - synced);
-                    synced = written;
-                }
-                let _ = give_back.try_send(chunk);
-            }
-            Ok(file)
-        });
-        FileWriter {
-            buf: Vec::with_capacity(WRITE_BUF),
-            durable,
-            tx: Some(tx),
-            spare,
-            thread: Some(thread),
+        for (i, a) in asides.iter().enumerate() {
+            assert_eq!(std::fs::read_to_string(a).unwrap(), format!("v{i}"));
         }
     }
 
-    fn send(&mut self) -> std::io::Result<()> {
-        let mut next = self.buffer();
-        next.clear();
-        let full = std::mem::replace(&mut self.buf, next);
-        self.send_owned(full)
+    #[test]
+    fn second_writer_of_a_target_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("x.db");
+        let first = Placement::prepare(&t, false, "restore").unwrap();
+        let e = Placement::prepare(&t, false, "restore").err().unwrap();
+        assert_eq!(e.kind, Kind::TargetExists);
+        assert!(e.to_string().contains("another lifeboat command"), "{e}");
+        drop(first);
+        assert!(!suffixed(&t, ".lifeboat-lock").exists());
+        Placement::prepare(&t, false, "restore").unwrap();
     }
 
-    /// A buffer to fill and hand over with [`FileWriter::send_owned`]: one the writer is done
-    /// with when there is one (its old contents still in it), else a new empty one.
-    pub fn buffer(&mut self) -> Vec<u8> {
-        self.spare
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(WRITE_BUF))
-    }
-
-    /// Hand over a whole buffer without copying it (after anything written before it).
-    pub fn send_owned(&mut self, data: Vec<u8>) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            self.send()?;
-        }
-        let sent = self.tx.as_ref().map(|tx| tx.send(data));
-        match sent {
-            Some(Ok(())) => Ok(()),
-            // The writer thread stopped: finish() reports its error.
-            _ => Err(std::io::Error::other("file writer stopped")),
-        }
-    }
-
-    /// Write out the rest, wait for the writer, fsync a durable file, and return the file.
-    pub fn finish(mut self) -> std::io::Result<std::fs::File> {
-        if !self.buf.is_empty() {
-            let _ = self.send();
-        }
-        drop(self.tx.take());
-        let file = self
-            .thread
-            .take()
-            .expect("finish runs once")
-            .join()
-            .map_err(|_| std::io::Error::other("file writer panicked"))??;
-        if self.durable {
-            file.sync_all()?;
-        }
-        Ok(file)
-    }
-}
-
-impl Drop for FileWriter {
-    /// Unfinished (an error elsewhere): stop the writer and wait for it, so nothing is written
-    /// after the caller has moved on (and perhaps removed the file).
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl std::io::Write for FileWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= WRITE_BUF {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    #[test]
+    fn symlinks_are_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real.db");
+        std::fs::write(&real, "old").unwrap();
+        let link = d.path().join("link.db");
+        std::os::unix::fs::symlink("real.db", &link).unwrap();
+        let p = Placement::prepare(&link, true, "restore").unwrap();
+        assert_eq!(p.target().path, real);
+        std::fs::write(p.tmp(), "new").unwrap();
+        let id = FileId::of(p.tmp());
+        let aside = p.commit(id).unwrap().unwrap();
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "new");
+        assert_eq!(std::fs::read_to_string(&aside).unwrap(), "old");
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "new");
     }
 }

@@ -61,6 +61,21 @@ pub struct Listing {
     pub damaged: Vec<(String, String)>,
 }
 
+/// What is wrong with a manifest's data object, as listed: missing, or not the size recorded.
+fn data_problem(m: &Manifest, objects: &[(String, u64, DateTime<Utc>)]) -> Option<String> {
+    let Some(suffix) = m.data_object.strip_prefix(m.id.as_str()) else {
+        return None; // a data object under another id: checked when it is read
+    };
+    match objects.iter().find(|(s, _, _)| s == suffix) {
+        None => Some(format!("data object {} is missing", m.data_object)),
+        Some((_, size, _)) if *size != m.stored_size => Some(format!(
+            "data object {} is {size} bytes, the manifest says {} (truncated or replaced)",
+            m.data_object, m.stored_size
+        )),
+        Some(_) => None,
+    }
+}
+
 /// Database names become key segments: keep them boring.
 pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -308,8 +323,17 @@ impl Repository {
             .await;
         for (id, m) in fetched {
             match m {
-                Ok(m) => listing.backups.push(m),
-                Err(e) if e.kind == Kind::Corrupt => listing.damaged.push((id, e.to_string())),
+                // The manifest is the commit point, but it promises a data object: one that
+                // was deleted or replaced makes the backup damaged, not complete.
+                Ok(m) => match data_problem(&m, &objects[&id]) {
+                    Some(why) => listing.damaged.push((id, why)),
+                    None => listing.backups.push(m),
+                },
+                Err(e) if e.kind == Kind::Corrupt => {
+                    let why = e.to_string();
+                    let why = why.strip_prefix(&format!("backup {id}: ")).unwrap_or(&why);
+                    listing.damaged.push((id.clone(), why.to_string()))
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -452,21 +476,47 @@ impl Repository {
         Ok(())
     }
 
-    /// Store a restore record at `<db>/restores/<name>`.
-    pub async fn put_record(&self, db: &str, name: &str, body: Vec<u8>) -> Result<()> {
-        let key = self
-            .backend
-            .root
-            .clone()
-            .join(db)
-            .join("restores")
-            .join(name);
-        self.backend
-            .store
-            .put(&key, PutPayload::from(body))
-            .await
-            .map_err(|e| self.err("write restore record", e))?;
-        Ok(())
+    /// Store a restore record under a name no other record has:
+    /// `<db>/restores/<time to the millisecond>-<tenant>-<random>.json`, written with a
+    /// conditional create. Returns the name.
+    pub async fn put_record(&self, db: &str, tenant: &str, body: Vec<u8>) -> Result<String> {
+        let safe: String = tenant
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        let stamp = Utc::now().format("%Y-%m-%dT%H%M%S%.3fZ");
+        for _ in 0..16 {
+            let name = format!("{stamp}-{safe}-{:08x}.json", rand::random::<u32>());
+            let key = self
+                .backend
+                .root
+                .clone()
+                .join(db)
+                .join("restores")
+                .join(name.as_str());
+            let opts = PutOptions::from(PutMode::Create);
+            match self
+                .backend
+                .store
+                .put_opts(&key, PutPayload::from(body.clone()), opts)
+                .await
+            {
+                Ok(_) => return Ok(name),
+                Err(object_store::Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(self.err("write restore record", e)),
+            }
+        }
+        Err(Error::new(
+            Kind::Internal,
+            "write restore record: no free name",
+        ))
     }
 
     /// All restore records of a database, oldest first.

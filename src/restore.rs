@@ -1,6 +1,7 @@
-//! Full restore: picks a backup, downloads it while checking its sha256, decompresses into
-//! `<target>.lifeboat-tmp`, checks the image (quick or full integrity check, row counts, schema)
-//! and only then moves any old database aside and renames the new one into place.
+//! Full restore: picks a backup, downloads it while checking its sha256, decompresses into a
+//! temp file of its own next to the target, checks the image (quick or full integrity check,
+//! row counts, schema) and only then moves any old database aside and renames the new one into
+//! place (see [`crate::place`]).
 
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -14,8 +15,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Kind, Result};
+use crate::file_writer::FileWriter;
 use crate::manifest::Manifest;
-use crate::place::{place, prepare, FileWriter, TempGuard};
+use crate::place::{check_target, FileId, Placement};
 use crate::repository::{DataReader, Repository};
 use crate::source::{inspect, open_image};
 
@@ -37,39 +39,161 @@ pub enum IntegrityCheck {
     Full,
 }
 
-/// Find the manifest `sel` refers to.
-pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Manifest> {
+/// A backup a selector passed over, and why: the user should know that the newest backup was
+/// not the one used.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    pub id: String,
+    pub reason: String,
+}
+
+impl Skipped {
+    /// Damaged (a problem to report), rather than a safety backup passed over by design.
+    pub fn damaged(&self) -> bool {
+        self.reason.starts_with("damaged")
+    }
+}
+
+/// The backup a selector resolved to, and the newer ones it passed over.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub manifest: Manifest,
+    /// `latest`, `--at …`, or the id as given.
+    pub selector: String,
+    pub skipped: Vec<Skipped>,
+}
+
+impl Selection {
+    /// One line naming the backup chosen, its kind and its time.
+    pub fn describe(&self) -> String {
+        let safety: Vec<&str> = self
+            .skipped
+            .iter()
+            .filter(|s| !s.damaged())
+            .map(|s| s.id.as_str())
+            .collect();
+        let passed = match safety.as_slice() {
+            [] => String::new(),
+            [one] => format!("; passed over the newer safety backup {one}"),
+            [first, ..] => format!(
+                "; passed over {} newer safety backups, the newest {first}",
+                safety.len()
+            ),
+        };
+        format!(
+            "backup {} = {} ({}, taken {}){passed}",
+            self.selector,
+            self.manifest.id,
+            self.manifest.kind,
+            utc(self.manifest.created_at)
+        )
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "selector": self.selector,
+            "id": self.manifest.id,
+            "kind": self.manifest.kind,
+            "created_at": self.manifest.created_at,
+            "skipped": self.skipped,
+        })
+    }
+}
+
+/// The time in a backup id (`backup-YYYY-MM-DDTHHMMSSZ`), for backups whose manifest cannot be
+/// read.
+fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    let t = id.strip_prefix("backup-")?;
+    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// Find the backup `sel` refers to. `latest` and `--at` pick the newest complete backup (at or
+/// before the time) that is not a safety backup; the damaged and safety backups newer than
+/// the one picked are named in [`Selection::skipped`]. An explicit id is taken as it is.
+pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Selection> {
     if let Selector::Id(id) = sel {
         if id != "latest" {
-            return repo.manifest(db, id).await;
+            return Ok(Selection {
+                manifest: repo.manifest(db, id).await?,
+                selector: id.clone(),
+                skipped: Vec::new(),
+            });
         }
     }
     let listing = repo.list(db).await?;
-    if listing.backups.is_empty() {
-        return Err(Error::new(
-            Kind::NotFound,
-            format!("no complete backup of database {db} in {}", repo.url()),
-        ));
+    let (until, selector) = match sel {
+        Selector::At(at) => (Some(*at), format!("--at {}", utc(*at))),
+        _ => (None, "latest".to_string()),
+    };
+    let in_window = |t: DateTime<Utc>| until.is_none_or(|u| t <= u);
+    let chosen = listing
+        .backups
+        .iter()
+        .find(|m| m.kind.selectable() && in_window(m.created_at));
+    // Newer than the chosen one (or any, when none was chosen) and inside the window.
+    let newer = |t: Option<DateTime<Utc>>, id: &str| match chosen {
+        Some(c) => t.is_none_or(|t| in_window(t)) && (t, id) > (Some(c.created_at), c.id.as_str()),
+        None => t.is_none_or(|t| in_window(t)),
+    };
+    let mut skipped: Vec<Skipped> = Vec::new();
+    for (id, why) in &listing.damaged {
+        if newer(id_time(id), id) {
+            skipped.push(Skipped {
+                id: id.clone(),
+                reason: format!("damaged: {why}"),
+            });
+        }
     }
-    match sel {
-        Selector::At(at) => listing
-            .backups
-            .iter()
-            .find(|m| m.created_at <= *at)
-            .cloned()
-            .ok_or_else(|| {
-                let oldest = listing.backups.last().map(|m| utc(m.created_at));
-                Error::new(
-                    Kind::NotFound,
-                    format!(
-                        "no backup of database {db} at or before {} (oldest is {})",
-                        utc(*at),
-                        oldest.unwrap_or_default()
-                    ),
-                )
-            }),
-        _ => Ok(listing.backups[0].clone()),
+    for m in listing.backups.iter().filter(|m| !m.kind.selectable()) {
+        if newer(Some(m.created_at), &m.id) {
+            skipped.push(Skipped {
+                id: m.id.clone(),
+                reason: format!(
+                    "{} backup taken by a restore{}; give its id to use it",
+                    m.kind,
+                    m.label
+                        .as_deref()
+                        .map(|l| format!(" ({})", crate::text::escape(l)))
+                        .unwrap_or_default()
+                ),
+            });
+        }
     }
+    skipped.sort_by(|a, b| b.id.cmp(&a.id));
+    let Some(chosen) = chosen else {
+        let what = match until {
+            Some(at) => format!(
+                "no backup of database {db} at or before {}{}",
+                utc(at),
+                listing
+                    .backups
+                    .last()
+                    .map(|m| format!(" (oldest is {})", utc(m.created_at)))
+                    .unwrap_or_default()
+            ),
+            None => format!("no complete backup of database {db} in {}", repo.url()),
+        };
+        let damaged: Vec<&Skipped> = skipped.iter().filter(|s| s.damaged()).collect();
+        if let Some(first) = damaged.first() {
+            let why = first.reason.trim_start_matches("damaged: ");
+            return Err(Error::new(
+                Kind::Corrupt,
+                format!(
+                    "{what}: the newest, {}, is corrupt: {why} ({} damaged backup(s) in all)",
+                    first.id,
+                    damaged.len(),
+                ),
+            ));
+        }
+        return Err(Error::new(Kind::NotFound, what));
+    };
+    Ok(Selection {
+        manifest: chosen.clone(),
+        selector,
+        skipped,
+    })
 }
 
 /// A time as users type it: `2026-11-20T03:00:00Z`.
@@ -410,23 +534,33 @@ pub fn check_image(path: &Path, m: &Manifest, level: IntegrityCheck) -> Result<(
         let info = open_image(path).and_then(|c| inspect(&c));
         (check.join(), info)
     });
+    // Only what SQLite says about the image's content is the backup's fault; a full scratch
+    // disk or an I/O error is the machine's.
+    let failed = |what: &str, e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) | Some(rusqlite::ErrorCode::NotADatabase) => {
+            corrupt(format!("{what}: {e}"))
+        }
+        _ => Error::sqlite(
+            Kind::Internal,
+            format!("check backup {}: {what} ({})", m.id, path.display()),
+            e,
+        ),
+    };
     let first = checked
         .map_err(|_| Error::new(Kind::Internal, "integrity check thread panicked"))?
-        .map_err(|e| corrupt(format!("{pragma}: {e}")))?;
+        .map_err(|e| failed(pragma, e))?;
     if first != "ok" {
         return Err(corrupt(format!("{pragma}: {first}")));
     }
-    let info = info.map_err(|e| corrupt(format!("reading image: {e}")))?;
+    let info = info.map_err(|e| failed("reading image", e))?;
     if info.tables != m.tables {
         let diff = m
             .tables
             .iter()
             .find(|(t, n)| info.tables.get(*t) != Some(n))
-            .map(|(t, n)| {
-                format!(
-                    "table {t} has {:?} rows, manifest says {n}",
-                    info.tables.get(t)
-                )
+            .map(|(t, n)| match info.tables.get(t) {
+                Some(got) => format!("table {t} has {got} rows, manifest says {n}"),
+                None => format!("table {t} is missing, manifest says {n} rows"),
             })
             .unwrap_or_else(|| "the image has tables the manifest does not list".into());
         return Err(corrupt(format!("row counts differ: {diff}")));
@@ -441,21 +575,34 @@ pub fn check_image(path: &Path, m: &Manifest, level: IntegrityCheck) -> Result<(
 pub struct RestoreOptions {
     pub force: bool,
     pub integrity: IntegrityCheck,
+    /// Download and check, then report what would happen; change nothing.
+    pub dry_run: bool,
+    /// Where a dry run downloads the image (the system temp dir when unset).
+    pub scratch_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoreReport {
     pub backup: String,
+    /// The file written (a symbolic link's destination when the target was a link).
     pub target: PathBuf,
+    /// The symbolic link given as the target, when it was one.
+    pub link: Option<PathBuf>,
     /// Where the previous database was moved, when there was one.
     pub moved_aside: Option<PathBuf>,
+    /// A dry run: nothing was changed; `moved_aside` is what would have been moved.
+    pub dry_run: bool,
+    /// With a dry run: whether an existing database would be moved aside.
+    pub would_move_aside: bool,
     pub image_size: u64,
     pub tables: usize,
     pub rows: u64,
     pub duration_ms: u64,
 }
 
-/// Restore `m` to `target`. On any failure the target is left exactly as it was.
+/// Restore `m` to `target`. On any failure the target is left exactly as it was. Only one
+/// lifeboat command writes a target at a time; the image is built in a temp file of this run's
+/// own, checked, and renamed into place (the same file that was checked).
 pub async fn restore(
     repo: &Repository,
     m: &Manifest,
@@ -464,8 +611,11 @@ pub async fn restore(
     progress: &ProgressBar,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    let tmp = prepare(target, opts.force)?;
-    let mut guard = TempGuard::new(&tmp);
+    if opts.dry_run {
+        return dry_run(repo, m, target, opts, progress).await;
+    }
+    let placement = Placement::prepare(target, opts.force, "restore")?;
+    let tmp = placement.tmp().to_path_buf();
 
     let step = Instant::now();
     fetch(repo, m, &tmp, FetchOptions::DURABLE, progress).await?;
@@ -473,6 +623,7 @@ pub async fn restore(
         ms = step.elapsed().as_millis() as u64,
         "restore: download and decompress"
     );
+    let checked = FileId::of(&tmp);
     let step = Instant::now();
     let (check_tmp, check_m, level) = (tmp.clone(), m.clone(), opts.integrity);
     tokio::task::spawn_blocking(move || check_image(&check_tmp, &check_m, level))
@@ -482,13 +633,50 @@ pub async fn restore(
         ms = step.elapsed().as_millis() as u64,
         "restore: check image"
     );
+    let checked_target = placement.target().clone();
     // The image was fsynced as its writer finished (FetchOptions::DURABLE).
-    let moved_aside = place(&tmp, target)?;
-    guard.disarm();
+    let moved_aside = placement.commit(checked)?;
     Ok(RestoreReport {
         backup: m.id.clone(),
-        target: target.to_path_buf(),
+        target: checked_target.path,
+        link: checked_target.link,
         moved_aside,
+        dry_run: false,
+        would_move_aside: false,
+        image_size: m.image_size,
+        tables: m.tables.len(),
+        rows: m.total_rows(),
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// `restore --dry-run`: the same target checks and the same download and checks, into scratch
+/// space; nothing next to the target is created, moved or locked.
+async fn dry_run(
+    repo: &Repository,
+    m: &Manifest,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &ProgressBar,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let checked = check_target(target, opts.force)?;
+    let dir = crate::scratch::scratch(opts.scratch_dir.as_deref())?;
+    let image = dir.path().join("image.sqlite");
+    fetch(repo, m, &image, FetchOptions::SCRATCH, progress).await?;
+    let (img, man, level) = (image.clone(), m.clone(), opts.integrity);
+    tokio::task::spawn_blocking(move || check_image(&img, &man, level))
+        .await
+        .map_err(|e| Error::new(Kind::Internal, format!("check task: {e}")))??;
+    // The target may have changed while the backup was checked: look again.
+    let again = check_target(target, opts.force)?;
+    Ok(RestoreReport {
+        backup: m.id.clone(),
+        target: again.path,
+        link: checked.link,
+        moved_aside: None,
+        dry_run: true,
+        would_move_aside: again.exists,
         image_size: m.image_size,
         tables: m.tables.len(),
         rows: m.total_rows(),

@@ -151,23 +151,11 @@ pub async fn backup(
             return Err(Error::new(Kind::Internal, "backup: upload abandoned"));
         }
     };
-    let sql_mirror = if db.sql_mirror {
-        let name = format!("{}.sql", created_at.format("backup-%Y-%m-%d"));
-        let image = tmp.path().join("mirror-image.sqlite");
-        let origin = format!("backup {id} of {}", db.name);
-        let written = match &opts.mirror_file {
-            Some(file) => upload_file(repo, &repo.mirror_key(&db.name, &name), file).await,
-            None => write_mirror(repo, &db.name, &name, &image, origin).await,
-        };
-        if let Err(e) = written {
-            repo.discard(&db.name, &id).await;
-            return Err(e.context("backup: sql mirror"));
-        }
-        Some(name)
-    } else {
-        None
-    };
-    drop(tmp);
+    // The day's SQL mirror is written only once the backup exists (after the manifest): a
+    // backup that fails never replaces the day's good mirror.
+    let sql_mirror = db
+        .sql_mirror
+        .then(|| format!("{}.sql", created_at.format("backup-%Y-%m-%d")));
     if digests.image_size != info.page_size * info.page_count {
         repo.discard(&db.name, &id).await;
         return Err(Error::new(
@@ -206,13 +194,30 @@ pub async fn backup(
         duration_ms: started.elapsed().as_millis() as u64,
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
         label: opts.label.clone(),
-        sql_mirror,
+        sql_mirror: sql_mirror.clone(),
         d1: opts.d1.clone(),
     };
     if let Err(e) = repo.commit(&manifest).await {
         repo.discard(&db.name, &id).await;
         return Err(e.context("backup"));
     }
+    if let Some(name) = &sql_mirror {
+        let image = tmp.path().join("mirror-image.sqlite");
+        let origin = format!("backup {id} of {}", db.name);
+        // Each upload replaces the object only once complete: if this fails, the day's
+        // mirror is still the previous backup's.
+        let written = match &opts.mirror_file {
+            Some(file) => upload_file(repo, &repo.mirror_key(&db.name, name), file).await,
+            None => write_mirror(repo, &db.name, name, &image, origin).await,
+        };
+        if let Err(e) = written {
+            return Err(e.context(format!(
+                "backup {id} of {} is complete, but its SQL mirror {name} was not written (the day's mirror, if any, is the previous backup's)",
+                db.name
+            )));
+        }
+    }
+    drop(tmp);
     Ok(manifest)
 }
 

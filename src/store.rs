@@ -16,7 +16,7 @@ use object_store::path::Path as Key;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
 use crate::error::{Error, Kind, Result};
-use crate::place::FileWriter;
+use crate::file_writer::FileWriter;
 
 /// An opened backend: the store, the prefix inside it, and a printable URL (never secrets).
 pub struct Backend {

@@ -21,6 +21,9 @@ pub struct VerifyReport {
     pub ok: bool,
     /// What failed, when something did.
     pub problem: Option<String>,
+    /// What kind of failure: `corrupt` is the backup's fault; `repository`, `disk_full` and
+    /// the others are the environment's, and say nothing about the backup.
+    pub problem_kind: Option<Kind>,
     pub tables: usize,
     pub rows: u64,
     pub duration_ms: u64,
@@ -34,10 +37,27 @@ pub async fn verify(repo: &Repository, m: &Manifest, scratch_dir: Option<&Path>)
         database: m.database.clone(),
         backup: m.id.clone(),
         ok: outcome.is_ok(),
+        problem_kind: outcome.as_ref().err().map(|e| e.kind),
         problem: outcome.err().map(|e| e.to_string()),
         tables: m.tables.len(),
         rows: m.total_rows(),
         duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+impl VerifyReport {
+    /// A backup that failed before it could be downloaded (its manifest is damaged).
+    pub fn failed(database: &str, backup: &str, kind: Kind, problem: String) -> VerifyReport {
+        VerifyReport {
+            database: database.to_string(),
+            backup: backup.to_string(),
+            ok: false,
+            problem: Some(problem),
+            problem_kind: Some(kind),
+            tables: 0,
+            rows: 0,
+            duration_ms: 0,
+        }
     }
 }
 

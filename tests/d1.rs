@@ -331,7 +331,7 @@ fn restore_into_d1_refuses_a_non_empty_target_unless_forced() {
     ]);
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert!(
-        stdout(&forced).contains("emergency backup of the target"),
+        stdout(&forced).contains("safety backup of the target"),
         "{}",
         stdout(&forced)
     );
@@ -339,7 +339,7 @@ fn restore_into_d1_refuses_a_non_empty_target_unless_forced() {
     let v: serde_json::Value =
         serde_json::from_str(&ok(p.path(), &["--json", "list", "--db", "recovery-db"])).unwrap();
     let safety = &v["databases"][0]["backups"][0];
-    assert_eq!(safety["kind"], "emergency");
+    assert_eq!(safety["kind"], "safety");
     assert_eq!(
         safety["tables"]["users"], 3,
         "the safety backup holds the target as it was"

@@ -125,9 +125,13 @@ fn damaged_manifest_is_flagged_not_trusted() {
             "--to",
             "x.db",
         ],
-        5,
+        6,
     );
-    assert!(err.contains("no complete backup"), "{err}");
+    assert!(
+        err.contains("no complete backup")
+            && err.contains("is corrupt: manifest is not valid JSON"),
+        "{err}"
+    );
 }
 
 #[test]

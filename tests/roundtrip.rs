@@ -278,7 +278,9 @@ fn config_file_drives_everything() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).starts_with("ok "), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("backup latest = backup-"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("ok ")), "{out}");
 }
 
 #[test]

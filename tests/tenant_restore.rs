@@ -230,7 +230,7 @@ fn tenant_comes_back_exactly_and_nothing_else_changes() {
 
     // The safety backup and the restore record are listed.
     let v: serde_json::Value = serde_json::from_str(&ok(d, &["--json", "list"])).unwrap();
-    assert_eq!(v["databases"][0]["backups"][0]["kind"], "emergency");
+    assert_eq!(v["databases"][0]["backups"][0]["kind"], "safety");
     let records = ok(d, &["restores"]);
     assert!(
         records.contains("tenant t1") && records.contains("safety backup backup-"),

@@ -51,10 +51,44 @@ fn remove_db(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The file that marks a directory as the demo's own, so a later demo may replace its files.
+const MARKER: &str = ".lifeboat-demo";
+
+/// Make `dir` the demo's: a new or empty directory gets the marker; one with the marker is the
+/// demo's already; anything else is refused, so the demo never replaces a user's files.
+fn claim_dir(dir: &Path) -> Result<()> {
+    let marker = dir.join(MARKER);
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if marker.is_file() {
+                return Ok(());
+            }
+            if entries.next().is_some() {
+                return Err(Error::new(
+                    Kind::TargetExists,
+                    format!(
+                        "demo --dir {}: the directory is not empty and was not made by lifeboat demo; give a new or empty directory",
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
+        Err(e) => return Err(Error::io(format!("demo --dir {}", dir.display()), e)),
+    }
+    std::fs::write(
+        &marker,
+        "made by `lifeboat demo`; a later demo may replace the files in this directory\n",
+    )
+    .map_err(|e| Error::io(format!("create {}", marker.display()), e))
+}
+
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let out = &ctx.out;
-    std::fs::create_dir_all(&args.dir)
-        .map_err(|e| Error::io(format!("create {}", args.dir.display()), e))?;
+    claim_dir(&args.dir)?;
     let db_path = args.dir.join("studio.db");
     let restored = args.dir.join("restored.db");
     let repo_url = ctx
@@ -138,10 +172,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     // 5. Restore into a new file and compare with the source.
     remove_db(&restored)?;
     let t = Instant::now();
-    let latest = select(&repo, &db.name, &Selector::Latest).await?;
+    let latest = select(&repo, &db.name, &Selector::Latest).await?.manifest;
     let opts = RestoreOptions {
         force: false,
         integrity: IntegrityCheck::Quick,
+        dry_run: false,
+        scratch_dir: None,
     };
     let r = restore(&repo, &latest, &restored, &opts, &ProgressBar::hidden()).await?;
     let restored_ms = ms(t);

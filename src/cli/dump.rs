@@ -1,7 +1,7 @@
 //! `lifeboat dump`: a SQL dump (sqlite3 or D1 dialect) of a stored backup or a live database.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::ProgressBar;
@@ -9,9 +9,10 @@ use indicatif::ProgressBar;
 use crate::cli::{secs, single_database_name, Ctx};
 use crate::dump::{dump, Dialect};
 use crate::error::{Error, Kind, Result};
+use crate::file_writer::FileWriter;
 use crate::manifest::human_size;
-use crate::place::{FileWriter, TempGuard};
-use crate::restore::{fetch, parse_time, select, Selector};
+use crate::place::{FileId, Placement};
+use crate::restore::{fetch, parse_time, Selector};
 use crate::scratch::scratch;
 
 #[derive(clap::Args, Debug)]
@@ -49,12 +50,22 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let started = Instant::now();
     let dir = scratch(args.scratch_dir.as_deref())?;
-    let (source, origin) = source_image(ctx, &args.backup, &args.at, &args.db, dir.path()).await?;
+    let (source, origin) = source_image(
+        ctx,
+        &args.backup,
+        &args.at,
+        &args.db,
+        dir.path(),
+        args.out == "-",
+    )
+    .await?;
     let (dialect, out_arg, force) = (args.dialect, args.out.clone(), args.force);
     let origin2 = origin.clone();
     let stats = tokio::task::spawn_blocking(move || -> Result<crate::dump::DumpStats> {
         let conn = open_read(&source).map_err(|e| e.context("dump"))?;
-        let stats = write_out(&out_arg, force, |w| dump(&conn, dialect, &origin2, w))?;
+        let stats = write_out(&out_arg, force, &source, |w| {
+            dump(&conn, dialect, &origin2, w)
+        })?;
         let _ = conn.execute_batch("COMMIT");
         Ok(stats)
     })
@@ -90,6 +101,7 @@ pub(crate) async fn source_image(
     at: &Option<String>,
     db: &Option<String>,
     dir: &std::path::Path,
+    stdout_is_data: bool,
 ) -> Result<(PathBuf, String)> {
     if backup.is_some() || at.is_some() {
         let repo = ctx.repository(false)?;
@@ -99,7 +111,9 @@ pub(crate) async fn source_image(
             (None, Some(id)) => Selector::Id(id.clone()),
             (None, None) => Selector::Latest,
         };
-        let m = select(&repo, &name, &sel).await?;
+        let m = crate::cli::select_backup(ctx, &repo, &name, &sel, stdout_is_data)
+            .await?
+            .manifest;
         let image = dir.join("image.sqlite");
         fetch(
             &repo,
@@ -137,11 +151,14 @@ pub(crate) fn open_read(path: &std::path::Path) -> Result<rusqlite::Connection> 
     Ok(conn)
 }
 
-/// Write through `f` to stdout or to a file (via a temp file renamed at the end, compressed by
-/// extension), so a failed dump never leaves a file that looks complete.
+/// Write through `f` to stdout or to a file (built in a temp file of its own, compressed by
+/// extension, fsynced and renamed in, so a failed dump never leaves a file that looks
+/// complete). A file is never written over an SQLite database or over `source` (the database
+/// being read), even with `--force`; with `--force` any other existing file is moved aside.
 pub(crate) fn write_out<T>(
     out: &str,
     force: bool,
+    source: &Path,
     f: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<T> {
     if out == "-" {
@@ -152,15 +169,14 @@ pub(crate) fn write_out<T>(
         return Ok(r);
     }
     let path = PathBuf::from(out);
-    if path.exists() && !force {
-        return Err(Error::new(
-            Kind::TargetExists,
-            format!("{out} exists; pass --force to overwrite it"),
-        ));
-    }
-    let tmp = PathBuf::from(format!("{out}.lifeboat-tmp"));
-    let mut guard = TempGuard::new(&tmp);
-    let file = std::fs::File::create(&tmp)
+    refuse_database(&crate::place::resolve_links(&path)?.0, source)?;
+    let placement = Placement::prepare(&path, force, "dump")?;
+    refuse_database(&placement.target().path, source)?;
+    let tmp = placement.tmp().to_path_buf();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
         .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
     let io = |e| Error::io(format!("write {out}"), e);
     let buf = FileWriter::new(file);
@@ -181,7 +197,50 @@ pub(crate) fn write_out<T>(
         (r, buf)
     };
     file.finish().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    guard.disarm();
+    let moved = placement.commit(FileId::of(&tmp))?;
+    if let Some(aside) = moved {
+        eprintln!(
+            "lifeboat: previous {out} moved aside to {}",
+            aside.display()
+        );
+    }
     Ok(r)
+}
+
+/// A dump or export never replaces a database: not the one it reads, and not any other
+/// SQLite file (SQL text in its place would lose it to anyone who opens it next).
+pub(crate) fn refuse_database(target: &Path, source: &Path) -> Result<()> {
+    let same = crate::place::with_side_files(source)
+        .iter()
+        .filter_map(|p| FileId::of(p))
+        .any(|id| {
+            std::fs::canonicalize(target)
+                .ok()
+                .and_then(|t| FileId::of(&t))
+                == Some(id)
+        });
+    if same {
+        return Err(Error::new(
+            Kind::TargetExists,
+            format!(
+                "{} is the database being read; choose another output file",
+                target.display()
+            ),
+        ));
+    }
+    let mut head = [0u8; 16];
+    let is_db = std::fs::File::open(target)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && &head == b"SQLite format 3\0";
+    if is_db {
+        return Err(Error::new(
+            Kind::TargetExists,
+            format!(
+                "{} is an SQLite database; a dump or export never replaces one, even with --force (choose another output file)",
+                target.display()
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@ use crate::cli::{secs, Ctx};
 use crate::dump::{dump_filtered, Dialect};
 use crate::error::{Error, Kind, Result};
 use crate::import::{load, open_dump, ImportOptions};
-use crate::place::{place, prepare, TempGuard};
+use crate::place::{FileId, Placement};
 use crate::restore::IntegrityCheck;
 use crate::scratch::scratch;
 use crate::tenant::discover;
@@ -58,7 +58,15 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         return Err(Error::new(Kind::Config, "--format sqlite needs --out FILE"));
     }
     let dir = scratch(args.scratch_dir.as_deref())?;
-    let (path, origin) = source_image(ctx, &args.backup, &args.at, &args.db, dir.path()).await?;
+    let (path, origin) = source_image(
+        ctx,
+        &args.backup,
+        &args.at,
+        &args.db,
+        dir.path(),
+        args.out == "-",
+    )
+    .await?;
     let cfg = tenancy_for(ctx, args.db.as_deref());
     let (tenant, format, dialect, out, force) = (
         args.tenant.clone(),
@@ -76,22 +84,30 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         let label = format!("tenant {tenant} of {origin2}");
         match format {
             Format::Json => {
-                let (owned, referenced) = write_out(&out, force, |w| {
+                let (owned, referenced) = write_out(&out, force, &path, |w| {
                     write_json(&conn, &map, &tenant, &origin2, w)
                 })?;
                 Ok(owned.values().sum::<u64>() + referenced.values().sum::<u64>())
             }
             Format::Sql => {
                 let f = filter(&map, &tenant);
-                Ok(write_out(&out, force, |w| {
+                Ok(write_out(&out, force, &path, |w| {
                     dump_filtered(&conn, dialect, &label, w, Some(&f))
                 })?
                 .rows)
             }
             Format::Sqlite => {
                 let target = PathBuf::from(&out);
-                let tmp = prepare(&target, force)?;
-                let mut guard = TempGuard::new(&tmp);
+                // The output is a database: with --force an existing one is moved aside, as a
+                // restore does; the database being read is never the output.
+                let placement = Placement::prepare(&target, force, "export")?;
+                if same_file(&placement.target().path, &path) {
+                    return Err(Error::new(
+                        Kind::TargetExists,
+                        format!("{out} is the database being read; choose another output file"),
+                    ));
+                }
+                let tmp = placement.tmp().to_path_buf();
                 let sql = scratch_path.join("tenant.sql");
                 let f = filter(&map, &tenant);
                 let file = std::fs::File::create(&sql).map_err(|e| Error::io("export", e))?;
@@ -104,8 +120,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                     foreign_key_check: true,
                 };
                 load(open_dump(&sql)?, &tmp, &opts)?;
-                place(&tmp, &target)?;
-                guard.disarm();
+                if let Some(aside) = placement.commit(FileId::of(&tmp))? {
+                    eprintln!(
+                        "lifeboat: previous {out} moved aside to {}",
+                        aside.display()
+                    );
+                }
                 Ok(stats.rows)
             }
         }
@@ -126,5 +146,19 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     } else {
         ctx.out.line(msg);
     }
+    ctx.out.json(&serde_json::json!({
+        "tenant": args.tenant, "origin": origin, "format": format!("{:?}", args.format).to_lowercase(),
+        "out": args.out, "rows": rows, "duration_ms": started.elapsed().as_millis() as u64,
+    }));
     Ok(0)
+}
+
+/// Whether two paths are the same file (or `b`'s side files).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let Some(a) = FileId::of(a) else {
+        return false;
+    };
+    crate::place::with_side_files(b)
+        .iter()
+        .any(|p| FileId::of(p) == Some(a))
 }

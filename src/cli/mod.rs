@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::config::Config;
 use crate::error::{Error, Kind, Result};
 use crate::repository::Repository;
+use crate::restore::{select, Selection, Selector};
 
 mod backup;
 mod cleanup;
@@ -256,6 +257,34 @@ pub async fn single_database_name(
             ),
         )),
     }
+}
+
+/// Resolve a backup selector for a command, and say which backup `latest` or `--at` picked
+/// (id, kind, time, the safety backups passed over; on stdout, or stderr when stdout carries
+/// data) and, on stderr, the newer damaged backups it passed over and why.
+pub async fn select_backup(
+    ctx: &Ctx,
+    repo: &Repository,
+    db: &str,
+    sel: &Selector,
+    stdout_is_data: bool,
+) -> Result<Selection> {
+    let s = select(repo, db, sel).await?;
+    if s.selector != s.manifest.id {
+        if stdout_is_data {
+            if !ctx.out.quiet {
+                eprintln!("lifeboat: {}", s.describe());
+            }
+        } else {
+            ctx.out.line(s.describe());
+        }
+    }
+    if !ctx.out.quiet {
+        for sk in s.skipped.iter().filter(|s| s.damaged()) {
+            eprintln!("lifeboat: warning: skipped backup {}: {}", sk.id, sk.reason);
+        }
+    }
+    Ok(s)
 }
 
 /// Parse a duration flag such as `30s`, `500ms` or `2h`.

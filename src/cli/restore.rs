@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{secs, single_database_name, Ctx};
+use crate::cli::{secs, select_backup, single_database_name, Ctx};
 use crate::d1::Wrangler;
 use crate::d1_restore::{restore_d1, D1Target};
 use crate::error::{Result, ResultExt};
@@ -10,7 +10,7 @@ use crate::manifest::human_size;
 use crate::manifest::Manifest;
 use crate::repository::Repository;
 use crate::restore::{
-    fetch_checked, parse_time, restore, select, IntegrityCheck, RestoreOptions, Selector,
+    fetch_checked, parse_time, restore, IntegrityCheck, RestoreOptions, Selector,
 };
 use crate::scratch::scratch;
 use crate::snapshot::BackupOptions;
@@ -56,10 +56,11 @@ pub struct Args {
     /// With --tenant: a live D1 database to restore the tenant into (through wrangler).
     #[arg(long, value_name = "DB", requires = "tenant")]
     into_d1: Option<String>,
-    /// With --tenant: show per table what would be deleted, inserted and updated; change nothing.
-    #[arg(long, requires = "tenant")]
+    /// Download and check the backup and say what would change (per table with --tenant);
+    /// change nothing.
+    #[arg(long)]
     dry_run: bool,
-    /// With --tenant: skip the emergency backup of the live database taken first.
+    /// With --tenant: skip the safety backup of the live database taken first.
     #[arg(long, requires = "tenant")]
     no_safety_backup: bool,
     /// Or a Cloudflare D1 database (through wrangler). It must be empty unless --force.
@@ -79,7 +80,7 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", requires = "to_d1", default_value_t = crate::d1_restore::D1_MAX_IMPORT_FILE)]
     max_import_file: u64,
     /// Replace an existing file (the old one, with its -wal/-shm, is moved to
-    /// <PATH>.pre-restore-<time>), or a non-empty D1 database (an emergency backup of it is
+    /// <PATH>.pre-restore-<time>), or a non-empty D1 database (a safety backup of it is
     /// taken first; its tables, views and triggers are dropped in the same atomic import).
     #[arg(long)]
     force: bool,
@@ -93,12 +94,21 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         Some(t) => Selector::At(parse_time(t)?),
         None => Selector::Id(args.backup.clone()),
     };
+    if let Some(to) = &args.to {
+        // A target that cannot be written is refused before anything else is done or said.
+        crate::place::check_target(to, args.force).step("restore")?;
+    }
     let repo = ctx.repository(false).step("restore")?;
     let db = single_database_name(ctx, &repo, args.db.as_deref()).await?;
-    let m = select(&repo, &db, &sel).await.step("restore")?;
+    let selection = select_backup(ctx, &repo, &db, &sel, false)
+        .await
+        .step("restore")?;
+    let m = selection.manifest.clone();
     let opts = RestoreOptions {
         force: args.force,
         integrity: args.integrity_check,
+        dry_run: args.dry_run,
+        scratch_dir: None,
     };
     if let Some(d1) = &args.to_d1 {
         return to_d1(ctx, &args, &repo, &m, d1).await;
@@ -124,26 +134,65 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let report = restore(&repo, &m, &to, &opts, &pb).await;
     pb.finish_and_clear();
     let report = report.step("restore")?;
-    if let Some(aside) = &report.moved_aside {
+    if let Some(note) = link_note(&to, &report.target) {
+        ctx.out.line(note);
+    }
+    if report.dry_run {
+        let aside = if report.would_move_aside {
+            format!(
+                "would move the existing database aside to {}.pre-restore-<time>, then ",
+                report.target.display()
+            )
+        } else {
+            "would ".to_string()
+        };
         ctx.out.line(format!(
-            "previous database moved aside to {}",
-            aside.display()
+            "dry run: {} {} downloaded and checked ({:?}): {} tables, {} rows; {aside}restore it to {}; nothing changed  {}",
+            m.database,
+            m.id,
+            args.integrity_check,
+            report.tables,
+            report.rows,
+            report.target.display(),
+            secs(report.duration_ms)
+        ));
+    } else {
+        if let Some(aside) = &report.moved_aside {
+            ctx.out.line(format!(
+                "previous database moved aside to {}",
+                aside.display()
+            ));
+        }
+        ctx.out.line(format!(
+            "restored {} {} to {}  {}  {} tables  {} rows  checked ({:?})  {}",
+            m.database,
+            m.id,
+            report.target.display(),
+            human_size(report.image_size),
+            report.tables,
+            report.rows,
+            args.integrity_check,
+            secs(report.duration_ms)
         ));
     }
-    ctx.out.line(format!(
-        "restored {} {} to {}  {}  {} tables  {} rows  checked ({:?})  {}",
-        m.database,
-        m.id,
-        report.target.display(),
-        human_size(report.image_size),
-        report.tables,
-        report.rows,
-        args.integrity_check,
-        secs(report.duration_ms)
-    ));
-    ctx.out
-        .json(&serde_json::to_value(&report).map_err(crate::cli::internal)?);
+    let mut doc = serde_json::to_value(&report).map_err(crate::cli::internal)?;
+    doc["selection"] = selection.to_json();
+    ctx.out.json(&doc);
     Ok(0)
+}
+
+/// Say so when the target given was a symbolic link and its destination is what was written.
+fn link_note(given: &std::path::Path, written: &std::path::Path) -> Option<String> {
+    let is_link = given
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink());
+    is_link.then(|| {
+        format!(
+            "{} is a symbolic link: restored into the file it points at, {}",
+            given.display(),
+            written.display()
+        )
+    })
 }
 
 /// `restore --to-d1`: check the backup in scratch space, then hand it to [`restore_d1`].
@@ -198,6 +247,7 @@ async fn to_d1(ctx: &Ctx, args: &Args, repo: &Repository, m: &Manifest, name: &s
         &image,
         &target,
         args.force,
+        args.dry_run,
         &BackupOptions::default(),
     )
     .await
@@ -209,20 +259,31 @@ async fn to_d1(ctx: &Ctx, args: &Args, repo: &Repository, m: &Manifest, name: &s
     }
     if let Some(id) = &report.safety_backup {
         ctx.out.line(format!(
-            "emergency backup of the target before it was replaced: {id} (database {})",
+            "safety backup of the target before it was replaced: {id} (database {})",
             target.backup_name
         ));
     }
-    ctx.out.line(format!(
-        "restored {} {} into D1 database {} ({}): {} tables (backup: {}), {} rows, row counts match",
-        m.database,
-        m.id,
-        report.database,
-        if report.remote { "remote" } else { "local" },
-        report.tables,
-        report.manifest_tables,
-        report.rows
-    ));
+    let place = if report.remote { "remote" } else { "local" };
+    if report.dry_run {
+        let drop = match report.would_drop {
+            0 => String::new(),
+            n => format!("back it up, drop its {n} tables, views and triggers and "),
+        };
+        ctx.out.line(format!(
+            "dry run: {} {} downloaded and checked; would {drop}import {} tables, {} rows into D1 database {} ({place}) in {} atomic file(s); nothing changed",
+            m.database, m.id, report.manifest_tables, report.rows, report.database, report.import_parts
+        ));
+    } else {
+        ctx.out.line(format!(
+            "restored {} {} into D1 database {} ({place}): {} tables (backup: {}), {} rows, row counts match",
+            m.database,
+            m.id,
+            report.database,
+            report.tables,
+            report.manifest_tables,
+            report.rows
+        ));
+    }
     ctx.out
         .json(&serde_json::to_value(&report).map_err(crate::cli::internal)?);
     Ok(0)
@@ -251,6 +312,7 @@ async fn tenant_into_d1(
         &cfg,
         tenant,
         !args.no_safety_backup,
+        args.dry_run,
         &BackupOptions::default(),
     )
     .await
@@ -265,13 +327,24 @@ async fn tenant_into_d1(
         ));
     }
     let rows: u64 = report.tables.iter().map(|(_, n)| n).sum();
-    ctx.out.line(format!(
-        "restored tenant {tenant} from {} into D1 database {}: {rows} rows in {} tables match the backup; {} trigger(s) dropped and recreated",
-        m.id,
-        report.database,
-        report.tables.len(),
-        report.triggers_recreated
-    ));
+    let tenant = crate::text::escape(tenant);
+    if report.dry_run {
+        ctx.out.line(format!(
+            "dry run: would replace tenant {tenant}'s rows in D1 database {} with the {rows} rows in {} tables of {} (dropping and recreating {} trigger(s)); nothing changed",
+            report.database,
+            report.tables.len(),
+            m.id,
+            report.triggers_recreated
+        ));
+    } else {
+        ctx.out.line(format!(
+            "restored tenant {tenant} from {} into D1 database {}: {rows} rows in {} tables match the backup; {} trigger(s) dropped and recreated",
+            m.id,
+            report.database,
+            report.tables.len(),
+            report.triggers_recreated
+        ));
+    }
     ctx.out
         .json(&serde_json::to_value(&report).map_err(crate::cli::internal)?);
     Ok(0)

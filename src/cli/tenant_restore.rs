@@ -87,7 +87,7 @@ pub async fn run(
             wrangler: None,
         };
         let bopts = BackupOptions {
-            kind: BackupKind::Emergency,
+            kind: BackupKind::Safety,
             label: Some(format!("before restoring tenant {tenant} from {}", m.id)),
             ..BackupOptions::default()
         };
@@ -165,9 +165,9 @@ pub async fn run(
         ctx.out
             .line(format!("dry run: nothing changed ({})", secs(duration_ms)));
     } else {
-        let name = format!("{}-{tenant}.json", Utc::now().format("%Y-%m-%dT%H%M%SZ"));
         let body = serde_json::to_vec_pretty(&record).map_err(crate::cli::internal)?;
-        repo.put_record(&m.database, &name, body)
+        let name = repo
+            .put_record(&m.database, tenant, body)
             .await
             .step("restore record")?;
         ctx.out.line(format!(

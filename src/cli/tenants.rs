@@ -53,7 +53,7 @@ pub(crate) fn tenancy_for(ctx: &Ctx, db: Option<&str>) -> TenancyConfig {
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let Sub::Map(a) = args.command;
     let dir = scratch(a.scratch_dir.as_deref())?;
-    let (path, origin) = source_image(ctx, &a.backup, &None, &a.db, dir.path()).await?;
+    let (path, origin) = source_image(ctx, &a.backup, &None, &a.db, dir.path(), false).await?;
     let cfg = tenancy_for(ctx, a.db.as_deref());
     let map = tokio::task::spawn_blocking(move || discover(&open_read(&path)?, &cfg))
         .await

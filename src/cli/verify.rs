@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{database_names, secs, Ctx};
+use crate::cli::{database_names, secs, select_backup, Ctx};
 use crate::error::{Error, Kind, Result};
-use crate::restore::{select, Selector};
+use crate::restore::Selector;
 use crate::verify::{verify, VerifyReport};
 
 #[derive(clap::Args, Debug)]
@@ -30,67 +30,92 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let repo = ctx.repository(false)?;
     let names = database_names(ctx, &repo, args.db.as_deref()).await?;
-    if names.is_empty() {
-        return Err(Error::new(
-            Kind::NotFound,
-            format!("no backups in {}", repo.url()),
-        ));
-    }
     let mut reports: Vec<VerifyReport> = Vec::new();
     for name in &names {
         let manifests = if args.all {
             let listing = repo.list(name).await?;
             for (id, why) in listing.damaged {
-                reports.push(VerifyReport {
-                    database: name.clone(),
-                    backup: id,
-                    ok: false,
-                    problem: Some(why),
-                    tables: 0,
-                    rows: 0,
-                    duration_ms: 0,
-                });
+                reports.push(VerifyReport::failed(name, &id, Kind::Corrupt, why));
             }
             listing.backups
         } else {
-            let sel = Selector::Id(args.backup.clone().unwrap_or_else(|| "latest".into()));
-            vec![select(&repo, name, &sel).await?]
+            let id = args.backup.clone().unwrap_or_else(|| "latest".into());
+            let sel = match select_backup(ctx, &repo, name, &Selector::Id(id), false).await {
+                Ok(sel) => sel,
+                // Every candidate is damaged: that is this database's verification result.
+                Err(e) if e.kind == Kind::Corrupt => {
+                    reports.push(VerifyReport::failed(name, "latest", e.kind, e.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // A damaged backup newer than the one verified is a failure of the repository's
+            // newest state, not something to pass over in silence.
+            for sk in &sel.skipped {
+                if sk.damaged() {
+                    reports.push(VerifyReport::failed(
+                        name,
+                        &sk.id,
+                        Kind::Corrupt,
+                        sk.reason.clone(),
+                    ));
+                }
+            }
+            vec![sel.manifest]
         };
         for m in manifests {
-            let r = verify(&repo, &m, args.scratch_dir.as_deref()).await;
-            match &r.problem {
-                None => ctx.out.line(format!(
-                    "ok    {}  {}  sha256, integrity_check, {} tables, {} rows  {}",
-                    r.database,
-                    r.backup,
-                    r.tables,
-                    r.rows,
-                    secs(r.duration_ms)
-                )),
-                Some(p) => ctx
-                    .out
-                    .line(format!("FAIL  {}  {}  {p}", r.database, r.backup)),
-            }
-            reports.push(r);
+            reports.push(verify(&repo, &m, args.scratch_dir.as_deref()).await);
         }
     }
-    let failed = reports.iter().filter(|r| !r.ok).count();
-    ctx.out.json(
-        &serde_json::json!({ "verified": reports.len(), "failed": failed, "reports": reports }),
-    );
-    if failed > 0 {
-        let first = reports
-            .iter()
-            .find(|r| !r.ok)
-            .and_then(|r| r.problem.clone());
+    for r in &reports {
+        match &r.problem {
+            None => ctx.out.line(format!(
+                "ok    {}  {}  sha256, integrity_check, {} tables, {} rows  {}",
+                r.database,
+                r.backup,
+                r.tables,
+                r.rows,
+                secs(r.duration_ms)
+            )),
+            Some(p) => ctx
+                .out
+                .line(format!("FAIL  {}  {}  {p}", r.database, r.backup)),
+        }
+    }
+    if reports.is_empty() {
         return Err(Error::new(
-            Kind::Corrupt,
-            format!(
-                "{failed} of {} backup(s) failed verification: {}",
-                reports.len(),
-                first.unwrap_or_default()
-            ),
+            Kind::NotFound,
+            format!("no backups to verify in {}", repo.url()),
         ));
     }
-    Ok(0)
+    let failed: Vec<&VerifyReport> = reports.iter().filter(|r| !r.ok).collect();
+    ctx.out.json(
+        &serde_json::json!({ "verified": reports.len(), "failed": failed.len(), "reports": reports }),
+    );
+    let Some(first) = failed.first() else {
+        return Ok(0);
+    };
+    // Damage decides the exit code when there is any; otherwise the environment's failure
+    // (repository unreachable: 4, scratch disk full: 8) does, so a network outage is never
+    // reported as a corrupt backup.
+    let kind = if failed.iter().any(|r| r.problem_kind == Some(Kind::Corrupt)) {
+        Kind::Corrupt
+    } else {
+        first.problem_kind.unwrap_or(Kind::Internal)
+    };
+    let what = if kind == Kind::Corrupt {
+        "failed verification"
+    } else {
+        "could not be verified"
+    };
+    Err(Error::new(
+        kind,
+        format!(
+            "{} of {} backup(s) {what}: {} {}",
+            failed.len(),
+            reports.len(),
+            first.backup,
+            first.problem.clone().unwrap_or_default()
+        ),
+    ))
 }

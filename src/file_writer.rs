@@ -1,0 +1,147 @@
+//! A durable file writer: hands full buffers to a thread that writes them, so producing the
+//! bytes (formatting, decompressing) and the kernel's copying overlap, and starts writeback as
+//! it goes so the final fsync is short. Restore, dump and local uploads write through it.
+
+/// Ask the kernel to start writing a range back now (Linux); a hint, so errors are ignored:
+/// the fsync before the rename is what guarantees durability.
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; sync_file_range only reads its arguments.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
+/// A `Write` that hands full buffers to a thread which writes them to a file, so producing the
+/// bytes (formatting, decompressing) and the kernel's copying overlap. A durable writer also
+/// starts writeback as it goes, so the fsync in [`FileWriter::finish`] is short.
+pub struct FileWriter {
+    buf: Vec<u8>,
+    durable: bool,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    /// Buffers the writer is done with, to fill again (fresh 1 MB allocations cost page faults).
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<std::fs::File>>>,
+}
+
+const WRITE_BUF: usize = 1024 * 1024;
+
+impl FileWriter {
+    /// A file that is kept: written back as it grows, fsynced by `finish`.
+    pub fn new(file: std::fs::File) -> Self {
+        Self::start(file, true)
+    }
+
+    /// A scratch file, read soon and deleted: left to the page cache.
+    pub fn scratch(file: std::fs::File) -> Self {
+        Self::start(file, false)
+    }
+
+    fn start(file: std::fs::File, durable: bool) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        let thread = std::thread::spawn(move || -> std::io::Result<std::fs::File> {
+            use std::io::Write;
+            let mut file = file;
+            let (mut written, mut synced) = (0u64, 0u64);
+            for chunk in rx {
+                file.write_all(&chunk)?;
+                written += chunk.len() as u64;
+                if durable && written - synced >= 32 * 1024 * 1024 {
+                    start_writeback(&file, synced, written - synced);
+                    synced = written;
+                }
+                let _ = give_back.try_send(chunk);
+            }
+            Ok(file)
+        });
+        FileWriter {
+            buf: Vec::with_capacity(WRITE_BUF),
+            durable,
+            tx: Some(tx),
+            spare,
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let mut next = self.buffer();
+        next.clear();
+        let full = std::mem::replace(&mut self.buf, next);
+        self.send_owned(full)
+    }
+
+    /// A buffer to fill and hand over with [`FileWriter::send_owned`]: one the writer is done
+    /// with when there is one (its old contents still in it), else a new empty one.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(WRITE_BUF))
+    }
+
+    /// Hand over a whole buffer without copying it (after anything written before it).
+    pub fn send_owned(&mut self, data: Vec<u8>) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        let sent = self.tx.as_ref().map(|tx| tx.send(data));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The writer thread stopped: finish() reports its error.
+            _ => Err(std::io::Error::other("file writer stopped")),
+        }
+    }
+
+    /// Write out the rest, wait for the writer, fsync a durable file, and return the file.
+    pub fn finish(mut self) -> std::io::Result<std::fs::File> {
+        if !self.buf.is_empty() {
+            let _ = self.send();
+        }
+        drop(self.tx.take());
+        let file = self
+            .thread
+            .take()
+            .expect("finish runs once")
+            .join()
+            .map_err(|_| std::io::Error::other("file writer panicked"))??;
+        if self.durable {
+            file.sync_all()?;
+        }
+        Ok(file)
+    }
+}
+
+impl Drop for FileWriter {
+    /// Unfinished (an error elsewhere): stop the writer and wait for it, so nothing is written
+    /// after the caller has moved on (and perhaps removed the file).
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::io::Write for FileWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_BUF {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
