@@ -14,7 +14,7 @@ use crate::repository::Repository;
 use crate::scratch::scratch;
 use crate::snapshot::BackupOptions;
 use crate::source::quote_ident;
-use crate::tenant_restore::key_list;
+use crate::tenant_sql::key_list;
 
 /// What a tenant restore into D1 did.
 #[derive(Debug, Clone, Serialize)]

@@ -27,8 +27,11 @@ pub mod source;
 pub mod sqltext;
 pub mod store;
 pub mod tenant;
+pub mod tenant_apply;
+pub mod tenant_copy;
 pub mod tenant_export;
 pub mod tenant_restore;
+pub mod tenant_sql;
 pub mod text;
 pub mod verify;
 

@@ -83,6 +83,10 @@ pub struct Manifest {
     /// File name (next to this manifest) of the D1-dialect dump written with `sql_mirror`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql_mirror: Option<String>,
+    /// Set when the backup holds only this tenant's rows (the safety backup a tenant restore
+    /// takes): it can only be restored with `restore --tenant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// For a D1 source: the database, wrangler's version and the Time Travel bookmark.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub d1: Option<crate::d1::D1Info>,

@@ -134,8 +134,8 @@ pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Selec
         .find(|m| m.kind.selectable() && in_window(m.created_at));
     // Newer than the chosen one (or any, when none was chosen) and inside the window.
     let newer = |t: Option<DateTime<Utc>>, id: &str| match chosen {
-        Some(c) => t.is_none_or(|t| in_window(t)) && (t, id) > (Some(c.created_at), c.id.as_str()),
-        None => t.is_none_or(|t| in_window(t)),
+        Some(c) => t.is_none_or(&in_window) && (t, id) > (Some(c.created_at), c.id.as_str()),
+        None => t.is_none_or(&in_window),
     };
     let mut skipped: Vec<Skipped> = Vec::new();
     for (id, why) in &listing.damaged {

@@ -38,6 +38,8 @@ pub struct BackupOptions {
     pub source: Option<SourceInfo>,
     /// Recorded in the manifest for a D1 source.
     pub d1: Option<crate::d1::D1Info>,
+    /// The backup holds only this tenant's rows (a tenant restore's safety backup).
+    pub tenant: Option<String>,
     /// With sql_mirror: store this file as the mirror (a D1 source's original export) instead
     /// of dumping the image.
     pub mirror_file: Option<PathBuf>,
@@ -53,6 +55,7 @@ impl Default for BackupOptions {
             scratch_dir: None,
             source: None,
             d1: None,
+            tenant: None,
             mirror_file: None,
         }
     }
@@ -195,6 +198,7 @@ pub async fn backup(
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
         label: opts.label.clone(),
         sql_mirror: sql_mirror.clone(),
+        tenant: opts.tenant.clone(),
         d1: opts.d1.clone(),
     };
     if let Err(e) = repo.commit(&manifest).await {

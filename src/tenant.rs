@@ -428,6 +428,85 @@ impl TenancyMap {
         (!parts.is_empty()).then(|| format!("({})", parts.join(" OR ")))
     }
 
+    /// The tenant's rows of `table`, for when the tenant's rows of every parent table are
+    /// already copied into `parents` (a schema prefix such as `main.`, holding nothing else):
+    /// direct tables test their tenant column, tables through parents test their keys against
+    /// those copies. Copying parents first, each source table is then read once, instead of
+    /// once per descendant as the nested [`TenancyMap::condition`] would.
+    pub fn condition_from_copies(&self, table: &str, alias: &str, parents: &str) -> Option<String> {
+        match self.tables.get(table)? {
+            Ownership::Parents { links, .. } => {
+                let parts: Vec<String> = links
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{} IN (SELECT {} FROM {parents}{} p)",
+                            tuple(alias, &l.columns),
+                            list("p", &l.parent_columns),
+                            quote_ident(&l.parent),
+                        )
+                    })
+                    .collect();
+                Some(format!("({})", parts.join(" OR ")))
+            }
+            _ => self.condition(table, alias),
+        }
+    }
+
+    /// Rows of global `table` (in schema `globals`) that the tenant's rows reference, where
+    /// `copies` holds just the tenant's rows of every owned table; global rows referenced by
+    /// referenced global rows count too, transitively.
+    pub fn referenced_from_copies(
+        &self,
+        table: &str,
+        alias: &str,
+        copies: &str,
+        globals: &str,
+    ) -> Option<String> {
+        self.referenced_copies_depth(table, alias, copies, globals, 0)
+    }
+
+    fn referenced_copies_depth(
+        &self,
+        table: &str,
+        alias: &str,
+        copies: &str,
+        globals: &str,
+        depth: usize,
+    ) -> Option<String> {
+        if depth > 5 || !matches!(self.tables.get(table), Some(Ownership::Global)) {
+            return None;
+        }
+        let mut parts = Vec::new();
+        for (child, links) in &self.links {
+            for l in links
+                .iter()
+                .filter(|l| l.parent == table && *child != table)
+            {
+                let c = format!("r{depth}");
+                let (schema, cond) = match self.tables.get(child)? {
+                    Ownership::Global => {
+                        let Some(cond) =
+                            self.referenced_copies_depth(child, &c, copies, globals, depth + 1)
+                        else {
+                            continue;
+                        };
+                        (globals, cond)
+                    }
+                    Ownership::Excluded => continue,
+                    _ => (copies, "1".to_string()),
+                };
+                parts.push(format!(
+                    "{} IN (SELECT {} FROM {schema}{} {c} WHERE {cond})",
+                    tuple(alias, &l.parent_columns),
+                    list(&c, &l.columns),
+                    quote_ident(child),
+                ));
+            }
+        }
+        (!parts.is_empty()).then(|| format!("({})", parts.join(" OR ")))
+    }
+
     /// The tables that belong to tenants, parents before children.
     pub fn owned_parents_first(&self) -> Vec<String> {
         let mut owned: Vec<(usize, String)> = self

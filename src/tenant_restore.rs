@@ -1,481 +1,285 @@
-//! Single-tenant restore into a live database: makes one tenant's rows equal to a backup's and
-//! touches nothing else. The backup image is attached read-only; in one transaction the tenant's
-//! live rows that differ from the backup are deleted child-first and the backup's missing ones
-//! inserted parent-first (rowids kept where free), global rows that restored rows reference but the live database lacks are inserted
-//! (existing global rows are never modified), and `foreign_key_check` must pass for every
-//! touched table before the commit. Triggers are switched off for this connection only
-//! (`SQLITE_DBCONFIG_ENABLE_TRIGGER`), so none fires and none is altered.
+//! Single-tenant restore into a live database, end to end: download and check the backup, make
+//! the tenant's rows equal to the backup's ([`crate::tenant_apply`]), keep what they replaced as
+//! a safety backup, and leave a record in the repository. The live database keeps serving: it is
+//! only locked while the tenant's rows are written.
+//!
+//! The safety backup is, by default, the tenant's rows as they were, copied under the same
+//! write lock just before they change, and stored as a `safety` backup that only
+//! `restore --tenant` accepts; it is stored after the commit, so no network I/O happens while
+//! the database is locked, and if storing it fails the copy is kept next to the database.
+//! `--safety-backup full` takes a full backup of the live database first instead (its cost
+//! follows the database's size, not the tenant's).
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags};
+use chrono::Utc;
+use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::error::{Error, Kind, Result};
-use crate::source::quote_ident;
-use crate::tenant::{discover, primary_key, Ownership, TenancyConfig, TenancyMap};
+use crate::config::Database;
+use crate::error::{Error, Kind, Result, ResultExt};
+use crate::manifest::{BackupKind, Manifest};
+use crate::repository::Repository;
+use crate::restore::fetch_checking;
+use crate::scratch::scratch;
+use crate::snapshot::{backup, BackupOptions};
+use crate::tenant::TenancyConfig;
+use crate::tenant_apply::{prepare, Changed, TableChange, TenantChanges};
+use crate::tenant_copy::FullScan;
 
-/// What changes (or, with a dry run, would change) in one table.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct TableChange {
-    pub table: String,
-    /// The tenant's live rows that the backup does not have.
-    pub delete: u64,
-    /// The backup's rows of the tenant that the live database does not have.
-    pub insert: u64,
-    /// Rows present in both whose content differs.
-    pub update: u64,
+pub use crate::tenant_sql::key_list;
+
+/// What a tenant restore keeps of what it replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Safety {
+    /// The tenant's rows as they were (default): cheap, and exactly what the restore replaced.
+    Tenant,
+    /// A full backup of the live database, taken before.
+    Full,
+    /// Nothing (`--no-safety-backup`).
+    Off,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TenantChanges {
+impl std::str::FromStr for Safety {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "tenant" => Ok(Safety::Tenant),
+            "full" => Ok(Safety::Full),
+            "off" | "none" => Ok(Safety::Off),
+            _ => Err(format!("{s:?}: expected tenant, full or off")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantRestoreOptions {
+    pub dry_run: bool,
+    pub safety: Safety,
+    /// How long to wait for other writers before giving up on the write lock.
+    pub lock_timeout: Duration,
+    pub scratch_dir: Option<PathBuf>,
+}
+
+/// What a tenant restore did (or, with a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantRestoreReport {
+    pub tenant: String,
+    pub backup: String,
+    pub database: String,
+    pub into: PathBuf,
+    pub dry_run: bool,
+    pub at: chrono::DateTime<Utc>,
+    pub duration_ms: u64,
+    /// How long the live database's write lock was held.
+    pub write_lock_ms: Option<u64>,
     pub tables: Vec<TableChange>,
-    /// Global rows inserted because restored rows reference them (table → rows).
-    pub globals_inserted: BTreeMap<String, u64>,
+    pub globals_inserted: std::collections::BTreeMap<String, u64>,
+    pub full_scans: Vec<FullScan>,
+    pub safety: Safety,
+    /// The id of the safety backup in the repository.
+    pub safety_backup: Option<String>,
+    /// Where the safety copy was kept when it could not be stored in the repository.
+    pub safety_kept_at: Option<PathBuf>,
+    /// The restore record's name under `<db>/restores/`.
+    pub record: Option<String>,
+    /// Things that went wrong after the restore itself succeeded.
+    pub warnings: Vec<String>,
 }
 
-fn err(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |e| Error::sqlite(Kind::Database, format!("tenant restore: {what}"), e)
-}
-
-/// How far [`restore_tenant`] goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Only check that the restore can run (schemas match, the backup has the tenant).
-    Check,
-    /// Also compute the per-table changes, changing nothing (`--dry-run`).
-    Plan,
-    /// Apply the changes.
-    Apply,
-}
-
-/// Check, plan or apply the restore of `tenant` from `image` into `live`. An apply calls
-/// `before_writes` before its first write to the live database and writes nothing unless it
-/// agrees (the image's own check may still be running; waiting for it there, rather than
-/// before the commit, keeps the live database's write lock no longer than the writes need).
-pub fn restore_tenant(
-    live: &Path,
-    image: &Path,
+/// Restore `tenant` from backup `m` into the live database `into`.
+pub async fn restore_tenant(
+    repo: &Repository,
+    m: &Manifest,
+    into: &Path,
     cfg: &TenancyConfig,
     tenant: &str,
-    mode: Mode,
-    before_writes: impl FnOnce() -> Result<()>,
-) -> Result<TenantChanges> {
-    let map = discover(
-        &Connection::open_with_flags(image, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(err("open the backup"))?,
-        cfg,
-    )?;
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_URI
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(live, flags).map_err(err("open the live database"))?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))
-        .map_err(err("open"))?;
-    // Checked explicitly before commit; off so no ON DELETE action reaches other rows.
-    conn.execute_batch("PRAGMA foreign_keys=OFF")
-        .map_err(err("settings"))?;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
-        .map_err(err("switch triggers off"))?;
-    let uri = format!(
-        "file:{}?mode=ro",
-        image
-            .display()
-            .to_string()
-            .replace('?', "%3f")
-            .replace('#', "%23")
-    );
-    conn.execute("ATTACH DATABASE ?1 AS bk", [uri])
-        .map_err(err("attach the backup"))?;
-    check_same_schema(&conn, &map)?;
-    let found: i64 = conn
-        .query_row(
-            &format!(
-                "SELECT count(*) FROM bk.{} WHERE {} = ?1",
-                quote_ident(&map.tenant_table),
-                quote_ident(&map.tenant_key)
-            ),
-            [tenant],
-            |r| r.get(0),
-        )
-        .map_err(err("find the tenant"))?;
-    if found == 0 {
-        return Err(Error::new(
-            Kind::NotFound,
-            format!("tenant {tenant:?} is not in the backup"),
-        ));
-    }
+    opts: &TenantRestoreOptions,
+) -> Result<TenantRestoreReport> {
+    let started = Instant::now();
+    crate::source::SqliteSource::new(into).check()?;
+    let tmp = scratch(opts.scratch_dir.as_deref())?;
 
-    // Parents before children: the tenant table, then direct tables, then by hops.
-    let mut owned: Vec<(&String, usize)> = map
-        .tables
-        .iter()
-        .filter_map(|(t, o)| match o {
-            Ownership::Tenant { .. } => Some((t, 0)),
-            Ownership::Direct { .. } => Some((t, 1)),
-            Ownership::Parents { depth, .. } => Some((t, 1 + depth)),
-            _ => None,
-        })
-        .collect();
-    owned.sort_by_key(|(t, d)| (*d, (*t).clone()));
-
-    let tx = match mode {
-        Mode::Check => return Ok(TenantChanges::default()),
-        Mode::Plan => None,
-        Mode::Apply => Some(conn.unchecked_transaction().map_err(err("begin"))?),
-    };
-    let mut changes = TenantChanges::default();
-    let step = std::time::Instant::now();
-    for (table, _) in &owned {
-        changes.tables.push(diff(&conn, &map, table, tenant)?);
-    }
-    tracing::debug!(
-        ms = step.elapsed().as_millis() as u64,
-        "tenant restore: diff"
-    );
-    let step = std::time::Instant::now();
-    if let Some(tx) = tx {
-        before_writes()?;
-        // Keys the restore removes (rows added after the backup): nothing may point at them.
-        let mut gone: Vec<(String, String)> = Vec::new();
-        for (i, c) in changes
-            .tables
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.delete > 0)
-        {
-            let temp = format!("lifeboat_gone_{i}");
-            let t = quote_ident(&c.table);
-            let key = key_list(&conn, &c.table, "t0")?;
-            let same = same_key(&conn, &c.table, "b", "t0")?;
-            let live = map.condition_in("main.", &c.table, "t0").expect("owned");
-            let backup_b = map.condition_in("bk.", &c.table, "b").expect("owned");
-            conn.execute(
-                &format!("CREATE TEMP TABLE {temp} AS SELECT {key} FROM main.{t} AS t0 WHERE {live} AND NOT EXISTS (SELECT 1 FROM bk.{t} AS b WHERE {same} AND {backup_b})"),
-                [tenant],
-            )
-            .map_err(err("note removed keys"))?;
-            gone.push((c.table.clone(), temp));
-        }
-        // Only rows that differ change: the tenant's live rows without an identical row in the
-        // backup go (children first, while their parents still say whose they are), then the
-        // backup's rows the tenant no longer has come in (parents first). Identical rows are
-        // left alone, which keeps the write (and the time the database is locked) small.
-        for (table, _) in owned.iter().rev() {
-            let t = quote_ident(table);
-            let key = key_list(&conn, table, "t0")?;
-            let cond = map.condition_in("main.", table, "t0").expect("owned");
-            let backup_b = map.condition_in("bk.", table, "b").expect("owned");
-            let same = identical(&conn, table, "b", "t0")?;
-            let sql = format!(
-                "DELETE FROM main.{t} WHERE ({k}) IN (SELECT {key} FROM main.{t} AS t0 WHERE {cond} AND NOT EXISTS (SELECT 1 FROM bk.{t} AS b WHERE {same} AND {backup_b}))",
-                k = key_list(&conn, table, "")?,
-            );
-            conn.execute(&sql, [tenant])
-                .map_err(err(&format!("delete from {table}")))?;
-        }
-        for (table, _) in &owned {
-            let cond = map.condition_in("bk.", table, "t0").expect("owned");
-            // What is left of the tenant's rows is identical to the backup: skip those keys.
-            let kept = map.condition_in("main.", table, "x").expect("owned");
-            copy_rows(&conn, table, &cond, tenant, Some(&kept))?;
-        }
-        for (table, o) in &map.tables {
-            if !matches!(o, Ownership::Global) {
-                continue;
-            }
-            if let Some(cond) = map.referenced_in("bk.", table, "t0") {
-                let n = copy_rows(&conn, table, &cond, tenant, Some("1"))?;
-                if n > 0 {
-                    changes.globals_inserted.insert(table.clone(), n);
-                }
-            }
-        }
-        tracing::debug!(
-            ms = step.elapsed().as_millis() as u64,
-            "tenant restore: delete and insert"
+    // Download and check the backup and prepare the restore (an unknown tenant or a schema
+    // mismatch fails here), while a full safety backup, if asked for, runs beside it.
+    let plan = async {
+        let (image, check) = fetch_checking(repo, m, tmp.path()).await?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "tenant: fetched");
+        let (into, cfg, tenant, dir, opts2) = (
+            into.to_path_buf(),
+            cfg.clone(),
+            tenant.to_string(),
+            tmp.path().to_path_buf(),
+            opts.clone(),
         );
-        let step = std::time::Instant::now();
-        check_references(
-            &conn,
-            &map,
-            &owned,
-            &changes.globals_inserted,
-            &gone,
-            tenant,
-        )?;
-        tracing::debug!(
-            ms = step.elapsed().as_millis() as u64,
-            "tenant restore: foreign_key_check"
-        );
-        tx.commit().map_err(err("commit"))?;
-    }
-    Ok(changes)
-}
-
-/// The foreign-key check of a tenant restore, limited to what it can break: every foreign key
-/// of the restored (and inserted global) rows must resolve, and no row anywhere may still point
-/// at a key the restore removed. (`PRAGMA foreign_key_check` on whole tables gives the same
-/// answer but reads every row of every touched table: seconds on a large database.)
-fn check_references(
-    conn: &Connection,
-    map: &TenancyMap,
-    owned: &[(&String, usize)],
-    globals: &BTreeMap<String, u64>,
-    gone: &[(String, String)],
-    tenant: &str,
-) -> Result<()> {
-    let touched = owned
-        .iter()
-        .map(|(t, _)| ((*t).clone(), map.condition_in("main.", t, "t0")))
-        .chain(
-            globals
-                .keys()
-                .map(|t| (t.clone(), map.referenced_in("main.", t, "t0"))),
-        );
-    for (table, cond) in touched {
-        let Some(cond) = cond else { continue };
-        for link in map.links[&table].iter().filter(|l| !l.from_config) {
-            let not_null: Vec<String> = link
-                .columns
-                .iter()
-                .map(|c| format!("t0.{} IS NOT NULL", quote_ident(c)))
-                .collect();
-            let join: Vec<String> = link
-                .columns
-                .iter()
-                .zip(&link.parent_columns)
-                .map(|(c, pc)| format!("p.{} = t0.{}", quote_ident(pc), quote_ident(c)))
-                .collect();
-            let sql = format!(
-                "SELECT count(*) FROM main.{} AS t0 WHERE {cond} AND {} AND NOT EXISTS (SELECT 1 FROM main.{} AS p WHERE {})",
-                quote_ident(&table),
-                not_null.join(" AND "),
-                quote_ident(&link.parent),
-                join.join(" AND ")
-            );
-            let n: i64 = conn
-                .query_row(&sql, [tenant], |r| r.get(0))
-                .map_err(err("foreign_key_check"))?;
-            if n > 0 {
-                return Err(Error::new(
-                    Kind::Database,
-                    format!("tenant restore: {n} restored row(s) of {table} point at missing rows of {}; nothing was changed", link.parent),
-                ));
-            }
-        }
-    }
-    for (parent, temp) in gone {
-        for (child, links) in &map.links {
-            for link in links
-                .iter()
-                .filter(|l| !l.from_config && &l.parent == parent)
-            {
-                let cols: Vec<String> = link
-                    .columns
-                    .iter()
-                    .map(|c| format!("c.{}", quote_ident(c)))
-                    .collect();
-                let sql = format!(
-                    "SELECT count(*) FROM main.{} AS c WHERE ({}) IN (SELECT * FROM temp.{temp})",
-                    quote_ident(child),
-                    cols.join(", ")
-                );
-                let n: i64 = conn
-                    .query_row(&sql, [], |r| r.get(0))
-                    .map_err(err("foreign_key_check"))?;
-                if n > 0 {
-                    return Err(Error::new(
-                        Kind::Database,
-                        format!("tenant restore: {n} row(s) of {child} point at rows of {parent} that the restore would remove (added after the backup); nothing was changed"),
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Rows `a` and `b` are the same row with the same content: same key, every column equal byte
-/// for byte and of the same type, and the same rowid where the rowid is kept but not a column.
-fn identical(conn: &Connection, table: &str, a: &str, b: &str) -> Result<String> {
-    let mut terms = vec![same_key(conn, table, a, b)?];
-    for c in columns(conn, "main", table)? {
-        let c = quote_ident(&c);
-        // BINARY: a NOCASE column would call 'A' and 'a' equal; typeof: 1 and 1.0 compare equal.
-        terms.push(format!(
-            "{a}.{c} IS {b}.{c} COLLATE BINARY AND typeof({a}.{c}) = typeof({b}.{c})"
-        ));
-    }
-    if hidden_rowid(conn, table)? {
-        terms.push(format!("{a}.rowid = {b}.rowid"));
-    }
-    Ok(terms.join(" AND "))
-}
-
-/// `a.k IS b.k AND …` over the table's primary key (or rowid).
-fn same_key(conn: &Connection, table: &str, a: &str, b: &str) -> Result<String> {
-    Ok(primary_key(conn, table)?
-        .iter()
-        .map(|k| {
-            let k = if k == "rowid" {
-                "rowid".to_string()
-            } else {
-                quote_ident(k)
+        tokio::task::spawn_blocking(move || {
+            let prepared = prepare(&into, &image, &cfg, &tenant, &dir, opts2.lock_timeout);
+            let prepared = match prepared {
+                // Whatever reading a damaged image ran into, its check explains better.
+                Err(e) => return Err(check.wait().err().unwrap_or(e).into()),
+                Ok(p) => p,
             };
-            format!("{a}.{k} IS {b}.{k}")
-        })
-        .collect::<Vec<_>>()
-        .join(" AND "))
-}
-
-/// The key of a table's rows: its primary key, or rowid. Prefixed with `alias.` when given.
-pub(crate) fn key_list(conn: &Connection, table: &str, alias: &str) -> Result<String> {
-    let pk = primary_key(conn, table)?;
-    let dot = if alias.is_empty() {
-        String::new()
-    } else {
-        format!("{alias}.")
-    };
-    Ok(pk
-        .iter()
-        .map(|c| {
-            if c == "rowid" {
-                format!("{dot}rowid")
-            } else {
-                format!("{dot}{}", quote_ident(c))
+            if opts2.dry_run {
+                // A dry run reports nothing from an image that has not passed its check.
+                let planned = prepared.plan();
+                check.wait()?;
+                return Ok((planned?, None));
             }
+            prepared
+                .apply(|| check.wait())
+                .map(|(changes, copy)| (changes, Some(copy)))
         })
-        .collect::<Vec<_>>()
-        .join(", "))
-}
-
-fn columns(conn: &Connection, schema: &str, table: &str) -> Result<Vec<String>> {
-    conn.prepare("SELECT name FROM pragma_table_xinfo(?1, ?2) WHERE hidden = 0")
-        .and_then(|mut s| s.query_map([table, schema], |r| r.get(0))?.collect())
-        .map_err(err("read columns"))
-}
-
-/// The backup's schema must match the live one for every table a tenant restore touches.
-fn check_same_schema(conn: &Connection, map: &TenancyMap) -> Result<()> {
-    for (table, o) in &map.tables {
-        if matches!(o, Ownership::Excluded) {
-            continue;
+        .await
+        .map_err(|e| Error::new(Kind::Internal, format!("tenant restore task: {e}")))
+    };
+    let full_safety = async {
+        if opts.dry_run || opts.safety != Safety::Full {
+            return Ok(None);
         }
-        let (live, backup) = (columns(conn, "main", table)?, columns(conn, "bk", table)?);
-        if live != backup {
-            return Err(Error::new(
-                Kind::Database,
-                format!("tenant restore: table {table} differs between the backup ({} columns) and the live database ({} columns): migrate the backup or restore the whole database", backup.len(), live.len()),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Whether a table keeps a rowid that is not one of its columns (so a restore should carry it).
-fn hidden_rowid(conn: &Connection, table: &str) -> Result<bool> {
-    let pk = primary_key(conn, table)?;
-    if pk == ["rowid"] {
-        return Ok(true);
-    }
-    let sql: String = conn
-        .query_row(
-            "SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?1",
-            [table],
-            |r| r.get(0),
+        let sm = backup(
+            repo,
+            &live_database(m, into),
+            &safety_options(m, tenant, None),
+            &ProgressBar::hidden(),
         )
-        .map_err(err("read schema"))?;
-    let without_rowid = sql
-        .to_ascii_uppercase()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .contains("WITHOUT ROWID");
-    let ipk = pk.len() == 1
-        && conn
-            .query_row(
-                "SELECT upper(type) = 'INTEGER' FROM pragma_table_info(?1) WHERE name = ?2",
-                [table, &pk[0]],
-                |r| r.get::<_, bool>(0),
-            )
-            .map_err(err("read schema"))?;
-    Ok(!without_rowid && !ipk)
-}
-
-/// Copy the backup's rows of `table` that match `cond` into the live table, leaving alone those
-/// whose key a live row `x` matching `skip_if` already holds. Rowids are kept unless taken.
-fn copy_rows(
-    conn: &Connection,
-    table: &str,
-    cond: &str,
-    tenant: &str,
-    skip_if: Option<&str>,
-) -> Result<u64> {
-    let cols = columns(conn, "main", table)?;
-    let names: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
-    let picked: Vec<String> = cols
-        .iter()
-        .map(|c| format!("t0.{}", quote_ident(c)))
-        .collect();
-    let t = quote_ident(table);
-    let (rowid_col, rowid_val) = if hidden_rowid(conn, table)? {
-        ("rowid, ", format!("CASE WHEN EXISTS (SELECT 1 FROM main.{t} x WHERE x.rowid = t0.rowid) THEN NULL ELSE t0.rowid END, "))
-    } else {
-        ("", String::new())
+        .await
+        .step("safety backup")?;
+        Ok::<_, Error>(Some(sm))
     };
-    let missing = match skip_if {
-        Some(held) => {
-            let m = same_key(conn, table, "x", "t0")?;
-            format!(" AND NOT EXISTS (SELECT 1 FROM main.{t} x WHERE {m} AND {held})")
+    let (applied, safety) = tokio::join!(plan, full_safety);
+    let applied = applied?;
+    let ((changes, live_copy), full) = match (applied, safety) {
+        (Ok(done), Ok(sm)) => (done, sm),
+        (Err(f), Ok(Some(sm))) => {
+            if f.changed == Changed::No {
+                // Nothing changed, so the safety backup protects nothing: remove it.
+                remove_backup(repo, &sm).await;
+                return Err(f.error);
+            }
+            return Err(f.error.context(format!(
+                "the safety backup {} of the database as it was is kept",
+                sm.id
+            )));
         }
-        None => String::new(),
+        (Err(f), _) => return Err(f.error),
+        (Ok(_), Err(e)) => return Err(e),
     };
-    let sql = format!(
-        "INSERT INTO main.{t} ({rowid_col}{}) SELECT {rowid_val}{} FROM bk.{t} AS t0 WHERE {cond}{missing}",
-        names.join(", "),
-        picked.join(", ")
-    );
-    conn.execute(&sql, [tenant])
-        .map(|n| n as u64)
-        .map_err(|e| {
-            Error::sqlite(
-                Kind::Database,
-                format!("tenant restore: insert into {table} (a row of another tenant may hold the same key; nothing was changed)"),
-                e,
-            )
-        })
+    let TenantChanges {
+        tables,
+        globals_inserted,
+        full_scans,
+        write_lock_ms,
+    } = changes;
+    let mut report = TenantRestoreReport {
+        tenant: tenant.to_string(),
+        backup: m.id.clone(),
+        database: m.database.clone(),
+        into: into.to_path_buf(),
+        dry_run: opts.dry_run,
+        at: Utc::now(),
+        duration_ms: 0,
+        write_lock_ms,
+        tables,
+        globals_inserted,
+        full_scans,
+        safety: opts.safety,
+        safety_backup: full.map(|sm| sm.id),
+        safety_kept_at: None,
+        record: None,
+        warnings: Vec::new(),
+    };
+    if opts.dry_run {
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    }
+    if let (Safety::Tenant, Some(copy)) = (opts.safety, live_copy) {
+        store_tenant_copy(repo, m, into, tenant, &copy, &mut report).await;
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    match serde_json::to_vec_pretty(&report) {
+        Ok(body) => match repo.put_record(&m.database, tenant, body).await {
+            Ok(name) => report.record = Some(name),
+            Err(e) => report
+                .warnings
+                .push(format!("the restore record was not written: {e}")),
+        },
+        Err(e) => report
+            .warnings
+            .push(format!("the restore record was not written: {e}")),
+    }
+    Ok(report)
 }
 
-/// Count what a restore changes in one table.
-fn diff(conn: &Connection, map: &TenancyMap, table: &str, tenant: &str) -> Result<TableChange> {
-    let t = quote_ident(table);
-    let live = map.condition_in("main.", table, "t0").expect("owned");
-    let live_b = map.condition_in("main.", table, "b").expect("owned");
-    let backup = map.condition_in("bk.", table, "t0").expect("owned");
-    let backup_b = map.condition_in("bk.", table, "b").expect("owned");
-    let same_key = same_key(conn, table, "b", "t0")?;
-    let count = |sql: String| -> Result<u64> {
-        conn.query_row(&sql, [tenant], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(err(&format!("compare {table}")))
+/// Store the tenant's rows as they were as a safety backup; if that fails, keep the copy next
+/// to the live database, so what the restore replaced is never lost.
+async fn store_tenant_copy(
+    repo: &Repository,
+    m: &Manifest,
+    into: &Path,
+    tenant: &str,
+    copy: &Path,
+    report: &mut TenantRestoreReport,
+) {
+    let db = Database {
+        path: copy.to_path_buf(),
+        ..live_database(m, into)
     };
-    let delete = count(format!(
-        "SELECT count(*) FROM main.{t} AS t0 WHERE {live} AND NOT EXISTS (SELECT 1 FROM bk.{t} AS b WHERE {same_key} AND {backup_b})"
-    ))?;
-    let insert = count(format!(
-        "SELECT count(*) FROM bk.{t} AS t0 WHERE {backup} AND NOT EXISTS (SELECT 1 FROM main.{t} AS b WHERE {same_key} AND {live_b})"
-    ))?;
-    let same = identical(conn, table, "b", "t0")?;
-    let update = count(format!(
-        "SELECT count(*) FROM main.{t} AS t0 JOIN bk.{t} AS b ON {same_key} WHERE {live} AND {backup_b} AND NOT ({same})"
-    ))?;
-    Ok(TableChange {
-        table: table.to_string(),
-        delete,
-        insert,
-        update,
-    })
+    let opts = safety_options(m, tenant, Some(tenant.to_string()));
+    match backup(repo, &db, &opts, &ProgressBar::hidden()).await {
+        Ok(sm) => report.safety_backup = Some(sm.id),
+        Err(e) => {
+            let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+            let mut kept = into.as_os_str().to_os_string();
+            kept.push(format!(".pre-tenant-restore-{stamp}"));
+            let kept = PathBuf::from(kept);
+            match crate::place::rename_noreplace(copy, &kept)
+                .or_else(|_| std::fs::copy(copy, &kept).map(|_| ()))
+            {
+                Ok(()) => {
+                    report.warnings.push(format!(
+                        "the safety backup could not be stored in the repository ({e}); the tenant's rows as they were are kept in {} (lifeboat backup --db {} --label … stores them)",
+                        kept.display(),
+                        kept.display()
+                    ));
+                    report.safety_kept_at = Some(kept);
+                }
+                Err(io) => report.warnings.push(format!(
+                    "the safety backup could not be stored in the repository ({e}) nor kept next to the database ({io})"
+                )),
+            }
+        }
+    }
+}
+
+fn live_database(m: &Manifest, into: &Path) -> Database {
+    Database {
+        name: m.database.clone(),
+        path: into.to_path_buf(),
+        sql_mirror: false,
+        d1: None,
+        wrangler: None,
+    }
+}
+
+fn safety_options(m: &Manifest, tenant: &str, scope: Option<String>) -> BackupOptions {
+    let what = if scope.is_some() {
+        "tenant rows before restoring"
+    } else {
+        "before restoring"
+    };
+    BackupOptions {
+        kind: BackupKind::Safety,
+        label: Some(format!("{what} tenant {tenant} from {}", m.id)),
+        tenant: scope,
+        ..BackupOptions::default()
+    }
+}
+
+/// Remove a safety backup that turned out not to be needed (the restore changed nothing).
+async fn remove_backup(repo: &Repository, sm: &Manifest) {
+    if let Err(d) = repo.delete_backup(sm).await {
+        tracing::warn!("could not remove the unneeded safety backup {}: {d}", sm.id);
+    }
 }

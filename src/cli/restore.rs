@@ -60,9 +60,25 @@ pub struct Args {
     /// change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// With --tenant: skip the safety backup of the live database taken first.
+    /// With --tenant: what to keep of what the restore replaces: `tenant` (the tenant's rows as
+    /// they were, copied under the write lock; the default), `full` (a full backup of the live
+    /// database first) or `off`.
+    #[arg(
+        long,
+        value_name = "tenant|full|off",
+        requires = "tenant",
+        default_value = "tenant"
+    )]
+    safety_backup: crate::tenant_restore::Safety,
+    /// With --tenant: keep no safety backup (same as --safety-backup off).
     #[arg(long, requires = "tenant")]
     no_safety_backup: bool,
+    /// With --tenant: how long to wait for the live database's other writers.
+    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "30s", requires = "tenant")]
+    lock_timeout: std::time::Duration,
+    /// With --tenant: list every table of the tenant, also those that do not change.
+    #[arg(long, short)]
+    verbose: bool,
     /// Or a Cloudflare D1 database (through wrangler). It must be empty unless --force.
     #[arg(long, value_name = "DB")]
     to_d1: Option<String>,
@@ -124,8 +140,17 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     }
     if let (Some(tenant), Some(into)) = (&args.tenant, &args.into) {
         let opts = crate::cli::tenant_restore::Opts {
-            dry_run: args.dry_run,
-            safety_backup: !args.no_safety_backup,
+            options: crate::tenant_restore::TenantRestoreOptions {
+                dry_run: args.dry_run,
+                safety: if args.no_safety_backup {
+                    crate::tenant_restore::Safety::Off
+                } else {
+                    args.safety_backup
+                },
+                lock_timeout: args.lock_timeout,
+                scratch_dir: None,
+            },
+            verbose: args.verbose,
         };
         return crate::cli::tenant_restore::run(ctx, &repo, &m, tenant, into, &opts).await;
     }

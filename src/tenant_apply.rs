@@ -1,0 +1,589 @@
+//! One tenant's rows made equal to a backup's, inside the live database, touching nothing else
+//! and holding the database's write lock only while writing.
+//!
+//! Before any lock: the backup's tenant rows are copied into a scratch database (see
+//! [`crate::tenant_copy`]) and the schemas compared. Then, once the backup image has passed its
+//! check, the write lock is taken (with a bounded wait and retries, so a busy database is waited
+//! for rather than failed), and under it: the tenant's live rows are copied (the exact state the
+//! restore replaces, and its undo), live rows with no identical row in the backup are deleted
+//! child-first, the backup's rows the tenant then lacks are inserted parent-first (rowids kept
+//! where free), global rows that restored rows reference but the live database lacks are
+//! inserted (existing global rows are never modified), foreign keys of everything touched are
+//! checked, and the transaction commits. Triggers are off for this connection only
+//! (`SQLITE_DBCONFIG_ENABLE_TRIGGER`), so none fires and none is altered.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use crate::error::{Error, Kind, Result};
+use crate::source::quote_ident;
+use crate::tenant::{discover, Ownership, TenancyConfig, TenancyMap};
+use crate::tenant_copy::{read_only_uri, FullScan, TenantCopy};
+use crate::tenant_sql::{columns, identical, insert_rows, qualified, Key};
+
+/// What changes (or, with a dry run, would change) in one table.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TableChange {
+    pub table: String,
+    /// The tenant's live rows that the backup does not have.
+    pub delete: u64,
+    /// The backup's rows of the tenant that the live database does not have.
+    pub insert: u64,
+    /// Rows present in both whose content differs.
+    pub update: u64,
+}
+
+impl TableChange {
+    pub fn changes(&self) -> bool {
+        self.delete + self.insert + self.update > 0
+    }
+}
+
+/// What a tenant restore changed, or would change.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TenantChanges {
+    pub tables: Vec<TableChange>,
+    /// Global rows inserted because restored rows reference them (table → rows).
+    pub globals_inserted: BTreeMap<String, u64>,
+    /// Tables whose tenant rows could only be found by reading them whole.
+    pub full_scans: Vec<FullScan>,
+    /// How long the live database's write lock was held (not for a dry run).
+    pub write_lock_ms: Option<u64>,
+}
+
+/// Whether a failed apply changed the live database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// Certainly not: it failed before its commit, and was rolled back.
+    No,
+    /// Unknown: the commit itself failed.
+    Unknown,
+}
+
+/// A failed apply: the error, and whether the live database may have changed.
+#[derive(Debug)]
+pub struct ApplyFailure {
+    pub error: Error,
+    pub changed: Changed,
+}
+
+impl From<Error> for ApplyFailure {
+    fn from(error: Error) -> Self {
+        ApplyFailure {
+            error,
+            changed: Changed::No,
+        }
+    }
+}
+
+fn err(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::sqlite(Kind::Database, format!("tenant restore: {what}"), e)
+}
+
+/// A tenant restore ready to plan or apply: the backup's tenant rows copied, the live database
+/// open (not locked), the schemas compared.
+pub struct Prepared {
+    conn: Connection,
+    live_copy: TenantCopy,
+    schema_version: i64,
+    map: TenancyMap,
+    tenant: String,
+    /// The owned tables, parents first, with their keys.
+    owned: Vec<(String, Key)>,
+    lock_timeout: Duration,
+}
+
+/// Open `live` for a restore of `tenant` from the checked-or-being-checked `image`; scratch
+/// copies go into `scratch`. Nothing is locked or written in `live`.
+pub fn prepare(
+    live: &Path,
+    image: &Path,
+    cfg: &TenancyConfig,
+    tenant: &str,
+    scratch: &Path,
+    lock_timeout: Duration,
+) -> Result<Prepared> {
+    let map = discover(
+        &Connection::open_with_flags(image, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(err("open the backup"))?,
+        cfg,
+    )?;
+    // The backup's side first: it does not change, so it is read before anything is locked.
+    let backup_copy = TenantCopy::create(
+        &scratch.join("backup-tenant.sqlite"),
+        image,
+        true,
+        lock_timeout,
+    )?;
+    let copied = backup_copy.fill(&map, tenant)?;
+    if copied
+        .iter()
+        .all(|(t, n)| *t != map.tenant_table || *n == 0)
+    {
+        return Err(Error::new(
+            Kind::NotFound,
+            format!("tenant {tenant:?} is not in the backup"),
+        ));
+    }
+    let backup_copy = backup_copy.close(false)?;
+
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(live, flags).map_err(err("open the live database"))?;
+    conn.busy_timeout(lock_timeout).map_err(err("open"))?;
+    // Checked explicitly before commit; off so no ON DELETE action reaches other rows.
+    conn.execute_batch("PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;")
+        .map_err(err("settings"))?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
+        .map_err(err("switch triggers off"))?;
+    for (name, path) in [("bk", image), ("bt", backup_copy.as_path())] {
+        conn.execute(
+            &format!("ATTACH DATABASE ?1 AS {name}"),
+            [read_only_uri(path)],
+        )
+        .map_err(err("attach the backup"))?;
+    }
+    check_same_schema(&conn, &map)?;
+    // The live side's copy: its schema now, its rows under the write lock.
+    let live_copy = TenantCopy::create(
+        &scratch.join("live-tenant.sqlite"),
+        live,
+        false,
+        lock_timeout,
+    )?;
+    let schema_version = live_copy.source_schema_version()?;
+    conn.execute("ATTACH DATABASE ?1 AS sf", [read_only_uri(&live_copy.path)])
+        .map_err(err("attach the copy"))?;
+    let owned = map
+        .owned_parents_first()
+        .into_iter()
+        .map(|t| Key::of(&conn, &t).map(|k| (t, k)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Prepared {
+        conn,
+        live_copy,
+        schema_version,
+        map,
+        tenant: tenant.to_string(),
+        owned,
+        lock_timeout,
+    })
+}
+
+impl Prepared {
+    /// The tables where finding the tenant's live rows reads the whole table.
+    pub fn full_scans(&self) -> Result<Vec<FullScan>> {
+        self.live_copy.full_scans(&self.map)
+    }
+
+    /// Compute what the restore would change; change nothing and lock nothing.
+    pub fn plan(self) -> Result<TenantChanges> {
+        let full_scans = self.full_scans()?;
+        self.live_copy.fill(&self.map, &self.tenant)?;
+        let mut changes = TenantChanges {
+            full_scans,
+            ..TenantChanges::default()
+        };
+        for (i, (table, key)) in self.owned.iter().enumerate() {
+            let differing = self.note_differing(i, table, key)?;
+            let update = self.count_updates(i, table, key)?;
+            let arriving: i64 = self
+                .conn
+                .query_row(
+                    &format!(
+                        "SELECT count(*) FROM {} AS t0 WHERE {}",
+                        qualified("bt", table),
+                        self.not_kept(i, table, key)
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(err(&format!("compare {table}")))?;
+            changes.tables.push(TableChange {
+                table: table.clone(),
+                delete: differing.saturating_sub(update),
+                insert: (arriving as u64).saturating_sub(update),
+                update,
+            });
+        }
+        for (table, cond) in self.referenced_globals() {
+            let key = Key::of(&self.conn, &table)?;
+            let n: i64 = self
+                .conn
+                .query_row(
+                    &format!(
+                        "SELECT count(*) FROM {} AS t0 WHERE {cond} AND NOT EXISTS (SELECT 1 FROM {} AS x WHERE {})",
+                        qualified("bk", &table),
+                        qualified("main", &table),
+                        key.same("x", "t0")
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(err(&format!("compare {table}")))?;
+            if n > 0 {
+                changes.globals_inserted.insert(table, n as u64);
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Apply the restore. `before_writes` runs before the write lock is taken (the image's check
+    /// may still be running: waiting for it there keeps it out of the locked time); nothing is
+    /// written unless it agrees. Returns the changes and the live copy's file: the tenant's rows
+    /// as they were, the restore's undo.
+    pub fn apply(
+        self,
+        before_writes: impl FnOnce() -> Result<()>,
+    ) -> std::result::Result<(TenantChanges, PathBuf), ApplyFailure> {
+        let full_scans = self.full_scans()?;
+        before_writes()?;
+        let locked = self.lock()?;
+        let mut changes = TenantChanges {
+            full_scans,
+            ..TenantChanges::default()
+        };
+        let result = self.write(&mut changes);
+        if let Err(e) = result {
+            // Rolled back (also when the connection is dropped): nothing changed.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+        let step = Instant::now();
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) {
+                // Still our transaction: roll it back and report the lock.
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(err("commit (the database stayed locked by readers)")(e).into());
+            }
+            return Err(ApplyFailure {
+                error: err("commit failed, so whether the restore was applied is unknown")(e),
+                changed: Changed::Unknown,
+            });
+        }
+        tracing::debug!(
+            ms = step.elapsed().as_millis() as u64,
+            "tenant restore: commit"
+        );
+        changes.write_lock_ms = Some(locked.elapsed().as_millis() as u64);
+        let Prepared {
+            conn, live_copy, ..
+        } = self;
+        drop(conn);
+        let path = live_copy.close(true)?;
+        Ok((changes, path))
+    }
+
+    /// Take the live database's write lock: `BEGIN` then a write that changes nothing, so the
+    /// read snapshot and the lock are taken together (no SQLITE_BUSY_SNAPSHOT later). Waits up
+    /// to the lock timeout, retrying, for other writers to finish.
+    fn lock(&self) -> Result<Instant> {
+        let deadline = Instant::now() + self.lock_timeout;
+        let probe = format!(
+            "DELETE FROM {} WHERE 0",
+            qualified("main", &self.map.tenant_table)
+        );
+        self.conn.execute_batch("BEGIN").map_err(err("begin"))?;
+        loop {
+            match self.conn.execute(&probe, []) {
+                Ok(_) => return Ok(Instant::now()),
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(match e.sqlite_error_code() {
+                        Some(rusqlite::ErrorCode::DatabaseBusy) => Error::new(
+                            Kind::Database,
+                            format!(
+                                "tenant restore: the live database stayed locked by another writer for more than {}; nothing was changed",
+                                humantime::format_duration(self.lock_timeout)
+                            ),
+                        ),
+                        _ => err("lock the live database")(e),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Under the write lock: copy the tenant's live rows, then delete, insert, check.
+    fn write(&self, changes: &mut TenantChanges) -> Result<()> {
+        if self.live_copy.source_schema_version()? != self.schema_version {
+            return Err(Error::new(
+                Kind::Database,
+                "tenant restore: the live database's schema changed while the restore was being prepared; nothing was changed, run it again",
+            ));
+        }
+        let step = Instant::now();
+        self.live_copy.fill(&self.map, &self.tenant)?;
+        tracing::debug!(
+            ms = step.elapsed().as_millis() as u64,
+            "tenant restore: live copy"
+        );
+        let step = Instant::now();
+        let mut deleted = vec![0u64; self.owned.len()];
+        for (i, (table, key)) in self.owned.iter().enumerate().rev() {
+            self.note_differing(i, table, key)?;
+            let sql = format!(
+                "DELETE FROM {} WHERE ({}) IN (SELECT {} FROM temp.lb_d{i})",
+                qualified("main", table),
+                key.list(""),
+                key.generic()
+            );
+            deleted[i] = self
+                .conn
+                .execute(&sql, [])
+                .map_err(err(&format!("delete from {table}")))? as u64;
+        }
+        for (i, (table, key)) in self.owned.iter().enumerate() {
+            let sql = insert_rows(
+                &self.conn,
+                table,
+                "main",
+                &format!("{} AS t0", qualified("bt", table)),
+                &format!("WHERE {}", self.not_kept(i, table, key)),
+            )?;
+            let inserted = self.conn.execute(&sql, []).map_err(|e| {
+                Error::sqlite(
+                    Kind::Database,
+                    format!("tenant restore: insert into {table} (a row of another tenant may hold the same key; nothing was changed)"),
+                    e,
+                )
+            })? as u64;
+            let update = self.count_updates(i, table, key)?;
+            changes.tables.push(TableChange {
+                table: table.clone(),
+                delete: deleted[i].saturating_sub(update),
+                insert: inserted.saturating_sub(update),
+                update,
+            });
+        }
+        for (table, cond) in self.referenced_globals() {
+            let key = Key::of(&self.conn, &table)?;
+            let sql = insert_rows(
+                &self.conn,
+                &table,
+                "main",
+                &format!("{} AS t0", qualified("bk", &table)),
+                &format!(
+                    "WHERE {cond} AND NOT EXISTS (SELECT 1 FROM {} AS x WHERE {})",
+                    qualified("main", &table),
+                    key.same("x", "t0")
+                ),
+            )?;
+            let n = self
+                .conn
+                .execute(&sql, [])
+                .map_err(err(&format!("insert referenced rows of {table}")))?;
+            if n > 0 {
+                changes.globals_inserted.insert(table, n as u64);
+            }
+        }
+        tracing::debug!(
+            ms = step.elapsed().as_millis() as u64,
+            "tenant restore: delete and insert"
+        );
+        let step = Instant::now();
+        self.check_references(&changes.globals_inserted)?;
+        tracing::debug!(
+            ms = step.elapsed().as_millis() as u64,
+            "tenant restore: foreign keys"
+        );
+        Ok(())
+    }
+
+    /// `temp.lb_d<i>`: the keys of the tenant's live rows of `table` that have no identical
+    /// row in the backup (they go). Returns how many.
+    fn note_differing(&self, i: usize, table: &str, key: &Key) -> Result<u64> {
+        let same = identical(&self.conn, table, "b", "l")?;
+        self.conn
+            .execute_batch(&format!(
+                "DROP TABLE IF EXISTS temp.lb_d{i};
+                 CREATE TEMP TABLE lb_d{i} AS SELECT {} FROM {} AS l WHERE NOT EXISTS (SELECT 1 FROM {} AS b WHERE {same});
+                 CREATE INDEX temp.lb_d{i}_k ON lb_d{i}({});",
+                key.select_as("l"),
+                qualified("sf", table),
+                qualified("bt", table),
+                key.generic()
+            ))
+            .map_err(err(&format!("compare {table}")))?;
+        self.conn
+            .query_row(&format!("SELECT count(*) FROM temp.lb_d{i}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(err(&format!("compare {table}")))
+    }
+
+    /// Of the rows that go, those the backup has under the same key: changed, not gone.
+    fn count_updates(&self, i: usize, table: &str, key: &Key) -> Result<u64> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM temp.lb_d{i} AS g WHERE EXISTS (SELECT 1 FROM {} AS b WHERE {})",
+                    qualified("bt", table),
+                    key.same_generic("g", "b")
+                ),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(err(&format!("compare {table}")))
+    }
+
+    /// Condition on a backup row `t0` of `table`: the tenant does not keep a live row with its
+    /// key (so the row comes in).
+    fn not_kept(&self, i: usize, _table: &str, key: &Key) -> String {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM {} AS l WHERE {} AND NOT EXISTS (SELECT 1 FROM temp.lb_d{i} AS g WHERE {}))",
+            qualified("sf", _table),
+            key.same("l", "t0"),
+            key.same_generic("g", "l")
+        )
+    }
+
+    /// Global tables whose rows the backup's tenant rows reference, with the condition (on
+    /// `t0`) selecting those rows in `bk`.
+    fn referenced_globals(&self) -> Vec<(String, String)> {
+        self.map
+            .tables
+            .iter()
+            .filter(|(_, o)| matches!(o, Ownership::Global))
+            .filter_map(|(t, _)| {
+                self.map
+                    .referenced_from_copies(t, "t0", "bt.", "bk.")
+                    .map(|c| (t.clone(), c))
+            })
+            .collect()
+    }
+
+    /// The foreign-key check of a tenant restore, limited to what it can break: every foreign
+    /// key of the restored tenant rows and of the inserted global rows must resolve, and no row
+    /// anywhere may point at a key the restore removed. (`PRAGMA foreign_key_check` on whole
+    /// tables gives the same answer but reads every row of every touched table.)
+    fn check_references(&self, globals: &BTreeMap<String, u64>) -> Result<()> {
+        // The backup's tenant rows are now the tenant's rows: check them in their copy.
+        let mut touched: Vec<(String, String, String)> = self
+            .owned
+            .iter()
+            .map(|(t, _)| (t.clone(), qualified("bt", t), "1".to_string()))
+            .collect();
+        for (table, cond) in self.referenced_globals() {
+            if globals.contains_key(&table) {
+                touched.push((table.clone(), qualified("main", &table), cond));
+            }
+        }
+        for (table, from, cond) in touched {
+            for link in self.map.links[&table].iter().filter(|l| !l.from_config) {
+                let not_null: Vec<String> = link
+                    .columns
+                    .iter()
+                    .map(|c| format!("t0.{} IS NOT NULL", quote_ident(c)))
+                    .collect();
+                let join: Vec<String> = link
+                    .columns
+                    .iter()
+                    .zip(&link.parent_columns)
+                    .map(|(c, pc)| format!("p.{} = t0.{}", quote_ident(pc), quote_ident(c)))
+                    .collect();
+                let sql = format!(
+                    "SELECT count(*) FROM {from} AS t0 WHERE {cond} AND {} AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {})",
+                    not_null.join(" AND "),
+                    qualified("main", &link.parent),
+                    join.join(" AND ")
+                );
+                let n: i64 = self
+                    .conn
+                    .query_row(&sql, [], |r| r.get(0))
+                    .map_err(err("foreign_key_check"))?;
+                if n > 0 {
+                    return Err(Error::new(
+                        Kind::Database,
+                        format!("tenant restore: {n} restored row(s) of {table} point at missing rows of {}; nothing was changed", link.parent),
+                    ));
+                }
+            }
+        }
+        // Rows the restore removed that the backup does not have (added after the backup):
+        // nothing may still point at them.
+        for (i, (parent, key)) in self.owned.iter().enumerate() {
+            let gone = format!(
+                "{} AS l WHERE EXISTS (SELECT 1 FROM temp.lb_d{i} AS g WHERE {}) AND NOT EXISTS (SELECT 1 FROM {} AS b WHERE {})",
+                qualified("sf", parent),
+                key.same_generic("g", "l"),
+                qualified("bt", parent),
+                key.same("b", "l")
+            );
+            let any: bool = self
+                .conn
+                .query_row(&format!("SELECT EXISTS (SELECT 1 FROM {gone})"), [], |r| {
+                    r.get(0)
+                })
+                .map_err(err("foreign_key_check"))?;
+            if !any {
+                continue;
+            }
+            for (child, links) in &self.map.links {
+                for link in links
+                    .iter()
+                    .filter(|l| !l.from_config && &l.parent == parent)
+                {
+                    let cols: Vec<String> = link
+                        .columns
+                        .iter()
+                        .map(|c| format!("c.{}", quote_ident(c)))
+                        .collect();
+                    let parent_cols: Vec<String> = link
+                        .parent_columns
+                        .iter()
+                        .map(|c| format!("l.{}", quote_ident(c)))
+                        .collect();
+                    let sql = format!(
+                        "SELECT count(*) FROM {} AS c WHERE ({}) IN (SELECT {} FROM {gone})",
+                        qualified("main", child),
+                        cols.join(", "),
+                        parent_cols.join(", ")
+                    );
+                    let n: i64 = self
+                        .conn
+                        .query_row(&sql, [], |r| r.get(0))
+                        .map_err(err("foreign_key_check"))?;
+                    if n > 0 {
+                        return Err(Error::new(
+                            Kind::Database,
+                            format!("tenant restore: {n} row(s) of {child} point at rows of {parent} that the restore would remove (added after the backup); nothing was changed"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The backup's schema must match the live one for every table a tenant restore touches.
+fn check_same_schema(conn: &Connection, map: &TenancyMap) -> Result<()> {
+    for (table, o) in &map.tables {
+        if matches!(o, Ownership::Excluded) {
+            continue;
+        }
+        let (live, backup) = (columns(conn, "main", table)?, columns(conn, "bk", table)?);
+        if live != backup {
+            return Err(Error::new(
+                Kind::Database,
+                format!("tenant restore: table {table} differs between the backup ({} columns) and the live database ({} columns): migrate the backup or restore the whole database", backup.len(), live.len()),
+            ));
+        }
+    }
+    Ok(())
+}
