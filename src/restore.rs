@@ -611,6 +611,7 @@ pub async fn restore(
     progress: &ProgressBar,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
+    refuse_tenant_scoped(m)?;
     if opts.dry_run {
         return dry_run(repo, m, target, opts, progress).await;
     }
@@ -648,6 +649,23 @@ pub async fn restore(
         rows: m.total_rows(),
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// A backup that holds one tenant's rows only (a tenant restore's safety backup) must never
+/// become a whole database: it would lose every other tenant.
+pub fn refuse_tenant_scoped(m: &Manifest) -> Result<()> {
+    match &m.tenant {
+        Some(t) => Err(Error::new(
+            Kind::Config,
+            format!(
+                "backup {} holds only tenant {}'s rows (the safety backup of a tenant restore): restore it with --tenant {} --into DB",
+                m.id,
+                crate::text::escape(t),
+                crate::text::escape(t)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `restore --dry-run`: the same target checks and the same download and checks, into scratch

@@ -481,3 +481,96 @@ fn walk_json(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn long_rows_into_a_live_d1_touch_only_the_rows_they_create() {
+    // Rows over D1's 100,000-byte statement limit are written as an INSERT plus appends. Into a
+    // live database: an existing global row (INSERT OR IGNORE skips it) must not get the
+    // appends, and a row whose rowid is not a column must be found by its new rowid.
+    let p = Project::new(&["live-db"]);
+    let big = |a: char, b: char| {
+        format!(
+            "{}{}",
+            a.to_string().repeat(75_000),
+            b.to_string().repeat(75_000)
+        )
+    };
+    // Seeded through lifeboat's own D1 dump: the rows are too long for one statement.
+    let c = Connection::open(p.path().join("seed.db")).unwrap();
+    c.execute_batch(&format!(
+            "CREATE TABLE tenants (id TEXT PRIMARY KEY, name TEXT);
+             CREATE TABLE docs (id TEXT PRIMARY KEY, body TEXT);
+             CREATE TABLE pages (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), doc_id TEXT REFERENCES docs(id));
+             CREATE TABLE files (tenant_id TEXT REFERENCES tenants(id), data BLOB);
+             INSERT INTO tenants VALUES ('t1', 'one'), ('t2', 'two');
+             INSERT INTO docs VALUES ('d1', '{d1}'), ('d2', '{d2}'), ('d3', '{d3}');
+             INSERT INTO pages VALUES ('p1', 't1', 'd1'), ('p2', 't1', 'd2'), ('p3', 't1', 'd3');
+             INSERT INTO files (rowid, tenant_id, data) VALUES (1, 't1', zeroblob(150000)), (2, 't2', X'02');",
+            d1 = big('A', 'B'),
+            d2 = big('C', 'D'),
+            d3 = big('E', 'F'),
+    ))
+    .unwrap();
+    drop(c);
+    ok(
+        p.path(),
+        &[
+            "dump",
+            "--db",
+            "seed.db",
+            "--dialect",
+            "d1",
+            "--out",
+            "seed.sql",
+        ],
+    );
+    p.execute_file("live-db", "seed.sql");
+    p.config("live-db", "");
+    ok(p.path(), &["backup"]);
+    // After the backup: d2 is edited, d3 deleted (with its page), t1's file goes and t2 takes
+    // its rowid.
+    std::fs::write(
+        p.path().join("damage.sql"),
+        "UPDATE docs SET body = 'edited' WHERE id = 'd2';
+         DELETE FROM pages WHERE id = 'p3'; DELETE FROM docs WHERE id = 'd3';
+         DELETE FROM files WHERE rowid = 1;
+         INSERT INTO files (rowid, tenant_id, data) VALUES (1, 't2', X'0101');",
+    )
+    .unwrap();
+    p.execute_file("live-db", "damage.sql");
+    ok(
+        p.path(),
+        &["restore", "--tenant", "t1", "--into-d1", "live-db"],
+    );
+    let after = p.export_to_db("live-db", "after.db");
+    // d1 existed unchanged, d2 existed edited: both left exactly as they were (no doubled text).
+    assert_eq!(
+        sqlite3(&after, "SELECT length(body), substr(body, 1, 1), substr(body, 150000, 1) FROM docs WHERE id = 'd1'"),
+        "150000|A|B"
+    );
+    assert_eq!(
+        sqlite3(&after, "SELECT body FROM docs WHERE id = 'd2'"),
+        "edited"
+    );
+    // d3 was missing: inserted whole.
+    assert_eq!(
+        sqlite3(&after, "SELECT length(body), substr(body, 1, 1), substr(body, 150000, 1) FROM docs WHERE id = 'd3'"),
+        "150000|E|F"
+    );
+    // t1's file is back whole, under a new rowid; t2's files are untouched.
+    assert_eq!(
+        sqlite3(
+            &after,
+            "SELECT length(data), data = zeroblob(150000) FROM files WHERE tenant_id = 't1'"
+        ),
+        "150000|1"
+    );
+    assert_eq!(
+        sqlite3(&after, "SELECT group_concat(rowid || ':' || hex(data)) FROM (SELECT rowid, data FROM files WHERE tenant_id = 't2' ORDER BY rowid)"),
+        "1:0101|2:02".replace('|', ",")
+    );
+    assert_eq!(
+        sqlite3(&after, "SELECT count(*) FROM pages WHERE tenant_id = 't1'"),
+        "3"
+    );
+}

@@ -261,6 +261,7 @@ fn d1_target(ctx: &Ctx, args: &Args, name: &str) -> Result<D1Target> {
 }
 
 async fn to_d1(ctx: &Ctx, args: &Args, repo: &Repository, m: &Manifest, name: &str) -> Result<i32> {
+    crate::restore::refuse_tenant_scoped(m).step("restore")?;
     let target = d1_target(ctx, args, name)?;
     let t = std::time::Instant::now();
     let tmp = scratch(None)?;

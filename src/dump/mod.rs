@@ -479,12 +479,8 @@ fn dump_rows(conn: &Connection, t: &Table, w: &mut Writer) -> Result<()> {
         }
         buf.extend_from_slice(b");");
         if w.dialect == Dialect::D1 && buf.len() > D1_MAX_STATEMENT {
-            let prefix = if t.rowid.is_some() {
-                &with_rowid
-            } else {
-                &plain
-            };
-            split_row(t, prefix, &values, w)?;
+            let guard = verb != "INSERT INTO";
+            split_row(t, &with_rowid, &plain, &values, keep_rowids, guard, w)?;
         } else {
             w.statement(&buf)?;
         }

@@ -13,13 +13,30 @@ use crate::source::quote_ident;
 
 /// Write a row too long for one D1 statement as an INSERT with its largest values left empty,
 /// then `UPDATE … SET c = c || piece` appends that rebuild each of them exactly.
+///
+/// `values` start with the rowid when `t.rowid` is set. Into a live database (`keep_rowid`
+/// false) that rowid is not written: the UPDATEs find the new row by its declared key, or by
+/// `last_insert_rowid()`. With `guard` (rows written `INSERT OR IGNORE`, which may already
+/// exist), every UPDATE also requires `changes()=1`: the statement before it changed exactly
+/// one row, so the appends apply only to a row the INSERT created, never to an existing one.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn split_row(
     t: &Table,
-    prefix: &str,
+    with_rowid: &str,
+    plain: &str,
     values: &[ValueRef],
+    keep_rowid: bool,
+    guard: bool,
     w: &mut Writer,
 ) -> Result<()> {
     let offset = usize::from(t.rowid.is_some());
+    // The first value the INSERT writes: the rowid is left out when it is not kept.
+    let first = usize::from(t.rowid.is_some() && !keep_rowid);
+    let prefix = if t.rowid.is_some() && keep_rowid {
+        with_rowid
+    } else {
+        plain
+    };
     // Name the row by its primary key when it has one, else by rowid.
     let describe = || -> String {
         let key: Vec<String> = t
@@ -71,7 +88,26 @@ pub(super) fn split_row(
         ));
     }
     // The WHERE clause that finds the row again.
-    let locate = match (t.rowid, &t.ipk) {
+    let by_key = |columns: &[String]| -> Vec<u8> {
+        let mut b = b" WHERE ".to_vec();
+        for (k, c) in columns.iter().enumerate() {
+            let i = t
+                .columns
+                .iter()
+                .position(|x| x == c)
+                .expect("key is a column");
+            if k > 0 {
+                b.extend_from_slice(b" AND ");
+            }
+            b.extend_from_slice(quote_ident(c).as_bytes());
+            b.push(b'=');
+            push_value(&mut b, values[i + offset], Dialect::D1);
+        }
+        b
+    };
+    let mut locate = match (t.rowid, &t.ipk) {
+        (Some(_), _) if first == 1 && !t.key.is_empty() => by_key(&t.key),
+        (Some(_), _) if first == 1 => b" WHERE rowid=last_insert_rowid()".to_vec(),
         (Some(alias), _) => {
             let mut b = format!(" WHERE {alias}=").into_bytes();
             push_value(&mut b, values[0], Dialect::D1);
@@ -87,26 +123,13 @@ pub(super) fn split_row(
             push_value(&mut b, values[i], Dialect::D1);
             b
         }
-        (None, None) => {
-            let mut b = b" WHERE ".to_vec();
-            for (k, c) in t.pk.iter().enumerate() {
-                let i = t
-                    .columns
-                    .iter()
-                    .position(|x| x == c)
-                    .expect("pk is a column");
-                if k > 0 {
-                    b.extend_from_slice(b" AND ");
-                }
-                b.extend_from_slice(quote_ident(c).as_bytes());
-                b.push(b'=');
-                push_value(&mut b, values[i + offset], Dialect::D1);
-            }
-            b
-        }
+        (None, None) => by_key(&t.pk),
     };
+    if guard {
+        locate.extend_from_slice(b" AND changes()=1");
+    }
     // Defer the longest text/blob values until the INSERT fits.
-    let mut order: Vec<usize> = (0..values.len())
+    let mut order: Vec<usize> = (first..values.len())
         .filter(|&i| matches!(values[i], ValueRef::Text(_) | ValueRef::Blob(_)))
         .collect();
     order.sort_by_key(|&i| std::cmp::Reverse(value_len(&values[i])));
@@ -125,6 +148,7 @@ pub(super) fn split_row(
             + encoded
                 .iter()
                 .enumerate()
+                .skip(first)
                 .map(|(i, e)| if deferred.contains(&i) { 3 } else { e.len() } + 1)
                 .sum::<usize>()
     };
@@ -149,8 +173,8 @@ pub(super) fn split_row(
         ));
     }
     let mut insert = prefix.as_bytes().to_vec();
-    for (i, e) in encoded.iter().enumerate() {
-        if i > 0 {
+    for (i, e) in encoded.iter().enumerate().skip(first) {
+        if i > first {
             insert.push(b',');
         }
         match (deferred.contains(&i), values[i]) {
