@@ -71,8 +71,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        // One line, always: multi-line messages from libraries are folded.
-        let message = message.into().replace(['\n', '\r'], " ");
+        // One line, always: multi-line messages from libraries are folded. Secrets never
+        // reach a message (a URL's userinfo, the AWS secret variables).
+        let message = crate::text::redact(&message.into()).replace(['\n', '\r'], " ");
         Error { kind, message }
     }
 
@@ -82,7 +83,7 @@ impl Error {
 
     /// Prefix the message with the step that failed.
     pub fn context(mut self, step: impl fmt::Display) -> Self {
-        self.message = format!("{step}: {}", self.message);
+        self.message = crate::text::redact(&format!("{step}: {}", self.message)).into_owned();
         self
     }
 

@@ -4,6 +4,7 @@
 //! [`manifest`]) → [`repository`] (the layout on an object store, via [`store`]) → [`restore`]
 //! and [`verify`]. [`cli`] is a thin layer over these.
 
+pub mod claim;
 pub mod cli;
 pub mod config;
 pub mod d1;
@@ -21,6 +22,7 @@ pub mod pages;
 pub mod place;
 pub mod repository;
 pub mod restore;
+pub mod s3_uploads;
 pub mod scratch;
 pub mod snapshot;
 pub mod source;
@@ -33,6 +35,7 @@ pub mod tenant_export;
 pub mod tenant_restore;
 pub mod tenant_sql;
 pub mod text;
+pub mod upload;
 pub mod verify;
 
 pub use error::{Error, Kind, Result};

@@ -8,18 +8,14 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path as Key;
-use object_store::{
-    GetResultPayload, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
-};
-use tokio::sync::mpsc;
+use object_store::{GetResultPayload, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use crate::claim::Claim;
 use crate::error::{Error, Kind, Result};
 use crate::manifest::Manifest;
 use crate::store::{self, store_error, Backend};
@@ -28,11 +24,11 @@ pub const DATA_SUFFIX: &str = ".sqlite.zst";
 pub const MANIFEST_SUFFIX: &str = ".json";
 pub const CLAIM_SUFFIX: &str = ".pending";
 /// Multipart part size. S3 wants at least 5 MiB per part but the last.
-pub const PART_SIZE: usize = 8 * 1024 * 1024;
+pub const PART_SIZE: usize = crate::s3_uploads::PART_SIZE;
 
 /// An opened repository.
 pub struct Repository {
-    backend: Backend,
+    pub(crate) backend: Backend,
 }
 
 /// The bytes of a data object.
@@ -59,6 +55,9 @@ pub struct Listing {
     pub incomplete: Vec<Leftover>,
     /// Manifests that exist but cannot be read: (id, reason).
     pub damaged: Vec<(String, String)>,
+    /// Complete backups whose claim is still there: running (writing its SQL mirror), or
+    /// killed after its manifest. Only the claim is a leftover.
+    pub claimed: Vec<Leftover>,
 }
 
 /// What is wrong with a manifest's data object, as listed: missing, or not the size recorded.
@@ -109,8 +108,17 @@ fn split_name(name: &str) -> Option<(&str, &str)> {
 
 impl Repository {
     pub fn open(url: &str, create: bool) -> Result<Repository> {
+        Self::open_with_timeout(url, create, store::DEFAULT_TIMEOUT)
+    }
+
+    /// [`Repository::open`] with a network timeout other than the default (S3 only).
+    pub fn open_with_timeout(
+        url: &str,
+        create: bool,
+        timeout: std::time::Duration,
+    ) -> Result<Repository> {
         Ok(Repository {
-            backend: store::open(url, create)?,
+            backend: store::open(url, create, timeout)?,
         })
     }
 
@@ -118,11 +126,11 @@ impl Repository {
         &self.backend.url
     }
 
-    fn err(&self, what: &str, e: object_store::Error) -> Error {
+    pub(crate) fn err(&self, what: &str, e: object_store::Error) -> Error {
         store_error(&self.backend.url, what, e)
     }
 
-    fn prefix(&self, db: &str) -> Key {
+    pub(crate) fn prefix(&self, db: &str) -> Key {
         self.backend.root.clone().join(db).join("backups")
     }
 
@@ -131,19 +139,15 @@ impl Repository {
         self.prefix(db).join(format!("{id}{suffix}"))
     }
 
-    /// Claim `id` with a conditional create; false when another backup holds it.
+    /// Claim `id` with a conditional create; false when another backup holds it. The claim
+    /// names this process (see [`crate::claim`]).
     pub async fn claim(&self, db: &str, id: &str) -> Result<bool> {
         let key = self.key(db, id, CLAIM_SUFFIX);
-        let body = format!(
-            "{{\"pid\":{},\"claimed_at\":\"{}\"}}\n",
-            std::process::id(),
-            Utc::now()
-        );
         let opts = PutOptions::from(PutMode::Create);
         match self
             .backend
             .store
-            .put_opts(&key, PutPayload::from(body), opts)
+            .put_opts(&key, PutPayload::from(Claim::mine().to_json()), opts)
             .await
         {
             Ok(_) => {}
@@ -161,6 +165,17 @@ impl Repository {
         Ok(true)
     }
 
+    /// Read a backup id's claim; None when there is none or it cannot be read.
+    pub async fn read_claim(&self, db: &str, id: &str) -> Option<Claim> {
+        let got = self
+            .backend
+            .store
+            .get(&self.key(db, id, CLAIM_SUFFIX))
+            .await
+            .ok()?;
+        Claim::from_json(&got.bytes().await.ok()?)
+    }
+
     /// Drop a claim; best effort (a stale claim only shows as an incomplete leftover).
     pub async fn release(&self, db: &str, id: &str) {
         let _ = self
@@ -176,61 +191,6 @@ impl Repository {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.err("check object", e)),
         }
-    }
-
-    /// Upload the data object from a stream of chunks, as a multipart upload. When the stream
-    /// ends without `complete` set, the producer failed: the upload is aborted, not finished,
-    /// and `Ok(false)` returned (the producer reports why).
-    pub async fn upload(
-        &self,
-        db: &str,
-        id: &str,
-        chunks: mpsc::Receiver<Bytes>,
-        complete: Arc<AtomicBool>,
-    ) -> Result<bool> {
-        self.upload_to(&self.key(db, id, DATA_SUFFIX), chunks, complete)
-            .await
-    }
-
-    /// The key of a database's SQL mirror file (`backup-YYYY-MM-DD.sql`).
-    pub fn mirror_key(&self, db: &str, name: &str) -> Key {
-        self.prefix(db).join(name)
-    }
-
-    /// [`Repository::upload`] to any key (overwriting it).
-    pub async fn upload_to(
-        &self,
-        key: &Key,
-        mut chunks: mpsc::Receiver<Bytes>,
-        complete: Arc<AtomicBool>,
-    ) -> Result<bool> {
-        if let Some(path) = self.backend.local_path(key) {
-            return store::upload_local(&self.backend.url, path, chunks, complete).await;
-        }
-        let key = key.clone();
-        let upload = self
-            .backend
-            .store
-            .put_multipart(&key)
-            .await
-            .map_err(|e| self.err("start upload", e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        while let Some(chunk) = chunks.recv().await {
-            if let Err(e) = writer.wait_for_capacity(2).await {
-                let _ = writer.abort().await;
-                return Err(self.err("upload", e));
-            }
-            writer.write(&chunk);
-        }
-        if !complete.load(Ordering::SeqCst) {
-            let _ = writer.abort().await;
-            return Ok(false);
-        }
-        writer
-            .finish()
-            .await
-            .map_err(|e| self.err("finish upload", e))?;
-        Ok(true)
     }
 
     /// Abandon an upload that failed after `upload` returned: remove the data object.
@@ -262,7 +222,6 @@ impl Repository {
             }
             Err(e) => return Err(self.err("write manifest", e)),
         }
-        self.release(&m.database, &m.id).await;
         Ok(())
     }
 
@@ -339,6 +298,14 @@ impl Repository {
         }
         for (id, objs) in objects {
             if objs.iter().any(|(s, _, _)| s == MANIFEST_SUFFIX) {
+                if let Some((_, size, t)) = objs.iter().find(|(s, _, _)| s == CLAIM_SUFFIX) {
+                    listing.claimed.push(Leftover {
+                        objects: vec![format!("{id}{CLAIM_SUFFIX}")],
+                        size: *size,
+                        last_modified: *t,
+                        id,
+                    });
+                }
                 continue;
             }
             listing.incomplete.push(Leftover {

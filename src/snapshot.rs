@@ -210,17 +210,21 @@ pub async fn backup(
         let origin = format!("backup {id} of {}", db.name);
         // Each upload replaces the object only once complete: if this fails, the day's
         // mirror is still the previous backup's.
+        let claim = (db.name.as_str(), id.as_str());
         let written = match &opts.mirror_file {
-            Some(file) => upload_file(repo, &repo.mirror_key(&db.name, name), file).await,
-            None => write_mirror(repo, &db.name, name, &image, origin).await,
+            Some(file) => upload_file(repo, &repo.mirror_key(&db.name, name), claim, file).await,
+            None => write_mirror(repo, claim, name, &image, origin).await,
         };
         if let Err(e) = written {
+            repo.release(&db.name, &id).await;
             return Err(e.context(format!(
                 "backup {id} of {} is complete, but its SQL mirror {name} was not written (the day's mirror, if any, is the previous backup's)",
                 db.name
             )));
         }
     }
+    // The claim goes last: until then, a killed backup's uploads are named in it.
+    repo.release(&db.name, &id).await;
     drop(tmp);
     Ok(manifest)
 }
@@ -229,13 +233,13 @@ pub async fn backup(
 /// backup wins).
 async fn write_mirror(
     repo: &Repository,
-    db: &str,
+    (db, id): (&str, &str),
     name: &str,
     image: &Path,
     origin: String,
 ) -> Result<()> {
     let image = image.to_path_buf();
-    stream_to(repo, &repo.mirror_key(db, name), move |sink| {
+    stream_to(repo, &repo.mirror_key(db, name), (db, id), move |sink| {
         let conn = crate::source::open_image(&image)
             .map_err(|e| Error::sqlite(Kind::Internal, "open image copy", e))?;
         crate::dump::dump(&conn, crate::dump::Dialect::D1, &origin, sink).map(|_| ())
@@ -244,9 +248,14 @@ async fn write_mirror(
 }
 
 /// Upload a local file to `key` as it is (overwriting).
-async fn upload_file(repo: &Repository, key: &object_store::path::Path, file: &Path) -> Result<()> {
+async fn upload_file(
+    repo: &Repository,
+    key: &object_store::path::Path,
+    claim: (&str, &str),
+    file: &Path,
+) -> Result<()> {
     let file = file.to_path_buf();
-    stream_to(repo, key, move |sink| {
+    stream_to(repo, key, claim, move |sink| {
         let mut f = std::fs::File::open(&file)
             .map_err(|e| Error::io(format!("read {}", file.display()), e))?;
         std::io::copy(&mut f, sink)
@@ -261,6 +270,7 @@ async fn upload_file(repo: &Repository, key: &object_store::path::Path, file: &P
 async fn stream_to(
     repo: &Repository,
     key: &object_store::path::Path,
+    claim: (&str, &str),
     produce: impl FnOnce(&mut ChunkSink) -> Result<()> + Send + 'static,
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel::<Bytes>(2);
@@ -278,7 +288,8 @@ async fn stream_to(
             Ok(())
         }
     });
-    let (uploaded, produced) = tokio::join!(repo.upload_to(key, rx, complete), producer);
+    let (uploaded, produced) =
+        tokio::join!(repo.upload_to(key, rx, complete, Some(claim)), producer);
     let produced = produced.map_err(|e| Error::new(Kind::Internal, format!("upload task: {e}")))?;
     match (uploaded, produced) {
         (Ok(true), Ok(())) => Ok(()),

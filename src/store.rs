@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
@@ -25,7 +25,14 @@ pub struct Backend {
     pub url: String,
     /// For local repositories: the store itself, to map keys to files.
     pub local: Option<Arc<LocalFileSystem>>,
+    /// For S3: the client itself (multipart uploads step by step), and its HTTP options.
+    pub s3: Option<(Arc<AmazonS3>, ClientOptions)>,
 }
+
+/// How long a request to the object store may wait for a connection, and for an answer,
+/// before it is retried (once) and then given up: a server that accepts connections but never
+/// answers fails the command in about twice this, with exit code 4.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Backend {
     /// Local repositories: the file (or directory) behind `key`.
@@ -35,9 +42,9 @@ impl Backend {
 }
 
 /// Open the backend for `url`. A missing local directory is created only when `create` is set.
-pub fn open(url: &str, create: bool) -> Result<Backend> {
+pub fn open(url: &str, create: bool, timeout: Duration) -> Result<Backend> {
     if let Some(rest) = url.strip_prefix("s3://") {
-        return open_s3(url, rest);
+        return open_s3(url, rest, timeout);
     }
     if url.contains("://") && !url.starts_with("file://") {
         return Err(Error::new(
@@ -81,6 +88,7 @@ pub fn open(url: &str, create: bool) -> Result<Backend> {
         root: Key::default(),
         url: url.to_string(),
         local: Some(fs),
+        s3: None,
     })
 }
 
@@ -88,7 +96,7 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn open_s3(url: &str, rest: &str) -> Result<Backend> {
+fn open_s3(url: &str, rest: &str, timeout: Duration) -> Result<Backend> {
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
         return Err(Error::new(
@@ -96,13 +104,33 @@ fn open_s3(url: &str, rest: &str) -> Result<Backend> {
             format!("repository {url}: missing bucket name"),
         ));
     }
-    // Client options first: setting them later would reset allow_http.
-    let client = ClientOptions::new()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(300));
+    // An endpoint may carry credentials in its userinfo (`http://KEY:SECRET@host`): they are
+    // taken out of the URL (which then appears in no message) and used when the standard
+    // variables do not set any.
+    let endpoint = env("AWS_ENDPOINT_URL").or_else(|| env("AWS_ENDPOINT"));
+    let (endpoint, userinfo) = match endpoint {
+        Some(ep) => {
+            let (clean, creds) = split_userinfo(&ep)?;
+            (Some(clean), creds)
+        }
+        None => (None, None),
+    };
+    // Connect and answer timeouts, so a server that never answers fails in seconds, not after
+    // object_store's default of minutes; the overall limit leaves room for a slow 8 MiB part.
+    let mut client = ClientOptions::new()
+        .with_connect_timeout(timeout)
+        .with_read_timeout(timeout)
+        .with_timeout(timeout.max(Duration::from_secs(300)));
+    if let Some(ep) = &endpoint {
+        client = client.with_allow_http(ep.starts_with("http://"));
+    }
     let mut b = AmazonS3Builder::new().with_bucket_name(bucket);
-    match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        (Some(id), Some(secret)) => {
+    match (
+        env("AWS_ACCESS_KEY_ID"),
+        env("AWS_SECRET_ACCESS_KEY"),
+        userinfo,
+    ) {
+        (Some(id), Some(secret), _) | (None, None, Some((id, secret))) => {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
             if let Some(token) = env("AWS_SESSION_TOKEN") {
                 b = b.with_token(token);
@@ -121,22 +149,21 @@ fn open_s3(url: &str, rest: &str) -> Result<Backend> {
             ))
         }
     }
-    b = b.with_client_options(client);
+    b = b.with_client_options(client.clone());
     let region = env("AWS_REGION")
         .or_else(|| env("AWS_DEFAULT_REGION"))
         .unwrap_or_else(|| "us-east-1".to_string());
     b = b.with_region(region);
-    let endpoint = env("AWS_ENDPOINT_URL").or_else(|| env("AWS_ENDPOINT"));
     if let Some(ep) = endpoint {
         b = b
             .with_allow_http(ep.starts_with("http://"))
             .with_virtual_hosted_style_request(false)
             .with_endpoint(ep);
     }
-    // Fail in seconds, not minutes, when the store is unreachable.
+    // One retry of a request that failed or timed out (each retry is said on stderr).
     let retry = RetryConfig {
-        max_retries: 3,
-        retry_timeout: Duration::from_secs(20),
+        max_retries: 2,
+        retry_timeout: timeout + Duration::from_secs(5),
         ..RetryConfig::default()
     };
     let s3 = b
@@ -145,12 +172,34 @@ fn open_s3(url: &str, rest: &str) -> Result<Backend> {
         .map_err(|e| Error::new(Kind::Config, format!("repository {url}: {e}")))?;
     let root = Key::parse(prefix.trim_matches('/'))
         .map_err(|e| Error::new(Kind::Config, format!("repository {url}: bad prefix: {e}")))?;
+    let s3 = Arc::new(s3);
     Ok(Backend {
-        store: Arc::new(s3),
+        store: s3.clone(),
         root,
         url: url.to_string(),
         local: None,
+        s3: Some((s3, client)),
     })
+}
+
+/// Take `user:password@` out of an endpoint URL: (the URL without it, the pair if any).
+fn split_userinfo(endpoint: &str) -> Result<(String, Option<(String, String)>)> {
+    let mut u = url::Url::parse(endpoint)
+        .map_err(|e| Error::new(Kind::Config, format!("AWS_ENDPOINT_URL is not a URL: {e}")))?;
+    if u.username().is_empty() && u.password().is_none() {
+        return Ok((endpoint.to_string(), None));
+    }
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let creds = (decode(u.username()), decode(u.password().unwrap_or("")));
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    let clean = u.as_str().trim_end_matches('/').to_string();
+    Ok((clean, Some(creds)))
 }
 
 /// Local repositories: write a streamed object to `path` the way object_store does (a staging
@@ -232,7 +281,16 @@ pub fn store_error(url: &str, what: &str, err: object_store::Error) -> Error {
             format!("{what}: access denied (check the credentials)"),
         ),
         _ => {
-            let text = err.to_string();
+            // object_store's own text stops at "error sending request": add the root cause
+            // (connection refused, timed out, …) from the source chain.
+            let mut text = err.to_string();
+            let root = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+                .last()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            if !root.is_empty() && !text.contains(&root) {
+                text = format!("{text}: {root}");
+            }
             let lower = text.to_ascii_lowercase();
             if lower.contains("no space left") || lower.contains("os error 28") {
                 return Error::new(

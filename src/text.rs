@@ -23,6 +23,48 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `s` with secrets blanked: the userinfo of any URL (`http://key:secret@host` becomes
+/// `http://***@host`) and the values of the AWS secret variables wherever they appear.
+pub fn redact(s: &str) -> Cow<'_, str> {
+    let secrets: Vec<String> = ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .filter(|v| v.len() >= 6)
+        .collect();
+    let has_userinfo = s
+        .match_indices("://")
+        .any(|(i, _)| userinfo_end(&s[i + 3..]).is_some());
+    if !has_userinfo && !secrets.iter().any(|v| s.contains(v.as_str())) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        if let Some(at) = userinfo_end(rest) {
+            out.push_str("***");
+            rest = &rest[at..];
+        }
+    }
+    out.push_str(rest);
+    for v in &secrets {
+        out = out.replace(v.as_str(), "***");
+    }
+    Cow::Owned(out)
+}
+
+/// In the text after `://`: the position of the `@` ending a userinfo, if there is one before
+/// the host ends.
+fn userinfo_end(after_scheme: &str) -> Option<usize> {
+    let end = after_scheme
+        .find(|c: char| {
+            c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == ')' || c == '"'
+        })
+        .unwrap_or(after_scheme.len());
+    after_scheme[..end].rfind('@')
+}
+
 fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
@@ -31,6 +73,19 @@ fn needs_escape(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_userinfo() {
+        assert_eq!(
+            redact("GET http://AKIA:s3cr3t@127.0.0.1:9000/b/k failed"),
+            "GET http://***@127.0.0.1:9000/b/k failed"
+        );
+        assert_eq!(redact("s3://bucket/prefix"), "s3://bucket/prefix");
+        assert_eq!(
+            redact("mailto a@b, http://x/y@z"),
+            "mailto a@b, http://x/y@z"
+        );
+    }
 
     #[test]
     fn escapes_what_could_forge_a_line() {

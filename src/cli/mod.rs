@@ -92,9 +92,13 @@ pub struct Ctx {
 impl Ctx {
     /// Open the repository; `create` makes a missing local directory (for writers only).
     pub fn repository(&self, create: bool) -> Result<Repository> {
-        Repository::open(
+        Repository::open_with_timeout(
             &self.config.repository_url(self.repo_flag.as_deref()),
             create,
+            self.config
+                .repository
+                .timeout
+                .unwrap_or(crate::store::DEFAULT_TIMEOUT),
         )
     }
 }
@@ -154,10 +158,7 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("LIFEBOAT_LOG"))
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logging();
     let out = Output {
         json: cli.json,
         quiet: cli.quiet,
@@ -183,6 +184,63 @@ pub fn main() -> i32 {
             }
             e.kind.exit_code()
         }
+    }
+}
+
+/// Logs go to stderr, filtered by `LIFEBOAT_LOG` (errors only by default); the object
+/// store's retries are always said, one line each, so a slow or silent server is visible.
+fn init_logging() {
+    use tracing::level_filters::LevelFilter;
+    use tracing_subscriber::filter::{EnvFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let main = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(
+            EnvFilter::builder()
+                .with_default_directive(LevelFilter::ERROR.into())
+                .with_env_var("LIFEBOAT_LOG")
+                .from_env_lossy(),
+        );
+    let retries = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .event_format(RetryLine)
+        .with_filter(
+            Targets::new()
+                .with_target("object_store::client::retry", LevelFilter::INFO)
+                .with_target("object_store::client::get", LevelFilter::INFO),
+        );
+    let _ = tracing_subscriber::registry()
+        .with(main)
+        .with(retries)
+        .try_init();
+}
+
+/// `lifeboat: retrying: <object_store's message>`.
+struct RetryLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for RetryLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut text = String::new();
+        ctx.field_format().format_fields(
+            tracing_subscriber::fmt::format::Writer::new(&mut text),
+            event,
+        )?;
+        // A refused connection fails fast and says so in the error; what is worth a line is
+        // a wait: a timeout, a server error.
+        if text.contains("kind Connect") {
+            return Ok(());
+        }
+        writeln!(w, "lifeboat: retrying: {}", crate::text::redact(&text))
     }
 }
 

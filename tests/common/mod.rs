@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: run the real binary, the real sqlite3 and sqldiff.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
