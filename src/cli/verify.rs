@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{database_names, secs, select_backup, Ctx};
+use crate::cli::{database_names, secs, Ctx};
 use crate::error::{Error, Kind, Result};
-use crate::restore::Selector;
+use crate::restore::{select, Selector};
 use crate::verify::{verify, VerifyReport};
 
 #[derive(clap::Args, Debug)]
@@ -40,8 +40,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             listing.backups
         } else {
             let id = args.backup.clone().unwrap_or_else(|| "latest".into());
-            let sel = match select_backup(ctx, &repo, name, &Selector::Id(id), false).await {
-                Ok(sel) => sel,
+            // Damaged backups passed over become failures below, not warnings.
+            let sel = match select(&repo, name, &Selector::Id(id)).await {
+                Ok(sel) => {
+                    if sel.selector != sel.manifest.id {
+                        ctx.out.line(sel.describe());
+                    }
+                    sel
+                }
                 // Every candidate is damaged: that is this database's verification result.
                 Err(e) if e.kind == Kind::Corrupt => {
                     reports.push(VerifyReport::failed(name, "latest", e.kind, e.to_string()));
