@@ -157,6 +157,15 @@ impl Config {
                     ),
                 ));
             }
+            if d.wrangler.as_deref().is_some_and(|w| w.trim().is_empty()) {
+                return Err(Error::new(
+                    Kind::Config,
+                    format!(
+                        "database {:?}: wrangler = \"\" names no command (leave it out to use $LIFEBOAT_WRANGLER or wrangler on PATH)",
+                        d.name
+                    ),
+                ));
+            }
             if cfg.databases[..i].iter().any(|o| o.name == d.name) {
                 return Err(Error::new(
                     Kind::Config,

@@ -148,7 +148,13 @@ impl Wrangler {
             "wrangler {}",
             args.iter().take(3).cloned().collect::<Vec<_>>().join(" ")
         );
-        let out = Command::new(&self.program[0])
+        let Some(program) = self.program.first() else {
+            return Err(Error::new(
+                Kind::Config,
+                "the wrangler command is empty: set `wrangler = \"…\"` or LIFEBOAT_WRANGLER",
+            ));
+        };
+        let out = Command::new(program)
             .args(&self.program[1..])
             .args(args)
             .env("WRANGLER_SEND_METRICS", "false")
@@ -160,13 +166,24 @@ impl Wrangler {
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => Error::new(
                     Kind::Config,
-                    format!("{} not found: install wrangler (npm i -g wrangler) or set `wrangler = \"…\"` for this database", self.program[0]),
+                    format!("{program} not found: install wrangler (npm i -g wrangler), set `wrangler = \"…\"` for this database, or set LIFEBOAT_WRANGLER"),
                 ),
-                _ => Error::new(Kind::Database, format!("{what}: cannot run {}: {e}", self.program[0])),
+                _ => Error::new(Kind::Database, format!("{what}: cannot run {program}: {e}")),
             })?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
+            // `npx --no-install wrangler` without wrangler installed: npx's own words say
+            // nothing about what to do.
+            if program.ends_with("npx")
+                && (stderr.contains("could not determine executable")
+                    || stderr.contains("npx canceled"))
+            {
+                return Err(Error::new(
+                    Kind::Config,
+                    "wrangler is not installed (npx found no wrangler here): install it (npm i -D wrangler), set `wrangler = \"…\"` for this database in lifeboat.toml, or set LIFEBOAT_WRANGLER",
+                ));
+            }
             return Err(Error::new(
                 Kind::Database,
                 format!("{what} failed: {}", wrangler_message(&stderr, &stdout)),

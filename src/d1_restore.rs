@@ -306,11 +306,13 @@ pub async fn restore_d1(
     ));
     for (name, n) in &expected {
         if counted.get(*name) != Some(n) {
+            let got = counted
+                .get(*name)
+                .map_or("no".to_string(), |g| g.to_string());
             return Err(Error::new(
                 Kind::Corrupt,
                 format!(
-                    "restored D1 database {db}: table {name} has {:?} rows, the backup has {n}",
-                    counted.get(*name)
+                    "restored D1 database {db}: table {name} has {got} rows, the backup has {n}"
                 ),
             ));
         }

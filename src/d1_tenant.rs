@@ -226,11 +226,13 @@ pub async fn restore_tenant_d1(
         .collect();
     let counted = count_rows(&w, &db, remote, queries).await?;
     for (table, n) in &expected {
-        let got = counted.get(table);
-        if got != Some(n) {
+        if counted.get(table) != Some(n) {
+            let got = counted
+                .get(table)
+                .map_or("no".to_string(), |g| g.to_string());
             return Err(Error::new(
                 Kind::Corrupt,
-                format!("D1 database {db}: tenant {tenant} has {got:?} rows in {table}, the backup has {n}"),
+                format!("D1 database {db}: tenant {tenant} has {got} rows in {table}, the backup has {n}"),
             ));
         }
     }

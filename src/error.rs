@@ -74,6 +74,7 @@ impl Error {
         // One line, always: multi-line messages from libraries are folded. Secrets never
         // reach a message (a URL's userinfo, the AWS secret variables).
         let message = crate::text::redact(&message.into()).replace(['\n', '\r'], " ");
+        let message = crate::text::escape(&message).into_owned();
         Error { kind, message }
     }
 
@@ -93,6 +94,15 @@ impl Error {
             return Error::new(Kind::DiskFull, format!("{what}: no space left on device"));
         }
         Error::new(Kind::Internal, format!("{what}: {err}"))
+    }
+
+    /// Classify an I/O error on something of `kind` (the repository, the source): ENOSPC is
+    /// still [`Kind::DiskFull`], permission denied is the environment's, anything else `kind`.
+    pub fn io_as(kind: Kind, what: impl fmt::Display, err: std::io::Error) -> Self {
+        if is_disk_full(&err) {
+            return Error::new(Kind::DiskFull, format!("{what}: no space left on device"));
+        }
+        Error::new(kind, format!("{what}: {err}"))
     }
 
     /// Classify an SQLite error; SQLITE_FULL becomes [`Kind::DiskFull`].

@@ -32,6 +32,9 @@ pub struct FileWriter {
     /// Buffers the writer is done with, to fill again (fresh 1 MB allocations cost page faults).
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
     thread: Option<std::thread::JoinHandle<std::io::Result<std::fs::File>>>,
+    /// Why the writer thread stopped, for the producer's next write to report (a full disk must
+    /// say so, not "writer stopped").
+    failure: std::sync::Arc<std::sync::Mutex<Option<(std::io::ErrorKind, Option<i32>, String)>>>,
 }
 
 const WRITE_BUF: usize = 1024 * 1024;
@@ -50,12 +53,19 @@ impl FileWriter {
     fn start(file: std::fs::File, durable: bool) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let failed = failure.clone();
         let thread = std::thread::spawn(move || -> std::io::Result<std::fs::File> {
             use std::io::Write;
             let mut file = file;
             let (mut written, mut synced) = (0u64, 0u64);
             for chunk in rx {
-                file.write_all(&chunk)?;
+                if let Err(e) = file.write_all(&chunk) {
+                    if let Ok(mut f) = failed.lock() {
+                        *f = Some((e.kind(), e.raw_os_error(), e.to_string()));
+                    }
+                    return Err(e);
+                }
                 written += chunk.len() as u64;
                 if durable && written - synced >= 32 * 1024 * 1024 {
                     start_writeback(&file, synced, written - synced);
@@ -71,6 +81,7 @@ impl FileWriter {
             tx: Some(tx),
             spare,
             thread: Some(thread),
+            failure,
         }
     }
 
@@ -97,8 +108,17 @@ impl FileWriter {
         let sent = self.tx.as_ref().map(|tx| tx.send(data));
         match sent {
             Some(Ok(())) => Ok(()),
-            // The writer thread stopped: finish() reports its error.
-            _ => Err(std::io::Error::other("file writer stopped")),
+            // The writer thread stopped: its own error says why.
+            _ => Err(self.failure()),
+        }
+    }
+
+    /// The writer thread's error, rebuilt (same kind and OS error code).
+    fn failure(&self) -> std::io::Error {
+        match self.failure.lock().ok().and_then(|f| f.clone()) {
+            Some((_, Some(code), _)) => std::io::Error::from_raw_os_error(code),
+            Some((kind, None, text)) => std::io::Error::new(kind, text),
+            None => std::io::Error::other("file writer stopped"),
         }
     }
 

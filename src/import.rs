@@ -281,9 +281,10 @@ fn foreign_key_check(c: &Connection, table: &str) -> Result<()> {
     if let Some(r) = rows.next().map_err(fk_err)? {
         let rowid: Option<i64> = r.get(1).unwrap_or_default();
         let parent: String = r.get(2).unwrap_or_default();
+        let which = rowid.map_or("a row".to_string(), |r| format!("the row with rowid {r}"));
         return Err(Error::new(
             Kind::Corrupt,
-            format!("foreign_key_check: a row of {table} (rowid {rowid:?}) points at a missing row of {parent} (pass --no-fk-check to load anyway)"),
+            format!("foreign_key_check: {which} of {table} points at a missing row of {parent} (pass --no-fk-check to load anyway)"),
         ));
     }
     Ok(())

@@ -39,6 +39,15 @@ pub enum IntegrityCheck {
     Full,
 }
 
+impl std::fmt::Display for IntegrityCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IntegrityCheck::Quick => "quick_check",
+            IntegrityCheck::Full => "integrity_check",
+        })
+    }
+}
+
 /// A backup a selector passed over, and why: the user should know that the newest backup was
 /// not the one used.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -61,6 +61,23 @@ impl SqliteSource {
         Ok(())
     }
 
+    /// Open the database read-only inside one read transaction (a live database is then read
+    /// as it was at one instant), waiting at most `lock_timeout` for other processes' locks.
+    pub fn open_read(&self, lock_timeout: Duration) -> Result<Connection> {
+        self.check()?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| self.err(e))?;
+        conn.busy_timeout(lock_timeout).map_err(|e| self.err(e))?;
+        conn.execute_batch("BEGIN")
+            .map_err(|e| self.classify(e, lock_timeout))?;
+        // The first read starts the transaction: a lock or a hot journal shows up here.
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|e| self.classify(e, lock_timeout))?;
+        Ok(conn)
+    }
+
     /// Copy a consistent image of the database to `dest` (a new file), waiting at most
     /// `lock_timeout` for locks held by other connections.
     pub fn snapshot_to(&self, dest: &Path, lock_timeout: Duration) -> Result<()> {
@@ -122,14 +139,27 @@ impl SqliteSource {
         page: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<ImageInfo> {
         self.check()?;
+        // One deadline for every wait: `--lock-timeout 5s` gives up after 5 s, not after each
+        // of several steps has waited 5 s.
+        let deadline = Instant::now() + lock_timeout;
+        let remaining = || deadline.saturating_duration_since(Instant::now());
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| self.err(e))?;
         conn.busy_timeout(lock_timeout).map_err(|e| self.err(e))?;
-        let has_dbpage = conn.prepare("SELECT 1 FROM sqlite_dbpage WHERE 0").is_ok();
+        // Preparing reads the schema, which needs the lock: a lock is a lock, not a sign that
+        // sqlite_dbpage is missing.
+        let has_dbpage = match conn.prepare("SELECT 1 FROM sqlite_dbpage WHERE 0") {
+            Ok(_) => true,
+            Err(e) if is_busy(&e) || is_hot_journal(&e) => {
+                return Err(self.classify(e, lock_timeout))
+            }
+            Err(_) => false,
+        };
+        conn.busy_timeout(remaining()).map_err(|e| self.err(e))?;
         if !has_dbpage {
             drop(conn);
             let image = scratch.join("image.sqlite");
-            self.snapshot_to(&image, lock_timeout)?;
+            self.snapshot_to(&image, remaining().max(Duration::from_millis(1)))?;
             let info = inspect(&open_image(&image).map_err(|e| self.err(e))?)
                 .map_err(|e| Error::sqlite(Kind::Database, "inspect image", e))?;
             start(&info);
@@ -198,6 +228,13 @@ impl SqliteSource {
     }
 
     fn classify(&self, e: rusqlite::Error, lock_timeout: Duration) -> Error {
+        if is_hot_journal(&e) {
+            return self.err(format!(
+                "has a hot journal ({}-journal): a process writing to it crashed in the middle of a transaction, and the journal must be rolled back before the database can be read; open it once read-write (for example `sqlite3 {} \"PRAGMA quick_check\"`, or start the application), then try again",
+                self.path.display(),
+                self.path.display()
+            ));
+        }
         match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
                 self.err(format!(
@@ -216,6 +253,19 @@ impl SqliteSource {
             ),
         }
     }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// A read-only connection that finds a hot journal cannot roll it back: SQLITE_READONLY_ROLLBACK
+/// ("attempt to write a readonly database", which says nothing useful).
+pub fn is_hot_journal(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK)
 }
 
 fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

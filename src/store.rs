@@ -215,7 +215,9 @@ pub async fn upload_local(
 ) -> Result<bool> {
     let url = url.to_string();
     let task = tokio::task::spawn_blocking(move || -> Result<bool> {
-        let io = |what: &str, e| Error::io(format!("repository {url}: {what}"), e);
+        // Anything but a full disk is the repository's trouble (gone, unwritable): exit 4.
+        let io =
+            |what: &str, e| Error::io_as(Kind::Repository, format!("repository {url}: {what}"), e);
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         std::fs::create_dir_all(&dir).map_err(|e| io("create directory", e))?;
         let (file, staging) = create_staging(&path).map_err(|e| io("upload", e))?;

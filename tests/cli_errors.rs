@@ -385,6 +385,20 @@ fn disk_full_is_reported_and_cleaned_up() {
     );
     let listed = run(d, &["--json", "list", "--repo", "file://./small/repo"]);
     let files = walk(&small);
+    // A full scratch disk is the machine's trouble (8), never a corrupt backup (6).
+    let verify = run(
+        d,
+        &[
+            "verify",
+            "--repo",
+            "file://./repo",
+            "--scratch-dir",
+            "small",
+        ],
+    );
+    // A dump onto the full disk: exit 8, said plainly, nothing left.
+    let dump = run(d, &["dump", "--db", "a.db", "--out", "small/a.sql"]);
+    let dump_left = walk(&small);
     Command::new("umount").arg(&small).status().unwrap();
     assert_eq!(restore.status.code(), Some(8), "{}", stderr(&restore));
     assert!(
@@ -410,6 +424,14 @@ fn disk_full_is_reported_and_cleaned_up() {
     );
     assert_eq!(v["databases"][0]["incomplete"].as_array().unwrap().len(), 0);
     assert!(files.is_empty(), "nothing left on the full disk: {files:?}");
+    assert_eq!(verify.status.code(), Some(8), "{}", stderr(&verify));
+    assert_eq!(dump.status.code(), Some(8), "{}", stderr(&dump));
+    assert!(
+        stderr(&dump).contains("no space left on device"),
+        "{}",
+        stderr(&dump)
+    );
+    assert!(dump_left.is_empty(), "{dump_left:?}");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {

@@ -574,3 +574,49 @@ fn long_rows_into_a_live_d1_touch_only_the_rows_they_create() {
         "3"
     );
 }
+
+#[test]
+fn a_d1_target_runs_wrangler_as_its_source_does_and_wrangler_errors_are_plain() {
+    let p = Project::new(&["studio-platform-db", "copy-db"]);
+    std::fs::write(p.path().join("seed.sql"), SEED).unwrap();
+    p.execute_file("studio-platform-db", "seed.sql");
+    p.config("studio-platform-db", "");
+    // No LIFEBOAT_WRANGLER and no wrangler on PATH: only the config says how to run it.
+    let bare = |args: &[&str]| {
+        cmd(p.path())
+            .env_remove("LIFEBOAT_WRANGLER")
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = bare(&["backup"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // copy-db is not configured: it inherits the source's wrangler command and config file.
+    let o = bare(&["restore", "--to-d1", "copy-db"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("row counts match"), "{}", stdout(&o));
+    // An empty wrangler command is a config error, not a crash.
+    std::fs::write(
+        p.path().join("lifeboat.toml"),
+        "[repository]\nurl = \"file://./repo\"\n[[database]]\nname = \"x\"\nd1 = { database = \"x\" }\nwrangler = \"\"\n",
+    )
+    .unwrap();
+    let o = bare(&["backup"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    // npx finding no wrangler: one line naming the fixes.
+    std::fs::write(
+        p.path().join("lifeboat.toml"),
+        "[repository]\nurl = \"file://./repo\"\n[[database]]\nname = \"x\"\nd1 = { database = \"x\" }\n",
+    )
+    .unwrap();
+    let o = bare(&["backup"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("wrangler is not installed") && err.contains("LIFEBOAT_WRANGLER"),
+        "{err}"
+    );
+}

@@ -35,7 +35,10 @@ fn dump_and_export_never_replace_a_database() {
         .unwrap()
         .execute_batch("CREATE TABLE keep (x); INSERT INTO keep VALUES (1);")
         .unwrap();
-    let before = (std::fs::read(&live).unwrap(), std::fs::read(&other).unwrap());
+    let before = (
+        std::fs::read(&live).unwrap(),
+        std::fs::read(&other).unwrap(),
+    );
     std::os::unix::fs::symlink("live.db", d.join("alias.db")).unwrap();
     for out in ["live.db", "./sub/../live.db", "alias.db", "other.db"] {
         std::fs::create_dir_all(d.join("sub")).unwrap();
@@ -43,7 +46,10 @@ fn dump_and_export_never_replace_a_database() {
         assert!(err.contains("database"), "{out}: {err}");
         let err = fails(
             d,
-            &["export", "--tenant", "t1", "--db", "live.db", "--format", "json", "--out", out, "--force"],
+            &[
+                "export", "--tenant", "t1", "--db", "live.db", "--format", "json", "--out", out,
+                "--force",
+            ],
             7,
         );
         assert!(err.contains("database"), "{out}: {err}");
@@ -51,7 +57,10 @@ fn dump_and_export_never_replace_a_database() {
     // A SQLite export can replace an ordinary database (kept aside), never the one it reads.
     let err = fails(
         d,
-        &["export", "--tenant", "t1", "--db", "live.db", "--format", "sqlite", "--out", "alias.db", "--force"],
+        &[
+            "export", "--tenant", "t1", "--db", "live.db", "--format", "sqlite", "--out",
+            "alias.db", "--force",
+        ],
         7,
     );
     assert!(err.contains("being read"), "{err}");
@@ -67,8 +76,14 @@ fn dump_force_keeps_the_old_file_and_spares_files_in_use() {
     tricky_db(&d.join("app.db"));
     std::fs::write(d.join("out.sql"), b"yesterday's dump").unwrap();
     fails(d, &["dump", "--db", "app.db", "--out", "out.sql"], 7);
-    ok(d, &["dump", "--db", "app.db", "--out", "out.sql", "--force"]);
-    ok(d, &["dump", "--db", "app.db", "--out", "out.sql", "--force"]);
+    ok(
+        d,
+        &["dump", "--db", "app.db", "--out", "out.sql", "--force"],
+    );
+    ok(
+        d,
+        &["dump", "--db", "app.db", "--out", "out.sql", "--force"],
+    );
     let asides = named(d, "out.sql.pre-dump-");
     assert_eq!(asides.len(), 2, "{asides:?}");
     assert!(asides
@@ -81,7 +96,11 @@ fn dump_force_keeps_the_old_file_and_spares_files_in_use() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let err = fails(d, &["dump", "--db", "app.db", "--out", "out.sql", "--force"], 7);
+    let err = fails(
+        d,
+        &["dump", "--db", "app.db", "--out", "out.sql", "--force"],
+        7,
+    );
     assert!(err.contains("is open in process"), "{err}");
     holder.kill().unwrap();
     holder.wait().unwrap();
@@ -96,7 +115,10 @@ fn demo_only_replaces_its_own_files() {
     std::fs::write(d.join("mine/studio.db"), b"my own database").unwrap();
     let err = fails(d, &["demo", "--size", "1", "--dir", "mine"], 7);
     assert!(err.contains("not made by lifeboat demo"), "{err}");
-    assert_eq!(std::fs::read(d.join("mine/studio.db")).unwrap(), b"my own database");
+    assert_eq!(
+        std::fs::read(d.join("mine/studio.db")).unwrap(),
+        b"my own database"
+    );
     assert_eq!(named(&d.join("mine"), ""), ["studio.db"]);
     // Its own directory, twice.
     ok(d, &["demo", "--size", "1", "--dir", "fresh"]);
@@ -156,17 +178,40 @@ fn cleanup_never_removes_a_running_backups_leftovers() {
     });
     let id = "backup-2026-01-01T000000Z";
     std::fs::write(backups.join(format!("{id}.pending")), claim.to_string()).unwrap();
-    std::fs::write(backups.join(format!("{id}.sqlite.zst#17")), b"half an upload").unwrap();
-    let out = ok(d, &["cleanup", "--repo", "file://./repo", "--older-than", "0s"]);
+    std::fs::write(
+        backups.join(format!("{id}.sqlite.zst#17")),
+        b"half an upload",
+    )
+    .unwrap();
+    let out = ok(
+        d,
+        &["cleanup", "--repo", "file://./repo", "--older-than", "0s"],
+    );
     assert!(out.contains("its backup is running"), "{out}");
     assert_eq!(named(&backups, id).len(), 2);
     // Once its process is gone, it is a leftover like any other.
     runner.kill().unwrap();
     runner.wait().unwrap();
-    let out = ok(d, &["cleanup", "--repo", "file://./repo", "--older-than", "0s"]);
+    let out = ok(
+        d,
+        &["cleanup", "--repo", "file://./repo", "--older-than", "0s"],
+    );
     assert!(out.contains(&format!("removed  app  {id}")), "{out}");
     assert!(named(&backups, id).is_empty());
     // An out-of-range age is refused, never taken as zero.
-    let err = fails(d, &["cleanup", "--repo", "file://./repo", "--older-than", "99999999999y"], 2);
-    assert!(err.contains("out of range") || err.contains("older-than"), "{err}");
+    let err = fails(
+        d,
+        &[
+            "cleanup",
+            "--repo",
+            "file://./repo",
+            "--older-than",
+            "99999999999y",
+        ],
+        2,
+    );
+    assert!(
+        err.contains("out of range") || err.contains("older-than"),
+        "{err}"
+    );
 }

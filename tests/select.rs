@@ -47,8 +47,15 @@ fn two_tenants_from_latest(safety: &str) {
         let out = ok(
             d,
             &[
-                "restore", "--tenant", tenant, "--backup", "latest", "--into", "studio.db",
-                "--safety-backup", safety,
+                "restore",
+                "--tenant",
+                tenant,
+                "--backup",
+                "latest",
+                "--into",
+                "studio.db",
+                "--safety-backup",
+                safety,
             ],
         );
         assert!(
@@ -58,7 +65,11 @@ fn two_tenants_from_latest(safety: &str) {
         assert!(out.contains("update "), "{out}");
     }
     assert_eq!(classes(d, "t1"), t1);
-    assert_eq!(classes(d, "t2"), t2, "t2 restored from the backup, not from t1's safety backup");
+    assert_eq!(
+        classes(d, "t2"),
+        t2,
+        "t2 restored from the backup, not from t1's safety backup"
+    );
     // The safety backups are listed as such, and --at never picks them either.
     let v: serde_json::Value = serde_json::from_str(&ok(d, &["--json", "list"])).unwrap();
     let kinds: Vec<&str> = v["databases"][0]["backups"]
@@ -68,7 +79,10 @@ fn two_tenants_from_latest(safety: &str) {
         .map(|b| b["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["safety", "safety", "manual"]);
-    let out = ok(d, &["restore", "--at", "2999-01-01T00:00Z", "--to", "at.db"]);
+    let out = ok(
+        d,
+        &["restore", "--at", "2999-01-01T00:00Z", "--to", "at.db"],
+    );
     assert!(out.contains(&format!("= {id} (manual")), "{out}");
     assert!(out.contains("passed over 2 newer safety backups"), "{out}");
 }
@@ -112,14 +126,21 @@ fn a_damaged_newest_backup_is_named_not_skipped_in_silence() {
     // dump latest says so too.
     let o = run(d, &["dump", "--backup", "latest", "--out", "x.sql"]);
     assert!(o.status.success());
-    assert!(stderr(&o).contains(&format!("skipped backup {newest}")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("skipped backup {newest}")),
+        "{}",
+        stderr(&o)
+    );
     // plain verify fails: the repository's newest backup is damaged.
     let err = fails(d, &["verify"], 6);
     assert!(err.contains(&newest), "{err}");
     fails(d, &["verify", "--all"], 6);
     // list: one complete, one damaged.
     let out = ok(d, &["list"]);
-    assert!(out.contains("1 complete backup(s)") && out.contains(&format!("DAMAGED {newest}")), "{out}");
+    assert!(
+        out.contains("1 complete backup(s)") && out.contains(&format!("DAMAGED {newest}")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -131,7 +152,12 @@ fn a_deleted_data_object_makes_its_backup_damaged_in_list() {
     std::fs::remove_file(d.join(format!("repo/studio/backups/{id}.sqlite.zst"))).unwrap();
     let out = ok(d, &["list"]);
     assert!(out.contains("0 complete backup(s)"), "{out}");
-    assert!(out.contains(&format!("DAMAGED {id}: data object {id}.sqlite.zst is missing")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "DAMAGED {id}: data object {id}.sqlite.zst is missing"
+        )),
+        "{out}"
+    );
     let err = fails(d, &["restore", "--to", "r.db"], 6);
     assert!(err.contains("is missing"), "{err}");
 }
@@ -151,7 +177,17 @@ fn restore_records_of_one_tenant_in_one_second_are_all_kept() {
     let d = dir.path();
     ok(d, &["backup"]);
     for _ in 0..3 {
-        ok(d, &["restore", "--tenant", "t1", "--into", "studio.db", "--no-safety-backup"]);
+        ok(
+            d,
+            &[
+                "restore",
+                "--tenant",
+                "t1",
+                "--into",
+                "studio.db",
+                "--no-safety-backup",
+            ],
+        );
     }
     let v: serde_json::Value = serde_json::from_str(&ok(d, &["--json", "restores"])).unwrap();
     assert_eq!(v["restores"].as_array().unwrap().len(), 3, "{v}");

@@ -63,10 +63,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         ));
     }
     let opts = options(ctx, &args);
-    // Check every file source before touching the repository, so bad input changes nothing.
+    // Check every file source can be read (not missing, not SQLite, locked, hot journal)
+    // before touching the repository, so bad input changes nothing.
     for db in dbs.iter().filter(|d| d.d1.is_none()) {
         crate::source::SqliteSource::new(&db.path)
-            .check()
+            .open_read(args.lock_timeout)
             .step("backup")?;
     }
     let repo = ctx.repository(true).step("backup")?;

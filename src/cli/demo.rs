@@ -104,12 +104,35 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         .await
         .map_err(crate::cli::internal)?
         .map_err(|e| Error::sqlite(Kind::Internal, "demo: generate", e))?;
+    // Counted as every later step counts (the manifest's row counts): SQLite's own tables
+    // (the AUTOINCREMENT counters in sqlite_sequence) included, and said so.
+    let counted = {
+        let path = db_path.clone();
+        tokio::task::spawn_blocking(move || inspect(&open_image(&path)?))
+            .await
+            .map_err(crate::cli::internal)?
+            .map_err(|e| Error::sqlite(Kind::Internal, "demo: count", e))?
+    };
+    let total: u64 = counted.tables.values().sum();
+    let internal: u64 = counted
+        .tables
+        .iter()
+        .filter(|(t, _)| t.starts_with("sqlite_"))
+        .map(|(_, n)| n)
+        .sum();
+    let of_which = if internal > 0 {
+        format!(
+            " ({} generated + {internal} in SQLite's own sqlite_sequence)",
+            total - internal
+        )
+    } else {
+        String::new()
+    };
     out.line(format!(
-        "1. generated {}: {}, {} tenants, {} rows  {}",
+        "1. generated {}: {}, {} tenants, {total} rows{of_which}  {}",
         db_path.display(),
         human_size(generated.bytes),
         generated.tenants,
-        generated.rows,
         secs(ms(t))
     ));
 

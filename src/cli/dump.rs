@@ -139,16 +139,7 @@ pub(crate) async fn source_image(
 /// Open a database read-only inside one read transaction (a live database is read as it was at
 /// one instant).
 pub(crate) fn open_read(path: &std::path::Path) -> Result<rusqlite::Connection> {
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| Error::sqlite(Kind::Database, format!("open {}", path.display()), e))?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))
-        .map_err(|e| Error::sqlite(Kind::Database, "open", e))?;
-    conn.execute_batch("BEGIN")
-        .map_err(|e| Error::sqlite(Kind::Database, "begin", e))?;
-    Ok(conn)
+    crate::source::SqliteSource::new(path).open_read(std::time::Duration::from_secs(30))
 }
 
 /// Write through `f` to stdout or to a file (built in a temp file of its own, compressed by

@@ -134,7 +134,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     .map_err(crate::cli::internal)??;
     let msg = format!(
         "exported tenant {} of {origin} as {:?} to {}: {rows} rows  {}",
-        args.tenant,
+        crate::text::escape(&args.tenant),
         args.format,
         if args.out == "-" { "stdout" } else { &args.out },
         secs(started.elapsed().as_millis() as u64)

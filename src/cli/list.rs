@@ -45,7 +45,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 m.total_rows(),
                 m.label
                     .as_deref()
-                    .map(|l| format!("  {l}"))
+                    .map(|l| format!("  {}", crate::text::escape(l)))
                     .unwrap_or_default()
             ));
         }
@@ -59,7 +59,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             ));
         }
         for (id, why) in &listing.damaged {
-            ctx.out.line(format!("  DAMAGED {id}: {why}"));
+            ctx.out
+                .line(format!("  DAMAGED {id}: {}", crate::text::escape(why)));
         }
         docs.push(serde_json::json!({
             "database": name,

@@ -168,7 +168,10 @@ pub fn main() -> i32 {
                 .collect();
             let what = what.join(" ");
             let what = what.trim_start_matches("error: ");
-            eprintln!("lifeboat: error: {} (see --help)", crate::text::escape(what));
+            eprintln!(
+                "lifeboat: error: {} (see --help)",
+                crate::text::escape(what)
+            );
             return 2;
         }
     };

@@ -172,7 +172,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             "would ".to_string()
         };
         ctx.out.line(format!(
-            "dry run: {} {} downloaded and checked ({:?}): {} tables, {} rows; {aside}restore it to {}; nothing changed  {}",
+            "dry run: {} {} downloaded and checked ({}): {} tables, {} rows; {aside}restore it to {}; nothing changed  {}",
             m.database,
             m.id,
             args.integrity_check,
@@ -189,7 +189,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             ));
         }
         ctx.out.line(format!(
-            "restored {} {} to {}  {}  {} tables  {} rows  checked ({:?})  {}",
+            "restored {} {} to {}  {}  {} tables  {} rows  checked ({})  {}",
             m.database,
             m.id,
             report.target.display(),
@@ -223,13 +223,17 @@ fn link_note(given: &std::path::Path, written: &std::path::Path) -> Option<Strin
 /// `restore --to-d1`: check the backup in scratch space, then hand it to [`restore_d1`].
 /// The D1 database `name` as a restore target: a configured D1 database of that name lends its
 /// settings; flags override them.
-fn d1_target(ctx: &Ctx, args: &Args, name: &str) -> Result<D1Target> {
+fn d1_target(ctx: &Ctx, args: &Args, name: &str, m: &Manifest) -> Result<D1Target> {
     // A configured D1 database of that name lends its settings; flags override them.
-    let configured = ctx.config.all_databases().into_iter().find(|d| {
+    let all = ctx.config.all_databases();
+    let configured = all.iter().find(|d| {
         d.d1.as_ref().is_some_and(|c| c.database == name) || (d.name == name && d.d1.is_some())
     });
-    let (database, mut remote, mut config, wrangler_cmd, backup_name) = match &configured {
-        Some(d) => {
+    // Otherwise the D1 database whose backup this is lends how to run wrangler (the command and
+    // the wrangler config file), never its name or location.
+    let source = all.iter().find(|d| d.name == m.database && d.d1.is_some());
+    let (database, mut remote, mut config, wrangler_cmd, backup_name) = match (configured, source) {
+        (Some(d), _) => {
             let c = d.d1.clone().expect("filtered on d1");
             (
                 c.database,
@@ -239,7 +243,14 @@ fn d1_target(ctx: &Ctx, args: &Args, name: &str) -> Result<D1Target> {
                 d.name.clone(),
             )
         }
-        None => (name.to_string(), false, None, None, name.to_string()),
+        (None, Some(s)) => (
+            name.to_string(),
+            false,
+            s.d1.as_ref().and_then(|c| c.config.clone()),
+            s.wrangler.clone(),
+            name.to_string(),
+        ),
+        (None, None) => (name.to_string(), false, None, None, name.to_string()),
     };
     if args.remote {
         remote = true;
@@ -262,7 +273,7 @@ fn d1_target(ctx: &Ctx, args: &Args, name: &str) -> Result<D1Target> {
 
 async fn to_d1(ctx: &Ctx, args: &Args, repo: &Repository, m: &Manifest, name: &str) -> Result<i32> {
     crate::restore::refuse_tenant_scoped(m).step("restore")?;
-    let target = d1_target(ctx, args, name)?;
+    let target = d1_target(ctx, args, name, m)?;
     let t = std::time::Instant::now();
     let tmp = scratch(None)?;
     let image = fetch_checked(repo, m, tmp.path()).await.step("restore")?;
@@ -324,7 +335,7 @@ async fn tenant_into_d1(
     tenant: &str,
     name: &str,
 ) -> Result<i32> {
-    let target = d1_target(ctx, args, name)?;
+    let target = d1_target(ctx, args, name, m)?;
     let tmp = scratch(None)?;
     let image = fetch_checked(repo, m, tmp.path())
         .await

@@ -33,9 +33,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             ctx.out.line(format!(
                 "{name}  {}  tenant {}  from {}  into {}  {changed} row changes  safety backup {}",
                 r["at"].as_str().unwrap_or("?"),
-                r["tenant"].as_str().unwrap_or("?"),
+                crate::text::escape(r["tenant"].as_str().unwrap_or("?")),
                 r["backup"].as_str().unwrap_or("?"),
-                r["into"].as_str().unwrap_or("?"),
+                crate::text::escape(r["into"].as_str().unwrap_or("?")),
                 r["safety_backup"].as_str().unwrap_or("none")
             ));
             all.push(r);

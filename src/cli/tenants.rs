@@ -63,8 +63,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         map.tenant_table, map.tenant_key
     ));
     for table in map.tables.keys() {
-        ctx.out
-            .line(format!("  {table:<28} {}", map.describe(table)));
+        ctx.out.line(format!(
+            "  {:<28} {}",
+            crate::text::escape(table),
+            crate::text::escape(&map.describe(table))
+        ));
     }
     ctx.out
         .json(&serde_json::to_value(&map).map_err(crate::cli::internal)?);
