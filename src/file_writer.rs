@@ -34,8 +34,11 @@ pub struct FileWriter {
     thread: Option<std::thread::JoinHandle<std::io::Result<std::fs::File>>>,
     /// Why the writer thread stopped, for the producer's next write to report (a full disk must
     /// say so, not "writer stopped").
-    failure: std::sync::Arc<std::sync::Mutex<Option<(std::io::ErrorKind, Option<i32>, String)>>>,
+    failure: Failure,
 }
+
+/// The writer thread's error, as (kind, OS error code, text): `io::Error` is not `Clone`.
+type Failure = std::sync::Arc<std::sync::Mutex<Option<(std::io::ErrorKind, Option<i32>, String)>>>;
 
 const WRITE_BUF: usize = 1024 * 1024;
 
@@ -53,7 +56,7 @@ impl FileWriter {
     fn start(file: std::fs::File, durable: bool) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
-        let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let failure: Failure = std::sync::Arc::new(std::sync::Mutex::new(None));
         let failed = failure.clone();
         let thread = std::thread::spawn(move || -> std::io::Result<std::fs::File> {
             use std::io::Write;
