@@ -120,7 +120,12 @@ pub fn prepare(
         true,
         lock_timeout,
     )?;
+    let step = Instant::now();
     let copied = backup_copy.fill(&map, tenant)?;
+    tracing::debug!(
+        ms = step.elapsed().as_millis() as u64,
+        "tenant restore: backup copy"
+    );
     if copied
         .iter()
         .all(|(t, n)| *t != map.tenant_table || *n == 0)
@@ -157,6 +162,7 @@ pub fn prepare(
         false,
         lock_timeout,
     )?;
+    live_copy.attach_backup_copy(&backup_copy)?;
     let schema_version = live_copy.source_schema_version()?;
     conn.execute("ATTACH DATABASE ?1 AS sf", [read_only_uri(&live_copy.path)])
         .map_err(err("attach the copy"))?;
@@ -243,7 +249,12 @@ impl Prepared {
         before_writes: impl FnOnce() -> Result<()>,
     ) -> std::result::Result<(TenantChanges, PathBuf), ApplyFailure> {
         let full_scans = self.full_scans()?;
+        let step = Instant::now();
         before_writes()?;
+        tracing::debug!(
+            ms = step.elapsed().as_millis() as u64,
+            "tenant restore: waited for the image check"
+        );
         let locked = self.lock()?;
         let mut changes = TenantChanges {
             full_scans,

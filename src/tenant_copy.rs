@@ -116,9 +116,33 @@ impl TenantCopy {
             .map_err(err("read the schema version"))
     }
 
+    /// Attach a copy of the backup's tenant rows as `bt`, so [`TenantCopy::fill`] also takes
+    /// the source's orphans that hold a key of the backup's tenant rows.
+    pub fn attach_backup_copy(&self, backup_copy: &Path) -> Result<()> {
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS bt", [read_only_uri(backup_copy)])
+            .map(|_| ())
+            .map_err(err("attach the backup's copy"))
+    }
+
     /// Copy the tenant's rows of every owned table from `src`, parents first, all inside one
     /// read transaction of the source (one instant). Returns the rows copied per table.
+    ///
+    /// With a backup copy attached, an orphan of a table that belongs to tenants through
+    /// parents (its parent row was deleted, and no foreign key enforced that) counts as the
+    /// tenant's when the backup has a row of the tenant under its key: it is the tenant's row,
+    /// cut off, and a restore puts it back in place rather than failing on its key. A row that
+    /// leads to another tenant, or to a global row, is never taken.
     pub fn fill(&self, map: &TenancyMap, tenant: &str) -> Result<Vec<(String, u64)>> {
+        let with_backup: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM pragma_database_list WHERE name = 'bt'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(err("list databases"))?;
         let tx = self
             .conn
             .unchecked_transaction()
@@ -135,12 +159,57 @@ impl TenantCopy {
                 &format!("{} AS t0", qualified("src", &table)),
                 &format!("WHERE {cond}"),
             )?;
-            let n = execute_for(&self.conn, &sql, tenant)
+            let mut n = execute_for(&self.conn, &sql, tenant)
                 .map_err(err(&format!("copy the tenant's rows of {table}")))?;
+            if let (true, Ownership::Parents { links, .. }) = (with_backup, &map.tables[&table]) {
+                n += self.adopt_orphans(&table, links)?;
+            }
             copied.push((table, n as u64));
         }
         tx.commit().map_err(err("finish the copy"))?;
         Ok(copied)
+    }
+
+    /// Copy the rows of `src.table` that hold the key of one of the backup's tenant rows and
+    /// whose tenancy links all lead nowhere.
+    fn adopt_orphans(&self, table: &str, links: &[crate::tenant::Link]) -> Result<usize> {
+        let key = crate::tenant_sql::Key::of(&self.conn, table)?;
+        let orphan: Vec<String> = links
+            .iter()
+            .map(|l| {
+                let join: Vec<String> = l
+                    .columns
+                    .iter()
+                    .zip(&l.parent_columns)
+                    .map(|(c, pc)| format!("p.{} = t0.{}", quote_ident(pc), quote_ident(c)))
+                    .collect();
+                format!(
+                    "NOT EXISTS (SELECT 1 FROM {} AS p WHERE {})",
+                    qualified("src", &l.parent),
+                    join.join(" AND ")
+                )
+            })
+            .collect();
+        let sql = insert_rows(
+            &self.conn,
+            table,
+            "main",
+            &format!(
+                "{} AS b CROSS JOIN {} AS t0 ON {}",
+                qualified("bt", table),
+                qualified("src", table),
+                key.same("t0", "b")
+            ),
+            &format!(
+                "WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS x WHERE {})",
+                orphan.join(" AND "),
+                qualified("main", table),
+                key.same("x", "t0")
+            ),
+        )?;
+        self.conn
+            .execute(&sql, [])
+            .map_err(err(&format!("copy the orphans of {table}")))
     }
 
     /// The owned tables where finding the tenant's rows means reading the whole table (no index
