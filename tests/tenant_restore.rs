@@ -423,3 +423,24 @@ fn kill_9_during_a_tenant_restore_leaves_the_database_as_it_was() {
     assert_same_db(&d.join("before.db"), &db);
     assert_eq!(sqlite3(&db, "PRAGMA integrity_check"), "ok");
 }
+
+#[test]
+fn rows_orphaned_by_unenforced_deletes_are_put_back_in_place() {
+    let (dir, db) = studio("");
+    let d = dir.path();
+    ok(d, &["backup"]);
+    ok(d, &["restore", "--to", "at-backup.db"]);
+    let t1_at_backup = t1(&d.join("at-backup.db"));
+    let others = everything_else(&db);
+    // The application deletes t1's booking b1 and leaves its note behind (SQLite does not
+    // enforce foreign keys unless asked): the note holds the key the backup's note has.
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA foreign_keys=OFF; DELETE FROM bookings WHERE id = 'b1';")
+        .unwrap();
+    let out = ok(d, &["restore", "--tenant", "t1", "--into", "studio.db"]);
+    assert!(out.contains("bookings"), "{out}");
+    assert_eq!(t1(&db), t1_at_backup);
+    assert_eq!(everything_else(&db), others);
+    assert_eq!(sqlite3(&db, "PRAGMA foreign_key_check"), "");
+}
