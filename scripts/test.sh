@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test on a fresh machine: installs what the tests need (sqlite3, sqldiff, python3,
+# Runs every test on a fresh machine: installs what the tests need (sqlite3, sqldiff, python3, zstd,
+# strace (kill -9 at exact points), flock,
 # s3s-fs, wrangler), then `cargo test`. Tool builds are cached outside the clone and rebuilt when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,8 @@ command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v sqldiff >/dev/null || missing+=(sqlite3-tools)
 command -v python3 >/dev/null || missing+=(python3)
 command -v zstd >/dev/null || missing+=(zstd)
+command -v strace >/dev/null || missing+=(strace)
+command -v flock >/dev/null || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   $SUDO apt-get update -qq

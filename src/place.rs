@@ -63,10 +63,40 @@ impl TargetCheck {
 /// parent, refuse an existing file without `force`, and refuse one another process has open.
 pub fn check_target(target: &Path, force: bool) -> Result<TargetCheck> {
     let (path, link) = resolve_links(target)?;
-    if path.is_dir() {
+    if path.is_dir() || target.as_os_str().to_string_lossy().ends_with('/') {
         return Err(Error::new(
             Kind::Config,
             format!("target {} is a directory", path.display()),
+        ));
+    }
+    // Only regular files are ever replaced: never a device (`--out /dev/null --force` must not
+    // turn the system's /dev/null into a file), a FIFO or a socket.
+    if let Ok(m) = std::fs::metadata(&path) {
+        if !m.file_type().is_file() {
+            return Err(Error::new(
+                Kind::TargetExists,
+                format!(
+                    "target {} is not a regular file (a device, FIFO or socket); lifeboat only writes regular files",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    // A file named like a database's journal, WAL or shared-memory file next to that database
+    // belongs to it: replacing it would lose or corrupt the database's last transactions.
+    if let Some(db) = side_file_of(&path) {
+        return Err(Error::new(
+            Kind::TargetExists,
+            format!(
+                "target {} is the {} of database {}; choose another name",
+                path.display(),
+                path.to_string_lossy()
+                    .rsplit('-')
+                    .next()
+                    .map(|s| format!("-{s} file"))
+                    .unwrap_or_default(),
+                db.display()
+            ),
         ));
     }
     let parent = parent(&path);
@@ -93,6 +123,17 @@ pub fn check_target(target: &Path, force: bool) -> Result<TargetCheck> {
         path,
         link,
         exists: existing.is_some(),
+    })
+}
+
+/// The database `path` is a side file of (`x.db-wal`, `x.db-journal`, `x.db-shm` next to an
+/// existing `x.db`).
+fn side_file_of(path: &Path) -> Option<PathBuf> {
+    let name = path.to_string_lossy();
+    ["-wal", "-journal", "-shm"].iter().find_map(|suffix| {
+        let base = name.strip_suffix(suffix)?;
+        let base = PathBuf::from(base);
+        base.is_file().then_some(base)
     })
 }
 
@@ -277,23 +318,55 @@ fn move_aside(target: &Path, verb: &str) -> Result<PathBuf> {
     ))
 }
 
-/// Rename a database and whichever side files it has, never over an existing file. On failure
-/// the files already moved are moved back.
+/// Move a database and whichever side files it has to `to`, never over an existing file, in an
+/// order that a kill at any point cannot split: first every file is hard-linked under its new
+/// name (the new name is then complete: the database with its WAL or journal), then the old
+/// names are removed, side files first. Where hard links are not supported, renames (side files
+/// first, so the database never loses its journal while it still stands at its old name). On
+/// failure the files already moved are put back.
 fn move_all(from: &Path, to: &Path) -> std::io::Result<()> {
     let pairs: Vec<(PathBuf, PathBuf)> = with_side_files(from)
         .into_iter()
         .zip(with_side_files(to))
         .filter(|(f, _)| f.symlink_metadata().is_ok())
         .collect();
-    for (i, (f, t)) in pairs.iter().enumerate() {
-        if let Err(e) = rename_noreplace(f, t) {
-            for (f, t) in pairs[..i].iter().rev() {
-                let _ = rename_noreplace(t, f);
+    let mut linked = 0;
+    let mut link_error = None;
+    for (f, t) in &pairs {
+        match std::fs::hard_link(f, t) {
+            Ok(()) => linked += 1,
+            Err(e) => {
+                link_error = Some(e);
+                break;
             }
-            return Err(e);
         }
     }
-    Ok(())
+    match link_error {
+        None => {
+            for (f, _) in pairs.iter().rev() {
+                std::fs::remove_file(f)?;
+            }
+            Ok(())
+        }
+        Some(e) => {
+            for (_, t) in &pairs[..linked] {
+                let _ = std::fs::remove_file(t);
+            }
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                return Err(e);
+            }
+            // No hard links here: rename, side files first.
+            for (i, (f, t)) in pairs.iter().enumerate().rev() {
+                if let Err(e) = rename_noreplace(f, t) {
+                    for (f, t) in pairs[i + 1..].iter() {
+                        let _ = rename_noreplace(t, f);
+                    }
+                    return Err(e);
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Rename `from` to `to`, failing with `AlreadyExists` rather than replacing `to`.

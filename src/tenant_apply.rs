@@ -89,7 +89,7 @@ fn err(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
 /// open (not locked), the schemas compared.
 pub struct Prepared {
     conn: Connection,
-    live_copy: TenantCopy,
+    live_copy: CopyGuard,
     schema_version: i64,
     map: TenancyMap,
     tenant: String,
@@ -100,12 +100,16 @@ pub struct Prepared {
 
 /// Open `live` for a restore of `tenant` from the checked-or-being-checked `image`; scratch
 /// copies go into `scratch`. Nothing is locked or written in `live`.
+///
+/// The live side's copy is made at `live_copy_at`: next to the live database for a restore,
+/// since it is what the restore replaces and becomes the kept copy before the commit.
 pub fn prepare(
     live: &Path,
     image: &Path,
     cfg: &TenancyConfig,
     tenant: &str,
     scratch: &Path,
+    live_copy_at: &Path,
     lock_timeout: Duration,
 ) -> Result<Prepared> {
     let map = discover(
@@ -156,12 +160,9 @@ pub fn prepare(
     }
     check_same_schema(&conn, &map)?;
     // The live side's copy: its schema now, its rows under the write lock.
-    let live_copy = TenantCopy::create(
-        &scratch.join("live-tenant.sqlite"),
-        live,
-        false,
-        lock_timeout,
-    )?;
+    let live_copy = TenantCopy::create(live_copy_at, live, false, lock_timeout)?;
+    // From here on, a failure removes the copy: nothing was changed, it protects nothing.
+    let live_copy = CopyGuard(Some(live_copy));
     live_copy.attach_backup_copy(&backup_copy)?;
     let schema_version = live_copy.source_schema_version()?;
     conn.execute("ATTACH DATABASE ?1 AS sf", [read_only_uri(&live_copy.path)])
@@ -244,8 +245,14 @@ impl Prepared {
     /// may still be running: waiting for it there keeps it out of the locked time); nothing is
     /// written unless it agrees. Returns the changes and the live copy's file: the tenant's rows
     /// as they were, the restore's undo.
+    ///
+    /// Under the write lock, before the commit, the copy of the tenant's rows as they were is
+    /// fsynced and renamed to `keep_as` (next to the live database): once the restore has
+    /// committed, what it replaced is on disk whatever happens next. On a failure that changed
+    /// nothing it is removed again.
     pub fn apply(
-        self,
+        mut self,
+        keep_as: &Path,
         before_writes: impl FnOnce() -> Result<()>,
     ) -> std::result::Result<(TenantChanges, PathBuf), ApplyFailure> {
         let full_scans = self.full_scans()?;
@@ -260,12 +267,17 @@ impl Prepared {
             full_scans,
             ..TenantChanges::default()
         };
-        let result = self.write(&mut changes);
-        if let Err(e) = result {
-            // Rolled back (also when the connection is dropped): nothing changed.
-            let _ = self.conn.execute_batch("ROLLBACK");
-            return Err(e.into());
-        }
+        let result = self
+            .write(&mut changes)
+            .and_then(|()| self.live_copy.copy_mut().keep(keep_as));
+        let kept = match result {
+            Ok(kept) => kept,
+            Err(e) => {
+                // Rolled back (also when the connection is dropped): nothing changed.
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+        };
         let step = Instant::now();
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) {
@@ -273,8 +285,13 @@ impl Prepared {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 return Err(err("commit (the database stayed locked by readers)")(e).into());
             }
+            // Perhaps applied: the tenant's rows as they were stay where they are.
+            self.live_copy.keep_file();
             return Err(ApplyFailure {
-                error: err("commit failed, so whether the restore was applied is unknown")(e),
+                error: err(&format!(
+                    "commit failed, so whether the restore was applied is unknown; the tenant's rows as they were are kept in {}",
+                    kept.display()
+                ))(e),
                 changed: Changed::Unknown,
             });
         }
@@ -284,11 +301,16 @@ impl Prepared {
         );
         changes.write_lock_ms = Some(locked.elapsed().as_millis() as u64);
         let Prepared {
-            conn, live_copy, ..
+            conn,
+            mut live_copy,
+            ..
         } = self;
         drop(conn);
-        let path = live_copy.close(true)?;
-        Ok((changes, path))
+        live_copy.keep_file();
+        if let Some(copy) = live_copy.0.take() {
+            let _ = copy.close(false);
+        }
+        Ok((changes, kept))
     }
 
     /// Take the live database's write lock: `BEGIN` then a write that changes nothing, so the
@@ -579,6 +601,42 @@ impl Prepared {
             }
         }
         Ok(())
+    }
+}
+
+/// The live side's copy, removed when dropped unless it was kept (a failure that changed
+/// nothing leaves nothing behind).
+struct CopyGuard(Option<TenantCopy>);
+
+impl CopyGuard {
+    fn copy(&self) -> &TenantCopy {
+        self.0.as_ref().expect("copy is there until kept")
+    }
+
+    fn copy_mut(&mut self) -> &mut TenantCopy {
+        self.0.as_mut().expect("copy is there until kept")
+    }
+
+    /// Keep the file: close the copy without removing it.
+    fn keep_file(&mut self) {
+        if let Some(c) = self.0.take() {
+            let _ = c.close(false);
+        }
+    }
+}
+
+impl std::ops::Deref for CopyGuard {
+    type Target = TenantCopy;
+    fn deref(&self) -> &TenantCopy {
+        self.copy()
+    }
+}
+
+impl Drop for CopyGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.discard();
+        }
     }
 }
 

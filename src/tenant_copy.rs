@@ -279,6 +279,47 @@ impl TenantCopy {
         Ok(found)
     }
 
+    /// Make the copy durable and give it the name it is kept under, never replacing a file:
+    /// `<keep>`, or `<keep>-2`, … when taken. Returns the name.
+    pub fn keep(&mut self, keep: &Path) -> Result<PathBuf> {
+        let io = |e| Error::io(format!("keep the tenant's rows in {}", keep.display()), e);
+        std::fs::File::open(&self.path)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        let mut n = 1;
+        let kept = loop {
+            let name = if n == 1 {
+                keep.to_path_buf()
+            } else {
+                PathBuf::from(format!("{}-{n}", keep.display()))
+            };
+            match crate::place::rename_noreplace(&self.path, &name) {
+                Ok(()) => break name,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => return Err(io(e)),
+            }
+        };
+        if let Some(dir) = kept.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        self.path = kept.clone();
+        Ok(kept)
+    }
+
+    /// Close the copy and delete its file (it is not needed).
+    pub fn discard(self) {
+        let path = self.path.clone();
+        drop(self.conn);
+        let _ = std::fs::remove_file(path);
+    }
+
     /// Close the copy (detaching the source), fsynced when it is to be kept.
     pub fn close(self, durable: bool) -> Result<PathBuf> {
         let TenantCopy { path, conn } = self;

@@ -18,7 +18,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::config::Database;
-use crate::error::{Error, Kind, Result, ResultExt};
+use crate::error::{Error, Kind, Result};
 use crate::manifest::{BackupKind, Manifest};
 use crate::repository::Repository;
 use crate::restore::fetch_checking;
@@ -100,10 +100,38 @@ pub async fn restore_tenant(
 ) -> Result<TenantRestoreReport> {
     let started = Instant::now();
     crate::source::SqliteSource::new(into).check()?;
+    remove_stale_copies(into);
     let tmp = scratch(opts.scratch_dir.as_deref())?;
+    // The copy of the tenant's live rows: in scratch for a dry run; for a restore next to the
+    // live database, where it is kept (before the commit) as what the restore replaced.
+    let (live_copy_at, keep_as) = if opts.dry_run {
+        (
+            tmp.path().join("live-tenant.sqlite"),
+            tmp.path().join("kept.sqlite"),
+        )
+    } else {
+        (
+            sibling(
+                into,
+                &format!(
+                    ".lifeboat-tenant-copy-{}-{:08x}",
+                    std::process::id(),
+                    rand::random::<u32>()
+                ),
+            ),
+            sibling(
+                into,
+                &format!(
+                    ".pre-tenant-restore-{}",
+                    Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+                ),
+            ),
+        )
+    };
 
-    // Download and check the backup and prepare the restore (an unknown tenant or a schema
-    // mismatch fails here), while a full safety backup, if asked for, runs beside it.
+    // A full safety backup (if asked for) runs while the backup is downloaded and checked; the
+    // restore writes nothing until it has been stored.
+    let (safety_done, safety_ready) = std::sync::mpsc::sync_channel::<Result<()>>(1);
     let plan = async {
         let (image, check) = fetch_checking(repo, m, tmp.path()).await?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "tenant: fetched");
@@ -114,8 +142,17 @@ pub async fn restore_tenant(
             tmp.path().to_path_buf(),
             opts.clone(),
         );
+        let (copy_at, keep_as) = (live_copy_at.clone(), keep_as.clone());
         tokio::task::spawn_blocking(move || {
-            let prepared = prepare(&into, &image, &cfg, &tenant, &dir, opts2.lock_timeout);
+            let prepared = prepare(
+                &into,
+                &image,
+                &cfg,
+                &tenant,
+                &dir,
+                &copy_at,
+                opts2.lock_timeout,
+            );
             let prepared = match prepared {
                 // Whatever reading a damaged image ran into, its check explains better.
                 Err(e) => return Err(check.wait().err().unwrap_or(e).into()),
@@ -127,15 +164,23 @@ pub async fn restore_tenant(
                 check.wait()?;
                 return Ok((planned?, None));
             }
+            let ready = || {
+                check.wait()?;
+                match safety_ready.recv() {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::new(Kind::Internal, "safety backup: no word")),
+                }
+            };
             prepared
-                .apply(|| check.wait())
-                .map(|(changes, copy)| (changes, Some(copy)))
+                .apply(&keep_as, ready)
+                .map(|(changes, kept)| (changes, Some(kept)))
         })
         .await
         .map_err(|e| Error::new(Kind::Internal, format!("tenant restore task: {e}")))
     };
     let full_safety = async {
         if opts.dry_run || opts.safety != Safety::Full {
+            let _ = safety_done.send(Ok(()));
             return Ok(None);
         }
         let sm = backup(
@@ -144,13 +189,19 @@ pub async fn restore_tenant(
             &safety_options(m, tenant, None),
             &ProgressBar::hidden(),
         )
-        .await
-        .step("safety backup")?;
-        Ok::<_, Error>(Some(sm))
+        .await;
+        let _ = safety_done.send(match &sm {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::new(
+                e.kind,
+                format!("safety backup: {e}; nothing was changed"),
+            )),
+        });
+        sm.map(Some).map_err(|e| e.context("safety backup"))
     };
     let (applied, safety) = tokio::join!(plan, full_safety);
     let applied = applied?;
-    let ((changes, live_copy), full) = match (applied, safety) {
+    let ((changes, kept), full) = match (applied, safety) {
         (Ok(done), Ok(sm)) => (done, sm),
         (Err(f), Ok(Some(sm))) => {
             if f.changed == Changed::No {
@@ -194,8 +245,24 @@ pub async fn restore_tenant(
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
-    if let (Safety::Tenant, Some(copy)) = (opts.safety, live_copy) {
-        store_tenant_copy(repo, m, into, tenant, &copy, &mut report).await;
+    let changed = report.tables.iter().any(|t| t.changes()) || !report.globals_inserted.is_empty();
+    match (opts.safety, kept) {
+        // Nothing changed: nothing to undo, so no safety backup is kept.
+        (_, Some(copy)) if !changed => {
+            let _ = std::fs::remove_file(copy);
+            if let (Safety::Full, Some(id)) = (opts.safety, report.safety_backup.take()) {
+                if let Ok(sm) = repo.manifest(&m.database, &id).await {
+                    remove_backup(repo, &sm).await;
+                }
+            }
+        }
+        (Safety::Tenant, Some(copy)) => {
+            store_tenant_copy(repo, m, tenant, &copy, &mut report).await
+        }
+        (_, Some(copy)) => {
+            let _ = std::fs::remove_file(copy);
+        }
+        (_, None) => {}
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     match serde_json::to_vec_pretty(&report) {
@@ -212,43 +279,73 @@ pub async fn restore_tenant(
     Ok(report)
 }
 
-/// Store the tenant's rows as they were as a safety backup; if that fails, keep the copy next
-/// to the live database, so what the restore replaced is never lost.
+/// Store the tenant's rows as they were (kept next to the live database before the commit) as a
+/// safety backup, then remove the local copy; if storing fails, the copy stays where it is.
 async fn store_tenant_copy(
     repo: &Repository,
     m: &Manifest,
-    into: &Path,
     tenant: &str,
     copy: &Path,
     report: &mut TenantRestoreReport,
 ) {
     let db = Database {
         path: copy.to_path_buf(),
-        ..live_database(m, into)
+        ..live_database(m, copy)
     };
     let opts = safety_options(m, tenant, Some(tenant.to_string()));
     match backup(repo, &db, &opts, &ProgressBar::hidden()).await {
-        Ok(sm) => report.safety_backup = Some(sm.id),
+        Ok(sm) => {
+            report.safety_backup = Some(sm.id);
+            let _ = std::fs::remove_file(copy);
+        }
         Err(e) => {
-            let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-            let mut kept = into.as_os_str().to_os_string();
-            kept.push(format!(".pre-tenant-restore-{stamp}"));
-            let kept = PathBuf::from(kept);
-            match crate::place::rename_noreplace(copy, &kept)
-                .or_else(|_| std::fs::copy(copy, &kept).map(|_| ()))
-            {
-                Ok(()) => {
-                    report.warnings.push(format!(
-                        "the safety backup could not be stored in the repository ({e}); the tenant's rows as they were are kept in {} (lifeboat backup --db {} --label … stores them)",
-                        kept.display(),
-                        kept.display()
-                    ));
-                    report.safety_kept_at = Some(kept);
-                }
-                Err(io) => report.warnings.push(format!(
-                    "the safety backup could not be stored in the repository ({e}) nor kept next to the database ({io})"
-                )),
-            }
+            report.warnings.push(format!(
+                "the safety backup could not be stored in the repository ({e}); the tenant's rows as they were are kept in {} (`lifeboat backup --db {} --db-name … --label …` stores them)",
+                copy.display(),
+                copy.display()
+            ));
+            report.safety_kept_at = Some(copy.to_path_buf());
+        }
+    }
+}
+
+/// `<path><suffix>`, next to `path`.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Remove the working copies that tenant restores killed before their commit left next to
+/// `live` (`<live>.lifeboat-tenant-copy-<pid>-…`, their process gone): they protect nothing.
+fn remove_stale_copies(live: &Path) {
+    let (Some(dir), Some(name)) = (live.parent(), live.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.lifeboat-tenant-copy-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let holder = crate::claim::Claim {
+            pid,
+            ..crate::claim::Claim::mine()
+        };
+        if holder.holder() == crate::claim::Holder::Gone {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

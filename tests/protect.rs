@@ -215,3 +215,166 @@ fn cleanup_never_removes_a_running_backups_leftovers() {
         "{err}"
     );
 }
+
+#[test]
+fn outputs_never_replace_a_databases_side_files_devices_or_fifos() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tricky_db(&d.join("src.db"));
+    // app.db in WAL mode, its last commits only in app.db-wal (its writer died).
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, os\n\
+             c = sqlite3.connect('app.db', isolation_level=None)\n\
+             c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA wal_autocheckpoint=0')\n\
+             c.execute('CREATE TABLE orders (n)')\n\
+             [c.execute('INSERT INTO orders VALUES (?)', (i,)) for i in range(5)]\n\
+             os._exit(0)\n",
+        )
+        .current_dir(d)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let wal = std::fs::read(d.join("app.db-wal")).unwrap();
+    for out in ["app.db-wal", "app.db-shm", "app.db-journal"] {
+        let err = fails(d, &["dump", "--db", "src.db", "--out", out, "--force"], 7);
+        assert!(
+            err.contains("of database") || err.contains("of an SQLite database"),
+            "{err}"
+        );
+        let err = fails(d, &["import", "/dev/null", "--to", out, "--force"], 7);
+        assert!(err.contains("of database"), "{err}");
+    }
+    assert_eq!(std::fs::read(d.join("app.db-wal")).unwrap(), wal);
+    assert_eq!(
+        sqlite3(&d.join("app.db"), "SELECT count(*) FROM orders"),
+        "5"
+    );
+    // A FIFO: refused at once (opening it to look would block forever).
+    let fifo = d.join("pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let err = fails(
+        d,
+        &["dump", "--db", "src.db", "--out", "pipe", "--force"],
+        7,
+    );
+    assert!(err.contains("not a regular file"), "{err}");
+    // A device node (root, as in CI): never turned into a file.
+    if Command::new("mknod")
+        .arg(d.join("null"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        let err = fails(
+            d,
+            &["dump", "--db", "src.db", "--out", "null", "--force"],
+            7,
+        );
+        assert!(err.contains("not a regular file"), "{err}");
+        let ft = std::fs::symlink_metadata(d.join("null"))
+            .unwrap()
+            .file_type();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(&ft));
+    }
+    // An SQLite export never replaces a database either (here the application's own).
+    Connection::open(d.join("s.db"))
+        .unwrap()
+        .execute_batch(TENANT_SCHEMA)
+        .unwrap();
+    ok(d, &["backup", "--db", "s.db", "--repo", "file://./repo"]);
+    let err = fails(
+        d,
+        &[
+            "export",
+            "--tenant",
+            "t1",
+            "--backup",
+            "latest",
+            "--db",
+            "s",
+            "--repo",
+            "file://./repo",
+            "--format",
+            "sqlite",
+            "--out",
+            "app.db",
+            "--force",
+        ],
+        7,
+    );
+    assert!(err.contains("never replaces"), "{err}");
+    assert_eq!(
+        sqlite3(&d.join("app.db"), "SELECT count(*) FROM orders"),
+        "5"
+    );
+}
+
+#[test]
+fn a_failed_full_safety_backup_stops_the_tenant_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("studio.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(TENANT_SCHEMA)
+        .unwrap();
+    // The repository on a small tmpfs (root, as in CI), full once the backup is in it.
+    let repo = d.join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    assert!(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&repo)
+        .status()
+        .unwrap()
+        .success());
+    let result = std::panic::catch_unwind(|| {
+        ok(
+            d,
+            &["backup", "--db", "studio.db", "--repo", "file://./repo"],
+        );
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k", "count=100"])
+            .arg(format!("of={}", repo.join("fill").display()))
+            .stderr(Stdio::null())
+            .status();
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("INSERT INTO classes VALUES ('c-new', 't1', 'made after the backup');")
+            .unwrap();
+        let before = std::fs::read(&db).unwrap();
+        let err = fails(
+            d,
+            &[
+                "restore",
+                "--db",
+                "studio",
+                "--repo",
+                "file://./repo",
+                "--tenant",
+                "t1",
+                "--into",
+                "studio.db",
+                "--safety-backup",
+                "full",
+            ],
+            8,
+        );
+        assert!(err.contains("nothing was changed"), "{err}");
+        assert_eq!(
+            std::fs::read(&db).unwrap(),
+            before,
+            "the restore did not run"
+        );
+    });
+    Command::new("umount").arg(&repo).status().unwrap();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}

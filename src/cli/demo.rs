@@ -251,8 +251,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         let lost = before - count(&conn, &tenant).map_err(|e| Error::sqlite(Kind::Internal, "demo", e))?;
         drop(conn);
         let scratch = crate::scratch::scratch(None)?;
-        let prepared = crate::tenant_apply::prepare(&live, &image, &Default::default(), &tenant, scratch.path(), std::time::Duration::from_secs(30))?;
-        let (changes, _) = prepared.apply(|| Ok(())).map_err(|f| f.error)?;
+        let copy = scratch.path().join("live-tenant.sqlite");
+        let prepared = crate::tenant_apply::prepare(&live, &image, &Default::default(), &tenant, scratch.path(), &copy, std::time::Duration::from_secs(30))?;
+        let (changes, _) = prepared.apply(&scratch.path().join("kept.sqlite"), || Ok(())).map_err(|f| f.error)?;
         let conn = rusqlite::Connection::open(&live).map_err(|e| Error::sqlite(Kind::Internal, "demo", e))?;
         let back = count(&conn, &tenant).map_err(|e| Error::sqlite(Kind::Internal, "demo", e))?;
         let inserted = changes.tables.iter().map(|c| c.insert).sum();

@@ -63,7 +63,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let origin2 = origin.clone();
     let stats = tokio::task::spawn_blocking(move || -> Result<crate::dump::DumpStats> {
         let conn = open_read(&source).map_err(|e| e.context("dump"))?;
-        let stats = write_out(&out_arg, force, &source, |w| {
+        let stats = write_out(&out_arg, force, "dump", &source, |w| {
             dump(&conn, dialect, &origin2, w)
         })?;
         let _ = conn.execute_batch("COMMIT");
@@ -149,6 +149,7 @@ pub(crate) fn open_read(path: &std::path::Path) -> Result<rusqlite::Connection> 
 pub(crate) fn write_out<T>(
     out: &str,
     force: bool,
+    verb: &'static str,
     source: &Path,
     f: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<T> {
@@ -161,7 +162,7 @@ pub(crate) fn write_out<T>(
     }
     let path = PathBuf::from(out);
     refuse_database(&crate::place::resolve_links(&path)?.0, source)?;
-    let placement = Placement::prepare(&path, force, "dump")?;
+    let placement = Placement::prepare(&path, force, verb)?;
     refuse_database(&placement.target().path, source)?;
     let tmp = placement.tmp().to_path_buf();
     let file = std::fs::OpenOptions::new()
@@ -219,11 +220,29 @@ pub(crate) fn refuse_database(target: &Path, source: &Path) -> Result<()> {
             ),
         ));
     }
+    // Only a regular file is opened to look at (a FIFO would block the open).
+    if !std::fs::metadata(target).is_ok_and(|m| m.is_file()) {
+        return Ok(()); // missing, or refused by the target checks
+    }
     let mut head = [0u8; 16];
-    let is_db = std::fs::File::open(target)
+    let read = std::fs::File::open(target)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-        .is_ok()
-        && &head == b"SQLite format 3\0";
+        .is_ok();
+    // A WAL or rollback journal belongs to a database.
+    let is_log = read
+        && (head[..4] == [0x37, 0x7f, 0x06, 0x82]
+            || head[..4] == [0x37, 0x7f, 0x06, 0x83]
+            || head[..8] == [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7]);
+    if is_log {
+        return Err(Error::new(
+            Kind::TargetExists,
+            format!(
+                "{} is the WAL or journal of an SQLite database; a dump or export never replaces one (choose another output file)",
+                target.display()
+            ),
+        ));
+    }
+    let is_db = read && &head == b"SQLite format 3\0";
     if is_db {
         return Err(Error::new(
             Kind::TargetExists,

@@ -84,14 +84,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         let label = format!("tenant {tenant} of {origin2}");
         match format {
             Format::Json => {
-                let (owned, referenced) = write_out(&out, force, &path, |w| {
+                let (owned, referenced) = write_out(&out, force, "export", &path, |w| {
                     write_json(&conn, &map, &tenant, &origin2, w)
                 })?;
                 Ok(owned.values().sum::<u64>() + referenced.values().sum::<u64>())
             }
             Format::Sql => {
                 let f = filter(&map, &tenant);
-                Ok(write_out(&out, force, &path, |w| {
+                Ok(write_out(&out, force, "export", &path, |w| {
                     dump_filtered(&conn, dialect, &label, w, Some(&f))
                 })?
                 .rows)
@@ -100,13 +100,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 let target = PathBuf::from(&out);
                 // The output is a database: with --force an existing one is moved aside, as a
                 // restore does; the database being read is never the output.
+                // Like a dump, an export never replaces a database (an application's live
+                // database would be left holding one tenant); --force replaces other files.
+                crate::cli::dump::refuse_database(&crate::place::resolve_links(&target)?.0, &path)?;
                 let placement = Placement::prepare(&target, force, "export")?;
-                if same_file(&placement.target().path, &path) {
-                    return Err(Error::new(
-                        Kind::TargetExists,
-                        format!("{out} is the database being read; choose another output file"),
-                    ));
-                }
+                crate::cli::dump::refuse_database(&placement.target().path, &path)?;
                 let tmp = placement.tmp().to_path_buf();
                 let sql = scratch_path.join("tenant.sql");
                 let f = filter(&map, &tenant);
@@ -151,14 +149,4 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         "out": args.out, "rows": rows, "duration_ms": started.elapsed().as_millis() as u64,
     }));
     Ok(0)
-}
-
-/// Whether two paths are the same file (or `b`'s side files).
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    let Some(a) = FileId::of(a) else {
-        return false;
-    };
-    crate::place::with_side_files(b)
-        .iter()
-        .any(|p| FileId::of(p) == Some(a))
 }

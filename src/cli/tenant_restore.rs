@@ -74,15 +74,32 @@ pub async fn run(
             Safety::Tenant => "the tenant's rows as they were",
             _ => "the whole database as it was",
         };
+        // Absolute paths: the undo command works from any directory.
+        let into_abs = std::path::absolute(into).unwrap_or_else(|_| into.to_path_buf());
+        let url = match repo.url().strip_prefix("file://") {
+            Some(p) => format!(
+                "file://{}",
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.into())
+                    .display()
+            ),
+            None => repo.url().to_string(),
+        };
         ctx.out.line(format!(
-            "safety backup of {into}: {id} ({scope}; to undo just this tenant: lifeboat restore --repo {url} --db {db} --tenant {shown} --backup {id} --into {into})",
+            "safety backup of {into}: {id} ({scope}; to undo just this tenant: lifeboat restore --repo {url} --db {db} --tenant {shown} --backup {id} --into {abs})",
             into = into.display(),
+            abs = into_abs.display(),
             db = m.database,
-            url = repo.url(),
         ));
     }
     for w in &report.warnings {
-        eprintln!("lifeboat: warning: {w}");
+        eprintln!("lifeboat: warning: {}", escape(w));
+    }
+    let changed = report.tables.iter().any(|t| t.changes()) || !report.globals_inserted.is_empty();
+    if !report.dry_run && !changed {
+        ctx.out.line(
+            "nothing to change: the tenant already equals the backup (no safety backup kept)",
+        );
     }
     if report.dry_run {
         ctx.out.line(format!(
