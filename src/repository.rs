@@ -341,7 +341,13 @@ impl Repository {
             if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
                 continue;
             }
-            let Some((id, suffix)) = split_name(base) else {
+            // A backup's objects, or the day's SQL mirror (`backup-YYYY-MM-DD.sql#N`), whose
+            // upload was killed.
+            let mirror = base
+                .strip_suffix(".sql")
+                .filter(|id| id.starts_with("backup-"))
+                .map(|id| (id, ".sql"));
+            let Some((id, suffix)) = split_name(base).or(mirror) else {
                 continue;
             };
             let meta = e.metadata().ok();
@@ -369,7 +375,17 @@ impl Repository {
             }
             Err(e) => return Err(self.err("read manifest", e)),
         };
-        Manifest::from_json(&bytes).map_err(|e| e.context(format!("backup {id}")))
+        let m = Manifest::from_json(&bytes).map_err(|e| e.context(format!("backup {id}")))?;
+        if m.id != id || m.database != db {
+            return Err(Error::new(
+                Kind::Corrupt,
+                format!(
+                    "backup {id}: the manifest describes backup {} of database {} (copied or renamed)",
+                    m.id, m.database
+                ),
+            ));
+        }
+        Ok(m)
     }
 
     /// Open the data object of a backup: its size, and either the open file (local

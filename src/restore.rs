@@ -184,6 +184,17 @@ pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Selec
             ),
             None => format!("no complete backup of database {db} in {}", repo.url()),
         };
+        let safety = listing
+            .backups
+            .iter()
+            .filter(|m| !m.kind.selectable())
+            .count();
+        let what = match safety {
+            0 => what,
+            n => format!(
+                "{what} ({n} safety backup(s), which latest and --at never pick: give one's id to use it)"
+            ),
+        };
         let damaged: Vec<&Skipped> = skipped.iter().filter(|s| s.damaged()).collect();
         if let Some(first) = damaged.first() {
             let why = first.reason.trim_start_matches("damaged: ");

@@ -154,11 +154,29 @@ pub async fn backup(
             return Err(Error::new(Kind::Internal, "backup: upload abandoned"));
         }
     };
-    // The day's SQL mirror is written only once the backup exists (after the manifest): a
-    // backup that fails never replaces the day's good mirror.
-    let sql_mirror = db
-        .sql_mirror
-        .then(|| format!("{}.sql", created_at.format("backup-%Y-%m-%d")));
+    // The day's SQL mirror is made now, into scratch space (so a database that cannot be
+    // dumped, with FTS5 tables say, is known before the manifest claims a mirror), and uploaded
+    // only once the backup exists: a backup that fails never replaces the day's good mirror.
+    let (sql_mirror, mirror_file, mirror_error) = if db.sql_mirror {
+        let name = format!("{}.sql", created_at.format("backup-%Y-%m-%d"));
+        let made = match &opts.mirror_file {
+            Some(file) => Ok(file.clone()),
+            None => {
+                let (image, out) = (
+                    tmp.path().join("mirror-image.sqlite"),
+                    tmp.path().join("mirror.sql"),
+                );
+                let origin = format!("backup {id} of {}", db.name);
+                render_mirror(image, out, origin).await
+            }
+        };
+        match made {
+            Ok(file) => (Some(name), Some(file), None),
+            Err(e) => (None, None, Some(e)),
+        }
+    } else {
+        (None, None, None)
+    };
     if digests.image_size != info.page_size * info.page_count {
         repo.discard(&db.name, &id).await;
         return Err(Error::new(
@@ -201,24 +219,42 @@ pub async fn backup(
         tenant: opts.tenant.clone(),
         d1: opts.d1.clone(),
     };
+    // The claim must still be there: if it is gone, so is (or was) the repository, or a cleanup
+    // took this backup for dead; either way committing now would be a lie.
+    let ours = repo
+        .read_claim(&db.name, &id)
+        .await
+        .is_some_and(|c| c.pid == std::process::id());
+    if !ours {
+        repo.discard(&db.name, &id).await;
+        return Err(Error::new(
+            Kind::Repository,
+            format!(
+                "backup: repository {}: this backup's claim on {id} disappeared while it ran (the repository was deleted or cleaned up); nothing was committed",
+                repo.url()
+            ),
+        ));
+    }
     if let Err(e) = repo.commit(&manifest).await {
         repo.discard(&db.name, &id).await;
         return Err(e.context("backup"));
     }
-    if let Some(name) = &sql_mirror {
-        let image = tmp.path().join("mirror-image.sqlite");
-        let origin = format!("backup {id} of {}", db.name);
-        // Each upload replaces the object only once complete: if this fails, the day's
-        // mirror is still the previous backup's.
+    if let Some(e) = mirror_error {
+        repo.release(&db.name, &id).await;
+        return Err(e.context(format!(
+            "backup {id} of {} is complete (its manifest records no SQL mirror), but the SQL mirror could not be made; the day's mirror, if any, is the previous backup's",
+            db.name
+        )));
+    }
+    if let (Some(name), Some(file)) = (&sql_mirror, &mirror_file) {
+        // The upload replaces the object only once complete: if it fails, the day's mirror is
+        // still the previous backup's.
         let claim = (db.name.as_str(), id.as_str());
-        let written = match &opts.mirror_file {
-            Some(file) => upload_file(repo, &repo.mirror_key(&db.name, name), claim, file).await,
-            None => write_mirror(repo, claim, name, &image, origin).await,
-        };
+        let written = upload_file(repo, &repo.mirror_key(&db.name, name), claim, file).await;
         if let Err(e) = written {
             repo.release(&db.name, &id).await;
             return Err(e.context(format!(
-                "backup {id} of {} is complete, but its SQL mirror {name} was not written (the day's mirror, if any, is the previous backup's)",
+                "backup {id} of {} is complete, but its SQL mirror {name} was not uploaded (the day's mirror, if any, is the previous backup's)",
                 db.name
             )));
         }
@@ -229,22 +265,19 @@ pub async fn backup(
     Ok(manifest)
 }
 
-/// Dump `image` in the D1 dialect to `<db>/backups/<name>` (overwriting: the day's last
-/// backup wins).
-async fn write_mirror(
-    repo: &Repository,
-    (db, id): (&str, &str),
-    name: &str,
-    image: &Path,
-    origin: String,
-) -> Result<()> {
-    let image = image.to_path_buf();
-    stream_to(repo, &repo.mirror_key(db, name), (db, id), move |sink| {
+/// Dump `image` in the D1 dialect into the file `out` (the day's SQL mirror, before upload).
+async fn render_mirror(image: PathBuf, out: PathBuf, origin: String) -> Result<PathBuf> {
+    tokio::task::spawn_blocking(move || {
         let conn = crate::source::open_image(&image)
             .map_err(|e| Error::sqlite(Kind::Internal, "open image copy", e))?;
-        crate::dump::dump(&conn, crate::dump::Dialect::D1, &origin, sink).map(|_| ())
+        let file = std::fs::File::create(&out).map_err(|e| Error::io("sql mirror", e))?;
+        let mut w = std::io::BufWriter::with_capacity(1024 * 1024, file);
+        crate::dump::dump(&conn, crate::dump::Dialect::D1, &origin, &mut w)?;
+        w.flush().map_err(|e| Error::io("sql mirror", e))?;
+        Ok(out)
     })
     .await
+    .map_err(|e| Error::new(Kind::Internal, format!("sql mirror task: {e}")))?
 }
 
 /// Upload a local file to `key` as it is (overwriting).

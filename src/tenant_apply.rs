@@ -389,7 +389,7 @@ impl Prepared {
             let inserted = self.conn.execute(&sql, []).map_err(|e| {
                 Error::sqlite(
                     Kind::Database,
-                    format!("tenant restore: insert into {table} (a row of another tenant may hold the same key; nothing was changed)"),
+                    format!("tenant restore: insert into {table} (a live row that is not this tenant's, another tenant's or a global one, holds the same key; nothing was changed)"),
                     e,
                 )
             })? as u64;

@@ -127,7 +127,7 @@ fn a_repository_deleted_mid_backup_is_exit_4() {
         let staging = std::fs::read_dir(&backups)
             .map(|r| {
                 r.flatten()
-                    .any(|e| e.file_name().to_string_lossy().contains('#'))
+                    .any(|e| e.file_name().to_string_lossy().contains(".sqlite.zst#"))
             })
             .unwrap_or(false);
         if staging {

@@ -142,6 +142,24 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
 
     // 2. Backup.
     let repo = Repository::open(&repo_url, true)?;
+    // The demo's backups are labelled as such; in a repository that already holds another
+    // database called `studio`, they would become its `latest`.
+    const LABEL: &str = "lifeboat demo";
+    let theirs = repo
+        .list("studio")
+        .await?
+        .backups
+        .iter()
+        .any(|m| m.label.as_deref() != Some(LABEL));
+    if theirs {
+        return Err(Error::new(
+            Kind::TargetExists,
+            format!(
+                "demo: {} already holds backups of a database named studio that the demo did not make; give the demo its own repository",
+                repo.url()
+            ),
+        ));
+    }
     let db = Database {
         name: "studio".into(),
         path: db_path.clone(),
@@ -151,7 +169,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     };
     let t = Instant::now();
     let pb = out.progress("backup");
-    let m = backup(&repo, &db, &BackupOptions::default(), &pb).await;
+    let opts = BackupOptions {
+        label: Some(LABEL.to_string()),
+        ..BackupOptions::default()
+    };
+    let m = backup(&repo, &db, &opts, &pb).await;
     pb.finish_and_clear();
     let m = m?;
     out.line(format!(

@@ -22,7 +22,7 @@ pub struct Args {
     /// The database file to create.
     #[arg(long, value_name = "PATH")]
     to: PathBuf,
-    /// Replace an existing file; the old one is moved to <PATH>.pre-restore-<time>.
+    /// Replace an existing file; the old one is moved to <PATH>.pre-import-<time>.
     #[arg(long)]
     force: bool,
     /// `quick` (PRAGMA quick_check) or `full` (PRAGMA integrity_check) after the load.

@@ -159,7 +159,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let report = restore(&repo, &m, &to, &opts, &pb).await;
     pb.finish_and_clear();
     let report = report.step("restore")?;
-    if let Some(note) = link_note(&to, &report.target) {
+    if let Some(note) = link_note(&to, &report.target, report.dry_run) {
         ctx.out.line(note);
     }
     if report.dry_run {
@@ -207,13 +207,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
 }
 
 /// Say so when the target given was a symbolic link and its destination is what was written.
-fn link_note(given: &std::path::Path, written: &std::path::Path) -> Option<String> {
+fn link_note(given: &std::path::Path, written: &std::path::Path, dry: bool) -> Option<String> {
     let is_link = given
         .symlink_metadata()
         .is_ok_and(|m| m.file_type().is_symlink());
+    let verb = if dry { "would restore" } else { "restored" };
     is_link.then(|| {
         format!(
-            "{} is a symbolic link: restored into the file it points at, {}",
+            "{} is a symbolic link: {verb} into the file it points at, {}",
             given.display(),
             written.display()
         )

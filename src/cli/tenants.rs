@@ -39,15 +39,28 @@ struct MapArgs {
     scratch_dir: Option<PathBuf>,
 }
 
-/// The tenancy settings for `--db` (configured ones, else the defaults).
+/// The tenancy settings for `--db` (a configured name, or a path: the configured database at
+/// that path, or of that name), else the only configured database's, else the defaults.
 pub(crate) fn tenancy_for(ctx: &Ctx, db: Option<&str>) -> TenancyConfig {
-    db.and_then(|name| ctx.config.databases.iter().find(|d| d.name == name))
-        .or(match ctx.config.databases.as_slice() {
-            [only] if db.is_none() => Some(only),
+    let cfg = &ctx.config;
+    let found = match db {
+        None => match cfg.databases.as_slice() {
+            [only] => Some(only),
             _ => None,
-        })
-        .and_then(|d| d.tenancy.clone())
-        .unwrap_or_default()
+        },
+        Some(flag) => cfg.databases.iter().find(|d| d.name == flag).or_else(|| {
+            let given = std::fs::canonicalize(flag).ok();
+            let name = cfg.database(flag).ok().map(|d| d.name);
+            cfg.databases.iter().find(|d| {
+                let path = d
+                    .path
+                    .as_ref()
+                    .and_then(|p| std::fs::canonicalize(cfg.base_dir.join(p)).ok());
+                (given.is_some() && path == given) || name.as_deref() == Some(d.name.as_str())
+            })
+        }),
+    };
+    found.and_then(|d| d.tenancy.clone()).unwrap_or_default()
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
