@@ -23,8 +23,10 @@ pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
 }
 
 /// A `Write` that hands full buffers to a thread which writes them to a file, so producing the
-/// bytes (formatting, decompressing) and the kernel's copying overlap. A durable writer also
-/// starts writeback as it goes, so the fsync in [`FileWriter::finish`] is short.
+/// bytes (formatting, decompressing) and the kernel's copying overlap. It starts writeback as it
+/// goes (every 32 MB), so the fsync of a durable file in [`FileWriter::finish`] is short, and the
+/// kernel never sits on hundreds of MB of dirty pages (which made a scratch image's writes
+/// nearly three times as costly in system time).
 pub struct FileWriter {
     buf: Vec<u8>,
     durable: bool,
@@ -48,7 +50,7 @@ impl FileWriter {
         Self::start(file, true)
     }
 
-    /// A scratch file, read soon and deleted: left to the page cache.
+    /// A scratch file, read soon and deleted: not fsynced.
     pub fn scratch(file: std::fs::File) -> Self {
         Self::start(file, false)
     }
@@ -70,7 +72,7 @@ impl FileWriter {
                     return Err(e);
                 }
                 written += chunk.len() as u64;
-                if durable && written - synced >= 32 * 1024 * 1024 {
+                if written - synced >= 32 * 1024 * 1024 {
                     start_writeback(&file, synced, written - synced);
                     synced = written;
                 }

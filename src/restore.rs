@@ -247,9 +247,9 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
 pub struct FetchOptions {
     /// Also hash the decompressed image (verify, dump) and compare it with the manifest.
     pub hash_image: bool,
-    /// The image will be fsynced and kept (a full restore): start writeback as it is written so
-    /// the final fsync is short. Scratch images skip this; the page cache absorbs them and they
-    /// are deleted before most of them ever reach the disk.
+    /// The image will be fsynced and kept (a full restore). Scratch images are not fsynced, but
+    /// are written back as they grow all the same: left dirty in the page cache, an 800 MB image
+    /// took the kernel 3.3 s of system time to write instead of 1.2 s (measured here).
     pub durable: bool,
 }
 
