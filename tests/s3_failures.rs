@@ -230,3 +230,82 @@ fn credentials_in_the_endpoint_url_are_used_and_never_printed() {
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(!stderr(&o).contains(SECRET), "{}", stderr(&o));
 }
+
+/// A loopback proxy in front of s3s-fs that passes every request through (one per connection)
+/// but never answers a GET of a backup's data object: a repository that lists but cannot serve.
+fn start_hanging_proxy(upstream: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok((mut client, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            client.set_nonblocking(false).unwrap();
+            // The request head.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&head).into_owned();
+            let first = text.lines().next().unwrap_or("").to_string();
+            if first.starts_with("GET ") && first.contains(".sqlite.zst") {
+                held.push(client); // never answered
+                continue;
+            }
+            // One request per connection: ask the server to close after answering.
+            let mut lines: Vec<&str> = text
+                .split("\r\n")
+                .filter(|l| !l.to_ascii_lowercase().starts_with("connection:") && !l.is_empty())
+                .collect();
+            lines.push("Connection: close");
+            let head = format!("{}\r\n\r\n", lines.join("\r\n"));
+            let mut server = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+            server.write_all(head.as_bytes()).unwrap();
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server, &mut client);
+            });
+        }
+    });
+    (port, stop)
+}
+
+#[test]
+fn verify_tells_a_failing_repository_from_a_corrupt_backup() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tricky_db(&d.join("app.db"));
+    std::fs::write(
+        d.join("lifeboat.toml"),
+        format!("[repository]\nurl = \"s3://{BUCKET}/v\"\ntimeout = \"2s\"\n"),
+    )
+    .unwrap();
+    s3.ok(d, &["backup", "--db", "app.db"]);
+    let (port, stop) = start_hanging_proxy(s3.port);
+    let o = cmd(d)
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .args(["--json", "verify", "--db", "app"])
+        .output()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = stderr(&o);
+    // The backup is fine; the repository did not serve it: exit 4, never 6 ("corrupt").
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("could not be verified"), "{err}");
+    let json = stdout(&o);
+    let v: serde_json::Value =
+        serde_json::from_str(&json[..json.find("\n}\n").map_or(json.len(), |i| i + 2)]).unwrap();
+    assert_eq!(v["reports"][0]["problem_kind"], "repository", "{v}");
+    // Served again, it verifies.
+    s3.ok(d, &["verify", "--db", "app"]);
+}
