@@ -35,16 +35,29 @@ except Exception as e:
     sys.exit(1)
 "#;
 
-fn start_writer(d: &Path) -> Child {
+/// The writer process, stopped (killed) when dropped, so a failing test never leaves it running.
+struct Writer(Child);
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_writer(d: &Path) -> Writer {
     std::fs::write(d.join("writer.py"), WRITER).unwrap();
-    Command::new("python3")
-        .arg(d.join("writer.py"))
-        .arg(d.join("studio.db"))
-        .arg(d.join("writer.log"))
-        .arg(d.join("writer.stop"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3")
+    Writer(
+        Command::new("python3")
+            .arg(d.join("writer.py"))
+            .arg(d.join("studio.db"))
+            .arg(d.join("writer.log"))
+            .arg(d.join("writer.stop"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    )
 }
 
 fn commits(d: &Path) -> Vec<u64> {
@@ -94,7 +107,7 @@ fn restore_under_load(journal_mode: &str, extra_args: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while commits(d).len() < 50 {
         assert!(Instant::now() < deadline, "the writer never got going");
-        assert!(writer.try_wait().unwrap().is_none(), "the writer died");
+        assert!(writer.0.try_wait().unwrap().is_none(), "the writer died");
         std::thread::sleep(Duration::from_millis(10));
     }
     let before = commits(d).len();
@@ -104,9 +117,9 @@ fn restore_under_load(journal_mode: &str, extra_args: &[&str]) {
     let during = commits(d).len() - before;
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(d.join("writer.stop"), b"").unwrap();
-    let status = writer.wait().unwrap();
+    let status = writer.0.wait().unwrap();
     let mut err = String::new();
-    std::io::Read::read_to_string(writer.stderr.as_mut().unwrap(), &mut err).unwrap();
+    std::io::Read::read_to_string(writer.0.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(status.success(), "the writer saw an error: {err}");
     assert!(
         during > 0,
