@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: run the real binary, the real sqlite3 and sqldiff.
 #![allow(dead_code)]
 
+pub mod d1;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
