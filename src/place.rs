@@ -396,8 +396,17 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     // A file system without RENAME_NOREPLACE: a hard link refuses an existing name too.
-    std::fs::hard_link(from, to)?;
-    std::fs::remove_file(from)
+    match std::fs::hard_link(from, to) {
+        Ok(()) => std::fs::remove_file(from),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        // Neither (some network file systems): look, then rename. Under the target's lock
+        // only a process that is not lifeboat could slip in between.
+        Err(_) if to.symlink_metadata().is_ok() => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} exists", to.display()),
+        )),
+        Err(_) => std::fs::rename(from, to),
+    }
 }
 
 /// Remove temp files that runs killed mid-way left next to `target`. Only called under the
