@@ -77,6 +77,10 @@ pub enum Ownership {
     Excluded,
 }
 
+/// For an owned child table (name, alias, depth): the schema to read its rows in, and the
+/// condition on them that makes them count (None: none can).
+type OwnedRows<'a> = dyn Fn(&str, &str, usize) -> Option<(String, String)> + 'a;
+
 /// The map for a whole database.
 #[derive(Debug, Clone, Serialize)]
 pub struct TenancyMap {
@@ -399,6 +403,24 @@ impl TenancyMap {
         alias: &str,
         depth: usize,
     ) -> Option<String> {
+        self.referenced_by(table, alias, depth, schema, &|child, c, depth| {
+            self.condition_depth(schema, child, c, 10 + depth)
+                .map(|cond| (schema.to_string(), cond))
+        })
+    }
+
+    /// Rows of global `table` that rows of other tables reference: a global child counts when
+    /// its own rows are referenced (transitively, in `globals`); an owned child's rows are
+    /// chosen by `owned(child, alias, depth)`, which gives the schema to read them in and the
+    /// condition on them (None: the child cannot reference any).
+    fn referenced_by(
+        &self,
+        table: &str,
+        alias: &str,
+        depth: usize,
+        globals: &str,
+        owned: &OwnedRows<'_>,
+    ) -> Option<String> {
         if depth > 5 || !matches!(self.tables.get(table), Some(Ownership::Global)) {
             return None;
         }
@@ -409,16 +431,18 @@ impl TenancyMap {
                 .filter(|l| l.parent == table && *child != table)
             {
                 let c = format!("r{depth}");
-                let child_cond = match self.tables.get(child)? {
-                    Ownership::Global => self.referenced_depth(schema, child, &c, depth + 1),
+                let found = match self.tables.get(child)? {
+                    Ownership::Global => self
+                        .referenced_by(child, &c, depth + 1, globals, owned)
+                        .map(|cond| (globals.to_string(), cond)),
                     Ownership::Excluded => None,
-                    _ => self.condition_depth(schema, child, &c, 10 + depth),
+                    _ => owned(child, &c, depth),
                 };
-                let Some(child_cond) = child_cond else {
+                let Some((schema, cond)) = found else {
                     continue;
                 };
                 parts.push(format!(
-                    "{} IN (SELECT {} FROM {schema}{} {c} WHERE {child_cond})",
+                    "{} IN (SELECT {} FROM {schema}{} {c} WHERE {cond})",
                     tuple(alias, &l.parent_columns),
                     list(&c, &l.columns),
                     quote_ident(child),
@@ -463,48 +487,10 @@ impl TenancyMap {
         copies: &str,
         globals: &str,
     ) -> Option<String> {
-        self.referenced_copies_depth(table, alias, copies, globals, 0)
-    }
-
-    fn referenced_copies_depth(
-        &self,
-        table: &str,
-        alias: &str,
-        copies: &str,
-        globals: &str,
-        depth: usize,
-    ) -> Option<String> {
-        if depth > 5 || !matches!(self.tables.get(table), Some(Ownership::Global)) {
-            return None;
-        }
-        let mut parts = Vec::new();
-        for (child, links) in &self.links {
-            for l in links
-                .iter()
-                .filter(|l| l.parent == table && *child != table)
-            {
-                let c = format!("r{depth}");
-                let (schema, cond) = match self.tables.get(child)? {
-                    Ownership::Global => {
-                        let Some(cond) =
-                            self.referenced_copies_depth(child, &c, copies, globals, depth + 1)
-                        else {
-                            continue;
-                        };
-                        (globals, cond)
-                    }
-                    Ownership::Excluded => continue,
-                    _ => (copies, "1".to_string()),
-                };
-                parts.push(format!(
-                    "{} IN (SELECT {} FROM {schema}{} {c} WHERE {cond})",
-                    tuple(alias, &l.parent_columns),
-                    list(&c, &l.columns),
-                    quote_ident(child),
-                ));
-            }
-        }
-        (!parts.is_empty()).then(|| format!("({})", parts.join(" OR ")))
+        // The copies hold only the tenant's rows: all of them count.
+        self.referenced_by(table, alias, 0, globals, &|_, _, _| {
+            Some((copies.to_string(), "1".to_string()))
+        })
     }
 
     /// The tables that belong to tenants, parents before children.

@@ -30,6 +30,12 @@ impl Repository {
             key: key.to_string(),
             upload_id,
         });
+        self.write_claim(db, id, &claim, "record the upload in the claim")
+            .await
+    }
+
+    /// Replace this process's claim of `id` with `claim`.
+    async fn write_claim(&self, db: &str, id: &str, claim: &Claim, what: &str) -> Result<()> {
         self.backend
             .store
             .put(
@@ -37,7 +43,7 @@ impl Repository {
                 PutPayload::from(claim.to_json()),
             )
             .await
-            .map_err(|e| self.err("record the upload in the claim", e))?;
+            .map_err(|e| self.err(what, e))?;
         Ok(())
     }
 
@@ -47,15 +53,7 @@ impl Repository {
             return Ok(());
         };
         claim.uploads.retain(|u| u.key != key.as_ref());
-        self.backend
-            .store
-            .put(
-                &self.key(db, id, CLAIM_SUFFIX),
-                PutPayload::from(claim.to_json()),
-            )
-            .await
-            .map_err(|e| self.err("update the claim", e))?;
-        Ok(())
+        self.write_claim(db, id, &claim, "update the claim").await
     }
 
     /// Upload the data object from a stream of chunks, as a multipart upload recorded in the

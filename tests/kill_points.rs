@@ -26,13 +26,7 @@ fn killed_at(dir: &Path, syscall: &str, nth: u32, args: &[&str]) -> std::process
 }
 
 fn named(d: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(d)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-        .collect();
-    v.sort();
-    v
+    files_starting_with(d, prefix)
 }
 
 #[test]

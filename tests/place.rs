@@ -41,13 +41,7 @@ fn tag(db: &Path) -> String {
 
 /// Every file in `d` whose name starts with `prefix`.
 fn named(d: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(d)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-        .collect();
-    v.sort();
-    v
+    files_starting_with(d, prefix)
 }
 
 fn restore_args<'a>(id: &'a str, to: &'a str) -> Vec<&'a str> {

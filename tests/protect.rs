@@ -11,14 +11,12 @@ use std::process::{Command, Stdio};
 use common::*;
 use rusqlite::Connection;
 
+/// The names of the files in `d` starting with `prefix`.
 fn named(d: &Path, prefix: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(d)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(prefix))
-        .collect();
-    v.sort();
-    v
+    files_starting_with(d, prefix)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]

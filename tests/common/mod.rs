@@ -31,6 +31,20 @@ pub fn cmd(dir: &Path) -> Command {
     c
 }
 
+/// The files in `dir` whose names start with `prefix`, sorted.
+pub fn files_starting_with(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// Run lifeboat in `dir` with `args`.
 pub fn run(dir: &Path, args: &[&str]) -> Output {
     cmd(dir).args(args).output().expect("run lifeboat")
