@@ -4,6 +4,7 @@
 //! [`manifest`]) → [`repository`] (the layout on an object store, via [`store`]) → [`restore`]
 //! and [`verify`]. [`cli`] is a thin layer over these.
 
+pub mod aside;
 pub mod claim;
 pub mod cli;
 pub mod config;

@@ -14,8 +14,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use chrono::Utc;
-
+use crate::aside::{finish_interrupted, move_all, move_aside};
 use crate::error::{Error, Kind, Result};
 use crate::target_lock::TargetLock;
 
@@ -29,7 +28,7 @@ pub fn with_side_files(p: &Path) -> [PathBuf; 4] {
     ]
 }
 
-fn suffixed(p: &Path, suffix: &str) -> PathBuf {
+pub fn suffixed(p: &Path, suffix: &str) -> PathBuf {
     let mut o = p.as_os_str().to_os_string();
     o.push(suffix);
     PathBuf::from(o)
@@ -63,10 +62,16 @@ impl TargetCheck {
 /// parent, refuse an existing file without `force`, and refuse one another process has open.
 pub fn check_target(target: &Path, force: bool) -> Result<TargetCheck> {
     let (path, link) = resolve_links(target)?;
-    if path.is_dir() || target.as_os_str().to_string_lossy().ends_with('/') {
+    if path.is_dir() {
         return Err(Error::new(
             Kind::Config,
             format!("target {} is a directory", path.display()),
+        ));
+    }
+    if target.as_os_str().to_string_lossy().ends_with('/') {
+        return Err(Error::new(
+            Kind::Config,
+            format!("target {} ends with '/': name a file", target.display()),
         ));
     }
     // Only regular files are ever replaced: never a device (`--out /dev/null --force` must not
@@ -171,6 +176,8 @@ pub struct Placement {
     force: bool,
     verb: &'static str,
     tmp: PathBuf,
+    /// Where an earlier, killed run's half-done move aside was finished to.
+    recovered: Option<PathBuf>,
     _lock: TargetLock,
 }
 
@@ -184,6 +191,13 @@ impl Placement {
         // Check again under the lock: another run may have placed a file meanwhile.
         let check = check_target(target, force)?;
         remove_stale_temps(&check.path);
+        // A run killed while moving the old file aside: finish that move first.
+        let recovered = finish_interrupted(&check.path);
+        if let Some(a) = &recovered {
+            tracing::warn!(aside = %a.display(), "finished moving the old file aside (an earlier run was killed while doing it)");
+        }
+        // What the recovery moved may have changed what is there.
+        let check = check_target(target, force)?;
         let tmp = suffixed(
             &check.path,
             &format!(
@@ -197,8 +211,15 @@ impl Placement {
             force,
             verb,
             tmp,
+            recovered,
             _lock: lock,
         })
+    }
+
+    /// Where an earlier run that was killed while moving the old file aside had moved it (the
+    /// move was finished before anything else).
+    pub fn recovered(&self) -> Option<&Path> {
+        self.recovered.as_deref()
     }
 
     /// Where to build the new file.
@@ -285,87 +306,6 @@ fn parent(target: &Path) -> PathBuf {
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
-    }
-}
-
-/// Move `target` and its side files to a name never used before: `<target>.pre-<verb>-<time>`
-/// with milliseconds, and `-2`, `-3`, … when even that is taken. Returns the new name.
-fn move_aside(target: &Path, verb: &str) -> Result<PathBuf> {
-    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-    for n in 1..10_000 {
-        let extra = if n == 1 {
-            String::new()
-        } else {
-            format!("-{n}")
-        };
-        let aside = suffixed(target, &format!(".pre-{verb}-{stamp}{extra}"));
-        if with_side_files(&aside)
-            .iter()
-            .any(|p| p.symlink_metadata().is_ok())
-        {
-            continue;
-        }
-        match move_all(target, &aside) {
-            Ok(()) => return Ok(aside),
-            // Someone took the name between the look and the rename: try the next.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(format!("move {} aside", target.display()), e)),
-        }
-    }
-    Err(Error::new(
-        Kind::Internal,
-        format!("move {} aside: no free name", target.display()),
-    ))
-}
-
-/// Move a database and whichever side files it has to `to`, never over an existing file, in an
-/// order that a kill at any point cannot split: first every file is hard-linked under its new
-/// name (the new name is then complete: the database with its WAL or journal), then the old
-/// names are removed, side files first. Where hard links are not supported, renames (side files
-/// first, so the database never loses its journal while it still stands at its old name). On
-/// failure the files already moved are put back.
-fn move_all(from: &Path, to: &Path) -> std::io::Result<()> {
-    let pairs: Vec<(PathBuf, PathBuf)> = with_side_files(from)
-        .into_iter()
-        .zip(with_side_files(to))
-        .filter(|(f, _)| f.symlink_metadata().is_ok())
-        .collect();
-    let mut linked = 0;
-    let mut link_error = None;
-    for (f, t) in &pairs {
-        match std::fs::hard_link(f, t) {
-            Ok(()) => linked += 1,
-            Err(e) => {
-                link_error = Some(e);
-                break;
-            }
-        }
-    }
-    match link_error {
-        None => {
-            for (f, _) in pairs.iter().rev() {
-                std::fs::remove_file(f)?;
-            }
-            Ok(())
-        }
-        Some(e) => {
-            for (_, t) in &pairs[..linked] {
-                let _ = std::fs::remove_file(t);
-            }
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                return Err(e);
-            }
-            // No hard links here: rename, side files first.
-            for (i, (f, t)) in pairs.iter().enumerate().rev() {
-                if let Err(e) = rename_noreplace(f, t) {
-                    for (f, t) in pairs[i + 1..].iter() {
-                        let _ = rename_noreplace(t, f);
-                    }
-                    return Err(e);
-                }
-            }
-            Ok(())
-        }
     }
 }
 

@@ -407,6 +407,9 @@ pub struct RestoreReport {
     pub link: Option<PathBuf>,
     /// Where the previous database was moved, when there was one.
     pub moved_aside: Option<PathBuf>,
+    /// Where an earlier restore killed while moving the old database aside had moved it: that
+    /// move was finished first.
+    pub earlier_aside: Option<PathBuf>,
     /// A dry run: nothing was changed; `moved_aside` is what would have been moved.
     pub dry_run: bool,
     /// With a dry run: whether an existing database would be moved aside.
@@ -452,6 +455,7 @@ pub async fn restore(
         "restore: check image"
     );
     let checked_target = placement.target().clone();
+    let earlier_aside = placement.recovered().map(Path::to_path_buf);
     // The image was fsynced as its writer finished (FetchOptions::DURABLE).
     let moved_aside = placement.commit(checked)?;
     Ok(RestoreReport {
@@ -459,6 +463,7 @@ pub async fn restore(
         target: checked_target.path,
         link: checked_target.link,
         moved_aside,
+        earlier_aside,
         dry_run: false,
         would_move_aside: false,
         image_size: m.image_size,
@@ -510,6 +515,7 @@ async fn dry_run(
         target: again.path,
         link: checked.link,
         moved_aside: None,
+        earlier_aside: None,
         dry_run: true,
         would_move_aside: again.exists,
         image_size: m.image_size,

@@ -215,7 +215,10 @@ pub async fn backup(
         duration_ms: started.elapsed().as_millis() as u64,
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
         label: opts.label.clone(),
-        sql_mirror: sql_mirror.clone(),
+        // Not recorded: the mirror is uploaded after the manifest (so that a failed backup never
+        // replaces the day's good mirror), and a manifest cannot vouch for what comes after it.
+        // The dump's first line names the backup it came from.
+        sql_mirror: None,
         tenant: opts.tenant.clone(),
         d1: opts.d1.clone(),
     };
@@ -242,7 +245,7 @@ pub async fn backup(
     if let Some(e) = mirror_error {
         repo.release(&db.name, &id).await;
         return Err(e.context(format!(
-            "backup {id} of {} is complete (its manifest records no SQL mirror), but the SQL mirror could not be made; the day's mirror, if any, is the previous backup's",
+            "backup {id} of {} is complete, but its SQL mirror could not be made; the day's mirror, if any, is the previous backup's",
             db.name
         )));
     }

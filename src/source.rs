@@ -46,6 +46,14 @@ impl SqliteSource {
     /// Check the file exists and starts with the SQLite header, before SQLite sees it
     /// (SQLite would happily treat an empty file as an empty database).
     pub fn check(&self) -> Result<()> {
+        // Opening a FIFO would wait forever for a writer: look before opening.
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.is_dir() => return Err(self.err("is a directory, not a SQLite database")),
+            Ok(m) if !m.is_file() => {
+                return Err(self.err("is not a regular file (a FIFO, device or socket)"))
+            }
+            _ => {}
+        }
         let mut f = std::fs::File::open(&self.path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => self.err("no such file"),
             _ => self.err(e),

@@ -3,6 +3,13 @@
 
 use std::io::BufRead;
 
+/// Lines are read in pieces of at most this many bytes.
+const LINE_PIECE: u64 = 16 * 1024 * 1024;
+
+/// SQLite refuses SQL text longer than this (SQLITE_MAX_SQL_LENGTH): a statement that grows past
+/// it is a broken dump, and reading on would only use up memory.
+const MAX_STATEMENT: usize = 1_000_000_000;
+
 /// One statement of a dump, with the line it starts on. Kept as bytes: a dump may hold text
 /// that is not valid UTF-8, and it must reach the database unchanged.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +52,8 @@ pub struct Splitter<R> {
     state: State,
     buf: Vec<u8>,
     line_buf: Vec<u8>,
+    /// The last piece read did not end its line.
+    mid_line: bool,
     start_line: u64,
     has_content: bool,
     comment_start: usize,
@@ -68,6 +77,7 @@ impl<R: BufRead> Splitter<R> {
             state: State::Normal,
             buf: Vec::new(),
             line_buf: Vec::new(),
+            mid_line: false,
             start_line: 0,
             has_content: false,
             comment_start: 0,
@@ -88,8 +98,9 @@ impl<R: BufRead> Splitter<R> {
             }
             let mut line = std::mem::take(&mut self.line_buf);
             line.clear();
-            let n = self
-                .input
+            // A line is read in pieces of at most LINE_PIECE bytes, so that input with no line
+            // ends (a binary file, /dev/zero) cannot grow a buffer without bound.
+            let n = std::io::Read::take(&mut self.input, LINE_PIECE)
                 .read_until(b'\n', &mut line)
                 .map_err(|e| SplitError {
                     line: self.line + 1,
@@ -99,7 +110,25 @@ impl<R: BufRead> Splitter<R> {
                 self.done = true;
                 return self.finish().map(|_| self.pending.pop_front());
             }
-            self.line += 1;
+            let whole = line.last() == Some(&b'\n');
+            if memchr::memchr(0, &line).is_some() {
+                return Err(SplitError {
+                    line: self.line + 1,
+                    message: "a NUL byte: this is not a SQL text dump".into(),
+                });
+            }
+            if self.buf.len() + line.len() > MAX_STATEMENT {
+                return Err(SplitError {
+                    line: self.start_line.max(self.line + 1),
+                    message: format!(
+                        "a statement longer than {MAX_STATEMENT} bytes, SQLite's own limit (an unterminated string?)"
+                    ),
+                });
+            }
+            if !self.mid_line {
+                self.line += 1;
+            }
+            self.mid_line = !whole;
             let scanned = self.scan(&line);
             self.line_buf = line; // reused: one allocation for the whole input
             scanned?;

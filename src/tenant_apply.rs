@@ -387,11 +387,12 @@ impl Prepared {
                 &format!("WHERE {}", self.not_kept(i, table, key)),
             )?;
             let inserted = self.conn.execute(&sql, []).map_err(|e| {
-                Error::sqlite(
-                    Kind::Database,
-                    format!("tenant restore: insert into {table} (a live row that is not this tenant's, another tenant's or a global one, holds the same key; nothing was changed)"),
-                    e,
-                )
+                let what = if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
+                    format!("tenant restore: insert into {table} (a live row that is not this tenant's, another tenant's or a global one, holds the same key; nothing was changed)")
+                } else {
+                    format!("tenant restore: insert into {table} (nothing was changed)")
+                };
+                Error::sqlite(Kind::Database, what, e)
             })? as u64;
             let update = self.count_updates(i, table, key)?;
             changes.tables.push(TableChange {

@@ -61,6 +61,14 @@ impl TenantCopy {
     /// Create `path` with the tables and indexes of `source` (views and triggers are left out:
     /// a copy holds data) and attach `source` as `src`, read-only when `read_only`.
     pub fn create(path: &Path, source: &Path, read_only: bool, busy: Duration) -> Result<Self> {
+        let made = Self::create_inner(path, source, read_only, busy);
+        if made.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        made
+    }
+
+    fn create_inner(path: &Path, source: &Path, read_only: bool, busy: Duration) -> Result<Self> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE

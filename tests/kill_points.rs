@@ -139,3 +139,107 @@ fn a_restore_killed_while_moving_the_old_database_aside_never_splits_it() {
         "from the backup"
     );
 }
+
+/// A WAL database whose last commits are only in its -wal (its writer died), at `d/t.db`.
+fn wal_target(d: &Path) {
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, os\n\
+             c = sqlite3.connect('t.db', isolation_level=None)\n\
+             c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA wal_autocheckpoint=0')\n\
+             c.execute('CREATE TABLE old (v TEXT)')\n\
+             c.execute(\"INSERT INTO old VALUES ('only in the wal')\")\n\
+             os._exit(0)\n",
+        )
+        .current_dir(d)
+        .status()
+        .unwrap();
+    assert!(status.success() && d.join("t.db-wal").exists());
+}
+
+/// Does the database at `p` hold the WAL's commits?
+fn has_the_wal(p: &Path) -> bool {
+    Command::new("sqlite3")
+        .arg(p)
+        .arg("SELECT v FROM old")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "only in the wal")
+        .unwrap_or(false)
+}
+
+#[test]
+fn killed_half_way_through_a_move_aside_the_next_run_finishes_it() {
+    // Hard links refused (another file system, or fs.protected_hardlinks): the move is made of
+    // renames, the database's first. Killed after it and before its WAL's.
+    for (syscall, nth, links) in [
+        ("renameat2", 2, false),
+        ("unlink", 1, true),
+        ("linkat", 2, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        Connection::open(d.join("src.db"))
+            .unwrap()
+            .execute_batch("CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('from the backup');")
+            .unwrap();
+        ok(d, &["backup", "--db", "src.db", "--repo", "file://./repo"]);
+        wal_target(d);
+        let args = [
+            "restore",
+            "--db",
+            "src",
+            "--repo",
+            "file://./repo",
+            "--to",
+            "t.db",
+            "--force",
+        ];
+        let mut strace = Command::new("strace");
+        strace
+            .args(["-f", "-o", "/dev/null", "-e"])
+            .arg(format!("trace={syscall},linkat"));
+        if !links {
+            strace.args(["-e", "inject=linkat:error=EPERM"]);
+        }
+        let status = strace
+            .arg("-e")
+            .arg(format!("inject={syscall}:signal=SIGKILL:when={nth}"))
+            .arg(bin())
+            .args(args)
+            .current_dir(d)
+            .env("TMPDIR", d)
+            .status()
+            .unwrap();
+        assert!(!status.success(), "{syscall} #{nth}: killed");
+        // The next run finishes the move, then restores.
+        let out = ok(d, &args);
+        let asides: Vec<_> = named(d, "t.db.pre-restore-")
+            .into_iter()
+            .filter(|p| {
+                let n = p.to_string_lossy();
+                !n.ends_with("-wal") && !n.ends_with("-shm")
+            })
+            .collect();
+        assert!(
+            asides.iter().any(|p| has_the_wal(p)),
+            "{syscall} #{nth}: one kept copy holds the WAL's commits: {:?}\n{out}",
+            named(d, "t.db.")
+        );
+        // No stray WAL left behind under a name SQLite never reads with its database.
+        for p in named(d, "t.db.pre-restore-") {
+            let n = p.to_string_lossy().into_owned();
+            if let Some(base) = n.strip_suffix("-wal") {
+                assert!(
+                    Path::new(base).exists(),
+                    "{syscall} #{nth}: {n} has no database"
+                );
+            }
+        }
+        assert_eq!(
+            sqlite3(&d.join("t.db"), "SELECT v FROM t"),
+            "from the backup"
+        );
+        assert!(!d.join("t.db.lifeboat-aside").exists());
+    }
+}

@@ -384,7 +384,7 @@ fn wrangler_style_export_imports() {
 }
 
 #[test]
-fn sql_mirror_writes_the_runbook_key_and_the_manifest_records_it() {
+fn sql_mirror_writes_the_runbook_key_and_names_its_backup() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     tricky_db(&d.join("studio.db"));
@@ -403,6 +403,18 @@ fn sql_mirror_writes_the_runbook_key_and_the_manifest_records_it() {
     assert!(
         text.lines().nth(1) == Some("PRAGMA defer_foreign_keys=TRUE;"),
         "the D1 dialect"
+    );
+    let id = v["backups"][0]["id"].as_str().unwrap();
+    assert!(
+        text.lines().next().unwrap().contains(id),
+        "the first line names the backup"
+    );
+    let manifest =
+        std::fs::read_to_string(d.join(format!("repo/studio-platform-db/backups/{id}.json")))
+            .unwrap();
+    assert!(
+        !manifest.contains("sql_mirror"),
+        "written after it, the mirror is not vouched for by the manifest"
     );
     ok(
         d,

@@ -156,6 +156,7 @@ fn options(ctx: &Ctx, args: &Args) -> BackupOptions {
 }
 
 fn report(ctx: &Ctx, done: &[Manifest]) {
+    let mut docs = Vec::new();
     for m in done {
         ctx.out.line(format!(
             "{}  {}  {} -> {} ({:.1}x)  {} tables  {} rows  {}",
@@ -168,10 +169,21 @@ fn report(ctx: &Ctx, done: &[Manifest]) {
             m.total_rows(),
             secs(m.duration_ms)
         ));
-        if let Some(mirror) = &m.sql_mirror {
+        let mut doc = serde_json::to_value(m).unwrap_or_default();
+        // The day's SQL mirror this backup wrote (after its manifest, which therefore does not
+        // name it; the mirror's first line names the backup).
+        let mirrored = ctx
+            .config
+            .all_databases()
+            .iter()
+            .any(|d| d.name == m.database && d.sql_mirror);
+        if mirrored {
+            let name = m.created_at.format("backup-%Y-%m-%d.sql").to_string();
             ctx.out
-                .line(format!("  sql mirror: {}/backups/{mirror}", m.database));
+                .line(format!("  sql mirror: {}/backups/{name}", m.database));
+            doc["sql_mirror"] = serde_json::Value::String(name);
         }
+        docs.push(doc);
     }
-    ctx.out.json(&serde_json::json!({ "backups": done }));
+    ctx.out.json(&serde_json::json!({ "backups": docs }));
 }

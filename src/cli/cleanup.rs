@@ -11,6 +11,7 @@ use crate::claim::Holder;
 use crate::cli::{database_names, parse_duration, Ctx};
 use crate::error::{Error, Kind, Result};
 use crate::manifest::human_size;
+use crate::repository::Leftover;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -52,13 +53,24 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         let listing = repo.list(&name).await?;
         let mut protected: BTreeSet<String> = BTreeSet::new();
         let mut recorded: BTreeSet<String> = BTreeSet::new();
-        let candidates = listing
+        let candidates: Vec<(&Leftover, bool)> = listing
             .incomplete
             .iter()
             .map(|l| (l, false))
-            .chain(listing.claimed.iter().map(|l| (l, true)));
-        for (l, complete) in candidates {
-            let claim = repo.read_claim(&name, &l.id).await;
+            .chain(listing.claimed.iter().map(|l| (l, true)))
+            .collect();
+        let mut claims = Vec::new();
+        for (l, _) in &candidates {
+            claims.push(repo.read_claim(&name, &l.id).await);
+        }
+        // A day's SQL mirror being uploaded (`backup-YYYY-MM-DD.sql#N`) belongs to whichever
+        // backup of this database is running.
+        let running = claims
+            .iter()
+            .flatten()
+            .any(|c| c.holder() == Holder::Running);
+        for ((l, complete), claim) in candidates.into_iter().zip(claims) {
+            let is_mirror = !l.id.contains('T');
             let uploads: Vec<String> = claim
                 .iter()
                 .flat_map(|c| c.uploads.iter().map(|u| u.upload_id.clone()))
@@ -67,6 +79,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             let keep = match claim.as_ref().map(|c| (c.holder(), c.pid)) {
                 Some((Holder::Running, pid)) => {
                     Some(format!("its backup is running (pid {pid} on this machine)"))
+                }
+                None if is_mirror && running => {
+                    Some("the day's SQL mirror, being written by a running backup".to_string())
                 }
                 _ if l.last_modified > cutoff => Some(format!(
                     "younger than {}",

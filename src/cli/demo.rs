@@ -145,12 +145,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     // The demo's backups are labelled as such; in a repository that already holds another
     // database called `studio`, they would become its `latest`.
     const LABEL: &str = "lifeboat demo";
-    let theirs = repo
-        .list("studio")
-        .await?
+    let listing = repo.list("studio").await?;
+    let theirs = listing
         .backups
         .iter()
-        .any(|m| m.label.as_deref() != Some(LABEL));
+        .any(|m| m.label.as_deref() != Some(LABEL))
+        || !listing.damaged.is_empty()
+        || !listing.incomplete.is_empty();
     if theirs {
         return Err(Error::new(
             Kind::TargetExists,

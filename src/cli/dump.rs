@@ -49,6 +49,9 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let started = Instant::now();
+    if args.out != "-" {
+        ctx.refuse_inside_repository(Path::new(&args.out))?;
+    }
     let dir = scratch(args.scratch_dir.as_deref())?;
     let (source, origin) = source_image(
         ctx,

@@ -57,6 +57,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     if args.format == Format::Sqlite && args.out == "-" {
         return Err(Error::new(Kind::Config, "--format sqlite needs --out FILE"));
     }
+    if args.out != "-" {
+        ctx.refuse_inside_repository(std::path::Path::new(&args.out))?;
+    }
     let dir = scratch(args.scratch_dir.as_deref())?;
     let (path, origin) = source_image(
         ctx,

@@ -34,6 +34,7 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    ctx.refuse_inside_repository(&args.to)?;
     let opts = ImportOptions {
         force: args.force,
         integrity: args.integrity_check,

@@ -51,7 +51,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         for l in &listing.incomplete {
             ctx.out.line(format!(
-                "  INCOMPLETE {} ({} object(s), {}, last written {}): no manifest; `lifeboat cleanup` removes it",
+                "  INCOMPLETE {} ({} object(s), {}, last written {}): no manifest (running, or interrupted: `lifeboat cleanup` removes it once its backup is gone)",
                 l.id,
                 l.objects.len(),
                 human_size(l.size),

@@ -90,6 +90,41 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Refuse to write a file among a local repository's objects (`<db>/backups/`, …): a dump or
+    /// restore written over one (a manifest, say) would damage a backup.
+    pub fn refuse_inside_repository(&self, target: &std::path::Path) -> Result<()> {
+        let url = self.config.repository_url(self.repo_flag.as_deref());
+        if url.contains("://") && !url.starts_with("file://") {
+            return Ok(());
+        }
+        let Ok(repo) = std::fs::canonicalize(url.trim_start_matches("file://")) else {
+            return Ok(());
+        };
+        let Ok((path, _)) = crate::place::resolve_links(target) else {
+            return Ok(());
+        };
+        let dir = path
+            .parent()
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .unwrap_or_default();
+        // The repository's own objects are under `<db>/backups/` and `<db>/restores/`.
+        let inside = dir.strip_prefix(&repo).is_ok_and(|rel| {
+            rel.components()
+                .nth(1)
+                .is_some_and(|c| c.as_os_str() == "backups" || c.as_os_str() == "restores")
+        });
+        if inside {
+            return Err(Error::new(
+                Kind::TargetExists,
+                format!(
+                    "{} is inside the repository {url}; write it somewhere else",
+                    target.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Open the repository; `create` makes a missing local directory (for writers only).
     pub fn repository(&self, create: bool) -> Result<Repository> {
         Repository::open_with_timeout(

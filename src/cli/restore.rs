@@ -112,6 +112,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     };
     if let Some(to) = &args.to {
         // A target that cannot be written is refused before anything else is done or said.
+        ctx.refuse_inside_repository(to).step("restore")?;
         crate::place::check_target(to, args.force).step("restore")?;
     }
     let repo = ctx.repository(false).step("restore")?;
@@ -182,6 +183,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             secs(report.duration_ms)
         ));
     } else {
+        if let Some(earlier) = &report.earlier_aside {
+            ctx.out.line(format!(
+                "an earlier restore was killed while moving the old database aside: finished, it is {}",
+                earlier.display()
+            ));
+        }
         if let Some(aside) = &report.moved_aside {
             ctx.out.line(format!(
                 "previous database moved aside to {}",
