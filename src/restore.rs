@@ -314,6 +314,30 @@ pub async fn fetch_checking(
 pub struct PendingCheck(Option<std::thread::JoinHandle<Result<()>>>);
 
 impl PendingCheck {
+    /// `quick_check` of a local database file (no manifest to compare with), on a thread.
+    pub fn quick(path: &Path) -> PendingCheck {
+        let path = path.to_path_buf();
+        PendingCheck(Some(std::thread::spawn(move || {
+            let corrupt = |msg: String| {
+                Error::new(
+                    Kind::Corrupt,
+                    format!("{} is corrupt: {msg}", path.display()),
+                )
+            };
+            let found: String = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .and_then(|c| c.query_row("PRAGMA quick_check", [], |r| r.get(0)))
+            .map_err(|e| corrupt(e.to_string()))?;
+            if found == "ok" {
+                Ok(())
+            } else {
+                Err(corrupt(format!("quick_check: {found}")))
+            }
+        })))
+    }
+
     /// Wait for the check (blocking) and return its verdict.
     pub fn wait(mut self) -> Result<()> {
         self.join()

@@ -89,10 +89,39 @@ pub struct TenantRestoreReport {
     pub warnings: Vec<String>,
 }
 
-/// Restore `tenant` from backup `m` into the live database `into`.
+/// Where the tenant's rows come from.
+#[derive(Debug, Clone, Copy)]
+pub enum TenantSource<'a> {
+    /// A backup in the repository, downloaded and checked against its manifest.
+    Backup(&'a Manifest),
+    /// A local SQLite file (a tenant's rows kept next to the database by an earlier restore,
+    /// or a tenant export), checked with `quick_check`, filed under `database` for records and
+    /// safety backups.
+    File { path: &'a Path, database: &'a str },
+}
+
+impl TenantSource<'_> {
+    /// The backup id, or the file, for reports and labels.
+    pub fn label(&self) -> String {
+        match self {
+            TenantSource::Backup(m) => m.id.clone(),
+            TenantSource::File { path, .. } => path.display().to_string(),
+        }
+    }
+
+    /// The database name in the repository.
+    pub fn database(&self) -> &str {
+        match self {
+            TenantSource::Backup(m) => &m.database,
+            TenantSource::File { database, .. } => database,
+        }
+    }
+}
+
+/// Restore `tenant` from `source` into the live database `into`.
 pub async fn restore_tenant(
     repo: &Repository,
-    m: &Manifest,
+    source: TenantSource<'_>,
     into: &Path,
     cfg: &TenancyConfig,
     tenant: &str,
@@ -101,6 +130,7 @@ pub async fn restore_tenant(
     let started = Instant::now();
     crate::source::SqliteSource::new(into).check()?;
     remove_stale_copies(into);
+    let earlier = kept_copies(into, cfg, source.database());
     let tmp = scratch(opts.scratch_dir.as_deref())?;
     // The copy of the tenant's live rows: in scratch for a dry run; for a restore next to the
     // live database, where it is kept (before the commit) as what the restore replaced.
@@ -133,7 +163,16 @@ pub async fn restore_tenant(
     // restore writes nothing until it has been stored.
     let (safety_done, safety_ready) = std::sync::mpsc::sync_channel::<Result<()>>(1);
     let plan = async {
-        let (image, check) = fetch_checking(repo, m, tmp.path()).await?;
+        let (image, check) = match source {
+            TenantSource::Backup(m) => fetch_checking(repo, m, tmp.path()).await?,
+            TenantSource::File { path, .. } => {
+                crate::source::SqliteSource::new(path).check()?;
+                (
+                    path.to_path_buf(),
+                    crate::restore::PendingCheck::quick(path),
+                )
+            }
+        };
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "tenant: fetched");
         let (into, cfg, tenant, dir, opts2) = (
             into.to_path_buf(),
@@ -185,8 +224,8 @@ pub async fn restore_tenant(
         }
         let sm = backup(
             repo,
-            &live_database(m, into),
-            &safety_options(m, tenant, None),
+            &live_database(source.database(), into),
+            &safety_options(&source.label(), tenant, None),
             &ProgressBar::hidden(),
         )
         .await;
@@ -225,8 +264,8 @@ pub async fn restore_tenant(
     } = changes;
     let mut report = TenantRestoreReport {
         tenant: tenant.to_string(),
-        backup: m.id.clone(),
-        database: m.database.clone(),
+        backup: source.label(),
+        database: source.database().to_string(),
         into: into.to_path_buf(),
         dry_run: opts.dry_run,
         at: Utc::now(),
@@ -239,7 +278,7 @@ pub async fn restore_tenant(
         safety_backup: full.map(|sm| sm.id),
         safety_kept_at: None,
         record: None,
-        warnings: Vec::new(),
+        warnings: earlier,
     };
     if opts.dry_run {
         report.duration_ms = started.elapsed().as_millis() as u64;
@@ -251,13 +290,13 @@ pub async fn restore_tenant(
         (_, Some(copy)) if !changed => {
             let _ = std::fs::remove_file(copy);
             if let (Safety::Full, Some(id)) = (opts.safety, report.safety_backup.take()) {
-                if let Ok(sm) = repo.manifest(&m.database, &id).await {
+                if let Ok(sm) = repo.manifest(source.database(), &id).await {
                     remove_backup(repo, &sm).await;
                 }
             }
         }
         (Safety::Tenant, Some(copy)) => {
-            store_tenant_copy(repo, m, tenant, &copy, &mut report).await
+            store_tenant_copy(repo, source, tenant, into, &copy, &mut report).await
         }
         (_, Some(copy)) => {
             let _ = std::fs::remove_file(copy);
@@ -266,7 +305,7 @@ pub async fn restore_tenant(
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     match serde_json::to_vec_pretty(&report) {
-        Ok(body) => match repo.put_record(&m.database, tenant, body).await {
+        Ok(body) => match repo.put_record(source.database(), tenant, body).await {
             Ok(name) => report.record = Some(name),
             Err(e) => report
                 .warnings
@@ -283,16 +322,14 @@ pub async fn restore_tenant(
 /// safety backup, then remove the local copy; if storing fails, the copy stays where it is.
 async fn store_tenant_copy(
     repo: &Repository,
-    m: &Manifest,
+    source: TenantSource<'_>,
     tenant: &str,
+    into: &Path,
     copy: &Path,
     report: &mut TenantRestoreReport,
 ) {
-    let db = Database {
-        path: copy.to_path_buf(),
-        ..live_database(m, copy)
-    };
-    let opts = safety_options(m, tenant, Some(tenant.to_string()));
+    let db = live_database(source.database(), copy);
+    let opts = safety_options(&source.label(), tenant, Some(tenant.to_string()));
     match backup(repo, &db, &opts, &ProgressBar::hidden()).await {
         Ok(sm) => {
             report.safety_backup = Some(sm.id);
@@ -300,13 +337,71 @@ async fn store_tenant_copy(
         }
         Err(e) => {
             report.warnings.push(format!(
-                "the safety backup could not be stored in the repository ({e}); the tenant's rows as they were are kept in {} (`lifeboat backup --db {} --db-name … --label …` stores them)",
+                "the safety backup could not be stored in the repository ({e}); the tenant's rows as they were are kept in {} (to undo just this tenant: lifeboat restore --db {} --tenant {} --from-file {} --into {})",
                 copy.display(),
-                copy.display()
+                shell_word(source.database()),
+                shell_word(tenant),
+                shell_word(&copy.display().to_string()),
+                shell_word(&into.display().to_string()),
             ));
             report.safety_kept_at = Some(copy.to_path_buf());
         }
     }
+}
+
+/// Tenants' rows that earlier restores kept next to `live` (`<live>.pre-tenant-restore-*`) and
+/// never stored (killed after their commit, or the repository refused them): said at every
+/// tenant restore of this database, with the command that puts each back, until they are gone.
+fn kept_copies(live: &Path, cfg: &TenancyConfig, database: &str) -> Vec<String> {
+    let (Some(dir), Some(name)) = (live.parent(), live.file_name()) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.pre-tenant-restore-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let path = e.path();
+        // The copy holds one tenant: its own row in the tenant table says which.
+        let tenant = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()
+        .and_then(|c| {
+            let map = crate::tenant::discover(&c, cfg).ok()?;
+            c.query_row(
+                &format!(
+                    "SELECT {} FROM {} LIMIT 1",
+                    crate::source::quote_ident(&map.tenant_key),
+                    crate::source::quote_ident(&map.tenant_table)
+                ),
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
+        })
+        .unwrap_or_else(|| "T".to_string());
+        notes.push(format!(
+            "{} holds tenant {}'s rows as they were before an earlier restore (its safety backup was not stored); to put them back: lifeboat restore --db {} --tenant {} --from-file {} --into {}",
+            path.display(),
+            tenant,
+            shell_word(database),
+            shell_word(&tenant),
+            shell_word(&path.display().to_string()),
+            shell_word(&live.display().to_string()),
+        ));
+    }
+    notes
 }
 
 /// `<path><suffix>`, next to `path`.
@@ -350,9 +445,21 @@ fn remove_stale_copies(live: &Path) {
     }
 }
 
-fn live_database(m: &Manifest, into: &Path) -> Database {
+/// `s` as one shell word: as it is when plain, else in single quotes.
+pub fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn live_database(name: &str, into: &Path) -> Database {
     Database {
-        name: m.database.clone(),
+        name: name.to_string(),
         path: into.to_path_buf(),
         sql_mirror: false,
         d1: None,
@@ -360,7 +467,7 @@ fn live_database(m: &Manifest, into: &Path) -> Database {
     }
 }
 
-fn safety_options(m: &Manifest, tenant: &str, scope: Option<String>) -> BackupOptions {
+fn safety_options(from: &str, tenant: &str, scope: Option<String>) -> BackupOptions {
     let what = if scope.is_some() {
         "tenant rows before restoring"
     } else {
@@ -368,7 +475,7 @@ fn safety_options(m: &Manifest, tenant: &str, scope: Option<String>) -> BackupOp
     };
     BackupOptions {
         kind: BackupKind::Safety,
-        label: Some(format!("{what} tenant {tenant} from {}", m.id)),
+        label: Some(format!("{what} tenant {tenant} from {from}")),
         tenant: scope,
         ..BackupOptions::default()
     }

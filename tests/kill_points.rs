@@ -74,6 +74,41 @@ fn a_tenant_restore_killed_after_its_commit_keeps_what_it_replaced() {
     );
     assert_eq!(sqlite3(&kept[0], "PRAGMA integrity_check"), "ok");
     assert!(named(d, "studio.db.lifeboat-").is_empty());
+    // The next tenant restore names the kept copy and the command that puts it back.
+    let o = run(
+        d,
+        &[
+            "restore",
+            "--tenant",
+            "t1",
+            "--into",
+            "studio.db",
+            "--dry-run",
+        ],
+    );
+    assert!(
+        stderr(&o).contains("pre-tenant-restore-") && stderr(&o).contains("--from-file"),
+        "{}",
+        stderr(&o)
+    );
+    // And that command undoes the killed restore.
+    let kept = kept[0].to_str().unwrap();
+    ok(
+        d,
+        &[
+            "restore",
+            "--tenant",
+            "t1",
+            "--from-file",
+            kept,
+            "--into",
+            "studio.db",
+        ],
+    );
+    assert_eq!(
+        sqlite3(&db, "SELECT title FROM classes WHERE id = 'c-new'"),
+        "made after the backup"
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ use crate::snapshot::BackupOptions;
   lifeboat restore --db studio-platform-db --backup backup-2026-11-20T020000Z --to ./studio.db --force
   lifeboat restore --db studio-platform-db --at 2026-11-20T03:00Z --to ./before-incident.db
   lifeboat restore --tenant 0f8a3c1e-… --backup latest --into ./studio.db --dry-run
+  lifeboat restore --tenant 0f8a3c1e-… --from-file ./studio.db.pre-tenant-restore-… --into ./studio.db
   lifeboat restore --backup latest --to-d1 studio-platform-db-recovery --remote
   lifeboat restore --backup latest --to-d1 studio-platform-db --remote --force   # replaces production")]
 pub struct Args {
@@ -76,6 +77,10 @@ pub struct Args {
     /// With --tenant: how long to wait for the live database's other writers.
     #[arg(long, value_parser = crate::cli::parse_duration, default_value = "30s", requires = "tenant")]
     lock_timeout: std::time::Duration,
+    /// With --tenant: restore the tenant from this local SQLite file instead of a backup (the
+    /// tenant's rows an earlier restore kept next to the database, or a tenant export).
+    #[arg(long, value_name = "FILE", requires = "tenant", conflicts_with_all = ["at", "into_d1"])]
+    from_file: Option<PathBuf>,
     /// With --tenant: list every table of the tenant, also those that do not change.
     #[arg(long, short)]
     verbose: bool,
@@ -115,6 +120,35 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         ctx.refuse_inside_repository(to).step("restore")?;
         crate::place::check_target(to, args.force).step("restore")?;
     }
+    let tenant_opts = || crate::cli::tenant_restore::Opts {
+        options: crate::tenant_restore::TenantRestoreOptions {
+            dry_run: args.dry_run,
+            safety: if args.no_safety_backup {
+                crate::tenant_restore::Safety::Off
+            } else {
+                args.safety_backup
+            },
+            lock_timeout: args.lock_timeout,
+            scratch_dir: None,
+        },
+        verbose: args.verbose,
+    };
+    if let (Some(tenant), Some(into), Some(file)) = (&args.tenant, &args.into, &args.from_file) {
+        // Not from the repository, but records and safety backups still go there, under the
+        // database's name: --db, the only configured database, or the live file's stem.
+        let repo = ctx.repository(true).step("restore")?;
+        let db = match (args.db.as_deref(), ctx.config.single_database(None)) {
+            (Some(flag), _) => ctx.config.database(flag)?.name,
+            (None, Ok(only)) => only.name,
+            (None, Err(_)) => ctx.config.database(&into.display().to_string())?.name,
+        };
+        let source = crate::tenant_restore::TenantSource::File {
+            path: file,
+            database: &db,
+        };
+        return crate::cli::tenant_restore::run(ctx, &repo, source, tenant, into, &tenant_opts())
+            .await;
+    }
     let repo = ctx.repository(false).step("restore")?;
     let db = single_database_name(ctx, &repo, args.db.as_deref()).await?;
     let selection = select_backup(ctx, &repo, &db, &sel, false)
@@ -140,20 +174,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         ));
     }
     if let (Some(tenant), Some(into)) = (&args.tenant, &args.into) {
-        let opts = crate::cli::tenant_restore::Opts {
-            options: crate::tenant_restore::TenantRestoreOptions {
-                dry_run: args.dry_run,
-                safety: if args.no_safety_backup {
-                    crate::tenant_restore::Safety::Off
-                } else {
-                    args.safety_backup
-                },
-                lock_timeout: args.lock_timeout,
-                scratch_dir: None,
-            },
-            verbose: args.verbose,
-        };
-        return crate::cli::tenant_restore::run(ctx, &repo, &m, tenant, into, &opts).await;
+        let source = crate::tenant_restore::TenantSource::Backup(&m);
+        return crate::cli::tenant_restore::run(ctx, &repo, source, tenant, into, &tenant_opts())
+            .await;
     }
     let to = args.to.clone().unwrap_or_default();
     let pb = ctx.out.progress(&m.id);

@@ -6,9 +6,10 @@ use std::path::Path;
 use crate::cli::tenants::tenancy_for;
 use crate::cli::{secs, Ctx};
 use crate::error::Result;
-use crate::manifest::Manifest;
 use crate::repository::Repository;
-use crate::tenant_restore::{restore_tenant, Safety, TenantRestoreOptions};
+use crate::tenant_restore::{
+    restore_tenant, shell_word, Safety, TenantRestoreOptions, TenantSource,
+};
 use crate::text::escape;
 
 pub struct Opts {
@@ -19,13 +20,13 @@ pub struct Opts {
 pub async fn run(
     ctx: &Ctx,
     repo: &Repository,
-    m: &Manifest,
+    source: TenantSource<'_>,
     tenant: &str,
     into: &Path,
     opts: &Opts,
 ) -> Result<i32> {
-    let cfg = tenancy_for(ctx, Some(&m.database));
-    let report = restore_tenant(repo, m, into, &cfg, tenant, &opts.options)
+    let cfg = tenancy_for(ctx, Some(source.database()));
+    let report = restore_tenant(repo, source, into, &cfg, tenant, &opts.options)
         .await
         .map_err(|e| e.context("restore --tenant"))?;
     let shown = escape(tenant);
@@ -86,10 +87,12 @@ pub async fn run(
             None => repo.url().to_string(),
         };
         ctx.out.line(format!(
-            "safety backup of {into}: {id} ({scope}; to undo just this tenant: lifeboat restore --repo {url} --db {db} --tenant {shown} --backup {id} --into {abs})",
+            "safety backup of {into}: {id} ({scope}; to undo just this tenant: lifeboat restore --repo {url} --db {db} --tenant {t} --backup {id} --into {abs})",
             into = into.display(),
-            abs = into_abs.display(),
-            db = m.database,
+            url = shell_word(&url),
+            abs = shell_word(&into_abs.display().to_string()),
+            db = shell_word(source.database()),
+            t = shell_word(tenant),
         ));
     }
     for w in &report.warnings {
@@ -109,14 +112,14 @@ pub async fn run(
     } else {
         ctx.out.line(format!(
             "restored tenant {shown} from {} into {} in {} (live database write-locked for {}){}",
-            m.id,
+            escape(&source.label()),
             into.display(),
             secs(report.duration_ms),
             secs(report.write_lock_ms.unwrap_or(0)),
             report
                 .record
                 .as_ref()
-                .map(|r| format!("; record {}/restores/{r}", m.database))
+                .map(|r| format!("; record {}/restores/{r}", source.database()))
                 .unwrap_or_default()
         ));
     }
