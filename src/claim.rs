@@ -95,7 +95,8 @@ fn boot_id() -> Option<String> {
         .filter(|b| !b.is_empty())
 }
 
-fn pid_alive(pid: u32) -> bool {
+/// Whether a process with this pid exists here (one we may not signal counts as existing).
+pub fn pid_alive(pid: u32) -> bool {
     // 0 would ask about this process group, not a process.
     let Ok(pid) = i32::try_from(pid) else {
         return false;

@@ -45,19 +45,6 @@ pub struct TargetCheck {
     pub exists: bool,
 }
 
-impl TargetCheck {
-    /// A one-line note when the target was a symbolic link.
-    pub fn link_note(&self) -> Option<String> {
-        self.link.as_ref().map(|l| {
-            format!(
-                "{} is a symbolic link: writing the file it points at, {}",
-                l.display(),
-                self.path.display()
-            )
-        })
-    }
-}
-
 /// Check `target` can be written: follow a symbolic link, refuse a directory or a missing
 /// parent, refuse an existing file without `force`, and refuse one another process has open.
 pub fn check_target(target: &Path, force: bool) -> Result<TargetCheck> {
@@ -188,15 +175,14 @@ impl Placement {
     pub fn prepare(target: &Path, force: bool, verb: &'static str) -> Result<Placement> {
         let check = check_target(target, force)?;
         let lock = TargetLock::acquire(&check.path)?;
-        // Check again under the lock: another run may have placed a file meanwhile.
-        let check = check_target(target, force)?;
         remove_stale_temps(&check.path);
         // A run killed while moving the old file aside: finish that move first.
         let recovered = finish_interrupted(&check.path);
         if let Some(a) = &recovered {
             tracing::warn!(aside = %a.display(), "finished moving the old file aside (an earlier run was killed while doing it)");
         }
-        // What the recovery moved may have changed what is there.
+        // Check again under the lock: another run may have placed a file meanwhile, or the
+        // recovery moved one.
         let check = check_target(target, force)?;
         let tmp = suffixed(
             &check.path,
@@ -352,23 +338,28 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Remove temp files that runs killed mid-way left next to `target`. Only called under the
 /// target's lock, so none of them belongs to a running command.
 fn remove_stale_temps(target: &Path) {
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
-        return;
-    };
-    let prefix = format!("{}.lifeboat-tmp", name.to_string_lossy());
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = std::fs::remove_file(e.path());
-        }
+    for (path, _) in siblings(target, ".lifeboat-tmp") {
+        let _ = std::fs::remove_file(path);
     }
+}
+
+/// The files next to `path` named `<name of path><infix>…`, with the part after the infix.
+pub fn siblings(path: &Path, infix: &str) -> Vec<(PathBuf, String)> {
+    let Some(name) = path.file_name() else {
+        return Vec::new();
+    };
+    let prefix = format!("{}{infix}", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent(path)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let rest = file.strip_prefix(&prefix)?.to_string();
+            Some((e.path(), rest))
+        })
+        .collect()
 }
 
 /// Refuse to replace a file another process has open: the rename would leave that process

@@ -39,24 +39,18 @@ pub fn remove_stale(base: &Path, quiet: Duration) {
             .to_str()
             .and_then(|n| n.strip_prefix(PREFIX))
             .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
         let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if !is_dir || pid <= 0 || alive(pid) || !quiet_for(&e.path(), quiet) {
+        if !is_dir || crate::claim::pid_alive(pid) || !quiet_for(&e.path(), quiet) {
             continue;
         }
         if std::fs::remove_dir_all(e.path()).is_ok() {
             tracing::info!(path = %e.path().display(), pid, "removed scratch directory of a process that no longer runs");
         }
     }
-}
-
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks whether the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// True when neither `dir` nor anything directly in it was modified within `quiet`.

@@ -23,12 +23,13 @@ pub enum Selector {
 pub struct Skipped {
     pub id: String,
     pub reason: String,
+    /// Damaged (a problem to report), rather than a safety backup passed over by design.
+    pub damaged: bool,
 }
 
 impl Skipped {
-    /// Damaged (a problem to report), rather than a safety backup passed over by design.
     pub fn damaged(&self) -> bool {
-        self.reason.starts_with("damaged")
+        self.damaged
     }
 }
 
@@ -121,6 +122,7 @@ pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Selec
             skipped.push(Skipped {
                 id: id.clone(),
                 reason: format!("damaged: {why}"),
+                damaged: true,
             });
         }
     }
@@ -136,6 +138,7 @@ pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Selec
                         .map(|l| format!(" ({})", crate::text::escape(l)))
                         .unwrap_or_default()
                 ),
+                damaged: false,
             });
         }
     }

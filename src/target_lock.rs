@@ -6,12 +6,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Kind, Result};
-
-fn suffixed(p: &Path, suffix: &str) -> PathBuf {
-    let mut o = p.as_os_str().to_os_string();
-    o.push(suffix);
-    PathBuf::from(o)
-}
+use crate::place::suffixed;
 
 /// One lifeboat writer per target: an exclusive `flock` on `<target>.lifeboat-lock`, which
 /// holds the owner's pid (for the message another run prints). The kernel releases it when the

@@ -45,10 +45,14 @@ pub fn execute_for(conn: &Connection, sql: &str, tenant: &str) -> rusqlite::Resu
     stmt.raw_execute()
 }
 
-/// The URI that attaches `path` read-only (`?` and `#` in names escaped).
+/// The URI that attaches `path` read-only (`%`, `?` and `#` in names escaped).
 pub fn read_only_uri(path: &Path) -> String {
+    format!("{}?mode=ro", uri(path))
+}
+
+fn uri(path: &Path) -> String {
     format!(
-        "file:{}?mode=ro",
+        "file:{}",
         path.display()
             .to_string()
             .replace('%', "%25")
@@ -89,15 +93,7 @@ impl TenantCopy {
         let uri = if read_only {
             read_only_uri(source)
         } else {
-            format!(
-                "file:{}",
-                source
-                    .display()
-                    .to_string()
-                    .replace('%', "%25")
-                    .replace('?', "%3f")
-                    .replace('#', "%23")
-            )
+            uri(source)
         };
         conn.execute("ATTACH DATABASE ?1 AS src", [uri])
             .map_err(err("attach the source"))?;

@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::config::Database;
 use crate::error::{Error, Kind, Result};
 use crate::manifest::{BackupKind, Manifest};
+use crate::place::{siblings, suffixed};
 use crate::repository::Repository;
 use crate::restore::fetch_checking;
 use crate::scratch::scratch;
@@ -141,7 +142,7 @@ pub async fn restore_tenant(
         )
     } else {
         (
-            sibling(
+            suffixed(
                 into,
                 &format!(
                     ".lifeboat-tenant-copy-{}-{:08x}",
@@ -149,7 +150,7 @@ pub async fn restore_tenant(
                     rand::random::<u32>()
                 ),
             ),
-            sibling(
+            suffixed(
                 into,
                 &format!(
                     ".pre-tenant-restore-{}",
@@ -353,24 +354,8 @@ async fn store_tenant_copy(
 /// never stored (killed after their commit, or the repository refused them): said at every
 /// tenant restore of this database, with the command that puts each back, until they are gone.
 fn kept_copies(live: &Path, cfg: &TenancyConfig, database: &str) -> Vec<String> {
-    let (Some(dir), Some(name)) = (live.parent(), live.file_name()) else {
-        return Vec::new();
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!("{}.pre-tenant-restore-", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
     let mut notes = Vec::new();
-    for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().starts_with(&prefix) {
-            continue;
-        }
-        let path = e.path();
+    for (path, _) in siblings(live, ".pre-tenant-restore-") {
         // The copy holds one tenant: its own row in the tenant table says which.
         let tenant = rusqlite::Connection::open_with_flags(
             &path,
@@ -404,43 +389,13 @@ fn kept_copies(live: &Path, cfg: &TenancyConfig, database: &str) -> Vec<String> 
     notes
 }
 
-/// `<path><suffix>`, next to `path`.
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_os_string();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
 /// Remove the working copies that tenant restores killed before their commit left next to
 /// `live` (`<live>.lifeboat-tenant-copy-<pid>-…`, their process gone): they protect nothing.
 fn remove_stale_copies(live: &Path) {
-    let (Some(dir), Some(name)) = (live.parent(), live.file_name()) else {
-        return;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!("{}.lifeboat-tenant-copy-", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let file = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = file
-            .strip_prefix(&prefix)
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let holder = crate::claim::Claim {
-            pid,
-            ..crate::claim::Claim::mine()
-        };
-        if holder.holder() == crate::claim::Holder::Gone {
-            let _ = std::fs::remove_file(e.path());
+    for (path, rest) in siblings(live, ".lifeboat-tenant-copy-") {
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !crate::claim::pid_alive(pid)) {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

@@ -183,8 +183,17 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let report = restore(&repo, &m, &to, &opts, &pb).await;
     pb.finish_and_clear();
     let report = report.step("restore")?;
-    if let Some(note) = link_note(&to, &report.target, report.dry_run) {
-        ctx.out.line(note);
+    if let Some(link) = &report.link {
+        let verb = if report.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        };
+        ctx.out.line(format!(
+            "{} is a symbolic link: {verb} into the file it points at, {}",
+            link.display(),
+            report.target.display()
+        ));
     }
     if report.dry_run {
         let aside = if report.would_move_aside {
@@ -234,21 +243,6 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     doc["selection"] = selection.to_json();
     ctx.out.json(&doc);
     Ok(0)
-}
-
-/// Say so when the target given was a symbolic link and its destination is what was written.
-fn link_note(given: &std::path::Path, written: &std::path::Path, dry: bool) -> Option<String> {
-    let is_link = given
-        .symlink_metadata()
-        .is_ok_and(|m| m.file_type().is_symlink());
-    let verb = if dry { "would restore" } else { "restored" };
-    is_link.then(|| {
-        format!(
-            "{} is a symbolic link: {verb} into the file it points at, {}",
-            given.display(),
-            written.display()
-        )
-    })
 }
 
 /// `restore --to-d1`: check the backup in scratch space, then hand it to [`restore_d1`].
