@@ -121,21 +121,7 @@ fn a_restore_killed_while_moving_the_old_database_aside_never_splits_it() {
         .unwrap();
     ok(d, &["backup", "--db", "src.db", "--repo", "file://./repo"]);
     // The target: a WAL database whose last commits are only in its -wal (its writer died).
-    let status = Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import sqlite3, os\n\
-             c = sqlite3.connect('t.db', isolation_level=None)\n\
-             c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA wal_autocheckpoint=0')\n\
-             c.execute('CREATE TABLE old (v TEXT)')\n\
-             c.execute(\"INSERT INTO old VALUES ('only in the wal')\")\n\
-             os._exit(0)\n",
-        )
-        .current_dir(d)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(d.join("t.db-wal").exists());
+    wal_target(d);
     let args = [
         "restore",
         "--db",
@@ -156,14 +142,7 @@ fn a_restore_killed_while_moving_the_old_database_aside_never_splits_it() {
         .filter(|p| {
             !p.to_string_lossy().ends_with("-wal") && !p.to_string_lossy().ends_with("-shm")
         })
-        .any(|p| {
-            std::process::Command::new("sqlite3")
-                .arg(&p)
-                .arg("SELECT v FROM old")
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "only in the wal")
-                .unwrap_or(false)
-        });
+        .any(|p| has_the_wal(&p));
     assert!(
         complete,
         "a kept copy has the WAL's commits: {:?}",
