@@ -1,0 +1,75 @@
+//! `lifeboat list`: complete backups newest first, with incomplete leftovers flagged.
+
+use crate::{database_names, Ctx};
+use lifeboat::error::Result;
+use lifeboat::repo::manifest::human_size;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  lifeboat list
+  lifeboat list --db studio-platform-db --json")]
+pub struct Args {
+    /// Only this database (a configured name or a file path).
+    #[arg(long, value_name = "NAME|PATH")]
+    db: Option<String>,
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    let repo = ctx.repository(false)?;
+    let names = database_names(ctx, &repo, args.db.as_deref()).await?;
+    let mut docs = Vec::new();
+    if names.is_empty() {
+        ctx.out.line(format!("no backups in {}", repo.url()));
+    }
+    for name in names {
+        let listing = repo.list(&name).await?;
+        ctx.out.line(format!(
+            "{name}: {} complete backup(s) in {}",
+            listing.backups.len(),
+            repo.url()
+        ));
+        if !listing.backups.is_empty() {
+            ctx.out.line(format!(
+                "  {:<28} {:<9} {:<20} {:>10} {:>7} {:>12}",
+                "ID", "KIND", "CREATED (UTC)", "SIZE", "TABLES", "ROWS"
+            ));
+        }
+        for m in &listing.backups {
+            ctx.out.line(format!(
+                "  {:<28} {:<9} {:<20} {:>10} {:>7} {:>12}{}",
+                m.id,
+                m.kind.to_string(),
+                m.created_at.format("%Y-%m-%d %H:%M:%S"),
+                human_size(m.stored_size),
+                m.tables.len(),
+                m.total_rows(),
+                m.label
+                    .as_deref()
+                    .map(|l| format!("  {}", lifeboat::text::escape(l)))
+                    .unwrap_or_default()
+            ));
+        }
+        for l in &listing.incomplete {
+            ctx.out.line(format!(
+                "  INCOMPLETE {} ({} object(s), {}, last written {}): no manifest (running, or interrupted: `lifeboat cleanup` removes it once its backup is gone)",
+                l.id,
+                l.objects.len(),
+                human_size(l.size),
+                l.last_modified.format("%Y-%m-%d %H:%M:%S")
+            ));
+        }
+        for (id, why) in &listing.damaged {
+            ctx.out
+                .line(format!("  DAMAGED {id}: {}", lifeboat::text::escape(why)));
+        }
+        docs.push(serde_json::json!({
+            "database": name,
+            "backups": listing.backups,
+            "incomplete": listing.incomplete,
+            "damaged": listing.damaged.iter().map(|(id, why)| serde_json::json!({"id": id, "problem": why})).collect::<Vec<_>>(),
+        }));
+    }
+    ctx.out
+        .json(&serde_json::json!({ "repository": repo.url(), "databases": docs }));
+    Ok(0)
+}

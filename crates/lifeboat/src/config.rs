@@ -1,0 +1,403 @@
+//! Configuration: the TOML file (`lifeboat.toml`) that names one repository and the databases
+//! it protects, with `${VAR}` expansion, and the rules by which command-line flags override it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Kind, Result};
+use crate::source::Source;
+
+/// The repository used when nothing is configured.
+pub const DEFAULT_REPOSITORY: &str = "file://./lifeboat-repo";
+/// The config file read when `--config` is not given and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "lifeboat.toml";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub repository: RepositoryConfig,
+    #[serde(default, rename = "database")]
+    pub databases: Vec<DatabaseConfig>,
+    /// Directory whose relative paths the file's paths are resolved against (not in the file).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    pub url: String,
+    /// zstd level for new backups (1–19).
+    #[serde(default = "default_level")]
+    pub compression_level: i32,
+    /// S3: how long to wait for a connection, and for an answer, before a request is retried
+    /// (once) and then given up (`"30s"`).
+    #[serde(default, with = "humantime_serde_opt")]
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// `timeout = "30s"`: a humantime duration in the config file.
+mod humantime_serde_opt {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("timeout {s:?}: {e}")))
+    }
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        RepositoryConfig {
+            url: DEFAULT_REPOSITORY.to_string(),
+            compression_level: default_level(),
+            timeout: None,
+        }
+    }
+}
+
+fn default_level() -> i32 {
+    crate::backup::pipeline::DEFAULT_COMPRESSION_LEVEL
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub name: String,
+    /// A SQLite database file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Or a Cloudflare D1 database, through wrangler.
+    #[serde(default)]
+    pub d1: Option<crate::d1::D1Config>,
+    /// How to run wrangler (default: `wrangler` on PATH, else `npx --no-install wrangler`).
+    #[serde(default)]
+    pub wrangler: Option<String>,
+    /// Which rows belong to which tenant (defaults: table `tenants`, column `tenant_id`).
+    #[serde(default)]
+    pub tenancy: Option<crate::tenant::map::TenancyConfig>,
+    /// Also write each backup as a D1-dialect dump at `<name>/backups/backup-YYYY-MM-DD.sql`,
+    /// the key the runbook's manual procedure fetches (the day's last backup wins).
+    #[serde(default)]
+    pub sql_mirror: bool,
+}
+
+impl Config {
+    /// Load `explicit` if given, else `./lifeboat.toml` if it exists, else the defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+                if !p.exists() {
+                    return Ok(Config {
+                        base_dir: PathBuf::from("."),
+                        ..Config::default()
+                    });
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::new(
+                Kind::Config,
+                format!("config {}: cannot read: {e}", path.display()),
+            )
+        })?;
+        let mut cfg = Config::parse(&text, |k| std::env::var(k).ok())
+            .map_err(|e| e.context(format!("config {}", path.display())))?;
+        cfg.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Ok(cfg)
+    }
+
+    /// Parse config text, expanding `${VAR}` in every string value with `env`.
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let mut value: toml::Value = toml::from_str(text)
+            .map_err(|e| Error::new(Kind::Config, format!("invalid TOML: {}", e.message())))?;
+        expand_value(&mut value, &env)?;
+        let mut cfg: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::new(Kind::Config, e.message().to_string()))?;
+        cfg.base_dir = PathBuf::from(".");
+        if !(1..=22).contains(&cfg.repository.compression_level) {
+            return Err(Error::new(
+                Kind::Config,
+                "repository.compression_level must be between 1 and 22",
+            ));
+        }
+        for (i, d) in cfg.databases.iter().enumerate() {
+            crate::repo::repository::check_name(&d.name).map_err(|e| e.context("database.name"))?;
+            if d.path.is_some() == d.d1.is_some() {
+                return Err(Error::new(
+                    Kind::Config,
+                    format!(
+                        "database {:?} needs exactly one of `path` (a SQLite file) and `d1`",
+                        d.name
+                    ),
+                ));
+            }
+            if d.wrangler.as_deref().is_some_and(|w| w.trim().is_empty()) {
+                return Err(Error::new(
+                    Kind::Config,
+                    format!(
+                        "database {:?}: wrangler = \"\" names no command (leave it out to use $LIFEBOAT_WRANGLER or wrangler on PATH)",
+                        d.name
+                    ),
+                ));
+            }
+            if cfg.databases[..i].iter().any(|o| o.name == d.name) {
+                return Err(Error::new(
+                    Kind::Config,
+                    format!("database {:?} is declared twice", d.name),
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The repository URL, with `--repo` taking precedence; relative `file://` paths in the
+    /// config file are resolved against the file's directory.
+    pub fn repository_url(&self, flag: Option<&str>) -> String {
+        if let Some(url) = flag {
+            return url.to_string();
+        }
+        let url = &self.repository.url;
+        if let Some(rel) = url.strip_prefix("file://") {
+            if !rel.starts_with('/') && self.base_dir != Path::new(".") {
+                return format!("file://{}", self.base_dir.join(rel).display());
+            }
+        }
+        url.clone()
+    }
+
+    /// Resolve `--db`: a configured name, else a path whose file stem is the name.
+    pub fn database(&self, flag: &str) -> Result<Source> {
+        if let Some(d) = self.databases.iter().find(|d| d.name == flag) {
+            return Ok(self.resolve(d));
+        }
+        let path = PathBuf::from(flag);
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| {
+                Error::new(
+                    Kind::Config,
+                    format!("--db {flag:?}: not a configured database name nor a file path"),
+                )
+            })?
+            .to_string();
+        crate::repo::repository::check_name(&name)
+            .map_err(|e| e.context(format!("--db {flag:?}")))?;
+        Ok(Source {
+            name,
+            path,
+            sql_mirror: false,
+            d1: None,
+            wrangler: None,
+        })
+    }
+
+    /// A configured database with its paths resolved against the config file's directory.
+    fn resolve(&self, d: &DatabaseConfig) -> Source {
+        let d1 = d.d1.clone().map(|mut c| {
+            c.config = c.config.map(|p| self.base_dir.join(p));
+            c
+        });
+        Source {
+            name: d.name.clone(),
+            path: d
+                .path
+                .as_ref()
+                .map(|p| self.base_dir.join(p))
+                .unwrap_or_default(),
+            sql_mirror: d.sql_mirror,
+            d1,
+            wrangler: d.wrangler.clone(),
+        }
+    }
+
+    /// All configured databases, paths resolved.
+    /// The tenancy settings for `--db` (a configured name, or a path: the configured database at
+    /// that path, or of that name), else the only configured database's, else the defaults.
+    pub fn tenancy_for(&self, db: Option<&str>) -> crate::tenant::map::TenancyConfig {
+        let found = match db {
+            None => match self.databases.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            },
+            Some(flag) => self.databases.iter().find(|d| d.name == flag).or_else(|| {
+                let given = std::fs::canonicalize(flag).ok();
+                let name = self.database(flag).ok().map(|d| d.name);
+                self.databases.iter().find(|d| {
+                    let path = d
+                        .path
+                        .as_ref()
+                        .and_then(|p| std::fs::canonicalize(self.base_dir.join(p)).ok());
+                    (given.is_some() && path == given) || name.as_deref() == Some(d.name.as_str())
+                })
+            }),
+        };
+        found.and_then(|d| d.tenancy.clone()).unwrap_or_default()
+    }
+
+    pub fn all_databases(&self) -> Vec<Source> {
+        self.databases.iter().map(|d| self.resolve(d)).collect()
+    }
+
+    /// The database a single-database command works on: `--db`, or the only configured one.
+    pub fn single_database(&self, flag: Option<&str>) -> Result<Source> {
+        match (flag, self.databases.as_slice()) {
+            (Some(f), _) => self.database(f),
+            (None, [only]) => self.database(&only.name),
+            (None, []) => Err(Error::new(
+                Kind::Config,
+                "no database given: pass --db NAME|PATH or declare [[database]] in lifeboat.toml",
+            )),
+            (None, many) => Err(Error::new(
+                Kind::Config,
+                format!(
+                    "several databases are configured ({}): pass --db NAME",
+                    many.iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+}
+
+fn expand_value(v: &mut toml::Value, env: &impl Fn(&str) -> Option<String>) -> Result<()> {
+    match v {
+        toml::Value::String(s) => *s = expand(s, env)?,
+        toml::Value::Array(items) => {
+            for item in items {
+                expand_value(item, env)?;
+            }
+        }
+        toml::Value::Table(t) => {
+            for (_, item) in t.iter_mut() {
+                expand_value(item, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Expand `${VAR}` references; `$$` is a literal `$`. An unset variable is an error, not "".
+pub fn expand(s: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| Error::new(Kind::Config, format!("unterminated ${{ in {s:?}")))?;
+            let name = &body[..end];
+            let value = env(name).ok_or_else(|| {
+                Error::new(
+                    Kind::Config,
+                    format!("environment variable {name} is not set"),
+                )
+            })?;
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "HOME_DIR").then(|| "/srv".to_string())
+    }
+
+    #[test]
+    fn parses_and_expands() {
+        let cfg = Config::parse(
+            r#"
+            [repository]
+            url = "file://${HOME_DIR}/repo"
+            [[database]]
+            name = "studio-platform-db"
+            path = "${HOME_DIR}/studio.db"
+            "#,
+            env,
+        )
+        .unwrap();
+        assert_eq!(cfg.repository.url, "file:///srv/repo");
+        assert_eq!(cfg.databases[0].path, Some(PathBuf::from("/srv/studio.db")));
+    }
+
+    #[test]
+    fn unset_variable_and_unknown_keys_are_errors() {
+        let e = Config::parse("[repository]\nurl = \"${NOPE}\"", env).unwrap_err();
+        assert!(e.to_string().contains("NOPE is not set"), "{e}");
+        let e = Config::parse("[repository]\nurll = \"x\"", env).unwrap_err();
+        assert_eq!(e.kind, Kind::Config);
+        assert!(e.to_string().contains("urll"), "{e}");
+    }
+
+    #[test]
+    fn d1_databases_and_exactly_one_source() {
+        let cfg = Config::parse(
+            "[[database]]\nname = \"studio-platform-db\"\nd1 = { database = \"studio-platform-db\", remote = true, config = \"packages/api/wrangler.toml\" }\nwrangler = \"npx wrangler\"\n",
+            env,
+        )
+        .unwrap();
+        let db = cfg.database("studio-platform-db").unwrap();
+        let d1 = db.d1.unwrap();
+        assert!(d1.remote);
+        assert_eq!(
+            d1.config,
+            Some(PathBuf::from("./packages/api/wrangler.toml"))
+        );
+        assert_eq!(db.wrangler.as_deref(), Some("npx wrangler"));
+        let e = Config::parse("[[database]]\nname = \"x\"\n", env).unwrap_err();
+        assert!(e.to_string().contains("exactly one of `path`"), "{e}");
+        let e = Config::parse(
+            "[[database]]\nname = \"x\"\npath = \"a.db\"\nd1 = { database = \"x\" }\n",
+            env,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("exactly one"), "{e}");
+    }
+
+    #[test]
+    fn dollar_escapes() {
+        assert_eq!(expand("a$$b$c", &env).unwrap(), "a$b$c");
+    }
+
+    #[test]
+    fn db_flag_is_name_or_path() {
+        let cfg = Config::parse("[[database]]\nname = \"main\"\npath = \"m.db\"", env).unwrap();
+        assert_eq!(cfg.database("main").unwrap().path, PathBuf::from("./m.db"));
+        let d = cfg.database("./data/studio.db").unwrap();
+        assert_eq!(d.name, "studio");
+        assert_eq!(d.path, PathBuf::from("./data/studio.db"));
+        assert_eq!(cfg.single_database(None).unwrap().name, "main");
+    }
+}
