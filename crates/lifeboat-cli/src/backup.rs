@@ -30,7 +30,7 @@ pub struct Args {
     /// How long to wait for another process's lock on the database.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     lock_timeout: Duration,
-    /// zstd level (default: the repository's compression_level, 3).
+    /// zstd level, 1–22 (default: the repository's compression_level, 1).
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
     compression_level: Option<i32>,
     /// Directory for temporary files (default: the system temp dir).

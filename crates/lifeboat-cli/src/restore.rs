@@ -245,11 +245,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     Ok(0)
 }
 
-/// `restore --to-d1`: check the backup in scratch space, then hand it to [`restore_d1`].
 /// The D1 database `name` as a restore target: a configured D1 database of that name lends its
 /// settings; flags override them.
 fn d1_target(ctx: &Ctx, args: &Args, name: &str, m: &Manifest) -> Result<D1Target> {
-    // A configured D1 database of that name lends its settings; flags override them.
     let all = ctx.config.all_databases();
     let configured = all.iter().find(|d| {
         d.d1.as_ref().is_some_and(|c| c.database == name) || (d.name == name && d.d1.is_some())

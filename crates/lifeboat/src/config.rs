@@ -29,7 +29,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
     pub url: String,
-    /// zstd level for new backups (1–19).
+    /// zstd level for new backups (1–22; default 1).
     #[serde(default = "default_level")]
     pub compression_level: i32,
     /// S3: how long to wait for a connection, and for an answer, before a request is retried

@@ -22,6 +22,9 @@ pub enum Kind {
     TargetExists,
     /// No space left on a device we write to.
     DiskFull,
+    /// The system refused access to a local file or directory (permissions, a read-only file
+    /// system): the environment's doing, not a bug and not the backup's.
+    Permission,
 }
 
 impl Kind {
@@ -36,6 +39,7 @@ impl Kind {
             Kind::Corrupt => "corrupt",
             Kind::TargetExists => "target_exists",
             Kind::DiskFull => "disk_full",
+            Kind::Permission => "permission",
         }
     }
 
@@ -50,6 +54,7 @@ impl Kind {
             Kind::Corrupt => 6,
             Kind::TargetExists => 7,
             Kind::DiskFull => 8,
+            Kind::Permission => 9,
         }
     }
 }
@@ -93,10 +98,14 @@ impl Error {
         Error::new(Kind::Internal, format!("{step}: {err}"))
     }
 
-    /// Classify an I/O error; ENOSPC becomes [`Kind::DiskFull`].
+    /// Classify an I/O error on a local file: ENOSPC becomes [`Kind::DiskFull`], permission
+    /// denied and a read-only file system [`Kind::Permission`], anything else `Internal`.
     pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
         if is_disk_full(&err) {
             return Error::new(Kind::DiskFull, format!("{what}: no space left on device"));
+        }
+        if is_refused(&err) {
+            return Error::new(Kind::Permission, format!("{what}: {err}"));
         }
         Error::new(Kind::Internal, format!("{what}: {err}"))
     }
@@ -119,6 +128,11 @@ impl Error {
         }
         Error::new(kind, format!("{what}: {err}"))
     }
+}
+
+fn is_refused(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::PermissionDenied
+        || err.kind() == std::io::ErrorKind::ReadOnlyFilesystem
 }
 
 fn is_disk_full(err: &std::io::Error) -> bool {
@@ -167,6 +181,17 @@ mod tests {
         let e = Error::new(Kind::Corrupt, "bad\nthing").context("restore");
         assert_eq!(e.to_string(), "restore: bad thing");
         assert_eq!(e.kind.exit_code(), 6);
+    }
+
+    #[test]
+    fn refused_access_is_the_environments() {
+        for errno in [libc::EACCES, libc::EPERM, libc::EROFS] {
+            let e = Error::io("write x", std::io::Error::from_raw_os_error(errno));
+            assert_eq!(e.kind, Kind::Permission, "errno {errno}");
+            assert_eq!(e.kind.exit_code(), 9);
+        }
+        let e = Error::io("write x", std::io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(e.kind, Kind::Internal);
     }
 
     #[test]

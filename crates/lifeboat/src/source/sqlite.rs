@@ -1,6 +1,8 @@
-//! Sources: where backups come from. A SQLite source takes a consistent image of a live database
-//! file with SQLite's online backup API in a single step, so the image is the database at one
-//! instant while other processes keep reading and writing (WAL or rollback journal).
+//! A SQLite database file as a source: its consistent image, streamed page by page from
+//! `sqlite_dbpage` inside one read transaction (so the image is the database at one instant while
+//! other processes keep reading and writing, in WAL or rollback-journal mode), with SQLite's online
+//! backup API as the fallback where `sqlite_dbpage` is missing; and the checks and counts of an
+//! image (`quick_check`, per-table rows, the schema hash).
 
 use std::collections::BTreeMap;
 use std::io::Read;
