@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Generate a second benchmark profile: a multi-tenant SaaS SQLite database shaped unlike the
-demo generator (src/demo.rs).
+demo generator (crates/lifeboat/src/demo.rs).
 
 Where the demo keeps each tenant's rows together, scopes bookings only through classes, has few
 indexes and a rollback journal, this profile has:

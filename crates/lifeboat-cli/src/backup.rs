@@ -18,11 +18,11 @@ use lifeboat::source::Source;
   lifeboat backup --db ./studio.db --repo file:///var/backups/lifeboat
   lifeboat backup --db studio-platform-db --kind emergency --label before-migration-42")]
 pub struct Args {
-    /// Source to back up: a configured name or a file path (repeatable; default: all configured).
+    /// Database to back up: a configured name or a file path (repeatable; default: all configured).
     #[arg(long, value_name = "NAME|PATH")]
     db: Vec<String>,
     /// Why this backup is taken.
-    #[arg(long, value_parser = choice::<BackupKind>(BackupKind::NAMES), default_value = "manual")]
+    #[arg(long, value_parser = choice::<BackupKind>(BackupKind::CHOICES), default_value = "manual")]
     kind: BackupKind,
     /// Free text stored in the manifest.
     #[arg(long)]

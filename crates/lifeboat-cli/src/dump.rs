@@ -24,7 +24,7 @@ pub struct Args {
     #[command(flatten)]
     image: ImageArgs,
     /// `sqlite` (for sqlite3) or `d1` (for wrangler d1 execute --file).
-    #[arg(long, value_parser = choice::<Dialect>(Dialect::NAMES), default_value = "sqlite")]
+    #[arg(long, value_parser = choice::<Dialect>(Dialect::CHOICES), default_value = "sqlite")]
     dialect: Dialect,
     /// Output file, or `-` for stdout. `.zst` and `.gz` are compressed.
     #[arg(long, value_name = "FILE|-", default_value = "-")]

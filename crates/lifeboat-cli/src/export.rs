@@ -24,10 +24,10 @@ pub struct Args {
     tenant: String,
     #[command(flatten)]
     image: ImageArgs,
-    #[arg(long, value_parser = choice::<Format>(Format::NAMES), default_value = "json")]
+    #[arg(long, value_parser = choice::<Format>(Format::CHOICES), default_value = "json")]
     format: Format,
     /// SQL dialect for --format sql.
-    #[arg(long, value_parser = choice::<Dialect>(Dialect::NAMES), default_value = "sqlite")]
+    #[arg(long, value_parser = choice::<Dialect>(Dialect::CHOICES), default_value = "sqlite")]
     dialect: Dialect,
     /// Output file (`-` for stdout, json and sql only).
     #[arg(long, value_name = "FILE|-")]

@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long)]
     force: bool,
     /// `quick` (PRAGMA quick_check) or `full` (PRAGMA integrity_check) after the load.
-    #[arg(long, value_parser = choice::<IntegrityCheck>(IntegrityCheck::NAMES), default_value = "quick")]
+    #[arg(long, value_parser = choice::<IntegrityCheck>(IntegrityCheck::CHOICES), default_value = "quick")]
     integrity_check: IntegrityCheck,
     /// Load even when rows point at missing parent rows (foreign_key_check fails).
     #[arg(long)]

@@ -107,7 +107,7 @@ pub struct Args {
     #[arg(long)]
     force: bool,
     /// `quick` (PRAGMA quick_check) or `full` (PRAGMA integrity_check, slow on large databases).
-    #[arg(long, value_parser = choice::<IntegrityCheck>(IntegrityCheck::NAMES), default_value = "quick")]
+    #[arg(long, value_parser = choice::<IntegrityCheck>(IntegrityCheck::CHOICES), default_value = "quick")]
     integrity_check: IntegrityCheck,
 }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
 use crate::{select_backup, single_database_name, Ctx};
 use lifeboat::error::{Error, Kind, Result};
@@ -65,11 +65,21 @@ impl ImageArgs {
     }
 }
 
-/// A clap parser for an engine type named by `names` (they show in --help as its possible
-/// values): the engine's types know their names (`FromStr`), not clap.
-pub fn choice<T>(names: &'static [&'static str]) -> impl TypedValueParser<Value = T>
+/// A clap parser for an engine type offered as `choices` (name, what it means): they show in
+/// --help as its possible values. The engine's types know their names (`FromStr`), not clap.
+pub fn choice<T>(
+    choices: &'static [(&'static str, &'static str)],
+) -> impl TypedValueParser<Value = T>
 where
     T: FromStr<Err = String> + Clone + Send + Sync + 'static,
 {
-    PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
+    let values = choices.iter().map(|&(name, help)| {
+        let v = PossibleValue::new(name);
+        if help.is_empty() {
+            v
+        } else {
+            v.help(help)
+        }
+    });
+    PossibleValuesParser::new(values).try_map(|s| s.parse::<T>())
 }

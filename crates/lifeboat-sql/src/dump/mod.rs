@@ -31,8 +31,9 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    /// Every dialect by name, as `--dialect` accepts them.
-    pub const NAMES: &'static [&'static str] = &["sqlite", "d1"];
+    /// Every dialect by name (and what it means, where that is not plain), as `--dialect`
+    /// accepts them.
+    pub const CHOICES: &'static [(&'static str, &'static str)] = &[("sqlite", ""), ("d1", "")];
 }
 
 impl std::str::FromStr for Dialect {

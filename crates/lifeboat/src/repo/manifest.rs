@@ -39,8 +39,16 @@ pub enum BackupKind {
 }
 
 impl BackupKind {
-    /// The kinds a user may give `backup --kind` (a safety backup is only ever a restore's).
-    pub const NAMES: &'static [&'static str] = &["scheduled", "manual", "emergency"];
+    /// The kinds a user may give `backup --kind`, each with what it means where that is not
+    /// plain (a safety backup is only ever a restore's).
+    pub const CHOICES: &'static [(&'static str, &'static str)] = &[
+        ("scheduled", ""),
+        ("manual", ""),
+        (
+            "emergency",
+            "Taken on purpose before something risky (a migration)",
+        ),
+    ];
 
     /// Whether `latest` and `--at` may pick a backup of this kind.
     pub fn selectable(self) -> bool {

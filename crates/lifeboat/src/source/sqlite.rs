@@ -313,8 +313,14 @@ impl std::fmt::Display for IntegrityCheck {
 }
 
 impl IntegrityCheck {
-    /// Every level by name, as `--integrity` accepts them.
-    pub const NAMES: &'static [&'static str] = &["quick", "full"];
+    /// Every level by name, with what it does, as `--integrity-check` offers them.
+    pub const CHOICES: &'static [(&'static str, &'static str)] = &[
+        ("quick", "`PRAGMA quick_check`: seconds on large databases"),
+        (
+            "full",
+            "`PRAGMA integrity_check`: also checks indexes against tables; slow",
+        ),
+    ];
 }
 
 impl std::str::FromStr for IntegrityCheck {

@@ -41,7 +41,8 @@ pub enum Format {
 
 impl Format {
     /// Every format by name, as `--format` accepts them.
-    pub const NAMES: &'static [&'static str] = &["json", "sql", "sqlite"];
+    pub const CHOICES: &'static [(&'static str, &'static str)] =
+        &[("json", ""), ("sql", ""), ("sqlite", "")];
 }
 
 impl std::str::FromStr for Format {
