@@ -99,7 +99,7 @@ pub struct Args {
     wrangler_config: Option<PathBuf>,
     /// With --to-d1: split import files larger than this (bytes) into parts applied in order.
     /// Each part is atomic; the whole restore then is not (see the README).
-    #[arg(long, value_name = "BYTES", requires = "to_d1", default_value_t = lifeboat::restore::to_d1::D1_MAX_IMPORT_FILE)]
+    #[arg(long, value_name = "BYTES", requires = "to_d1", default_value_t = lifeboat::d1::target::D1_MAX_IMPORT_FILE)]
     max_import_file: u64,
     /// Replace an existing file (the old one, with its -wal/-shm, is moved to
     /// <PATH>.pre-restore-<time>), or a non-empty D1 database (a safety backup of it is

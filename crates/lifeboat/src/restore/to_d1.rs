@@ -10,32 +10,13 @@ use serde::Serialize;
 
 use crate::backup::d1::backup_d1_with;
 use crate::backup::pipeline::BackupOptions;
-use crate::d1::{D1Config, Wrangler};
+pub use crate::d1::D1Target;
+use crate::d1::D1Config;
 use crate::error::{Error, Kind, Result};
 use crate::fs::scratch::scratch;
 use crate::repo::manifest::Manifest;
 use crate::repo::repository::Repository;
 use crate::source::Source;
-
-/// Where a restore into D1 goes.
-#[derive(Debug, Clone)]
-pub struct D1Target {
-    pub database: String,
-    pub remote: bool,
-    pub wrangler: Wrangler,
-    /// The repository name for the target's safety backup.
-    pub backup_name: String,
-    /// Import files above this size are split into parts applied in order (D1 takes up to
-    /// 5 GB per file); each part is atomic, the whole no longer is.
-    pub max_import_file: u64,
-}
-
-/// D1 refuses a compound SELECT of more than 5 terms ("too many terms in compound SELECT"),
-/// so counts are asked for 5 tables at a time.
-const D1_MAX_COMPOUND: usize = 5;
-
-/// D1's limit on one import file.
-pub const D1_MAX_IMPORT_FILE: u64 = 5_000_000_000;
 
 /// Split a D1-dialect file into parts of at most `max` bytes at statement boundaries (schema
 /// statements can span lines), each part starting with `PRAGMA defer_foreign_keys=TRUE;`.
@@ -120,25 +101,6 @@ pub struct D1RestoreReport {
     pub steps: Vec<(String, u64)>,
 }
 
-/// The user's tables, views and triggers in a D1 database (D1's own `_cf_*` and SQLite's
-/// `sqlite_*` objects excluded), as (type, name).
-fn user_objects(w: &Wrangler, db: &str, remote: bool) -> Result<Vec<(String, String)>> {
-    let rows = w.query(
-        db,
-        remote,
-        "SELECT type, name FROM sqlite_schema WHERE type IN ('table','view','trigger') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\'",
-    )?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            Some((
-                r.get("type")?.as_str()?.to_string(),
-                r.get("name")?.as_str()?.to_string(),
-            ))
-        })
-        .collect())
-}
-
 /// Restore the image at `image` (already checked against `m`) into a D1 database: refuse a
 /// non-empty target unless `force`, in which case take a safety backup of it first and put
 /// the DROPs at the top of the import file, so dropping and importing are one atomic
@@ -153,18 +115,9 @@ pub async fn restore_d1(
     opts: &BackupOptions,
 ) -> Result<D1RestoreReport> {
     let mut steps = Vec::new();
-    let (w, db, remote) = (
-        target.wrangler.clone(),
-        target.database.clone(),
-        target.remote,
-    );
+    let (db, remote) = (target.database.clone(), target.remote);
     let t = std::time::Instant::now();
-    let existing = {
-        let (w, db) = (w.clone(), db.clone());
-        tokio::task::spawn_blocking(move || user_objects(&w, &db, remote))
-            .await
-            .map_err(|e| Error::task("inspect the target", e))??
-    };
+    let existing = target.user_objects().await?;
     steps.push(("inspect target".to_string(), t.elapsed().as_millis() as u64));
     let tables_now = existing.iter().filter(|(t, _)| t == "table").count();
     if !existing.is_empty() && !force {
@@ -255,12 +208,7 @@ pub async fn restore_d1(
     }
     for (k, part) in parts.into_iter().enumerate() {
         let t = std::time::Instant::now();
-        let (w, db2) = (w.clone(), db.clone());
-        let done =
-            tokio::task::spawn_blocking(move || w.run(&w.execute_file_args(&db2, remote, &part)))
-                .await
-                .map_err(|e| Error::task("run the statements", e))?;
-        if let Err(e) = done {
+        if let Err(e) = target.execute_file(&part).await {
             let state = match (n, k) {
                 (1, _) => "the import is atomic: the target is as it was".to_string(),
                 (_, 0) => format!("part 1 of {n} is atomic: the target is as it was"),
@@ -293,13 +241,8 @@ pub async fn restore_d1(
         .iter()
         .map(|(name, _)| ((*name).clone(), lifeboat_sql::quote_ident(name)))
         .collect();
-    let counted = count_rows(&w, &db, remote, queries).await?;
-    let after = {
-        let (w, db) = (w.clone(), db.clone());
-        tokio::task::spawn_blocking(move || user_objects(&w, &db, remote))
-            .await
-            .map_err(|e| Error::task("inspect the target after the restore", e))??
-    };
+    let counted = target.count_rows(queries).await?;
+    let after = target.user_objects().await?;
     let tables = after.iter().filter(|(t, _)| t == "table").count();
     steps.push((
         "verify row counts".to_string(),
@@ -376,42 +319,6 @@ pub(crate) async fn safety_backup(
     )
     .await?;
     Ok(m.id)
-}
-
-/// Count rows in a D1 database: `queries` are (name, `FROM …` clause without the `FROM`), asked
-/// for a few at a time (D1's compound SELECT limit).
-pub(crate) async fn count_rows(
-    w: &Wrangler,
-    db: &str,
-    remote: bool,
-    queries: Vec<(String, String)>,
-) -> Result<std::collections::BTreeMap<String, u64>> {
-    let mut counted = std::collections::BTreeMap::new();
-    for chunk in queries.chunks(D1_MAX_COMPOUND) {
-        let sql = chunk
-            .iter()
-            .map(|(name, from)| {
-                format!(
-                    "SELECT '{}' AS t, count(*) AS n FROM {from}",
-                    name.replace('\'', "''")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let (w, db) = (w.clone(), db.to_string());
-        let rows = tokio::task::spawn_blocking(move || w.query(&db, remote, &sql))
-            .await
-            .map_err(|e| Error::task("count the rows", e))??;
-        for r in rows {
-            if let (Some(t), Some(n)) = (
-                r.get("t").and_then(|v| v.as_str()),
-                r.get("n").and_then(|v| v.as_u64()),
-            ) {
-                counted.insert(t.to_string(), n);
-            }
-        }
-    }
-    Ok(counted)
 }
 
 #[cfg(test)]

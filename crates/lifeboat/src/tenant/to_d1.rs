@@ -8,11 +8,13 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::backup::pipeline::BackupOptions;
+use crate::d1::target::pairs;
+use crate::d1::D1Target;
 use crate::error::{Error, Kind, Result};
 use crate::fs::scratch::scratch;
 use crate::repo::manifest::Manifest;
 use crate::repo::repository::Repository;
-use crate::restore::to_d1::{count_rows, safety_backup, D1Target};
+use crate::restore::to_d1::safety_backup;
 use crate::tenant::rows::key_list;
 use lifeboat_sql::quote_ident;
 
@@ -50,35 +52,21 @@ pub async fn restore_tenant_d1(
 ) -> Result<D1TenantReport> {
     use crate::tenant::map::{discover, Ownership};
     let mut steps = Vec::new();
-    let (w, db, remote) = (
-        target.wrangler.clone(),
-        target.database.clone(),
-        target.remote,
-    );
+    let db = target.database.clone();
     let t = std::time::Instant::now();
     let tmp = scratch(opts.scratch_dir.as_deref())?;
     let file = tmp.path().join("tenant.sql");
     // The target's triggers, to drop and recreate exactly.
-    let triggers: Vec<(String, String)> = {
-        let (w, db) = (w.clone(), db.clone());
-        tokio::task::spawn_blocking(move || {
-            w.query(
-                &db,
-                remote,
+    let triggers = pairs(
+        &target
+            .query(
+                "read the target's triggers",
                 "SELECT name, sql FROM sqlite_schema WHERE type = 'trigger'",
             )
-        })
-        .await
-        .map_err(|e| Error::task("read the target's triggers", e))??
-        .iter()
-        .filter_map(|r| {
-            Some((
-                r.get("name")?.as_str()?.to_string(),
-                r.get("sql")?.as_str()?.to_string(),
-            ))
-        })
-        .collect()
-    };
+            .await?,
+        "name",
+        "sql",
+    );
     let lit = {
         let mut b = Vec::new();
         lifeboat_sql::value_literal::push_value(
@@ -197,13 +185,10 @@ pub async fn restore_tenant_d1(
     };
 
     let t = std::time::Instant::now();
-    {
-        let (w, db, file) = (w.clone(), db.clone(), file.clone());
-        tokio::task::spawn_blocking(move || w.run(&w.execute_file_args(&db, remote, &file)))
-            .await
-            .map_err(|e| Error::task("run the tenant's statements", e))?
-            .map_err(|e| e.context("import (atomic: the target is as it was)"))?;
-    }
+    target
+        .execute_file(&file)
+        .await
+        .map_err(|e| e.context("import (atomic: the target is as it was)"))?;
     steps.push((
         "wrangler d1 execute --file".to_string(),
         t.elapsed().as_millis() as u64,
@@ -224,7 +209,7 @@ pub async fn restore_tenant_d1(
             )
         })
         .collect();
-    let counted = count_rows(&w, &db, remote, queries).await?;
+    let counted = target.count_rows(queries).await?;
     for (table, n) in &expected {
         if counted.get(table) != Some(n) {
             let got = counted
