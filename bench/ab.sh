@@ -25,7 +25,7 @@ step() { # name command-with-$LB [setup]
 }
 
 for PROFILE in $PROFILES; do
-  P="$OUT/$PROFILE"; mkdir -p "$P/scratch"
+  P="$OUT/$PROFILE"
   case "$PROFILE" in
     demo)
       "$B" demo --generate-only --size "$SIZE_MB" --dir "$P" --quiet
@@ -33,12 +33,12 @@ for PROFILE in $PROFILES; do
       TENANT=$(sqlite3 "$DB" "SELECT id FROM tenants WHERE slug IN ('studio-20', 'studio-3') ORDER BY slug = 'studio-20' DESC LIMIT 1")
       DAMAGE="DELETE FROM bookings WHERE rowid % 2 = 0 AND class_id IN (SELECT id FROM classes WHERE tenant_id = '$TENANT')" ;;
     saas)
-      DB="$P/saas.db"; NAME=saas
+      mkdir -p "$P"; DB="$P/saas.db"; NAME=saas
       python3 bench/gen_saas.py --out "$DB" --size "$SIZE_MB" >/dev/null
       TENANT=$(python3 bench/gen_saas.py --print-mid-tenant "$DB")
       DAMAGE="DELETE FROM bookings WHERE tenant_id = '$TENANT' AND rowid % 6 = 0" ;;
   esac
-  cat "$DB" > /dev/null
+  mkdir -p "$P/scratch"; cat "$DB" > /dev/null
   REPO="file://$P/repo"
   step backup "\"\$LB\" --quiet backup --db '$DB' --repo '$REPO' --scratch-dir '$P/scratch'"
   BACKUP=$("$B" --json list --db "$NAME" --repo "$REPO" | python3 -c 'import json,sys; print(json.load(sys.stdin)["databases"][0]["backups"][0]["id"])')

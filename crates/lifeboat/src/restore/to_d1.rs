@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::backup::d1::backup_d1_with;
 use crate::backup::pipeline::BackupOptions;
-pub use crate::d1::D1Target;
 use crate::d1::D1Config;
+pub use crate::d1::D1Target;
 use crate::error::{Error, Kind, Result};
 use crate::fs::scratch::scratch;
 use crate::repo::manifest::Manifest;
