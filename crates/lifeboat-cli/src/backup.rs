@@ -5,11 +5,9 @@ use std::time::Duration;
 
 use crate::shared_args::choice;
 use crate::{parse_duration, secs, Ctx};
-use lifeboat::backup::{backup, backup_source, BackupOptions};
+use lifeboat::backup::{prepare, store, BackupOptions};
 use lifeboat::error::{Error, Kind, Result, ResultExt};
-use lifeboat::repo::manifest::{human_size, BackupKind, Manifest, SourceInfo};
-use lifeboat::restore::to_file::IntegrityCheck;
-use lifeboat::source::sql_dump::{load, open_dump, ImportOptions};
+use lifeboat::repo::manifest::{human_size, BackupKind, Manifest};
 use lifeboat::source::Source;
 
 #[derive(clap::Args, Debug)]
@@ -45,36 +43,33 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    if let Some(file) = args.from_sql.clone() {
-        return from_sql(ctx, args, &file).await;
-    }
-    let dbs = if args.db.is_empty() {
-        ctx.config.all_databases()
-    } else {
-        args.db
+    let sources = match &args.from_sql {
+        Some(file) => vec![dump_source(ctx, &args, file)?],
+        None if args.db.is_empty() => ctx.config.all_databases(),
+        None => args
+            .db
             .iter()
             .map(|d| ctx.config.database(d))
-            .collect::<Result<Vec<_>>>()?
+            .collect::<Result<Vec<_>>>()?,
     };
-    if dbs.is_empty() {
+    if sources.is_empty() {
         return Err(Error::new(
             Kind::Config,
             "no database given: pass --db NAME|PATH or declare [[database]] in lifeboat.toml",
         ));
     }
     let opts = options(ctx, &args);
-    // Check every file source can be read (not missing, not SQLite, locked, hot journal)
-    // before touching the repository, so bad input changes nothing.
-    for db in dbs.iter().filter(|d| d.d1.is_none()) {
-        lifeboat::source::sqlite::SqliteSource::new(&db.path)
-            .open_read(args.lock_timeout)
-            .step("backup")?;
+    // Every source is checked (a dump loaded) before the repository is touched, so bad input
+    // changes nothing.
+    let mut prepared = Vec::new();
+    for source in &sources {
+        prepared.push(prepare(source, &opts).await?);
     }
     let repo = ctx.repository(true).step("backup")?;
     let mut done = Vec::new();
-    for db in &dbs {
-        let pb = ctx.out.progress(&db.name);
-        let m = backup_source(&repo, db, &opts, &crate::bar(&pb)).await;
+    for p in &prepared {
+        let pb = ctx.out.progress(p.name());
+        let m = store(&repo, p, &opts, &crate::bar(&pb)).await;
         pb.finish_and_clear();
         done.push(m?);
     }
@@ -82,9 +77,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     Ok(0)
 }
 
-/// `backup --from-sql`: load the dump into scratch space with the importer (which proves it
-/// loads), then back that database up like any other.
-async fn from_sql(ctx: &Ctx, args: Args, file: &Path) -> Result<i32> {
+/// `backup --from-sql FILE`: the dump as a source, filed under `--db-name` or the file's stem.
+fn dump_source(ctx: &Ctx, args: &Args, file: &Path) -> Result<Source> {
     let name = match &args.db_name {
         Some(n) => n.clone(),
         None => {
@@ -98,44 +92,12 @@ async fn from_sql(ctx: &Ctx, args: Args, file: &Path) -> Result<i32> {
         .databases
         .iter()
         .any(|d| d.name == name && d.sql_mirror);
-    let tmp = lifeboat::fs::scratch::scratch(args.scratch_dir.as_deref())?;
-    let path = tmp.path().join("from-sql.sqlite");
-    let (file_owned, path_owned) = (file.to_path_buf(), path.clone());
-    tokio::task::spawn_blocking(move || {
-        let reader = open_dump(&file_owned)?;
-        let opts = ImportOptions {
-            force: false,
-            integrity: IntegrityCheck::Quick,
-            foreign_key_check: true,
-        };
-        load(reader, &path_owned, &opts)
-            .map_err(|e| e.context(format!("backup --from-sql {}", file_owned.display())))
-    })
-    .await
-    .map_err(|e| Error::task("backup --from-sql", e))??;
-    let opts = BackupOptions {
-        source: Some(SourceInfo {
-            kind: "sql-dump".into(),
-            path: std::path::absolute(file)
-                .unwrap_or_else(|_| file.to_path_buf())
-                .display()
-                .to_string(),
-        }),
-        ..options(ctx, &args)
-    };
-    let repo = ctx.repository(true).step("backup")?;
-    let db = Source {
+    Ok(Source {
         name,
-        path,
         sql_mirror,
-        d1: None,
-        wrangler: None,
-    };
-    let pb = ctx.out.progress(&db.name);
-    let m = backup(&repo, &db, &opts, &crate::bar(&pb)).await;
-    pb.finish_and_clear();
-    report(ctx, &[m?]);
-    Ok(0)
+        sql_dump: Some(file.to_path_buf()),
+        ..Source::default()
+    })
 }
 
 /// The options every backup command shares, from the flags and the config.

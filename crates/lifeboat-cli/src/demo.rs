@@ -160,13 +160,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             ),
         ));
     }
-    let db = Source {
-        name: "studio".into(),
-        path: db_path.clone(),
-        sql_mirror: false,
-        d1: None,
-        wrangler: None,
-    };
+    let db = Source::file("studio", db_path.clone());
     let t = Instant::now();
     let pb = out.progress("backup");
     let opts = BackupOptions {

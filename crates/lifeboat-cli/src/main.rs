@@ -20,6 +20,7 @@ mod export;
 mod import;
 mod list;
 mod restore;
+mod restore_d1;
 mod restores;
 mod shared_args;
 mod tenant_restore;

@@ -8,6 +8,16 @@ use serde::Deserialize;
 use crate::error::{Error, Kind, Result};
 use crate::source::Source;
 
+/// What the command line says of a D1 restore target, over the config.
+#[derive(Debug, Clone)]
+pub struct D1TargetFlags {
+    /// `--remote` (true) or `--local` (false); the config's when unset.
+    pub remote: Option<bool>,
+    /// `--wrangler-config`.
+    pub wrangler_config: Option<PathBuf>,
+    pub max_import_file: u64,
+}
+
 /// The repository used when nothing is configured.
 pub const DEFAULT_REPOSITORY: &str = "file://./lifeboat-repo";
 /// The config file read when `--config` is not given and it exists.
@@ -198,13 +208,7 @@ impl Config {
             .to_string();
         crate::repo::repository::check_name(&name)
             .map_err(|e| e.context(format!("--db {flag:?}")))?;
-        Ok(Source {
-            name,
-            path,
-            sql_mirror: false,
-            d1: None,
-            wrangler: None,
-        })
+        Ok(Source::file(name, path))
     }
 
     /// A configured database with its paths resolved against the config file's directory.
@@ -223,6 +227,7 @@ impl Config {
             sql_mirror: d.sql_mirror,
             d1,
             wrangler: d.wrangler.clone(),
+            sql_dump: None,
         }
     }
 
@@ -248,6 +253,54 @@ impl Config {
             }),
         };
         found.and_then(|d| d.tenancy.clone()).unwrap_or_default()
+    }
+
+    /// The D1 database `name` as a restore target of a backup of `backup_of`. A configured D1
+    /// database of that name (or under that name) lends its settings. Otherwise the D1 database
+    /// whose backup this is lends how to run wrangler (the command and the wrangler config
+    /// file), never its name or location. Flags override both.
+    pub fn d1_target(
+        &self,
+        name: &str,
+        backup_of: &str,
+        flags: &D1TargetFlags,
+    ) -> Result<crate::d1::D1Target> {
+        let all = self.all_databases();
+        let configured = all.iter().find(|d| {
+            d.d1.as_ref().is_some_and(|c| c.database == name) || (d.name == name && d.d1.is_some())
+        });
+        let source = all.iter().find(|d| d.name == backup_of && d.d1.is_some());
+        let (database, remote, config, wrangler_cmd, backup_name) = match (configured, source) {
+            (Some(d), _) => {
+                let c = d.d1.clone().expect("filtered on d1");
+                (
+                    c.database,
+                    c.remote,
+                    c.config,
+                    d.wrangler.clone(),
+                    d.name.clone(),
+                )
+            }
+            (None, Some(s)) => (
+                name.to_string(),
+                false,
+                s.d1.as_ref().and_then(|c| c.config.clone()),
+                s.wrangler.clone(),
+                name.to_string(),
+            ),
+            (None, None) => (name.to_string(), false, None, None, name.to_string()),
+        };
+        crate::repo::repository::check_name(&backup_name)?;
+        Ok(crate::d1::D1Target {
+            database,
+            remote: flags.remote.unwrap_or(remote),
+            wrangler: crate::d1::Wrangler::new(
+                wrangler_cmd.as_deref(),
+                flags.wrangler_config.clone().or(config),
+            ),
+            backup_name,
+            max_import_file: flags.max_import_file,
+        })
     }
 
     pub fn all_databases(&self) -> Vec<Source> {

@@ -50,11 +50,8 @@ pub(crate) async fn backup_d1_with(
     opts.d1 = Some(exported.info);
     opts.mirror_file = db.sql_mirror.then(|| exported.export.clone());
     let image_db = Source {
-        name: db.name.clone(),
-        path: exported.image,
         sql_mirror: db.sql_mirror,
-        d1: None,
-        wrangler: None,
+        ..Source::file(db.name.clone(), exported.image)
     };
     backup(repo, &image_db, &opts, progress).await
 }

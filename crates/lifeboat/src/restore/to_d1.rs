@@ -99,6 +99,35 @@ pub struct D1RestoreReport {
     pub rows: u64,
     /// (step, milliseconds)
     pub steps: Vec<(String, u64)>,
+    /// How long downloading and checking the backup took (said before the steps).
+    #[serde(skip)]
+    pub fetch_ms: u64,
+}
+
+/// `restore --to-d1`: download and check backup `m` in scratch space, then [`restore_d1`].
+pub async fn restore_backup_d1(
+    repo: &Repository,
+    m: &Manifest,
+    target: &D1Target,
+    force: bool,
+    dry_run: bool,
+) -> Result<D1RestoreReport> {
+    crate::restore::to_file::refuse_tenant_scoped(m)?;
+    let t = std::time::Instant::now();
+    let tmp = scratch(None)?;
+    let image = crate::restore::to_file::fetch_checked(repo, m, tmp.path()).await?;
+    let fetch_ms = t.elapsed().as_millis() as u64;
+    let report = restore_d1(
+        repo,
+        m,
+        &image,
+        target,
+        force,
+        dry_run,
+        &BackupOptions::default(),
+    )
+    .await?;
+    Ok(D1RestoreReport { fetch_ms, ..report })
 }
 
 /// Restore the image at `image` (already checked against `m`) into a D1 database: refuse a
@@ -204,6 +233,7 @@ pub async fn restore_d1(
             manifest_tables: m.tables.len(),
             rows: m.total_rows(),
             steps,
+            fetch_ms: 0,
         });
     }
     for (k, part) in parts.into_iter().enumerate() {
@@ -282,6 +312,7 @@ pub async fn restore_d1(
         manifest_tables: expected.len(),
         rows: expected.iter().map(|(_, n)| **n).sum(),
         steps,
+        fetch_ms: 0,
     })
 }
 
@@ -304,10 +335,7 @@ pub(crate) async fn safety_backup(
     };
     let db = Source {
         name: target.backup_name.clone(),
-        path: PathBuf::new(),
-        sql_mirror: false,
-        d1: None,
-        wrangler: None,
+        ..Source::default()
     };
     let m = backup_d1_with(
         repo,

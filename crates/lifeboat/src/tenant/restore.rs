@@ -413,13 +413,7 @@ pub fn shell_word(s: &str) -> String {
 }
 
 fn live_database(name: &str, into: &Path) -> Source {
-    Source {
-        name: name.to_string(),
-        path: into.to_path_buf(),
-        sql_mirror: false,
-        d1: None,
-        wrangler: None,
-    }
+    Source::file(name, into)
 }
 
 fn safety_options(from: &str, tenant: &str, scope: Option<String>) -> BackupOptions {

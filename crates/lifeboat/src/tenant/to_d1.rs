@@ -33,6 +33,23 @@ pub struct D1TenantReport {
     pub steps: Vec<(String, u64)>,
 }
 
+/// `restore --tenant … --into-d1`: download and check backup `m` in scratch space, then
+/// [`restore_tenant_d1`].
+pub async fn restore_tenant_from_backup_d1(
+    repo: &Repository,
+    m: &Manifest,
+    target: &D1Target,
+    cfg: &crate::tenant::map::TenancyConfig,
+    tenant: &str,
+    safety: bool,
+    dry_run: bool,
+) -> Result<D1TenantReport> {
+    let tmp = scratch(None)?;
+    let image = crate::restore::to_file::fetch_checked(repo, m, tmp.path()).await?;
+    let opts = BackupOptions::default();
+    restore_tenant_d1(repo, m, &image, target, cfg, tenant, safety, dry_run, &opts).await
+}
+
 /// Restore one tenant from `image` into a D1 database with one atomic `wrangler d1 execute
 /// --file`: D1 cannot switch triggers off, so the file drops the target's triggers first and
 /// recreates them (with their exact SQL) last; between, the tenant's rows are deleted
