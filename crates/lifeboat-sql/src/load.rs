@@ -14,7 +14,7 @@ use rusqlite::Connection;
 
 use crate::error::{Error, Kind, Result};
 use crate::insert_parser::{parse_insert_into, Cell, Rows};
-use crate::statement_reader::{Splitter, Statement, Trailer};
+use crate::statement_reader::{Statement, StatementReader, Trailer};
 
 /// What a load did.
 #[derive(Debug, Clone, Default)]
@@ -215,7 +215,7 @@ fn insert_run(stmt: &mut rusqlite::Statement<'_>, run: &Run) -> Result<u64> {
 
 enum Msg {
     Batch(Vec<Item>),
-    Failed(crate::statement_reader::SplitError),
+    Failed(crate::statement_reader::ReadError),
     Done(Trailer),
 }
 
@@ -247,7 +247,7 @@ impl Out {
 /// The parser thread: split, classify and parse. INSERTs into the same table with the same
 /// columns are gathered into runs bound to one prepared statement. Stops when the loader hangs up.
 fn parse_all(reader: impl BufRead, tx: std::sync::mpsc::SyncSender<Msg>) {
-    let mut splitter = Splitter::new(reader);
+    let mut statements = StatementReader::new(reader);
     let mut out = Out {
         tx,
         batch: Vec::with_capacity(256),
@@ -255,7 +255,7 @@ fn parse_all(reader: impl BufRead, tx: std::sync::mpsc::SyncSender<Msg>) {
     let mut ids: std::collections::HashMap<(String, usize), usize> = Default::default();
     let mut run = Run::default();
     loop {
-        let st = match splitter.next_statement() {
+        let st = match statements.next_statement() {
             Ok(Some(st)) => st,
             Ok(None) => break,
             Err(e) => {
@@ -317,7 +317,7 @@ fn parse_all(reader: impl BufRead, tx: std::sync::mpsc::SyncSender<Msg>) {
         }
     }
     if out.flush(&mut run) && out.send() {
-        let _ = out.tx.send(Msg::Done(splitter.trailer.clone()));
+        let _ = out.tx.send(Msg::Done(statements.trailer.clone()));
     }
 }
 

@@ -1,4 +1,4 @@
-//! SQL text, read: splits a dump into statements, with quotes, doubled quotes, comments and
+//! SQL text, read: cuts a dump into statements, with quotes, doubled quotes, comments and
 //! `CREATE TRIGGER … BEGIN … END;` bodies handled.
 
 use std::io::BufRead;
@@ -25,7 +25,7 @@ impl Statement {
     }
 }
 
-/// What the splitter saw besides statements.
+/// What the reader saw besides statements.
 #[derive(Debug, Default, Clone)]
 pub struct Trailer {
     /// The dump said it was written by lifeboat (its first line).
@@ -46,7 +46,7 @@ enum State {
 }
 
 /// Splits SQL text read from `input` into statements.
-pub struct Splitter<R> {
+pub struct StatementReader<R> {
     input: R,
     line: u64,
     state: State,
@@ -62,16 +62,16 @@ pub struct Splitter<R> {
     done: bool,
 }
 
-/// A splitting failure: the line it concerns and what is wrong.
+/// A reading failure: the line it concerns and what is wrong.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SplitError {
+pub struct ReadError {
     pub line: u64,
     pub message: String,
 }
 
-impl<R: BufRead> Splitter<R> {
+impl<R: BufRead> StatementReader<R> {
     pub fn new(input: R) -> Self {
-        Splitter {
+        StatementReader {
             input,
             line: 0,
             state: State::Normal,
@@ -88,7 +88,7 @@ impl<R: BufRead> Splitter<R> {
     }
 
     /// The next statement, `Ok(None)` at a clean end of input.
-    pub fn next_statement(&mut self) -> Result<Option<Statement>, SplitError> {
+    pub fn next_statement(&mut self) -> Result<Option<Statement>, ReadError> {
         loop {
             if let Some(s) = self.pending.pop_front() {
                 return Ok(Some(s));
@@ -102,7 +102,7 @@ impl<R: BufRead> Splitter<R> {
             // ends (a binary file, /dev/zero) cannot grow a buffer without bound.
             let n = std::io::Read::take(&mut self.input, LINE_PIECE)
                 .read_until(b'\n', &mut line)
-                .map_err(|e| SplitError {
+                .map_err(|e| ReadError {
                     line: self.line + 1,
                     message: format!("read error: {e}"),
                 })?;
@@ -112,13 +112,13 @@ impl<R: BufRead> Splitter<R> {
             }
             let whole = line.last() == Some(&b'\n');
             if memchr::memchr(0, &line).is_some() {
-                return Err(SplitError {
+                return Err(ReadError {
                     line: self.line + 1,
                     message: "a NUL byte: this is not a SQL text dump".into(),
                 });
             }
             if self.buf.len() + line.len() > MAX_STATEMENT {
-                return Err(SplitError {
+                return Err(ReadError {
                     line: self.start_line.max(self.line + 1),
                     message: format!(
                         "a statement longer than {MAX_STATEMENT} bytes, SQLite's own limit (an unterminated string?)"
@@ -135,7 +135,7 @@ impl<R: BufRead> Splitter<R> {
         }
     }
 
-    fn finish(&mut self) -> Result<(), SplitError> {
+    fn finish(&mut self) -> Result<(), ReadError> {
         if self.state == State::LineComment {
             self.end_comment();
             self.state = State::Normal;
@@ -149,7 +149,7 @@ impl<R: BufRead> Splitter<R> {
             State::BlockComment => Some("a /* comment */"),
         };
         if let Some(what) = open {
-            return Err(SplitError {
+            return Err(ReadError {
                 line: self.start_line.max(1),
                 message: format!("input ends inside {what} (truncated?)"),
             });
@@ -160,7 +160,7 @@ impl<R: BufRead> Splitter<R> {
                 .chars()
                 .take(60)
                 .collect::<String>();
-            return Err(SplitError {
+            return Err(ReadError {
                 line: self.start_line,
                 message: format!("input ends in the middle of a statement (truncated?): {text}"),
             });
@@ -179,7 +179,7 @@ impl<R: BufRead> Splitter<R> {
         }
     }
 
-    fn scan(&mut self, line: &[u8]) -> Result<(), SplitError> {
+    fn scan(&mut self, line: &[u8]) -> Result<(), ReadError> {
         let mut i = 0;
         while i < line.len() {
             // Inside quotes only the closing quote matters: jump to it.
@@ -324,8 +324,8 @@ mod tests {
     use super::*;
     use crate::insert_parser::{parse_insert, Value};
 
-    fn split(sql: &str) -> Result<Vec<Statement>, SplitError> {
-        let mut s = Splitter::new(sql.as_bytes());
+    fn split(sql: &str) -> Result<Vec<Statement>, ReadError> {
+        let mut s = StatementReader::new(sql.as_bytes());
         let mut out = Vec::new();
         while let Some(st) = s.next_statement()? {
             out.push(st);
@@ -464,7 +464,7 @@ mod tests {
                     sql.extend_from_slice(b");\n");
                     expected.push(row);
                 }
-                let mut sp = Splitter::new(&sql[..]);
+                let mut sp = StatementReader::new(&sql[..]);
                 let mut got = Vec::new();
                 while let Some(st) = sp.next_statement().unwrap() {
                     let ins =
@@ -503,7 +503,7 @@ mod tests {
                     text.extend_from_slice(b"INSERT INTO t VALUES(");
                 }
             }
-            let mut sp = Splitter::new(&text[..]);
+            let mut sp = StatementReader::new(&text[..]);
             while let Ok(Some(st)) = sp.next_statement() {
                 let _ = parse_insert(&st.sql);
             }

@@ -20,7 +20,7 @@ use crate::value_literal::push_value;
 /// exist), every UPDATE also requires `changes()=1`: the statement before it changed exactly
 /// one row, so the appends apply only to a row the INSERT created, never to an existing one.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn split_row(
+pub(super) fn row_statements(
     t: &Table,
     with_rowid: &str,
     plain: &str,

@@ -20,7 +20,7 @@ use crate::ident::quote_ident;
 use crate::value_literal::push_value;
 
 mod d1_rows;
-use d1_rows::split_row;
+use d1_rows::row_statements;
 
 /// Which SQL the dump is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -504,7 +504,7 @@ fn dump_rows(conn: &Connection, t: &Table, w: &mut Writer) -> Result<()> {
         buf.extend_from_slice(b");");
         if w.dialect == Dialect::D1 && buf.len() > D1_MAX_STATEMENT {
             let guard = verb != "INSERT INTO";
-            split_row(t, &with_rowid, &plain, &values, keep_rowids, guard, w)?;
+            row_statements(t, &with_rowid, &plain, &values, keep_rowids, guard, w)?;
         } else {
             w.statement(&buf)?;
         }

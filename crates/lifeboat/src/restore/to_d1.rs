@@ -21,7 +21,7 @@ use crate::source::Source;
 /// Split a D1-dialect file into parts of at most `max` bytes at statement boundaries (schema
 /// statements can span lines), each part starting with `PRAGMA defer_foreign_keys=TRUE;`.
 /// Returns the part files, in order.
-fn split_import(file: &Path, max: u64) -> Result<Vec<PathBuf>> {
+fn import_parts(file: &Path, max: u64) -> Result<Vec<PathBuf>> {
     use std::io::Write;
     let size = std::fs::metadata(file)
         .map_err(|e| Error::io("the import file", e))?
@@ -32,11 +32,11 @@ fn split_import(file: &Path, max: u64) -> Result<Vec<PathBuf>> {
     let io = |e| Error::io("split the import file", e);
     let head = b"PRAGMA defer_foreign_keys=TRUE;\n";
     let reader = std::io::BufReader::new(std::fs::File::open(file).map_err(io)?);
-    let mut splitter = lifeboat_sql::statement_reader::Splitter::new(reader);
+    let mut statements = lifeboat_sql::statement_reader::StatementReader::new(reader);
     let mut parts: Vec<PathBuf> = Vec::new();
     let mut out: Option<(std::io::BufWriter<std::fs::File>, u64)> = None;
     loop {
-        let st = match splitter.next_statement() {
+        let st = match statements.next_statement() {
             Ok(Some(st)) => st,
             Ok(None) => break,
             Err(e) => {
@@ -218,7 +218,7 @@ pub async fn restore_d1(
         t.elapsed().as_millis() as u64,
     ));
 
-    let parts = split_import(&file, target.max_import_file)?;
+    let parts = import_parts(&file, target.max_import_file)?;
     let n = parts.len();
     if dry_run {
         return Ok(D1RestoreReport {
@@ -359,7 +359,7 @@ mod tests {
         let f = dir.path().join("r.sql");
         let sql = "PRAGMA defer_foreign_keys=TRUE;\nCREATE TABLE t (\n  a TEXT, -- a comment; with a semicolon\n  b TEXT\n);\nINSERT INTO t VALUES('x;\ny','z');\nINSERT INTO t VALUES('2','3');\n-- lifeboat dump complete: 4 statements\n";
         std::fs::write(&f, sql).unwrap();
-        let parts = split_import(&f, 110).unwrap();
+        let parts = import_parts(&f, 110).unwrap();
         assert!(parts.len() >= 2, "{parts:?}");
         let mut all = String::new();
         for p in &parts {
@@ -371,6 +371,6 @@ mod tests {
         assert!(all
             .contains("CREATE TABLE t (\n  a TEXT, -- a comment; with a semicolon\n  b TEXT\n);"));
         assert!(all.contains("INSERT INTO t VALUES('x;\ny','z');"));
-        assert!(split_import(&f, 20).is_err());
+        assert!(import_parts(&f, 20).is_err());
     }
 }
