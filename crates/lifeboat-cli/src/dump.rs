@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::shared_args::{choice, ImageArgs, ScratchArgs};
+use crate::shared_args::{choice, ImageArgs, OutArgs, ScratchArgs};
 use crate::{say_moved_aside, secs, Ctx};
 use lifeboat::error::{Error, Result};
 use lifeboat::fs::output_file::write_out;
@@ -26,24 +26,23 @@ pub struct Args {
     /// `sqlite` (for sqlite3) or `d1` (for wrangler d1 execute --file).
     #[arg(long, value_parser = choice::<Dialect>(Dialect::CHOICES), default_value = "sqlite")]
     dialect: Dialect,
-    /// Output file, or `-` for stdout. `.zst` and `.gz` are compressed.
-    #[arg(long, value_name = "FILE|-", default_value = "-")]
-    out: String,
-    /// Overwrite an existing output file.
-    #[arg(long)]
-    force: bool,
+    #[command(flatten)]
+    output: OutArgs,
     #[command(flatten)]
     scratch: ScratchArgs,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let started = Instant::now();
-    if args.out != "-" {
-        ctx.refuse_inside_repository(Path::new(&args.out))?;
+    if args.output.out != "-" {
+        ctx.refuse_inside_repository(Path::new(&args.output.out))?;
     }
     let dir = scratch(args.scratch.scratch_dir.as_deref())?;
-    let (source, origin) = args.image.image(ctx, dir.path(), args.out == "-").await?;
-    let (dialect, out_arg, force) = (args.dialect, args.out.clone(), args.force);
+    let (source, origin) = args
+        .image
+        .image(ctx, dir.path(), args.output.out == "-")
+        .await?;
+    let (dialect, out_arg, force) = (args.dialect, args.output.out.clone(), args.output.force);
     let origin2 = origin.clone();
     let (stats, moved) = tokio::task::spawn_blocking(move || {
         let conn = open_read(&source).map_err(|e| e.context("dump"))?;
@@ -55,25 +54,29 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     })
     .await
     .map_err(|e| Error::task("dump", e))??;
-    say_moved_aside(&args.out, moved);
+    say_moved_aside(&args.output.out, moved);
     let msg = format!(
         "dumped {origin} ({:?} dialect) to {}: {} statements, {} tables, {} rows, {}  {}",
         args.dialect,
-        if args.out == "-" { "stdout" } else { &args.out },
+        if args.output.out == "-" {
+            "stdout"
+        } else {
+            &args.output.out
+        },
         stats.statements,
         stats.tables,
         stats.rows,
         human_size(stats.bytes),
         secs(started.elapsed().as_millis() as u64)
     );
-    if args.out == "-" {
+    if args.output.out == "-" {
         if !ctx.out.quiet {
             eprintln!("{msg}"); // stdout carries the SQL
         }
     } else {
         ctx.out.line(msg);
         ctx.out
-            .json(&serde_json::json!({ "origin": origin, "out": args.out, "stats": stats }));
+            .json(&serde_json::json!({ "origin": origin, "out": args.output.out, "stats": stats }));
     }
     Ok(0)
 }

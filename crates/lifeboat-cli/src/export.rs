@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::shared_args::{choice, ImageArgs, ScratchArgs};
+use crate::shared_args::{choice, ImageArgs, OutArgs, ScratchArgs};
 use crate::{say_moved_aside, secs, Ctx};
 use lifeboat::error::{Error, Kind, Result};
 use lifeboat::fs::scratch::scratch;
@@ -29,26 +29,25 @@ pub struct Args {
     /// SQL dialect for --format sql.
     #[arg(long, value_parser = choice::<Dialect>(Dialect::CHOICES), default_value = "sqlite")]
     dialect: Dialect,
-    /// Output file (`-` for stdout, json and sql only).
-    #[arg(long, value_name = "FILE|-")]
-    out: String,
-    /// Overwrite an existing output file.
-    #[arg(long)]
-    force: bool,
+    #[command(flatten)]
+    output: OutArgs,
     #[command(flatten)]
     scratch: ScratchArgs,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let started = Instant::now();
-    if args.format == Format::Sqlite && args.out == "-" {
+    if args.format == Format::Sqlite && args.output.out == "-" {
         return Err(Error::new(Kind::Config, "--format sqlite needs --out FILE"));
     }
-    if args.out != "-" {
-        ctx.refuse_inside_repository(std::path::Path::new(&args.out))?;
+    if args.output.out != "-" {
+        ctx.refuse_inside_repository(std::path::Path::new(&args.output.out))?;
     }
     let dir = scratch(args.scratch.scratch_dir.as_deref())?;
-    let (image, origin) = args.image.image(ctx, dir.path(), args.out == "-").await?;
+    let (image, origin) = args
+        .image
+        .image(ctx, dir.path(), args.output.out == "-")
+        .await?;
     let request = ExportRequest {
         image,
         origin: origin.clone(),
@@ -56,23 +55,27 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         tenant: args.tenant.clone(),
         format: args.format,
         dialect: args.dialect,
-        out: args.out.clone(),
-        force: args.force,
+        out: args.output.out.clone(),
+        force: args.output.force,
         scratch: dir.path().to_path_buf(),
     };
     let exported = tokio::task::spawn_blocking(move || export_tenant(&request))
         .await
         .map_err(|e| Error::task("export", e))??;
-    say_moved_aside(&args.out, exported.moved_aside);
+    say_moved_aside(&args.output.out, exported.moved_aside);
     let rows = exported.rows;
     let msg = format!(
         "exported tenant {} of {origin} as {:?} to {}: {rows} rows  {}",
         lifeboat::text::escape(&args.tenant),
         args.format,
-        if args.out == "-" { "stdout" } else { &args.out },
+        if args.output.out == "-" {
+            "stdout"
+        } else {
+            &args.output.out
+        },
         secs(started.elapsed().as_millis() as u64)
     );
-    if args.out == "-" {
+    if args.output.out == "-" {
         if !ctx.out.quiet {
             eprintln!("{msg}");
         }
@@ -81,7 +84,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     }
     ctx.out.json(&serde_json::json!({
         "tenant": args.tenant, "origin": origin, "format": format!("{:?}", args.format).to_lowercase(),
-        "out": args.out, "rows": rows, "duration_ms": started.elapsed().as_millis() as u64,
+        "out": args.output.out, "rows": rows, "duration_ms": started.elapsed().as_millis() as u64,
     }));
     Ok(0)
 }

@@ -25,6 +25,18 @@ pub struct ImageArgs {
     pub db: Option<String>,
 }
 
+/// Where the output of dump and export goes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OutArgs {
+    /// Output file, or `-` for stdout (not for `export --format sqlite`). `.zst` and `.gz` are
+    /// compressed.
+    #[arg(long, value_name = "FILE|-", default_value = "-")]
+    pub out: String,
+    /// Overwrite an existing output file (the old one is moved aside; a database never is).
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// Where temporary images go.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ScratchArgs {
