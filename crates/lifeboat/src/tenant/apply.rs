@@ -54,6 +54,10 @@ pub struct TenantChanges {
     pub full_scans: Vec<FullScan>,
     /// How long the live database's write lock was held (not for a dry run).
     pub write_lock_ms: Option<u64>,
+    /// The tenant's live rows were copied before the write lock (WAL mode, and nobody
+    /// committed in between), so the lock was held only for the writes.
+    #[serde(skip)]
+    pub live_copy_before_lock: bool,
 }
 
 /// Whether a failed apply changed the live database.
@@ -256,6 +260,7 @@ impl Prepared {
         before_writes: impl FnOnce() -> Result<()>,
     ) -> std::result::Result<(TenantChanges, PathBuf), ApplyFailure> {
         let full_scans = self.full_scans()?;
+        let early = self.copy_before_lock()?;
         let step = Instant::now();
         before_writes()?;
         tracing::debug!(
@@ -268,7 +273,7 @@ impl Prepared {
             ..TenantChanges::default()
         };
         let result = self
-            .write(&mut changes)
+            .write(&mut changes, early)
             .and_then(|()| self.live_copy.copy_mut().keep(keep_as));
         let kept = match result {
             Ok(kept) => kept,
@@ -349,8 +354,39 @@ impl Prepared {
         }
     }
 
-    /// Under the write lock: copy the tenant's live rows, then delete, insert, check.
-    fn write(&self, changes: &mut TenantChanges) -> Result<()> {
+    /// In WAL mode, where reading never blocks a writer, copy the tenant's live rows before the
+    /// write lock (beside the image's check) and return the database's `data_version` from
+    /// just before: under the lock, an unchanged `data_version` proves nobody committed since,
+    /// so the copy is exactly what the restore replaces and need not be made again there.
+    /// In rollback-journal mode a read blocks writers, so the copy waits for the lock.
+    fn copy_before_lock(&self) -> Result<Option<i64>> {
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA main.journal_mode", [], |r| r.get(0))
+            .map_err(err("journal mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Ok(None);
+        }
+        let version = self.data_version()?;
+        let step = Instant::now();
+        self.live_copy.fill(&self.map, &self.tenant)?;
+        tracing::debug!(
+            ms = step.elapsed().as_millis() as u64,
+            "tenant restore: live copy, before the lock"
+        );
+        Ok(Some(version))
+    }
+
+    /// Changes whenever another connection commits to the live database.
+    fn data_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA main.data_version", [], |r| r.get(0))
+            .map_err(err("data_version"))
+    }
+
+    /// Under the write lock: copy the tenant's live rows (unless the copy made before the lock
+    /// at `early` is still exact), then delete, insert, check.
+    fn write(&self, changes: &mut TenantChanges, early: Option<i64>) -> Result<()> {
         if self.live_copy.source_schema_version()? != self.schema_version {
             return Err(Error::new(
                 Kind::Database,
@@ -358,9 +394,20 @@ impl Prepared {
             ));
         }
         let step = Instant::now();
-        self.live_copy.fill(&self.map, &self.tenant)?;
+        let current = match early {
+            Some(v) => self.data_version()? == v,
+            None => false,
+        };
+        if !current {
+            if early.is_some() {
+                self.live_copy.clear(&self.map)?;
+            }
+            self.live_copy.fill(&self.map, &self.tenant)?;
+        }
+        changes.live_copy_before_lock = current;
         tracing::debug!(
             ms = step.elapsed().as_millis() as u64,
+            reused = current,
             "tenant restore: live copy"
         );
         let step = Instant::now();

@@ -137,6 +137,20 @@ impl TenantCopy {
     /// tenant's when the backup has a row of the tenant under its key: it is the tenant's row,
     /// cut off, and a restore puts it back in place rather than failing on its key. A row that
     /// leads to another tenant, or to a global row, is never taken.
+    /// Empty the copy's tables, so it can be filled again.
+    pub fn clear(&self, map: &TenancyMap) -> Result<()> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(err("begin the copy"))?;
+        for table in map.owned_parents_first().iter().rev() {
+            self.conn
+                .execute(&format!("DELETE FROM {}", qualified("main", table)), [])
+                .map_err(err(&format!("empty the copy of {table}")))?;
+        }
+        tx.commit().map_err(err("empty the copy"))
+    }
+
     pub fn fill(&self, map: &TenancyMap, tenant: &str) -> Result<Vec<(String, u64)>> {
         let with_backup: bool = self
             .conn

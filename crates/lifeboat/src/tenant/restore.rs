@@ -262,6 +262,7 @@ pub async fn restore_tenant(
         globals_inserted,
         full_scans,
         write_lock_ms,
+        ..
     } = changes;
     let mut report = TenantRestoreReport {
         tenant: tenant.to_string(),
