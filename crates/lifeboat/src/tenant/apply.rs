@@ -1,11 +1,13 @@
 //! One tenant's rows made equal to a backup's, inside the live database, touching nothing else
 //! and holding the database's write lock only while writing.
 //!
-//! Before any lock: the backup's tenant rows are copied into a scratch database (see
-//! [`crate::tenant::copy`]) and the schemas compared. Then, once the backup image has passed its
-//! check, the write lock is taken (with a bounded wait and retries, so a busy database is waited
-//! for rather than failed), and under it: the tenant's live rows are copied (the exact state the
-//! restore replaces, and its undo), live rows with no identical row in the backup are deleted
+//! Before any lock: the backup's tenant rows, and the global rows they reference, are copied into
+//! a scratch database (see [`crate::tenant::copy`]), and the schemas compared; in WAL mode the
+//! tenant's live rows are copied too. Then, once the backup image has passed its check, the write
+//! lock is taken (with a bounded wait and retries, so a busy database is waited for rather than
+//! failed), and under it: the tenant's live rows are copied (the exact state the restore
+//! replaces, and its undo), unless the copy made before the lock is proved current by an
+//! unchanged `data_version`; live rows with no identical row in the backup are deleted
 //! child-first, the backup's rows the tenant then lacks are inserted parent-first (rowids kept
 //! where free), global rows that restored rows reference but the live database lacks are
 //! inserted (existing global rows are never modified), foreign keys of everything touched are
@@ -130,6 +132,7 @@ pub fn prepare(
     )?;
     let step = Instant::now();
     let copied = backup_copy.fill(&map, tenant)?;
+    backup_copy.fill_referenced_globals(&map)?;
     tracing::debug!(
         ms = step.elapsed().as_millis() as u64,
         "tenant restore: backup copy"
@@ -151,8 +154,10 @@ pub fn prepare(
     let conn = Connection::open_with_flags(live, flags).map_err(err("open the live database"))?;
     conn.busy_timeout(lock_timeout).map_err(err("open"))?;
     // Checked explicitly before commit; off so no ON DELETE action reaches other rows.
-    conn.execute_batch("PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;")
-        .map_err(err("settings"))?;
+    conn.execute_batch(
+        "PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536;",
+    )
+    .map_err(err("settings"))?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
         .map_err(err("switch triggers off"))?;
     for (name, path) in [("bk", image), ("bt", backup_copy.as_path())] {
@@ -176,6 +181,10 @@ pub fn prepare(
         .into_iter()
         .map(|t| Key::of(&conn, &t).map(|k| (t, k)))
         .collect::<Result<Vec<_>>>()?;
+    // Everything of the backup a restore needs is in its copy now: let the image go, so it
+    // can be removed while the restore writes.
+    conn.execute_batch("DETACH DATABASE bk")
+        .map_err(err("detach the backup"))?;
     Ok(Prepared {
         conn,
         live_copy,
@@ -230,7 +239,7 @@ impl Prepared {
                 .query_row(
                     &format!(
                         "SELECT count(*) FROM {} AS t0 WHERE {cond} AND NOT EXISTS (SELECT 1 FROM {} AS x WHERE {})",
-                        qualified("bk", &table),
+                        qualified("bt", &table),
                         qualified("main", &table),
                         key.same("x", "t0")
                     ),
@@ -455,7 +464,7 @@ impl Prepared {
                 &self.conn,
                 &table,
                 "main",
-                &format!("{} AS t0", qualified("bk", &table)),
+                &format!("{} AS t0", qualified("bt", &table)),
                 &format!(
                     "WHERE {cond} AND NOT EXISTS (SELECT 1 FROM {} AS x WHERE {})",
                     qualified("main", &table),
@@ -538,18 +547,20 @@ impl Prepared {
         )
     }
 
-    /// Global tables whose rows the backup's tenant rows reference, with the condition (on
-    /// `t0`) selecting those rows in `bk`.
+    /// Global tables whose rows the backup's tenant rows can reference, with the condition (on
+    /// `t0`) selecting those rows in `bt`: all of them, as the backup's copy holds just the
+    /// referenced ones ([`TenantCopy::fill_referenced_globals`]).
     fn referenced_globals(&self) -> Vec<(String, String)> {
         self.map
             .tables
             .iter()
             .filter(|(_, o)| matches!(o, Ownership::Global))
-            .filter_map(|(t, _)| {
+            .filter(|(t, _)| {
                 self.map
-                    .referenced_from_copies(t, "t0", "bt.", "bk.")
-                    .map(|c| (t.clone(), c))
+                    .referenced_from_copies(t, "t0", "bt.", "bt.")
+                    .is_some()
             })
+            .map(|(t, _)| (t.clone(), "1".to_string()))
             .collect()
     }
 }

@@ -129,14 +129,35 @@ impl TenantCopy {
             .map_err(err("attach the backup's copy"))
     }
 
-    /// Copy the tenant's rows of every owned table from `src`, parents first, all inside one
-    /// read transaction of the source (one instant). Returns the rows copied per table.
-    ///
-    /// With a backup copy attached, an orphan of a table that belongs to tenants through
-    /// parents (its parent row was deleted, and no foreign key enforced that) counts as the
-    /// tenant's when the backup has a row of the tenant under its key: it is the tenant's row,
-    /// cut off, and a restore puts it back in place rather than failing on its key. A row that
-    /// leads to another tenant, or to a global row, is never taken.
+    /// Copy the global rows that the copied tenant rows reference (transitively), so that a
+    /// restore needs nothing else of the source: it can be let go (and a downloaded image
+    /// removed) before the live database is locked. Call after [`TenantCopy::fill`].
+    pub fn fill_referenced_globals(&self, map: &TenancyMap) -> Result<()> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(err("begin the copy"))?;
+        for (table, ownership) in &map.tables {
+            if !matches!(ownership, Ownership::Global) {
+                continue;
+            }
+            let Some(cond) = map.referenced_from_copies(table, "t0", "main.", "src.") else {
+                continue;
+            };
+            let sql = insert_rows(
+                &self.conn,
+                table,
+                "main",
+                &format!("{} AS t0", qualified("src", table)),
+                &format!("WHERE {cond}"),
+            )?;
+            self.conn
+                .execute(&sql, [])
+                .map_err(err(&format!("copy the referenced rows of {table}")))?;
+        }
+        tx.commit().map_err(err("finish the copy"))
+    }
+
     /// Empty the copy's tables, so it can be filled again.
     pub fn clear(&self, map: &TenancyMap) -> Result<()> {
         let tx = self
@@ -151,6 +172,14 @@ impl TenantCopy {
         tx.commit().map_err(err("empty the copy"))
     }
 
+    /// Copy the tenant's rows of every owned table from `src`, parents first, all inside one
+    /// read transaction of the source (one instant). Returns the rows copied per table.
+    ///
+    /// With a backup copy attached, an orphan of a table that belongs to tenants through
+    /// parents (its parent row was deleted, and no foreign key enforced that) counts as the
+    /// tenant's when the backup has a row of the tenant under its key: it is the tenant's row,
+    /// cut off, and a restore puts it back in place rather than failing on its key. A row that
+    /// leads to another tenant, or to a global row, is never taken.
     pub fn fill(&self, map: &TenancyMap, tenant: &str) -> Result<Vec<(String, u64)>> {
         let with_backup: bool = self
             .conn

@@ -175,6 +175,7 @@ pub async fn restore_tenant(
             }
         };
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "tenant: fetched");
+        let downloaded = matches!(source, TenantSource::Backup(_));
         let (into, cfg, tenant, dir, opts2) = (
             into.to_path_buf(),
             cfg.clone(),
@@ -204,16 +205,29 @@ pub async fn restore_tenant(
                 check.wait()?;
                 return Ok((planned?, None));
             }
+            // A downloaded image is needed no more once checked (the backup's rows are in their
+            // copy): removing an image of hundreds of MB takes the file system a while, so it
+            // is done beside the writes rather than after them.
+            let remover = std::cell::Cell::new(None);
             let ready = || {
                 check.wait()?;
+                if downloaded {
+                    remover.set(Some(std::thread::spawn(move || {
+                        let _ = std::fs::remove_file(&image);
+                    })));
+                }
                 match safety_ready.recv() {
                     Ok(r) => r,
                     Err(_) => Err(Error::new(Kind::Internal, "safety backup: no word")),
                 }
             };
-            prepared
+            let applied = prepared
                 .apply(&keep_as, ready)
-                .map(|(changes, kept)| (changes, Some(kept)))
+                .map(|(changes, kept)| (changes, Some(kept)));
+            if let Some(h) = remover.take() {
+                let _ = h.join();
+            }
+            applied
         })
         .await
         .map_err(|e| Error::new(Kind::Internal, format!("tenant restore task: {e}")))
