@@ -19,12 +19,15 @@ mod dump;
 mod export;
 mod import;
 mod list;
+mod pin;
+mod prune;
 mod restore;
 mod restore_d1;
 mod restores;
 mod shared_args;
 mod tenant_restore;
 mod tenants;
+mod unpin;
 mod verify;
 
 const AFTER_HELP: &str = "\
@@ -70,6 +73,12 @@ enum Command {
     Verify(verify::Args),
     /// Delete incomplete backups (interrupted uploads) older than a threshold.
     Cleanup(cleanup::Args),
+    /// Apply the [retention] policy: keep what its rules keep, delete the rest.
+    Prune(prune::Args),
+    /// Keep a backup whatever the retention policy says.
+    Pin(pin::Args),
+    /// Let the retention policy decide about a pinned backup again.
+    Unpin(unpin::Args),
     /// Write a live database or a backup as SQL (sqlite3 or D1 dialect).
     Dump(dump::Args),
     /// Load a SQL dump (sqlite3, wrangler d1 export, lifeboat) into a new database, checked.
@@ -360,6 +369,9 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Tenants(a) => tenants::run(&ctx, a).await,
         Command::Export(a) => export::run(&ctx, a).await,
         Command::Restores(a) => restores::run(&ctx, a).await,
+        Command::Prune(a) => prune::run(&ctx, a).await,
+        Command::Pin(a) => pin::run(&ctx, a).await,
+        Command::Unpin(a) => unpin::run(&ctx, a).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
     }
 }

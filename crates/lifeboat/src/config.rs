@@ -30,6 +30,9 @@ pub struct Config {
     pub repository: RepositoryConfig,
     #[serde(default, rename = "database")]
     pub databases: Vec<DatabaseConfig>,
+    /// `[retention]`: what `lifeboat prune` keeps.
+    #[serde(default)]
+    pub retention: Option<crate::repo::retention::RetentionPolicy>,
     /// Directory whose relative paths the file's paths are resolved against (not in the file).
     #[serde(skip)]
     pub base_dir: PathBuf,

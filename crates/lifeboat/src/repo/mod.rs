@@ -1,11 +1,15 @@
 //! The repository: where backups live. Object-store backends behind one small interface
 //! ([`store`]), the layout of names and the listing ([`repository`]), uploads ([`upload`],
 //! S3 multipart step by step in [`s3_uploads`]), who holds a backup id ([`claim`]) and the
-//! on-disk format of a backup's record ([`manifest`]).
+//! on-disk format of a backup's record ([`manifest`]), and which backups a policy keeps
+//! ([`retention`]).
 
 pub mod claim;
 pub mod manifest;
+pub mod pins;
+pub mod prune;
 pub mod repository;
+pub mod retention;
 pub mod s3_uploads;
 pub mod store;
 pub mod upload;

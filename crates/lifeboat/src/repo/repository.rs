@@ -424,13 +424,13 @@ impl Repository {
     /// goes (an interrupted delete leaves an incomplete leftover, never a listed backup without
     /// data).
     pub async fn delete_backup(&self, m: &Manifest) -> Result<()> {
+        self.delete_backup_id(&m.database, &m.id).await
+    }
+
+    /// [`Repository::delete_backup`] by id, for a backup whose manifest cannot be read.
+    pub async fn delete_backup_id(&self, db: &str, id: &str) -> Result<()> {
         for suffix in [MANIFEST_SUFFIX, DATA_SUFFIX] {
-            match self
-                .backend
-                .store
-                .delete(&self.key(&m.database, &m.id, suffix))
-                .await
-            {
+            match self.backend.store.delete(&self.key(db, id, suffix)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(self.err("delete backup", e)),
             }

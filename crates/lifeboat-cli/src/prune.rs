@@ -1,0 +1,67 @@
+//! `lifeboat prune`: apply the `[retention]` policy of lifeboat.toml; every backup is listed with
+//! KEEP or DELETE and the rules that decided it.
+
+use crate::{database_names, Ctx};
+use lifeboat::error::{Error, Kind, Result};
+use lifeboat::repo::prune::prune;
+use lifeboat::text::escape;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  lifeboat prune --dry-run
+  lifeboat prune --db studio-platform-db --json
+
+The policy is `[retention]` in lifeboat.toml (restic's rules; buckets in UTC, weeks Monday to Sunday):
+  keep_within = \"90d\"   keep_last = 7   keep_daily = 7   keep_weekly = 4   keep_monthly = 12
+  keep_hourly, keep_yearly, keep_emergency_within = \"30d\", min_keep = 3, keep_bad_within = \"7d\"
+Never deleted: the newest good backup, the min_keep newest, backups dated in the future, pinned ones
+(`lifeboat pin`). Safety backups (taken by restores) follow keep_emergency_within only.")]
+pub struct Args {
+    /// Only this database (a configured name or a file path).
+    #[arg(long, value_name = "NAME|PATH")]
+    db: Option<String>,
+    /// Say what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    let Some(policy) = ctx.config.retention.clone() else {
+        return Err(Error::new(
+            Kind::Config,
+            "prune: no [retention] policy in lifeboat.toml (see `lifeboat prune --help`)",
+        ));
+    };
+    policy.check()?;
+    let repo = ctx.repository(false)?;
+    let names = database_names(ctx, &repo, args.db.as_deref()).await?;
+    let mut docs = Vec::new();
+    for name in names {
+        let report = prune(&repo, &name, &policy, args.dry_run, chrono::Utc::now())
+            .await
+            .map_err(|e| e.context(format!("prune {name}")))?;
+        let verb = if args.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        let to_delete = report.decisions.iter().filter(|d| !d.keep).count();
+        ctx.out.line(format!(
+            "{name}: {} backup(s), keep {}, {verb} {to_delete}",
+            report.decisions.len(),
+            report.decisions.len() - to_delete
+        ));
+        for d in &report.decisions {
+            ctx.out.line(format!(
+                "  {:<6} {:<28} {:<9} {}",
+                if d.keep { "KEEP" } else { "DELETE" },
+                d.id,
+                d.kind.map_or("damaged".to_string(), |k| k.to_string()),
+                escape(&d.reasons.join(", "))
+            ));
+        }
+        docs.push(report);
+    }
+    ctx.out.json_of(&serde_json::json!({ "databases": docs }))?;
+    Ok(0)
+}

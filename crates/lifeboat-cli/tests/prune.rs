@@ -1,0 +1,245 @@
+//! `lifeboat prune`, `pin` and `unpin` on a repository holding a month of backups: one real
+//! backup, copied under the ids and times of a daily history (each copy a complete, restorable
+//! backup), plus a damaged one.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const REPO: &str = "file://./repo";
+
+/// A real backup of db.sqlite, copied under ids dated every day at 02:00 from `first` to the
+/// 30th of November 2026 (a Monday).
+fn history(d: &Path, first: u32) -> Vec<String> {
+    sqlite3(
+        &d.join("db.sqlite"),
+        "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);",
+    );
+    ok(d, &["backup", "--db", "db.sqlite", "--repo", REPO]);
+    let dir = d.join("repo/db/backups");
+    let real = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    let data = dir.join(manifest["data_object"].as_str().unwrap());
+    let mut ids = Vec::new();
+    for day in first..=30 {
+        let id = format!("backup-2026-11-{day:02}T020000Z");
+        let mut m = manifest.clone();
+        m["id"] = id.clone().into();
+        m["created_at"] = format!("2026-11-{day:02}T02:00:00Z").into();
+        m["kind"] = "scheduled".into();
+        m["data_object"] = format!("{id}.sqlite.zst").into();
+        std::fs::copy(&data, dir.join(format!("{id}.sqlite.zst"))).unwrap();
+        std::fs::write(
+            dir.join(format!("{id}.json")),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
+        ids.push(id);
+    }
+    // The real backup (today's) goes, so the history is the same whatever day the test runs.
+    std::fs::remove_file(&real).unwrap();
+    std::fs::remove_file(&data).unwrap();
+    ids
+}
+
+fn listed(d: &Path) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(d, &["--json", "list", "--repo", REPO])).unwrap();
+    v["databases"][0]["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn config(d: &Path, retention: &str) {
+    std::fs::write(
+        d.join("lifeboat.toml"),
+        format!("[repository]\nurl = \"{REPO}\"\n\n[retention]\n{retention}\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn prune_keeps_what_the_rules_keep_and_deletes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ids = history(d, 1);
+    config(d, "keep_daily = 3\nkeep_weekly = 3\nmin_keep = 1");
+
+    // A dry run decides, says why, and deletes nothing.
+    let out = ok(d, &["prune", "--dry-run"]);
+    assert!(out.contains("would delete"), "{out}");
+    assert!(out.contains("daily 2026-11-30"), "{out}");
+    assert!(out.contains("weekly 2026-W47"), "{out}");
+    assert_eq!(listed(d).len(), ids.len());
+
+    let v: serde_json::Value = serde_json::from_str(&ok(d, &["--json", "prune"])).unwrap();
+    let report = &v["databases"][0];
+    let kept: Vec<&str> = report["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["keep"] == true)
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    // Daily: the 30th, 29th and 28th. Weekly (Monday to Sunday): the 30th (week 49 starts that
+    // Monday), the 29th (newest of week 48) and the 22nd (newest of week 47).
+    for id in ["30", "29", "28", "22"] {
+        let id = format!("backup-2026-11-{id}T020000Z");
+        assert!(kept.contains(&id.as_str()), "{id} in {kept:?}");
+    }
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert_eq!(report["deleted"], ids.len() - 4);
+    let mut left = listed(d);
+    left.sort();
+    let mut want: Vec<String> = kept.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(left, want, "what is listed is what was kept");
+    // Deleted backups leave nothing behind; a kept one restores.
+    let objects = std::fs::read_dir(d.join("repo/db/backups"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        objects,
+        2 * 4,
+        "a manifest and a data object per kept backup"
+    );
+    ok(
+        d,
+        &[
+            "restore",
+            "--db",
+            "db",
+            "--backup",
+            "backup-2026-11-22T020000Z",
+            "--to",
+            "r.db",
+        ],
+    );
+    assert_same_db(&d.join("db.sqlite"), &d.join("r.db"));
+    // Pruning again deletes nothing more.
+    let again = ok(d, &["prune"]);
+    assert!(again.contains("deleted 0"), "{again}");
+}
+
+#[test]
+fn pins_the_newest_and_min_keep_are_never_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ids = history(d, 20);
+    config(d, "keep_last = 1\nmin_keep = 2");
+    let old = "backup-2026-11-20T020000Z";
+    let out = ok(d, &["pin", old, "--reason", "before the billing migration"]);
+    assert!(out.contains("pinned"), "{out}");
+    fails(d, &["pin", "backup-2020-01-01T000000Z", "--reason", "x"], 5);
+    let out = ok(d, &["prune"]);
+    assert!(
+        out.contains("pinned: before the billing migration"),
+        "{out}"
+    );
+    let left = listed(d);
+    assert!(left.contains(&old.to_string()), "pinned");
+    assert!(left.contains(ids.last().unwrap()), "newest");
+    assert!(
+        left.contains(&"backup-2026-11-30T020000Z".to_string()),
+        "min_keep 2"
+    );
+    assert_eq!(left.len(), 3, "{left:?}");
+    // Unpinned, the next prune lets it go.
+    assert!(ok(d, &["unpin", old]).contains("unpinned"));
+    ok(d, &["prune"]);
+    assert!(!listed(d).contains(&old.to_string()));
+}
+
+#[test]
+fn a_policy_that_keeps_nothing_or_is_missing_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ids = history(d, 25);
+    std::fs::write(
+        d.join("lifeboat.toml"),
+        format!("[repository]\nurl = \"{REPO}\"\n"),
+    )
+    .unwrap();
+    let err = fails(d, &["prune"], 2);
+    assert!(err.contains("no [retention]"), "{err}");
+    config(d, "keep_daily = 0");
+    let err = fails(d, &["prune"], 2);
+    assert!(err.contains("keeps nothing"), "{err}");
+    config(d, "keep_dialy = 3");
+    fails(d, &["prune"], 2);
+    config(d, "keep_last = 1000");
+    assert_eq!(listed(d).len(), ids.len());
+}
+
+#[test]
+fn damaged_backups_are_deleted_after_keep_bad_within() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    history(d, 28);
+    let backups = d.join("repo/db/backups");
+    // An old damaged manifest (years ago), and one from today.
+    std::fs::write(backups.join("backup-2020-01-01T000000Z.json"), b"{not json").unwrap();
+    std::fs::write(backups.join("backup-2020-01-01T000000Z.sqlite.zst"), b"x").unwrap();
+    let today = chrono::Utc::now()
+        .format("backup-%Y-%m-%dT000001Z")
+        .to_string();
+    std::fs::write(backups.join(format!("{today}.json")), b"{not json").unwrap();
+    config(d, "keep_last = 10");
+    let out = ok(d, &["prune"]);
+    assert!(out.contains("damaged"), "{out}");
+    assert!(!backups.join("backup-2020-01-01T000000Z.json").exists());
+    assert!(!backups
+        .join("backup-2020-01-01T000000Z.sqlite.zst")
+        .exists());
+    assert!(
+        backups.join(format!("{today}.json")).exists(),
+        "kept 7 days for an investigation"
+    );
+}
+
+#[test]
+fn a_prune_killed_between_manifest_and_data_leaves_no_listed_backup_without_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ids = history(d, 20);
+    config(d, "keep_last = 2\nmin_keep = 1");
+    // The first backup deleted is the 28th (newest first, after the two kept). SIGKILL when its
+    // data object is unlinked: its manifest is gone, its data not yet.
+    let data = d.join("repo/db/backups/backup-2026-11-28T020000Z.sqlite.zst");
+    let status = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "-e", "trace=unlink,unlinkat", "-P"])
+        .arg(&data)
+        .args(["-e", "inject=unlink,unlinkat:signal=SIGKILL:when=1"])
+        .arg(bin())
+        .arg("prune")
+        .current_dir(d)
+        .env("TMPDIR", d)
+        .status()
+        .expect("strace (scripts/test.sh installs it)");
+    assert!(!status.success());
+    let left = listed(d);
+    assert_eq!(left.len(), ids.len() - 1, "one manifest went first");
+    // Every listed backup is whole: verify reads each one in full.
+    ok(d, &["verify", "--all"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(d, &["--json", "list", "--repo", REPO])).unwrap();
+    let incomplete = v["databases"][0]["incomplete"].as_array().unwrap();
+    assert_eq!(
+        incomplete.len(),
+        1,
+        "its data is an incomplete leftover for cleanup: {v}"
+    );
+    // The next prune finishes the job.
+    ok(d, &["prune"]);
+    assert_eq!(listed(d).len(), 2);
+}

@@ -1,0 +1,451 @@
+//! Retention: which backups a policy keeps, and why. The rules follow restic's `forget`: a
+//! backup survives if any rule keeps it; calendar buckets are UTC, weeks run Monday to Sunday;
+//! `keep_within` counts back from the newest backup, not from now, so backups that stopped
+//! arriving are never aged out by the clock alone.
+//!
+//! Floors no policy can lower: the newest good backup, the `min_keep` newest good backups,
+//! anything dated in the future (clock skew) and pinned backups are always kept. Safety
+//! backups (taken by restores, holding the damage they repair) follow the emergency rule only.
+//! Damaged backups are not good: they are kept `keep_bad_within` (default 7 d) for an
+//! investigation, then deleted.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Kind, Result};
+use crate::repo::manifest::{BackupKind, Manifest};
+
+/// `[retention]` in lifeboat.toml.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    #[serde(default, with = "opt_duration")]
+    pub keep_within: Option<Duration>,
+    #[serde(default)]
+    pub keep_last: Option<u32>,
+    #[serde(default)]
+    pub keep_hourly: Option<u32>,
+    #[serde(default)]
+    pub keep_daily: Option<u32>,
+    #[serde(default)]
+    pub keep_weekly: Option<u32>,
+    #[serde(default)]
+    pub keep_monthly: Option<u32>,
+    #[serde(default)]
+    pub keep_yearly: Option<u32>,
+    /// Emergency and safety backups younger than this (counted from the newest backup).
+    #[serde(default, with = "opt_duration")]
+    pub keep_emergency_within: Option<Duration>,
+    /// Never fewer good backups than this (default 3).
+    #[serde(default)]
+    pub min_keep: Option<u32>,
+    /// How long a damaged backup is kept for an investigation (default 7 d).
+    #[serde(default, with = "opt_duration")]
+    pub keep_bad_within: Option<Duration>,
+}
+
+/// `"90d"`: a humantime duration.
+mod opt_duration {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+    }
+}
+
+/// The calendar bucket of a time, as shown (`2026-11-30`, `2026-W49` …).
+type Bucket = fn(DateTime<Utc>) -> String;
+
+const DEFAULT_MIN_KEEP: u32 = 3;
+const DEFAULT_KEEP_BAD: Duration = Duration::from_secs(7 * 86_400);
+/// A backup dated this far ahead of the clock is "in the future" (clock skew between hosts).
+const FUTURE_SLACK: Duration = Duration::from_secs(60);
+
+impl RetentionPolicy {
+    /// A policy that keeps nothing by rule would delete all but the floors: refused.
+    pub fn check(&self) -> Result<()> {
+        let rules = [
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ];
+        let empty = rules.iter().all(|r| r.unwrap_or(0) == 0)
+            && self.keep_within.is_none_or(|d| d.is_zero());
+        if empty {
+            return Err(Error::new(
+                Kind::Config,
+                "retention: the policy keeps nothing; set keep_within, keep_last or a keep_hourly…keep_yearly rule",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What prune decided for one backup.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Decision {
+    pub id: String,
+    /// `None` for a damaged backup (its manifest cannot be read).
+    pub kind: Option<BackupKind>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub keep: bool,
+    /// Every rule or floor that keeps it; for a deletion, why nothing did.
+    pub reasons: Vec<String>,
+}
+
+/// Decide for every backup of one database. `backups` are the complete ones (any order),
+/// `damaged` the (id, reason) of manifests that cannot be used, `pins` id → reason.
+pub fn decide(
+    policy: &RetentionPolicy,
+    backups: &[Manifest],
+    damaged: &[(String, String)],
+    pins: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> Vec<Decision> {
+    let mut sorted: Vec<&Manifest> = backups.iter().collect();
+    sorted.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut add = |id: &str, why: String| reasons.entry(id.to_string()).or_default().push(why);
+    // Good backups: what `latest` could pick (safety backups hold damage).
+    let good: Vec<&Manifest> = sorted
+        .iter()
+        .copied()
+        .filter(|m| m.kind.selectable())
+        .collect();
+    let newest = sorted.first().map(|m| m.created_at);
+
+    if let Some(m) = good.first() {
+        add(&m.id, "newest good backup".into());
+    }
+    let floor = policy.min_keep.unwrap_or(DEFAULT_MIN_KEEP) as usize;
+    for m in good.iter().take(floor) {
+        add(&m.id, format!("min_keep {floor}"));
+    }
+    for m in &sorted {
+        if m.created_at > now + FUTURE_SLACK {
+            add(&m.id, "dated in the future".into());
+        }
+        if let Some(why) = pins.get(&m.id) {
+            add(&m.id, format!("pinned: {why}"));
+        }
+    }
+    if let Some(n) = policy.keep_last {
+        for m in good.iter().take(n as usize) {
+            add(&m.id, format!("last {n}"));
+        }
+    }
+    let buckets: [(&str, Option<u32>, Bucket); 5] = [
+        ("hourly", policy.keep_hourly, |t| {
+            t.format("%Y-%m-%d %H:00").to_string()
+        }),
+        ("daily", policy.keep_daily, |t| {
+            t.format("%Y-%m-%d").to_string()
+        }),
+        ("weekly", policy.keep_weekly, |t| {
+            let w = t.iso_week();
+            format!("{}-W{:02}", w.year(), w.week())
+        }),
+        ("monthly", policy.keep_monthly, |t| {
+            t.format("%Y-%m").to_string()
+        }),
+        ("yearly", policy.keep_yearly, |t| t.year().to_string()),
+    ];
+    for (name, n, bucket) in buckets {
+        let Some(n) = n.filter(|n| *n > 0) else {
+            continue;
+        };
+        let mut last: Option<String> = None;
+        let mut left = n;
+        for m in &good {
+            let b = bucket(m.created_at);
+            if last.as_ref() != Some(&b) {
+                add(&m.id, format!("{name} {b}"));
+                last = Some(b);
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    if let (Some(d), Some(newest)) = (policy.keep_within, newest) {
+        let since = newest - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        for m in good.iter().filter(|m| m.created_at >= since) {
+            add(&m.id, format!("within {}", humantime::format_duration(d)));
+        }
+    }
+    if let (Some(d), Some(newest)) = (policy.keep_emergency_within, newest) {
+        let since = newest - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        for m in sorted.iter().filter(|m| {
+            matches!(m.kind, BackupKind::Emergency | BackupKind::Safety) && m.created_at >= since
+        }) {
+            add(
+                &m.id,
+                format!("{} within {}", m.kind, humantime::format_duration(d)),
+            );
+        }
+    }
+    let mut out: Vec<Decision> = sorted
+        .iter()
+        .map(|m| {
+            let why = reasons.remove(&m.id).unwrap_or_default();
+            Decision {
+                id: m.id.clone(),
+                kind: Some(m.kind),
+                created_at: Some(m.created_at),
+                keep: !why.is_empty(),
+                reasons: if why.is_empty() {
+                    vec!["no rule keeps it".into()]
+                } else {
+                    why
+                },
+            }
+        })
+        .collect();
+    let keep_bad = policy.keep_bad_within.unwrap_or(DEFAULT_KEEP_BAD);
+    for (id, problem) in damaged {
+        let at = id_time(id);
+        let young = at.is_none_or(|t| {
+            now - t < chrono::Duration::from_std(keep_bad).unwrap_or(chrono::Duration::MAX)
+        });
+        let pinned = pins.get(id);
+        let mut reasons = vec![format!("damaged: {problem}")];
+        if let Some(why) = pinned {
+            reasons.push(format!("pinned: {why}"));
+        } else if young {
+            reasons.push(format!(
+                "kept {} for an investigation",
+                humantime::format_duration(keep_bad)
+            ));
+        }
+        out.push(Decision {
+            id: id.clone(),
+            kind: None,
+            created_at: at,
+            keep: young || pinned.is_some(),
+            reasons,
+        });
+    }
+    out
+}
+
+/// The time in a backup id (`backup-2026-11-20T020000Z`, perhaps with a `-N` suffix).
+pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    let stamp = id.strip_prefix("backup-")?.get(..18)?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn backup(t: &str, kind: BackupKind) -> Manifest {
+        let created = at(t);
+        let id = format!("backup-{}", created.format("%Y-%m-%dT%H%M%SZ"));
+        serde_json::from_value(serde_json::json!({
+            "format_version": 1, "id": id, "database": "db", "kind": kind,
+            "created_at": created, "source": {"kind": "sqlite", "path": "db"},
+            "sqlite_version": "3", "page_size": 4096, "page_count": 1, "image_size": 4096,
+            "stored_size": 1, "compression": "zstd", "data_object": format!("{id}.sqlite.zst"),
+            "stored_sha256": "", "image_sha256": "", "tables": {}, "schema_sha256": "",
+            "duration_ms": 0, "lifeboat_version": "0",
+        }))
+        .unwrap()
+    }
+
+    /// Every day of November 2026 at 02:00, plus extra backups on the 30th.
+    fn month() -> Vec<Manifest> {
+        let mut v: Vec<Manifest> = (1..=30)
+            .map(|d| backup(&format!("2026-11-{d:02}T02:00:00Z"), BackupKind::Scheduled))
+            .collect();
+        v.push(backup("2026-11-30T09:00:00Z", BackupKind::Manual));
+        v.push(backup("2026-11-30T10:00:00Z", BackupKind::Emergency));
+        v.push(backup("2026-11-30T11:00:00Z", BackupKind::Safety));
+        v
+    }
+
+    fn kept(d: &[Decision]) -> Vec<String> {
+        d.iter().filter(|d| d.keep).map(|d| d.id.clone()).collect()
+    }
+
+    const NOW: &str = "2026-12-01T00:00:00Z";
+
+    #[test]
+    fn an_empty_policy_is_refused() {
+        assert!(RetentionPolicy::default().check().is_err());
+        let p = RetentionPolicy {
+            keep_daily: Some(0),
+            ..Default::default()
+        };
+        assert!(p.check().is_err());
+        let p = RetentionPolicy {
+            keep_daily: Some(7),
+            ..Default::default()
+        };
+        assert!(p.check().is_ok());
+    }
+
+    #[test]
+    fn daily_keeps_the_newest_of_each_of_the_last_n_days() {
+        let p = RetentionPolicy {
+            keep_daily: Some(3),
+            min_keep: Some(1),
+            ..Default::default()
+        };
+        let d = decide(&p, &month(), &[], &BTreeMap::new(), at(NOW));
+        // The 30th's newest good backup is the emergency one at 10:00 (safety is not good).
+        assert_eq!(
+            kept(&d),
+            vec![
+                "backup-2026-11-30T100000Z",
+                "backup-2026-11-29T020000Z",
+                "backup-2026-11-28T020000Z"
+            ]
+        );
+        let safety = d
+            .iter()
+            .find(|d| d.id == "backup-2026-11-30T110000Z")
+            .unwrap();
+        assert!(
+            !safety.keep,
+            "a safety backup follows the emergency rule only"
+        );
+    }
+
+    #[test]
+    fn weeks_run_monday_to_sunday() {
+        let p = RetentionPolicy {
+            keep_weekly: Some(2),
+            min_keep: Some(0),
+            ..Default::default()
+        };
+        // 2026-11-30 is a Monday: it starts a week of its own; the week before ends Sunday 29th.
+        let d = decide(&p, &month(), &[], &BTreeMap::new(), at(NOW));
+        let k = kept(&d);
+        assert!(k.contains(&"backup-2026-11-30T100000Z".to_string()));
+        assert!(k.contains(&"backup-2026-11-29T020000Z".to_string()));
+        assert_eq!(k.len(), 2, "{k:?}");
+    }
+
+    #[test]
+    fn floors_keep_the_newest_pinned_future_and_min_keep() {
+        let p = RetentionPolicy {
+            keep_last: Some(1),
+            min_keep: Some(3),
+            ..Default::default()
+        };
+        let mut all = month();
+        all.push(backup("2027-01-01T00:00:00Z", BackupKind::Scheduled));
+        let pins = BTreeMap::from([("backup-2026-11-02T020000Z".to_string(), "audit".to_string())]);
+        let d = decide(&p, &all, &[], &pins, at(NOW));
+        let k = kept(&d);
+        assert!(
+            k.contains(&"backup-2027-01-01T000000Z".to_string()),
+            "future"
+        );
+        assert!(
+            k.contains(&"backup-2026-11-02T020000Z".to_string()),
+            "pinned"
+        );
+        let why = &d
+            .iter()
+            .find(|d| d.id == "backup-2026-11-02T020000Z")
+            .unwrap()
+            .reasons;
+        assert!(why.iter().any(|r| r == "pinned: audit"), "{why:?}");
+        // min_keep 3: the three newest good ones (the future one counts as good).
+        assert!(k.contains(&"backup-2026-11-30T100000Z".to_string()));
+        assert!(k.contains(&"backup-2026-11-30T090000Z".to_string()));
+        assert_eq!(k.len(), 4, "{k:?}");
+    }
+
+    #[test]
+    fn keep_within_counts_back_from_the_newest_backup_not_the_clock() {
+        let p = RetentionPolicy {
+            keep_within: Some(Duration::from_secs(2 * 86_400)),
+            min_keep: Some(0),
+            ..Default::default()
+        };
+        // A year later, nothing new arrived: two days back from the newest backup (11-30 11:00)
+        // are still kept.
+        let d = decide(
+            &p,
+            &month(),
+            &[],
+            &BTreeMap::new(),
+            at("2027-12-01T00:00:00Z"),
+        );
+        let k = kept(&d);
+        assert!(k.contains(&"backup-2026-11-29T020000Z".to_string()));
+        assert!(!k.contains(&"backup-2026-11-28T020000Z".to_string()));
+    }
+
+    #[test]
+    fn emergency_and_safety_follow_the_emergency_rule() {
+        let p = RetentionPolicy {
+            keep_last: Some(1),
+            keep_emergency_within: Some(Duration::from_secs(86_400)),
+            min_keep: Some(0),
+            ..Default::default()
+        };
+        let d = decide(&p, &month(), &[], &BTreeMap::new(), at(NOW));
+        let k = kept(&d);
+        assert!(
+            k.contains(&"backup-2026-11-30T110000Z".to_string()),
+            "safety"
+        );
+        assert!(
+            k.contains(&"backup-2026-11-30T100000Z".to_string()),
+            "emergency"
+        );
+    }
+
+    #[test]
+    fn damaged_backups_are_kept_for_a_while_then_deleted() {
+        let p = RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        };
+        let damaged = vec![
+            (
+                "backup-2026-11-29T030000Z".to_string(),
+                "bad json".to_string(),
+            ),
+            (
+                "backup-2026-11-01T030000Z".to_string(),
+                "bad json".to_string(),
+            ),
+        ];
+        let d = decide(&p, &month(), &damaged, &BTreeMap::new(), at(NOW));
+        let young = d
+            .iter()
+            .find(|d| d.id == "backup-2026-11-29T030000Z")
+            .unwrap();
+        let old = d
+            .iter()
+            .find(|d| d.id == "backup-2026-11-01T030000Z")
+            .unwrap();
+        assert!(young.keep && !old.keep);
+        assert_eq!(
+            id_time("backup-2026-11-20T020000Z-2"),
+            Some(at("2026-11-20T02:00:00Z"))
+        );
+    }
+}
