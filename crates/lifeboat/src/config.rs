@@ -47,22 +47,8 @@ pub struct RepositoryConfig {
     pub compression_level: i32,
     /// S3: how long to wait for a connection, and for an answer, before a request is retried
     /// (once) and then given up (`"30s"`).
-    #[serde(default, with = "humantime_serde_opt")]
+    #[serde(default, with = "crate::duration::optional")]
     pub timeout: Option<std::time::Duration>,
-}
-
-/// `timeout = "30s"`: a humantime duration in the config file.
-mod humantime_serde_opt {
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<std::time::Duration>, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("timeout {s:?}: {e}")))
-    }
 }
 
 impl Default for RepositoryConfig {

@@ -14,6 +14,7 @@ pub mod backup;
 pub mod config;
 pub mod d1;
 pub mod demo;
+pub mod duration;
 pub mod error;
 pub mod fs;
 pub mod process;

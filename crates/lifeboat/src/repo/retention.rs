@@ -22,7 +22,7 @@ use crate::repo::manifest::{BackupKind, Manifest};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionPolicy {
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::duration::optional")]
     pub keep_within: Option<Duration>,
     #[serde(default)]
     pub keep_last: Option<u32>,
@@ -37,28 +37,14 @@ pub struct RetentionPolicy {
     #[serde(default)]
     pub keep_yearly: Option<u32>,
     /// Emergency and safety backups younger than this (counted from the newest backup).
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::duration::optional")]
     pub keep_emergency_within: Option<Duration>,
     /// Never fewer good backups than this (default 3).
     #[serde(default)]
     pub min_keep: Option<u32>,
     /// How long a damaged backup is kept for an investigation (default 7 d).
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::duration::optional")]
     pub keep_bad_within: Option<Duration>,
-}
-
-/// `"90d"`: a humantime duration.
-mod opt_duration {
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<std::time::Duration>, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
-    }
 }
 
 /// The calendar bucket of a time, as shown (`2026-11-30`, `2026-W49` …).
