@@ -76,12 +76,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         secs(started.elapsed().as_millis() as u64)
     );
     if args.output.out == "-" {
+        // stdout carries the export: nothing else may be written there, --json or not.
         if !ctx.out.quiet {
             eprintln!("{msg}");
         }
-    } else {
-        ctx.out.line(msg);
+        return Ok(0);
     }
+    ctx.out.line(msg);
     ctx.out.json(&serde_json::json!({
         "tenant": args.tenant, "origin": origin, "format": format!("{:?}", args.format).to_lowercase(),
         "out": args.output.out, "rows": rows, "duration_ms": started.elapsed().as_millis() as u64,

@@ -503,3 +503,44 @@ fn backup_from_sql_stores_a_dump_as_a_backup() {
     assert!(err.contains("line 2"), "{err}");
     assert!(!d.join("repo/broken").exists());
 }
+
+#[test]
+fn a_dump_cannot_reach_another_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sqlite3(
+        &d.join("victim.db"),
+        "CREATE TABLE precious(x); INSERT INTO precious VALUES('keep me');",
+    );
+    let victim = d.join("victim.db").display().to_string();
+    let attacks = [
+        format!("ATTACH DATABASE '{victim}' AS v;\nDELETE FROM v.precious;\n"),
+        format!("attach '{victim}' as v;\n"),
+        format!("VACUUM INTO '{}';\n", d.join("copy.db").display()),
+        "DETACH DATABASE main;\n".to_string(),
+    ];
+    for (i, attack) in attacks.iter().enumerate() {
+        let file = d.join(format!("evil{i}.sql"));
+        std::fs::write(
+            &file,
+            format!("CREATE TABLE t(x);\nINSERT INTO t VALUES(1);\n{attack}"),
+        )
+        .unwrap();
+        let name = format!("evil{i}.sql");
+        let err = fails(d, &["import", &name, "--to", "out.db"], 6);
+        assert!(err.contains("another database file"), "{err}");
+        assert!(!d.join("out.db").exists());
+        let err = fails(
+            d,
+            &["backup", "--from-sql", &name, "--repo", "file://./repo"],
+            6,
+        );
+        assert!(err.contains("another database file"), "{err}");
+        assert!(!d.join("repo").exists(), "nothing reached the repository");
+    }
+    assert_eq!(
+        sqlite3(&d.join("victim.db"), "SELECT x FROM precious"),
+        "keep me"
+    );
+    assert!(!d.join("copy.db").exists());
+}

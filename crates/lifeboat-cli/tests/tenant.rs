@@ -233,3 +233,25 @@ fn unknown_tenant_is_a_clear_error_and_writes_nothing() {
     assert!(err.contains("not found"), "{err}");
     assert!(!dir.path().join("x.db").exists());
 }
+
+#[test]
+fn an_export_to_stdout_carries_only_the_export_even_with_json() {
+    let dir = setup();
+    for format in ["json", "sql"] {
+        let out = ok(
+            dir.path(),
+            &[
+                "--json", "export", "--tenant", "t1", "--db", "studio", "--format", format,
+            ],
+        );
+        if format == "json" {
+            let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+            assert_eq!(v["tenant"], "t1");
+        } else {
+            assert!(
+                out.trim_end().ends_with("statements"),
+                "ends with the dump's last line"
+            );
+        }
+    }
+}

@@ -68,6 +68,12 @@ pub fn load(reader: impl BufRead + Send, path: &Path) -> Result<LoadStats> {
                     Item::Insert(run) => {
                         stats.rows_bound += insert_run(&mut prepared[run.sql], &run)?;
                     }
+                    Item::Refused(line) => {
+                        return Err(line_err(
+                            line,
+                            "the dump reaches for another database file (ATTACH, DETACH or VACUUM INTO); a dump may only build its own database, so it is refused",
+                        ))
+                    }
                     Item::Rollback(line) => {
                         return Err(line_err(
                             line,
@@ -150,7 +156,11 @@ const LOAD_CACHE_KIB: u32 = 48 * 1024;
 fn open_for_load(path: &Path, cache_kib: u32) -> Result<Connection> {
     let settings = format!("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-{cache_kib}; PRAGMA threads=2; BEGIN;");
     Connection::open(path)
-        .and_then(|c| c.execute_batch(&settings).map(|_| c))
+        .and_then(|c| {
+            // However a statement is written, it cannot reach another file.
+            c.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+            c.execute_batch(&settings).map(|_| c)
+        })
         .map_err(|e| Error::sqlite(Kind::Internal, format!("import into {}", path.display()), e))
 }
 
@@ -158,6 +168,7 @@ fn open_for_load(path: &Path, cache_kib: u32) -> Result<Connection> {
 enum Item {
     Skip,
     Rollback(u64),
+    Refused(u64),
     /// Indexes, triggers and views: created after the data.
     Later(Statement),
     Exec(Statement),
@@ -268,6 +279,7 @@ fn parse_all(reader: impl BufRead, tx: std::sync::mpsc::SyncSender<Msg>) {
         let item = match classify(&st.sql[..st.sql.len().min(64)]) {
             Action::Skip => Item::Skip,
             Action::Rollback => Item::Rollback(st.line),
+            Action::Refuse => Item::Refused(st.line),
             Action::Later => Item::Later(st),
             Action::Execute => Item::Exec(st),
             Action::Insert => {
@@ -324,6 +336,8 @@ fn parse_all(reader: impl BufRead, tx: std::sync::mpsc::SyncSender<Msg>) {
 enum Action {
     Skip,
     Rollback,
+    /// A statement that would reach beyond the database being built (another file).
+    Refuse,
     Later,
     Insert,
     Execute,
@@ -347,6 +361,8 @@ fn classify(head: &[u8]) -> Action {
         // The load runs in a transaction of its own.
         "BEGIN" | "COMMIT" | "END" | "SAVEPOINT" | "RELEASE" => Action::Skip,
         "ROLLBACK" => Action::Rollback,
+        // No dump tool writes these; they would read or write files beyond the new database.
+        "ATTACH" | "DETACH" | "VACUUM" => Action::Refuse,
         "PRAGMA" => {
             let p = second.to_ascii_lowercase();
             let skip = [

@@ -164,7 +164,7 @@ fn foreign_key_check(c: &Connection, table: &str) -> Result<()> {
         let which = rowid.map_or("a row".to_string(), |r| format!("the row with rowid {r}"));
         return Err(Error::new(
             Kind::Corrupt,
-            format!("foreign_key_check: {which} of {table} points at a missing row of {parent} (pass --no-fk-check to load anyway)"),
+            format!("foreign_key_check: {which} of {table} points at a missing row of {parent} (`lifeboat import --no-fk-check` loads it anyway)"),
         ));
     }
     Ok(())
