@@ -444,3 +444,84 @@ fn rows_orphaned_by_unenforced_deletes_are_put_back_in_place() {
     assert_eq!(everything_else(&db), others);
     assert_eq!(sqlite3(&db, "PRAGMA foreign_key_check"), "");
 }
+
+#[test]
+fn global_rows_reached_through_their_own_table_come_along() {
+    // A tenant's item points at user 5, whose manager is 6; user 5's org 2 has parent org 1.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("s.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE tenants(id TEXT PRIMARY KEY);
+             CREATE TABLE orgs(id INTEGER PRIMARY KEY, parent_org INTEGER REFERENCES orgs(id));
+             CREATE TABLE users(id INTEGER PRIMARY KEY, manager_id INTEGER REFERENCES users(id),
+                                org_id INTEGER REFERENCES orgs(id));
+             CREATE TABLE items(id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id),
+                                user_id INTEGER REFERENCES users(id));
+             INSERT INTO tenants VALUES ('A'), ('B');
+             INSERT INTO orgs VALUES (1, NULL), (2, 1), (3, NULL);
+             INSERT INTO users VALUES (6, NULL, 1), (5, 6, 2), (7, NULL, 3);
+             INSERT INTO items VALUES (1, 'A', 5), (2, 'B', 7);",
+        )
+        .unwrap();
+    ok(d, &["backup", "--db", "s.db", "--repo", "file://./repo"]);
+    // The export stands on its own: every row it references is in it.
+    ok(
+        d,
+        &[
+            "export",
+            "--tenant",
+            "A",
+            "--backup",
+            "latest",
+            "--db",
+            "s",
+            "--repo",
+            "file://./repo",
+            "--format",
+            "sqlite",
+            "--out",
+            "a.db",
+        ],
+    );
+    assert_eq!(
+        sqlite3(
+            &d.join("a.db"),
+            "SELECT group_concat(id) FROM (SELECT id FROM users ORDER BY id)"
+        ),
+        "5,6"
+    );
+    assert_eq!(
+        sqlite3(
+            &d.join("a.db"),
+            "SELECT group_concat(id) FROM (SELECT id FROM orgs ORDER BY id)"
+        ),
+        "1,2"
+    );
+    // The live database lost the tenant's item and every global row it needs.
+    sqlite3(
+        &db,
+        "DELETE FROM items WHERE tenant_id = 'A'; DELETE FROM users WHERE id IN (5, 6); DELETE FROM orgs WHERE id IN (1, 2);",
+    );
+    ok(
+        d,
+        &[
+            "restore",
+            "--tenant",
+            "A",
+            "--backup",
+            "latest",
+            "--db",
+            "s",
+            "--repo",
+            "file://./repo",
+            "--into",
+            "s.db",
+        ],
+    );
+    assert_eq!(sqlite3(&db, "PRAGMA foreign_key_check"), "");
+    assert_eq!(sqlite3(&db, "SELECT count(*) FROM users"), "3");
+    assert_eq!(sqlite3(&db, "SELECT count(*) FROM orgs"), "3");
+}

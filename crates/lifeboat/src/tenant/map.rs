@@ -79,7 +79,7 @@ pub enum Ownership {
 
 /// For an owned child table (name, alias, depth): the schema to read its rows in, and the
 /// condition on them that makes them count (None: none can).
-type OwnedRows<'a> = dyn Fn(&str, &str, usize) -> Option<(String, String)> + 'a;
+pub(super) type OwnedRows<'a> = dyn Fn(&str, &str, usize) -> Option<(String, String)> + 'a;
 
 /// The map for a whole database.
 #[derive(Debug, Clone, Serialize)]
@@ -253,7 +253,7 @@ fn owns(o: &Ownership) -> bool {
 }
 
 /// `alias."a"` or, for several columns, the row value `(alias."a", alias."b")`.
-fn tuple(alias: &str, columns: &[String]) -> String {
+pub(super) fn tuple(alias: &str, columns: &[String]) -> String {
     match columns {
         [one] => format!("{alias}.{}", quote_ident(one)),
         many => format!("({})", list(alias, many)),
@@ -261,7 +261,7 @@ fn tuple(alias: &str, columns: &[String]) -> String {
 }
 
 /// `alias."a", alias."b"`
-fn list(alias: &str, columns: &[String]) -> String {
+pub(super) fn list(alias: &str, columns: &[String]) -> String {
     columns
         .iter()
         .map(|c| format!("{alias}.{}", quote_ident(c)))
@@ -351,7 +351,7 @@ impl TenancyMap {
         self.condition_depth(schema, table, alias, 0)
     }
 
-    fn condition_depth(
+    pub(super) fn condition_depth(
         &self,
         schema: &str,
         table: &str,
@@ -385,73 +385,6 @@ impl TenancyMap {
         }
     }
 
-    /// SQL condition selecting the rows of global `table` that the tenant's rows (or other
-    /// referenced global rows, transitively) point at; None when nothing of the tenant's can.
-    pub fn referenced_condition(&self, table: &str, alias: &str) -> Option<String> {
-        self.referenced_in("", table, alias)
-    }
-
-    /// [`TenancyMap::referenced_condition`] with tables qualified by `schema`.
-    pub fn referenced_in(&self, schema: &str, table: &str, alias: &str) -> Option<String> {
-        self.referenced_depth(schema, table, alias, 0)
-    }
-
-    fn referenced_depth(
-        &self,
-        schema: &str,
-        table: &str,
-        alias: &str,
-        depth: usize,
-    ) -> Option<String> {
-        self.referenced_by(table, alias, depth, schema, &|child, c, depth| {
-            self.condition_depth(schema, child, c, 10 + depth)
-                .map(|cond| (schema.to_string(), cond))
-        })
-    }
-
-    /// Rows of global `table` that rows of other tables reference: a global child counts when
-    /// its own rows are referenced (transitively, in `globals`); an owned child's rows are
-    /// chosen by `owned(child, alias, depth)`, which gives the schema to read them in and the
-    /// condition on them (None: the child cannot reference any).
-    fn referenced_by(
-        &self,
-        table: &str,
-        alias: &str,
-        depth: usize,
-        globals: &str,
-        owned: &OwnedRows<'_>,
-    ) -> Option<String> {
-        if depth > 5 || !matches!(self.tables.get(table), Some(Ownership::Global)) {
-            return None;
-        }
-        let mut parts = Vec::new();
-        for (child, links) in &self.links {
-            for l in links
-                .iter()
-                .filter(|l| l.parent == table && *child != table)
-            {
-                let c = format!("r{depth}");
-                let found = match self.tables.get(child)? {
-                    Ownership::Global => self
-                        .referenced_by(child, &c, depth + 1, globals, owned)
-                        .map(|cond| (globals.to_string(), cond)),
-                    Ownership::Excluded => None,
-                    _ => owned(child, &c, depth),
-                };
-                let Some((schema, cond)) = found else {
-                    continue;
-                };
-                parts.push(format!(
-                    "{} IN (SELECT {} FROM {schema}{} {c} WHERE {cond})",
-                    tuple(alias, &l.parent_columns),
-                    list(&c, &l.columns),
-                    quote_ident(child),
-                ));
-            }
-        }
-        (!parts.is_empty()).then(|| format!("({})", parts.join(" OR ")))
-    }
-
     /// The tenant's rows of `table`, for when the tenant's rows of every parent table are
     /// already copied into `parents` (a schema prefix such as `main.`, holding nothing else):
     /// direct tables test their tenant column, tables through parents test their keys against
@@ -475,22 +408,6 @@ impl TenancyMap {
             }
             _ => self.condition(table, alias),
         }
-    }
-
-    /// Rows of global `table` (in schema `globals`) that the tenant's rows reference, where
-    /// `copies` holds just the tenant's rows of every owned table; global rows referenced by
-    /// referenced global rows count too, transitively.
-    pub fn referenced_from_copies(
-        &self,
-        table: &str,
-        alias: &str,
-        copies: &str,
-        globals: &str,
-    ) -> Option<String> {
-        // The copies hold only the tenant's rows: all of them count.
-        self.referenced_by(table, alias, 0, globals, &|_, _, _| {
-            Some((copies.to_string(), "1".to_string()))
-        })
     }
 
     /// The tables that belong to tenants, parents before children.
