@@ -58,6 +58,19 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             "no database given: pass --db NAME|PATH or declare [[database]] in lifeboat.toml",
         ));
     }
+    for (i, a) in sources.iter().enumerate() {
+        if let Some(b) = sources[..i].iter().find(|b| b.name == a.name && b != &a) {
+            return Err(Error::new(
+                Kind::Config,
+                format!(
+                    "{} and {} would both be filed as database {:?}; declare them with names of their own in lifeboat.toml",
+                    b.path.display(),
+                    a.path.display(),
+                    a.name
+                ),
+            ));
+        }
+    }
     let opts = options(ctx, &args);
     // Every source is checked (a dump loaded) before the repository is touched, so bad input
     // changes nothing.

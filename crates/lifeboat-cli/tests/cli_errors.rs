@@ -464,3 +464,27 @@ fn closed_stdout_is_not_a_crash() {
     let listing = ok(dir.path(), &["list", "--repo", "file://./repo"]);
     assert!(listing.contains("1 complete backup(s)"), "{listing}");
 }
+
+#[test]
+fn two_files_that_would_share_a_name_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    sqlite3(&d.join("a.db"), "CREATE TABLE t(x);");
+    sqlite3(&d.join("sub/a.db"), "CREATE TABLE u(y);");
+    let err = fails(
+        d,
+        &[
+            "backup",
+            "--db",
+            "a.db",
+            "--db",
+            "sub/a.db",
+            "--repo",
+            "file://./repo",
+        ],
+        2,
+    );
+    assert!(err.contains("would both be filed as database"), "{err}");
+    assert!(!d.join("repo").exists());
+}
