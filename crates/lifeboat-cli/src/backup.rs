@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use crate::shared_args::choice;
 use crate::{parse_duration, secs, Ctx};
-use lifeboat::backup::{prepare, store, BackupOptions};
+use lifeboat::backup::{prepare, store, BackupOptions, Stored};
 use lifeboat::error::{Error, Kind, Result, ResultExt};
-use lifeboat::repo::manifest::{human_size, BackupKind, Manifest};
+use lifeboat::repo::manifest::{human_size, BackupKind};
+use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
 use lifeboat::source::Source;
 
 #[derive(clap::Args, Debug)]
@@ -72,6 +73,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
     }
     let opts = options(ctx, &args);
+    let shrink_alert = ctx
+        .config
+        .retention
+        .as_ref()
+        .and_then(|r| r.shrink_alert)
+        .unwrap_or(DEFAULT_SHRINK_ALERT);
     // Every source is checked (a dump loaded) before the repository is touched, so bad input
     // changes nothing.
     let mut prepared = Vec::new();
@@ -82,7 +89,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let mut done = Vec::new();
     for p in &prepared {
         let pb = ctx.out.progress(p.name());
-        let m = store(&repo, p, &opts, &crate::bar(&pb)).await;
+        let m = store(&repo, p, &opts, shrink_alert, &crate::bar(&pb)).await;
         pb.finish_and_clear();
         done.push(m?);
     }
@@ -127,9 +134,13 @@ fn options(ctx: &Ctx, args: &Args) -> BackupOptions {
     }
 }
 
-fn report(ctx: &Ctx, done: &[Manifest]) {
+fn report(ctx: &Ctx, done: &[Stored]) {
     let mut docs = Vec::new();
-    for m in done {
+    for Stored {
+        manifest: m,
+        shrinkage,
+    } in done
+    {
         ctx.out.line(format!(
             "{}  {}  {} -> {} ({:.1}x)  {} tables  {} rows  {}",
             m.database,
@@ -154,6 +165,24 @@ fn report(ctx: &Ctx, done: &[Manifest]) {
             ctx.out
                 .line(format!("  sql mirror: {}/backups/{name}", m.database));
             doc["sql_mirror"] = serde_json::Value::String(name);
+        }
+        if let Some(s) = shrinkage {
+            let what: Vec<String> = s
+                .tables
+                .iter()
+                .map(|(t, a, b)| format!("{} {a} -> {b}", lifeboat::text::escape(t)))
+                .collect();
+            // A warning whatever the output mode: it is what the operator must see.
+            eprintln!(
+                "lifeboat: warning: {} {}: rows dropped by more than the shrink_alert since {}: {}; {} is held from pruning until `lifeboat release {}` (or hold_within)",
+                m.database,
+                m.id,
+                s.held,
+                what.join(", "),
+                s.held,
+                s.held
+            );
+            doc["shrinkage"] = serde_json::to_value(s).unwrap_or_default();
         }
         docs.push(doc);
     }

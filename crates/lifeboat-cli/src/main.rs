@@ -21,6 +21,7 @@ mod import;
 mod list;
 mod pin;
 mod prune;
+mod release;
 mod restore;
 mod restore_d1;
 mod restores;
@@ -79,6 +80,8 @@ enum Command {
     Pin(pin::Args),
     /// Let the retention policy decide about a pinned backup again.
     Unpin(unpin::Args),
+    /// Lift the hold a shrinking backup put on the backup before it.
+    Release(release::Args),
     /// Write a live database or a backup as SQL (sqlite3 or D1 dialect).
     Dump(dump::Args),
     /// Load a SQL dump (sqlite3, wrangler d1 export, lifeboat) into a new database, checked.
@@ -372,6 +375,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Prune(a) => prune::run(&ctx, a).await,
         Command::Pin(a) => pin::run(&ctx, a).await,
         Command::Unpin(a) => unpin::run(&ctx, a).await,
+        Command::Release(a) => release::run(&ctx, a).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
     }
 }

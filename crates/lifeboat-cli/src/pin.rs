@@ -2,6 +2,7 @@
 
 use crate::{single_database_name, Ctx};
 use lifeboat::error::Result;
+use lifeboat::repo::marks::MarkKind;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -22,7 +23,9 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let repo = ctx.repository(false)?;
     let db = single_database_name(ctx, &repo, args.db.as_deref()).await?;
-    repo.pin(&db, &args.id, &args.reason).await?;
+    repo.mark(MarkKind::Pin, &db, &args.id, &args.reason)
+        .await
+        .map_err(|e| e.context("pin"))?;
     ctx.out.line(format!(
         "pinned {db} {}: {}",
         args.id,

@@ -2,6 +2,7 @@
 
 use crate::{single_database_name, Ctx};
 use lifeboat::error::Result;
+use lifeboat::repo::marks::MarkKind;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -16,7 +17,7 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let repo = ctx.repository(false)?;
     let db = single_database_name(ctx, &repo, args.db.as_deref()).await?;
-    let was = repo.unpin(&db, &args.id).await?;
+    let was = repo.unmark(MarkKind::Pin, &db, &args.id).await?;
     ctx.out.line(if was {
         format!("unpinned {db} {}", args.id)
     } else {

@@ -243,3 +243,37 @@ fn a_prune_killed_between_manifest_and_data_leaves_no_listed_backup_without_data
     ok(d, &["prune"]);
     assert_eq!(listed(d).len(), 2);
 }
+
+#[test]
+fn a_shrinking_backup_holds_the_one_before_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("db.sqlite");
+    sqlite3(
+        &db,
+        "CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO t SELECT i FROM n;",
+    );
+    config(d, "keep_last = 1\nmin_keep = 1");
+    let first: serde_json::Value =
+        serde_json::from_str(&ok(d, &["--json", "backup", "--db", "db.sqlite"])).unwrap();
+    let before = first["backups"][0]["id"].as_str().unwrap().to_string();
+    assert!(first["backups"][0].get("shrinkage").is_none());
+    // An accidental mass delete: 90 of 100 rows.
+    sqlite3(&db, "DELETE FROM t WHERE x > 10;");
+    let out = run(d, &["--json", "backup", "--db", "db.sqlite"]);
+    assert!(out.status.success());
+    let warning = stderr(&out);
+    assert!(
+        warning.contains("t 100 -> 10") && warning.contains(&before),
+        "{warning}"
+    );
+    let second: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(second["backups"][0]["shrinkage"]["held"], before.as_str());
+    // keep_last 1 alone would delete it: the hold keeps it.
+    let out = ok(d, &["prune"]);
+    assert!(out.contains("held until"), "{out}");
+    assert!(listed(d).contains(&before));
+    assert!(ok(d, &["release", &before]).contains("released"));
+    ok(d, &["prune"]);
+    assert!(!listed(d).contains(&before));
+}

@@ -7,6 +7,7 @@
 
 pub mod d1;
 pub mod pipeline;
+pub mod shrinkage;
 
 pub use pipeline::{backup, BackupOptions};
 
@@ -59,8 +60,38 @@ pub async fn prepare(source: &Source, opts: &BackupOptions) -> Result<Prepared> 
     Ok(Prepared::File(source.clone()))
 }
 
-/// Back up a prepared source.
+/// A stored backup, and what shrank since the previous one (if anything did).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub manifest: Manifest,
+    pub shrinkage: Option<shrinkage::Shrinkage>,
+}
+
+/// Back up a prepared source, then check it for shrinkage against the previous good backup
+/// (`shrink_alert`). The backup stands whatever that check finds; a check that cannot run is
+/// logged, not fatal.
 pub async fn store(
+    repo: &Repository,
+    prepared: &Prepared,
+    opts: &BackupOptions,
+    shrink_alert: f64,
+    progress: &Progress,
+) -> Result<Stored> {
+    let manifest = store_only(repo, prepared, opts, progress).await?;
+    let shrinkage = match shrinkage::check(repo, &manifest, shrink_alert).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("backup {}: shrinkage check: {e}", manifest.id);
+            None
+        }
+    };
+    Ok(Stored {
+        manifest,
+        shrinkage,
+    })
+}
+
+async fn store_only(
     repo: &Repository,
     prepared: &Prepared,
     opts: &BackupOptions,

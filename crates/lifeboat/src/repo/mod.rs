@@ -6,7 +6,7 @@
 
 pub mod claim;
 pub mod manifest;
-pub mod pins;
+pub mod marks;
 pub mod prune;
 pub mod repository;
 pub mod retention;

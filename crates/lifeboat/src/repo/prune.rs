@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::repo::retention::{decide, Decision, RetentionPolicy};
+use crate::repo::marks::MarkKind;
+use crate::repo::retention::{decide, Decision, Marks, RetentionPolicy};
 use crate::repo::Repository;
 
 /// What a prune decided and did.
@@ -29,8 +30,11 @@ pub async fn prune(
 ) -> Result<PruneReport> {
     policy.check()?;
     let listing = repo.list(db).await?;
-    let pins = repo.pins(db).await?;
-    let decisions = decide(policy, &listing.backups, &listing.damaged, &pins, now);
+    let marks = Marks {
+        pins: repo.marks(MarkKind::Pin, db).await?,
+        holds: repo.marks(MarkKind::Hold, db).await?,
+    };
+    let decisions = decide(policy, &listing.backups, &listing.damaged, &marks, now);
     let mut deleted = 0;
     if !dry_run {
         for d in decisions.iter().filter(|d| !d.keep) {

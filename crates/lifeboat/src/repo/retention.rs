@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind, Result};
 use crate::repo::manifest::{BackupKind, Manifest};
+use crate::repo::marks::Mark;
 
 /// `[retention]` in lifeboat.toml.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionPolicy {
     #[serde(default, with = "crate::duration::optional")]
@@ -45,12 +46,22 @@ pub struct RetentionPolicy {
     /// How long a damaged backup is kept for an investigation (default 7 d).
     #[serde(default, with = "crate::duration::optional")]
     pub keep_bad_within: Option<Duration>,
+    /// A table whose rows drop by more than this fraction from one backup to the next holds the
+    /// backup before the drop (default 0.5).
+    #[serde(default)]
+    pub shrink_alert: Option<f64>,
+    /// How long such a hold lasts unless released (default 30 d).
+    #[serde(default, with = "crate::duration::optional")]
+    pub hold_within: Option<Duration>,
 }
 
 /// The calendar bucket of a time, as shown (`2026-11-30`, `2026-W49` …).
 type Bucket = fn(DateTime<Utc>) -> String;
 
 const DEFAULT_MIN_KEEP: u32 = 3;
+/// The default `shrink_alert`: a table that loses more than half its rows.
+pub const DEFAULT_SHRINK_ALERT: f64 = 0.5;
+const DEFAULT_HOLD: Duration = Duration::from_secs(30 * 86_400);
 const DEFAULT_KEEP_BAD: Duration = Duration::from_secs(7 * 86_400);
 /// A backup dated this far ahead of the clock is "in the future" (clock skew between hosts).
 const FUTURE_SLACK: Duration = Duration::from_secs(60);
@@ -68,6 +79,14 @@ impl RetentionPolicy {
         ];
         let empty = rules.iter().all(|r| r.unwrap_or(0) == 0)
             && self.keep_within.is_none_or(|d| d.is_zero());
+        if let Some(f) = self.shrink_alert {
+            if !(f > 0.0 && f < 1.0) {
+                return Err(Error::new(
+                    Kind::Config,
+                    format!("retention: shrink_alert must be a fraction between 0 and 1 (0.5 is a drop of half), not {f}"),
+                ));
+            }
+        }
         if empty {
             return Err(Error::new(
                 Kind::Config,
@@ -90,15 +109,34 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
+/// Pins and holds on one database's backups, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Marks {
+    pub pins: BTreeMap<String, Mark>,
+    pub holds: BTreeMap<String, Mark>,
+}
+
 /// Decide for every backup of one database. `backups` are the complete ones (any order),
-/// `damaged` the (id, reason) of manifests that cannot be used, `pins` id → reason.
+/// `damaged` the (id, reason) of manifests that cannot be used.
 pub fn decide(
     policy: &RetentionPolicy,
     backups: &[Manifest],
     damaged: &[(String, String)],
-    pins: &BTreeMap<String, String>,
+    marks: &Marks,
     now: DateTime<Utc>,
 ) -> Vec<Decision> {
+    let hold_for = policy.hold_within.unwrap_or(DEFAULT_HOLD);
+    let held = |id: &str| -> Option<String> {
+        let h = marks.holds.get(id)?;
+        let until = h.at + chrono::Duration::from_std(hold_for).unwrap_or(chrono::Duration::MAX);
+        (now < until).then(|| {
+            format!(
+                "held until {} or `lifeboat release`: {}",
+                until.format("%Y-%m-%d"),
+                h.reason
+            )
+        })
+    };
     let mut sorted: Vec<&Manifest> = backups.iter().collect();
     sorted.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
     let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -122,8 +160,11 @@ pub fn decide(
         if m.created_at > now + FUTURE_SLACK {
             add(&m.id, "dated in the future".into());
         }
-        if let Some(why) = pins.get(&m.id) {
-            add(&m.id, format!("pinned: {why}"));
+        if let Some(pin) = marks.pins.get(&m.id) {
+            add(&m.id, format!("pinned: {}", pin.reason));
+        }
+        if let Some(why) = held(&m.id) {
+            add(&m.id, why);
         }
     }
     if let Some(n) = policy.keep_last {
@@ -205,10 +246,10 @@ pub fn decide(
         let young = at.is_none_or(|t| {
             now - t < chrono::Duration::from_std(keep_bad).unwrap_or(chrono::Duration::MAX)
         });
-        let pinned = pins.get(id);
+        let pinned = marks.pins.get(id);
         let mut reasons = vec![format!("damaged: {problem}")];
-        if let Some(why) = pinned {
-            reasons.push(format!("pinned: {why}"));
+        if let Some(pin) = pinned {
+            reasons.push(format!("pinned: {}", pin.reason));
         } else if young {
             reasons.push(format!(
                 "kept {} for an investigation",
@@ -273,6 +314,49 @@ mod tests {
 
     const NOW: &str = "2026-12-01T00:00:00Z";
 
+    fn mark(id: &str, reason: &str, t: &str) -> Mark {
+        Mark {
+            id: id.into(),
+            reason: reason.into(),
+            at: at(t),
+        }
+    }
+
+    #[test]
+    fn a_hold_keeps_a_backup_until_hold_within_has_passed() {
+        let p = RetentionPolicy {
+            keep_last: Some(1),
+            min_keep: Some(1),
+            ..Default::default()
+        };
+        let id = "backup-2026-11-10T020000Z";
+        let marks = Marks {
+            holds: BTreeMap::from([(
+                id.to_string(),
+                mark(id, "bookings 1000 -> 3", "2026-11-11T02:00:00Z"),
+            )]),
+            ..Marks::default()
+        };
+        let d = decide(&p, &month(), &[], &marks, at(NOW));
+        let held = d.iter().find(|d| d.id == id).unwrap();
+        assert!(held.keep, "{held:?}");
+        assert!(
+            held.reasons[0].starts_with("held until 2026-12-11"),
+            "{held:?}"
+        );
+        let later = decide(&p, &month(), &[], &marks, at("2026-12-12T00:00:00Z"));
+        assert!(
+            !later.iter().find(|d| d.id == id).unwrap().keep,
+            "the hold ran out"
+        );
+        let odd = RetentionPolicy {
+            keep_last: Some(1),
+            shrink_alert: Some(50.0),
+            ..Default::default()
+        };
+        assert!(odd.check().is_err(), "a percentage is not a fraction");
+    }
+
     #[test]
     fn an_empty_policy_is_refused() {
         assert!(RetentionPolicy::default().check().is_err());
@@ -295,7 +379,7 @@ mod tests {
             min_keep: Some(1),
             ..Default::default()
         };
-        let d = decide(&p, &month(), &[], &BTreeMap::new(), at(NOW));
+        let d = decide(&p, &month(), &[], &Marks::default(), at(NOW));
         // The 30th's newest good backup is the emergency one at 10:00 (safety is not good).
         assert_eq!(
             kept(&d),
@@ -323,7 +407,7 @@ mod tests {
             ..Default::default()
         };
         // 2026-11-30 is a Monday: it starts a week of its own; the week before ends Sunday 29th.
-        let d = decide(&p, &month(), &[], &BTreeMap::new(), at(NOW));
+        let d = decide(&p, &month(), &[], &Marks::default(), at(NOW));
         let k = kept(&d);
         assert!(k.contains(&"backup-2026-11-30T100000Z".to_string()));
         assert!(k.contains(&"backup-2026-11-29T020000Z".to_string()));
@@ -339,8 +423,14 @@ mod tests {
         };
         let mut all = month();
         all.push(backup("2027-01-01T00:00:00Z", BackupKind::Scheduled));
-        let pins = BTreeMap::from([("backup-2026-11-02T020000Z".to_string(), "audit".to_string())]);
-        let d = decide(&p, &all, &[], &pins, at(NOW));
+        let marks = Marks {
+            pins: BTreeMap::from([(
+                "backup-2026-11-02T020000Z".to_string(),
+                mark("backup-2026-11-02T020000Z", "audit", NOW),
+            )]),
+            ..Marks::default()
+        };
+        let d = decide(&p, &all, &[], &marks, at(NOW));
         let k = kept(&d);
         assert!(
             k.contains(&"backup-2027-01-01T000000Z".to_string()),
@@ -375,7 +465,7 @@ mod tests {
             &p,
             &month(),
             &[],
-            &BTreeMap::new(),
+            &Marks::default(),
             at("2027-12-01T00:00:00Z"),
         );
         let k = kept(&d);
@@ -391,7 +481,7 @@ mod tests {
             min_keep: Some(0),
             ..Default::default()
         };
-        let d = decide(&p, &month(), &[], &BTreeMap::new(), at(NOW));
+        let d = decide(&p, &month(), &[], &Marks::default(), at(NOW));
         let k = kept(&d);
         assert!(
             k.contains(&"backup-2026-11-30T110000Z".to_string()),
@@ -419,7 +509,7 @@ mod tests {
                 "bad json".to_string(),
             ),
         ];
-        let d = decide(&p, &month(), &damaged, &BTreeMap::new(), at(NOW));
+        let d = decide(&p, &month(), &damaged, &Marks::default(), at(NOW));
         let young = d
             .iter()
             .find(|d| d.id == "backup-2026-11-29T030000Z")
