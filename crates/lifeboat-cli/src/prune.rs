@@ -13,9 +13,11 @@ use lifeboat::text::escape;
 
 The policy is `[retention]` in lifeboat.toml (restic's rules; buckets in UTC, weeks Monday to Sunday):
   keep_within = \"90d\"   keep_last = 7   keep_daily = 7   keep_weekly = 4   keep_monthly = 12
-  keep_hourly, keep_yearly, keep_emergency_within = \"30d\", min_keep = 3, keep_bad_within = \"7d\"
-Never deleted: the newest good backup, the min_keep newest, backups dated in the future, pinned ones
-(`lifeboat pin`). Safety backups (taken by restores) follow keep_emergency_within only.")]
+  keep_hourly, keep_yearly, keep_emergency_within = \"30d\", min_keep = 3
+  shrink_alert = 0.5, hold_within = \"30d\" (the shrinkage hold)
+Never deleted: the newest good backup, the min_keep newest, backups dated in the future, pinned and
+held ones (`lifeboat pin`, `lifeboat release`), backups this lifeboat cannot read. Safety backups
+(taken by restores) follow keep_emergency_within only. A day's SQL mirror goes with its day.")]
 pub struct Args {
     /// Only this database (a configured name or a file path).
     #[arg(long, value_name = "NAME|PATH")]
@@ -58,6 +60,16 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 d.id,
                 d.kind.map_or("damaged".to_string(), |k| k.to_string()),
                 escape(&d.reasons.join(", "))
+            ));
+        }
+        for name in &report.mirrors {
+            let verb = if args.dry_run {
+                "would delete"
+            } else {
+                "deleted"
+            };
+            ctx.out.line(format!(
+                "  {verb} the day mirror {name} (no backup of its day is kept)"
             ));
         }
         docs.push(report);

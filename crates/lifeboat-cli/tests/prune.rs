@@ -182,29 +182,80 @@ fn a_policy_that_keeps_nothing_or_is_missing_changes_nothing() {
 }
 
 #[test]
-fn damaged_backups_are_deleted_after_keep_bad_within() {
+fn what_prune_cannot_read_stays_and_a_days_mirror_goes_with_its_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    history(d, 20);
+    let backups = d.join("repo/db/backups");
+    // An unreadable manifest, and one of a newer lifeboat (format_version 2), both years old.
+    std::fs::write(backups.join("backup-2020-01-01T000000Z.json"), b"{not json").unwrap();
+    std::fs::write(backups.join("backup-2020-01-01T000000Z.sqlite.zst"), b"x").unwrap();
+    let newer = backups.join("backup-2026-11-20T020000Z.json");
+    let text = std::fs::read_to_string(&newer).unwrap();
+    std::fs::write(
+        &newer,
+        text.replace("\"format_version\":1", "\"format_version\":2"),
+    )
+    .unwrap();
+    // Day mirrors: one of a day that keeps a backup, one of a day that will not.
+    std::fs::write(backups.join("backup-2026-11-30.sql"), b"-- lifeboat dump").unwrap();
+    std::fs::write(backups.join("backup-2026-11-21.sql"), b"-- lifeboat dump").unwrap();
+    config(d, "keep_last = 1\nmin_keep = 1");
+    let out = ok(d, &["prune"]);
+    assert!(
+        out.contains("prune never deletes a backup it cannot read"),
+        "{out}"
+    );
+    assert!(backups.join("backup-2020-01-01T000000Z.json").exists());
+    assert!(
+        newer.exists(),
+        "a newer lifeboat's backup is not this one's to judge"
+    );
+    assert!(backups.join("backup-2026-11-30.sql").exists());
+    assert!(!backups.join("backup-2026-11-21.sql").exists(), "{out}");
+    assert!(out.contains("day mirror backup-2026-11-21.sql"), "{out}");
+    // A database that is not there is not a success.
+    let err = fails(d, &["prune", "--db", "nosuch"], 5);
+    assert!(err.contains("no backups of nosuch"), "{err}");
+}
+
+#[test]
+fn a_backup_pinned_while_the_prune_runs_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     history(d, 28);
-    let backups = d.join("repo/db/backups");
-    // An old damaged manifest (years ago), and one from today.
-    std::fs::write(backups.join("backup-2020-01-01T000000Z.json"), b"{not json").unwrap();
-    std::fs::write(backups.join("backup-2020-01-01T000000Z.sqlite.zst"), b"x").unwrap();
-    let today = chrono::Utc::now()
-        .format("backup-%Y-%m-%dT000001Z")
-        .to_string();
-    std::fs::write(backups.join(format!("{today}.json")), b"{not json").unwrap();
-    config(d, "keep_last = 10");
-    let out = ok(d, &["prune"]);
-    assert!(out.contains("damaged"), "{out}");
-    assert!(!backups.join("backup-2020-01-01T000000Z.json").exists());
-    assert!(!backups
-        .join("backup-2020-01-01T000000Z.sqlite.zst")
-        .exists());
-    assert!(
-        backups.join(format!("{today}.json")).exists(),
-        "kept 7 days for an investigation"
+    config(d, "keep_last = 1\nmin_keep = 1");
+    // The first deletion is the 29th (newest first after the one kept): every unlink of the
+    // prune waits 1.5 s, and the pin comes in that time.
+    let mut prune = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "-e", "trace=unlink,unlinkat"])
+        .args(["-e", "inject=unlink,unlinkat:delay_enter=1500000"])
+        .arg(bin())
+        .arg("prune")
+        .current_dir(d)
+        .env("TMPDIR", d)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("strace (scripts/test.sh installs it)");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let pinned = run(
+        d,
+        &["pin", "backup-2026-11-29T020000Z", "--reason", "legal hold"],
     );
+    assert!(prune.wait().unwrap().success());
+    let left = listed(d);
+    if pinned.status.success() {
+        assert!(
+            left.contains(&"backup-2026-11-29T020000Z".to_string()),
+            "a pin that said yes keeps its backup: {left:?}"
+        );
+    } else {
+        assert!(
+            stderr(&pinned).contains("deleted meanwhile"),
+            "{}",
+            stderr(&pinned)
+        );
+    }
 }
 
 #[test]

@@ -85,10 +85,7 @@ impl Repository {
 
     /// Set a mark on backup `id` of `db` (it must exist, complete or damaged).
     pub async fn mark(&self, kind: MarkKind, db: &str, id: &str, reason: &str) -> Result<()> {
-        let listing = self.list(db).await?;
-        let known = listing.backups.iter().any(|m| m.id == id)
-            || listing.damaged.iter().any(|(d, _)| d == id);
-        if !known {
+        if !self.has_backup(db, id).await? {
             return Err(Error::new(
                 Kind::NotFound,
                 format!("{db} has no backup {id}"),
@@ -107,7 +104,22 @@ impl Repository {
             )
             .await
             .map_err(|e| self.err("write mark", e))?;
+        // A prune may have deleted the backup meanwhile: then the mark protects nothing. (A
+        // prune reads the marks again once a manifest is gone, and puts it back if marked.)
+        if !self.has_backup(db, id).await? {
+            let _ = self.unmark(kind, db, id).await;
+            return Err(Error::new(
+                Kind::NotFound,
+                format!("{db} has no backup {id} (it was deleted meanwhile)"),
+            ));
+        }
         Ok(())
+    }
+
+    async fn has_backup(&self, db: &str, id: &str) -> Result<bool> {
+        let listing = self.list(db).await?;
+        Ok(listing.backups.iter().any(|m| m.id == id)
+            || listing.damaged.iter().any(|(d, _)| d == id))
     }
 
     /// Remove a mark; whether there was one.

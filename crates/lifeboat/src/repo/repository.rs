@@ -288,6 +288,8 @@ impl Repository {
                     Some(why) => listing.damaged.push((id, why)),
                     None => listing.backups.push(m),
                 },
+                // Deleted between the listing and the read (a prune): gone, not an error.
+                Err(e) if e.kind == Kind::NotFound => {}
                 Err(e) if e.kind == Kind::Corrupt => {
                     let why = e.to_string();
                     let why = why.strip_prefix(&format!("backup {id}: ")).unwrap_or(&why);

@@ -1,13 +1,13 @@
 //! Retention: which backups a policy keeps, and why. The rules follow restic's `forget`: a
 //! backup survives if any rule keeps it; calendar buckets are UTC, weeks run Monday to Sunday;
-//! `keep_within` counts back from the newest backup, not from now, so backups that stopped
-//! arriving are never aged out by the clock alone.
+//! `keep_within` counts back from the newest good backup, not from now, so backups that stopped
+//! arriving are never aged out by the clock alone (nor by a later safety backup).
 //!
 //! Floors no policy can lower: the newest good backup, the `min_keep` newest good backups,
-//! anything dated in the future (clock skew) and pinned backups are always kept. Safety
-//! backups (taken by restores, holding the damage they repair) follow the emergency rule only.
-//! Damaged backups are not good: they are kept `keep_bad_within` (default 7 d) for an
-//! investigation, then deleted.
+//! anything dated in the future (clock skew: it never counts as good, so it takes no floor's
+//! place and moves no window), pinned and held backups. Safety backups (taken by restores,
+//! holding the damage they repair) follow the emergency rule only (default 30 d). A backup whose
+//! manifest this lifeboat cannot read is never deleted: it may be a newer lifeboat's.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,15 +37,13 @@ pub struct RetentionPolicy {
     pub keep_monthly: Option<u32>,
     #[serde(default)]
     pub keep_yearly: Option<u32>,
-    /// Emergency and safety backups younger than this (counted from the newest backup).
+    /// Emergency and safety backups younger than this, counted from the newest good backup
+    /// (default 30 d: a restore's safety backup outlives the next prune).
     #[serde(default, with = "crate::duration::optional")]
     pub keep_emergency_within: Option<Duration>,
     /// Never fewer good backups than this (default 3).
     #[serde(default)]
     pub min_keep: Option<u32>,
-    /// How long a damaged backup is kept for an investigation (default 7 d).
-    #[serde(default, with = "crate::duration::optional")]
-    pub keep_bad_within: Option<Duration>,
     /// A table whose rows drop by more than this fraction from one backup to the next holds the
     /// backup before the drop (default 0.5).
     #[serde(default)]
@@ -62,7 +60,7 @@ const DEFAULT_MIN_KEEP: u32 = 3;
 /// The default `shrink_alert`: a table that loses more than half its rows.
 pub const DEFAULT_SHRINK_ALERT: f64 = 0.5;
 const DEFAULT_HOLD: Duration = Duration::from_secs(30 * 86_400);
-const DEFAULT_KEEP_BAD: Duration = Duration::from_secs(7 * 86_400);
+const DEFAULT_KEEP_EMERGENCY: Duration = Duration::from_secs(30 * 86_400);
 /// A backup dated this far ahead of the clock is "in the future" (clock skew between hosts).
 const FUTURE_SLACK: Duration = Duration::from_secs(60);
 
@@ -128,7 +126,7 @@ pub fn decide(
     let hold_for = policy.hold_within.unwrap_or(DEFAULT_HOLD);
     let held = |id: &str| -> Option<String> {
         let h = marks.holds.get(id)?;
-        let until = h.at + chrono::Duration::from_std(hold_for).unwrap_or(chrono::Duration::MAX);
+        let until = later(h.at, hold_for);
         (now < until).then(|| {
             format!(
                 "held until {} or `lifeboat release`: {}",
@@ -141,13 +139,16 @@ pub fn decide(
     sorted.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
     let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut add = |id: &str, why: String| reasons.entry(id.to_string()).or_default().push(why);
-    // Good backups: what `latest` could pick (safety backups hold damage).
+    // Good backups: what `latest` could pick (safety backups hold damage), and not dated in the
+    // future: a skewed clock must neither take a floor's place nor move a window.
+    let future = |m: &Manifest| m.created_at > now + FUTURE_SLACK;
     let good: Vec<&Manifest> = sorted
         .iter()
         .copied()
-        .filter(|m| m.kind.selectable())
+        .filter(|m| m.kind.selectable() && !future(m))
         .collect();
-    let newest = sorted.first().map(|m| m.created_at);
+    // Windows count back from the newest good backup, never from a safety backup or the clock.
+    let newest = good.first().map(|m| m.created_at);
 
     if let Some(m) = good.first() {
         add(&m.id, "newest good backup".into());
@@ -157,7 +158,7 @@ pub fn decide(
         add(&m.id, format!("min_keep {floor}"));
     }
     for m in &sorted {
-        if m.created_at > now + FUTURE_SLACK {
+        if future(m) {
             add(&m.id, "dated in the future".into());
         }
         if let Some(pin) = marks.pins.get(&m.id) {
@@ -207,21 +208,20 @@ pub fn decide(
         }
     }
     if let (Some(d), Some(newest)) = (policy.keep_within, newest) {
-        let since = newest - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let since = earlier(newest, d);
         for m in good.iter().filter(|m| m.created_at >= since) {
-            add(&m.id, format!("within {}", humantime::format_duration(d)));
+            add(&m.id, format!("within {}", short(d)));
         }
     }
-    if let (Some(d), Some(newest)) = (policy.keep_emergency_within, newest) {
-        let since = newest - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-        for m in sorted.iter().filter(|m| {
-            matches!(m.kind, BackupKind::Emergency | BackupKind::Safety) && m.created_at >= since
-        }) {
-            add(
-                &m.id,
-                format!("{} within {}", m.kind, humantime::format_duration(d)),
-            );
-        }
+    let emergency = policy
+        .keep_emergency_within
+        .unwrap_or(DEFAULT_KEEP_EMERGENCY);
+    // With no good backup at all, the window counts back from the clock.
+    let since = earlier(newest.unwrap_or(now), emergency);
+    for m in sorted.iter().filter(|m| {
+        matches!(m.kind, BackupKind::Emergency | BackupKind::Safety) && m.created_at >= since
+    }) {
+        add(&m.id, format!("{} within {}", m.kind, short(emergency)));
     }
     let mut out: Vec<Decision> = sorted
         .iter()
@@ -240,31 +240,53 @@ pub fn decide(
             }
         })
         .collect();
-    let keep_bad = policy.keep_bad_within.unwrap_or(DEFAULT_KEEP_BAD);
+    // A manifest this lifeboat cannot read may be a newer lifeboat's, or a backup filed under
+    // another name: prune never deletes what it cannot judge.
     for (id, problem) in damaged {
-        let at = id_time(id);
-        let young = at.is_none_or(|t| {
-            now - t < chrono::Duration::from_std(keep_bad).unwrap_or(chrono::Duration::MAX)
-        });
-        let pinned = marks.pins.get(id);
-        let mut reasons = vec![format!("damaged: {problem}")];
-        if let Some(pin) = pinned {
+        let mut reasons = vec![
+            format!("damaged: {problem}"),
+            "prune never deletes a backup it cannot read".to_string(),
+        ];
+        if let Some(pin) = marks.pins.get(id) {
             reasons.push(format!("pinned: {}", pin.reason));
-        } else if young {
-            reasons.push(format!(
-                "kept {} for an investigation",
-                humantime::format_duration(keep_bad)
-            ));
         }
         out.push(Decision {
             id: id.clone(),
             kind: None,
-            created_at: at,
-            keep: young || pinned.is_some(),
+            created_at: id_time(id),
+            keep: true,
             reasons,
         });
     }
     out
+}
+
+/// `t - d`, or the beginning of time when `d` reaches past it.
+fn earlier(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// `t + d`, or the end of time.
+fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// A duration as people write it in the config: `90d`, `36h`, `90s`.
+fn short(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".into(),
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
 }
 
 /// The time in a backup id (`backup-2026-11-20T020000Z`, perhaps with a `-N` suffix).
@@ -384,6 +406,7 @@ mod tests {
         assert_eq!(
             kept(&d),
             vec![
+                "backup-2026-11-30T110000Z",
                 "backup-2026-11-30T100000Z",
                 "backup-2026-11-29T020000Z",
                 "backup-2026-11-28T020000Z"
@@ -393,9 +416,10 @@ mod tests {
             .iter()
             .find(|d| d.id == "backup-2026-11-30T110000Z")
             .unwrap();
-        assert!(
-            !safety.keep,
-            "a safety backup follows the emergency rule only"
+        assert_eq!(
+            safety.reasons,
+            vec!["safety within 30d".to_string()],
+            "a safety backup follows the emergency rule only (30 d by default)"
         );
     }
 
@@ -411,7 +435,7 @@ mod tests {
         let k = kept(&d);
         assert!(k.contains(&"backup-2026-11-30T100000Z".to_string()));
         assert!(k.contains(&"backup-2026-11-29T020000Z".to_string()));
-        assert_eq!(k.len(), 2, "{k:?}");
+        assert_eq!(k.len(), 3, "and the safety backup (30 d by default): {k:?}");
     }
 
     #[test]
@@ -446,10 +470,12 @@ mod tests {
             .unwrap()
             .reasons;
         assert!(why.iter().any(|r| r == "pinned: audit"), "{why:?}");
-        // min_keep 3: the three newest good ones (the future one counts as good).
+        // min_keep 3: the three newest good ones (the future one is not good: it takes no place).
         assert!(k.contains(&"backup-2026-11-30T100000Z".to_string()));
         assert!(k.contains(&"backup-2026-11-30T090000Z".to_string()));
-        assert_eq!(k.len(), 4, "{k:?}");
+        assert!(k.contains(&"backup-2026-11-30T020000Z".to_string()));
+        // And the safety and emergency backups of the 30th (30 d by default): six.
+        assert_eq!(k.len(), 6, "{k:?}");
     }
 
     #[test]
@@ -494,34 +520,83 @@ mod tests {
     }
 
     #[test]
-    fn damaged_backups_are_kept_for_a_while_then_deleted() {
+    fn backups_it_cannot_read_are_never_deleted() {
         let p = RetentionPolicy {
             keep_last: Some(1),
             ..Default::default()
         };
-        let damaged = vec![
-            (
-                "backup-2026-11-29T030000Z".to_string(),
-                "bad json".to_string(),
-            ),
-            (
-                "backup-2026-11-01T030000Z".to_string(),
-                "bad json".to_string(),
-            ),
-        ];
+        let damaged = vec![(
+            "backup-2020-11-01T030000Z".to_string(),
+            "format_version 2".to_string(),
+        )];
         let d = decide(&p, &month(), &damaged, &Marks::default(), at(NOW));
-        let young = d
-            .iter()
-            .find(|d| d.id == "backup-2026-11-29T030000Z")
-            .unwrap();
         let old = d
             .iter()
-            .find(|d| d.id == "backup-2026-11-01T030000Z")
+            .find(|d| d.id == "backup-2020-11-01T030000Z")
             .unwrap();
-        assert!(young.keep && !old.keep);
+        assert!(old.keep, "{old:?}");
         assert_eq!(
             id_time("backup-2026-11-20T020000Z-2"),
             Some(at("2026-11-20T02:00:00Z"))
         );
+    }
+
+    #[test]
+    fn a_future_backup_takes_no_floor_and_moves_no_window() {
+        let p = RetentionPolicy {
+            keep_within: Some(Duration::from_secs(90 * 86_400)),
+            min_keep: Some(1),
+            ..Default::default()
+        };
+        let mut all = month();
+        all.push(backup("2027-06-01T00:00:00Z", BackupKind::Scheduled));
+        let d = decide(&p, &all, &[], &Marks::default(), at(NOW));
+        let k = kept(&d);
+        assert!(k.contains(&"backup-2027-06-01T000000Z".to_string()));
+        assert!(
+            k.contains(&"backup-2026-11-01T020000Z".to_string()),
+            "90 d back from 11-30"
+        );
+        let newest = d
+            .iter()
+            .find(|d| d.id == "backup-2026-11-30T100000Z")
+            .unwrap();
+        assert!(newest.reasons.contains(&"newest good backup".to_string()));
+        assert!(
+            newest.reasons.contains(&"within 90d".to_string()),
+            "{newest:?}"
+        );
+    }
+
+    #[test]
+    fn a_safety_backup_does_not_move_the_window_and_outlives_the_next_prune() {
+        let p = RetentionPolicy {
+            keep_within: Some(Duration::from_secs(7 * 86_400)),
+            min_keep: Some(1),
+            ..Default::default()
+        };
+        let mut all: Vec<Manifest> = (1..=5)
+            .map(|d| backup(&format!("2026-10-{d:02}T02:00:00Z"), BackupKind::Scheduled))
+            .collect();
+        all.push(backup("2026-12-02T10:00:00Z", BackupKind::Safety));
+        let d = decide(&p, &all, &[], &Marks::default(), at("2026-12-02T11:00:00Z"));
+        let k = kept(&d);
+        assert_eq!(
+            k.len(),
+            6,
+            "backups that stopped arriving stay; so does the safety one: {k:?}"
+        );
+    }
+
+    #[test]
+    fn absurd_durations_do_not_overflow() {
+        let p = RetentionPolicy {
+            keep_within: Some(Duration::from_secs(u64::MAX / 4)),
+            keep_emergency_within: Some(Duration::from_secs(u64::MAX / 4)),
+            hold_within: Some(Duration::from_secs(u64::MAX / 4)),
+            ..Default::default()
+        };
+        let d = decide(&p, &month(), &[], &Marks::default(), at(NOW));
+        assert!(d.iter().all(|d| d.keep));
     }
 }
