@@ -10,6 +10,7 @@ use lifeboat::error::{Error, Kind, Result, ResultExt};
 use lifeboat::repo::manifest::{human_size, BackupKind};
 use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
 use lifeboat::source::Source;
+use lifeboat::text::shell_word;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -23,6 +24,10 @@ pub struct Args {
     /// Why this backup is taken.
     #[arg(long, value_parser = choice::<BackupKind>(BackupKind::CHOICES), default_value = "manual")]
     kind: BackupKind,
+    /// An emergency backup before something risky (a migration): `--kind emergency`, kept by
+    /// `keep_emergency_within`; prints the command that restores it.
+    #[arg(long, conflicts_with = "kind")]
+    emergency: bool,
     /// Free text stored in the manifest.
     #[arg(long)]
     label: Option<String>,
@@ -93,7 +98,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         pb.finish_and_clear();
         done.push(m?);
     }
-    report(ctx, &done);
+    report(ctx, &done, repo.url());
     Ok(0)
 }
 
@@ -123,7 +128,11 @@ fn dump_source(ctx: &Ctx, args: &Args, file: &Path) -> Result<Source> {
 /// The options every backup command shares, from the flags and the config.
 fn options(ctx: &Ctx, args: &Args) -> BackupOptions {
     BackupOptions {
-        kind: args.kind,
+        kind: if args.emergency {
+            BackupKind::Emergency
+        } else {
+            args.kind
+        },
         label: args.label.clone(),
         lock_timeout: args.lock_timeout,
         compression_level: args
@@ -134,7 +143,7 @@ fn options(ctx: &Ctx, args: &Args) -> BackupOptions {
     }
 }
 
-fn report(ctx: &Ctx, done: &[Stored]) {
+fn report(ctx: &Ctx, done: &[Stored], repo_url: &str) {
     let mut docs = Vec::new();
     for Stored {
         manifest: m,
@@ -183,6 +192,23 @@ fn report(ctx: &Ctx, done: &[Stored]) {
                 s.held
             );
             doc["shrinkage"] = serde_json::to_value(s).unwrap_or_default();
+        }
+        if m.kind == BackupKind::Emergency {
+            // Scenario 3's way back, should the migration go wrong.
+            let target = match &m.d1 {
+                Some(d1) => format!(
+                    "--to-d1 {} {} --force",
+                    shell_word(&d1.database),
+                    if d1.remote { "--remote" } else { "--local" }
+                ),
+                None => format!("--to {} --force", shell_word(&m.source.path)),
+            };
+            ctx.out.line(format!(
+                "  to restore it: lifeboat restore --repo {} --db {} --backup {} {target}",
+                shell_word(repo_url),
+                shell_word(&m.database),
+                m.id
+            ));
         }
         docs.push(doc);
     }

@@ -6,10 +6,8 @@ use std::path::Path;
 use crate::{secs, Ctx};
 use lifeboat::error::Result;
 use lifeboat::repo::repository::Repository;
-use lifeboat::tenant::restore::{
-    restore_tenant, shell_word, Safety, TenantRestoreOptions, TenantSource,
-};
-use lifeboat::text::escape;
+use lifeboat::tenant::restore::{restore_tenant, Safety, TenantRestoreOptions, TenantSource};
+use lifeboat::text::{escape, shell_word};
 
 pub struct Opts {
     pub options: TenantRestoreOptions,

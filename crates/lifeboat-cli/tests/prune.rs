@@ -328,3 +328,51 @@ fn a_shrinking_backup_holds_the_one_before_until_released() {
     ok(d, &["prune"]);
     assert!(!listed(d).contains(&before));
 }
+
+#[test]
+fn an_emergency_backup_says_how_to_restore_it_and_is_kept_by_its_own_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ids = history(d, 25);
+    sqlite3(&d.join("db.sqlite"), "INSERT INTO t VALUES (3);");
+    let out = ok(
+        d,
+        &[
+            "backup",
+            "--db",
+            "db.sqlite",
+            "--repo",
+            REPO,
+            "--emergency",
+            "--label",
+            "before migration 0085",
+        ],
+    );
+    let line = out
+        .lines()
+        .find(|l| l.contains("to restore it: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let listing = ok(d, &["list", "--repo", REPO]);
+    assert!(listing.contains("emergency") && listing.contains("before migration 0085"));
+    // The printed command works, from the repository as given.
+    let cmd: Vec<String> = line
+        .split("to restore it: lifeboat ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(|w| w.trim_matches('\'').to_string())
+        .collect();
+    let mut args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let to = args.iter().position(|a| *a == "--to").unwrap();
+    args[to + 1] = "restored.db";
+    ok(d, &args);
+    assert_eq!(
+        sqlite3(&d.join("restored.db"), "SELECT count(*) FROM t"),
+        "3"
+    );
+    // keep_last 1 keeps the newest: the emergency one is kept by keep_emergency_within (30 d).
+    config(d, "keep_last = 1\nmin_keep = 1");
+    let out = ok(d, &["prune", "--dry-run"]);
+    assert!(out.contains("emergency within 30d"), "{out}");
+    assert_eq!(listed(d).len(), ids.len() + 1);
+}

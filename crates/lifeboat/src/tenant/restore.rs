@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::progress::Progress;
+use crate::text::shell_word;
 use chrono::Utc;
 use serde::Serialize;
 
@@ -412,18 +413,6 @@ fn remove_stale_copies(live: &Path) {
         if pid.is_some_and(|pid| !crate::process::pid_alive(pid)) {
             let _ = std::fs::remove_file(path);
         }
-    }
-}
-
-/// `s` as one shell word: as it is when plain, else in single quotes.
-pub fn shell_word(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
