@@ -9,6 +9,7 @@ use lifeboat::backup::{prepare, store, BackupOptions, Stored};
 use lifeboat::error::{Error, Kind, Result, ResultExt};
 use lifeboat::repo::manifest::{human_size, BackupKind};
 use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
+use lifeboat::repo::runs::{failed, Run};
 use lifeboat::source::Source;
 use lifeboat::text::shell_word;
 
@@ -96,6 +97,19 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         let pb = ctx.out.progress(p.name());
         let m = store(&repo, p, &opts, shrink_alert, &crate::bar(&pb)).await;
         pb.finish_and_clear();
+        // How the run ended goes to the repository, for `status` on any machine.
+        let run = match &m {
+            Ok(s) => Run {
+                at: chrono::Utc::now(),
+                ok: true,
+                backup: Some(s.manifest.id.clone()),
+                error: None,
+            },
+            Err(e) => failed(chrono::Utc::now(), e),
+        };
+        if let Err(e) = repo.record_run(p.name(), &run).await {
+            tracing::warn!("backup {}: could not record the run: {e}", p.name());
+        }
         done.push(m?);
     }
     report(ctx, &done, repo.url());

@@ -26,6 +26,7 @@ mod restore;
 mod restore_d1;
 mod restores;
 mod shared_args;
+mod status;
 mod tenant_restore;
 mod tenants;
 mod unpin;
@@ -82,6 +83,8 @@ enum Command {
     Unpin(unpin::Args),
     /// Lift the hold a shrinking backup put on the backup before it.
     Release(release::Args),
+    /// How each database's backups stand (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    Status(status::Args),
     /// Write a live database or a backup as SQL (sqlite3 or D1 dialect).
     Dump(dump::Args),
     /// Load a SQL dump (sqlite3, wrangler d1 export, lifeboat) into a new database, checked.
@@ -376,6 +379,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Pin(a) => pin::run(&ctx, a).await,
         Command::Unpin(a) => unpin::run(&ctx, a).await,
         Command::Release(a) => release::run(&ctx, a).await,
+        Command::Status(a) => status::run(&ctx, a).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
     }
 }

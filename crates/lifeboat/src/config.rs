@@ -33,6 +33,9 @@ pub struct Config {
     /// `[retention]`: what `lifeboat prune` keeps.
     #[serde(default)]
     pub retention: Option<crate::repo::retention::RetentionPolicy>,
+    /// `[status]`: when a database's last good backup is too old.
+    #[serde(default)]
+    pub status: crate::status::StatusConfig,
     /// Directory whose relative paths the file's paths are resolved against (not in the file).
     #[serde(skip)]
     pub base_dir: PathBuf,

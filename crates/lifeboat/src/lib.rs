@@ -7,7 +7,8 @@
 //!
 //! [`fs`] (durable writes, atomic replace, scratch) → [`repo`] (stores, layout, claims, manifest)
 //! → [`d1`] (wrangler and the D1 target) → [`source`] (SQLite file, D1, SQL dump) → [`backup`]
-//! → [`restore`] (select, fetch, check, place) → [`tenant`] (map, export, restore) → [`verify`].
+//! → [`restore`] (select, fetch, check, place) → [`tenant`] (map, export, restore) → [`verify`]
+//! → [`status`] (what the repository says of each database's backups).
 //! [`config`] reads `lifeboat.toml` into the types of all of them; [`demo`] generates sample data.
 
 pub mod backup;
@@ -22,6 +23,7 @@ pub mod progress;
 pub mod repo;
 pub mod restore;
 pub mod source;
+pub mod status;
 pub mod tenant;
 pub mod text;
 pub mod verify;

@@ -10,6 +10,7 @@ pub mod marks;
 pub mod prune;
 pub mod repository;
 pub mod retention;
+pub mod runs;
 pub mod s3_uploads;
 pub mod store;
 pub mod upload;

@@ -1,0 +1,142 @@
+//! `lifeboat status`: how each database's backups stand, for people (`--json`) and for monitoring
+//! (`--nagios`; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+
+use crate::{database_names, Ctx};
+use lifeboat::error::Result;
+use lifeboat::repo::manifest::human_size;
+use lifeboat::status::{database_status, hours, DatabaseStatus, State};
+use lifeboat::text::escape;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  lifeboat status
+  lifeboat status --db studio-platform-db --json
+  lifeboat status --nagios          # one line and perfdata, for Nagios, Icinga, check_mk
+
+States: CRITICAL when there is no good backup, the last good one is older than max_age (default 26h)
+or the last run failed; WARNING when it is older than warn_age (default 25h) or a backup is damaged.
+Set them under [status] in lifeboat.toml. Exit code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the
+repository could not be read).")]
+pub struct Args {
+    /// Only this database (a configured name or a file path).
+    #[arg(long, value_name = "NAME|PATH")]
+    db: Option<String>,
+    /// One Nagios plugin line with perfdata.
+    #[arg(long, conflicts_with = "json")]
+    nagios: bool,
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    match gather(ctx, &args).await {
+        Ok(all) => Ok(show(ctx, &args, &all)),
+        Err(e) => {
+            if args.nagios {
+                println!("LIFEBOAT UNKNOWN - {e}");
+            } else {
+                eprintln!("lifeboat: error: status: {e}");
+                ctx.out
+                    .json(&serde_json::json!({"state": "UNKNOWN", "error": e.to_string()}));
+            }
+            Ok(3)
+        }
+    }
+}
+
+async fn gather(ctx: &Ctx, args: &Args) -> Result<Vec<DatabaseStatus>> {
+    let repo = ctx.repository(false)?;
+    let mut names = database_names(ctx, &repo, args.db.as_deref()).await?;
+    // Configured databases count even before their first backup: none is CRITICAL.
+    for d in ctx.config.all_databases() {
+        if args.db.is_none() && !names.contains(&d.name) {
+            names.push(d.name);
+        }
+    }
+    let now = chrono::Utc::now();
+    let mut all = Vec::new();
+    for name in names {
+        all.push(database_status(&repo, &name, &ctx.config.status, now).await?);
+    }
+    Ok(all)
+}
+
+fn show(ctx: &Ctx, args: &Args, all: &[DatabaseStatus]) -> i32 {
+    let state = all.iter().map(|s| s.state).max().unwrap_or(State::Critical);
+    if args.nagios {
+        let bad: Vec<&DatabaseStatus> = all.iter().filter(|s| s.state != State::Ok).collect();
+        let summary = match (all.len(), bad.as_slice()) {
+            (0, _) => "no databases".to_string(),
+            (n, []) => format!("{n} database(s) backed up"),
+            (n, bad) => format!(
+                "{} of {n} database(s): {}",
+                bad.len(),
+                bad.iter()
+                    .map(|s| format!("{} {}", s.database, s.reasons.join("; ")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let warn = ctx
+            .config
+            .status
+            .warn_age
+            .map_or(25 * 3600, |d| d.as_secs());
+        let max = ctx.config.status.max_age.map_or(26 * 3600, |d| d.as_secs());
+        let perf: Vec<String> = all
+            .iter()
+            .map(|s| {
+                format!(
+                    "'{}_age'={}s;{warn};{max} '{}_backups'={}",
+                    s.database,
+                    s.last_good_age_seconds
+                        .map_or("U".into(), |a| a.to_string()),
+                    s.database,
+                    s.backups
+                )
+            })
+            .collect();
+        println!(
+            "LIFEBOAT {state} - {} | {}",
+            escape(&summary),
+            perf.join(" ")
+        );
+        return state.exit_code();
+    }
+    for s in all {
+        let last = match (&s.last_good, s.last_good_age_seconds) {
+            (Some(id), Some(age)) => format!("last good {id} ({} ago)", hours(age)),
+            _ => "no good backup".to_string(),
+        };
+        ctx.out.line(format!(
+            "{:<8} {}  {last}  {} backup(s), {}",
+            s.state.to_string(),
+            escape(&s.database),
+            s.backups,
+            human_size(s.stored_bytes)
+        ));
+        for why in &s.reasons {
+            ctx.out.line(format!("  {}", escape(why)));
+        }
+        if let Some(e) = &s.newest_emergency {
+            ctx.out.line(format!("  newest emergency backup: {e}"));
+        }
+        if !s.holds.is_empty() {
+            ctx.out.line(format!("  held: {}", s.holds.join(", ")));
+        }
+        if !s.pins.is_empty() {
+            ctx.out.line(format!("  pinned: {}", s.pins.join(", ")));
+        }
+        if let Some(f) = &s.last_failure {
+            ctx.out.line(format!(
+                "  last failure: {} {}",
+                f.at.format("%Y-%m-%d %H:%M:%S"),
+                escape(f.error.as_deref().unwrap_or(""))
+            ));
+        }
+    }
+    if all.is_empty() {
+        ctx.out.line("no databases: nothing is backed up");
+    }
+    ctx.out
+        .json(&serde_json::json!({"state": state, "databases": all}));
+    state.exit_code()
+}

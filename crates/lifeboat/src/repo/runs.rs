@@ -1,0 +1,79 @@
+//! Run records: how each database's last backup run ended, kept in the repository at
+//! `<db>/runs/last.json` (and `<db>/runs/last-failure.json` for the last failure), so `status`
+//! reads the same truth from any machine that can read the repository.
+
+use chrono::{DateTime, Utc};
+use object_store::path::Path as Key;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::repo::Repository;
+
+/// How one run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub at: DateTime<Utc>,
+    pub ok: bool,
+    /// The backup it stored, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// What failed, when something did (one line, secrets redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Repository {
+    fn run_key(&self, db: &str, name: &str) -> Key {
+        self.backend().root.clone().join(db).join("runs").join(name)
+    }
+
+    /// Record how a run of `db` ended.
+    pub async fn record_run(&self, db: &str, run: &Run) -> Result<()> {
+        let body = serde_json::to_vec_pretty(run).expect("json");
+        let mut names = vec!["last.json"];
+        if !run.ok {
+            names.push("last-failure.json");
+        }
+        for name in names {
+            self.backend()
+                .store
+                .put(&self.run_key(db, name), PutPayload::from(body.clone()))
+                .await
+                .map_err(|e| self.err("record the run", e))?;
+        }
+        Ok(())
+    }
+
+    /// The last run of `db`, and its last failure (None where there is no record).
+    pub async fn runs(&self, db: &str) -> Result<(Option<Run>, Option<Run>)> {
+        Ok((
+            self.run(db, "last.json").await?,
+            self.run(db, "last-failure.json").await?,
+        ))
+    }
+
+    async fn run(&self, db: &str, name: &str) -> Result<Option<Run>> {
+        let got = match self.backend().store.get(&self.run_key(db, name)).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err("read the run record", e)),
+        };
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| self.err("read the run record", e))?;
+        // An unreadable record is no record, not a failed status check.
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+}
+
+/// A run record's failure message for an error.
+pub fn failed(at: DateTime<Utc>, error: &crate::Error) -> Run {
+    Run {
+        at,
+        ok: false,
+        backup: None,
+        error: Some(error.to_string()),
+    }
+}
