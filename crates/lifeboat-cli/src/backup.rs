@@ -79,6 +79,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
     }
     let opts = options(ctx, &args);
+    if let Some(r) = &ctx.config.retention {
+        r.check_shrink_alert()?;
+    }
     let shrink_alert = ctx
         .config
         .retention
@@ -108,11 +111,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             Err(e) => failed(chrono::Utc::now(), e),
         };
         if let Err(e) = repo.record_run(p.name(), &run).await {
-            tracing::warn!("backup {}: could not record the run: {e}", p.name());
+            eprintln!(
+                "lifeboat: warning: {}: the run could not be recorded for `status`: {e}",
+                p.name()
+            );
         }
         done.push(m?);
     }
-    report(ctx, &done, repo.url());
+    report(ctx, &done, &repo.absolute_url());
     Ok(0)
 }
 
@@ -162,8 +168,12 @@ fn report(ctx: &Ctx, done: &[Stored], repo_url: &str) {
     for Stored {
         manifest: m,
         shrinkage,
+        warnings,
     } in done
     {
+        for w in warnings {
+            eprintln!("lifeboat: warning: {} {}: {w}", m.database, m.id);
+        }
         ctx.out.line(format!(
             "{}  {}  {} -> {} ({:.1}x)  {} tables  {} rows  {}",
             m.database,
@@ -217,12 +227,14 @@ fn report(ctx: &Ctx, done: &[Stored], repo_url: &str) {
                 ),
                 None => format!("--to {} --force", shell_word(&m.source.path)),
             };
-            ctx.out.line(format!(
-                "  to restore it: lifeboat restore --repo {} --db {} --backup {} {target}",
+            let command = format!(
+                "lifeboat restore --repo {} --db {} --backup {} {target}",
                 shell_word(repo_url),
                 shell_word(&m.database),
                 m.id
-            ));
+            );
+            ctx.out.line(format!("  to restore it: {command}"));
+            doc["restore_command"] = command.into();
         }
         docs.push(doc);
     }

@@ -31,7 +31,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         Ok(all) => Ok(show(ctx, &args, &all)),
         Err(e) => {
             if args.nagios {
-                println!("LIFEBOAT UNKNOWN - {e}");
+                println!("LIFEBOAT UNKNOWN - {}", e.to_string().replace('|', "/"));
             } else {
                 eprintln!("lifeboat: error: status: {e}");
                 ctx.out
@@ -45,10 +45,15 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
 async fn gather(ctx: &Ctx, args: &Args) -> Result<Vec<DatabaseStatus>> {
     let repo = ctx.repository(false)?;
     let mut names = database_names(ctx, &repo, args.db.as_deref()).await?;
-    // Configured databases count even before their first backup: none is CRITICAL.
-    for d in ctx.config.all_databases() {
-        if args.db.is_none() && !names.contains(&d.name) {
-            names.push(d.name);
+    if args.db.is_none() {
+        // Every database the repository holds, configured or not, and every configured one,
+        // even before its first backup (none is CRITICAL).
+        let held = repo.databases().await?;
+        let configured = ctx.config.all_databases().into_iter().map(|d| d.name);
+        for name in held.into_iter().chain(configured) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
         }
     }
     let now = chrono::Utc::now();
@@ -85,10 +90,10 @@ fn show(ctx: &Ctx, args: &Args, all: &[DatabaseStatus]) -> i32 {
             .iter()
             .map(|s| {
                 format!(
-                    "'{}_age'={}s;{warn};{max} '{}_backups'={}",
+                    "'{}_age'={};{warn};{max} '{}_backups'={}",
                     s.database,
                     s.last_good_age_seconds
-                        .map_or("U".into(), |a| a.to_string()),
+                        .map_or("U".into(), |a| format!("{a}s")),
                     s.database,
                     s.backups
                 )
@@ -96,7 +101,7 @@ fn show(ctx: &Ctx, args: &Args, all: &[DatabaseStatus]) -> i32 {
             .collect();
         println!(
             "LIFEBOAT {state} - {} | {}",
-            escape(&summary),
+            escape(&summary).replace('|', "/"),
             perf.join(" ")
         );
         return state.exit_code();

@@ -74,15 +74,7 @@ pub async fn run(
         };
         // Absolute paths: the undo command works from any directory.
         let into_abs = std::path::absolute(into).unwrap_or_else(|_| into.to_path_buf());
-        let url = match repo.url().strip_prefix("file://") {
-            Some(p) => format!(
-                "file://{}",
-                std::path::absolute(p)
-                    .unwrap_or_else(|_| p.into())
-                    .display()
-            ),
-            None => repo.url().to_string(),
-        };
+        let url = repo.absolute_url();
         ctx.out.line(format!(
             "safety backup of {into}: {id} ({scope}; to undo just this tenant: lifeboat restore --repo {url} --db {db} --tenant {t} --backup {id} --into {abs})",
             into = into.display(),

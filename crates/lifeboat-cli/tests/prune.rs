@@ -354,6 +354,11 @@ fn an_emergency_backup_says_how_to_restore_it_and_is_kept_by_its_own_rule() {
         .unwrap_or_else(|| panic!("{out}"));
     let listing = ok(d, &["list", "--repo", REPO]);
     assert!(listing.contains("emergency") && listing.contains("before migration 0085"));
+    // The command names the repository by its absolute path: it works from anywhere.
+    assert!(
+        line.contains(&format!("--repo file://{}/repo", d.display())),
+        "{line}"
+    );
     // The printed command works, from the repository as given.
     let cmd: Vec<String> = line
         .split("to restore it: lifeboat ")
@@ -375,4 +380,32 @@ fn an_emergency_backup_says_how_to_restore_it_and_is_kept_by_its_own_rule() {
     let out = ok(d, &["prune", "--dry-run"]);
     assert!(out.contains("emergency within 30d"), "{out}");
     assert_eq!(listed(d).len(), ids.len() + 1);
+}
+
+#[test]
+fn a_hold_runs_out_after_hold_within() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("db.sqlite");
+    sqlite3(
+        &db,
+        "CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO t SELECT i FROM n;",
+    );
+    config(d, "keep_last = 1\nmin_keep = 1\nhold_within = \"1s\"");
+    ok(d, &["backup", "--db", "db.sqlite"]);
+    sqlite3(&db, "DELETE FROM t;");
+    let out = run(d, &["--json", "backup", "--db", "db.sqlite"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let held = v["backups"][0]["shrinkage"]["held"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let dry = ok(d, &["prune", "--dry-run"]);
+    assert!(dry.contains(&format!("DELETE {held}")), "{dry}");
+    ok(d, &["prune"]);
+    assert!(
+        !listed(d).contains(&held),
+        "the real run agrees with the dry run"
+    );
 }

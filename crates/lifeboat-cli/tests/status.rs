@@ -120,3 +120,28 @@ fn an_unreadable_repository_is_unknown() {
         stdout(&out)
     );
 }
+
+#[test]
+fn databases_the_config_does_not_name_count_and_nagios_text_keeps_its_perfdata() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    ok(d, &["backup"]);
+    // Another database backed up into the same repository by path, not configured.
+    sqlite3(&d.join("b.db"), "CREATE TABLE u(y);");
+    ok(d, &["backup", "--db", "b.db"]);
+    std::fs::write(
+        d.join("repo/b/runs/last.json"),
+        r#"{"at": "2026-12-02T02:00:00Z", "ok": false, "error": "x|'fake'=1s"}"#,
+    )
+    .unwrap();
+    let (code, out) = status(d, &["--nagios"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("1 of 2 database(s): b the last run failed"),
+        "{out}"
+    );
+    assert_eq!(out.matches('|').count(), 1, "one perfdata separator: {out}");
+    let perfdata = out.split('|').nth(1).unwrap();
+    assert!(!perfdata.contains("fake"), "{out}");
+}

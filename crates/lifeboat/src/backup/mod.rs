@@ -65,11 +65,13 @@ pub async fn prepare(source: &Source, opts: &BackupOptions) -> Result<Prepared> 
 pub struct Stored {
     pub manifest: Manifest,
     pub shrinkage: Option<shrinkage::Shrinkage>,
+    /// What went wrong after the backup was stored (it stands): for the operator's eyes.
+    pub warnings: Vec<String>,
 }
 
 /// Back up a prepared source, then check it for shrinkage against the previous good backup
-/// (`shrink_alert`). The backup stands whatever that check finds; a check that cannot run is
-/// logged, not fatal.
+/// (`shrink_alert`). The backup stands whatever that check finds; a check that cannot run is a
+/// warning, not a failure.
 pub async fn store(
     repo: &Repository,
     prepared: &Prepared,
@@ -78,16 +80,20 @@ pub async fn store(
     progress: &Progress,
 ) -> Result<Stored> {
     let manifest = store_only(repo, prepared, opts, progress).await?;
+    let mut warnings = Vec::new();
     let shrinkage = match shrinkage::check(repo, &manifest, shrink_alert).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!("backup {}: shrinkage check: {e}", manifest.id);
+            warnings.push(format!(
+                "the shrinkage check could not run, so no backup is held: {e}"
+            ));
             None
         }
     };
     Ok(Stored {
         manifest,
         shrinkage,
+        warnings,
     })
 }
 

@@ -54,7 +54,12 @@ pub async fn check(
     }))
 }
 
-/// The tables of `before` that lost more than `fraction` of their rows in `now`.
+/// Tables smaller than this are not watched: a queue or lock table that empties itself is not
+/// a mass delete.
+pub const MIN_ROWS: u64 = 10;
+
+/// The tables of `before` (of at least [`MIN_ROWS`] rows) that lost more than `fraction` of
+/// their rows in `now`.
 fn shrunk(before: &Manifest, now: &Manifest, fraction: f64) -> Vec<(String, u64, u64)> {
     before
         .tables
@@ -62,7 +67,8 @@ fn shrunk(before: &Manifest, now: &Manifest, fraction: f64) -> Vec<(String, u64,
         .filter(|(t, _)| !t.starts_with("sqlite_"))
         .filter_map(|(t, &a)| {
             let b = now.tables.get(t).copied().unwrap_or(0);
-            (a > 0 && b < a && (a - b) as f64 / a as f64 > fraction).then(|| (t.clone(), a, b))
+            (a >= MIN_ROWS && b < a && (a - b) as f64 / a as f64 > fraction)
+                .then(|| (t.clone(), a, b))
         })
         .collect()
 }

@@ -63,7 +63,7 @@ pub async fn prune(
         if dry_run {
             continue;
         }
-        match delete_unless_marked(repo, m).await {
+        match delete_unless_marked(repo, m, policy, now).await {
             Ok(true) => report.deleted += 1,
             Ok(false) => {
                 d.keep = true;
@@ -102,20 +102,35 @@ async fn read_marks(repo: &Repository, db: &str) -> Result<Marks> {
     })
 }
 
-async fn marked(repo: &Repository, m: &Manifest) -> Result<bool> {
+/// Whether `m` is pinned, or held by a hold that has not run out.
+async fn marked(
+    repo: &Repository,
+    m: &Manifest,
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+) -> Result<bool> {
     let marks = read_marks(repo, &m.database).await?;
-    Ok(marks.pins.contains_key(&m.id) || marks.holds.contains_key(&m.id))
+    Ok(marks.pins.contains_key(&m.id)
+        || marks
+            .holds
+            .get(&m.id)
+            .is_some_and(|h| policy.hold_active(h, now)))
 }
 
 /// Delete `m` unless a mark appears: checked before, and again once the manifest is gone (a pin
 /// that saw the backup listed must not lose it); then the manifest is put back. Whether it went.
-async fn delete_unless_marked(repo: &Repository, m: &Manifest) -> Result<bool> {
-    if marked(repo, m).await? {
+async fn delete_unless_marked(
+    repo: &Repository,
+    m: &Manifest,
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    if marked(repo, m, policy, now).await? {
         return Ok(false);
     }
     repo.delete_object(&m.database, &format!("{}{MANIFEST_SUFFIX}", m.id))
         .await?;
-    if marked(repo, m).await? {
+    if marked(repo, m, policy, now).await? {
         repo.commit(m).await?;
         return Ok(false);
     }

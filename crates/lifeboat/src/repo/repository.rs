@@ -122,6 +122,19 @@ impl Repository {
         })
     }
 
+    /// The URL with a local path made absolute, for commands printed to be run from anywhere.
+    pub fn absolute_url(&self) -> String {
+        match self.url().strip_prefix("file://") {
+            Some(p) => format!(
+                "file://{}",
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.into())
+                    .display()
+            ),
+            None => self.url().to_string(),
+        }
+    }
+
     pub fn url(&self) -> &str {
         &self.backend.url
     }

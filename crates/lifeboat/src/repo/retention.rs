@@ -65,6 +65,22 @@ const DEFAULT_KEEP_EMERGENCY: Duration = Duration::from_secs(30 * 86_400);
 const FUTURE_SLACK: Duration = Duration::from_secs(60);
 
 impl RetentionPolicy {
+    /// Whether hold `h` still keeps its backup at `now` (`hold_within` after it was set).
+    pub fn hold_active(&self, h: &Mark, now: DateTime<Utc>) -> bool {
+        now < later(h.at, self.hold_within.unwrap_or(DEFAULT_HOLD))
+    }
+
+    /// `shrink_alert` is a fraction in (0, 1): checked wherever it is used.
+    pub fn check_shrink_alert(&self) -> Result<()> {
+        match self.shrink_alert {
+            Some(f) if !(f > 0.0 && f < 1.0) => Err(Error::new(
+                Kind::Config,
+                format!("retention: shrink_alert must be a fraction between 0 and 1 (0.5 is a drop of half), not {f}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// A policy that keeps nothing by rule would delete all but the floors: refused.
     pub fn check(&self) -> Result<()> {
         let rules = [
@@ -77,14 +93,7 @@ impl RetentionPolicy {
         ];
         let empty = rules.iter().all(|r| r.unwrap_or(0) == 0)
             && self.keep_within.is_none_or(|d| d.is_zero());
-        if let Some(f) = self.shrink_alert {
-            if !(f > 0.0 && f < 1.0) {
-                return Err(Error::new(
-                    Kind::Config,
-                    format!("retention: shrink_alert must be a fraction between 0 and 1 (0.5 is a drop of half), not {f}"),
-                ));
-            }
-        }
+        self.check_shrink_alert()?;
         if empty {
             return Err(Error::new(
                 Kind::Config,
@@ -123,11 +132,10 @@ pub fn decide(
     marks: &Marks,
     now: DateTime<Utc>,
 ) -> Vec<Decision> {
-    let hold_for = policy.hold_within.unwrap_or(DEFAULT_HOLD);
     let held = |id: &str| -> Option<String> {
         let h = marks.holds.get(id)?;
-        let until = later(h.at, hold_for);
-        (now < until).then(|| {
+        let until = later(h.at, policy.hold_within.unwrap_or(DEFAULT_HOLD));
+        policy.hold_active(h, now).then(|| {
             format!(
                 "held until {} or `lifeboat release`: {}",
                 until.format("%Y-%m-%d"),
