@@ -96,6 +96,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     }
     let repo = ctx.repository(true).step("backup")?;
     let mut done = Vec::new();
+    let mut failures = Vec::new();
     for p in &prepared {
         let pb = ctx.out.progress(p.name());
         let m = store(&repo, p, &opts, shrink_alert, &crate::bar(&pb)).await;
@@ -116,10 +117,28 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 p.name()
             );
         }
-        done.push(m?);
+        match m {
+            Ok(stored) => done.push(stored),
+            // One database's failure does not stop the others: each is tried and recorded.
+            Err(e) if prepared.len() > 1 => {
+                eprintln!("lifeboat: error: {e}");
+                failures.push(e);
+            }
+            Err(e) => return Err(e),
+        }
     }
     report(ctx, &done, &repo.absolute_url());
-    Ok(0)
+    match failures.into_iter().next() {
+        None => Ok(0),
+        Some(first) => Err(Error::new(
+            first.kind,
+            format!(
+                "{} of {} backups failed (the first: {first})",
+                prepared.len() - done.len(),
+                prepared.len()
+            ),
+        )),
+    }
 }
 
 /// `backup --from-sql FILE`: the dump as a source, filed under `--db-name` or the file's stem.

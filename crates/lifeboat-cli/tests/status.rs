@@ -145,3 +145,30 @@ fn databases_the_config_does_not_name_count_and_nagios_text_keeps_its_perfdata()
     let perfdata = out.split('|').nth(1).unwrap();
     assert!(!perfdata.contains("fake"), "{out}");
 }
+
+#[test]
+fn one_failing_database_does_not_stop_the_others_and_status_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sqlite3(&d.join("app.db"), "CREATE TABLE t(x);");
+    std::fs::write(
+        d.join("lifeboat.toml"),
+        "[repository]\nurl = \"file://./repo\"\n\
+         [[database]]\nname = \"edge\"\nd1 = { database = \"edge-db\" }\nwrangler = \"/nonexistent/wrangler\"\n\
+         [[database]]\nname = \"app\"\npath = \"app.db\"\n",
+    )
+    .unwrap();
+    let out = run(d, &["backup"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("1 of 2 backups failed"), "{err}");
+    // The database after the failing one was still backed up.
+    assert!(stdout(&out).contains("app  backup-"), "{}", stdout(&out));
+    let (code, text) = status(d, &[]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("OK       app"), "{text}");
+    assert!(
+        text.contains("CRITICAL edge") && text.contains("the last run failed"),
+        "{text}"
+    );
+}
