@@ -1,6 +1,6 @@
 //! `lifeboat release ID`: lift the hold a shrinking backup put on the backup before it.
 
-use crate::{single_database_name, Ctx};
+use crate::Ctx;
 use lifeboat::error::Result;
 use lifeboat::repo::marks::MarkKind;
 
@@ -17,18 +17,12 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let repo = ctx.repository(false)?;
-    let db = single_database_name(ctx, &repo, args.db.as_deref()).await?;
-    let was = repo.unmark(MarkKind::Hold, &db, &args.id).await?;
-    ctx.out.line(if was {
-        format!(
-            "released {db} {}: retention decides about it again",
-            args.id
-        )
-    } else {
-        format!("{db} {} was not held", args.id)
-    });
-    ctx.out
-        .json(&serde_json::json!({"database": db, "id": args.id, "was_held": was}));
-    Ok(0)
+    crate::unpin::remove_mark(
+        ctx,
+        MarkKind::Hold,
+        &args.id,
+        args.db.as_deref(),
+        ["released", "held"],
+    )
+    .await
 }

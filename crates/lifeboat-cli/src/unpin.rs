@@ -15,15 +15,35 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    remove_mark(
+        ctx,
+        MarkKind::Pin,
+        &args.id,
+        args.db.as_deref(),
+        ["unpinned", "pinned"],
+    )
+    .await
+}
+
+/// Remove a mark (a pin, a hold) from backup `id`; `words` are the past tenses of taking it
+/// off and of having it (`unpinned`, `pinned`).
+pub async fn remove_mark(
+    ctx: &Ctx,
+    kind: MarkKind,
+    id: &str,
+    db: Option<&str>,
+    words: [&str; 2],
+) -> Result<i32> {
     let repo = ctx.repository(false)?;
-    let db = single_database_name(ctx, &repo, args.db.as_deref()).await?;
-    let was = repo.unmark(MarkKind::Pin, &db, &args.id).await?;
+    let db = single_database_name(ctx, &repo, db).await?;
+    let was = repo.unmark(kind, &db, id).await?;
+    let [done, had] = words;
     ctx.out.line(if was {
-        format!("unpinned {db} {}", args.id)
+        format!("{done} {db} {id}")
     } else {
-        format!("{db} {} was not pinned", args.id)
+        format!("{db} {id} was not {had}")
     });
     ctx.out
-        .json(&serde_json::json!({"database": db, "id": args.id, "was_pinned": was}));
+        .json(&serde_json::json!({"database": db, "id": id, format!("was_{had}"): was}));
     Ok(0)
 }

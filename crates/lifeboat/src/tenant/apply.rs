@@ -23,7 +23,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
 use crate::error::{Error, Kind, Result};
-use crate::tenant::copy::{read_only_uri, FullScan, TenantCopy};
+use crate::tenant::copy::{read_only_uri, CopyGuard, FullScan, TenantCopy};
 use crate::tenant::fk::check_references;
 use crate::tenant::map::{discover, Ownership, TenancyConfig, TenancyMap};
 use crate::tenant::rows::{columns, identical, insert_rows, qualified, Key};
@@ -562,42 +562,6 @@ impl Prepared {
             })
             .map(|(t, _)| (t.clone(), "1".to_string()))
             .collect()
-    }
-}
-
-/// The live side's copy, removed when dropped unless it was kept (a failure that changed
-/// nothing leaves nothing behind).
-struct CopyGuard(Option<TenantCopy>);
-
-impl CopyGuard {
-    fn copy(&self) -> &TenantCopy {
-        self.0.as_ref().expect("copy is there until kept")
-    }
-
-    fn copy_mut(&mut self) -> &mut TenantCopy {
-        self.0.as_mut().expect("copy is there until kept")
-    }
-
-    /// Keep the file: close the copy without removing it.
-    fn keep_file(&mut self) {
-        if let Some(c) = self.0.take() {
-            let _ = c.close(false);
-        }
-    }
-}
-
-impl std::ops::Deref for CopyGuard {
-    type Target = TenantCopy;
-    fn deref(&self) -> &TenantCopy {
-        self.copy()
-    }
-}
-
-impl Drop for CopyGuard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            c.discard();
-        }
     }
 }
 

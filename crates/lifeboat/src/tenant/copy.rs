@@ -381,3 +381,39 @@ impl TenantCopy {
         Ok(path)
     }
 }
+
+/// The live side's copy, removed when dropped unless it was kept (a failure that changed
+/// nothing leaves nothing behind).
+pub struct CopyGuard(pub Option<TenantCopy>);
+
+impl CopyGuard {
+    pub fn copy(&self) -> &TenantCopy {
+        self.0.as_ref().expect("copy is there until kept")
+    }
+
+    pub fn copy_mut(&mut self) -> &mut TenantCopy {
+        self.0.as_mut().expect("copy is there until kept")
+    }
+
+    /// Keep the file: close the copy without removing it.
+    pub fn keep_file(&mut self) {
+        if let Some(c) = self.0.take() {
+            let _ = c.close(false);
+        }
+    }
+}
+
+impl std::ops::Deref for CopyGuard {
+    type Target = TenantCopy;
+    fn deref(&self) -> &TenantCopy {
+        self.copy()
+    }
+}
+
+impl Drop for CopyGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.discard();
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Tests of the retention rules, on a month of synthetic backups.
+
+use super::*;
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn backup(t: &str, kind: BackupKind) -> Manifest {
+    let created = at(t);
+    let id = format!("backup-{}", created.format("%Y-%m-%dT%H%M%SZ"));
+    serde_json::from_value(serde_json::json!({
+        "format_version": 1, "id": id, "database": "db", "kind": kind,
+        "created_at": created, "source": {"kind": "sqlite", "path": "db"},
+        "sqlite_version": "3", "page_size": 4096, "page_count": 1, "image_size": 4096,
+        "stored_size": 1, "compression": "zstd", "data_object": format!("{id}.sqlite.zst"),
+        "stored_sha256": "", "image_sha256": "", "tables": {}, "schema_sha256": "",
+        "duration_ms": 0, "lifeboat_version": "0",
+    }))
+    .unwrap()
+}
+
+/// Every day of November 2026 at 02:00, plus extra backups on the 30th.
+fn month() -> Vec<Manifest> {
+    let mut v: Vec<Manifest> = (1..=30)
+        .map(|d| backup(&format!("2026-11-{d:02}T02:00:00Z"), BackupKind::Scheduled))
+        .collect();
+    v.push(backup("2026-11-30T09:00:00Z", BackupKind::Manual));
+    v.push(backup("2026-11-30T10:00:00Z", BackupKind::Emergency));
+    v.push(backup("2026-11-30T11:00:00Z", BackupKind::Safety));
+    v
+}
+
+fn kept(d: &[Decision]) -> Vec<String> {
+    d.iter().filter(|d| d.keep).map(|d| d.id.clone()).collect()
+}
+
+const NOW: &str = "2026-12-01T00:00:00Z";
+
+fn mark(id: &str, reason: &str, t: &str) -> Mark {
+    Mark {
+        id: id.into(),
+        reason: reason.into(),
+        at: at(t),
+    }
+}
+
+#[test]
+fn a_hold_keeps_a_backup_until_hold_within_has_passed() {
+    let p = RetentionPolicy {
+        keep_last: Some(1),
+        min_keep: Some(1),
+        ..Default::default()
+    };
+    let id = "backup-2026-11-10T020000Z";
+    let marks = Marks {
+        holds: BTreeMap::from([(
+            id.to_string(),
+            mark(id, "bookings 1000 -> 3", "2026-11-11T02:00:00Z"),
+        )]),
+        ..Marks::default()
+    };
+    let d = decide(&p, &month(), &[], &marks, at(NOW));
+    let held = d.iter().find(|d| d.id == id).unwrap();
+    assert!(held.keep, "{held:?}");
+    assert!(
+        held.reasons[0].starts_with("held until 2026-12-11"),
+        "{held:?}"
+    );
+    let later = decide(&p, &month(), &[], &marks, at("2026-12-12T00:00:00Z"));
+    assert!(
+        !later.iter().find(|d| d.id == id).unwrap().keep,
+        "the hold ran out"
+    );
+    let odd = RetentionPolicy {
+        keep_last: Some(1),
+        shrink_alert: Some(50.0),
+        ..Default::default()
+    };
+    assert!(odd.check().is_err(), "a percentage is not a fraction");
+}
+
+#[test]
+fn an_empty_policy_is_refused() {
+    assert!(RetentionPolicy::default().check().is_err());
+    let p = RetentionPolicy {
+        keep_daily: Some(0),
+        ..Default::default()
+    };
+    assert!(p.check().is_err());
+    let p = RetentionPolicy {
+        keep_daily: Some(7),
+        ..Default::default()
+    };
+    assert!(p.check().is_ok());
+}
+
+#[test]
+fn daily_keeps_the_newest_of_each_of_the_last_n_days() {
+    let p = RetentionPolicy {
+        keep_daily: Some(3),
+        min_keep: Some(1),
+        ..Default::default()
+    };
+    let d = decide(&p, &month(), &[], &Marks::default(), at(NOW));
+    // The 30th's newest good backup is the emergency one at 10:00 (safety is not good).
+    assert_eq!(
+        kept(&d),
+        vec![
+            "backup-2026-11-30T110000Z",
+            "backup-2026-11-30T100000Z",
+            "backup-2026-11-29T020000Z",
+            "backup-2026-11-28T020000Z"
+        ]
+    );
+    let safety = d
+        .iter()
+        .find(|d| d.id == "backup-2026-11-30T110000Z")
+        .unwrap();
+    assert_eq!(
+        safety.reasons,
+        vec!["safety within 30d".to_string()],
+        "a safety backup follows the emergency rule only (30 d by default)"
+    );
+}
+
+#[test]
+fn weeks_run_monday_to_sunday() {
+    let p = RetentionPolicy {
+        keep_weekly: Some(2),
+        min_keep: Some(0),
+        ..Default::default()
+    };
+    // 2026-11-30 is a Monday: it starts a week of its own; the week before ends Sunday 29th.
+    let d = decide(&p, &month(), &[], &Marks::default(), at(NOW));
+    let k = kept(&d);
+    assert!(k.contains(&"backup-2026-11-30T100000Z".to_string()));
+    assert!(k.contains(&"backup-2026-11-29T020000Z".to_string()));
+    assert_eq!(k.len(), 3, "and the safety backup (30 d by default): {k:?}");
+}
+
+#[test]
+fn floors_keep_the_newest_pinned_future_and_min_keep() {
+    let p = RetentionPolicy {
+        keep_last: Some(1),
+        min_keep: Some(3),
+        ..Default::default()
+    };
+    let mut all = month();
+    all.push(backup("2027-01-01T00:00:00Z", BackupKind::Scheduled));
+    let marks = Marks {
+        pins: BTreeMap::from([(
+            "backup-2026-11-02T020000Z".to_string(),
+            mark("backup-2026-11-02T020000Z", "audit", NOW),
+        )]),
+        ..Marks::default()
+    };
+    let d = decide(&p, &all, &[], &marks, at(NOW));
+    let k = kept(&d);
+    assert!(
+        k.contains(&"backup-2027-01-01T000000Z".to_string()),
+        "future"
+    );
+    assert!(
+        k.contains(&"backup-2026-11-02T020000Z".to_string()),
+        "pinned"
+    );
+    let why = &d
+        .iter()
+        .find(|d| d.id == "backup-2026-11-02T020000Z")
+        .unwrap()
+        .reasons;
+    assert!(why.iter().any(|r| r == "pinned: audit"), "{why:?}");
+    // min_keep 3: the three newest good ones (the future one is not good: it takes no place).
+    assert!(k.contains(&"backup-2026-11-30T100000Z".to_string()));
+    assert!(k.contains(&"backup-2026-11-30T090000Z".to_string()));
+    assert!(k.contains(&"backup-2026-11-30T020000Z".to_string()));
+    // And the safety and emergency backups of the 30th (30 d by default): six.
+    assert_eq!(k.len(), 6, "{k:?}");
+}
+
+#[test]
+fn keep_within_counts_back_from_the_newest_backup_not_the_clock() {
+    let p = RetentionPolicy {
+        keep_within: Some(Duration::from_secs(2 * 86_400)),
+        min_keep: Some(0),
+        ..Default::default()
+    };
+    // A year later, nothing new arrived: two days back from the newest backup (11-30 11:00)
+    // are still kept.
+    let d = decide(
+        &p,
+        &month(),
+        &[],
+        &Marks::default(),
+        at("2027-12-01T00:00:00Z"),
+    );
+    let k = kept(&d);
+    assert!(k.contains(&"backup-2026-11-29T020000Z".to_string()));
+    assert!(!k.contains(&"backup-2026-11-28T020000Z".to_string()));
+}
+
+#[test]
+fn emergency_and_safety_follow_the_emergency_rule() {
+    let p = RetentionPolicy {
+        keep_last: Some(1),
+        keep_emergency_within: Some(Duration::from_secs(86_400)),
+        min_keep: Some(0),
+        ..Default::default()
+    };
+    let d = decide(&p, &month(), &[], &Marks::default(), at(NOW));
+    let k = kept(&d);
+    assert!(
+        k.contains(&"backup-2026-11-30T110000Z".to_string()),
+        "safety"
+    );
+    assert!(
+        k.contains(&"backup-2026-11-30T100000Z".to_string()),
+        "emergency"
+    );
+}
+
+#[test]
+fn backups_it_cannot_read_are_never_deleted() {
+    let p = RetentionPolicy {
+        keep_last: Some(1),
+        ..Default::default()
+    };
+    let damaged = vec![(
+        "backup-2020-11-01T030000Z".to_string(),
+        "format_version 2".to_string(),
+    )];
+    let d = decide(&p, &month(), &damaged, &Marks::default(), at(NOW));
+    let old = d
+        .iter()
+        .find(|d| d.id == "backup-2020-11-01T030000Z")
+        .unwrap();
+    assert!(old.keep, "{old:?}");
+    assert_eq!(
+        id_time("backup-2026-11-20T020000Z-2"),
+        Some(at("2026-11-20T02:00:00Z"))
+    );
+}
+
+#[test]
+fn a_future_backup_takes_no_floor_and_moves_no_window() {
+    let p = RetentionPolicy {
+        keep_within: Some(Duration::from_secs(90 * 86_400)),
+        min_keep: Some(1),
+        ..Default::default()
+    };
+    let mut all = month();
+    all.push(backup("2027-06-01T00:00:00Z", BackupKind::Scheduled));
+    let d = decide(&p, &all, &[], &Marks::default(), at(NOW));
+    let k = kept(&d);
+    assert!(k.contains(&"backup-2027-06-01T000000Z".to_string()));
+    assert!(
+        k.contains(&"backup-2026-11-01T020000Z".to_string()),
+        "90 d back from 11-30"
+    );
+    let newest = d
+        .iter()
+        .find(|d| d.id == "backup-2026-11-30T100000Z")
+        .unwrap();
+    assert!(newest.reasons.contains(&"newest good backup".to_string()));
+    assert!(
+        newest.reasons.contains(&"within 90d".to_string()),
+        "{newest:?}"
+    );
+}
+
+#[test]
+fn a_safety_backup_does_not_move_the_window_and_outlives_the_next_prune() {
+    let p = RetentionPolicy {
+        keep_within: Some(Duration::from_secs(7 * 86_400)),
+        min_keep: Some(1),
+        ..Default::default()
+    };
+    let mut all: Vec<Manifest> = (1..=5)
+        .map(|d| backup(&format!("2026-10-{d:02}T02:00:00Z"), BackupKind::Scheduled))
+        .collect();
+    all.push(backup("2026-12-02T10:00:00Z", BackupKind::Safety));
+    let d = decide(&p, &all, &[], &Marks::default(), at("2026-12-02T11:00:00Z"));
+    let k = kept(&d);
+    assert_eq!(
+        k.len(),
+        6,
+        "backups that stopped arriving stay; so does the safety one: {k:?}"
+    );
+}
+
+#[test]
+fn absurd_durations_do_not_overflow() {
+    let p = RetentionPolicy {
+        keep_within: Some(Duration::from_secs(u64::MAX / 4)),
+        keep_emergency_within: Some(Duration::from_secs(u64::MAX / 4)),
+        hold_within: Some(Duration::from_secs(u64::MAX / 4)),
+        ..Default::default()
+    };
+    let d = decide(&p, &month(), &[], &Marks::default(), at(NOW));
+    assert!(d.iter().all(|d| d.keep));
+}
