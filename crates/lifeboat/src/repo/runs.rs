@@ -69,7 +69,7 @@ impl Repository {
 }
 
 /// A run record's failure message for an error.
-pub fn failed(at: DateTime<Utc>, error: &crate::Error) -> Run {
+pub fn failed(at: DateTime<Utc>, error: &crate::error::Error) -> Run {
     Run {
         at,
         ok: false,
