@@ -470,21 +470,9 @@ fn global_rows_reached_through_their_own_table_come_along() {
     // The export stands on its own: every row it references is in it.
     ok(
         d,
-        &[
-            "export",
-            "--tenant",
-            "A",
-            "--backup",
-            "latest",
-            "--db",
-            "s",
-            "--repo",
-            "file://./repo",
-            "--format",
-            "sqlite",
-            "--out",
-            "a.db",
-        ],
+        &"export --tenant A --backup latest --db s --repo file://./repo --format sqlite --out a.db"
+            .split(' ')
+            .collect::<Vec<_>>(),
     );
     assert_eq!(
         sqlite3(
@@ -507,19 +495,9 @@ fn global_rows_reached_through_their_own_table_come_along() {
     );
     ok(
         d,
-        &[
-            "restore",
-            "--tenant",
-            "A",
-            "--backup",
-            "latest",
-            "--db",
-            "s",
-            "--repo",
-            "file://./repo",
-            "--into",
-            "s.db",
-        ],
+        &"restore --tenant A --backup latest --db s --repo file://./repo --into s.db"
+            .split(' ')
+            .collect::<Vec<_>>(),
     );
     assert_eq!(sqlite3(&db, "PRAGMA foreign_key_check"), "");
     assert_eq!(sqlite3(&db, "SELECT count(*) FROM users"), "3");
