@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::alerting::Alerter;
 use crate::shared_args::choice;
 use crate::{parse_duration, secs, Ctx};
 use lifeboat::backup::{prepare, store, BackupOptions, Stored};
@@ -12,6 +13,7 @@ use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
 use lifeboat::repo::runs::{failed, Run};
 use lifeboat::source::Source;
 use lifeboat::text::shell_word;
+use lifeboat_daemon::alerts::EventKind;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -44,14 +46,40 @@ pub struct Args {
     /// Store a SQL dump (sqlite3 .dump, wrangler d1 export, lifeboat dump; .gz/.zst) as a backup.
     #[arg(long, value_name = "FILE", conflicts_with = "db")]
     from_sql: Option<PathBuf>,
+    /// Send no alert and no health ping for this run.
+    #[arg(long)]
+    no_alert: bool,
     /// With --from-sql: the database name to file it under (default: the file's stem).
     #[arg(long, value_name = "NAME", requires = "from_sql")]
     db_name: Option<String>,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    let alerter = Alerter::new(ctx, args.no_alert);
+    alerter.start().await;
+    let told = std::cell::Cell::new(false);
+    let result = backup_all(ctx, &args, &alerter, &told).await;
+    match &result {
+        Ok(_) => alerter.succeeded().await,
+        // Failures of single databases were told as they happened.
+        Err(e) if told.get() => alerter.fail_ping(e).await,
+        Err(e) => {
+            alerter
+                .failed(EventKind::BackupFailed, "system_backup", e)
+                .await
+        }
+    }
+    result
+}
+
+async fn backup_all(
+    ctx: &Ctx,
+    args: &Args,
+    alerter: &Alerter,
+    told: &std::cell::Cell<bool>,
+) -> Result<i32> {
     let sources = match &args.from_sql {
-        Some(file) => vec![dump_source(ctx, &args, file)?],
+        Some(file) => vec![dump_source(ctx, args, file)?],
         None if args.db.is_empty() => ctx.config.all_databases(),
         None => args
             .db
@@ -78,7 +106,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             ));
         }
     }
-    let opts = options(ctx, &args);
+    let opts = options(ctx, args);
     if let Some(r) = &ctx.config.retention {
         r.check_shrink_alert()?;
     }
@@ -120,14 +148,25 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         match m {
             Ok(stored) => done.push(stored),
             // One database's failure does not stop the others: each is tried and recorded.
-            Err(e) if prepared.len() > 1 => {
+            Err(e) => {
+                alerter
+                    .tell_failure(EventKind::BackupFailed, p.name(), &e)
+                    .await;
+                told.set(true);
+                if prepared.len() == 1 {
+                    return Err(e);
+                }
                 eprintln!("lifeboat: error: {e}");
                 failures.push(e);
             }
-            Err(e) => return Err(e),
         }
     }
     report(ctx, &done, &repo.absolute_url());
+    for s in &done {
+        if let Some(shrunk) = &s.shrinkage {
+            alerter.shrunk(&s.manifest, shrunk).await;
+        }
+    }
     match failures.into_iter().next() {
         None => Ok(0),
         Some(first) => Err(Error::new(

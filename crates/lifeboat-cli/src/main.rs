@@ -12,6 +12,8 @@ use lifeboat::error::{Error, Kind, Result};
 use lifeboat::repo::repository::Repository;
 use lifeboat::restore::to_file::{select, Selection, Selector};
 
+mod alert;
+mod alerting;
 mod backup;
 mod cleanup;
 mod demo;
@@ -85,6 +87,8 @@ enum Command {
     Release(release::Args),
     /// How each database's backups stand (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     Status(status::Args),
+    /// Alert channels: `alert test` sends a test message on each.
+    Alert(alert::Args),
     /// Write a live database or a backup as SQL (sqlite3 or D1 dialect).
     Dump(dump::Args),
     /// Load a SQL dump (sqlite3, wrangler d1 export, lifeboat) into a new database, checked.
@@ -380,6 +384,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Unpin(a) => unpin::run(&ctx, a).await,
         Command::Release(a) => release::run(&ctx, a).await,
         Command::Status(a) => status::run(&ctx, a).await,
+        Command::Alert(a) => alert::run(&ctx, a).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
     }
 }

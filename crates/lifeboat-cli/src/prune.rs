@@ -1,10 +1,12 @@
 //! `lifeboat prune`: apply the `[retention]` policy of lifeboat.toml; every backup is listed with
 //! KEEP or DELETE and the rules that decided it.
 
+use crate::alerting::Alerter;
 use crate::{database_names, Ctx};
 use lifeboat::error::{Error, Kind, Result};
 use lifeboat::repo::prune::prune;
 use lifeboat::text::escape;
+use lifeboat_daemon::alerts::EventKind;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -25,9 +27,22 @@ pub struct Args {
     /// Say what would be deleted; delete nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Send no alert if the prune fails.
+    #[arg(long)]
+    no_alert: bool,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    let result = prune_all(ctx, &args).await;
+    if let Err(e) = &result {
+        Alerter::new(ctx, args.no_alert)
+            .failed(EventKind::PruneFailed, "system_backup", e)
+            .await;
+    }
+    result
+}
+
+async fn prune_all(ctx: &Ctx, args: &Args) -> Result<i32> {
     let Some(policy) = ctx.config.retention.clone() else {
         return Err(Error::new(
             Kind::Config,

@@ -8,6 +8,22 @@ use serde::Deserialize;
 use crate::error::{Error, Kind, Result};
 use crate::source::Source;
 
+/// `[alerts]` in lifeboat.toml. Without it, the runbook's environment variables switch the
+/// channels on: `BACKUP_ALERT_WEBHOOK_URL`, `SLACK_WEBHOOK_URL`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Generic webhook: POSTs `{"event", "message", "timestamp", "source", "details"}`.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Slack incoming webhook.
+    #[serde(default)]
+    pub slack_webhook_url: Option<String>,
+    /// Health pings (Healthchecks convention): `/start`, success, `/fail`.
+    #[serde(default)]
+    pub ping_url: Option<String>,
+}
+
 /// What the command line says of a D1 restore target, over the config.
 #[derive(Debug, Clone)]
 pub struct D1TargetFlags {
@@ -33,6 +49,9 @@ pub struct Config {
     /// `[retention]`: what `lifeboat prune` keeps.
     #[serde(default)]
     pub retention: Option<crate::repo::retention::RetentionPolicy>,
+    /// `[alerts]`: where failures are told (lifeboat-daemon sends them).
+    #[serde(default)]
+    pub alerts: Option<AlertsConfig>,
     /// `[status]`: when a database's last good backup is too old.
     #[serde(default)]
     pub status: crate::status::StatusConfig,

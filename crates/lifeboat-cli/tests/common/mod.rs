@@ -25,6 +25,8 @@ pub fn cmd(dir: &Path) -> Command {
         "AWS_ENDPOINT",
         "AWS_REGION",
         "AWS_DEFAULT_REGION",
+        "BACKUP_ALERT_WEBHOOK_URL",
+        "SLACK_WEBHOOK_URL",
     ] {
         c.env_remove(v);
     }
