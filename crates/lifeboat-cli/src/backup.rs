@@ -129,21 +129,26 @@ async fn backup_all(
         let pb = ctx.out.progress(p.name());
         let m = store(&repo, p, &opts, shrink_alert, &crate::bar(&pb)).await;
         pb.finish_and_clear();
-        // How the run ended goes to the repository, for `status` on any machine.
+        // How the run ended goes to the repository, for `status` on any machine; not when the
+        // repository itself failed (unreachable, full): that write would fail too, or leave a
+        // file on a disk that is full.
         let run = match &m {
-            Ok(s) => Run {
+            Ok(s) => Some(Run {
                 at: chrono::Utc::now(),
                 ok: true,
                 backup: Some(s.manifest.id.clone()),
                 error: None,
-            },
-            Err(e) => failed(chrono::Utc::now(), e),
+            }),
+            Err(e) if matches!(e.kind, Kind::Repository | Kind::DiskFull) => None,
+            Err(e) => Some(failed(chrono::Utc::now(), e)),
         };
-        if let Err(e) = repo.record_run(p.name(), &run).await {
-            eprintln!(
-                "lifeboat: warning: {}: the run could not be recorded for `status`: {e}",
-                p.name()
-            );
+        if let Some(run) = run {
+            if let Err(e) = repo.record_run(p.name(), &run).await {
+                eprintln!(
+                    "lifeboat: warning: {}: the run could not be recorded for `status`: {e}",
+                    p.name()
+                );
+            }
         }
         match m {
             Ok(stored) => done.push(stored),
