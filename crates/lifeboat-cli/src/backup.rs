@@ -10,7 +10,7 @@ use lifeboat::backup::{prepare, store, BackupOptions, Stored};
 use lifeboat::error::{Error, Kind, Result, ResultExt};
 use lifeboat::repo::manifest::{human_size, BackupKind};
 use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
-use lifeboat::repo::runs::{failed, Run};
+use lifeboat::repo::runs::Run;
 use lifeboat::source::Source;
 use lifeboat::text::shell_word;
 use lifeboat_daemon::alerts::EventKind;
@@ -129,20 +129,16 @@ async fn backup_all(
         let pb = ctx.out.progress(p.name());
         let m = store(&repo, p, &opts, shrink_alert, &crate::bar(&pb)).await;
         pb.finish_and_clear();
-        // How the run ended goes to the repository, for `status` on any machine; not when the
-        // repository itself failed (unreachable, full): that write would fail too, or leave a
-        // file on a disk that is full.
-        let run = match &m {
-            Ok(s) => Some(Run {
+        // A stored backup records its run in the repository, for `status` on any machine. A
+        // failed one writes nothing (a failed command changes nothing): it reaches the operator
+        // by its exit code and the alerts.
+        if let Ok(stored) = &m {
+            let run = Run {
                 at: chrono::Utc::now(),
                 ok: true,
-                backup: Some(s.manifest.id.clone()),
+                backup: Some(stored.manifest.id.clone()),
                 error: None,
-            }),
-            Err(e) if matches!(e.kind, Kind::Repository | Kind::DiskFull) => None,
-            Err(e) => Some(failed(chrono::Utc::now(), e)),
-        };
-        if let Some(run) = run {
+            };
             if let Err(e) = repo.record_run(p.name(), &run).await {
                 eprintln!(
                     "lifeboat: warning: {}: the run could not be recorded for `status`: {e}",

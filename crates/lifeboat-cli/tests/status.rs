@@ -168,7 +168,9 @@ fn one_failing_database_does_not_stop_the_others_and_status_names_it() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("OK       app"), "{text}");
     assert!(
-        text.contains("CRITICAL edge") && text.contains("the last run failed"),
+        text.contains("CRITICAL edge") && text.contains("no good backup"),
         "{text}"
     );
+    // The failed run wrote nothing into the repository: it is told by exit code and alerts.
+    assert!(!d.join("repo/edge").exists());
 }

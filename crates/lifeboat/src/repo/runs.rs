@@ -1,6 +1,8 @@
 //! Run records: how each database's last backup run ended, kept in the repository at
 //! `<db>/runs/last.json` (and `<db>/runs/last-failure.json` for the last failure), so `status`
-//! reads the same truth from any machine that can read the repository.
+//! reads the same truth from any machine that can read the repository. A one-shot command
+//! records only what it stored (a failed command changes nothing); the daemon will record its
+//! failures too.
 
 use chrono::{DateTime, Utc};
 use object_store::path::Path as Key;
@@ -65,15 +67,5 @@ impl Repository {
             .map_err(|e| self.err("read the run record", e))?;
         // An unreadable record is no record, not a failed status check.
         Ok(serde_json::from_slice(&bytes).ok())
-    }
-}
-
-/// A run record's failure message for an error.
-pub fn failed(at: DateTime<Utc>, error: &crate::error::Error) -> Run {
-    Run {
-        at,
-        ok: false,
-        backup: None,
-        error: Some(error.to_string()),
     }
 }
