@@ -3,6 +3,7 @@
 use crate::{database_names, Ctx};
 use lifeboat::error::Result;
 use lifeboat::repo::manifest::human_size;
+use lifeboat::repo::marks::MarkKind;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -23,6 +24,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     }
     for name in names {
         let listing = repo.list(&name).await?;
+        let pins = repo.marks(MarkKind::Pin, &name).await?;
+        let holds = repo.marks(MarkKind::Hold, &name).await?;
         ctx.out.line(format!(
             "{name}: {} complete backup(s) in {}",
             listing.backups.len(),
@@ -47,6 +50,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                     .as_deref()
                     .map(|l| format!("  {}", lifeboat::text::escape(l)))
                     .unwrap_or_default()
+                    + &marked(pins.contains_key(&m.id), holds.contains_key(&m.id))
             ));
         }
         for l in &listing.incomplete {
@@ -62,9 +66,23 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             ctx.out
                 .line(format!("  DAMAGED {id}: {}", lifeboat::text::escape(why)));
         }
+        let backups: Vec<serde_json::Value> = listing
+            .backups
+            .iter()
+            .map(|m| {
+                let mut doc = serde_json::to_value(m).unwrap_or_default();
+                if let Some(p) = pins.get(&m.id) {
+                    doc["pinned"] = p.reason.clone().into();
+                }
+                if let Some(h) = holds.get(&m.id) {
+                    doc["held"] = h.reason.clone().into();
+                }
+                doc
+            })
+            .collect();
         docs.push(serde_json::json!({
             "database": name,
-            "backups": listing.backups,
+            "backups": backups,
             "incomplete": listing.incomplete,
             "damaged": listing.damaged.iter().map(|(id, why)| serde_json::json!({"id": id, "problem": why})).collect::<Vec<_>>(),
         }));
@@ -72,4 +90,16 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     ctx.out
         .json(&serde_json::json!({ "repository": repo.url(), "databases": docs }));
     Ok(0)
+}
+
+/// `[pinned]`, `[held]`: what keeps a backup from retention, shown after its label.
+fn marked(pinned: bool, held: bool) -> String {
+    let mut out = String::new();
+    if pinned {
+        out.push_str("  [pinned]");
+    }
+    if held {
+        out.push_str("  [held]");
+    }
+    out
 }

@@ -141,6 +141,13 @@ fn pins_the_newest_and_min_keep_are_never_deleted() {
     let out = ok(d, &["pin", old, "--reason", "before the billing migration"]);
     assert!(out.contains("pinned"), "{out}");
     fails(d, &["pin", "backup-2020-01-01T000000Z", "--reason", "x"], 5);
+    let listing = ok(d, &["list", "--repo", REPO]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains(old) && l.contains("[pinned]")),
+        "{listing}"
+    );
     let out = ok(d, &["prune"]);
     assert!(
         out.contains("pinned: before the billing migration"),
@@ -320,6 +327,18 @@ fn a_shrinking_backup_holds_the_one_before_until_released() {
     );
     let second: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(second["backups"][0]["shrinkage"]["held"], before.as_str());
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(d, &["--json", "list", "--repo", REPO])).unwrap();
+    let listed_held = v["databases"][0]["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == before.as_str())
+        .unwrap()["held"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(listed_held.contains("t 100 -> 10"), "{listed_held}");
     // keep_last 1 alone would delete it: the hold keeps it.
     let out = ok(d, &["prune"]);
     assert!(out.contains("held until"), "{out}");
