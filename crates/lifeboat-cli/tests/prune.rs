@@ -49,6 +49,16 @@ fn history(d: &Path, first: u32) -> Vec<String> {
     ids
 }
 
+/// `db.sqlite` with a table of 100 rows: enough to be watched for shrinkage.
+fn hundred_rows(d: &Path) -> std::path::PathBuf {
+    let db = d.join("db.sqlite");
+    sqlite3(
+        &db,
+        "CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO t SELECT i FROM n;",
+    );
+    db
+}
+
 fn listed(d: &Path) -> Vec<String> {
     let v: serde_json::Value =
         serde_json::from_str(&ok(d, &["--json", "list", "--repo", REPO])).unwrap();
@@ -306,11 +316,7 @@ fn a_prune_killed_between_manifest_and_data_leaves_no_listed_backup_without_data
 fn a_shrinking_backup_holds_the_one_before_until_released() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let db = d.join("db.sqlite");
-    sqlite3(
-        &db,
-        "CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO t SELECT i FROM n;",
-    );
+    let db = hundred_rows(d);
     config(d, "keep_last = 1\nmin_keep = 1");
     let first: serde_json::Value =
         serde_json::from_str(&ok(d, &["--json", "backup", "--db", "db.sqlite"])).unwrap();
@@ -405,11 +411,7 @@ fn an_emergency_backup_says_how_to_restore_it_and_is_kept_by_its_own_rule() {
 fn a_hold_runs_out_after_hold_within() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let db = d.join("db.sqlite");
-    sqlite3(
-        &db,
-        "CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO t SELECT i FROM n;",
-    );
+    let db = hundred_rows(d);
     config(d, "keep_last = 1\nmin_keep = 1\nhold_within = \"1s\"");
     ok(d, &["backup", "--db", "db.sqlite"]);
     sqlite3(&db, "DELETE FROM t;");

@@ -7,8 +7,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStoreExt;
 use serde::Serialize;
 
 use crate::error::{Error, Kind, Result};
@@ -40,7 +39,7 @@ pub async fn prune(
 ) -> Result<PruneReport> {
     policy.check()?;
     let listing = repo.list(db).await?;
-    let mirrors = repo.day_mirrors(db).await?;
+    let mirrors = listing.mirrors.clone();
     if listing.backups.is_empty() && listing.damaged.is_empty() && mirrors.is_empty() {
         return Err(Error::new(
             Kind::NotFound,
@@ -140,27 +139,6 @@ async fn delete_unless_marked(
 }
 
 impl Repository {
-    /// The day mirrors of `db` (`backup-YYYY-MM-DD.sql`): (day, object name).
-    pub async fn day_mirrors(&self, db: &str) -> Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        let mut listing = self.backend().store.list(Some(&self.prefix(db)));
-        while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| self.err("list mirrors", e))?;
-            let Some(name) = meta.location.filename() else {
-                continue;
-            };
-            let day = name
-                .strip_prefix("backup-")
-                .and_then(|r| r.strip_suffix(".sql"))
-                .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
-            if let Some(day) = day {
-                out.push((day.to_string(), name.to_string()));
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
     /// Delete one object of `db`'s backups folder (gone already is fine).
     pub async fn delete_object(&self, db: &str, name: &str) -> Result<()> {
         match self

@@ -58,6 +58,8 @@ pub struct Listing {
     /// Complete backups whose claim is still there: running (writing its SQL mirror), or
     /// killed after its manifest. Only the claim is a leftover.
     pub claimed: Vec<Leftover>,
+    /// Day mirrors (`backup-YYYY-MM-DD.sql`): (day, object name), oldest first; `prune` deletes them with their day.
+    pub mirrors: Vec<(String, String)>,
 }
 
 /// What is wrong with a manifest's data object, as listed: missing, or not the size recorded.
@@ -261,6 +263,7 @@ impl Repository {
     pub async fn list(&self, db: &str) -> Result<Listing> {
         let prefix = self.prefix(db);
         let mut objects: BTreeMap<String, Vec<(String, u64, DateTime<Utc>)>> = BTreeMap::new();
+        let mut mirrors = Vec::new();
         let mut stream = self.backend.store.list(Some(&prefix));
         while let Some(meta) = stream.next().await {
             let meta = meta.map_err(|e| self.err("list backups", e))?;
@@ -268,6 +271,13 @@ impl Repository {
                 continue;
             };
             let Some((id, suffix)) = split_name(name) else {
+                let day = name
+                    .strip_prefix("backup-")
+                    .and_then(|r| r.strip_suffix(".sql"))
+                    .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
+                if let Some(day) = day {
+                    mirrors.push((day.to_string(), name.to_string()));
+                }
                 continue;
             };
             objects.entry(id.to_string()).or_default().push((
@@ -280,6 +290,8 @@ impl Repository {
             objects.entry(id).or_default().push((name, size, modified));
         }
         let mut listing = Listing::default();
+        mirrors.sort();
+        listing.mirrors = mirrors;
         let manifests: Vec<String> = objects
             .iter()
             .filter(|(_, objs)| objs.iter().any(|(s, _, _)| s == MANIFEST_SUFFIX))
