@@ -22,6 +22,9 @@ pub struct AlertsConfig {
     /// Health pings (Healthchecks convention): `/start`, success, `/fail`.
     #[serde(default)]
     pub ping_url: Option<String>,
+    /// The same (event, source) is not told again within this (default 6 h; the daemon).
+    #[serde(default, with = "crate::duration::optional")]
+    pub repeat_after: Option<std::time::Duration>,
 }
 
 /// What the command line says of a D1 restore target, over the config.
@@ -55,6 +58,9 @@ pub struct Config {
     /// `[status]`: when a database's last good backup is too old.
     #[serde(default)]
     pub status: crate::status::StatusConfig,
+    /// `[daemon]`: schedules and how many backups run at once.
+    #[serde(default)]
+    pub daemon: crate::schedule::DaemonConfig,
     /// Directory whose relative paths the file's paths are resolved against (not in the file).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -107,6 +113,15 @@ pub struct DatabaseConfig {
     /// the key the runbook's manual procedure fetches (the day's last backup wins).
     #[serde(default)]
     pub sql_mirror: bool,
+    /// When the daemon backs this database up (cron, UTC); `[daemon] schedule` when unset.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Skip a scheduled backup when unchanged since the newest good one; `[daemon]`'s when unset.
+    #[serde(default)]
+    pub skip_unchanged: Option<bool>,
+    /// This database's own health-ping URL (Healthchecks convention), over `[alerts] ping_url`.
+    #[serde(default)]
+    pub ping_url: Option<String>,
 }
 
 impl Config {
@@ -156,7 +171,12 @@ impl Config {
                 "repository.compression_level must be between 1 and 22",
             ));
         }
+        cfg.daemon.schedule()?;
         for (i, d) in cfg.databases.iter().enumerate() {
+            if let Some(s) = &d.schedule {
+                crate::schedule::Schedule::parse(s)
+                    .map_err(|e| e.context(format!("database {:?}", d.name)))?;
+            }
             crate::repo::repository::check_name(&d.name).map_err(|e| e.context("database.name"))?;
             if d.path.is_some() == d.d1.is_some() {
                 return Err(Error::new(
@@ -242,7 +262,6 @@ impl Config {
         }
     }
 
-    /// All configured databases, paths resolved.
     /// The tenancy settings for `--db` (a configured name, or a path: the configured database at
     /// that path, or of that name), else the only configured database's, else the defaults.
     pub fn tenancy_for(&self, db: Option<&str>) -> crate::tenant::map::TenancyConfig {
@@ -314,6 +333,7 @@ impl Config {
         })
     }
 
+    /// All configured databases, paths resolved.
     pub fn all_databases(&self) -> Vec<Source> {
         self.databases.iter().map(|d| self.resolve(d)).collect()
     }

@@ -22,6 +22,7 @@ pub mod process;
 pub mod progress;
 pub mod repo;
 pub mod restore;
+pub mod schedule;
 pub mod source;
 pub mod status;
 pub mod tenant;
