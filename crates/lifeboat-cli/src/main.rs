@@ -324,6 +324,7 @@ fn init_logging(daemon: bool) {
     use tracing_subscriber::prelude::*;
     let main = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_filter(
             EnvFilter::builder()
                 .with_default_directive(if daemon {

@@ -31,7 +31,8 @@ impl AlertMemory {
 
     /// A reloaded config's `repeat_after`.
     pub fn set_repeat_after(&mut self, repeat_after: Duration) {
-        self.repeat_after = chrono::Duration::from_std(repeat_after).unwrap_or(chrono::Duration::MAX);
+        self.repeat_after =
+            chrono::Duration::from_std(repeat_after).unwrap_or(chrono::Duration::MAX);
     }
 
     /// Whether to tell `kind` about `source` now; if so, it is remembered as told (and, for a

@@ -428,9 +428,7 @@ impl Daemon {
     /// recovery of those that no longer are.
     async fn check_staleness(&mut self, now: DateTime<Utc>) {
         let status = self.setup.config.status.clone();
-        let max_age = status
-            .max_age
-            .unwrap_or(lifeboat::status::DEFAULT_MAX);
+        let max_age = status.max_age.unwrap_or(lifeboat::status::DEFAULT_MAX);
         let stale = self.plan.stale(now, max_age);
         for db in stale {
             if let Ok(f) = fresh_at(&self.setup.repo, &db, &status, now).await {

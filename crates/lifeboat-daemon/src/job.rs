@@ -156,4 +156,3 @@ async fn backup(repo: &Repository, config: &Config, source: &Source) -> Outcome 
         Err(e) => Outcome::Failed(e),
     }
 }
-

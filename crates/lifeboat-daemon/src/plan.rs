@@ -217,7 +217,10 @@ mod tests {
     #[test]
     fn next_run_times_follow_the_schedule() {
         let mut p = plan(&["a"]);
-        assert!(p.due(at("2026-12-06T12:00:00Z")).is_empty(), "unknown: not planned");
+        assert!(
+            p.due(at("2026-12-06T12:00:00Z")).is_empty(),
+            "unknown: not planned"
+        );
         p.known("a", Some(at("2026-12-06T02:00:07Z")));
         assert_eq!(p.next_due("a"), Some(at("2026-12-07T02:00:00Z")));
         assert!(p.due(at("2026-12-07T01:59:59Z")).is_empty());

@@ -55,12 +55,19 @@ impl Repository {
             .join(format!("{job}.{attempt}.json").as_str())
     }
 
-    /// The newest attempt's lease for `job`, if any.
-    async fn newest_lease(&self, db: &str, job: &str) -> Result<Option<Lease>> {
+    /// The newest attempt's lease for `job`, if any. A lease that cannot be read yet (a
+    /// store that lists an object while it is still being written) counts as held for `ttl`
+    /// from when it was written: never as abandoned on sight.
+    async fn newest_lease(
+        &self,
+        db: &str,
+        job: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>> {
         let store = &self.backend().store;
         let prefix = self.lease_prefix(db);
         let mut listing = store.list(Some(&prefix));
-        let mut newest: Option<u32> = None;
+        let mut newest: Option<(u32, DateTime<Utc>)> = None;
         let head = format!("{job}.");
         while let Some(meta) = listing.next().await {
             let meta = meta.map_err(|e| self.err("list leases", e))?;
@@ -73,24 +80,33 @@ impl Repository {
             else {
                 continue;
             };
-            newest = newest.max(Some(attempt));
+            if newest.is_none_or(|(a, _)| attempt > a) {
+                newest = Some((attempt, meta.last_modified));
+            }
         }
-        let Some(attempt) = newest else {
+        let Some((attempt, written)) = newest else {
             return Ok(None);
         };
         let key = self.lease_key(db, job, attempt);
         let bytes = match store.get(&key).await {
             Ok(g) => g.bytes().await.map_err(|e| self.err("read a lease", e))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(object_store::Error::NotFound { .. }) => Default::default(),
             Err(e) => return Err(self.err("read a lease", e)),
         };
-        // An unreadable lease is one a holder died writing: abandoned, taken over.
-        Ok(Some(serde_json::from_slice(&bytes).unwrap_or(Lease {
-            job: job.to_string(),
-            attempt,
-            holder: Claim::mine(),
-            expires: DateTime::<Utc>::MIN_UTC,
-            done: false,
+        Ok(Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            Lease {
+                job: job.to_string(),
+                attempt,
+                holder: Claim {
+                    pid: 0,
+                    host: None,
+                    boot_id: None,
+                    claimed_at: written,
+                    uploads: Vec::new(),
+                },
+                expires: written + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+                done: false,
+            }
         })))
     }
 
@@ -102,7 +118,7 @@ impl Repository {
         ttl: std::time::Duration,
         now: DateTime<Utc>,
     ) -> Result<Taken> {
-        let attempt = match self.newest_lease(db, job).await? {
+        let attempt = match self.newest_lease(db, job, ttl).await? {
             None => 0,
             Some(l) if l.done => return Ok(Taken::Done),
             Some(l) if !l.abandoned(now) => return Ok(Taken::Held(l)),
@@ -126,7 +142,7 @@ impl Repository {
             Ok(_) => Ok(Taken::Mine(lease)),
             // Another daemon made this attempt first: it holds the job.
             Err(object_store::Error::AlreadyExists { .. }) => {
-                match self.newest_lease(db, job).await? {
+                match self.newest_lease(db, job, ttl).await? {
                     Some(l) if l.done => Ok(Taken::Done),
                     Some(l) => Ok(Taken::Held(l)),
                     None => Ok(Taken::Held(lease)),

@@ -5,8 +5,8 @@
 //! ([`retention`]).
 
 pub mod claim;
-pub mod manifest;
 pub mod leases;
+pub mod manifest;
 pub mod marks;
 pub mod prune;
 pub mod repository;
