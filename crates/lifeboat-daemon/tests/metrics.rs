@@ -1,116 +1,14 @@
-//! `/metrics` and `/healthz` over real HTTP on 127.0.0.1: the exposition is parsed with a
-//! Prometheus text-format parser (prometheus-parse), never matched as strings, except where
-//! the bytes themselves are the point (escaping, OpenMetrics' `# EOF`).
+//! `/metrics` over real HTTP on 127.0.0.1: the exposition is parsed with a Prometheus
+//! text-format parser (prometheus-parse), never matched as strings, except where the bytes
+//! themselves are the point (escaping, OpenMetrics' `# EOF`).
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
-use lifeboat_daemon::metrics::{serve, Metrics, DURATION_BUCKETS};
-use prometheus_parse::{Sample, Scrape, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-/// A running server and the way to stop it.
-struct Server {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(metrics: &Metrics) -> Server {
-        let (tx, rx) = oneshot::channel::<()>();
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let (addr, task) = serve(addr, metrics.clone(), async {
-            let _ = rx.await;
-        })
-        .await
-        .expect("the metrics server starts");
-        assert_ne!(addr.port(), 0);
-        Server {
-            addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Stop it and wait until it has closed everything.
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(60), self.task)
-            .await
-            .expect("the server stops after its shutdown future resolves")
-            .expect("the server task ends without panicking");
-    }
-}
-
-async fn get(url: &str) -> (u16, String, String) {
-    let r = reqwest::get(url).await.expect("GET");
-    let status = r.status().as_u16();
-    let kind = r
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, kind, r.text().await.unwrap())
-}
-
-async fn scrape(server: &Server) -> Scrape {
-    let (status, kind, body) = get(&server.url("/metrics")).await;
-    assert_eq!(status, 200, "{body}");
-    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
-    Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text")
-}
-
-/// The one sample of `metric` with exactly these labels.
-fn find<'a>(s: &'a Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
-    let mut found = s.samples.iter().filter(|x| {
-        x.metric == metric
-            && x.labels.len() == labels.len()
-            && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v))
-    });
-    let one = found.next();
-    assert!(found.next().is_none(), "{metric} {labels:?} twice");
-    one
-}
-
-fn gauge(s: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
-    match find(s, metric, labels).map(|x| &x.value) {
-        Some(Value::Gauge(v)) => *v,
-        other => panic!("{metric} {labels:?}: want a gauge, got {other:?}"),
-    }
-}
-
-fn counter(s: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
-    match find(s, metric, labels).map(|x| &x.value) {
-        Some(Value::Counter(v)) => *v,
-        other => panic!("{metric} {labels:?}: want a counter, got {other:?}"),
-    }
-}
-
-/// Every value of `database` in the per-database metrics.
-fn databases(s: &Scrape) -> Vec<String> {
-    let mut v: Vec<String> = s
-        .samples
-        .iter()
-        .filter_map(|x| x.labels.get("database").map(str::to_string))
-        .collect();
-    v.sort();
-    v.dedup();
-    v
-}
-
-fn at(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(secs, 0).unwrap()
-}
-
-const T1: i64 = 1_767_323_045; // 2026-01-02T03:04:05Z
-const T2: i64 = 1_767_400_000;
+use common::*;
+use lifeboat_daemon::metrics::{Metrics, DURATION_BUCKETS};
+use prometheus_parse::{Scrape, Value};
 
 #[tokio::test]
 async fn metrics_have_their_names_types_labels_and_values() {
@@ -249,10 +147,13 @@ async fn above_the_cap_per_database_series_become_one_aggregate() {
         0,
         at(T2),
     );
-    m.set_databases(5);
+    // Five seen are enough, before the daemon even says how many there are.
     assert!(m.aggregated());
     let s = scrape(&server).await;
     assert_eq!(databases(&s), ["_all"], "no per-database series remains");
+    m.set_databases(5);
+    let s = scrape(&server).await;
+    assert_eq!(databases(&s), ["_all"]);
     let all = [("database", "_all")];
     let last = "lifeboat_backup_last_success_timestamp_seconds";
     assert_eq!(
@@ -289,7 +190,7 @@ async fn above_the_cap_per_database_series_become_one_aggregate() {
     assert_eq!(gauge(&s, "lifeboat_backup_size_bytes", &all), 1300.0);
 
     // Back under the cap: per-database series again, for the fleet's members only.
-    m.set_fleet(&["a", "d"]);
+    m.set_fleet(&["a", "d", "a"]);
     let s = scrape(&server).await;
     assert_eq!(databases(&s), ["a", "d"]);
     assert_eq!(gauge(&s, last, &[("database", "a")]), T1 as f64);
@@ -298,6 +199,21 @@ async fn above_the_cap_per_database_series_become_one_aggregate() {
         counter(&s, failures, &[("database", "a"), ("reason", "disk_full")]),
         1.0
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_fleet_size_alone_can_cross_the_cap() {
+    let m = Metrics::new(3);
+    let server = Server::start(&m).await;
+    m.backup_finished("a", true, None, Duration::from_secs(1), 5, at(T1));
+    assert_eq!(databases(&scrape(&server).await), ["a"]);
+    m.set_databases(10); // the other nine not seen yet
+    let s = scrape(&server).await;
+    assert_eq!(databases(&s), ["_all"]);
+    let last = "lifeboat_backup_last_success_timestamp_seconds";
+    assert_eq!(gauge(&s, last, &[("database", "_all")]), T1 as f64);
+    assert_eq!(gauge(&s, "lifeboat_databases", &[]), 10.0);
     server.stop().await;
 }
 
@@ -403,132 +319,6 @@ async fn openmetrics_is_served_to_who_asks_for_it() {
         gauge(&s, "lifeboat_backup_size_bytes", &[("database", "alpha")]),
         7.0
     );
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn healthz_follows_the_scheduler_loop() {
-    let m = Metrics::new(500);
-    let server = Server::start(&m).await;
-    m.tick();
-    let (status, _, body) = get(&server.url("/healthz")).await;
-    assert_eq!(status, 200);
-    assert!(body.starts_with("ok: scheduler loop ticked"), "{body}");
-
-    // Ticks stop: with a short window, /healthz turns 503 with one line saying so.
-    m.set_liveness_window(Duration::from_millis(200));
-    let body = loop {
-        let (status, _, body) = get(&server.url("/healthz")).await;
-        if status == 503 {
-            break body;
-        }
-        assert_eq!(status, 200);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(
-        body.starts_with("unhealthy: scheduler loop last ticked"),
-        "{body}"
-    );
-    assert_eq!(body.lines().count(), 1);
-
-    // The loop ticks again: 200 (retried, in case this machine is too slow for 200 ms).
-    let mut revived = false;
-    for _ in 0..50 {
-        m.tick();
-        if get(&server.url("/healthz")).await.0 == 200 {
-            revived = true;
-            break;
-        }
-    }
-    assert!(revived, "a tick makes /healthz 200 again");
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn healthz_before_the_first_tick_allows_a_start() {
-    let m = Metrics::new(500);
-    let server = Server::start(&m).await;
-    let (status, _, body) = get(&server.url("/healthz")).await;
-    assert_eq!(status, 200, "within the window of the start");
-    assert!(body.starts_with("ok: starting"), "{body}");
-    m.set_liveness_window(Duration::ZERO);
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let (status, _, body) = get(&server.url("/healthz")).await;
-    assert_eq!(status, 503);
-    assert!(body.contains("has not ticked"), "{body}");
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn other_paths_and_methods_are_refused() {
-    let m = Metrics::new(500);
-    let server = Server::start(&m).await;
-    assert_eq!(get(&server.url("/")).await.0, 404);
-    assert_eq!(get(&server.url("/metrics/x")).await.0, 404);
-    let client = reqwest::Client::new();
-    let r = client.post(server.url("/metrics")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 405);
-    assert_eq!(r.headers()["allow"], "GET, HEAD");
-    let r = client.head(server.url("/healthz")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    assert!(r.bytes().await.unwrap().is_empty(), "HEAD has no body");
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn shutdown_closes_the_port_even_with_open_connections() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let m = Metrics::new(500);
-    let server = Server::start(&m).await;
-    let addr = server.addr;
-    // A keep-alive connection left idle, and a client stuck half-way through its headers.
-    let client = reqwest::Client::new();
-    let r = client.get(server.url("/metrics")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    r.text().await.unwrap();
-    // The stuck one is surely accepted: it had one request answered first.
-    let mut stuck = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    stuck.write_all(first).await.unwrap();
-    let mut answer = Vec::new();
-    while !answer.ends_with(b"\n") || !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-        let mut buf = [0u8; 1024];
-        let n = stuck.read(&mut buf).await.unwrap();
-        assert!(n > 0, "answered: {}", String::from_utf8_lossy(&answer));
-        answer.extend_from_slice(&buf[..n]);
-    }
-    assert!(answer.starts_with(b"HTTP/1.1 200"));
-    let half = b"GET /metrics HTTP/1.1\r\nHost: x\r\n";
-    stuck.write_all(half).await.unwrap();
-
-    server.stop().await;
-    let refused = tokio::net::TcpStream::connect(addr).await;
-    assert_eq!(
-        refused.map(|_| ()).unwrap_err().kind(),
-        std::io::ErrorKind::ConnectionRefused
-    );
-    // The half-sent request was closed, not left hanging.
-    let mut buf = [0u8; 64];
-    let closed = tokio::time::timeout(Duration::from_secs(60), stuck.read(&mut buf)).await;
-    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
-}
-
-#[tokio::test]
-async fn a_taken_address_is_a_config_error() {
-    let m = Metrics::new(500);
-    let server = Server::start(&m).await;
-    let (_, _, _) = get(&server.url("/healthz")).await;
-    let err = serve(server.addr, m.clone(), std::future::pending())
-        .await
-        .map(|_| ())
-        .unwrap_err();
-    assert_eq!(err.kind, lifeboat::Kind::Config);
-    assert!(
-        err.message().starts_with("--metrics-addr 127.0.0.1:"),
-        "{}",
-        err.message()
-    );
-    assert!(!err.message().contains('\n'));
     server.stop().await;
 }
 

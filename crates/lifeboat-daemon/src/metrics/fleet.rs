@@ -11,8 +11,8 @@
 //!   never goes down (it also counts databases that have left the fleet);
 //! - `lifeboat_backups{kind}`: the sum over the fleet.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -23,40 +23,76 @@ use prometheus_client::metrics::MetricType;
 /// The `database` label of the aggregate series.
 pub const ALL: &str = "_all";
 
-/// Distinct reasons (and kinds) kept; later ones count as [`OTHER`], so a caller that passes
-/// free text cannot grow the series without bound.
+/// Distinct reasons (and kinds, channels) kept; later ones count as [`OTHER`], so a caller that
+/// passes free text cannot grow the series without bound.
 pub const MAX_VALUES: usize = 16;
 pub const OTHER: &str = "other";
 
-/// `value`, or [`OTHER`] when `known` is full and does not hold it.
-pub(super) fn bounded<'a, V>(known: &BTreeMap<String, V>, value: &'a str) -> &'a str {
-    if known.len() >= MAX_VALUES && !known.contains_key(value) {
-        OTHER
-    } else {
-        value
+/// A label value, stored once however many databases use it.
+pub type Label = Arc<str>;
+
+/// The values one label has taken: at most [`MAX_VALUES`], then [`OTHER`].
+#[derive(Debug, Default)]
+pub struct Values(BTreeSet<Label>);
+
+impl Values {
+    pub fn intern(&mut self, value: &str) -> Label {
+        if let Some(v) = self.0.get(value) {
+            return v.clone();
+        }
+        let value = if self.0.len() >= MAX_VALUES {
+            OTHER
+        } else {
+            value
+        };
+        let v = self
+            .0
+            .get(value)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(value));
+        self.0.insert(v.clone());
+        v
     }
 }
 
-/// What is known of one database.
+/// The count for `key` in a small sorted list (a database has a few reasons and kinds).
+fn slot<'a>(list: &'a mut Vec<(Label, u64)>, key: &Label) -> &'a mut u64 {
+    let i = match list.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref())) {
+        Ok(i) => i,
+        Err(i) => {
+            list.insert(i, (key.clone(), 0));
+            i
+        }
+    };
+    &mut list[i].1
+}
+
+/// What is known of one database: a few dozen bytes, as fleets may be large.
 #[derive(Debug, Default)]
 struct Db {
     /// Unix seconds of the newest good (or skipped-as-unchanged) backup.
     last_success: Option<f64>,
     /// Bytes of the newest good backup.
     size: Option<u64>,
-    failures: BTreeMap<String, u64>,
-    backups: BTreeMap<String, u64>,
+    failures: Vec<(Label, u64)>,
+    backups: Vec<(Label, u64)>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    dbs: BTreeMap<String, Db>,
+    dbs: BTreeMap<Box<str>, Db>,
     /// What `set_databases` said, which may exceed the databases seen so far.
     fleet_size: usize,
     /// Failures of the whole fleet by reason: the aggregate counter, only ever increased.
-    failures_all: BTreeMap<String, u64>,
-    /// Every backup kind seen, to bound them.
-    kinds: BTreeMap<String, ()>,
+    failures_all: BTreeMap<Label, u64>,
+    reasons: Values,
+    kinds: Values,
+}
+
+impl State {
+    fn db(&mut self, name: &str) -> &mut Db {
+        self.dbs.entry(Box::from(name)).or_default()
+    }
 }
 
 /// The per-database facts, shared by the recorder and the scrape.
@@ -82,7 +118,7 @@ impl Fleet {
 
     pub fn success(&self, database: &str, at: f64, size: Option<u64>) {
         self.with(|s| {
-            let db = s.dbs.entry(database.to_string()).or_default();
+            let db = s.db(database);
             db.last_success = Some(db.last_success.map_or(at, |t| t.max(at)));
             if size.is_some() {
                 db.size = size;
@@ -92,20 +128,16 @@ impl Fleet {
 
     pub fn failure(&self, database: &str, reason: &str) {
         self.with(|s| {
-            let reason = bounded(&s.failures_all, reason);
-            let db = s.dbs.entry(database.to_string()).or_default();
-            *db.failures.entry(reason.to_string()).or_default() += 1;
-            *s.failures_all.entry(reason.to_string()).or_default() += 1;
+            let reason = s.reasons.intern(reason);
+            *slot(&mut s.db(database).failures, &reason) += 1;
+            *s.failures_all.entry(reason).or_default() += 1;
         })
     }
 
     pub fn backups(&self, database: &str, kind: &str, count: u64) {
         self.with(|s| {
-            let kinds = &mut s.kinds;
-            let kind = bounded(kinds, kind);
-            kinds.insert(kind.to_string(), ());
-            let db = s.dbs.entry(database.to_string()).or_default();
-            db.backups.insert(kind.to_string(), count);
+            let kind = s.kinds.intern(kind);
+            *slot(&mut s.db(database).backups, &kind) = count;
         })
     }
 
@@ -114,15 +146,16 @@ impl Fleet {
     }
 
     /// The fleet is exactly `names`: forget the others (a vanished database must not look stale
-    /// for ever), and know the new ones (with no success yet).
-    pub fn set_members(&self, names: &[&str]) {
+    /// for ever), and know the new ones (with no success yet). Returns how many there are.
+    pub fn set_members(&self, names: &[&str]) -> usize {
         self.with(|s| {
-            let keep: std::collections::BTreeSet<&str> = names.iter().copied().collect();
-            s.dbs.retain(|name, _| keep.contains(name.as_str()));
-            for name in keep {
-                s.dbs.entry(name.to_string()).or_default();
+            let keep: BTreeSet<&str> = names.iter().copied().collect();
+            s.dbs.retain(|name, _| keep.contains(name.as_ref()));
+            for name in &keep {
+                s.db(name);
             }
-            s.fleet_size = names.len();
+            s.fleet_size = keep.len();
+            keep.len()
         })
     }
 
@@ -167,7 +200,7 @@ impl Collector for Fleet {
         } else {
             for (name, db) in &state.dbs {
                 let v = db.last_success.unwrap_or(0.0);
-                ConstGauge::new(v).encode(e.encode_family(&[("database", name.as_str())])?)?;
+                ConstGauge::new(v).encode(e.encode_family(&[("database", name.as_ref())])?)?;
             }
         }
 
@@ -184,7 +217,7 @@ impl Collector for Fleet {
             for (name, db) in &state.dbs {
                 if let Some(size) = db.size {
                     ConstGauge::new(size)
-                        .encode(e.encode_family(&[("database", name.as_str())])?)?;
+                        .encode(e.encode_family(&[("database", name.as_ref())])?)?;
                 }
             }
         }
@@ -197,13 +230,13 @@ impl Collector for Fleet {
         )?;
         if aggregated {
             for (reason, n) in &state.failures_all {
-                let labels = [("database", ALL), ("reason", reason.as_str())];
+                let labels = [("database", ALL), ("reason", reason.as_ref())];
                 ConstCounter::new(*n).encode(e.encode_family(&labels)?)?;
             }
         } else {
             for (name, db) in &state.dbs {
                 for (reason, n) in &db.failures {
-                    let labels = [("database", name.as_str()), ("reason", reason.as_str())];
+                    let labels = [("database", name.as_ref()), ("reason", reason.as_ref())];
                     ConstCounter::new(*n).encode(e.encode_family(&labels)?)?;
                 }
             }
@@ -219,7 +252,7 @@ impl Collector for Fleet {
             let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
             for db in state.dbs.values() {
                 for (kind, n) in &db.backups {
-                    *sums.entry(kind.as_str()).or_default() += n;
+                    *sums.entry(kind.as_ref()).or_default() += n;
                 }
             }
             for (kind, n) in sums {
@@ -229,7 +262,7 @@ impl Collector for Fleet {
         } else {
             for (name, db) in &state.dbs {
                 for (kind, n) in &db.backups {
-                    let labels = [("database", name.as_str()), ("kind", kind.as_str())];
+                    let labels = [("database", name.as_ref()), ("kind", kind.as_ref())];
                     ConstGauge::new(*n).encode(e.encode_family(&labels)?)?;
                 }
             }

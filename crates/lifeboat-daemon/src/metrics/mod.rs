@@ -19,7 +19,6 @@
 mod fleet;
 mod server;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,7 +61,7 @@ struct Inner {
     durations: Family<Outcome, Histogram, fn() -> Histogram>,
     alerts: Family<ChannelOutcome, Counter>,
     /// Channel kinds seen, to bound them.
-    channels: Mutex<BTreeMap<String, ()>>,
+    channels: Mutex<fleet::Values>,
     databases: Gauge,
     live: Liveness,
 }
@@ -168,9 +167,7 @@ impl Metrics {
                 .channels
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let channel = fleet::bounded(&known, &token(channel)).to_string();
-            known.insert(channel.clone(), ());
-            channel
+            known.intern(&token(channel)).to_string()
         };
         let labels = [("channel", channel), ("outcome", outcome.to_string())];
         self.inner.alerts.get_or_create(&labels).inc();
@@ -189,9 +186,10 @@ impl Metrics {
     /// dropped, so a vanished database never looks stale, and `lifeboat_databases` is set.
     pub fn set_fleet<S: AsRef<str>>(&self, names: &[S]) {
         let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
-        self.inner.fleet.set_members(&names);
-        let n = i64::try_from(names.len()).unwrap_or(i64::MAX);
-        self.inner.databases.set(n);
+        let n = self.inner.fleet.set_members(&names);
+        self.inner
+            .databases
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The scheduler loop is alive.
