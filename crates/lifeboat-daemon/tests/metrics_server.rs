@@ -133,3 +133,33 @@ async fn a_taken_address_is_a_config_error() {
     assert!(!err.message().contains('\n'));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn two_servers_share_one_metrics_and_an_early_shutdown_stops_at_once() {
+    let m = Metrics::new(500);
+    let a = Server::start(&m).await;
+    let b = Server::start(&m).await;
+    m.alert_sent("webhook", true);
+    for server in [&a, &b] {
+        let s = scrape(server).await;
+        let labels = [("channel", "webhook"), ("outcome", "ok")];
+        assert_eq!(counter(&s, "lifeboat_alerts_sent_total", &labels), 1.0);
+    }
+    a.stop().await;
+    b.stop().await;
+
+    // A shutdown that has already happened: the server closes as soon as it starts.
+    let addr = "127.0.0.1:0".parse().unwrap();
+    let (addr, task) = serve(addr, m.clone(), std::future::ready(()))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("it stops")
+        .unwrap();
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert_eq!(
+        refused.map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+}
