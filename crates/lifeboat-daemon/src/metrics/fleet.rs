@@ -184,7 +184,7 @@ impl Collector for Fleet {
 
         let mut e = encoder.encode_descriptor(
             LAST_SUCCESS,
-            "Unix time of the newest good backup (a skip of an unchanged database counts); 0 when there is none. database=\"_all\": the oldest of the fleet",
+            "Unix time of the newest good backup (a skip of an unchanged database counts); 0 when there is none. database=\"_all\": the oldest of the fleet.",
             None,
             MetricType::Gauge,
         )?;
@@ -206,7 +206,7 @@ impl Collector for Fleet {
 
         let mut e = encoder.encode_descriptor(
             SIZE,
-            "Bytes of the newest good backup. database=\"_all\": the sum over the fleet",
+            "Bytes of the newest good backup. database=\"_all\": the sum over the fleet.",
             None,
             MetricType::Gauge,
         )?;
@@ -224,7 +224,7 @@ impl Collector for Fleet {
 
         let mut e = encoder.encode_descriptor(
             FAILURES,
-            "Backup jobs that failed, by reason (the error kind). database=\"_all\": the whole fleet's",
+            "Backup jobs that failed, by reason (the error kind). database=\"_all\": the whole fleet's.",
             None,
             MetricType::Counter,
         )?;
@@ -244,7 +244,7 @@ impl Collector for Fleet {
 
         let mut e = encoder.encode_descriptor(
             BACKUPS,
-            "Backups the repository holds, by kind. database=\"_all\": the sum over the fleet",
+            "Backups the repository holds, by kind. database=\"_all\": the sum over the fleet.",
             None,
             MetricType::Gauge,
         )?;
@@ -270,7 +270,7 @@ impl Collector for Fleet {
 
         let e = encoder.encode_descriptor(
             "lifeboat_metrics_aggregated",
-            "1 when the fleet has more databases than metrics_max_databases, and the per-database series are one database=\"_all\" series",
+            "1 when the fleet has more databases than metrics_max_databases, and the per-database series are one database=\"_all\" series.",
             None,
             MetricType::Gauge,
         )?;

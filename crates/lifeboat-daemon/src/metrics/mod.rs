@@ -55,6 +55,14 @@ pub struct Metrics {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("aggregated", &self.aggregated())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     registry: Registry,
     fleet: Arc<fleet::Fleet>,
