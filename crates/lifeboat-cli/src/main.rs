@@ -16,6 +16,7 @@ mod alert;
 mod alerting;
 mod backup;
 mod cleanup;
+mod daemon;
 mod demo;
 mod dump;
 mod export;
@@ -87,6 +88,8 @@ enum Command {
     Release(release::Args),
     /// How each database's backups stand (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     Status(status::Args),
+    /// Run every database's backups on its schedule, unattended (cron in UTC, leases, alerts).
+    Daemon(daemon::Args),
     /// Alert channels: `alert test` sends a test message on each.
     Alert(alert::Args),
     /// Write a live database or a backup as SQL (sqlite3 or D1 dialect).
@@ -106,6 +109,8 @@ enum Command {
 /// What every command gets: the loaded config, the `--repo` override and the output mode.
 pub struct Ctx {
     pub config: Config,
+    /// `--config`, for commands that read it again (the daemon, on SIGHUP).
+    pub config_path: Option<PathBuf>,
     pub repo_flag: Option<String>,
     pub out: Output,
 }
@@ -243,6 +248,10 @@ fn print_out(s: &str) {
     let _ = writeln!(out, "{s}");
 }
 
+/// Set by commands whose end must not wait for blocking work they abandoned (the daemon).
+pub static DETACH_BLOCKING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 fn main() {
     std::process::exit(exit_code_of_run());
 }
@@ -273,7 +282,7 @@ fn exit_code_of_run() -> i32 {
             return 2;
         }
     };
-    init_logging();
+    init_logging(matches!(cli.command, Command::Daemon(_)));
     let out = Output {
         json: cli.json,
         quiet: cli.quiet,
@@ -288,7 +297,12 @@ fn exit_code_of_run() -> i32 {
             return 1;
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // The daemon's aborted backups may leave blocking reads running: do not wait for them.
+    if DETACH_BLOCKING.load(std::sync::atomic::Ordering::SeqCst) {
+        rt.shutdown_background();
+    }
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("lifeboat: error: {e}");
@@ -304,7 +318,7 @@ fn exit_code_of_run() -> i32 {
 
 /// Logs go to stderr, filtered by `LIFEBOAT_LOG` (errors only by default); the object
 /// store's retries are always said, one line each, so a slow or silent server is visible.
-fn init_logging() {
+fn init_logging(daemon: bool) {
     use tracing::level_filters::LevelFilter;
     use tracing_subscriber::filter::{EnvFilter, Targets};
     use tracing_subscriber::prelude::*;
@@ -312,7 +326,11 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_filter(
             EnvFilter::builder()
-                .with_default_directive(LevelFilter::ERROR.into())
+                .with_default_directive(if daemon {
+                    LevelFilter::INFO.into()
+                } else {
+                    LevelFilter::ERROR.into()
+                })
                 .with_env_var("LIFEBOAT_LOG")
                 .from_env_lossy(),
         );
@@ -362,6 +380,7 @@ where
 async fn run(cli: Cli) -> Result<i32> {
     let ctx = Ctx {
         config: Config::load(cli.config.as_deref())?,
+        config_path: cli.config.clone(),
         repo_flag: cli.repo,
         out: Output {
             json: cli.json,
@@ -385,6 +404,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Release(a) => release::run(&ctx, a).await,
         Command::Status(a) => status::run(&ctx, a).await,
         Command::Alert(a) => alert::run(&ctx, a).await,
+        Command::Daemon(a) => daemon::run(&ctx, a).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
     }
 }

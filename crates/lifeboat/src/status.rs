@@ -25,8 +25,8 @@ pub struct StatusConfig {
     pub max_age: Option<Duration>,
 }
 
-const DEFAULT_WARN: Duration = Duration::from_secs(25 * 3600);
-const DEFAULT_MAX: Duration = Duration::from_secs(26 * 3600);
+pub const DEFAULT_WARN: Duration = Duration::from_secs(25 * 3600);
+pub const DEFAULT_MAX: Duration = Duration::from_secs(26 * 3600);
 
 /// How a database, or all of them, stand (Nagios' order: worse is greater).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

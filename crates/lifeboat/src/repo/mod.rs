@@ -6,6 +6,7 @@
 
 pub mod claim;
 pub mod manifest;
+pub mod leases;
 pub mod marks;
 pub mod prune;
 pub mod repository;
