@@ -1,10 +1,11 @@
 //! lifeboat-daemon: lifeboat unattended. The scheduler ([`daemon`], deciding with [`plan`]) runs
 //! each database's [`job`] on its schedule, under a lease in the repository; [`alerts`] tells
 //! the channels what failed, shrank, went stale or recovered, remembering what it told
-//! ([`alert_memory`]).
+//! ([`alert_memory`]); [`metrics`] serves `/metrics` and `/healthz`.
 
 pub mod alert_memory;
 pub mod alerts;
 pub mod daemon;
 pub mod job;
+pub mod metrics;
 pub mod plan;
