@@ -25,6 +25,9 @@ pub struct Args {
     /// Back every database up once now (skipping unchanged ones), then exit.
     #[arg(long)]
     once: bool,
+    /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g. 127.0.0.1:9898).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
@@ -34,6 +37,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         repo_flag: ctx.repo_flag.clone(),
         shutdown_timeout: args.shutdown_timeout,
         once: args.once,
+        metrics_addr: args.metrics_addr,
     };
     run_daemon(opts, ctx.config.clone()).await
 }

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use crate::alert_memory::{AlertMemory, DEFAULT_REPEAT_AFTER};
 use crate::alerts::{channels, send, Channel, Event, EventKind, Ping};
 use crate::job::{self, Outcome, Report};
+use crate::metrics::Metrics;
 use crate::plan::{Due, Plan};
 
 /// How the daemon was started.
@@ -34,6 +35,8 @@ pub struct Options {
     pub shutdown_timeout: Duration,
     /// Back every database up once, now, and exit (no schedule, no signals but SIGTERM).
     pub once: bool,
+    /// Serve `/metrics` and `/healthz` here.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What the daemon works with; replaced whole on reload.
@@ -62,7 +65,7 @@ impl Setup {
     }
 
     /// Find the databases again (a fleet's glob finds new files, and loses vanished ones).
-    fn discover(&mut self, plan: &mut Plan) -> Result<()> {
+    fn discover(&mut self, plan: &mut Plan, metrics: &Metrics) -> Result<()> {
         let default = self.config.daemon.schedule()?;
         let mut sources = BTreeMap::new();
         let mut planned = Vec::new();
@@ -75,6 +78,9 @@ impl Setup {
             sources.insert(s.name.clone(), s);
         }
         plan.set_databases(planned);
+        let names: Vec<&String> = sources.keys().collect();
+        metrics.set_fleet(&names);
+        metrics.set_databases(names.len());
         self.sources = sources;
         Ok(())
     }
@@ -108,8 +114,17 @@ impl Setup {
 /// Run the daemon until SIGTERM or SIGINT (or, with `once`, until every database is done).
 pub async fn run(opts: Options, config: Config) -> Result<i32> {
     let mut setup = Setup::new(config, opts.repo_flag.as_deref())?;
+    let metrics = Metrics::new(setup.config.daemon.metrics_max_databases());
+    // The loop's repository reads (at start, staleness checks) may take a few timeouts on a
+    // slow store: /healthz must not call the daemon dead for that.
+    let timeout = setup
+        .config
+        .repository
+        .timeout
+        .unwrap_or(lifeboat::repo::store::DEFAULT_TIMEOUT);
+    metrics.set_liveness_window(crate::metrics::DEFAULT_LIVENESS.max(timeout * 4));
     let mut plan = Plan::new();
-    setup.discover(&mut plan)?;
+    setup.discover(&mut plan, &metrics)?;
     if setup.sources.is_empty() {
         return Err(Error::new(
             Kind::Config,
@@ -117,22 +132,43 @@ pub async fn run(opts: Options, config: Config) -> Result<i32> {
         ));
     }
     let memory = Arc::new(Mutex::new(AlertMemory::new(setup.repeat_after())));
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = match opts.metrics_addr {
+        Some(addr) => {
+            metrics.tick();
+            let (bound, handle) = crate::metrics::serve(addr, metrics.clone(), async move {
+                let _ = server_stopped.await;
+            })
+            .await?;
+            tracing::info!(address = %bound, "serving /metrics and /healthz");
+            Some(handle)
+        }
+        None => None,
+    };
     let mut daemon = Daemon {
         setup,
         plan,
+        metrics,
         memory,
         jobs: JoinSet::new(),
         queue: VecDeque::new(),
     };
-    if opts.once {
-        return daemon.once(&opts).await;
+    let code = if opts.once {
+        daemon.once(&opts).await
+    } else {
+        daemon.serve(&opts).await
+    };
+    let _ = stop_server.send(());
+    if let Some(h) = server {
+        let _ = h.await;
     }
-    daemon.serve(&opts).await
+    code
 }
 
 struct Daemon {
     setup: Setup,
     plan: Plan,
+    metrics: Metrics,
     memory: Arc<Mutex<AlertMemory>>,
     jobs: JoinSet<(Due, Report)>,
     queue: VecDeque<Due>,
@@ -159,9 +195,10 @@ impl Daemon {
                 _ = hup.recv() => self.reload(opts),
                 Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => self.finished(done),
                 _ = tick.tick() => {
+                    self.metrics.tick();
                     if last_discovery.elapsed() >= Duration::from_secs(60) {
                         last_discovery = Instant::now();
-                        if let Err(e) = self.setup.discover(&mut self.plan) {
+                        if let Err(e) = self.setup.discover(&mut self.plan, &self.metrics) {
                             tracing::error!("discovery: {e}");
                         }
                     }
@@ -236,7 +273,12 @@ impl Daemon {
             .await;
         for (db, fresh) in found {
             match fresh {
-                Ok(f) => self.plan.known(&db, f),
+                Ok(f) => {
+                    if let Some(at) = f {
+                        self.metrics.set_last_success(&db, at);
+                    }
+                    self.plan.known(&db, f)
+                }
                 // Planned as never backed up: it runs now, and its own error tells the rest.
                 Err(e) => {
                     tracing::warn!(database = %db, "reading its backups: {e}");
@@ -294,6 +336,29 @@ impl Daemon {
         let db = due.database.as_str();
         let now = Utc::now();
         let ms = report.duration.as_millis() as u64;
+        match &report.outcome {
+            Outcome::Backed { manifest, .. } => self.metrics.backup_finished(
+                db,
+                true,
+                None,
+                report.duration,
+                manifest.stored_size,
+                now,
+            ),
+            Outcome::Failed(e) => self.metrics.backup_finished(
+                db,
+                false,
+                Some(e.kind.name()),
+                report.duration,
+                0,
+                now,
+            ),
+            Outcome::Skipped { .. } => self.metrics.backup_skipped(db, now),
+            Outcome::Held { .. } | Outcome::Done => {}
+        }
+        for (kind, n) in &report.kinds {
+            self.metrics.set_backups(db, kind, *n);
+        }
         match &report.outcome {
             Outcome::Backed { manifest, .. } => tracing::info!(
                 database = db,
@@ -469,9 +534,12 @@ impl Daemon {
     /// Send `event` to every channel, without holding up the loop.
     fn tell(&self, event: Event) {
         let channels = self.setup.channels.clone();
+        let metrics = self.metrics.clone();
         ALERTS_IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
             for d in send(&channels, &event).await {
+                let kind = d.channel.split(' ').next().unwrap_or("?");
+                metrics.alert_sent(kind, d.ok);
                 if d.ok {
                     tracing::info!(event = event.kind.name(), source = %event.source, channel = %d.channel, "alert sent");
                 } else {
@@ -500,7 +568,7 @@ impl Daemon {
         match loaded {
             Ok(mut setup) => {
                 let mut plan = std::mem::take(&mut self.plan);
-                if let Err(e) = setup.discover(&mut plan) {
+                if let Err(e) = setup.discover(&mut plan, &self.metrics) {
                     self.plan = plan;
                     tracing::error!("config reload refused, the old config stays in force: {e}");
                     return;

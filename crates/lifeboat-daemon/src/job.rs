@@ -9,10 +9,11 @@ use chrono::{DateTime, Utc};
 use lifeboat::backup::shrinkage::Shrinkage;
 use lifeboat::backup::{prepare, store, BackupOptions};
 use lifeboat::config::Config;
-use lifeboat::error::Error;
+use lifeboat::error::{Error, Result};
 use lifeboat::progress::Progress;
 use lifeboat::repo::leases::{Lease, Taken};
 use lifeboat::repo::manifest::BackupKind;
+use lifeboat::repo::prune::PruneReport;
 use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
 use lifeboat::repo::runs::Run;
 use lifeboat::repo::{Manifest, Repository};
@@ -53,15 +54,25 @@ pub struct Report {
     pub duration: Duration,
     /// The prune after the backup, when it failed.
     pub prune_error: Option<Error>,
+    /// How many backups of each kind the repository holds after the prune (when it ran).
+    pub kinds: Vec<(String, u64)>,
 }
 
 /// Run `due` for `source`.
 pub async fn run(repo: &Arc<Repository>, config: &Config, source: &Source, due: &Due) -> Report {
     let started = Instant::now();
-    let report = |outcome, prune_error| Report {
-        outcome,
-        duration: started.elapsed(),
-        prune_error,
+    let report = |outcome, prune: Option<Result<PruneReport>>| {
+        let (prune_error, kinds) = match prune {
+            Some(Err(e)) => (Some(e), Vec::new()),
+            Some(Ok(r)) => (None, kept_by_kind(&r)),
+            None => (None, Vec::new()),
+        };
+        Report {
+            outcome,
+            duration: started.elapsed(),
+            prune_error,
+            kinds,
+        }
     };
     let ttl = config.daemon.lease_ttl();
     let lease = match repo
@@ -99,18 +110,26 @@ pub async fn run(repo: &Arc<Repository>, config: &Config, source: &Source, due: 
     if let Err(e) = repo.renew_lease(&source.name, &done).await {
         tracing::warn!(database = %source.name, "the job's lease could not be closed: {e}");
     }
-    let prune_error = match (&outcome, &config.retention) {
+    let pruned = match (&outcome, &config.retention) {
         (Outcome::Backed { .. }, Some(policy)) if config.daemon.prune() => {
-            lifeboat::repo::prune::prune(repo, &source.name, policy, false, Utc::now())
-                .await
-                .err()
+            Some(lifeboat::repo::prune::prune(repo, &source.name, policy, false, Utc::now()).await)
         }
         _ => None,
     };
     // Finished leases are only history: a week of it is plenty.
     let week_ago = Utc::now() - chrono::Duration::days(7);
     let _ = repo.forget_leases(&source.name, week_ago).await;
-    report(outcome, prune_error)
+    report(outcome, pruned)
+}
+
+/// The backups a prune kept, counted by kind (damaged ones under `damaged`).
+fn kept_by_kind(r: &PruneReport) -> Vec<(String, u64)> {
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for d in r.decisions.iter().filter(|d| d.keep) {
+        let kind = d.kind.map_or("damaged".to_string(), |k| k.to_string());
+        *counts.entry(kind).or_default() += 1;
+    }
+    counts.into_iter().collect()
 }
 
 /// Push the lease's expiry forward every third of its life until aborted.
