@@ -109,7 +109,13 @@ fn plan(ctx: &Ctx, args: &Args) -> Result<Plan> {
     for w in &members.skipped {
         eprintln!("lifeboat: warning: {w}");
     }
-    let sources = members.sources;
+    let mut sources: Vec<Source> = Vec::new();
+    for s in members.sources {
+        // `--db a --db a`, or a fleet and one of its databases: one backup each.
+        if !sources.contains(&s) {
+            sources.push(s);
+        }
+    }
     for (i, a) in sources.iter().enumerate() {
         if let Some(b) = sources[..i].iter().find(|b| b.name == a.name && b != &a) {
             return Err(Error::new(

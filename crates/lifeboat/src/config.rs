@@ -218,6 +218,12 @@ impl Config {
                     .map_err(|e| e.context("database.name"))?;
             }
             if let Some(g) = &d.glob {
+                if g.trim().is_empty() {
+                    return Err(Error::new(
+                        Kind::Config,
+                        "database glob = \"\" matches nothing (say which files: glob = \"/srv/tenants/*.db\")",
+                    ));
+                }
                 glob::Pattern::new(g).map_err(|e| {
                     Error::new(
                         Kind::Config,

@@ -26,6 +26,8 @@ fn entries_need_exactly_one_source_and_fleets_need_no_name() {
     assert!(e.to_string().contains("exactly one of `path`"), "{e}");
     let e = Config::parse("[[database]]\npath = \"a.db\"\n", |_| None).unwrap_err();
     assert!(e.to_string().contains("needs a `name`"), "{e}");
+    let e = Config::parse("[[database]]\nglob = \" \"\n", |_| None).unwrap_err();
+    assert!(e.to_string().contains("matches nothing"), "{e}");
     let e = Config::parse("[[database]]\nglob = \"t/[*.db\"\n", |_| None).unwrap_err();
     assert_eq!(e.kind, Kind::Config);
     assert!(e.to_string().contains("glob"), "{e}");
