@@ -65,3 +65,84 @@ impl Repository {
         Ok(best)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::repository::DATA_SUFFIX;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    async fn plant(repo: &Repository, id: &str, kind: &str, created: &str, data: bool) {
+        let m = serde_json::json!({
+            "format_version": 1, "id": id, "database": "db", "kind": kind,
+            "created_at": created, "source": {"kind": "sqlite", "path": "/db"},
+            "sqlite_version": "3", "page_size": 4096, "page_count": 1, "image_size": 4096,
+            "stored_size": 3, "compression": "zstd", "data_object": format!("{id}{DATA_SUFFIX}"),
+            "stored_sha256": "", "image_sha256": "", "tables": {}, "schema_sha256": "",
+            "duration_ms": 0, "lifeboat_version": "0",
+        });
+        let store = &repo.backend().store;
+        let put = |suffix: &str, body: Vec<u8>| {
+            let key = repo.key("db", id, suffix);
+            async move { store.put(&key, PutPayload::from(body)).await.unwrap() }
+        };
+        put(MANIFEST_SUFFIX, serde_json::to_vec(&m).unwrap()).await;
+        if data {
+            put(DATA_SUFFIX, b"abc".to_vec()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn passes_over_safety_future_and_damaged_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let repo = Repository::open(&url, true).unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-12-05T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert!(repo.newest_good("db", now).await.unwrap().is_none());
+        let good = "backup-2026-12-01T020000Z";
+        plant(&repo, good, "scheduled", "2026-12-01T02:00:00Z", true).await;
+        plant(
+            &repo,
+            "backup-2026-12-02T020000Z",
+            "manual",
+            "2026-12-02T02:00:00Z",
+            false,
+        )
+        .await;
+        plant(
+            &repo,
+            "backup-2026-12-03T020000Z",
+            "safety",
+            "2026-12-03T02:00:00Z",
+            true,
+        )
+        .await;
+        plant(
+            &repo,
+            "backup-2099-01-01T000000Z",
+            "scheduled",
+            "2099-01-01T00:00:00Z",
+            true,
+        )
+        .await;
+        let m = repo.newest_good("db", now).await.unwrap().unwrap();
+        assert_eq!(m.id, good);
+        // Ids a second apart (a bumped claim): the newer snapshot wins, whatever its id.
+        let bumped = "backup-2026-12-04T020001Z";
+        plant(&repo, bumped, "scheduled", "2026-12-04T02:00:00.2Z", true).await;
+        plant(
+            &repo,
+            "backup-2026-12-04T020002Z",
+            "scheduled",
+            "2026-12-04T02:00:00.1Z",
+            true,
+        )
+        .await;
+        assert_eq!(
+            repo.newest_good("db", now).await.unwrap().unwrap().id,
+            bumped
+        );
+    }
+}
