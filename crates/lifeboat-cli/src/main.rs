@@ -410,22 +410,36 @@ async fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// The database names a multi-database command covers: `--db`, else the configured ones,
-/// else every database found in the repository.
+/// The database names a multi-database command covers: `--db` (a fleet's name: every database
+/// its glob finds now), else the configured and discovered ones, else every database found in
+/// the repository. With a glob in the config, also every database the repository holds: a
+/// fleet's databases whose files are gone keep their backups, under retention.
 pub async fn database_names(
     ctx: &Ctx,
     repo: &Repository,
     flag: Option<&str>,
 ) -> Result<Vec<String>> {
     if let Some(f) = flag {
-        return Ok(vec![ctx.config.database(f)?.name]);
+        return Ok(ctx
+            .config
+            .select(f)?
+            .sources
+            .into_iter()
+            .map(|s| s.name)
+            .collect());
     }
-    let configured: Vec<String> = ctx
+    let mut configured: Vec<String> = ctx
         .config
         .all_databases()
         .into_iter()
         .map(|d| d.name)
         .collect();
+    if ctx.config.has_fleets() {
+        let known: std::collections::HashSet<String> = configured.iter().cloned().collect();
+        let held = repo.databases().await?;
+        configured.extend(held.into_iter().filter(|n| !known.contains(n)));
+        return Ok(configured);
+    }
     if !configured.is_empty() {
         return Ok(configured);
     }
