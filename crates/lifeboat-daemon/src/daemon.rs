@@ -45,6 +45,8 @@ struct Setup {
     repo: Arc<Repository>,
     channels: Vec<Channel>,
     sources: BTreeMap<String, Source>,
+    /// Fleet members discovery refused (a name clash, a name that cannot be one): each fails.
+    refused: Vec<lifeboat::config::fleet::Refused>,
 }
 
 impl Setup {
@@ -61,6 +63,7 @@ impl Setup {
             repo: Arc::new(repo),
             channels,
             sources: BTreeMap::new(),
+            refused: Vec::new(),
         })
     }
 
@@ -69,9 +72,11 @@ impl Setup {
         let default = self.config.daemon.schedule()?;
         let mut sources = BTreeMap::new();
         let mut planned = Vec::new();
-        for s in self.config.all_databases() {
-            let schedule = match self.schedule_of(&s.name) {
-                Some(text) => Schedule::parse(&text)?,
+        let members = self.config.members();
+        self.refused = members.refused;
+        for s in members.sources {
+            let schedule = match &s.schedule {
+                Some(text) => Schedule::parse(text)?,
                 None => default.clone(),
             };
             planned.push((s.name.clone(), schedule));
@@ -85,20 +90,10 @@ impl Setup {
         Ok(())
     }
 
-    fn schedule_of(&self, db: &str) -> Option<String> {
-        self.config
-            .databases
-            .iter()
-            .find(|d| d.name == db)
-            .and_then(|d| d.schedule.clone())
-    }
-
-    fn ping_url(&self, db: &str) -> Option<String> {
-        self.config
-            .databases
-            .iter()
-            .find(|d| d.name == db)
-            .and_then(|d| d.ping_url.clone())
+    fn ping_url(&self, source: &Source) -> Option<String> {
+        source
+            .ping_url
+            .clone()
             .or_else(|| self.config.alerts.as_ref().and_then(|a| a.ping_url.clone()))
     }
 
@@ -125,7 +120,7 @@ pub async fn run(opts: Options, config: Config) -> Result<i32> {
     metrics.set_liveness_window(crate::metrics::DEFAULT_LIVENESS.max(timeout * 4));
     let mut plan = Plan::new();
     setup.discover(&mut plan, &metrics)?;
-    if setup.sources.is_empty() {
+    if setup.config.databases.is_empty() {
         return Err(Error::new(
             Kind::Config,
             "daemon: no database to back up: declare [[database]] (path, d1 or glob) in lifeboat.toml",
@@ -153,6 +148,7 @@ pub async fn run(opts: Options, config: Config) -> Result<i32> {
         jobs: JoinSet::new(),
         queue: VecDeque::new(),
     };
+    daemon.tell_refused();
     let code = if opts.once {
         daemon.once(&opts).await
     } else {
@@ -201,6 +197,7 @@ impl Daemon {
                         if let Err(e) = self.setup.discover(&mut self.plan, &self.metrics) {
                             tracing::error!("discovery: {e}");
                         }
+                        self.tell_refused();
                     }
                     self.learn_unknown().await;
                     let now = Utc::now();
@@ -229,7 +226,7 @@ impl Daemon {
             });
         }
         let mut term = signal(SignalKind::terminate()).map_err(signal_error)?;
-        let mut first_failure: Option<Kind> = None;
+        let mut first_failure: Option<Kind> = self.setup.refused.first().map(|r| r.error.kind);
         loop {
             self.start_jobs();
             if self.jobs.is_empty() {
@@ -253,6 +250,29 @@ impl Daemon {
         Ok(first_failure.map_or(0, |k| k.exit_code()))
     }
 
+    /// Fleet members discovery refused are failed databases: told like a failed backup.
+    fn tell_refused(&mut self) {
+        let now = Utc::now();
+        let mut events = Vec::new();
+        {
+            let mut memory = self.memory.lock().expect("alert memory");
+            for r in &self.setup.refused {
+                tracing::error!(database = %r.name, fleet = %r.fleet, "refused: {}", r.error);
+                if memory.should_tell(EventKind::BackupFailed, &r.name, now) {
+                    events.push(event(
+                        EventKind::BackupFailed,
+                        &r.name,
+                        r.error.to_string(),
+                        serde_json::json!({ "fleet": r.fleet, "kind": r.error.kind.name() }),
+                    ));
+                }
+            }
+        }
+        for e in events {
+            self.tell(e);
+        }
+    }
+
     /// Read, for the databases new to the plan, when they were last fresh.
     async fn learn_unknown(&mut self) {
         let unknown = self.plan.unknown();
@@ -262,7 +282,7 @@ impl Daemon {
         let repo = &self.setup.repo;
         let status = &self.setup.config.status;
         let now = Utc::now();
-        let found: Vec<(String, Result<Option<DateTime<Utc>>>)> =
+        let found: Vec<(String, Result<Fresh>)> =
             futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
                 futures::stream::iter(unknown.into_iter().map(|db| async move {
                     let fresh = fresh_at(repo, &db, status, now).await;
@@ -274,10 +294,13 @@ impl Daemon {
         for (db, fresh) in found {
             match fresh {
                 Ok(f) => {
-                    if let Some(at) = f {
+                    if let Some(at) = f.at {
                         self.metrics.set_last_success(&db, at);
                     }
-                    self.plan.known(&db, f)
+                    for (kind, n) in &f.kinds {
+                        self.metrics.set_backups(&db, kind, *n as u64);
+                    }
+                    self.plan.known(&db, f.at)
                 }
                 // Planned as never backed up: it runs now, and its own error tells the rest.
                 Err(e) => {
@@ -302,7 +325,7 @@ impl Daemon {
             };
             let repo = Arc::clone(&self.setup.repo);
             let config = Arc::clone(&self.setup.config);
-            let ping = self.setup.ping_url(&due.database).map(|u| Ping::new(&u));
+            let ping = self.setup.ping_url(&source).map(|u| Ping::new(&u));
             self.jobs.spawn(async move {
                 if let Some(p) = &ping {
                     p.start().await;
@@ -497,7 +520,7 @@ impl Daemon {
         let stale = self.plan.stale(now, max_age);
         for db in stale {
             if let Ok(f) = fresh_at(&self.setup.repo, &db, &status, now).await {
-                self.plan.known(&db, f);
+                self.plan.known(&db, f.at);
             }
             let still = self.plan.stale(now, max_age).contains(&db);
             let ev = {
@@ -629,16 +652,26 @@ async fn flush_alerts() {
     }
 }
 
-/// When `db` was last fresh, by the repository: its newest good backup, or a later run that
-/// found it unchanged since that backup.
+/// What the repository says of a database's freshness.
+pub struct Fresh {
+    /// Its newest good backup, or a later run that found it unchanged since that backup.
+    pub at: Option<DateTime<Utc>>,
+    /// Its backups, by kind.
+    pub kinds: Vec<(String, usize)>,
+}
+
+/// When `db` was last fresh, by the repository.
 pub async fn fresh_at(
     repo: &Repository,
     db: &str,
     status: &lifeboat::status::StatusConfig,
     now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>> {
+) -> Result<Fresh> {
     let s = lifeboat::status::database_status(repo, db, status, now).await?;
-    Ok(s.last_good_at)
+    Ok(Fresh {
+        at: s.last_good_at.max(s.unchanged_checked_at),
+        kinds: s.backups_by_kind.into_iter().collect(),
+    })
 }
 
 fn event(kind: EventKind, source: &str, message: String, details: serde_json::Value) -> Event {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use lifeboat::backup::shrinkage::Shrinkage;
+use lifeboat::backup::unchanged::unchanged_since;
 use lifeboat::backup::{prepare, store, BackupOptions};
 use lifeboat::config::Config;
 use lifeboat::error::{Error, Result};
@@ -74,6 +75,24 @@ pub async fn run(repo: &Arc<Repository>, config: &Config, source: &Source, due: 
             kinds,
         }
     };
+    // An unchanged database needs no lease: the check only reads, and its record says so.
+    if source
+        .skip_unchanged
+        .unwrap_or(config.daemon.skip_unchanged())
+    {
+        match unchanged_since(repo, source).await {
+            Ok(Some(m)) => {
+                let run = Run::skipped(m.id.clone());
+                if let Err(e) = repo.record_run(&source.name, &run).await {
+                    return report(Outcome::Failed(e.context("record the skip")), None);
+                }
+                return report(Outcome::Skipped { since: m.id }, None);
+            }
+            Ok(None) => {}
+            // Whatever could not be checked is backed up.
+            Err(e) => tracing::debug!(database = %source.name, "unchanged check: {e}"),
+        }
+    }
     let ttl = config.daemon.lease_ttl();
     let lease = match repo
         .take_lease(&source.name, &due.job(), ttl, Utc::now())
@@ -87,18 +106,11 @@ pub async fn run(repo: &Arc<Repository>, config: &Config, source: &Source, due: 
     let renewing = renew_while_running(Arc::clone(repo), source.name.clone(), lease.clone(), ttl);
     let outcome = backup(repo, config, source).await;
     renewing.abort();
-    let run = Run {
-        at: Utc::now(),
-        ok: !matches!(outcome, Outcome::Failed(_)),
-        backup: match &outcome {
-            Outcome::Backed { manifest, .. } => Some(manifest.id.clone()),
-            Outcome::Skipped { since } => Some(since.clone()),
-            _ => None,
-        },
-        error: match &outcome {
-            Outcome::Failed(e) => Some(e.to_string()),
-            _ => None,
-        },
+    let run = match &outcome {
+        Outcome::Backed { manifest, .. } => Run::stored(manifest.id.clone()),
+        Outcome::Failed(e) => Run::failed(e.to_string()),
+        Outcome::Skipped { since } => Run::skipped(since.clone()),
+        Outcome::Held { .. } | Outcome::Done => return report(outcome, None),
     };
     if let Err(e) = repo.record_run(&source.name, &run).await {
         tracing::warn!(database = %source.name, "the run could not be recorded for `status`: {e}");

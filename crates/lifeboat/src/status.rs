@@ -83,6 +83,8 @@ pub struct DatabaseStatus {
     /// [`DatabaseStatus::left_fleet`]).
     pub left_fleet: Option<String>,
     pub backups: usize,
+    /// The backups by kind (`scheduled`, `manual`, `emergency`, `safety`).
+    pub backups_by_kind: std::collections::BTreeMap<String, usize>,
     pub stored_bytes: u64,
     pub damaged: usize,
     pub newest_emergency: Option<String>,
@@ -159,6 +161,10 @@ pub async fn database_status(
         source_path: listing.backups.first().map(|m| m.source.path.clone()),
         left_fleet: None,
         backups: listing.backups.len(),
+        backups_by_kind: listing.backups.iter().fold(Default::default(), |mut m, b| {
+            *m.entry(b.kind.to_string()).or_default() += 1;
+            m
+        }),
         stored_bytes: listing.backups.iter().map(|m| m.stored_size).sum(),
         damaged: listing.damaged.len(),
         newest_emergency: listing

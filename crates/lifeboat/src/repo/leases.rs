@@ -34,6 +34,10 @@ impl Lease {
     }
 }
 
+fn same_holder(a: &Claim, b: &Claim) -> bool {
+    (a.pid, &a.host, &a.boot_id, a.claimed_at) == (b.pid, &b.host, &b.boot_id, b.claimed_at)
+}
+
 /// What trying to take a job's lease found.
 #[derive(Debug, Clone)]
 pub enum Taken {
@@ -139,7 +143,15 @@ impl Repository {
             .put_opts(&self.lease_key(db, job, attempt), body, opts)
             .await
         {
-            Ok(_) => Ok(Taken::Mine(lease)),
+            // Read it back: a store whose conditional create is not atomic (s3s-fs checks, then
+            // writes) can let two creates through, and only the last one's content stands.
+            Ok(_) => match self.newest_lease(db, job, ttl).await? {
+                Some(l) if l.attempt == lease.attempt && same_holder(&l.holder, &lease.holder) => {
+                    Ok(Taken::Mine(lease))
+                }
+                Some(l) => Ok(Taken::Held(l)),
+                None => Ok(Taken::Held(lease)),
+            },
             // Another daemon made this attempt first: it holds the job.
             Err(object_store::Error::AlreadyExists { .. }) => {
                 match self.newest_lease(db, job, ttl).await? {
