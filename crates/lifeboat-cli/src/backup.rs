@@ -120,7 +120,17 @@ async fn backup_all(
     // changes nothing.
     let mut prepared = Vec::new();
     for source in &sources {
-        prepared.push(prepare(source, &opts).await?);
+        match prepare(source, &opts).await {
+            Ok(p) => prepared.push(p),
+            // The alert names the database that could not be read, not the run.
+            Err(e) => {
+                alerter
+                    .tell_failure(EventKind::BackupFailed, &source.name, &e)
+                    .await;
+                told.set(true);
+                return Err(e);
+            }
+        }
     }
     let repo = ctx.repository(true).step("backup")?;
     let mut done = Vec::new();

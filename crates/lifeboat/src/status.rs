@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::repo::marks::MarkKind;
+use crate::repo::repository::Listing;
 use crate::repo::runs::Run;
-use crate::repo::Repository;
+use crate::repo::{Manifest, Repository};
 
 /// `[status]` in lifeboat.toml.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -78,6 +79,16 @@ pub struct DatabaseStatus {
     pub last_failure: Option<Run>,
 }
 
+/// The newest good backup of a listing: a whole-database backup a restore may pick (not a
+/// safety backup), not dated in the future (a minute of clock skew allowed).
+pub fn newest_good(listing: &Listing, now: DateTime<Utc>) -> Option<&Manifest> {
+    listing
+        .backups
+        .iter()
+        .filter(|m| m.kind.selectable() && m.tenant.is_none())
+        .find(|m| m.created_at <= now + chrono::Duration::minutes(1))
+}
+
 /// The status of database `db`.
 pub async fn database_status(
     repo: &Repository,
@@ -89,11 +100,7 @@ pub async fn database_status(
     let holds = repo.marks(MarkKind::Hold, db).await?;
     let pins = repo.marks(MarkKind::Pin, db).await?;
     let (last_run, last_failure) = repo.runs(db).await?;
-    let good = listing
-        .backups
-        .iter()
-        .filter(|m| m.kind.selectable() && m.tenant.is_none())
-        .find(|m| m.created_at <= now + chrono::Duration::minutes(1));
+    let good = newest_good(&listing, now);
     let age = good.map(|m| (now - m.created_at).num_seconds().max(0));
     let (warn, max) = (
         cfg.warn_age.unwrap_or(DEFAULT_WARN),

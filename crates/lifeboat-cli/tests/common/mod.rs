@@ -27,6 +27,12 @@ pub fn cmd(dir: &Path) -> Command {
         "AWS_DEFAULT_REGION",
         "BACKUP_ALERT_WEBHOOK_URL",
         "SLACK_WEBHOOK_URL",
+        "PLATFORM_ADMIN_EMAIL",
+        "SMTP_URL",
+        "SMTP_USERNAME",
+        "SMTP_PASSWORD",
+        "SMTP_FROM",
+        "LIFEBOAT_ALERT_TIMEOUT",
     ] {
         c.env_remove(v);
     }
