@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 pub mod d1;
+pub mod receiver;
 pub mod s3;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -112,8 +112,9 @@ impl Email {
             Err(e) => return (false, 1, Some(self.scrub(&format!("email: {e}")))),
         };
         let transport = match AsyncSmtpTransport::<Tokio1Executor>::from_url(&r.url) {
+            // No timeout of lettre's own: retry's, around each whole attempt, is the one.
             Ok(b) => {
-                let b = b.timeout(Some(retry::timeout()));
+                let b = b.timeout(None);
                 match &r.credentials {
                     Some(c) => b.credentials(c.clone()),
                     None => b,
@@ -276,4 +277,125 @@ pub fn body(e: &Event) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email(to: &str, url: &str) -> Email {
+        Email::new(&EmailSettings {
+            to: Some(to.into()),
+            smtp_url: Some(url.into()),
+            ..EmailSettings::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn lettres_url_forms_are_accepted_and_others_refused_by_name() {
+        for ok in [
+            "smtp://user:p%40ss@mail.example.com:587?tls=required",
+            "smtp://mail.example.com?tls=opportunistic",
+            "smtp://127.0.0.1:2525",
+            "smtps://user:pass@mail.example.com",
+        ] {
+            assert_eq!(email("ops@example.com", ok).problem(), None, "{ok}");
+        }
+        for (bad, says) in [
+            ("http://mail.example.com", "starts with smtp://"),
+            ("smtp://mail.example.com?tls=always", "tls="),
+            ("smtps://mail.example.com?tls=required", "tls="),
+            ("mail.example.com:587", "smtp_url"),
+            ("smtp:///nohost", "host"),
+        ] {
+            let p = email("ops@example.com", bad).problem().map(str::to_string);
+            assert!(
+                p.as_deref().is_some_and(|p| p.contains(says)),
+                "{bad}: {p:?}"
+            );
+        }
+        let p = email("ops", "smtp://h").problem().unwrap().to_string();
+        assert!(
+            p.contains("email_to \"ops\" is not an email address"),
+            "{p}"
+        );
+        let half = Email::new(&EmailSettings {
+            to: Some("ops@example.com".into()),
+            from_env: true,
+            ..EmailSettings::default()
+        })
+        .unwrap();
+        assert!(half.problem().unwrap().contains("SMTP_URL"));
+        assert!(Email::new(&EmailSettings::default()).is_none());
+    }
+
+    #[test]
+    fn only_the_host_is_shown_and_errors_lose_every_secret() {
+        let e = email(
+            "a@example.com, b@example.com",
+            "smtp://login-name:s3cr%2Ft@mail.example.com:587?tls=required",
+        );
+        assert_eq!(e.host(), "mail.example.com");
+        let leaky = "auth as login-name with s3cr/t (s3cr%2Ft) via smtp://login-name:s3cr%2Ft@mail.example.com:587?tls=required";
+        let scrubbed = e.scrub(leaky);
+        for secret in ["login-name", "s3cr/t", "s3cr%2Ft", "smtp://"] {
+            assert!(!scrubbed.contains(secret), "{scrubbed}");
+        }
+        let Ok(r) = &e.ready else { panic!() };
+        assert_eq!(r.to.iter().count(), 2);
+    }
+
+    #[test]
+    fn the_sender_is_the_setting_or_the_smtp_user_or_lifeboat_at_the_recipients_domain() {
+        let from = |settings: EmailSettings| {
+            let Ok(r) = Email::new(&settings).unwrap().ready else {
+                panic!()
+            };
+            r.from.email.to_string()
+        };
+        let base = EmailSettings {
+            to: Some("admin@studio.example".into()),
+            smtp_url: Some("smtp://mail.example.com".into()),
+            ..EmailSettings::default()
+        };
+        assert_eq!(from(base.clone()), "lifeboat@studio.example");
+        assert_eq!(
+            from(EmailSettings {
+                username: Some("alerts@studio.example".into()),
+                password: Some("pw".into()),
+                ..base.clone()
+            }),
+            "alerts@studio.example"
+        );
+        assert_eq!(
+            from(EmailSettings {
+                from: Some("Backups <b@x.example>".into()),
+                ..base.clone()
+            }),
+            "b@x.example"
+        );
+        let p = Email::new(&EmailSettings {
+            password: Some("pw".into()),
+            ..base
+        })
+        .unwrap();
+        assert!(p.problem().unwrap().contains("no user name"));
+    }
+
+    #[test]
+    fn the_body_indents_a_long_error_under_its_label() {
+        let e = Event {
+            kind: super::super::EventKind::BackupFailed,
+            source: "db".into(),
+            message: "first\nsecond".into(),
+            at: chrono::Utc::now(),
+            details: serde_json::Value::Null,
+        };
+        let b = body(&e);
+        assert!(
+            b.contains("Error:            first\n                  second\n"),
+            "{b}"
+        );
+    }
 }
