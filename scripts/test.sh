@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests need (sqlite3, sqldiff, python3, zstd,
-# strace (kill -9 at exact points), flock, aiosmtpd (the SMTP sink of the email alert tests),
+# strace (kill -9 at exact points), flock, openssl and aiosmtpd (TLS and the SMTP sink of the email
+# alert tests),
 # s3s-fs, wrangler), then `cargo test`. Tool builds are cached outside the clone and rebuilt when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v zstd >/dev/null || missing+=(zstd)
 command -v strace >/dev/null || missing+=(strace)
 command -v flock >/dev/null || missing+=(util-linux)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   $SUDO apt-get update -qq

@@ -193,6 +193,74 @@ fn an_email_setting_that_cannot_work_is_said_at_every_run_and_changes_no_exit_co
     );
 }
 
+#[test]
+fn starttls_and_smtps_deliver_to_a_server_the_roots_trust_and_refuse_one_they_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca, cert, key) = common::smtp::test_certificates(d);
+    let (starttls, smtps) = (
+        SmtpSink::starttls(d, &cert, &key),
+        SmtpSink::smtps(d, &cert, &key),
+    );
+    let test = |url: String, trusted: bool, args: &[&str]| {
+        config(
+            d,
+            &format!("[alerts]\nemail_to = \"ops@studio.example\"\nsmtp_url = \"{url}\"\n"),
+        );
+        let mut c = cmd(d);
+        c.args(args);
+        // The system's roots, as rustls-native-certs reads them: the test CA alone, or (not
+        // trusted) only the server's own certificate.
+        if trusted {
+            c.env("SSL_CERT_FILE", &ca);
+        } else {
+            c.env("SSL_CERT_FILE", &cert)
+                .env("SSL_CERT_DIR", d.join("none"));
+        }
+        c.output().unwrap()
+    };
+    for url in [
+        format!("smtp://localhost:{}?tls=required", starttls.port),
+        format!("smtp://127.0.0.1:{}?tls=required", starttls.port),
+        format!("smtps://localhost:{}", smtps.port),
+    ] {
+        let out = test(url.clone(), true, &["alert", "test"]);
+        assert!(
+            out.status.success(),
+            "{url}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    assert_eq!(starttls.mails().len(), 2);
+    assert_eq!(smtps.mails().len(), 1);
+    assert_eq!(smtps.mails()[0].subject, "[lifeboat] test alert");
+    // Not signed by a trusted root: refused at once (no retry helps), nothing delivered.
+    let out = test(
+        format!("smtps://localhost:{}", smtps.port),
+        false,
+        &["alert", "test"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("FAIL email (localhost): SMTP Connection error: invalid peer certificate"),
+        "{text}"
+    );
+    let out = test(
+        format!("smtp://localhost:{}?tls=required", starttls.port),
+        false,
+        &["backup"],
+    );
+    assert_eq!(out.status.code(), Some(3), "studio.db is missing");
+    let err = stderr(&out);
+    assert!(
+        err.contains("alert backup.failed to email (localhost) not delivered after 1 attempt(s): SMTP Connection error: invalid peer certificate"),
+        "{err}"
+    );
+    assert_eq!((starttls.mails().len(), smtps.mails().len()), (2, 1));
+}
+
 /// Everything a command printed, with the secrets it must not hold.
 fn assert_no_secret(out: &Output, secrets: &[&str]) {
     let all = format!("{}{}", stdout(out), stderr(out));

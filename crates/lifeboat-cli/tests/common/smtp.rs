@@ -42,18 +42,39 @@ pub struct SmtpSink {
     child: Child,
 }
 
+/// How the server talks.
+enum Mode<'a> {
+    Plain,
+    /// AUTH with this user and password.
+    Login(&'a str, &'a str),
+    /// STARTTLS offered, with this certificate and key.
+    StartTls(&'a Path, &'a Path),
+    /// TLS from the first byte (SMTPS).
+    Smtps(&'a Path, &'a Path),
+}
+
 impl SmtpSink {
     /// A server that takes any message, without a login.
     pub fn start(dir: &Path) -> SmtpSink {
-        Self::spawn(dir, None)
+        Self::spawn(dir, Mode::Plain)
     }
 
     /// A server that asks for `user` and `password` (AUTH PLAIN/LOGIN).
     pub fn with_login(dir: &Path, user: &str, password: &str) -> SmtpSink {
-        Self::spawn(dir, Some((user, password)))
+        Self::spawn(dir, Mode::Login(user, password))
     }
 
-    fn spawn(dir: &Path, login: Option<(&str, &str)>) -> SmtpSink {
+    /// A server offering STARTTLS with `cert` (PEM) and `key`.
+    pub fn starttls(dir: &Path, cert: &Path, key: &Path) -> SmtpSink {
+        Self::spawn(dir, Mode::StartTls(cert, key))
+    }
+
+    /// A server speaking TLS from the start (SMTPS) with `cert` and `key`.
+    pub fn smtps(dir: &Path, cert: &Path, key: &Path) -> SmtpSink {
+        Self::spawn(dir, Mode::Smtps(cert, key))
+    }
+
+    fn spawn(dir: &Path, mode: Mode) -> SmtpSink {
         // The free port is found by binding and letting go: another process may take it in
         // between, so a server that dies at once is started again on another.
         for _ in 0..5 {
@@ -61,18 +82,26 @@ impl SmtpSink {
             // aiosmtpd creates the Maildir, and refuses one that exists without its folders.
             let maildir = dir.join(format!("maildir-{port}"));
             let mut cmd = Command::new("python3");
-            match login {
-                None => cmd
-                    .args(["-m", "aiosmtpd", "-n", "-l"])
-                    .arg(format!("127.0.0.1:{port}"))
-                    .args(["-c", "aiosmtpd.handlers.Mailbox"])
-                    .arg(&maildir),
-                Some((user, password)) => cmd
-                    .args(["-c", WITH_LOGIN])
+            if let Mode::Login(user, password) = mode {
+                cmd.args(["-c", WITH_LOGIN])
                     .arg(port.to_string())
                     .arg(&maildir)
-                    .args([user, password]),
-            };
+                    .args([user, password]);
+            } else {
+                cmd.args(["-m", "aiosmtpd", "-n", "-l"])
+                    .arg(format!("127.0.0.1:{port}"))
+                    .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                    .arg(&maildir);
+                match mode {
+                    Mode::StartTls(cert, key) => {
+                        cmd.arg("--tlscert").arg(cert).arg("--tlskey").arg(key);
+                    }
+                    Mode::Smtps(cert, key) => {
+                        cmd.arg("--smtpscert").arg(cert).arg("--smtpskey").arg(key);
+                    }
+                    _ => {}
+                }
+            }
             let child = cmd
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -124,6 +153,76 @@ impl Drop for SmtpSink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A test certificate authority and a server certificate it signed for `localhost` and
+/// 127.0.0.1, made by the real openssl: (CA certificate, server certificate, server key).
+pub fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let (cert, key, csr) = (
+        dir.join("server.pem"),
+        dir.join("server.key"),
+        dir.join("server.csr"),
+    );
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl (scripts/test.sh installs it)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let s = |v: &'static str| std::ffi::OsStr::new(v);
+    openssl(&[
+        s("req"),
+        s("-x509"),
+        s("-newkey"),
+        s("rsa:2048"),
+        s("-nodes"),
+        s("-keyout"),
+        ca_key.as_os_str(),
+        s("-out"),
+        ca.as_os_str(),
+        s("-days"),
+        s("2"),
+        s("-subj"),
+        s("/CN=lifeboat test CA"),
+    ]);
+    openssl(&[
+        s("req"),
+        s("-newkey"),
+        s("rsa:2048"),
+        s("-nodes"),
+        s("-keyout"),
+        key.as_os_str(),
+        s("-out"),
+        csr.as_os_str(),
+        s("-subj"),
+        s("/CN=localhost"),
+    ]);
+    openssl(&[
+        s("x509"),
+        s("-req"),
+        s("-in"),
+        csr.as_os_str(),
+        s("-CA"),
+        ca.as_os_str(),
+        s("-CAkey"),
+        ca_key.as_os_str(),
+        s("-CAcreateserial"),
+        s("-out"),
+        cert.as_os_str(),
+        s("-days"),
+        s("2"),
+        s("-extfile"),
+        ext.as_os_str(),
+    ]);
+    (ca, cert, key)
 }
 
 /// Read one Maildir file with Python's `email` package: an independent decoder.

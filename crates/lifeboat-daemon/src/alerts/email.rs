@@ -128,8 +128,7 @@ impl Email {
             async move {
                 t.send(m).await.map(|_| ()).map_err(|e| {
                     let text = self.scrub(&format!("SMTP {e}"));
-                    // A login refused, an address rejected, a bad certificate: no retry helps.
-                    if e.is_permanent() || e.is_client() || e.is_tls() {
+                    if lasting(&e) {
                         Failure::Final(text)
                     } else {
                         Failure::Retry(text)
@@ -143,12 +142,31 @@ impl Email {
 
     /// `text` with every secret blanked, whatever lettre (or the server) put in it.
     fn scrub(&self, text: &str) -> String {
-        let mut out = facts::one_line(text);
+        // lettre says "Connection error: Connection error: …" when it wraps its own.
+        let mut out = facts::one_line(text).replace("error: Connection error: ", "error: ");
         for s in &self.secrets {
             out = out.replace(s.as_str(), "***");
         }
         out
     }
+}
+
+/// Whether no retry can help: a login refused, an address rejected (5xx), a certificate the
+/// server's name or the trusted roots refuse (rustls says so as `InvalidData`).
+fn lasting(e: &lettre::transport::smtp::Error) -> bool {
+    if e.is_permanent() || e.is_client() || e.is_tls() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The settings checked, with the names the user wrote them under.
