@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests need (sqlite3, sqldiff, python3, zstd,
-# strace (kill -9 at exact points), flock, openssl and aiosmtpd (TLS and the SMTP sink of the email
-# alert tests),
-# s3s-fs, wrangler), then `cargo test`. Tool builds are cached outside the clone and rebuilt when missing.
+# strace (kill -9 at exact points), flock, openssl and aiosmtpd (the email alert tests' certificates
+# and SMTP server), s3s-fs, wrangler), then `cargo test`. Tool builds are cached outside the clone and rebuilt when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
