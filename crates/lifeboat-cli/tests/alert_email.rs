@@ -189,7 +189,7 @@ fn an_email_setting_that_cannot_work_is_said_at_every_run_and_changes_no_exit_co
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stdout(&out).trim(),
-        "FAIL email (mail.example.com): email: SMTP_URL starts with smtp:// or smtps://"
+        "FAIL email (mail.example.com): email: SMTP_URL must start with smtp:// or smtps://"
     );
 }
 

@@ -75,6 +75,7 @@ impl Email {
                     .and_then(|u| u.password())
                     .map(str::to_string),
             )
+            // Blanking a shorter one would blank ordinary words with it.
             .filter(|v| v.len() >= 4)
             .collect();
         // The longest first, so a secret inside another is blanked with it.
@@ -123,7 +124,7 @@ impl Email {
             }
             Err(e) => return (false, 1, Some(self.scrub(&format!("SMTP {e}")))),
         };
-        let (ok, attempts, error) = retry::attempts(|| {
+        retry::attempts(|| {
             let (t, m) = (&transport, message.clone());
             async move {
                 t.send(m).await.map(|_| ()).map_err(|e| {
@@ -136,8 +137,7 @@ impl Email {
                 })
             }
         })
-        .await;
-        (ok, attempts, error)
+        .await
     }
 
     /// `text` with every secret blanked, whatever lettre (or the server) put in it.
@@ -203,10 +203,10 @@ fn ready(
         ("smtp", None | Some("required" | "opportunistic")) | ("smtps", None) => {}
         ("smtp" | "smtps", _) => {
             return Err(format!(
-                "email: {url_key}: tls= is `required` or `opportunistic` (smtp://) or absent"
+                "email: {url_key}: tls= must be `required` or `opportunistic` (with smtp://), or absent"
             ))
         }
-        _ => return Err(format!("email: {url_key} starts with smtp:// or smtps://")),
+        _ => return Err(format!("email: {url_key} must start with smtp:// or smtps://")),
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!("email: {url_key} names no host"));
@@ -321,7 +321,7 @@ mod tests {
             assert_eq!(email("ops@example.com", ok).problem(), None, "{ok}");
         }
         for (bad, says) in [
-            ("http://mail.example.com", "starts with smtp://"),
+            ("http://mail.example.com", "must start with smtp://"),
             ("smtp://mail.example.com?tls=always", "tls="),
             ("smtps://mail.example.com?tls=required", "tls="),
             ("mail.example.com:587", "smtp_url"),
