@@ -147,9 +147,8 @@ impl Alerter {
         let (url, timeout) = self.repo.as_ref()?;
         let look = async {
             let repo = Repository::open_with_timeout(url, false, *timeout)?;
-            let listing = repo.list(db).await?;
-            let good = lifeboat::status::newest_good(&listing, now);
-            Result::<_>::Ok(good.map(|m| (m.id.clone(), m.created_at)))
+            let good = repo.newest_good(db, now).await?;
+            Result::<_>::Ok(good.map(|m| (m.id, m.created_at)))
         };
         tokio::time::timeout(lifeboat_daemon::alerts::timeout(), look)
             .await

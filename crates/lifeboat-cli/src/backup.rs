@@ -1,14 +1,18 @@
 //! `lifeboat backup`: take a consistent backup of one or more databases.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::alerting::Alerter;
 use crate::shared_args::choice;
 use crate::{parse_duration, secs, Ctx};
+use chrono::{DateTime, Utc};
+use lifeboat::backup::unchanged::unchanged_since;
 use lifeboat::backup::{prepare, store, BackupOptions, Stored};
+use lifeboat::config::fleet::{Members, Refused};
 use lifeboat::error::{Error, Kind, Result, ResultExt};
-use lifeboat::repo::manifest::{human_size, BackupKind};
+use lifeboat::repo::manifest::{human_size, BackupKind, Manifest};
 use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
 use lifeboat::repo::runs::Run;
 use lifeboat::source::Source;
@@ -19,12 +23,17 @@ use lifeboat_daemon::alerts::EventKind;
 #[command(after_help = "Examples:
   lifeboat backup                                   # every database in lifeboat.toml
   lifeboat backup --db ./studio.db --repo file:///var/backups/lifeboat
-  lifeboat backup --db studio-platform-db --kind emergency --label before-migration-42")]
+  lifeboat backup --db studio-platform-db --kind emergency --label before-migration-42
+  lifeboat backup --kind scheduled                  # skips databases unchanged since their newest good backup
+  lifeboat backup --db tenants                      # every database the fleet `tenants` (a glob) finds now")]
 pub struct Args {
-    /// Database to back up: a configured name or a file path (repeatable; default: all configured).
+    /// Database to back up: a configured or discovered name, a fleet's name (every database its
+    /// glob finds) or a file path (repeatable; default: all of them).
     #[arg(long, value_name = "NAME|PATH")]
     db: Vec<String>,
-    /// Why this backup is taken.
+    /// Why this backup is taken. A scheduled backup skips a database unchanged since its newest
+    /// good backup (`skip_unchanged`, on by default) and records the skip; manual and emergency
+    /// backups always back up.
     #[arg(long, value_parser = choice::<BackupKind>(BackupKind::CHOICES), default_value = "manual")]
     kind: BackupKind,
     /// An emergency backup before something risky (a migration): `--kind emergency`, kept by
@@ -72,26 +81,40 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     result
 }
 
-async fn backup_all(
-    ctx: &Ctx,
-    args: &Args,
-    alerter: &Alerter,
-    told: &std::cell::Cell<bool>,
-) -> Result<i32> {
-    let sources = match &args.from_sql {
-        Some(file) => vec![dump_source(ctx, args, file)?],
-        None if args.db.is_empty() => ctx.config.all_databases(),
-        None => args
-            .db
-            .iter()
-            .map(|d| ctx.config.database(d))
-            .collect::<Result<Vec<_>>>()?,
+/// What one command backs up: the databases, and those refused before any work (a fleet's
+/// clashing names, an unreadable glob).
+struct Plan {
+    sources: Vec<Source>,
+    refused: Vec<Refused>,
+}
+
+fn plan(ctx: &Ctx, args: &Args) -> Result<Plan> {
+    let members = match &args.from_sql {
+        Some(file) => Members {
+            sources: vec![dump_source(ctx, args, file)?],
+            ..Members::default()
+        },
+        None if args.db.is_empty() => ctx.config.members(),
+        None => {
+            let mut all = Members::default();
+            for flag in &args.db {
+                let m = ctx.config.select(flag)?;
+                all.sources.extend(m.sources);
+                all.refused.extend(m.refused);
+                all.skipped.extend(m.skipped);
+            }
+            all
+        }
     };
-    if sources.is_empty() {
-        return Err(Error::new(
-            Kind::Config,
-            "no database given: pass --db NAME|PATH or declare [[database]] in lifeboat.toml",
-        ));
+    for w in &members.skipped {
+        eprintln!("lifeboat: warning: {w}");
+    }
+    let mut sources: Vec<Source> = Vec::new();
+    for s in members.sources {
+        // `--db a --db a`, or a fleet and one of its databases: one backup each.
+        if !sources.contains(&s) {
+            sources.push(s);
+        }
     }
     for (i, a) in sources.iter().enumerate() {
         if let Some(b) = sources[..i].iter().find(|b| b.name == a.name && b != &a) {
@@ -106,6 +129,33 @@ async fn backup_all(
             ));
         }
     }
+    Ok(Plan {
+        sources,
+        refused: members.refused,
+    })
+}
+
+async fn backup_all(
+    ctx: &Ctx,
+    args: &Args,
+    alerter: &Alerter,
+    told: &std::cell::Cell<bool>,
+) -> Result<i32> {
+    let Plan { sources, refused } = plan(ctx, args)?;
+    if sources.is_empty() && refused.is_empty() {
+        if ctx.config.has_fleets() && args.from_sql.is_none() {
+            // A fleet may be empty (no tenant yet): nothing to do is not a failure.
+            ctx.out
+                .line("no databases: the globs in lifeboat.toml find none; nothing to back up");
+            ctx.out
+                .json(&serde_json::json!({ "backups": [], "skipped": [] }));
+            return Ok(0);
+        }
+        return Err(Error::new(
+            Kind::Config,
+            "no database given: pass --db NAME|PATH or declare [[database]] in lifeboat.toml",
+        ));
+    }
     let opts = options(ctx, args);
     if let Some(r) = &ctx.config.retention {
         r.check_shrink_alert()?;
@@ -116,12 +166,35 @@ async fn backup_all(
         .as_ref()
         .and_then(|r| r.shrink_alert)
         .unwrap_or(DEFAULT_SHRINK_ALERT);
+    let total = sources.len() + refused.len();
+    // One database's failure does not stop the others: each is tried, told and counted.
+    let mut failures: Vec<Error> = Vec::new();
+    let fail = |e: Error, failures: &mut Vec<Error>| {
+        if total > 1 {
+            eprintln!("lifeboat: error: {e}");
+        }
+        failures.push(e);
+        told.set(true);
+    };
+    for r in refused {
+        alerter
+            .tell_failure(EventKind::BackupFailed, &r.name, &r.error)
+            .await;
+        fail(r.error, &mut failures);
+    }
     // Every source is checked (a dump loaded) before the repository is touched, so bad input
-    // changes nothing.
+    // changes nothing. A fleet's database that fails its check is that database's failure
+    // only: tenants come and go, and one locked or half-written file must not stop the rest.
     let mut prepared = Vec::new();
     for source in &sources {
         match prepare(source, &opts).await {
-            Ok(p) => prepared.push(p),
+            Ok(p) => prepared.push((source, p)),
+            Err(e) if source.fleet.is_some() && total > 1 => {
+                alerter
+                    .tell_failure(EventKind::BackupFailed, &source.name, &e)
+                    .await;
+                fail(e, &mut failures);
+            }
             // The alert names the database that could not be read, not the run.
             Err(e) => {
                 alerter
@@ -134,8 +207,37 @@ async fn backup_all(
     }
     let repo = ctx.repository(true).step("backup")?;
     let mut done = Vec::new();
-    let mut failures = Vec::new();
-    for p in &prepared {
+    let mut skipped = Vec::new();
+    for (source, p) in &prepared {
+        if may_skip(ctx, &opts, source) {
+            match unchanged_since(&repo, source).await {
+                Ok(Some(m)) => {
+                    let run = Run::skipped(m.id.clone());
+                    match repo.record_run(&source.name, &run).await {
+                        Ok(()) => {
+                            skipped.push((m, run.at));
+                            continue;
+                        }
+                        Err(e) => {
+                            let e = e.context(format!(
+                                "{}: unchanged since {}, but the skip could not be recorded",
+                                source.name, m.id
+                            ));
+                            alerter
+                                .tell_failure(EventKind::BackupFailed, &source.name, &e)
+                                .await;
+                            fail(e, &mut failures);
+                            continue;
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => eprintln!(
+                    "lifeboat: warning: {}: could not tell whether it changed, so it is backed up: {e}",
+                    source.name
+                ),
+            }
+        }
         let pb = ctx.out.progress(p.name());
         let m = store(&repo, p, &opts, shrink_alert, &crate::bar(&pb)).await;
         pb.finish_and_clear();
@@ -143,12 +245,7 @@ async fn backup_all(
         // failed one writes nothing (a failed command changes nothing): it reaches the operator
         // by its exit code and the alerts.
         if let Ok(stored) = &m {
-            let run = Run {
-                at: chrono::Utc::now(),
-                ok: true,
-                backup: Some(stored.manifest.id.clone()),
-                error: None,
-            };
+            let run = Run::stored(stored.manifest.id.clone());
             if let Err(e) = repo.record_run(p.name(), &run).await {
                 eprintln!(
                     "lifeboat: warning: {}: the run could not be recorded for `status`: {e}",
@@ -158,37 +255,48 @@ async fn backup_all(
         }
         match m {
             Ok(stored) => done.push(stored),
-            // One database's failure does not stop the others: each is tried and recorded.
             Err(e) => {
                 alerter
                     .tell_failure(EventKind::BackupFailed, p.name(), &e)
                     .await;
-                told.set(true);
-                if prepared.len() == 1 {
-                    return Err(e);
-                }
-                eprintln!("lifeboat: error: {e}");
-                failures.push(e);
+                fail(e, &mut failures);
             }
         }
     }
-    report(ctx, &done, &repo.absolute_url());
+    if total == 1 {
+        if let Some(only) = failures.pop() {
+            return Err(only);
+        }
+    }
+    let mirrored: HashSet<&str> = sources
+        .iter()
+        .filter(|s| s.sql_mirror)
+        .map(|s| s.name.as_str())
+        .collect();
+    report(ctx, &done, &skipped, &mirrored, &repo.absolute_url());
     for s in &done {
         if let Some(shrunk) = &s.shrinkage {
             alerter.shrunk(&s.manifest, shrunk).await;
         }
     }
+    let failed = failures.len();
     match failures.into_iter().next() {
         None => Ok(0),
         Some(first) => Err(Error::new(
             first.kind,
-            format!(
-                "{} of {} backups failed (the first: {first})",
-                prepared.len() - done.len(),
-                prepared.len()
-            ),
+            format!("{failed} of {total} backups failed (the first: {first})"),
         )),
     }
+}
+
+/// Whether this run may skip `source` when unchanged: scheduled backups only (manual and
+/// emergency ones always back up), per the database's `skip_unchanged`, else `[daemon]`'s
+/// (default on).
+fn may_skip(ctx: &Ctx, opts: &BackupOptions, source: &Source) -> bool {
+    opts.kind == BackupKind::Scheduled
+        && source
+            .skip_unchanged
+            .unwrap_or_else(|| ctx.config.daemon.skip_unchanged())
 }
 
 /// `backup --from-sql FILE`: the dump as a source, filed under `--db-name` or the file's stem.
@@ -201,11 +309,7 @@ fn dump_source(ctx: &Ctx, args: &Args, file: &Path) -> Result<Source> {
         }
     };
     lifeboat::repo::repository::check_name(&name).map_err(|e| e.context("--db-name"))?;
-    let sql_mirror = ctx
-        .config
-        .databases
-        .iter()
-        .any(|d| d.name == name && d.sql_mirror);
+    let sql_mirror = ctx.config.database(&name).is_ok_and(|d| d.sql_mirror);
     Ok(Source {
         name,
         sql_mirror,
@@ -232,7 +336,13 @@ fn options(ctx: &Ctx, args: &Args) -> BackupOptions {
     }
 }
 
-fn report(ctx: &Ctx, done: &[Stored], repo_url: &str) {
+fn report(
+    ctx: &Ctx,
+    done: &[Stored],
+    skipped: &[(Manifest, DateTime<Utc>)],
+    mirrored: &HashSet<&str>,
+    repo_url: &str,
+) {
     let mut docs = Vec::new();
     for Stored {
         manifest: m,
@@ -257,12 +367,7 @@ fn report(ctx: &Ctx, done: &[Stored], repo_url: &str) {
         let mut doc = serde_json::to_value(m).unwrap_or_default();
         // The day's SQL mirror this backup wrote (after its manifest, which therefore does not
         // name it; the mirror's first line names the backup).
-        let mirrored = ctx
-            .config
-            .all_databases()
-            .iter()
-            .any(|d| d.name == m.database && d.sql_mirror);
-        if mirrored {
+        if mirrored.contains(m.database.as_str()) {
             let name = m.created_at.format("backup-%Y-%m-%d.sql").to_string();
             ctx.out
                 .line(format!("  sql mirror: {}/backups/{name}", m.database));
@@ -307,5 +412,17 @@ fn report(ctx: &Ctx, done: &[Stored], repo_url: &str) {
         }
         docs.push(doc);
     }
-    ctx.out.json(&serde_json::json!({ "backups": docs }));
+    let mut skips = Vec::new();
+    for (m, at) in skipped {
+        ctx.out
+            .line(format!("{}  unchanged since {}, skipped", m.database, m.id));
+        skips.push(serde_json::json!({
+            "database": m.database,
+            "unchanged_since": m.id,
+            "backup_created_at": m.created_at,
+            "checked_at": at,
+        }));
+    }
+    ctx.out
+        .json(&serde_json::json!({ "backups": docs, "skipped": skips }));
 }

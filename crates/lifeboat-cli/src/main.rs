@@ -16,6 +16,7 @@ mod alert;
 mod alerting;
 mod backup;
 mod cleanup;
+mod daemon;
 mod demo;
 mod dump;
 mod export;
@@ -87,6 +88,8 @@ enum Command {
     Release(release::Args),
     /// How each database's backups stand (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     Status(status::Args),
+    /// Run every database's backups on its schedule, unattended (cron in UTC, leases, alerts).
+    Daemon(daemon::Args),
     /// Alert channels: `alert test` sends a test message on each.
     Alert(alert::Args),
     /// Write a live database or a backup as SQL (sqlite3 or D1 dialect).
@@ -106,6 +109,8 @@ enum Command {
 /// What every command gets: the loaded config, the `--repo` override and the output mode.
 pub struct Ctx {
     pub config: Config,
+    /// `--config`, for commands that read it again (the daemon, on SIGHUP).
+    pub config_path: Option<PathBuf>,
     pub repo_flag: Option<String>,
     pub out: Output,
 }
@@ -243,6 +248,10 @@ fn print_out(s: &str) {
     let _ = writeln!(out, "{s}");
 }
 
+/// Set by commands whose end must not wait for blocking work they abandoned (the daemon).
+pub static DETACH_BLOCKING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 fn main() {
     std::process::exit(exit_code_of_run());
 }
@@ -273,7 +282,7 @@ fn exit_code_of_run() -> i32 {
             return 2;
         }
     };
-    init_logging();
+    init_logging(matches!(cli.command, Command::Daemon(_)));
     let out = Output {
         json: cli.json,
         quiet: cli.quiet,
@@ -288,7 +297,12 @@ fn exit_code_of_run() -> i32 {
             return 1;
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // The daemon's aborted backups may leave blocking reads running: do not wait for them.
+    if DETACH_BLOCKING.load(std::sync::atomic::Ordering::SeqCst) {
+        rt.shutdown_background();
+    }
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("lifeboat: error: {e}");
@@ -304,15 +318,20 @@ fn exit_code_of_run() -> i32 {
 
 /// Logs go to stderr, filtered by `LIFEBOAT_LOG` (errors only by default); the object
 /// store's retries are always said, one line each, so a slow or silent server is visible.
-fn init_logging() {
+fn init_logging(daemon: bool) {
     use tracing::level_filters::LevelFilter;
     use tracing_subscriber::filter::{EnvFilter, Targets};
     use tracing_subscriber::prelude::*;
     let main = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_filter(
             EnvFilter::builder()
-                .with_default_directive(LevelFilter::ERROR.into())
+                .with_default_directive(if daemon {
+                    LevelFilter::INFO.into()
+                } else {
+                    LevelFilter::ERROR.into()
+                })
                 .with_env_var("LIFEBOAT_LOG")
                 .from_env_lossy(),
         );
@@ -362,6 +381,7 @@ where
 async fn run(cli: Cli) -> Result<i32> {
     let ctx = Ctx {
         config: Config::load(cli.config.as_deref())?,
+        config_path: cli.config.clone(),
         repo_flag: cli.repo,
         out: Output {
             json: cli.json,
@@ -385,26 +405,41 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Release(a) => release::run(&ctx, a).await,
         Command::Status(a) => status::run(&ctx, a).await,
         Command::Alert(a) => alert::run(&ctx, a).await,
+        Command::Daemon(a) => daemon::run(&ctx, a).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
     }
 }
 
-/// The database names a multi-database command covers: `--db`, else the configured ones,
-/// else every database found in the repository.
+/// The database names a multi-database command covers: `--db` (a fleet's name: every database
+/// its glob finds now), else the configured and discovered ones, else every database found in
+/// the repository. With a glob in the config, also every database the repository holds: a
+/// fleet's databases whose files are gone keep their backups, under retention.
 pub async fn database_names(
     ctx: &Ctx,
     repo: &Repository,
     flag: Option<&str>,
 ) -> Result<Vec<String>> {
     if let Some(f) = flag {
-        return Ok(vec![ctx.config.database(f)?.name]);
+        return Ok(ctx
+            .config
+            .select(f)?
+            .sources
+            .into_iter()
+            .map(|s| s.name)
+            .collect());
     }
-    let configured: Vec<String> = ctx
+    let mut configured: Vec<String> = ctx
         .config
         .all_databases()
         .into_iter()
         .map(|d| d.name)
         .collect();
+    if ctx.config.has_fleets() {
+        let known: std::collections::HashSet<String> = configured.iter().cloned().collect();
+        let held = repo.databases().await?;
+        configured.extend(held.into_iter().filter(|n| !known.contains(n)));
+        return Ok(configured);
+    }
     if !configured.is_empty() {
         return Ok(configured);
     }

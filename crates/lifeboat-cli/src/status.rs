@@ -15,6 +15,8 @@ use lifeboat::text::escape;
 
 States: CRITICAL when there is no good backup, the last good one is older than max_age (default 26h)
 or the last run failed; WARNING when it is older than warn_age (default 25h) or a backup is damaged.
+A scheduled run that found a database unchanged since its last good backup makes it fresh as of
+that check. A fleet's database whose file is gone is OK (not backed up any more, backups kept).
 Set them under [status] in lifeboat.toml. Exit code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the
 repository could not be read).")]
 pub struct Args {
@@ -57,9 +59,29 @@ async fn gather(ctx: &Ctx, args: &Args) -> Result<Vec<DatabaseStatus>> {
         }
     }
     let now = chrono::Utc::now();
+    let current: std::collections::HashSet<String> = if ctx.config.has_fleets() {
+        ctx.config
+            .all_databases()
+            .into_iter()
+            .map(|d| d.name)
+            .collect()
+    } else {
+        Default::default()
+    };
     let mut all = Vec::new();
     for name in names {
-        all.push(database_status(&repo, &name, &ctx.config.status, now).await?);
+        let mut s = database_status(&repo, &name, &ctx.config.status, now).await?;
+        // A fleet's database whose file is gone is not stale: nothing is left to back up.
+        if ctx.config.has_fleets() && !current.contains(&name) {
+            if let Some(fleet) = s
+                .source_path
+                .as_deref()
+                .and_then(|p| ctx.config.left_fleet(p))
+            {
+                s.left_fleet(fleet);
+            }
+        }
+        all.push(s);
     }
     Ok(all)
 }
@@ -92,8 +114,7 @@ fn show(ctx: &Ctx, args: &Args, all: &[DatabaseStatus]) -> i32 {
                 format!(
                     "'{}_age'={};{warn};{max} '{}_backups'={}",
                     s.database,
-                    s.last_good_age_seconds
-                        .map_or("U".into(), |a| format!("{a}s")),
+                    s.age_seconds.map_or("U".into(), |a| format!("{a}s")),
                     s.database,
                     s.backups
                 )
@@ -120,6 +141,19 @@ fn show(ctx: &Ctx, args: &Args, all: &[DatabaseStatus]) -> i32 {
         ));
         for why in &s.reasons {
             ctx.out.line(format!("  {}", escape(why)));
+        }
+        if let (Some(id), Some(at)) = (&s.last_good, s.unchanged_checked_at) {
+            ctx.out.line(format!(
+                "  unchanged since {id}, checked at {} ({} ago)",
+                at.format("%Y-%m-%d %H:%M:%S"),
+                hours(s.age_seconds.unwrap_or(0))
+            ));
+        }
+        if let Some(fleet) = &s.left_fleet {
+            ctx.out.line(format!(
+                "  gone from fleet {}: its file no longer exists, so it is not backed up any more; its backups stay under retention",
+                escape(fleet)
+            ));
         }
         if let Some(e) = &s.newest_emergency {
             ctx.out.line(format!("  newest emergency backup: {e}"));

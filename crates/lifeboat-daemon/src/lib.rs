@@ -1,4 +1,11 @@
-//! lifeboat-daemon: running lifeboat unattended. Today: alerts (`alerts`), which one-shot
-//! commands send too. The scheduler, leases and metrics of issue 12 come here next.
+//! lifeboat-daemon: lifeboat unattended. The scheduler ([`daemon`], deciding with [`plan`]) runs
+//! each database's [`job`] on its schedule, under a lease in the repository; [`alerts`] tells
+//! the channels what failed, shrank, went stale or recovered, remembering what it told
+//! ([`alert_memory`]); [`metrics`] serves `/metrics` and `/healthz`.
 
+pub mod alert_memory;
 pub mod alerts;
+pub mod daemon;
+pub mod job;
+pub mod metrics;
+pub mod plan;

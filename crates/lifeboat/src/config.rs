@@ -1,5 +1,8 @@
 //! Configuration: the TOML file (`lifeboat.toml`) that names one repository and the databases
 //! it protects, with `${VAR}` expansion, and the rules by which command-line flags override it.
+//! [`fleet`] turns `[[database]] glob` entries into databases, found again at every call.
+
+pub mod fleet;
 
 use std::path::{Path, PathBuf};
 
@@ -129,6 +132,9 @@ fn default_level() -> i32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
+    /// The database's name in the repository. For a `glob` entry (optional): the fleet's name,
+    /// which `--db` accepts for every database it finds.
+    #[serde(default)]
     pub name: String,
     /// A SQLite database file.
     #[serde(default)]
@@ -136,6 +142,10 @@ pub struct DatabaseConfig {
     /// Or a Cloudflare D1 database, through wrangler.
     #[serde(default)]
     pub d1: Option<crate::d1::D1Config>,
+    /// Or every SQLite file this glob matches (database per tenant), found again at every run,
+    /// each named by its file stem; the entry's other settings apply to each.
+    #[serde(default)]
+    pub glob: Option<String>,
     /// How to run wrangler (default: `wrangler` on PATH, else `npx --no-install wrangler`).
     #[serde(default)]
     pub wrangler: Option<String>,
@@ -155,6 +165,16 @@ pub struct DatabaseConfig {
     /// This database's own health-ping URL (Healthchecks convention), over `[alerts] ping_url`.
     #[serde(default)]
     pub ping_url: Option<String>,
+}
+
+impl DatabaseConfig {
+    /// How messages name the entry: its name, else its glob (a fleet without a name).
+    pub fn label(&self) -> &str {
+        match &self.glob {
+            Some(g) if self.name.is_empty() => g,
+            _ => &self.name,
+        }
+    }
 }
 
 impl Config {
@@ -206,30 +226,53 @@ impl Config {
         }
         cfg.daemon.schedule()?;
         for (i, d) in cfg.databases.iter().enumerate() {
+            let label = d.label();
             if let Some(s) = &d.schedule {
                 crate::schedule::Schedule::parse(s)
-                    .map_err(|e| e.context(format!("database {:?}", d.name)))?;
+                    .map_err(|e| e.context(format!("database {label:?}")))?;
             }
-            crate::repo::repository::check_name(&d.name).map_err(|e| e.context("database.name"))?;
-            if d.path.is_some() == d.d1.is_some() {
+            let kinds = [d.path.is_some(), d.d1.is_some(), d.glob.is_some()];
+            if kinds.iter().filter(|k| **k).count() != 1 {
                 return Err(Error::new(
                     Kind::Config,
                     format!(
-                        "database {:?} needs exactly one of `path` (a SQLite file) and `d1`",
-                        d.name
+                        "database {label:?} needs exactly one of `path` (a SQLite file), `d1` and `glob` (SQLite files, one database each)"
                     ),
                 ));
+            }
+            if d.glob.is_none() && d.name.is_empty() {
+                return Err(Error::new(
+                    Kind::Config,
+                    format!("database {label:?} needs a `name` (its name in the repository)"),
+                ));
+            }
+            if !d.name.is_empty() {
+                crate::repo::repository::check_name(&d.name)
+                    .map_err(|e| e.context("database.name"))?;
+            }
+            if let Some(g) = &d.glob {
+                if g.trim().is_empty() {
+                    return Err(Error::new(
+                        Kind::Config,
+                        "database glob = \"\" matches nothing (say which files: glob = \"/srv/tenants/*.db\")",
+                    ));
+                }
+                glob::Pattern::new(g).map_err(|e| {
+                    Error::new(
+                        Kind::Config,
+                        format!("database glob {g:?}: {} (at character {})", e.msg, e.pos),
+                    )
+                })?;
             }
             if d.wrangler.as_deref().is_some_and(|w| w.trim().is_empty()) {
                 return Err(Error::new(
                     Kind::Config,
                     format!(
-                        "database {:?}: wrangler = \"\" names no command (leave it out to use $LIFEBOAT_WRANGLER or wrangler on PATH)",
-                        d.name
+                        "database {label:?}: wrangler = \"\" names no command (leave it out to use $LIFEBOAT_WRANGLER or wrangler on PATH)"
                     ),
                 ));
             }
-            if cfg.databases[..i].iter().any(|o| o.name == d.name) {
+            if !d.name.is_empty() && cfg.databases[..i].iter().any(|o| o.name == d.name) {
                 return Err(Error::new(
                     Kind::Config,
                     format!("database {:?} is declared twice", d.name),
@@ -254,28 +297,8 @@ impl Config {
         url.clone()
     }
 
-    /// Resolve `--db`: a configured name, else a path whose file stem is the name.
-    pub fn database(&self, flag: &str) -> Result<Source> {
-        if let Some(d) = self.databases.iter().find(|d| d.name == flag) {
-            return Ok(self.resolve(d));
-        }
-        let path = PathBuf::from(flag);
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .ok_or_else(|| {
-                Error::new(
-                    Kind::Config,
-                    format!("--db {flag:?}: not a configured database name nor a file path"),
-                )
-            })?
-            .to_string();
-        crate::repo::repository::check_name(&name)
-            .map_err(|e| e.context(format!("--db {flag:?}")))?;
-        Ok(Source::file(name, path))
-    }
-
-    /// A configured database with its paths resolved against the config file's directory.
+    /// A configured (not discovered) database with its paths resolved against the config
+    /// file's directory.
     fn resolve(&self, d: &DatabaseConfig) -> Source {
         let d1 = d.d1.clone().map(|mut c| {
             c.config = c.config.map(|p| self.base_dir.join(p));
@@ -292,28 +315,23 @@ impl Config {
             d1,
             wrangler: d.wrangler.clone(),
             sql_dump: None,
+            schedule: d.schedule.clone(),
+            skip_unchanged: d.skip_unchanged,
+            ping_url: d.ping_url.clone(),
+            fleet: None,
         }
     }
 
-    /// The tenancy settings for `--db` (a configured name, or a path: the configured database at
-    /// that path, or of that name), else the only configured database's, else the defaults.
+    /// The tenancy settings for `--db` (a configured or discovered name, or a path: the
+    /// database at that path, or of that name), else the only configured entry's, else the
+    /// defaults. A fleet's databases take their glob entry's.
     pub fn tenancy_for(&self, db: Option<&str>) -> crate::tenant::map::TenancyConfig {
         let found = match db {
             None => match self.databases.as_slice() {
                 [only] => Some(only),
                 _ => None,
             },
-            Some(flag) => self.databases.iter().find(|d| d.name == flag).or_else(|| {
-                let given = std::fs::canonicalize(flag).ok();
-                let name = self.database(flag).ok().map(|d| d.name);
-                self.databases.iter().find(|d| {
-                    let path = d
-                        .path
-                        .as_ref()
-                        .and_then(|p| std::fs::canonicalize(self.base_dir.join(p)).ok());
-                    (given.is_some() && path == given) || name.as_deref() == Some(d.name.as_str())
-                })
-            }),
+            Some(flag) => self.entry_of(flag),
         };
         found.and_then(|d| d.tenancy.clone()).unwrap_or_default()
     }
@@ -328,7 +346,12 @@ impl Config {
         backup_of: &str,
         flags: &D1TargetFlags,
     ) -> Result<crate::d1::D1Target> {
-        let all = self.all_databases();
+        let all: Vec<Source> = self
+            .databases
+            .iter()
+            .filter(|d| d.d1.is_some())
+            .map(|d| self.resolve(d))
+            .collect();
         let configured = all.iter().find(|d| {
             d.d1.as_ref().is_some_and(|c| c.database == name) || (d.name == name && d.d1.is_some())
         });
@@ -364,33 +387,6 @@ impl Config {
             backup_name,
             max_import_file: flags.max_import_file,
         })
-    }
-
-    /// All configured databases, paths resolved.
-    pub fn all_databases(&self) -> Vec<Source> {
-        self.databases.iter().map(|d| self.resolve(d)).collect()
-    }
-
-    /// The database a single-database command works on: `--db`, or the only configured one.
-    pub fn single_database(&self, flag: Option<&str>) -> Result<Source> {
-        match (flag, self.databases.as_slice()) {
-            (Some(f), _) => self.database(f),
-            (None, [only]) => self.database(&only.name),
-            (None, []) => Err(Error::new(
-                Kind::Config,
-                "no database given: pass --db NAME|PATH or declare [[database]] in lifeboat.toml",
-            )),
-            (None, many) => Err(Error::new(
-                Kind::Config,
-                format!(
-                    "several databases are configured ({}): pass --db NAME",
-                    many.iter()
-                        .map(|d| d.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
-        }
     }
 }
 

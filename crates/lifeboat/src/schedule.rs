@@ -93,6 +93,10 @@ pub struct DaemonConfig {
     /// Prune after each scheduled backup when `[retention]` is set (default true).
     #[serde(default)]
     pub prune: Option<bool>,
+    /// How long a job's lease lasts unless its holder renews it (default 2 min; renewed every
+    /// third of it). A daemon that died is taken over after this.
+    #[serde(default, with = "crate::duration::optional")]
+    pub lease_ttl: Option<Duration>,
 }
 
 impl DaemonConfig {
@@ -115,6 +119,10 @@ impl DaemonConfig {
 
     pub fn metrics_max_databases(&self) -> usize {
         self.metrics_max_databases.unwrap_or(500)
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl.unwrap_or(Duration::from_secs(120))
     }
 
     pub fn prune(&self) -> bool {

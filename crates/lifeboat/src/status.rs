@@ -2,6 +2,10 @@
 //! newest emergency backup, holds and pins, and how the last run ended; and a state (OK,
 //! WARNING, CRITICAL) that monitoring can act on. Everything is read from the repository, so
 //! any machine that can read it sees the same.
+//!
+//! A scheduled run that finds a database unchanged since its newest good backup records the
+//! skip; the database is then as fresh as that check: its age counts from the later of the
+//! backup and the check.
 
 use std::time::Duration;
 
@@ -9,10 +13,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::repo::manifest::FUTURE_SLACK;
 use crate::repo::marks::MarkKind;
-use crate::repo::repository::Listing;
 use crate::repo::runs::Run;
-use crate::repo::{Manifest, Repository};
+use crate::repo::Repository;
 
 /// `[status]` in lifeboat.toml.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -26,8 +30,8 @@ pub struct StatusConfig {
     pub max_age: Option<Duration>,
 }
 
-const DEFAULT_WARN: Duration = Duration::from_secs(25 * 3600);
-const DEFAULT_MAX: Duration = Duration::from_secs(26 * 3600);
+pub const DEFAULT_WARN: Duration = Duration::from_secs(25 * 3600);
+pub const DEFAULT_MAX: Duration = Duration::from_secs(26 * 3600);
 
 /// How a database, or all of them, stand (Nagios' order: worse is greater).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -69,6 +73,15 @@ pub struct DatabaseStatus {
     pub last_good: Option<String>,
     pub last_good_at: Option<DateTime<Utc>>,
     pub last_good_age_seconds: Option<i64>,
+    /// When the last run found the database unchanged since `last_good` (and skipped it).
+    pub unchanged_checked_at: Option<DateTime<Utc>>,
+    /// The age the state is judged by: since the later of the last good backup and that check.
+    pub age_seconds: Option<i64>,
+    /// The newest backup's source (a path for a SQLite file).
+    pub source_path: Option<String>,
+    /// The fleet whose glob found this database, now that its file is gone (see
+    /// [`DatabaseStatus::left_fleet`]).
+    pub left_fleet: Option<String>,
     pub backups: usize,
     pub stored_bytes: u64,
     pub damaged: usize,
@@ -77,16 +90,6 @@ pub struct DatabaseStatus {
     pub pins: Vec<String>,
     pub last_run: Option<Run>,
     pub last_failure: Option<Run>,
-}
-
-/// The newest good backup of a listing: a whole-database backup a restore may pick (not a
-/// safety backup), not dated in the future (a minute of clock skew allowed).
-pub fn newest_good(listing: &Listing, now: DateTime<Utc>) -> Option<&Manifest> {
-    listing
-        .backups
-        .iter()
-        .filter(|m| m.kind.selectable() && m.tenant.is_none())
-        .find(|m| m.created_at <= now + chrono::Duration::minutes(1))
 }
 
 /// The status of database `db`.
@@ -100,8 +103,19 @@ pub async fn database_status(
     let holds = repo.marks(MarkKind::Hold, db).await?;
     let pins = repo.marks(MarkKind::Pin, db).await?;
     let (last_run, last_failure) = repo.runs(db).await?;
-    let good = newest_good(&listing, now);
-    let age = good.map(|m| (now - m.created_at).num_seconds().max(0));
+    let good = listing.backups.iter().find(|m| m.good_at(now));
+    // A skip of this very backup, not dated in the future: fresh as of the check.
+    let checked = last_run
+        .as_ref()
+        .filter(|r| r.ok && r.skipped && r.at <= now + FUTURE_SLACK)
+        .filter(|r| good.is_some_and(|g| r.backup.as_deref() == Some(g.id.as_str())))
+        .map(|r| r.at);
+    let fresh_at = good.map(|m| checked.map_or(m.created_at, |c| c.max(m.created_at)));
+    let age = fresh_at.map(|t| (now - t).num_seconds().max(0));
+    let aged = |a: i64| match (good, checked) {
+        (Some(g), Some(_)) => format!("{} was last checked unchanged {} ago", g.id, hours(a)),
+        _ => format!("last good backup is {} old", hours(a)),
+    };
     let (warn, max) = (
         cfg.warn_age.unwrap_or(DEFAULT_WARN),
         cfg.max_age.unwrap_or(DEFAULT_MAX),
@@ -116,19 +130,11 @@ pub async fn database_status(
         None => worse(State::Critical, "no good backup".into()),
         Some(a) if a as u64 > max.as_secs() => worse(
             State::Critical,
-            format!(
-                "last good backup is {} old (max_age {})",
-                hours(a),
-                hours(max.as_secs() as i64)
-            ),
+            format!("{} (max_age {})", aged(a), hours(max.as_secs() as i64)),
         ),
         Some(a) if a as u64 > warn.as_secs() => worse(
             State::Warning,
-            format!(
-                "last good backup is {} old (warn_age {})",
-                hours(a),
-                hours(warn.as_secs() as i64)
-            ),
+            format!("{} (warn_age {})", aged(a), hours(warn.as_secs() as i64)),
         ),
         Some(_) => {}
     }
@@ -139,10 +145,7 @@ pub async fn database_status(
         );
     }
     if !listing.damaged.is_empty() {
-        worse(
-            State::Warning,
-            format!("{} damaged backup(s)", listing.damaged.len()),
-        );
+        worse(State::Warning, damaged_reason(listing.damaged.len()));
     }
     Ok(DatabaseStatus {
         database: db.to_string(),
@@ -150,7 +153,11 @@ pub async fn database_status(
         reasons,
         last_good: good.map(|m| m.id.clone()),
         last_good_at: good.map(|m| m.created_at),
-        last_good_age_seconds: age,
+        last_good_age_seconds: good.map(|m| (now - m.created_at).num_seconds().max(0)),
+        unchanged_checked_at: checked,
+        age_seconds: age,
+        source_path: listing.backups.first().map(|m| m.source.path.clone()),
+        left_fleet: None,
         backups: listing.backups.len(),
         stored_bytes: listing.backups.iter().map(|m| m.stored_size).sum(),
         damaged: listing.damaged.len(),
@@ -164,6 +171,25 @@ pub async fn database_status(
         last_run,
         last_failure,
     })
+}
+
+impl DatabaseStatus {
+    /// The database's file left `fleet` (a glob no longer finds it, and its directory is still
+    /// there): nothing is left to back up, so it is not stale and its last run is history. Its
+    /// backups stay under retention; only damage among them still counts.
+    pub fn left_fleet(&mut self, fleet: String) {
+        self.state = State::Ok;
+        self.reasons.clear();
+        if self.damaged > 0 {
+            self.state = State::Warning;
+            self.reasons.push(damaged_reason(self.damaged));
+        }
+        self.left_fleet = Some(fleet);
+    }
+}
+
+fn damaged_reason(n: usize) -> String {
+    format!("{n} damaged backup(s)")
 }
 
 /// `26h`, `3d 2h`: an age for people.

@@ -19,10 +19,13 @@ pub use ping::Ping;
 pub use retry::timeout;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventKind {
     BackupFailed,
+    BackupStale,
     BackupShrunk,
+    BackupRecovered,
+    BackupSucceeded,
     PruneFailed,
     Test,
 }
@@ -31,7 +34,10 @@ impl EventKind {
     pub fn name(self) -> &'static str {
         match self {
             EventKind::BackupFailed => "backup.failed",
+            EventKind::BackupStale => "backup.stale",
             EventKind::BackupShrunk => "backup.shrunk",
+            EventKind::BackupRecovered => "backup.recovered",
+            EventKind::BackupSucceeded => "backup.succeeded",
             EventKind::PruneFailed => "prune.failed",
             EventKind::Test => "alert.test",
         }
@@ -41,10 +47,18 @@ impl EventKind {
     pub fn title(self) -> &'static str {
         match self {
             EventKind::BackupFailed => "backup failed",
+            EventKind::BackupStale => "backup stale",
             EventKind::BackupShrunk => "backup shrank",
+            EventKind::BackupRecovered => "backup recovered",
+            EventKind::BackupSucceeded => "backup succeeded",
             EventKind::PruneFailed => "prune failed",
             EventKind::Test => "test alert",
         }
+    }
+
+    /// A problem that stays open until the source is good again (`backup.recovered`).
+    pub fn is_problem(self) -> bool {
+        matches!(self, EventKind::BackupFailed | EventKind::BackupStale)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Backups: a source's consistent image, compressed and uploaded, with the manifest written last
 //! (a backup exists only once its manifest does). [`pipeline`] stores an image; [`d1`] makes a D1
-//! database's export into one first; a SQL dump is loaded into one (`source::sql_dump`).
+//! database's export into one first; a SQL dump is loaded into one (`source::sql_dump`);
+//! [`unchanged`] tells a scheduled run which databases it may skip.
 //!
 //! Two steps for any [`Source`]: [`prepare`] checks it (and loads a dump) before the repository
 //! is touched, so bad input changes nothing; [`store`] backs it up.
@@ -8,6 +9,7 @@
 pub mod d1;
 pub mod pipeline;
 pub mod shrinkage;
+pub mod unchanged;
 
 pub use pipeline::{backup, BackupOptions};
 

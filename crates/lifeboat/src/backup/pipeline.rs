@@ -72,6 +72,11 @@ pub async fn backup(
     let started = Instant::now();
     let source = SqliteSource::new(&db.path);
     source.check()?;
+    // Taken before the file is read, so a write racing this backup makes the next scheduled
+    // run back up again, never skip. Only a user's database file has one worth keeping.
+    let fingerprint = (opts.source.is_none() && opts.d1.is_none() && opts.tenant.is_none())
+        .then(|| crate::backup::unchanged::fingerprint(&db.path).ok())
+        .flatten();
     let tmp = scratch(opts.scratch_dir.as_deref())?;
     let created_at = Utc::now();
     let id = claim_id(repo, &db.name, created_at).await.step("backup")?;
@@ -221,6 +226,7 @@ pub async fn backup(
         sql_mirror: None,
         tenant: opts.tenant.clone(),
         d1: opts.d1.clone(),
+        fingerprint,
     };
     // The claim must still be there: if it is gone, so is (or was) the repository, or a cleanup
     // took this backup for dead; either way committing now would be a lie.

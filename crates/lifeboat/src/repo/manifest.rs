@@ -130,9 +130,61 @@ pub struct Manifest {
     /// For a D1 source: the database, wrangler's version and the Time Travel bookmark.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub d1: Option<D1Info>,
+    /// For a SQLite file: how the file looked just before the backup read it (a scheduled run
+    /// skips a database whose file still looks the same; `backup::unchanged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
 }
 
+/// How a SQLite database file looks from outside, without opening SQLite: its size, times and
+/// inode, the header fields that change with its content, and its WAL's state. Equal
+/// fingerprints mean the file has not been written since (see `backup::unchanged`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub size: u64,
+    /// Modification and status-change times, in nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    /// A file replaced by another (a restore, a copy) has another inode.
+    pub inode: u64,
+    /// Header offset 24: bumped by every transaction in rollback-journal mode.
+    pub change_counter: u32,
+    /// Header offset 28: the database's size in pages.
+    pub header_pages: u32,
+    /// Header offset 40: bumped by every schema change.
+    pub schema_cookie: u32,
+    /// The `-wal` file, when it holds any frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<WalFingerprint>,
+}
+
+/// A WAL file's state: in WAL mode commits go here and leave the main file alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalFingerprint {
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// WAL header offsets 12, 16, 20: a restarted WAL has a new salt.
+    pub checkpoint_seq: u32,
+    pub salt1: u32,
+    pub salt2: u32,
+    /// The current generation's frames (those with the header's salts; the rest are left over
+    /// from before a restart).
+    pub frames: u64,
+    /// The last of those frames' cumulative checksum: it covers every frame before it, so any
+    /// commit changes it, even one that leaves the file's size alone.
+    pub checksum: [u32; 2],
+}
+
+/// A backup dated this far ahead of the clock does not count as good (clock skew).
+pub const FUTURE_SLACK: chrono::Duration = chrono::Duration::minutes(1);
+
 impl Manifest {
+    /// Whether this is a good backup at `now`, as status and skipping see it: one `latest`
+    /// could pick (not a restore's safety backup, not one tenant's rows), not dated in the future.
+    pub fn good_at(&self, now: DateTime<Utc>) -> bool {
+        self.kind.selectable() && self.tenant.is_none() && self.created_at <= now + FUTURE_SLACK
+    }
+
     pub fn total_rows(&self) -> u64 {
         self.tables.values().sum()
     }

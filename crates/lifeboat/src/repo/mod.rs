@@ -2,11 +2,13 @@
 //! ([`store`]), the layout of names and the listing ([`repository`]), uploads ([`upload`],
 //! S3 multipart step by step in [`s3_uploads`]), who holds a backup id ([`claim`]) and the
 //! on-disk format of a backup's record ([`manifest`]), and which backups a policy keeps
-//! ([`retention`]).
+//! ([`retention`]); the newest good backup read cheaply, for skipping ([`newest_good`]).
 
 pub mod claim;
+pub mod leases;
 pub mod manifest;
 pub mod marks;
+pub mod newest_good;
 pub mod prune;
 pub mod repository;
 pub mod retention;

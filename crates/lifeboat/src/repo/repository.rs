@@ -63,7 +63,10 @@ pub struct Listing {
 }
 
 /// What is wrong with a manifest's data object, as listed: missing, or not the size recorded.
-fn data_problem(m: &Manifest, objects: &[(String, u64, DateTime<Utc>)]) -> Option<String> {
+pub(crate) fn data_problem(
+    m: &Manifest,
+    objects: &[(String, u64, DateTime<Utc>)],
+) -> Option<String> {
     let Some(suffix) = m.data_object.strip_prefix(m.id.as_str()) else {
         return None; // a data object under another id: checked when it is read
     };
@@ -101,7 +104,7 @@ pub fn backup_id(at: DateTime<Utc>) -> String {
 }
 
 /// Split an object's file name into (id, suffix) if it is one of ours.
-fn split_name(name: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_name(name: &str) -> Option<(&str, &str)> {
     [DATA_SUFFIX, MANIFEST_SUFFIX, CLAIM_SUFFIX]
         .into_iter()
         .find_map(|suf| name.strip_suffix(suf).map(|id| (id, suf)))

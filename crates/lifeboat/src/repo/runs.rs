@@ -1,8 +1,8 @@
 //! Run records: how each database's last backup run ended, kept in the repository at
 //! `<db>/runs/last.json` (and `<db>/runs/last-failure.json` for the last failure), so `status`
 //! reads the same truth from any machine that can read the repository. A one-shot command
-//! records only what it stored (a failed command changes nothing); the daemon will record its
-//! failures too.
+//! records only what it stored, or the skip of an unchanged database (a failed command changes
+//! nothing); the daemon records its failures too.
 
 use chrono::{DateTime, Utc};
 use object_store::path::Path as Key;
@@ -23,6 +23,42 @@ pub struct Run {
     /// What failed, when something did (one line, secrets redacted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A scheduled run that found the database unchanged since `backup` (its newest good
+    /// backup) and stored nothing: the database counts as fresh as of `at`.
+    #[serde(default)]
+    pub skipped: bool,
+}
+
+impl Run {
+    /// A run, now, that stored backup `id`.
+    pub fn stored(id: impl Into<String>) -> Run {
+        Run {
+            at: Utc::now(),
+            ok: true,
+            backup: Some(id.into()),
+            error: None,
+            skipped: false,
+        }
+    }
+
+    /// A run, now, that found the database unchanged since its newest good backup `id`.
+    pub fn skipped(id: impl Into<String>) -> Run {
+        Run {
+            skipped: true,
+            ..Run::stored(id)
+        }
+    }
+
+    /// A run, now, that failed with `error` (one line, secrets already redacted).
+    pub fn failed(error: impl Into<String>) -> Run {
+        Run {
+            at: Utc::now(),
+            ok: false,
+            backup: None,
+            error: Some(error.into()),
+            skipped: false,
+        }
+    }
 }
 
 impl Repository {

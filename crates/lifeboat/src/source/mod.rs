@@ -1,8 +1,10 @@
 //! Sources: what a backup reads. A SQLite file ([`sqlite`], its rows counted off the pages as they
 //! stream past by [`row_counter`]); a D1 database, exported through wrangler and loaded into an
-//! image ([`d1`]); a SQL dump, loaded into a checked database ([`sql_dump`]).
+//! image ([`d1`]); a SQL dump, loaded into a checked database ([`sql_dump`]). [`fleet`] finds the
+//! database files of a `[[database]] glob`.
 
 pub mod d1;
+pub mod fleet;
 pub mod row_counter;
 pub mod sql_dump;
 pub mod sqlite;
@@ -23,6 +25,14 @@ pub struct Source {
     pub wrangler: Option<String>,
     /// For a SQL dump (`backup --from-sql`): the dump, loaded into a checked image first.
     pub sql_dump: Option<PathBuf>,
+    /// When the daemon backs it up (cron, UTC); `[daemon] schedule` when unset.
+    pub schedule: Option<String>,
+    /// Skip a scheduled backup when unchanged since the newest good one; `[daemon]`'s when unset.
+    pub skip_unchanged: Option<bool>,
+    /// Its own health-ping URL, over `[alerts] ping_url`.
+    pub ping_url: Option<String>,
+    /// For a database a `[[database]] glob` found: the fleet (the entry's name, else its glob).
+    pub fleet: Option<String>,
 }
 
 impl Source {

@@ -1,0 +1,177 @@
+//! One scheduled job: back up one database for one slot, under the slot's lease, record how the
+//! run ended in the repository (failures too: `status` reads them from any machine), then prune
+//! that database. What the job found is returned; telling the channels is the daemon's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use lifeboat::backup::shrinkage::Shrinkage;
+use lifeboat::backup::{prepare, store, BackupOptions};
+use lifeboat::config::Config;
+use lifeboat::error::{Error, Result};
+use lifeboat::progress::Progress;
+use lifeboat::repo::leases::{Lease, Taken};
+use lifeboat::repo::manifest::BackupKind;
+use lifeboat::repo::prune::PruneReport;
+use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
+use lifeboat::repo::runs::Run;
+use lifeboat::repo::{Manifest, Repository};
+use lifeboat::source::Source;
+
+use crate::plan::Due;
+
+/// How a job ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A backup was stored.
+    Backed {
+        manifest: Box<Manifest>,
+        shrinkage: Option<Shrinkage>,
+        warnings: Vec<String>,
+    },
+    /// The database is unchanged since its newest good backup (`id`): nothing to store.
+    Skipped { since: String },
+    /// The backup failed; the run is recorded as failed.
+    Failed(Error),
+    /// Another daemon holds the job's lease until `until`.
+    Held { until: DateTime<Utc> },
+    /// Another daemon ran this job to the end.
+    Done,
+}
+
+impl Outcome {
+    /// Whether the database is fresh after this job.
+    pub fn fresh(&self) -> bool {
+        matches!(self, Outcome::Backed { .. } | Outcome::Skipped { .. })
+    }
+}
+
+/// What a job ended with, and how long it took.
+#[derive(Debug)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub duration: Duration,
+    /// The prune after the backup, when it failed.
+    pub prune_error: Option<Error>,
+    /// How many backups of each kind the repository holds after the prune (when it ran).
+    pub kinds: Vec<(String, u64)>,
+}
+
+/// Run `due` for `source`.
+pub async fn run(repo: &Arc<Repository>, config: &Config, source: &Source, due: &Due) -> Report {
+    let started = Instant::now();
+    let report = |outcome, prune: Option<Result<PruneReport>>| {
+        let (prune_error, kinds) = match prune {
+            Some(Err(e)) => (Some(e), Vec::new()),
+            Some(Ok(r)) => (None, kept_by_kind(&r)),
+            None => (None, Vec::new()),
+        };
+        Report {
+            outcome,
+            duration: started.elapsed(),
+            prune_error,
+            kinds,
+        }
+    };
+    let ttl = config.daemon.lease_ttl();
+    let lease = match repo
+        .take_lease(&source.name, &due.job(), ttl, Utc::now())
+        .await
+    {
+        Ok(Taken::Mine(l)) => l,
+        Ok(Taken::Held(l)) => return report(Outcome::Held { until: l.expires }, None),
+        Ok(Taken::Done) => return report(Outcome::Done, None),
+        Err(e) => return report(Outcome::Failed(e.context("take the job's lease")), None),
+    };
+    let renewing = renew_while_running(Arc::clone(repo), source.name.clone(), lease.clone(), ttl);
+    let outcome = backup(repo, config, source).await;
+    renewing.abort();
+    let run = Run {
+        at: Utc::now(),
+        ok: !matches!(outcome, Outcome::Failed(_)),
+        backup: match &outcome {
+            Outcome::Backed { manifest, .. } => Some(manifest.id.clone()),
+            Outcome::Skipped { since } => Some(since.clone()),
+            _ => None,
+        },
+        error: match &outcome {
+            Outcome::Failed(e) => Some(e.to_string()),
+            _ => None,
+        },
+    };
+    if let Err(e) = repo.record_run(&source.name, &run).await {
+        tracing::warn!(database = %source.name, "the run could not be recorded for `status`: {e}");
+    }
+    let done = Lease {
+        done: true,
+        ..lease
+    };
+    if let Err(e) = repo.renew_lease(&source.name, &done).await {
+        tracing::warn!(database = %source.name, "the job's lease could not be closed: {e}");
+    }
+    let pruned = match (&outcome, &config.retention) {
+        (Outcome::Backed { .. }, Some(policy)) if config.daemon.prune() => {
+            Some(lifeboat::repo::prune::prune(repo, &source.name, policy, false, Utc::now()).await)
+        }
+        _ => None,
+    };
+    // Finished leases are only history: a week of it is plenty.
+    let week_ago = Utc::now() - chrono::Duration::days(7);
+    let _ = repo.forget_leases(&source.name, week_ago).await;
+    report(outcome, pruned)
+}
+
+/// The backups a prune kept, counted by kind (damaged ones under `damaged`).
+fn kept_by_kind(r: &PruneReport) -> Vec<(String, u64)> {
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for d in r.decisions.iter().filter(|d| d.keep) {
+        let kind = d.kind.map_or("damaged".to_string(), |k| k.to_string());
+        *counts.entry(kind).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+/// Push the lease's expiry forward every third of its life until aborted.
+fn renew_while_running(
+    repo: Arc<Repository>,
+    db: String,
+    mut lease: Lease,
+    ttl: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            lease.expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+            if let Err(e) = repo.renew_lease(&db, &lease).await {
+                tracing::warn!(database = %db, "the job's lease could not be renewed: {e}");
+            }
+        }
+    })
+}
+
+/// The backup itself: check the source, store it, check it for shrinkage.
+async fn backup(repo: &Repository, config: &Config, source: &Source) -> Outcome {
+    let opts = BackupOptions {
+        kind: BackupKind::Scheduled,
+        compression_level: config.repository.compression_level,
+        ..BackupOptions::default()
+    };
+    let shrink_alert = config
+        .retention
+        .as_ref()
+        .and_then(|r| r.shrink_alert)
+        .unwrap_or(DEFAULT_SHRINK_ALERT);
+    let prepared = match prepare(source, &opts).await {
+        Ok(p) => p,
+        Err(e) => return Outcome::Failed(e),
+    };
+    match store(repo, &prepared, &opts, shrink_alert, &Progress::hidden()).await {
+        Ok(s) => Outcome::Backed {
+            manifest: Box::new(s.manifest),
+            shrinkage: s.shrinkage,
+            warnings: s.warnings,
+        },
+        Err(e) => Outcome::Failed(e),
+    }
+}
