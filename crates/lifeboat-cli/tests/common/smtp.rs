@@ -141,9 +141,7 @@ impl SmtpSink {
             return Vec::new();
         };
         let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
-        // Maildir names start with the delivery time in seconds; the order within one second
-        // does not matter to the tests.
-        files.sort();
+        files.sort_by_key(|f| delivered_at(f));
         files.iter().map(|f| read(f)).collect()
     }
 }
@@ -153,6 +151,18 @@ impl Drop for SmtpSink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// When a Maildir file was delivered, from its name (`<seconds>.M<microseconds>P<pid>…`, as
+/// Python's `mailbox` writes it): compared as numbers, since `M99` comes before `M100`.
+fn delivered_at(file: &Path) -> (u64, u64, String) {
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    let secs = name.split('.').next().and_then(|s| s.parse().ok());
+    let micros = name
+        .split_once(".M")
+        .and_then(|(_, rest)| rest.split('P').next())
+        .and_then(|m| m.parse().ok());
+    (secs.unwrap_or(0), micros.unwrap_or(0), name)
 }
 
 /// A test certificate authority and a server certificate it signed for `localhost` and
