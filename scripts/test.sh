@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests need (sqlite3, sqldiff, python3, zstd,
-# strace (kill -9 at exact points), flock,
-# s3s-fs, wrangler), then `cargo test`. Tool builds are cached outside the clone and rebuilt when missing.
+# strace (kill -9 at exact points), flock, openssl and aiosmtpd (the email alert tests' certificates
+# and SMTP server), s3s-fs, wrangler), then `cargo test`. Tool builds are cached outside the clone and rebuilt when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,10 +16,24 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v zstd >/dev/null || missing+=(zstd)
 command -v strace >/dev/null || missing+=(strace)
 command -v flock >/dev/null || missing+=(util-linux)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# A real SMTP server for the email alert tests. Debian's package for the system python (pip there
+# would need --break-system-packages); pip for any other python3 (pyenv, a venv).
+if ! python3 -c "import aiosmtpd" 2>/dev/null; then
+  echo "test.sh: installing aiosmtpd"
+  if [ "$(command -v python3)" = /usr/bin/python3 ] && command -v apt-get >/dev/null; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-aiosmtpd >/dev/null
+  else
+    python3 -m pip install --quiet aiosmtpd
+  fi
+  python3 -c "import aiosmtpd" || { echo "test.sh: aiosmtpd did not install" >&2; exit 1; }
 fi
 
 # A real S3-compatible server with SigV4 checks. 0.14.1 is the last release that builds on rustc 1.95.

@@ -8,8 +8,9 @@ use crate::Ctx;
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Channels: [alerts] webhook_url, slack_webhook_url, ping_url in lifeboat.toml; without
-[alerts], the runbook's BACKUP_ALERT_WEBHOOK_URL and SLACK_WEBHOOK_URL. Only hosts are shown."
+    after_help = "Channels: [alerts] webhook_url, slack_webhook_url, email_to with smtp_url, ping_url in
+lifeboat.toml; without [alerts], the runbook's BACKUP_ALERT_WEBHOOK_URL, SLACK_WEBHOOK_URL and
+PLATFORM_ADMIN_EMAIL with SMTP_URL (SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM). Only hosts are shown."
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -30,7 +31,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     if chans.is_empty() && ping.is_none() {
         return Err(Error::new(
             Kind::Config,
-            "alert test: no channel configured ([alerts] in lifeboat.toml, or BACKUP_ALERT_WEBHOOK_URL / SLACK_WEBHOOK_URL)",
+            "alert test: no channel configured ([alerts] in lifeboat.toml, or BACKUP_ALERT_WEBHOOK_URL / SLACK_WEBHOOK_URL / PLATFORM_ADMIN_EMAIL with SMTP_URL)",
         ));
     }
     let event = Event {

@@ -195,7 +195,14 @@ async fn backup_all(
                     .await;
                 fail(e, &mut failures);
             }
-            Err(e) => return Err(e),
+            // The alert names the database that could not be read, not the run.
+            Err(e) => {
+                alerter
+                    .tell_failure(EventKind::BackupFailed, &source.name, &e)
+                    .await;
+                told.set(true);
+                return Err(e);
+            }
         }
     }
     let repo = ctx.repository(true).step("backup")?;

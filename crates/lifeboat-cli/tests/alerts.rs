@@ -1,95 +1,14 @@
-//! Alerts from one-shot commands, to real HTTP receivers on 127.0.0.1 started and stopped by
-//! each test: the runbook's webhook JSON, Slack, health pings, retries, a dead channel, secrets.
+//! Alerts from one-shot commands, to real HTTP and SMTP receivers on 127.0.0.1 started and
+//! stopped by each test: the runbook's webhook JSON, Slack, health pings, retries, dead and
+//! hanging channels. Email's contents and secrets are in `alert_email.rs`.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
+use common::receiver::*;
+use common::smtp::SmtpSink;
 use common::*;
-
-/// One request as received: method, path with query, body.
-type Received = (String, String, String);
-
-/// An HTTP receiver on loopback answering `statuses` in turn (then 200), recording every
-/// request. Stopped when dropped.
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Received>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    addr: std::net::SocketAddr,
-}
-
-impl Receiver {
-    fn start(statuses: &[u16]) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (g, s, mut statuses) = (got.clone(), stop.clone(), statuses.to_vec());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.load(std::sync::atomic::Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(mut conn) = conn else { continue };
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                let mut parts = line.split_whitespace();
-                let (method, path) = (
-                    parts.next().unwrap_or("").to_string(),
-                    parts.next().unwrap_or("").to_string(),
-                );
-                let mut len = 0;
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = reader.read_exact(&mut body);
-                g.lock()
-                    .unwrap()
-                    .push((method, path, String::from_utf8_lossy(&body).into()));
-                let status = if statuses.is_empty() {
-                    200
-                } else {
-                    statuses.remove(0)
-                };
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                );
-            }
-        });
-        Receiver {
-            url: format!("http://{addr}"),
-            got,
-            stop,
-            addr,
-        }
-    }
-
-    fn got(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = std::net::TcpStream::connect(self.addr);
-    }
-}
 
 fn config(d: &Path, alerts: &str) {
     std::fs::write(
@@ -134,7 +53,8 @@ fn a_failed_backup_is_told_to_every_channel_and_the_ping() {
     keys.sort();
     assert_eq!(keys, ["details", "event", "message", "source", "timestamp"]);
     assert_eq!(v["event"], "backup.failed");
-    assert_eq!(v["source"], "system_backup");
+    // The database that could not be read, not the run as a whole.
+    assert_eq!(v["source"], "app");
     assert!(v["message"].as_str().unwrap().contains("app.db"), "{v}");
     assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
     assert_eq!(v["details"]["exit_code"], 3);
@@ -174,10 +94,7 @@ fn success_pings_and_a_flaky_channel_gets_the_message_while_a_dead_one_does_not_
     // A webhook that fails twice gets the test message on the third attempt; a dead Slack
     // (nothing listening) fails on its own.
     let flaky = Receiver::start(&[500, 503]);
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = format!("127.0.0.1:{}", closed_port());
     config(
         d,
         &format!(
@@ -218,4 +135,68 @@ fn the_runbooks_environment_switches_the_webhook_on() {
     assert!(!out.status.success());
     assert_eq!(hook.got().len(), 1);
     assert_eq!(hook.got()[0].1, "/env");
+}
+
+#[test]
+fn channels_that_hang_or_are_closed_leave_the_others_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A webhook and an SMTP server that accept and never answer; Slack answers.
+    let (hung_web, hung_smtp, slack) = (Hang::start(), Hang::start(), Receiver::start(&[]));
+    config(
+        d,
+        &format!(
+            "webhook_url = \"http://{}/w\"\nslack_webhook_url = \"{}/s\"\nemail_to = \"ops@example.com\"\nsmtp_url = \"smtp://{}\"\n",
+            hung_web.addr, slack.url, hung_smtp.addr
+        ),
+    );
+    // The 10 s timeout, shortened for the test.
+    let out = cmd(d)
+        .args(["alert", "test"])
+        .env("LIFEBOAT_ALERT_TIMEOUT", "1s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("ok   slack (127.0.0.1)"), "{text}");
+    assert!(
+        text.contains("FAIL webhook (127.0.0.1): timed out"),
+        "{text}"
+    );
+    assert!(text.contains("FAIL email (127.0.0.1): timed out"), "{text}");
+    assert_eq!(slack.got().len(), 1);
+
+    // A failed backup: the email reaches its server while the webhook's port is closed and
+    // Slack hangs; the backup's own exit code is unchanged.
+    let sink = SmtpSink::start(d);
+    let hung_slack = Hang::start();
+    config(
+        d,
+        &format!(
+            "webhook_url = \"http://127.0.0.1:{}/w\"\nslack_webhook_url = \"http://{}/s\"\nemail_to = \"ops@example.com\"\nsmtp_url = \"smtp://127.0.0.1:{}\"\n",
+            closed_port(),
+            hung_slack.addr,
+            sink.port
+        ),
+    );
+    let out = cmd(d)
+        .args(["backup"])
+        .env("LIFEBOAT_ALERT_TIMEOUT", "1s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("alert backup.failed to webhook (127.0.0.1) not delivered after 4 attempt(s): could not connect"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "alert backup.failed to slack (127.0.0.1) not delivered after 4 attempt(s): timed out"
+        ),
+        "{err}"
+    );
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0].subject, "[lifeboat] backup failed: app");
 }

@@ -12,8 +12,9 @@ use crate::error::{Error, Kind, Result};
 use crate::source::Source;
 
 /// `[alerts]` in lifeboat.toml. Without it, the runbook's environment variables switch the
-/// channels on: `BACKUP_ALERT_WEBHOOK_URL`, `SLACK_WEBHOOK_URL`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// channels on: `BACKUP_ALERT_WEBHOOK_URL`, `SLACK_WEBHOOK_URL`, and `PLATFORM_ADMIN_EMAIL` with
+/// `SMTP_URL` (`SMTP_USERNAME`, `SMTP_PASSWORD`, `SMTP_FROM`). Its `Debug` shows no secret.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
     /// Generic webhook: POSTs `{"event", "message", "timestamp", "source", "details"}`.
@@ -22,12 +23,44 @@ pub struct AlertsConfig {
     /// Slack incoming webhook.
     #[serde(default)]
     pub slack_webhook_url: Option<String>,
+    /// Email: the recipient (or a comma-separated list).
+    #[serde(default)]
+    pub email_to: Option<String>,
+    /// Email: `smtp://user:pass@host:587?tls=required`, `smtps://host:465`, `smtp://host:25`.
+    #[serde(default)]
+    pub smtp_url: Option<String>,
+    /// Email: the sender (default: the SMTP user when it is an address, else `lifeboat@` the
+    /// recipient's domain).
+    #[serde(default)]
+    pub email_from: Option<String>,
+    /// Email: the SMTP login, over the URL's (a password needs no percent-encoding here).
+    #[serde(default)]
+    pub smtp_username: Option<String>,
+    #[serde(default)]
+    pub smtp_password: Option<String>,
     /// Health pings (Healthchecks convention): `/start`, success, `/fail`.
     #[serde(default)]
     pub ping_url: Option<String>,
     /// The same (event, source) is not told again within this (default 6 h; the daemon).
     #[serde(default, with = "crate::duration::optional")]
     pub repeat_after: Option<std::time::Duration>,
+}
+
+impl std::fmt::Debug for AlertsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| if v.is_some() { "(set)" } else { "-" };
+        f.debug_struct("AlertsConfig")
+            .field("webhook_url", &set(&self.webhook_url))
+            .field("slack_webhook_url", &set(&self.slack_webhook_url))
+            .field("email_to", &self.email_to)
+            .field("smtp_url", &set(&self.smtp_url))
+            .field("email_from", &self.email_from)
+            .field("smtp_username", &set(&self.smtp_username))
+            .field("smtp_password", &set(&self.smtp_password))
+            .field("ping_url", &set(&self.ping_url))
+            .field("repeat_after", &self.repeat_after)
+            .finish()
+    }
 }
 
 /// What the command line says of a D1 restore target, over the config.

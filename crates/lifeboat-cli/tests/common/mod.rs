@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 pub mod d1;
+pub mod receiver;
 pub mod s3;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,6 +29,12 @@ pub fn cmd(dir: &Path) -> Command {
         "AWS_DEFAULT_REGION",
         "BACKUP_ALERT_WEBHOOK_URL",
         "SLACK_WEBHOOK_URL",
+        "PLATFORM_ADMIN_EMAIL",
+        "SMTP_URL",
+        "SMTP_USERNAME",
+        "SMTP_PASSWORD",
+        "SMTP_FROM",
+        "LIFEBOAT_ALERT_TIMEOUT",
     ] {
         c.env_remove(v);
     }

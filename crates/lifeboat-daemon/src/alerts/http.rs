@@ -1,36 +1,29 @@
-//! Sending to a channel: POST with a 10 s timeout, retried 3 times with backoff (0.5 s, 1 s,
-//! 2 s). Errors never carry the URL: it is the channel's secret.
+//! Sending to an HTTP channel: a POST (or a ping's GET), with [`retry`]'s timeout and retries.
+//! Errors never carry the URL: it is the channel's secret.
 
-use std::time::Duration;
-
-const TIMEOUT: Duration = Duration::from_secs(10);
-const RETRIES: u32 = 3;
+use super::retry::{self, Failure, Outcome};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .connect_timeout(TIMEOUT)
+        .timeout(retry::timeout())
+        .connect_timeout(retry::timeout())
         .build()
         .expect("an HTTP client with rustls")
 }
 
-/// POST `body` (JSON) to `url`: (delivered, attempts, last error).
-pub async fn post_json(url: &str, body: Vec<u8>) -> (bool, u32, Option<String>) {
+/// POST `body` (JSON) to `url`.
+pub async fn post_json(url: &str, body: Vec<u8>) -> Outcome {
     send(url, Some(("application/json", body))).await
 }
 
 /// POST `body` (plain text), or GET without one: what health pings use.
-pub async fn ping(url: &str, body: Option<String>) -> (bool, u32, Option<String>) {
+pub async fn ping(url: &str, body: Option<String>) -> Outcome {
     send(url, body.map(|b| ("text/plain", b.into_bytes()))).await
 }
 
-async fn send(url: &str, body: Option<(&str, Vec<u8>)>) -> (bool, u32, Option<String>) {
+async fn send(url: &str, body: Option<(&str, Vec<u8>)>) -> Outcome {
     let client = client();
-    let mut last = None;
-    for attempt in 0..=RETRIES {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500 << (attempt - 1))).await;
-        }
+    retry::attempts(|| {
         let req = match &body {
             Some((kind, b)) => client
                 .post(url)
@@ -38,12 +31,12 @@ async fn send(url: &str, body: Option<(&str, Vec<u8>)>) -> (bool, u32, Option<St
                 .body(b.clone()),
             None => client.get(url),
         };
-        match req.send().await {
-            Ok(r) if r.status().is_success() => return (true, attempt + 1, None),
-            Ok(r) => last = Some(format!("HTTP {}", r.status().as_u16())),
-            // reqwest's error names the URL: keep only what failed.
-            Err(e) => {
-                last = Some(
+        async move {
+            match req.send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(Failure::Retry(format!("HTTP {}", r.status().as_u16()))),
+                // reqwest's error names the URL: keep only what failed.
+                Err(e) => Err(Failure::Retry(
                     if e.is_timeout() {
                         "timed out"
                     } else if e.is_connect() {
@@ -52,9 +45,9 @@ async fn send(url: &str, body: Option<(&str, Vec<u8>)>) -> (bool, u32, Option<St
                         "request failed"
                     }
                     .to_string(),
-                )
+                )),
             }
         }
-    }
-    (false, RETRIES + 1, last)
+    })
+    .await
 }

@@ -1,17 +1,22 @@
 //! Alerts: what went wrong (or right again), told to every configured channel at once. Each
-//! channel is one file behind [`Channel`]; a send has a 10 s timeout and 3 retries with backoff,
-//! and a dead channel never blocks another. Channel URLs are secrets: only their host is ever
-//! shown.
+//! channel is one file behind [`Channel`]; a send has a 10 s timeout and 3 retries with backoff
+//! (`retry`), and a dead channel never blocks another. Channel URLs and SMTP credentials are
+//! secrets: only their host is ever shown.
 
+mod email;
+mod facts;
 mod http;
 mod ping;
+mod retry;
 mod slack;
 mod webhook;
 
 use chrono::{DateTime, Utc};
 pub use lifeboat::config::AlertsConfig;
 
+pub use email::{Email, EmailSettings};
 pub use ping::Ping;
+pub use retry::timeout;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,6 +43,19 @@ impl EventKind {
         }
     }
 
+    /// The event in words, for a subject line.
+    pub fn title(self) -> &'static str {
+        match self {
+            EventKind::BackupFailed => "backup failed",
+            EventKind::BackupStale => "backup stale",
+            EventKind::BackupShrunk => "backup shrank",
+            EventKind::BackupRecovered => "backup recovered",
+            EventKind::BackupSucceeded => "backup succeeded",
+            EventKind::PruneFailed => "prune failed",
+            EventKind::Test => "test alert",
+        }
+    }
+
     /// A problem that stays open until the source is good again (`backup.recovered`).
     pub fn is_problem(self) -> bool {
         matches!(self, EventKind::BackupFailed | EventKind::BackupStale)
@@ -52,15 +70,18 @@ pub struct Event {
     pub source: String,
     pub message: String,
     pub at: DateTime<Utc>,
-    /// More facts, under `details` in the webhook's JSON.
+    /// More facts, under `details` in the webhook's JSON. `last_good` (the newest good backup's
+    /// id, or null when there is none) and `last_good_at` (RFC 3339) are shown by email and
+    /// Slack; without `last_good` they say "unknown".
     pub details: serde_json::Value,
 }
 
-/// Where alerts go.
-#[derive(Debug, Clone)]
+/// Where alerts go. Its `Debug` shows what [`Channel::shown`] does: never a secret.
+#[derive(Clone)]
 pub enum Channel {
     Webhook(String),
     Slack(String),
+    Email(Email),
 }
 
 impl Channel {
@@ -68,18 +89,39 @@ impl Channel {
         match self {
             Channel::Webhook(_) => "webhook",
             Channel::Slack(_) => "slack",
-        }
-    }
-
-    fn url(&self) -> &str {
-        match self {
-            Channel::Webhook(u) | Channel::Slack(u) => u,
+            Channel::Email(_) => "email",
         }
     }
 
     /// The channel as it may be shown: its kind and host, never the URL (it is the secret).
     pub fn shown(&self) -> String {
-        format!("{} ({})", self.name(), host_of(self.url()))
+        let host = match self {
+            Channel::Webhook(u) | Channel::Slack(u) => host_of(u),
+            Channel::Email(e) => e.host().to_string(),
+        };
+        format!("{} ({host})", self.name())
+    }
+
+    /// What is wrong with the channel's settings, if anything: it cannot send until fixed.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            Channel::Webhook(u) | Channel::Slack(u) => {
+                let web = url::Url::parse(u)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+                let key = match self {
+                    Channel::Webhook(_) => "the webhook URL",
+                    _ => "the Slack webhook URL",
+                };
+                (!web).then(|| format!("{}: {key} is not an http(s) URL", self.name()))
+            }
+            Channel::Email(e) => e.problem().map(str::to_string),
+        }
+    }
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown())
     }
 }
 
@@ -91,11 +133,36 @@ pub fn host_of(url: &str) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// The alert channels `cfg` (or, without it, the environment) switches on.
+/// The alert channels `cfg` (or, without it, the runbook's environment variables) switches on:
+/// `BACKUP_ALERT_WEBHOOK_URL`, `SLACK_WEBHOOK_URL`, and `PLATFORM_ADMIN_EMAIL` with `SMTP_URL`
+/// (and `SMTP_USERNAME`, `SMTP_PASSWORD`, `SMTP_FROM`). A channel set up wrong is still listed:
+/// its [`Channel::problem`] says why it cannot send.
 pub fn channels(cfg: Option<&AlertsConfig>, env: impl Fn(&str) -> Option<String>) -> Vec<Channel> {
-    let (webhook, slack) = match cfg {
-        Some(c) => (c.webhook_url.clone(), c.slack_webhook_url.clone()),
-        None => (env("BACKUP_ALERT_WEBHOOK_URL"), env("SLACK_WEBHOOK_URL")),
+    let (webhook, slack, email) = match cfg {
+        Some(c) => (
+            c.webhook_url.clone(),
+            c.slack_webhook_url.clone(),
+            EmailSettings {
+                to: c.email_to.clone(),
+                smtp_url: c.smtp_url.clone(),
+                from: c.email_from.clone(),
+                username: c.smtp_username.clone(),
+                password: c.smtp_password.clone(),
+                from_env: false,
+            },
+        ),
+        None => (
+            env("BACKUP_ALERT_WEBHOOK_URL"),
+            env("SLACK_WEBHOOK_URL"),
+            EmailSettings {
+                to: env("PLATFORM_ADMIN_EMAIL"),
+                smtp_url: env("SMTP_URL"),
+                from: env("SMTP_FROM"),
+                username: env("SMTP_USERNAME"),
+                password: env("SMTP_PASSWORD"),
+                from_env: true,
+            },
+        ),
     };
     let mut out = Vec::new();
     if let Some(u) = webhook.filter(|u| !u.is_empty()) {
@@ -103,6 +170,9 @@ pub fn channels(cfg: Option<&AlertsConfig>, env: impl Fn(&str) -> Option<String>
     }
     if let Some(u) = slack.filter(|u| !u.is_empty()) {
         out.push(Channel::Slack(u));
+    }
+    if let Some(e) = Email::new(&email) {
+        out.push(Channel::Email(e));
     }
     out
 }
@@ -112,7 +182,7 @@ pub fn channels(cfg: Option<&AlertsConfig>, env: impl Fn(&str) -> Option<String>
 pub struct Delivery {
     pub channel: String,
     pub ok: bool,
-    /// Attempts made (1 to 4).
+    /// Attempts made: 1 to 4, or 0 when the settings are wrong ([`Channel::problem`]).
     pub attempts: u32,
     pub error: Option<String>,
 }
@@ -120,11 +190,12 @@ pub struct Delivery {
 /// Send `event` to every channel at once; each reports how it went.
 pub async fn send(channels: &[Channel], event: &Event) -> Vec<Delivery> {
     let sends = channels.iter().map(|c| async move {
-        let body = match c {
-            Channel::Webhook(_) => webhook::body(event),
-            Channel::Slack(_) => slack::body(event),
+        let (ok, attempts, error) = match (c, c.problem()) {
+            (_, Some(problem)) => (false, 0, Some(problem)),
+            (Channel::Webhook(u), None) => http::post_json(u, webhook::body(event)).await,
+            (Channel::Slack(u), None) => http::post_json(u, slack::body(event)).await,
+            (Channel::Email(e), None) => e.send(event).await,
         };
-        let (ok, attempts, error) = http::post_json(c.url(), body).await;
         if let Some(e) = &error {
             tracing::warn!("alert {} to {}: {e}", event.kind.name(), c.shown());
         }
