@@ -5,99 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::daemon::{backups, config, lines_with, small_db, wait_for, wait_for_or, Daemon};
 use common::s3::{S3Server, BUCKET, KEY, SECRET};
 use common::*;
-
-/// A daemon process, its log in a file; killed when dropped.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path, name: &str, args: &[&str], env: &[(&str, String)]) -> Daemon {
-        let log = dir.join(format!("{name}.log"));
-        let mut c = cmd(dir);
-        c.arg("daemon")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        Daemon {
-            child: c.spawn().unwrap(),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// SIGTERM, and the exit code.
-    fn stop(&mut self) -> Option<i32> {
-        self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code();
-            }
-            assert!(Instant::now() < deadline, "the daemon did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    wait_for_or(what, secs, &mut cond, String::new);
-}
-
-/// Wait for `cond`; on timeout, fail showing `context()` (the daemons' logs).
-fn wait_for_or(
-    what: &str,
-    secs: u64,
-    cond: &mut impl FnMut() -> bool,
-    context: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn small_db(path: &Path, rows: u32) {
-    sqlite3(
-        path,
-        &format!(
-            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<{rows}) INSERT INTO t(v) SELECT 'row ' || i FROM n;"
-        ),
-    );
-}
 
 /// A database big enough that its backup takes a while: random-looking blobs.
 fn big_db(path: &Path, mb: u32) {
@@ -109,37 +22,6 @@ fn big_db(path: &Path, mb: u32) {
             .unwrap();
     }
     c.execute_batch("COMMIT;").unwrap();
-}
-
-fn config(dir: &Path, repo: &str, dbs: &[&str], extra: &str) {
-    let mut text = format!("[repository]\nurl = \"{repo}\"\n{extra}\n");
-    for db in dbs {
-        text.push_str(&format!(
-            "[[database]]\nname = \"{db}\"\npath = \"{db}.db\"\n"
-        ));
-    }
-    std::fs::write(dir.join("lifeboat.toml"), text).unwrap();
-}
-
-/// Complete backups of `db`, from `lifeboat list --json`.
-fn backups(dir: &Path, db: &str, env: &[(&str, String)]) -> usize {
-    let mut c = cmd(dir);
-    c.args(["list", "--db", db, "--json"]);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    if !o.status.success() {
-        return 0;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    v["databases"][0]["backups"]
-        .as_array()
-        .map_or(0, |a| a.len())
-}
-
-fn lines_with(log: &str, needle: &str) -> usize {
-    log.lines().filter(|l| l.contains(needle)).count()
 }
 
 fn two_daemons_run_each_job_once(repo: &str, env: &[(&str, String)], stagger: bool) {

@@ -131,11 +131,10 @@ pub async fn run(opts: Options, config: Config) -> Result<i32> {
     let server = match opts.metrics_addr {
         Some(addr) => {
             metrics.tick();
-            let (bound, handle) = crate::metrics::serve(addr, metrics.clone(), async move {
+            let (_, handle) = crate::metrics::serve(addr, metrics.clone(), async move {
                 let _ = server_stopped.await;
             })
             .await?;
-            tracing::info!(address = %bound, "serving /metrics and /healthz");
             Some(handle)
         }
         None => None,
@@ -432,7 +431,7 @@ impl Daemon {
             // Another daemon stored it: its time comes from the repository.
             Outcome::Done => {
                 self.plan.finished(db, false, now);
-                self.plan.forget(db);
+                self.plan.refresh(db);
                 return;
             }
             o => self.plan.finished(db, o.fresh(), now),
@@ -555,11 +554,25 @@ impl Daemon {
     }
 
     /// Send `event` to every channel, without holding up the loop.
-    fn tell(&self, event: Event) {
+    fn tell(&self, mut event: Event) {
         let channels = self.setup.channels.clone();
         let metrics = self.metrics.clone();
+        let repo = Arc::clone(&self.setup.repo);
         ALERTS_IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
+            // A problem's alert names the last good backup (email and Slack show it).
+            if event.kind != EventKind::BackupRecovered && event.details.get("last_good").is_none()
+            {
+                let found = tokio::time::timeout(
+                    crate::alerts::timeout(),
+                    repo.newest_good(&event.source, Utc::now()),
+                )
+                .await;
+                if let Ok(Ok(good)) = found {
+                    event.details["last_good"] = good.as_ref().map(|m| m.id.clone()).into();
+                    event.details["last_good_at"] = good.map(|m| m.created_at.to_rfc3339()).into();
+                }
+            }
             for d in send(&channels, &event).await {
                 let kind = d.channel.split(' ').next().unwrap_or("?");
                 metrics.alert_sent(kind, d.ok);
@@ -588,6 +601,20 @@ impl Daemon {
                 Ok(c)
             })
             .and_then(|c| Setup::new(c, opts.repo_flag.as_deref()));
+        // A channel that cannot work (a bad address, email without a server) is a bad config.
+        let loaded = loaded.and_then(|setup| {
+            match setup
+                .channels
+                .iter()
+                .find_map(|c| c.problem().map(|p| (c.shown(), p)))
+            {
+                Some((channel, problem)) => Err(Error::new(
+                    Kind::Config,
+                    format!("alert channel {channel}: {problem}"),
+                )),
+                None => Ok(setup),
+            }
+        });
         match loaded {
             Ok(mut setup) => {
                 let mut plan = std::mem::take(&mut self.plan);

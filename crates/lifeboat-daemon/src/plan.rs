@@ -36,6 +36,8 @@ struct Entry {
     fresh_at: Option<DateTime<Utc>>,
     /// Whether `fresh_at` has been read from the repository.
     known: bool,
+    /// Read it again (another daemon ran its job): only `fresh_at` changes.
+    refresh: bool,
     /// The next time a job is due.
     next_due: Option<DateTime<Utc>>,
     running: bool,
@@ -70,6 +72,7 @@ impl Plan {
                     schedule,
                     fresh_at: None,
                     known: false,
+                    refresh: false,
                     next_due: None,
                     running: false,
                 },
@@ -91,23 +94,27 @@ impl Plan {
         self.entries.is_empty()
     }
 
-    /// Databases whose repository state has not been read yet.
+    /// Databases whose repository state has not been read yet, or must be read again.
     pub fn unknown(&self) -> Vec<String> {
         self.entries
             .iter()
-            .filter(|(_, e)| !e.known)
+            .filter(|(_, e)| !e.known || e.refresh)
             .map(|(n, _)| n.clone())
             .collect()
     }
 
     /// The repository says `db`'s newest good backup (or unchanged check) was at `fresh_at`.
+    /// The first time, that plans its next job (at once if a scheduled time has passed since);
+    /// afterwards it only says how fresh it is (a failed database is retried at its next
+    /// scheduled time, not at every look).
     pub fn known(&mut self, db: &str, fresh_at: Option<DateTime<Utc>>) {
         if let Some(e) = self.entries.get_mut(db) {
-            e.known = true;
             e.fresh_at = e.fresh_at.max(fresh_at);
-            if !e.running {
+            e.refresh = false;
+            if !e.known && !e.running {
                 e.next_due = due_after(&e.schedule, e.fresh_at);
             }
+            e.known = true;
         }
     }
 
@@ -155,10 +162,10 @@ impl Plan {
         }
     }
 
-    /// Read `db`'s repository state again before planning it (another daemon ran its job).
-    pub fn forget(&mut self, db: &str) {
+    /// Read how fresh `db` is from the repository again (another daemon ran its job).
+    pub fn refresh(&mut self, db: &str) {
         if let Some(e) = self.entries.get_mut(db) {
-            e.known = false;
+            e.refresh = true;
         }
     }
 
@@ -172,12 +179,13 @@ impl Plan {
         self.entries.get(db).and_then(|e| e.fresh_at)
     }
 
-    /// Databases not fresh within `max_age` at `now` (known ones, not running).
+    /// Databases not fresh within `max_age` at `now`: known ones whose job is neither queued
+    /// nor running (a database waiting for its first backup is not told stale meanwhile).
     pub fn stale(&self, now: DateTime<Utc>, max_age: std::time::Duration) -> Vec<String> {
         let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
         self.entries
             .iter()
-            .filter(|(_, e)| e.known && e.fresh_at.is_none_or(|f| now - f > max_age))
+            .filter(|(_, e)| e.known && !e.running && e.fresh_at.is_none_or(|f| now - f > max_age))
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -293,9 +301,21 @@ mod tests {
         p.known("b", Some(at("2026-12-06T02:00:00Z")));
         assert!(p.stale(at("2026-12-06T04:00:00Z"), max_age).is_empty());
         assert_eq!(p.stale(at("2026-12-06T04:00:01Z"), max_age), ["a"]);
+        // Queued or running: not told stale while its job may make it fresh.
         let _ = p.due(at("2026-12-06T04:00:02Z"));
+        assert!(p.stale(at("2026-12-06T04:00:03Z"), max_age).is_empty());
         p.finished("a", true, at("2026-12-06T04:01:00Z"));
         assert!(p.stale(at("2026-12-06T05:00:00Z"), max_age).is_empty());
+        // A look at the repository that finds nothing newer never makes a failed database due
+        // again before its next scheduled time.
+        let _ = p.due(at("2026-12-07T02:00:00Z"));
+        p.finished("b", false, at("2026-12-07T02:00:01Z"));
+        p.refresh("b");
+        assert_eq!(p.unknown(), ["b"]);
+        p.known("b", None);
+        assert!(p.unknown().is_empty());
+        assert!(p.due(at("2026-12-07T09:00:00Z")).is_empty());
+        assert_eq!(p.next_due("b"), Some(at("2026-12-08T02:00:00Z")));
     }
 
     #[test]

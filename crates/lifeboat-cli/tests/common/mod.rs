@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod d1;
+pub mod daemon;
 pub mod receiver;
 pub mod s3;
 pub mod smtp;
