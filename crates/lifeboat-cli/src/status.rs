@@ -59,20 +59,26 @@ async fn gather(ctx: &Ctx, args: &Args) -> Result<Vec<DatabaseStatus>> {
         }
     }
     let now = chrono::Utc::now();
-    let current: std::collections::HashSet<String> = if ctx.config.has_fleets() {
-        ctx.config
-            .all_databases()
-            .into_iter()
-            .map(|d| d.name)
-            .collect()
-    } else {
-        Default::default()
-    };
+    // Each configured (or discovered) database's schedule, for its next run under the daemon.
+    let default = ctx.config.daemon.schedule()?;
+    let schedules: std::collections::HashMap<String, Option<String>> = ctx
+        .config
+        .all_databases()
+        .into_iter()
+        .map(|d| (d.name, d.schedule))
+        .collect();
     let mut all = Vec::new();
     for name in names {
         let mut s = database_status(&repo, &name, &ctx.config.status, now).await?;
         // A fleet's database whose file is gone is not stale: nothing is left to back up.
-        if ctx.config.has_fleets() && !current.contains(&name) {
+        if let Some(own) = schedules.get(&name) {
+            let schedule = match own {
+                Some(text) => lifeboat::schedule::Schedule::parse(text)?,
+                None => default.clone(),
+            };
+            s.next_run = schedule.next_after(now);
+        }
+        if ctx.config.has_fleets() && !schedules.contains_key(&name) {
             if let Some(fleet) = s
                 .source_path
                 .as_deref()
@@ -147,6 +153,12 @@ fn show(ctx: &Ctx, args: &Args, all: &[DatabaseStatus]) -> i32 {
                 "  unchanged since {id}, checked at {} ({} ago)",
                 at.format("%Y-%m-%d %H:%M:%S"),
                 hours(s.age_seconds.unwrap_or(0))
+            ));
+        }
+        if let Some(next) = s.next_run {
+            ctx.out.line(format!(
+                "  next scheduled run (daemon): {}",
+                next.format("%Y-%m-%d %H:%M UTC")
             ));
         }
         if let Some(fleet) = &s.left_fleet {

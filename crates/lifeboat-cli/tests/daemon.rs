@@ -166,3 +166,47 @@ fn sighup_with_a_broken_config_keeps_the_old_one_running() {
     assert_eq!(backups(d, "a", &[]), 1, "a is not backed up again");
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
 }
+
+#[test]
+fn status_shows_each_databases_next_scheduled_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    small_db(&d.join("a.db"), 10);
+    small_db(&d.join("b.db"), 10);
+    config(
+        d,
+        "file://./repo",
+        &["a", "b"],
+        "[daemon]\nschedule = \"30 4 * * *\"\n",
+    );
+    // b has a schedule of its own: every Monday at 03:15.
+    let text = std::fs::read_to_string(d.join("lifeboat.toml")).unwrap();
+    let text = text.replace(
+        "name = \"b\"\npath = \"b.db\"\n",
+        "name = \"b\"\npath = \"b.db\"\nschedule = \"15 3 * * 1\"\n",
+    );
+    std::fs::write(d.join("lifeboat.toml"), text).unwrap();
+    ok(d, &["backup"]);
+    let v: serde_json::Value = serde_json::from_str(&ok(d, &["status", "--json"])).unwrap();
+    let next = |db: &str| -> chrono::DateTime<chrono::Utc> {
+        let s = v["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["database"] == db)
+            .unwrap();
+        s["next_run"].as_str().unwrap().parse().unwrap()
+    };
+    use chrono::{Datelike, Timelike};
+    let now = chrono::Utc::now();
+    let (a, b) = (next("a"), next("b"));
+    assert!(a > now && a - now <= chrono::Duration::days(1), "{a}");
+    assert_eq!((a.hour(), a.minute()), (4, 30));
+    assert!(b > now && b - now <= chrono::Duration::days(7), "{b}");
+    assert_eq!(
+        (b.weekday(), b.hour(), b.minute()),
+        (chrono::Weekday::Mon, 3, 15)
+    );
+    let human = ok(d, &["status"]);
+    assert!(human.contains("next scheduled run (daemon):"), "{human}");
+}

@@ -92,6 +92,9 @@ pub struct DatabaseStatus {
     pub pins: Vec<String>,
     pub last_run: Option<Run>,
     pub last_failure: Option<Run>,
+    /// When the daemon backs it up next, by its schedule (set by the caller, which has the
+    /// config; None for a database the config does not name).
+    pub next_run: Option<DateTime<Utc>>,
 }
 
 /// The status of database `db`.
@@ -176,6 +179,7 @@ pub async fn database_status(
         pins: pins.into_keys().collect(),
         last_run,
         last_failure,
+        next_run: None,
     })
 }
 
