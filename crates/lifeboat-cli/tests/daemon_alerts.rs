@@ -59,7 +59,7 @@ fn failed_stale_and_recovered_are_told_once_each_and_metrics_show_them() {
         "file://./repo",
         &["broken", "good"],
         &format!(
-            "[daemon]\nschedule = \"0 0 1 1 *\"\nstale_check_interval = \"1s\"\n[status]\nwarn_age = \"2s\"\nmax_age = \"3s\"\n[alerts]\nwebhook_url = \"{}/hooks/T0KEN\"\n",
+            "[daemon]\nschedule = \"0 0 1 1 *\"\nstale_check_interval = \"1s\"\nretry_after = \"2s\"\n[status]\nwarn_age = \"2s\"\nmax_age = \"3s\"\n[alerts]\nwebhook_url = \"{}/hooks/T0KEN\"\n",
             hook.url
         ),
     );
@@ -75,7 +75,7 @@ fn failed_stale_and_recovered_are_told_once_each_and_metrics_show_them() {
         },
         || format!("{:?}\n{}", events(&hook), daemon.log()),
     );
-    // Checked every second, told once (repeat_after, 6 h by default).
+    // Checked every second, failed again at every retry, told once (repeat_after, 6 h).
     std::thread::sleep(Duration::from_secs(3));
     let all = events(&hook);
     assert_eq!(count(&all, "backup.stale", "good"), 1, "{all:?}");
@@ -118,12 +118,19 @@ fn failed_stale_and_recovered_are_told_once_each_and_metrics_show_them() {
     );
     assert!(text.contains("lifeboat_databases 2"), "{text}");
 
-    // Both good again, by backups another process takes: the daemon reads the repository again
-    // at its staleness check, and tells each recovery once.
+    // Both good again: broken by the daemon's own retry (every 2 s, for the same scheduled
+    // time), good by a backup another process takes (the daemon reads the repository again at
+    // its staleness check). Each recovery is told once.
     std::fs::remove_file(d.join("broken.db")).unwrap();
     small_db(&d.join("broken.db"), 10);
-    ok(d, &["backup", "--no-alert"]);
-    assert_eq!(backups(d, "broken", &[]), 1);
+    ok(d, &["backup", "--db", "good", "--no-alert"]);
+    wait_for_or(
+        "the retry's backup",
+        30,
+        &mut || backups(d, "broken", &[]) == 1,
+        || daemon.log(),
+    );
+    assert!(daemon.log().contains("outcome=\"ok\""), "{}", daemon.log());
     wait_for_or(
         "the recoveries",
         30,

@@ -434,6 +434,9 @@ impl Daemon {
                 self.plan.refresh(db);
                 return;
             }
+            Outcome::Failed(_) => self
+                .plan
+                .failed(db, now, self.setup.config.daemon.retry_after()),
             o => self.plan.finished(db, o.fresh(), now),
         }
         let mut events = Vec::new();

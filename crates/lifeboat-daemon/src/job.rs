@@ -115,11 +115,15 @@ pub async fn run(repo: &Arc<Repository>, config: &Config, source: &Source, due: 
     if let Err(e) = repo.record_run(&source.name, &run).await {
         tracing::warn!(database = %source.name, "the run could not be recorded for `status`: {e}");
     }
-    let done = Lease {
-        done: true,
+    // A failed job's lease is given up (expired now), so a retry, here or on another daemon,
+    // takes the job again as its next attempt; a finished one is closed for good.
+    let failed = matches!(outcome, Outcome::Failed(_));
+    let closed = Lease {
+        done: !failed,
+        expires: if failed { Utc::now() } else { lease.expires },
         ..lease
     };
-    if let Err(e) = repo.renew_lease(&source.name, &done).await {
+    if let Err(e) = repo.renew_lease(&source.name, &closed).await {
         tracing::warn!(database = %source.name, "the job's lease could not be closed: {e}");
     }
     let pruned = match (&outcome, &config.retention) {

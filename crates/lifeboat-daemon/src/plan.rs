@@ -154,6 +154,18 @@ impl Plan {
         }
     }
 
+    /// `db`'s job failed at `now`: try again after `retry_after`, or at the next scheduled time
+    /// if that comes first. The retry stands for the same scheduled time (its lease's next
+    /// attempt).
+    pub fn failed(&mut self, db: &str, now: DateTime<Utc>, retry_after: std::time::Duration) {
+        if let Some(e) = self.entries.get_mut(db) {
+            e.running = false;
+            let retry =
+                now + chrono::Duration::from_std(retry_after).unwrap_or(chrono::Duration::MAX);
+            e.next_due = e.schedule.next_after(now).min(Some(retry)).or(Some(retry));
+        }
+    }
+
     /// `db`'s job could not run now (another daemon holds its lease): try again at `at`.
     pub fn retry_at(&mut self, db: &str, at: DateTime<Utc>) {
         if let Some(e) = self.entries.get_mut(db) {
@@ -291,6 +303,28 @@ mod tests {
         assert!(p.due(at("2026-12-07T02:01:00Z")).is_empty());
         let due = p.due(at("2026-12-07T02:02:00Z"));
         assert_eq!(due[0].slot, at("2026-12-07T02:00:00Z"));
+    }
+
+    #[test]
+    fn a_failed_job_is_retried_for_the_same_scheduled_time() {
+        let mut p = plan(&["a"]);
+        p.known("a", Some(at("2026-12-05T02:00:05Z")));
+        assert_eq!(p.due(at("2026-12-06T02:00:00Z")).len(), 1);
+        p.failed(
+            "a",
+            at("2026-12-06T02:00:03Z"),
+            std::time::Duration::from_secs(900),
+        );
+        assert!(p.due(at("2026-12-06T02:15:02Z")).is_empty());
+        let due = p.due(at("2026-12-06T02:15:03Z"));
+        assert_eq!(due[0].slot, at("2026-12-06T02:00:00Z"));
+        // Never later than the next scheduled time.
+        p.failed(
+            "a",
+            at("2026-12-07T01:50:00Z"),
+            std::time::Duration::from_secs(900),
+        );
+        assert_eq!(p.next_due("a"), Some(at("2026-12-07T02:00:00Z")));
     }
 
     #[test]

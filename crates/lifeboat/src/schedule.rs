@@ -93,6 +93,10 @@ pub struct DaemonConfig {
     /// Prune after each scheduled backup when `[retention]` is set (default true).
     #[serde(default)]
     pub prune: Option<bool>,
+    /// How soon a failed job is tried again (default 15 min; never later than the next
+    /// scheduled time).
+    #[serde(default, with = "crate::duration::optional")]
+    pub retry_after: Option<Duration>,
     /// How long a job's lease lasts unless its holder renews it (default 2 min; renewed every
     /// third of it). A daemon that died is taken over after this.
     #[serde(default, with = "crate::duration::optional")]
@@ -119,6 +123,10 @@ impl DaemonConfig {
 
     pub fn metrics_max_databases(&self) -> usize {
         self.metrics_max_databases.unwrap_or(500)
+    }
+
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after.unwrap_or(Duration::from_secs(900))
     }
 
     pub fn lease_ttl(&self) -> Duration {
