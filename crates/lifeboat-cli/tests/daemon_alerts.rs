@@ -113,7 +113,8 @@ fn failed_stale_and_recovered_are_told_once_each_and_metrics_show_them() {
         text.lines()
             .any(|l| l.starts_with("lifeboat_backup_failures_total{")
                 && l.contains("database=\"broken\"")
-                && l.ends_with(" 1")),
+                && l.contains("reason=\"database\"")
+                && l.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()) >= Some(1.0)),
         "{text}"
     );
     assert!(text.contains("lifeboat_databases 2"), "{text}");
