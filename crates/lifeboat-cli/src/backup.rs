@@ -274,9 +274,15 @@ async fn backup_all(
         .map(|s| s.name.as_str())
         .collect();
     report(ctx, &done, &skipped, &mirrored, &repo.absolute_url());
+    let on_success = ctx.config.alerts.as_ref().is_some_and(|a| a.on_success);
     for s in &done {
         if let Some(shrunk) = &s.shrinkage {
             alerter.shrunk(&s.manifest, shrunk).await;
+        }
+        if on_success {
+            alerter
+                .tell(&lifeboat_daemon::alerts::succeeded(&s.manifest))
+                .await;
         }
     }
     let failed = failures.len();

@@ -146,3 +146,42 @@ fn failed_stale_and_recovered_are_told_once_each_and_metrics_show_them() {
     // The secret path never shows.
     assert!(!daemon.log().contains("T0KEN"), "{}", daemon.log());
 }
+
+#[test]
+fn backup_succeeded_is_told_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    small_db(&d.join("app.db"), 20);
+    let hook = Receiver::start(&[]);
+    let alerts = format!("[alerts]\nwebhook_url = \"{}/h\"\n", hook.url);
+    config(d, "file://./repo", &["app"], &alerts);
+    ok(d, &["backup"]);
+    assert!(events(&hook).is_empty(), "{:?}", events(&hook));
+    config(
+        d,
+        "file://./repo",
+        &["app"],
+        &format!("{alerts}on_success = true\n"),
+    );
+    ok(d, &["backup"]);
+    let all = events(&hook);
+    assert_eq!(count(&all, "backup.succeeded", "app"), 1, "{all:?}");
+    let (_, _, v) = &all[0];
+    assert!(
+        v["details"]["backup"]
+            .as_str()
+            .unwrap()
+            .starts_with("backup-"),
+        "{v}"
+    );
+    // The daemon tells it too, for each backup it stores (a changed database: an unchanged one
+    // is skipped, and a skip is not a backup).
+    sqlite3(&d.join("app.db"), "INSERT INTO t(v) VALUES ('more');");
+    let _daemon = Daemon::start(d, "d", &["--once"], &[]);
+    wait_for_or(
+        "the daemon's backup.succeeded",
+        30,
+        &mut || count(&events(&hook), "backup.succeeded", "app") == 2,
+        || format!("{:?}", events(&hook)),
+    );
+}

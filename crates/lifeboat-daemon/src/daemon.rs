@@ -467,6 +467,15 @@ impl Daemon {
                 if memory.recovered(db) {
                     events.push(recovered(db, &manifest.id));
                 }
+                if self
+                    .setup
+                    .config
+                    .alerts
+                    .as_ref()
+                    .is_some_and(|a| a.on_success)
+                {
+                    events.push(crate::alerts::succeeded(manifest));
+                }
                 if let Some(s) = shrinkage {
                     let tables: Vec<String> = s
                         .tables

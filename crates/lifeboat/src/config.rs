@@ -44,6 +44,9 @@ pub struct AlertsConfig {
     /// The same (event, source) is not told again within this (default 6 h; the daemon).
     #[serde(default, with = "crate::duration::optional")]
     pub repeat_after: Option<std::time::Duration>,
+    /// Also tell `backup.succeeded` for every stored backup (default false).
+    #[serde(default)]
+    pub on_success: bool,
 }
 
 impl std::fmt::Debug for AlertsConfig {
@@ -59,6 +62,7 @@ impl std::fmt::Debug for AlertsConfig {
             .field("smtp_password", &set(&self.smtp_password))
             .field("ping_url", &set(&self.ping_url))
             .field("repeat_after", &self.repeat_after)
+            .field("on_success", &self.on_success)
             .finish()
     }
 }

@@ -76,6 +76,29 @@ pub struct Event {
     pub details: serde_json::Value,
 }
 
+/// `backup.succeeded` for a stored backup (sent only with `[alerts] on_success = true`).
+pub fn succeeded(m: &lifeboat::repo::Manifest) -> Event {
+    Event {
+        kind: EventKind::BackupSucceeded,
+        source: m.database.clone(),
+        message: format!(
+            "backup {} stored: {} tables, {} rows, {} bytes",
+            m.id,
+            m.tables.len(),
+            m.total_rows(),
+            m.stored_size
+        ),
+        at: chrono::Utc::now(),
+        details: serde_json::json!({
+            "backup": m.id,
+            "kind": m.kind.to_string(),
+            "stored_bytes": m.stored_size,
+            "last_good": m.id,
+            "last_good_at": m.created_at.to_rfc3339(),
+        }),
+    }
+}
+
 /// Where alerts go. Its `Debug` shows what [`Channel::shown`] does: never a secret.
 #[derive(Clone)]
 pub enum Channel {
