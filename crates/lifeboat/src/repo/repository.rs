@@ -200,7 +200,7 @@ impl Repository {
             .await;
     }
 
-    async fn exists(&self, key: &Key) -> Result<bool> {
+    pub(crate) async fn exists(&self, key: &Key) -> Result<bool> {
         match self.backend.store.head(key).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
