@@ -52,6 +52,7 @@ pub async fn prune(
     now: DateTime<Utc>,
 ) -> Result<PruneReport> {
     policy.check()?;
+    let started = std::time::Instant::now();
     let listing = repo.list(db).await?;
     let mirrors = listing.mirrors.clone();
     if listing.backups.is_empty() && listing.damaged.is_empty() && mirrors.is_empty() {
@@ -65,6 +66,12 @@ pub async fn prune(
         holds: repo.marks(MarkKind::Hold, db).await?,
     };
     let mut decisions = decide(policy, &listing.backups, &listing.damaged, &marks, now);
+    tracing::debug!(
+        database = db,
+        backups = listing.backups.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "prune: listed and decided"
+    );
     let mut report = PruneReport {
         database: db.to_string(),
         dry_run,
@@ -87,6 +94,12 @@ pub async fn prune(
                 Ok((deleted, kept)) => {
                     report.deleted += deleted;
                     marked.extend(kept);
+                    tracing::debug!(
+                        database = db,
+                        deleted = report.deleted,
+                        ms = started.elapsed().as_millis() as u64,
+                        "prune: batch deleted"
+                    );
                 }
                 Err(e) => {
                     return Err(e.context(format!(
