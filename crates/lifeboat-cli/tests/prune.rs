@@ -242,16 +242,16 @@ fn a_backup_pinned_while_the_prune_runs_is_kept() {
     let d = dir.path();
     history(d, 28);
     config(d, "keep_last = 1\nmin_keep = 1");
-    // The first deletion is the 29th (newest first after the one kept): every unlink of the
-    // prune waits 1.5 s, and the pin comes in that time.
-    let mut prune = std::process::Command::new("strace")
+    // The 29th and 28th go, manifests first: every unlink of the prune waits 1.5 s, and the
+    // pin comes in that time, after the prune's first look at the marks.
+    let prune = std::process::Command::new("strace")
         .args(["-f", "-o", "/dev/null", "-e", "trace=unlink,unlinkat"])
         .args(["-e", "inject=unlink,unlinkat:delay_enter=1500000"])
         .arg(bin())
         .arg("prune")
         .current_dir(d)
         .env("TMPDIR", d)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("strace (scripts/test.sh installs it)");
     std::thread::sleep(std::time::Duration::from_millis(700));
@@ -259,13 +259,25 @@ fn a_backup_pinned_while_the_prune_runs_is_kept() {
         d,
         &["pin", "backup-2026-11-29T020000Z", "--reason", "legal hold"],
     );
-    assert!(prune.wait().unwrap().success());
+    let prune = prune.wait_with_output().unwrap();
+    assert!(prune.status.success());
     let left = listed(d);
     if pinned.status.success() {
         assert!(
             left.contains(&"backup-2026-11-29T020000Z".to_string()),
             "a pin that said yes keeps its backup: {left:?}"
         );
+        let out = stdout(&prune);
+        let line = out
+            .lines()
+            .find(|l| l.contains("backup-2026-11-29T020000Z"))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            line.contains("KEEP")
+                && (line.contains("marked while the prune ran") || line.contains("legal hold")),
+            "{line}"
+        );
+        ok(d, &["verify", "backup-2026-11-29T020000Z", "--db", "db"]);
     } else {
         assert!(
             stderr(&pinned).contains("deleted meanwhile"),
@@ -281,8 +293,8 @@ fn a_prune_killed_between_manifest_and_data_leaves_no_listed_backup_without_data
     let d = dir.path();
     let ids = history(d, 20);
     config(d, "keep_last = 2\nmin_keep = 1");
-    // The first backup deleted is the 28th (newest first, after the two kept). SIGKILL when its
-    // data object is unlinked: its manifest is gone, its data not yet.
+    // Nine backups go (the 20th to the 28th), in one batch: every manifest first, then the
+    // data. SIGKILL when the 28th's data object is unlinked: no manifest is left, some data is.
     let data = d.join("repo/db/backups/backup-2026-11-28T020000Z.sqlite.zst");
     let status = std::process::Command::new("strace")
         .args(["-f", "-o", "/dev/null", "-e", "trace=unlink,unlinkat", "-P"])
@@ -295,21 +307,35 @@ fn a_prune_killed_between_manifest_and_data_leaves_no_listed_backup_without_data
         .status()
         .expect("strace (scripts/test.sh installs it)");
     assert!(!status.success());
-    let left = listed(d);
-    assert_eq!(left.len(), ids.len() - 1, "one manifest went first");
+    let kept = &ids[ids.len() - 2..];
+    assert_eq!(listed(d), kept.iter().rev().cloned().collect::<Vec<_>>());
     // Every listed backup is whole: verify reads each one in full.
     ok(d, &["verify", "--all"]);
     let v: serde_json::Value =
         serde_json::from_str(&ok(d, &["--json", "list", "--repo", REPO])).unwrap();
-    let incomplete = v["databases"][0]["incomplete"].as_array().unwrap();
-    assert_eq!(
-        incomplete.len(),
-        1,
+    let incomplete: Vec<(String, serde_json::Value)> = v["databases"][0]["incomplete"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["id"].as_str().unwrap().to_string(), l["objects"].clone()))
+        .collect();
+    assert!(
+        incomplete
+            .iter()
+            .any(|(id, _)| id == "backup-2026-11-28T020000Z"),
         "its data is an incomplete leftover for cleanup: {v}"
     );
-    // The next prune finishes the job.
-    ok(d, &["prune"]);
-    assert_eq!(listed(d).len(), 2);
+    for (id, objects) in &incomplete {
+        assert!(ids[..ids.len() - 2].contains(id), "{id}");
+        assert_eq!(objects, &serde_json::json!([format!("{id}.sqlite.zst")]));
+    }
+    // The next prune has nothing left to judge; cleanup removes the leftovers.
+    assert!(ok(d, &["prune"]).contains("deleted 0"));
+    ok(d, &["cleanup", "--older-than", "0s"]);
+    let objects = std::fs::read_dir(d.join("repo/db/backups"))
+        .unwrap()
+        .count();
+    assert_eq!(objects, 4, "the two kept backups' manifests and data");
 }
 
 #[test]

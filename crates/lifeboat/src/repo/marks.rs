@@ -4,7 +4,7 @@
 //! - a **hold** is set by a backup that finds a table shrunk past `shrink_alert`, on the last
 //!   good backup before the drop, and keeps it until `lifeboat release ID` or `hold_within`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -13,6 +13,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind, Result};
+use crate::repo::repository::MANIFEST_SUFFIX;
 use crate::repo::Repository;
 
 /// Which kind of mark.
@@ -65,22 +66,53 @@ impl Repository {
             else {
                 continue;
             };
-            let bytes = store
-                .get(&meta.location)
-                .await
-                .map_err(|e| self.err("read mark", e))?
-                .bytes()
-                .await
-                .map_err(|e| self.err("read mark", e))?;
-            // An unreadable mark still counts: it only loses its reason (and is as old as its object).
-            let mark = serde_json::from_slice::<Mark>(&bytes).unwrap_or(Mark {
-                id: id.clone(),
-                reason: "(reason unreadable)".into(),
-                at: meta.last_modified,
-            });
-            out.insert(id, mark);
+            // Removed between the listing and the read: no mark.
+            if let Some(mark) = self.read_mark(&meta.location, &id).await? {
+                out.insert(id, mark);
+            }
         }
         Ok(out)
+    }
+
+    /// The ids of `db`'s backups that have a mark of this kind: one listing, no reads.
+    pub async fn mark_ids(&self, kind: MarkKind, db: &str) -> Result<BTreeSet<String>> {
+        let prefix = self.backend().root.clone().join(db).join(kind.folder());
+        let mut listing = self.backend().store.list(Some(&prefix));
+        let mut out = BTreeSet::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| self.err("list marks", e))?;
+            if let Some(id) = meta
+                .location
+                .filename()
+                .and_then(|f| f.strip_suffix(".json"))
+            {
+                out.insert(id.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The mark of one kind on backup `id` of `db`, if there is one: one GET, no listing.
+    pub async fn mark_of(&self, kind: MarkKind, db: &str, id: &str) -> Result<Option<Mark>> {
+        self.read_mark(&self.mark_key(kind, db, id), id).await
+    }
+
+    async fn read_mark(&self, key: &Key, id: &str) -> Result<Option<Mark>> {
+        let got = match self.backend().store.get(key).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err("read mark", e)),
+        };
+        let modified = got.meta.last_modified;
+        let bytes = got.bytes().await.map_err(|e| self.err("read mark", e))?;
+        // An unreadable mark still counts: it only loses its reason (and is as old as its object).
+        Ok(Some(serde_json::from_slice::<Mark>(&bytes).unwrap_or(
+            Mark {
+                id: id.to_string(),
+                reason: "(reason unreadable)".into(),
+                at: modified,
+            },
+        )))
     }
 
     /// Set a mark on backup `id` of `db` (it must exist, complete or damaged).
@@ -116,15 +148,15 @@ impl Repository {
         Ok(())
     }
 
+    /// A backup, complete or damaged, is one with a manifest: one HEAD, not a listing of
+    /// thousands.
     async fn has_backup(&self, db: &str, id: &str) -> Result<bool> {
-        let listing = self.list(db).await?;
-        Ok(listing.backups.iter().any(|m| m.id == id)
-            || listing.damaged.iter().any(|(d, _)| d == id))
+        self.exists(&self.key(db, id, MANIFEST_SUFFIX)).await
     }
 
     /// Remove a mark; whether there was one.
     pub async fn unmark(&self, kind: MarkKind, db: &str, id: &str) -> Result<bool> {
-        let was = self.marks(kind, db).await?.contains_key(id);
+        let was = self.mark_of(kind, db, id).await?.is_some();
         match self
             .backend()
             .store

@@ -1,11 +1,12 @@
 //! The repository: where backups live. Object-store backends behind one small interface
-//! ([`store`]), the layout of names and the listing ([`repository`]), uploads ([`upload`],
+//! ([`store`]), the layout of names ([`repository`]), the listing ([`listing`]), uploads ([`upload`],
 //! S3 multipart step by step in [`s3_uploads`]), who holds a backup id ([`claim`]) and the
 //! on-disk format of a backup's record ([`manifest`]), and which backups a policy keeps
 //! ([`retention`]); the newest good backup read cheaply, for skipping ([`newest_good`]).
 
 pub mod claim;
 pub mod leases;
+pub mod listing;
 pub mod manifest;
 pub mod marks;
 pub mod newest_good;

@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use crate::error::{Kind, Result};
+use crate::repo::listing::data_problem;
 use crate::repo::manifest::Manifest;
-use crate::repo::repository::{data_problem, split_name, MANIFEST_SUFFIX};
+use crate::repo::repository::{split_name, MANIFEST_SUFFIX};
 use crate::repo::retention::id_time;
 use crate::repo::Repository;
 

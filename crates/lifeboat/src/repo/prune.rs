@@ -1,13 +1,21 @@
 //! `prune`: apply a retention policy to one database's backups. Each backup is deleted manifest
-//! first, so a prune that is killed leaves at most an incomplete leftover (which `cleanup`
-//! removes), never a listed backup without its data. Marks are read again before each deletion
-//! and after its manifest is gone, so a backup pinned or held while the prune runs is kept (its
-//! manifest put back). The day's SQL mirror goes with the last backup of its day.
+//! first, so a prune that is killed leaves at most incomplete leftovers (which `cleanup`
+//! removes), never a listed backup without its data.
+//!
+//! At scale (thousands of backups on S3) a prune is bound by round trips, so it works in
+//! batches of up to [`BATCH`] backups, a few requests each: the marks are listed, the batch's
+//! manifests deleted in one bulk request, the marks listed again, and the data of the backups
+//! still unmarked deleted in one more. A backup pinned or held while the prune runs is kept:
+//! one marked after the first look has its manifest put back (a pin that saw its backup listed
+//! must not lose it; `mark` writes the mark and then looks for the manifest, so one of the two
+//! sees the other). The day's SQL mirror goes with the last backup of its day.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use object_store::ObjectStoreExt;
+use futures::StreamExt;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::Serialize;
 
 use crate::error::{Error, Kind, Result};
@@ -15,6 +23,12 @@ use crate::repo::marks::MarkKind;
 use crate::repo::repository::{DATA_SUFFIX, MANIFEST_SUFFIX};
 use crate::repo::retention::{decide, Decision, Marks, RetentionPolicy};
 use crate::repo::{Manifest, Repository};
+
+/// Backups deleted per round: S3 deletes up to 1,000 keys in one request.
+pub const BATCH: usize = 1000;
+/// Requests at a time where objects go one by one (manifests put back, a store without bulk
+/// delete).
+const CONCURRENCY: usize = 16;
 
 /// What a prune decided and did.
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +52,7 @@ pub async fn prune(
     now: DateTime<Utc>,
 ) -> Result<PruneReport> {
     policy.check()?;
+    let started = std::time::Instant::now();
     let listing = repo.list(db).await?;
     let mirrors = listing.mirrors.clone();
     if listing.backups.is_empty() && listing.damaged.is_empty() && mirrors.is_empty() {
@@ -46,8 +61,17 @@ pub async fn prune(
             format!("prune: no backups of {db} in {}", repo.url()),
         ));
     }
-    let marks = read_marks(repo, db).await?;
+    let marks = Marks {
+        pins: repo.marks(MarkKind::Pin, db).await?,
+        holds: repo.marks(MarkKind::Hold, db).await?,
+    };
     let mut decisions = decide(policy, &listing.backups, &listing.damaged, &marks, now);
+    tracing::debug!(
+        database = db,
+        backups = listing.backups.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "prune: listed and decided"
+    );
     let mut report = PruneReport {
         database: db.to_string(),
         dry_run,
@@ -55,25 +79,39 @@ pub async fn prune(
         deleted: 0,
         mirrors: Vec::new(),
     };
-    for d in decisions.iter_mut().filter(|d| !d.keep) {
-        let Some(m) = listing.backups.iter().find(|m| m.id == d.id) else {
-            continue; // damaged ones are never deleted
-        };
-        if dry_run {
-            continue;
+    if !dry_run {
+        let by_id: BTreeMap<&str, &Manifest> =
+            listing.backups.iter().map(|m| (m.id.as_str(), m)).collect();
+        // Damaged backups are never deleted: they have no manifest here, only a decision.
+        let doomed: Vec<&Manifest> = decisions
+            .iter()
+            .filter(|d| !d.keep)
+            .filter_map(|d| by_id.get(d.id.as_str()).copied())
+            .collect();
+        let mut marked = BTreeSet::new();
+        for batch in doomed.chunks(BATCH) {
+            match delete_batch(repo, db, batch, policy, now).await {
+                Ok((deleted, kept)) => {
+                    report.deleted += deleted;
+                    marked.extend(kept);
+                    tracing::debug!(
+                        database = db,
+                        deleted = report.deleted,
+                        ms = started.elapsed().as_millis() as u64,
+                        "prune: batch deleted"
+                    );
+                }
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "prune {db}: {} backup(s) deleted before this failure",
+                        report.deleted
+                    )))
+                }
+            }
         }
-        match delete_unless_marked(repo, m, policy, now).await {
-            Ok(true) => report.deleted += 1,
-            Ok(false) => {
-                d.keep = true;
-                d.reasons = vec!["marked while the prune ran".into()];
-            }
-            Err(e) => {
-                return Err(e.context(format!(
-                    "prune {db}: {} backup(s) deleted before this failure",
-                    report.deleted
-                )))
-            }
+        for d in decisions.iter_mut().filter(|d| marked.contains(&d.id)) {
+            d.keep = true;
+            d.reasons = vec!["marked while the prune ran".into()];
         }
     }
     let kept_days: BTreeSet<String> = decisions
@@ -81,74 +119,150 @@ pub async fn prune(
         .filter(|d| d.keep)
         .filter_map(|d| d.created_at.map(|t| t.format("%Y-%m-%d").to_string()))
         .collect();
-    for (day, name) in mirrors {
-        if kept_days.contains(&day) {
-            continue;
-        }
-        if !dry_run {
-            repo.delete_object(db, &name).await?;
-        }
-        report.mirrors.push(name);
+    let gone: Vec<String> = mirrors
+        .into_iter()
+        .filter(|(day, _)| !kept_days.contains(day))
+        .map(|(_, name)| name)
+        .collect();
+    if !dry_run {
+        let keys = gone.iter().map(|n| repo.prefix(db).join(n.as_str()));
+        repo.delete_keys(keys.collect()).await?;
     }
+    report.mirrors = gone;
     report.decisions = decisions;
     Ok(report)
 }
 
-async fn read_marks(repo: &Repository, db: &str) -> Result<Marks> {
-    Ok(Marks {
-        pins: repo.marks(MarkKind::Pin, db).await?,
-        holds: repo.marks(MarkKind::Hold, db).await?,
-    })
-}
-
-/// Whether `m` is pinned, or held by a hold that has not run out.
-async fn marked(
+/// Delete one batch of backups, each unless marked: every manifest first, then the marks read
+/// again, then the data of those still unmarked. How many went, and the ids kept for a mark.
+async fn delete_batch(
     repo: &Repository,
-    m: &Manifest,
+    db: &str,
+    batch: &[&Manifest],
     policy: &RetentionPolicy,
     now: DateTime<Utc>,
-) -> Result<bool> {
-    let marks = read_marks(repo, &m.database).await?;
-    Ok(marks.pins.contains_key(&m.id)
-        || marks
-            .holds
-            .get(&m.id)
-            .is_some_and(|h| policy.hold_active(h, now)))
+) -> Result<(usize, BTreeSet<String>)> {
+    let ids: BTreeSet<&str> = batch.iter().map(|m| m.id.as_str()).collect();
+    let mut kept = repo.marked_among(db, &ids, policy, now).await?;
+    let go: Vec<&Manifest> = batch
+        .iter()
+        .copied()
+        .filter(|m| !kept.contains(&m.id))
+        .collect();
+    let manifests = go
+        .iter()
+        .map(|m| repo.key(db, &m.id, MANIFEST_SUFFIX))
+        .collect();
+    let deleting = repo.delete_keys(manifests).await;
+    let ids: BTreeSet<&str> = go.iter().map(|m| m.id.as_str()).collect();
+    let after = match deleting {
+        Ok(()) => repo.marked_among(db, &ids, policy, now).await,
+        Err(e) => Err(e),
+    };
+    // Not knowing which manifests went, or which backups were marked meanwhile: all stay.
+    // Owned, for the same reason as in `delete_keys`.
+    let back: Vec<Manifest> = match &after {
+        Ok(marked) => go
+            .iter()
+            .filter(|m| marked.contains(&m.id))
+            .map(|m| (*m).clone())
+            .collect(),
+        Err(_) => go.iter().map(|m| (*m).clone()).collect(),
+    };
+    let put: Vec<Result<()>> = futures::stream::iter(back)
+        .map(|m| async move { put_back(repo, &m).await })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let after = after?;
+    put.into_iter().collect::<Result<()>>()?;
+    let data = go
+        .iter()
+        .filter(|m| !after.contains(&m.id))
+        .map(|m| repo.key(db, &m.id, DATA_SUFFIX))
+        .collect::<Vec<Key>>();
+    let deleted = data.len();
+    repo.delete_keys(data).await?;
+    kept.extend(after);
+    Ok((deleted, kept))
 }
 
-/// Delete `m` unless a mark appears: checked before, and again once the manifest is gone (a pin
-/// that saw the backup listed must not lose it); then the manifest is put back. Whether it went.
-async fn delete_unless_marked(
-    repo: &Repository,
-    m: &Manifest,
-    policy: &RetentionPolicy,
-    now: DateTime<Utc>,
-) -> Result<bool> {
-    if marked(repo, m, policy, now).await? {
-        return Ok(false);
+/// Write `m`'s manifest again (a conditional create: one put back by another prune is fine).
+async fn put_back(repo: &Repository, m: &Manifest) -> Result<()> {
+    let key = repo.key(&m.database, &m.id, MANIFEST_SUFFIX);
+    let opts = PutOptions::from(PutMode::Create);
+    match repo
+        .backend()
+        .store
+        .put_opts(&key, PutPayload::from(m.to_json()), opts)
+        .await
+    {
+        Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(repo.err("put back manifest", e)),
     }
-    repo.delete_object(&m.database, &format!("{}{MANIFEST_SUFFIX}", m.id))
-        .await?;
-    if marked(repo, m, policy, now).await? {
-        repo.commit(m).await?;
-        return Ok(false);
-    }
-    repo.delete_object(&m.database, &format!("{}{DATA_SUFFIX}", m.id))
-        .await?;
-    Ok(true)
 }
 
 impl Repository {
-    /// Delete one object of `db`'s backups folder (gone already is fine).
-    pub async fn delete_object(&self, db: &str, name: &str) -> Result<()> {
-        match self
-            .backend()
-            .store
-            .delete(&self.prefix(db).join(name))
-            .await
-        {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.err("delete", e)),
+    /// Which of `ids` (backups of `db`) are pinned, or held by a hold in force at `now`: each
+    /// marks folder listed once (S3 lists what was written before), and only the holds among
+    /// `ids` read, for their time.
+    async fn marked_among(
+        &self,
+        db: &str,
+        ids: &BTreeSet<&str>,
+        policy: &RetentionPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeSet<String>> {
+        if ids.is_empty() {
+            return Ok(BTreeSet::new());
         }
+        let (pins, holds) = futures::try_join!(
+            self.mark_ids(MarkKind::Pin, db),
+            self.mark_ids(MarkKind::Hold, db)
+        )?;
+        let mut marked: BTreeSet<String> = pins
+            .into_iter()
+            .filter(|id| ids.contains(id.as_str()))
+            .collect();
+        for id in holds.iter().filter(|id| ids.contains(id.as_str())) {
+            let hold = self.mark_of(MarkKind::Hold, db, id).await?;
+            if hold.is_some_and(|h| policy.hold_active(&h, now)) {
+                marked.insert(id.clone());
+            }
+        }
+        Ok(marked)
+    }
+
+    /// Delete objects, gone already being fine: in bulk where the store can (S3: 1,000 keys a
+    /// request), and whatever the bulk delete did not confirm one by one (a provider without
+    /// bulk delete, a key it refused), so an error is about a key, not the method.
+    pub async fn delete_keys(&self, keys: Vec<Key>) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let store = &self.backend().store;
+        let stream = futures::stream::iter(keys.clone().into_iter().map(Ok)).boxed();
+        let confirmed: BTreeSet<Key> = store
+            .delete_stream(stream)
+            .filter_map(|r| async move { r.ok() })
+            .collect()
+            .await;
+        // Owned keys: a stream of borrowed ones makes the future fail rustc's higher-ranked
+        // Send check where the daemon spawns it (rust-lang/rust#102211).
+        let unconfirmed: Vec<Key> = keys
+            .into_iter()
+            .filter(|k| !confirmed.contains(k))
+            .collect();
+        let single: Vec<Result<()>> = futures::stream::iter(unconfirmed)
+            .map(|key| async move {
+                match store.delete(&key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(self.err("delete", e)),
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        single.into_iter().collect()
     }
 }

@@ -1,13 +1,11 @@
 //! The repository: where backups live on an object store, and how they are laid out, claimed,
-//! committed and listed. Layout, identical on every backend:
+//! committed (listing is in [`crate::repo::listing`]). Layout, identical on every backend:
 //!
 //! ```text
 //! <db-name>/backups/<id>.pending      claim: taken with a conditional create before upload
 //! <db-name>/backups/<id>.sqlite.zst   the zstd-compressed SQLite image
 //! <db-name>/backups/<id>.json         the manifest, written last: the commit point
 //! ```
-
-use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -19,6 +17,8 @@ use crate::error::{Error, Kind, Result};
 use crate::repo::claim::Claim;
 use crate::repo::manifest::Manifest;
 use crate::repo::store::{self, store_error, Backend};
+
+pub use crate::repo::listing::{Leftover, Listing};
 
 pub const DATA_SUFFIX: &str = ".sqlite.zst";
 pub const MANIFEST_SUFFIX: &str = ".json";
@@ -35,49 +35,6 @@ pub struct Repository {
 pub enum DataReader {
     File(std::fs::File),
     Stream(BoxStream<'static, Result<Bytes>>),
-}
-
-/// A backup id's objects that have no manifest: an interrupted or running backup.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Leftover {
-    pub id: String,
-    pub objects: Vec<String>,
-    pub size: u64,
-    pub last_modified: DateTime<Utc>,
-}
-
-/// What `list` finds for one database.
-#[derive(Debug, Default)]
-pub struct Listing {
-    /// Complete backups, newest first.
-    pub backups: Vec<Manifest>,
-    /// Objects without a manifest, oldest first.
-    pub incomplete: Vec<Leftover>,
-    /// Manifests that exist but cannot be read: (id, reason).
-    pub damaged: Vec<(String, String)>,
-    /// Complete backups whose claim is still there: running (writing its SQL mirror), or
-    /// killed after its manifest. Only the claim is a leftover.
-    pub claimed: Vec<Leftover>,
-    /// Day mirrors (`backup-YYYY-MM-DD.sql`): (day, object name), oldest first; `prune` deletes them with their day.
-    pub mirrors: Vec<(String, String)>,
-}
-
-/// What is wrong with a manifest's data object, as listed: missing, or not the size recorded.
-pub(crate) fn data_problem(
-    m: &Manifest,
-    objects: &[(String, u64, DateTime<Utc>)],
-) -> Option<String> {
-    let Some(suffix) = m.data_object.strip_prefix(m.id.as_str()) else {
-        return None; // a data object under another id: checked when it is read
-    };
-    match objects.iter().find(|(s, _, _)| s == suffix) {
-        None => Some(format!("data object {} is missing", m.data_object)),
-        Some((_, size, _)) if *size != m.stored_size => Some(format!(
-            "data object {} is {size} bytes, the manifest says {} (truncated or replaced)",
-            m.data_object, m.stored_size
-        )),
-        Some(_) => None,
-    }
 }
 
 /// Database names become key segments: keep them boring.
@@ -203,7 +160,7 @@ impl Repository {
             .await;
     }
 
-    async fn exists(&self, key: &Key) -> Result<bool> {
+    pub(crate) async fn exists(&self, key: &Key) -> Result<bool> {
         match self.backend.store.head(key).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -259,136 +216,6 @@ impl Repository {
             .collect();
         names.sort();
         Ok(names)
-    }
-
-    /// List one database's backups. Every page is read (object_store follows continuation
-    /// tokens), so a repository with thousands of objects is listed whole.
-    pub async fn list(&self, db: &str) -> Result<Listing> {
-        let prefix = self.prefix(db);
-        let mut objects: BTreeMap<String, Vec<(String, u64, DateTime<Utc>)>> = BTreeMap::new();
-        let mut mirrors = Vec::new();
-        let mut stream = self.backend.store.list(Some(&prefix));
-        while let Some(meta) = stream.next().await {
-            let meta = meta.map_err(|e| self.err("list backups", e))?;
-            let Some(name) = meta.location.filename() else {
-                continue;
-            };
-            let Some((id, suffix)) = split_name(name) else {
-                let day = name
-                    .strip_prefix("backup-")
-                    .and_then(|r| r.strip_suffix(".sql"))
-                    .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
-                if let Some(day) = day {
-                    mirrors.push((day.to_string(), name.to_string()));
-                }
-                continue;
-            };
-            objects.entry(id.to_string()).or_default().push((
-                suffix.to_string(),
-                meta.size,
-                meta.last_modified,
-            ));
-        }
-        for (id, name, size, modified) in self.local_staging(db) {
-            objects.entry(id).or_default().push((name, size, modified));
-        }
-        let mut listing = Listing::default();
-        mirrors.sort();
-        listing.mirrors = mirrors;
-        let manifests: Vec<String> = objects
-            .iter()
-            .filter(|(_, objs)| objs.iter().any(|(s, _, _)| s == MANIFEST_SUFFIX))
-            .map(|(id, _)| id.clone())
-            .collect();
-        let fetched: Vec<(String, Result<Manifest>)> = futures::stream::iter(manifests)
-            .map(|id| async move {
-                let m = self.manifest(db, &id).await;
-                (id, m)
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        for (id, m) in fetched {
-            match m {
-                // The manifest is the commit point, but it promises a data object: one that
-                // was deleted or replaced makes the backup damaged, not complete.
-                Ok(m) => match data_problem(&m, &objects[&id]) {
-                    Some(why) => listing.damaged.push((id, why)),
-                    None => listing.backups.push(m),
-                },
-                // Deleted between the listing and the read (a prune): gone, not an error.
-                Err(e) if e.kind == Kind::NotFound => {}
-                Err(e) if e.kind == Kind::Corrupt => {
-                    let why = e.to_string();
-                    let why = why.strip_prefix(&format!("backup {id}: ")).unwrap_or(&why);
-                    listing.damaged.push((id.clone(), why.to_string()))
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        for (id, objs) in objects {
-            if objs.iter().any(|(s, _, _)| s == MANIFEST_SUFFIX) {
-                if let Some((_, size, t)) = objs.iter().find(|(s, _, _)| s == CLAIM_SUFFIX) {
-                    listing.claimed.push(Leftover {
-                        objects: vec![format!("{id}{CLAIM_SUFFIX}")],
-                        size: *size,
-                        last_modified: *t,
-                        id,
-                    });
-                }
-                continue;
-            }
-            listing.incomplete.push(Leftover {
-                objects: objs.iter().map(|(s, _, _)| format!("{id}{s}")).collect(),
-                size: objs.iter().map(|(_, n, _)| n).sum(),
-                last_modified: objs.iter().map(|(_, _, t)| *t).max().unwrap_or_default(),
-                id,
-            });
-        }
-        listing
-            .backups
-            .sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
-        listing.damaged.sort();
-        Ok(listing)
-    }
-
-    /// Local repositories only: staging files (`<key>#N`) of multipart uploads that never
-    /// finished. object_store hides them from listings, so a crashed backup would leave them
-    /// behind unseen. Returns (id, suffix, size, modified).
-    fn local_staging(&self, db: &str) -> Vec<(String, String, u64, DateTime<Utc>)> {
-        let Some(dir) = self.backend.local_path(&self.prefix(db)) else {
-            return Vec::new();
-        };
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut found = Vec::new();
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some((base, n)) = name.split_once('#') else {
-                continue;
-            };
-            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            // A backup's objects, or the day's SQL mirror (`backup-YYYY-MM-DD.sql#N`), whose
-            // upload was killed.
-            let mirror = base
-                .strip_suffix(".sql")
-                .filter(|id| id.starts_with("backup-"))
-                .map(|id| (id, ".sql"));
-            let Some((id, suffix)) = split_name(base).or(mirror) else {
-                continue;
-            };
-            let meta = e.metadata().ok();
-            let size = meta.as_ref().map_or(0, |m| m.len());
-            let modified = meta
-                .and_then(|m| m.modified().ok())
-                .map(DateTime::<Utc>::from)
-                .unwrap_or_default();
-            found.push((id.to_string(), format!("{suffix}#{n}"), size, modified));
-        }
-        found
     }
 
     /// Read and parse one manifest.
