@@ -158,6 +158,12 @@ fn sighup_with_a_broken_config_keeps_the_old_one_running() {
         daemon.log().contains("config reload refused")
     });
     assert!(daemon.child.try_wait().unwrap().is_none(), "still running");
+    // A config that names no database would leave the daemon doing nothing: refused too.
+    std::fs::write(d.join("lifeboat.toml"), "").unwrap();
+    daemon.signal("-HUP");
+    wait_for("the second refusal", 30, || {
+        daemon.log().matches("config reload refused").count() == 2
+    });
     // A good config adds b, which is backed up at once (never backed up: a missed run).
     config(d, "file://./repo", &["a", "b"], "");
     daemon.signal("-HUP");
@@ -209,4 +215,89 @@ fn status_shows_each_databases_next_scheduled_run() {
     );
     let human = ok(d, &["status"]);
     assert!(human.contains("next scheduled run (daemon):"), "{human}");
+}
+
+#[test]
+fn settings_that_cannot_work_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    small_db(&d.join("a.db"), 10);
+    for (extra, says) in [
+        ("[daemon]\nlease_ttl = \"0s\"\n", "lease_ttl"),
+        ("[daemon]\nschedule = \"0 0 30 2 *\"\n", "never comes round"),
+        (
+            "[retention]\nkeep_last = 0\nmin_keep = 0\n",
+            "keeps nothing",
+        ),
+    ] {
+        config(d, "file://./repo", &["a"], extra);
+        let err = fails(d, &["daemon", "--once"], 2);
+        assert!(err.contains(says), "{extra}: {err}");
+    }
+    assert!(!d.join("repo").exists(), "nothing written");
+}
+
+#[test]
+fn a_database_locked_for_long_never_stalls_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for db in ["l1", "l2"] {
+        small_db(&d.join(format!("{db}.db")), 10);
+    }
+    config(d, "file://./repo", &["l1", "l2"], "");
+    // Another process holds both databases' write locks for 15 s: both backups wait (up to
+    // the 30 s lock timeout) on both of this machine's cores.
+    let mut lockers: Vec<std::process::Child> = ["l1", "l2"]
+        .iter()
+        .map(|db| {
+            std::process::Command::new("python3")
+                .arg("-c")
+                .arg(format!(
+                    "import sqlite3,time; c=sqlite3.connect('{}',isolation_level=None); c.execute('begin exclusive'); print('locked', flush=True); time.sleep(15)",
+                    d.join(format!("{db}.db")).display()
+                ))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for l in &mut lockers {
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(l.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "locked");
+    }
+    let mut daemon = Daemon::start(d, "d", &["--metrics-addr", "127.0.0.1:0"], &[]);
+    wait_for("the metrics address", 30, || {
+        daemon.metrics_addr().is_some()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    // The jobs wait on the locks; the daemon still answers at once.
+    let addr = daemon.metrics_addr().unwrap();
+    let started = Instant::now();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::Write::write_all(
+        &mut c,
+        format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut c, &mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{answer:?} after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(backups(d, "l1", &[]), 0, "still waiting for the lock");
+    for mut l in lockers {
+        l.wait().unwrap();
+    }
+    wait_for("both backups once the locks are gone", 60, || {
+        backups(d, "l1", &[]) == 1 && backups(d, "l2", &[]) == 1
+    });
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
 }

@@ -47,10 +47,24 @@ struct Setup {
     sources: BTreeMap<String, Source>,
     /// Fleet members discovery refused (a name clash, a name that cannot be one): each fails.
     refused: Vec<lifeboat::config::fleet::Refused>,
+    /// Fleet members dropped by the last discovery although their file is still there.
+    passed_over: Vec<String>,
+    /// Discovery warnings already logged (they recur every minute).
+    said: std::collections::HashSet<String>,
 }
 
 impl Setup {
     fn new(config: Config, repo_flag: Option<&str>) -> Result<Setup> {
+        if config.databases.is_empty() {
+            return Err(Error::new(
+                Kind::Config,
+                "daemon: no database to back up: declare [[database]] (path, d1 or glob) in lifeboat.toml",
+            ));
+        }
+        config.daemon.check()?;
+        if let Some(policy) = &config.retention {
+            policy.check()?;
+        }
         let url = config.repository_url(repo_flag);
         let timeout = config
             .repository
@@ -64,6 +78,8 @@ impl Setup {
             channels,
             sources: BTreeMap::new(),
             refused: Vec::new(),
+            passed_over: Vec::new(),
+            said: std::collections::HashSet::new(),
         })
     }
 
@@ -74,6 +90,19 @@ impl Setup {
         let mut planned = Vec::new();
         let members = self.config.members();
         self.refused = members.refused;
+        for warning in members.skipped {
+            if self.said.insert(warning.clone()) {
+                tracing::warn!("{warning}");
+            }
+        }
+        // A member that left the fleet while its file is still there (it stopped being a
+        // SQLite database) is a failure to tell, not a tenant that left.
+        self.passed_over = self
+            .sources
+            .values()
+            .filter(|s| s.fleet.is_some() && s.path.exists())
+            .map(|s| s.name.clone())
+            .collect();
         for s in members.sources {
             let schedule = match &s.schedule {
                 Some(text) => Schedule::parse(text)?,
@@ -83,6 +112,7 @@ impl Setup {
             sources.insert(s.name.clone(), s);
         }
         plan.set_databases(planned);
+        self.passed_over.retain(|n| !sources.contains_key(n));
         let names: Vec<&String> = sources.keys().collect();
         metrics.set_fleet(&names);
         metrics.set_databases(names.len());
@@ -120,12 +150,6 @@ pub async fn run(opts: Options, config: Config) -> Result<i32> {
     metrics.set_liveness_window(crate::metrics::DEFAULT_LIVENESS.max(timeout * 4));
     let mut plan = Plan::new();
     setup.discover(&mut plan, &metrics)?;
-    if setup.config.databases.is_empty() {
-        return Err(Error::new(
-            Kind::Config,
-            "daemon: no database to back up: declare [[database]] (path, d1 or glob) in lifeboat.toml",
-        ));
-    }
     let memory = Arc::new(Mutex::new(AlertMemory::new(setup.repeat_after())));
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = match opts.metrics_addr {
@@ -146,6 +170,8 @@ pub async fn run(opts: Options, config: Config) -> Result<i32> {
         memory,
         jobs: JoinSet::new(),
         queue: VecDeque::new(),
+        in_flight: std::collections::HashSet::new(),
+        counts: BTreeMap::new(),
     };
     daemon.tell_refused();
     let code = if opts.once {
@@ -167,6 +193,10 @@ struct Daemon {
     memory: Arc<Mutex<AlertMemory>>,
     jobs: JoinSet<(Due, Report)>,
     queue: VecDeque<Due>,
+    /// Databases whose job runs now.
+    in_flight: std::collections::HashSet<String>,
+    /// Backups per (database, kind), for `lifeboat_backups`.
+    counts: BTreeMap<(String, String), u64>,
 }
 
 impl Daemon {
@@ -216,8 +246,9 @@ impl Daemon {
 
     /// `--once`: every database now, then exit; the exit code is the first failure's.
     async fn once(&mut self, opts: &Options) -> Result<i32> {
+        // Its own job name, to the millisecond: two `--once` runs never share one.
         let now = Utc::now();
-        let slot = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+        let slot = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
         for db in self.plan.databases() {
             self.queue.push_back(Due {
                 database: db.to_string(),
@@ -225,6 +256,8 @@ impl Daemon {
             });
         }
         let mut term = signal(SignalKind::terminate()).map_err(signal_error)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(signal_error)?;
+        let mut hup = signal(SignalKind::hangup()).map_err(signal_error)?;
         let mut first_failure: Option<Kind> = self.setup.refused.first().map(|r| r.error.kind);
         loop {
             self.start_jobs();
@@ -237,6 +270,12 @@ impl Daemon {
                     self.shut_down(opts.shutdown_timeout).await;
                     return Ok(0);
                 }
+                _ = int.recv() => {
+                    self.queue.clear();
+                    self.shut_down(opts.shutdown_timeout).await;
+                    return Ok(0);
+                }
+                _ = hup.recv() => tracing::info!("SIGHUP ignored: --once reads its config once"),
                 Some(done) = self.jobs.join_next() => {
                     if let Ok((_, Report { outcome: Outcome::Failed(e), .. })) = &done {
                         first_failure.get_or_insert(e.kind);
@@ -257,7 +296,10 @@ impl Daemon {
             let mut memory = self.memory.lock().expect("alert memory");
             for r in &self.setup.refused {
                 tracing::error!(database = %r.name, fleet = %r.fleet, "refused: {}", r.error);
-                if memory.should_tell(EventKind::BackupFailed, &r.name, now) {
+                // Remembered under the fleet: a configured database of the same name that backs
+                // up fine must not "recover" the clash, nor make it told again.
+                let key = format!("{}: {}", r.fleet, r.name);
+                if memory.should_tell(EventKind::BackupFailed, &key, now) {
                     events.push(event(
                         EventKind::BackupFailed,
                         &r.name,
@@ -265,6 +307,17 @@ impl Daemon {
                         serde_json::json!({ "fleet": r.fleet, "kind": r.error.kind.name() }),
                     ));
                 }
+            }
+        }
+        for name in &self.setup.passed_over {
+            let key = format!("passed over: {name}");
+            if memory_tell(&self.memory, EventKind::BackupFailed, &key, now) {
+                events.push(event(
+                    EventKind::BackupFailed,
+                    name,
+                    format!("{name}: its file is still there but is no longer taken as a SQLite database (see the daemon's log); it is not backed up"),
+                    serde_json::json!({ "kind": "database" }),
+                ));
             }
         }
         for e in events {
@@ -296,7 +349,9 @@ impl Daemon {
                     if let Some(at) = f.at {
                         self.metrics.set_last_success(&db, at);
                     }
+                    self.counts.retain(|(d, _), _| *d != db);
                     for (kind, n) in &f.kinds {
+                        self.counts.insert((db.clone(), kind.clone()), *n as u64);
                         self.metrics.set_backups(&db, kind, *n as u64);
                     }
                     self.plan.known(&db, f.at)
@@ -322,6 +377,18 @@ impl Daemon {
                 self.plan.finished(&due.database, false, Utc::now());
                 continue;
             };
+            // A tenant deleted since the last discovery left the fleet: not a failure.
+            if source.fleet.is_some() && !source.path.exists() {
+                tracing::info!(database = %source.name, "its file is gone: left the fleet");
+                self.plan.finished(&due.database, false, Utc::now());
+                continue;
+            }
+            // Dropped and found again by a reload while its job still runs: one at a time.
+            if !self.in_flight.insert(due.database.clone()) {
+                self.plan
+                    .retry_at(&due.database, Utc::now() + chrono::Duration::seconds(30));
+                continue;
+            }
             let repo = Arc::clone(&self.setup.repo);
             let config = Arc::clone(&self.setup.config);
             let ping = self.setup.ping_url(&source).map(|u| Ping::new(&u));
@@ -355,6 +422,7 @@ impl Daemon {
                 return;
             }
         };
+        self.in_flight.remove(&due.database);
         let db = due.database.as_str();
         let now = Utc::now();
         let ms = report.duration.as_millis() as u64;
@@ -378,8 +446,20 @@ impl Daemon {
             Outcome::Skipped { .. } => self.metrics.backup_skipped(db, now),
             Outcome::Held { .. } | Outcome::Done => {}
         }
-        for (kind, n) in &report.kinds {
-            self.metrics.set_backups(db, kind, *n);
+        if !report.kinds.is_empty() {
+            self.counts.retain(|(d, _), _| d != db);
+            for (kind, n) in &report.kinds {
+                self.counts.insert((db.to_string(), kind.clone()), *n);
+            }
+        } else if let Outcome::Backed { manifest, .. } = &report.outcome {
+            // No prune ran: one more of its kind.
+            *self
+                .counts
+                .entry((db.to_string(), manifest.kind.to_string()))
+                .or_default() += 1;
+        }
+        for ((d, kind), n) in self.counts.iter().filter(|((d, _), _)| d == db) {
+            self.metrics.set_backups(d, kind, *n);
         }
         match &report.outcome {
             Outcome::Backed { manifest, .. } => tracing::info!(
@@ -534,6 +614,9 @@ impl Daemon {
                 self.plan.known(&db, f.at);
             }
             let still = self.plan.stale(now, max_age).contains(&db);
+            if still {
+                tracing::warn!(database = %db, "stale: no good backup younger than max_age");
+            }
             let ev = {
                 let mut memory = self.memory.lock().expect("alert memory");
                 if still && memory.should_tell(EventKind::BackupStale, &db, now) {
@@ -629,9 +712,17 @@ impl Daemon {
         });
         match loaded {
             Ok(mut setup) => {
-                let mut plan = std::mem::take(&mut self.plan);
+                // Another repository: what the old one said of freshness says nothing here.
+                let same_repository = setup.repo.url() == self.setup.repo.url();
+                let mut plan = if same_repository {
+                    std::mem::take(&mut self.plan)
+                } else {
+                    Plan::new()
+                };
                 if let Err(e) = setup.discover(&mut plan, &self.metrics) {
-                    self.plan = plan;
+                    if same_repository {
+                        self.plan = plan;
+                    }
                     tracing::error!("config reload refused, the old config stays in force: {e}");
                     return;
                 }
@@ -655,8 +746,8 @@ impl Daemon {
         self.queue.clear();
         tracing::info!(
             running = self.jobs.len(),
-            "stopping: no new jobs; running ones get {}s",
-            timeout.as_secs()
+            "stopping: no new jobs; running ones get {}",
+            humantime::format_duration(timeout)
         );
         let deadline = tokio::time::Instant::now() + timeout;
         while !self.jobs.is_empty() {
@@ -677,6 +768,18 @@ impl Daemon {
         flush_alerts().await;
         tracing::info!("lifeboat daemon stopped");
     }
+}
+
+fn memory_tell(
+    memory: &Mutex<AlertMemory>,
+    kind: EventKind,
+    key: &str,
+    now: DateTime<Utc>,
+) -> bool {
+    memory
+        .lock()
+        .expect("alert memory")
+        .should_tell(kind, key, now)
 }
 
 /// Alerts being sent: the process waits for them (at most a send's retries) before it ends.

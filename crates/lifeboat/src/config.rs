@@ -228,7 +228,7 @@ impl Config {
                 "repository.compression_level must be between 1 and 22",
             ));
         }
-        cfg.daemon.schedule()?;
+        cfg.daemon.check()?;
         for (i, d) in cfg.databases.iter().enumerate() {
             let label = d.label();
             if let Some(s) = &d.schedule {

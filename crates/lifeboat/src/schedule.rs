@@ -40,10 +40,18 @@ impl Schedule {
         let cron: croner::Cron = text
             .parse()
             .map_err(|e| Error::new(Kind::Config, format!("schedule {text:?}: {e}")))?;
-        Ok(Schedule {
+        let schedule = Schedule {
             text: text.to_string(),
             cron,
-        })
+        };
+        // `0 0 30 2 *` parses, and never comes: a daemon would wait for it for ever.
+        if schedule.next_after(chrono::Utc::now()).is_none() {
+            return Err(Error::new(
+                Kind::Config,
+                format!("schedule {text:?} never comes round (no such date)"),
+            ));
+        }
+        Ok(schedule)
     }
 
     pub fn text(&self) -> &str {
@@ -104,6 +112,25 @@ pub struct DaemonConfig {
 }
 
 impl DaemonConfig {
+    /// Refuse settings that cannot work: a schedule that never comes, a lease too short to
+    /// protect a job, no staleness checks.
+    pub fn check(&self) -> Result<()> {
+        self.schedule()?;
+        if self.lease_ttl() < Duration::from_secs(5) {
+            return Err(Error::new(
+                Kind::Config,
+                "[daemon] lease_ttl must be at least 5s: a shorter lease expires while its job runs, and another daemon runs the job again",
+            ));
+        }
+        if self.stale_check_interval() < Duration::from_secs(1) {
+            return Err(Error::new(
+                Kind::Config,
+                "[daemon] stale_check_interval must be at least 1s",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn schedule(&self) -> Result<Schedule> {
         Schedule::parse(self.schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE))
     }

@@ -206,6 +206,7 @@ fn damaged_reason(n: usize) -> String {
 pub fn hours(secs: i64) -> String {
     let h = secs / 3600;
     match h {
+        0 if secs < 60 => format!("{secs}s"),
         0 => format!("{}m", secs / 60),
         1..=47 => format!("{h}h"),
         _ => format!("{}d {}h", h / 24, h % 24),

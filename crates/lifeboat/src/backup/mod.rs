@@ -56,8 +56,12 @@ pub async fn prepare(source: &Source, opts: &BackupOptions) -> Result<Prepared> 
     if let Some(file) = &source.sql_dump {
         return load_dump(source, file, opts).await;
     }
-    SqliteSource::new(&source.path)
-        .open_read(opts.lock_timeout)
+    // Waiting for another process's lock blocks: off the async threads, or a daemon waiting
+    // on a locked database would stall everything else it runs.
+    let (path, lock_timeout) = (source.path.clone(), opts.lock_timeout);
+    tokio::task::spawn_blocking(move || SqliteSource::new(&path).open_read(lock_timeout).map(drop))
+        .await
+        .map_err(|e| Error::task("backup", e))?
         .step("backup")?;
     Ok(Prepared::File(source.clone()))
 }
