@@ -316,7 +316,8 @@ fn exit_code_of_run() -> i32 {
     }
 }
 
-/// Logs go to stderr, filtered by `LIFEBOAT_LOG` (errors only by default); the object
+/// Logs go to stderr, filtered by `LIFEBOAT_LOG` (else `RUST_LOG`; errors only by default, info
+/// for the daemon); the object
 /// store's retries are always said, one line each, so a slow or silent server is visible.
 fn init_logging(daemon: bool) {
     use tracing::level_filters::LevelFilter;
@@ -332,7 +333,16 @@ fn init_logging(daemon: bool) {
                 } else {
                     LevelFilter::ERROR.into()
                 })
-                .with_env_var("LIFEBOAT_LOG")
+                // `RUST_LOG`, the ecosystem's name, when `LIFEBOAT_LOG` is not set.
+                .with_env_var(
+                    if std::env::var_os("LIFEBOAT_LOG").is_none()
+                        && std::env::var_os("RUST_LOG").is_some()
+                    {
+                        "RUST_LOG"
+                    } else {
+                        "LIFEBOAT_LOG"
+                    },
+                )
                 .from_env_lossy(),
         );
     let retries = tracing_subscriber::fmt::layer()
