@@ -89,6 +89,20 @@ async fn gather(ctx: &Ctx, args: &Args) -> Result<Vec<DatabaseStatus>> {
         }
         all.push(s);
     }
+    // Files a fleet finds and cannot back up are failures to show, not silence.
+    for r in ctx.config.members().refused {
+        if args.db.as_deref().is_some_and(|d| d != r.name) {
+            continue;
+        }
+        match all.iter_mut().find(|s| s.database == r.name) {
+            Some(s) => s.refused(&r.fleet, &r.error.to_string()),
+            None => {
+                let mut s = database_status(&repo, &r.name, &ctx.config.status, now).await?;
+                s.refused(&r.fleet, &r.error.to_string());
+                all.push(s);
+            }
+        }
+    }
     Ok(all)
 }
 

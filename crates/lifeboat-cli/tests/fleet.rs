@@ -286,6 +286,25 @@ fn clashing_names_are_refused_and_the_others_backed_up() {
         serde_json::from_slice(&std::fs::read(first_manifest(d, "main")).unwrap()).unwrap();
     assert!(v["source"]["path"].as_str().unwrap().ends_with("/main.db"));
     assert!(!v["source"]["path"].as_str().unwrap().contains("east"));
+    // Status shows the clashes: CRITICAL, naming the refused files, not silence.
+    let o = cmd(d).args(["status", "--json"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let of = |db: &str| {
+        v["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["database"] == db)
+            .cloned()
+            .unwrap_or_else(|| panic!("{db} in {v}"))
+    };
+    for db in ["acme", "main"] {
+        let s = of(db);
+        assert_eq!(s["state"], "CRITICAL", "{s}");
+        assert!(s["reasons"].to_string().contains("is not backed up"), "{s}");
+    }
+    assert_eq!(of("beta")["state"], "OK");
 }
 
 fn first_manifest(d: &Path, db: &str) -> PathBuf {

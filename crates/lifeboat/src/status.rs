@@ -187,6 +187,14 @@ impl DatabaseStatus {
     /// The database's file left `fleet` (a glob no longer finds it, and its directory is still
     /// there): nothing is left to back up, so it is not stale and its last run is history. Its
     /// backups stay under retention; only damage among them still counts.
+    /// A fleet found a file under this name that it cannot back up (a name clash, a name
+    /// that cannot be one): CRITICAL, whatever its backups say.
+    pub fn refused(&mut self, fleet: &str, why: &str) {
+        self.state = State::Critical;
+        self.reasons
+            .push(format!("a file of fleet {fleet} is not backed up: {why}"));
+    }
+
     pub fn left_fleet(&mut self, fleet: String) {
         self.state = State::Ok;
         self.reasons.clear();
