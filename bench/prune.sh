@@ -4,6 +4,7 @@
 #   N=10000       backups for the target, one every 6 hours back from 2026-11-30 18:00 (6.8 years)
 #   PEER_N=1000   backups and restic snapshots for the side by side, one a day (2.7 years)
 #   REPEAT=3      runs of each step, every one on a fresh copy of its repository
+#   OLD=BINARY    also time another lifeboat's prune of the PEER_N backups on S3 (before/after)
 # Policy for both tools: keep_within 90d, keep_daily 7, keep_monthly 12 (restic's flags of the
 # same names, whose rules lifeboat follows).
 # Every repository is made once and copied back before each run (a prune deletes): lifeboat's
@@ -24,6 +25,9 @@ for tool in restic sqlite3 python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install $tool)" >&2; exit 1; }
 done
 [ -x "$S3S_FS" ] || { echo "bench: $S3S_FS is missing: run scripts/test.sh, which builds it" >&2; exit 1; }
+# Relinked, so the binaries are this checkout's even in a target directory shared with other
+# checkouts (cargo does not copy a binary it finds fresh over one another checkout built).
+touch crates/lifeboat-cli/src/main.rs crates/lifeboat/examples/plant_backups.rs
 cargo build --release --quiet -p lifeboat-cli
 cargo build --release --quiet -p lifeboat --example plant_backups
 T="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -100,6 +104,11 @@ step "lifeboat prune, $N backups, S3" lb s3://lb-target/r \
   "'$LB' --quiet --config '$OUT/lifeboat.toml' --repo s3://lb-target/r prune"
 step "lifeboat prune, $PEER_N backups, S3" lb s3://lb-peer/r \
   "'$LB' --quiet --config '$OUT/lifeboat.toml' --repo s3://lb-peer/r prune"
+if [ -n "${OLD:-}" ]; then
+  cp "$OLD" "$OUT/bin/lifeboat-old"
+  step "OLD lifeboat prune, $PEER_N backups, S3" lb s3://lb-peer/r \
+    "'$OUT/bin/lifeboat-old' --quiet --config '$OUT/lifeboat.toml' --repo s3://lb-peer/r prune"
+fi
 step "restic forget, $PEER_N snapshots, S3" restic "$S3R" "restic -q -r '$S3R' forget $KEEP >/dev/null"
 step "lifeboat prune, $PEER_N backups, local disk" lb "file://$OUT/local/lb" \
   "'$LB' --quiet --config '$OUT/lifeboat.toml' --repo 'file://$OUT/local/lb' prune"
@@ -132,4 +141,8 @@ for a, b in [(f"lifeboat prune, {peer} backups, S3", f"restic forget, {peer} sna
              (f"lifeboat prune, {peer} backups, local disk", f"restic forget --prune, {peer} snapshots, local disk")]:
     ratio = f"{med[b] / med[a]:.1f}x faster" if med[b] >= med[a] else f"{med[a] / med[b]:.2f}x its time"
     print(f"| {a} | {b} | {ratio} ({med[a]:.2f} s against {med[b]:.2f} s) | (information) | |")
+old = f"OLD lifeboat prune, {peer} backups, S3"
+if old in med:
+    a = f"lifeboat prune, {peer} backups, S3"
+    print(f"| {a} | {old} | {med[old] / med[a]:.1f}x faster ({med[a]:.2f} s against {med[old]:.2f} s) | (information) | |")
 EOF

@@ -1,7 +1,8 @@
 //! `lifeboat prune` at scale on a real S3 server (s3s-fs, which pages listings at 1,000 keys like
 //! S3): 1,200 backups, each a copy of one real backup under its own id and time, with a pin, an
 //! active and an expired hold, and a damaged manifest. What must remain is computed here from the
-//! timeline, not by the code under test. Then prunes racing each other, and a prune racing `pin`.
+//! timeline, not by the code under test. Then prunes racing each other, a prune racing `pin`, and
+//! a prune whose server dies half-way.
 
 mod common;
 
@@ -278,4 +279,78 @@ fn prunes_racing_each_other_or_pins_on_s3_lose_no_pinned_backup() {
     let want: BTreeSet<String> = newest.union(&pinned).cloned().collect();
     assert_eq!(listed(&s3, d).0, want);
     eprintln!("{} pins said yes, {refused} said no", pinned.len());
+}
+
+#[test]
+fn a_prune_whose_server_dies_leaves_no_listed_backup_without_data() {
+    // Two batches of deletions: the server dies during the first.
+    const N: usize = 1500;
+    let mut s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    plant(&s3, d, N);
+    config(d, "keep_last = 5\nmin_keep = 1");
+    let running = cmd(d)
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_ENDPOINT_URL", s3.endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .arg("prune")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let store = s3.store();
+    let first = Key::from(format!("{BACKUPS}/{}.json", id_of(5)));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while rt().block_on(store.head(&first)).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the prune never began"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    s3.kill();
+    let o = running.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(4), "repository unreachable: {err}");
+    // Retries are said as they happen; the error is one line.
+    let last = err.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with("lifeboat: error: prune db: ")
+            && last.contains("backup(s) deleted before this failure"),
+        "{err}"
+    );
+
+    s3.restart();
+    let v: serde_json::Value =
+        serde_json::from_str(&s3.ok(d, &["--json", "list", "--repo", &url()])).unwrap();
+    let db = &v["databases"][0];
+    assert_eq!(
+        db["damaged"].as_array().unwrap().len(),
+        0,
+        "every listed backup has its data"
+    );
+    let kept: BTreeSet<String> = db["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    let newest: BTreeSet<String> = (0..5).map(id_of).collect();
+    assert!(kept.is_superset(&newest));
+    assert!(!kept.contains(&id_of(5)), "its manifest went first");
+    // What was cut off half-way is a data object without its manifest, for cleanup.
+    for l in db["incomplete"].as_array().unwrap() {
+        let id = l["id"].as_str().unwrap();
+        assert!((5..N).any(|i| id_of(i) == id), "{id}");
+        assert_eq!(
+            l["objects"],
+            serde_json::json!([format!("{id}.sqlite.zst")])
+        );
+    }
+    // The next prune and cleanup finish the job.
+    s3.ok(d, &["prune"]);
+    s3.ok(d, &["cleanup", "--older-than", "0s"]);
+    assert_eq!(listed(&s3, d), (newest, 0));
 }

@@ -47,6 +47,23 @@ impl S3Server {
             .local_addr()
             .unwrap()
             .port();
+        let child = Self::spawn(port, data.path());
+        S3Server { child, port, data }
+    }
+
+    /// Kill the server (as a crash would), keeping its data.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the server again on the same port and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port, self.data.path());
+    }
+
+    fn spawn(port: u16, data: &Path) -> Child {
         let child = Command::new(s3s_fs())
             .args([
                 "--host",
@@ -58,7 +75,7 @@ impl S3Server {
                 "--secret-key",
                 SECRET,
             ])
-            .arg(data.path())
+            .arg(data)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -68,7 +85,7 @@ impl S3Server {
             assert!(Instant::now() < deadline, "s3s-fs did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        S3Server { child, port, data }
+        child
     }
 
     pub fn endpoint(&self) -> String {

@@ -103,7 +103,7 @@ pub async fn prune(
                 }
                 Err(e) => {
                     return Err(e.context(format!(
-                        "prune {db}: {} backup(s) deleted before this failure",
+                        "{} backup(s) deleted before this failure",
                         report.deleted
                     )))
                 }

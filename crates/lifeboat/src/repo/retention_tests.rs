@@ -300,3 +300,260 @@ fn absurd_durations_do_not_overflow() {
     let d = decide(&p, &month(), &[], &Marks::default(), at(NOW));
     assert!(d.iter().all(|d| d.keep));
 }
+
+/// Every day of 2025 and 2026 at 02:00: a synthetic two-year history.
+fn two_years() -> Vec<Manifest> {
+    let first = at("2025-01-01T02:00:00Z");
+    (0..730)
+        .map(|d| {
+            let t = first + chrono::Duration::days(d);
+            backup(&t.to_rfc3339(), BackupKind::Scheduled)
+        })
+        .collect()
+}
+
+/// The id of the two-year history's backup of a day (`2026-12-31`).
+fn day(d: &str) -> String {
+    format!("backup-{d}T020000Z")
+}
+
+/// Table-driven: a timeline, a policy, marks and damaged backups, the clock, and exactly what
+/// must be kept, written out by hand from the calendar (not computed by `decide`).
+#[test]
+fn retention_over_synthetic_timelines() {
+    struct Case {
+        name: &'static str,
+        timeline: Vec<Manifest>,
+        policy: RetentionPolicy,
+        marks: Marks,
+        damaged: Vec<(String, String)>,
+        now: &'static str,
+        kept: Vec<String>,
+    }
+    let days = |from: &str, n: i64| -> Vec<String> {
+        let first = at(&format!("{from}T02:00:00Z"));
+        (0..n)
+            .map(|i| {
+                format!(
+                    "backup-{}",
+                    (first + chrono::Duration::days(i)).format("%Y-%m-%dT%H%M%SZ")
+                )
+            })
+            .collect()
+    };
+    let with = |extra: &[(&str, BackupKind)]| {
+        let mut v = two_years();
+        v.extend(extra.iter().map(|(t, k)| backup(t, *k)));
+        v
+    };
+    let d90 = Duration::from_secs(90 * 86_400);
+    let month_ends = [
+        "2026-01-31",
+        "2026-02-28",
+        "2026-03-31",
+        "2026-04-30",
+        "2026-05-31",
+        "2026-06-30",
+        "2026-07-31",
+        "2026-08-31",
+        "2026-09-30",
+        "2026-10-31",
+        "2026-11-30",
+    ];
+    let cases = vec![
+        Case {
+            name: "90 days: 91 daily backups, the boundary day included",
+            timeline: two_years(),
+            policy: RetentionPolicy {
+                keep_within: Some(d90),
+                min_keep: Some(0),
+                ..Default::default()
+            },
+            marks: Marks::default(),
+            damaged: vec![],
+            now: "2027-01-01T00:00:00Z",
+            kept: days("2026-10-02", 91),
+        },
+        Case {
+            name: "90 days after backups stopped half a year ago: the same 91",
+            timeline: two_years(),
+            policy: RetentionPolicy {
+                keep_within: Some(d90),
+                min_keep: Some(0),
+                ..Default::default()
+            },
+            marks: Marks::default(),
+            damaged: vec![],
+            now: "2027-07-01T00:00:00Z",
+            kept: days("2026-10-02", 91),
+        },
+        Case {
+            name: "GFS: 7 daily, 4 weekly (Monday to Sunday), 12 monthly, 3 yearly",
+            timeline: two_years(),
+            policy: RetentionPolicy {
+                keep_daily: Some(7),
+                keep_weekly: Some(4),
+                keep_monthly: Some(12),
+                keep_yearly: Some(3),
+                ..Default::default()
+            },
+            marks: Marks::default(),
+            damaged: vec![],
+            now: "2027-01-01T00:00:00Z",
+            // Daily: 12-25 to 12-31. Weekly: 12-31 (a Thursday, week 53), the Sundays 12-27,
+            // 12-20 and 12-13. Monthly: each month's last day. Yearly: 2026 and 2025 (the
+            // only two years there are).
+            kept: days("2026-12-25", 7)
+                .into_iter()
+                .chain(["2026-12-20", "2026-12-13", "2025-12-31"].map(day))
+                .chain(month_ends.map(day))
+                .collect(),
+        },
+        Case {
+            name: "emergency and safety backups: 30 days from the newest good backup",
+            timeline: with(&[
+                ("2026-12-15T10:00:00Z", BackupKind::Emergency),
+                ("2026-11-01T10:00:00Z", BackupKind::Emergency),
+                ("2026-12-30T11:00:00Z", BackupKind::Safety),
+                ("2026-10-01T11:00:00Z", BackupKind::Safety),
+            ]),
+            policy: RetentionPolicy {
+                keep_last: Some(1),
+                min_keep: Some(1),
+                ..Default::default()
+            },
+            marks: Marks::default(),
+            damaged: vec![],
+            now: "2027-01-01T00:00:00Z",
+            kept: vec![
+                day("2026-12-31"),
+                "backup-2026-12-15T100000Z".into(),
+                "backup-2026-12-30T110000Z".into(),
+            ],
+        },
+        Case {
+            name: "pins, and holds until hold_within (an expired hold keeps nothing)",
+            timeline: two_years(),
+            policy: RetentionPolicy {
+                keep_last: Some(1),
+                min_keep: Some(1),
+                ..Default::default()
+            },
+            marks: Marks {
+                pins: BTreeMap::from([(
+                    day("2025-03-03"),
+                    mark(&day("2025-03-03"), "audit", "2025-03-04T00:00:00Z"),
+                )]),
+                holds: BTreeMap::from([
+                    (
+                        day("2026-06-01"),
+                        mark(&day("2026-06-01"), "t 100 -> 3", "2026-12-22T00:00:00Z"),
+                    ),
+                    (
+                        day("2026-07-01"),
+                        mark(&day("2026-07-01"), "t 100 -> 3", "2026-11-22T00:00:00Z"),
+                    ),
+                ]),
+            },
+            damaged: vec![],
+            now: "2027-01-01T00:00:00Z",
+            kept: vec![day("2026-12-31"), day("2025-03-03"), day("2026-06-01")],
+        },
+        Case {
+            name: "bad backups (manifests that cannot be read) are never deleted",
+            timeline: two_years()
+                .into_iter()
+                .filter(|m| m.id != day("2025-08-08"))
+                .collect(),
+            policy: RetentionPolicy {
+                keep_last: Some(1),
+                min_keep: Some(1),
+                ..Default::default()
+            },
+            marks: Marks::default(),
+            damaged: vec![
+                (
+                    "backup-2024-05-05T020000Z".into(),
+                    "format_version 2".into(),
+                ),
+                (
+                    day("2025-08-08"),
+                    "data object backup-2025-08-08T020000Z.sqlite.zst is missing".into(),
+                ),
+            ],
+            now: "2027-01-01T00:00:00Z",
+            kept: vec![
+                day("2026-12-31"),
+                "backup-2024-05-05T020000Z".into(),
+                day("2025-08-08"),
+            ],
+        },
+        Case {
+            name: "min_keep: five good backups whatever the rules keep (a safety one is not good)",
+            timeline: with(&[("2026-12-29T11:00:00Z", BackupKind::Safety)]),
+            policy: RetentionPolicy {
+                keep_within: Some(Duration::from_secs(86_400)),
+                keep_emergency_within: Some(Duration::from_secs(3_600)),
+                min_keep: Some(5),
+                ..Default::default()
+            },
+            marks: Marks::default(),
+            damaged: vec![],
+            now: "2027-01-01T00:00:00Z",
+            // The safety backup is older than the 1 h emergency rule reaches, and takes no
+            // place among the five.
+            kept: days("2026-12-27", 5),
+        },
+        Case {
+            name: "a future-dated backup is kept and takes no place of keep_last",
+            timeline: with(&[("2027-06-01T00:00:00Z", BackupKind::Scheduled)]),
+            policy: RetentionPolicy {
+                keep_last: Some(2),
+                min_keep: Some(1),
+                ..Default::default()
+            },
+            marks: Marks::default(),
+            damaged: vec![],
+            now: "2027-01-01T00:00:00Z",
+            kept: vec![
+                "backup-2027-06-01T000000Z".into(),
+                day("2026-12-31"),
+                day("2026-12-30"),
+            ],
+        },
+        Case {
+            name: "hourly: the newest of each of the last 3 hours that have one",
+            timeline: [
+                "00:10", "00:50", "01:20", "01:40", "03:05", "03:30", "03:55",
+            ]
+            .iter()
+            .map(|t| backup(&format!("2026-12-31T{t}:00Z"), BackupKind::Scheduled))
+            .collect(),
+            policy: RetentionPolicy {
+                keep_hourly: Some(3),
+                min_keep: Some(0),
+                ..Default::default()
+            },
+            marks: Marks::default(),
+            damaged: vec![],
+            now: "2027-01-01T00:00:00Z",
+            kept: ["035500", "014000", "005000"]
+                .map(|t| format!("backup-2026-12-31T{t}Z"))
+                .to_vec(),
+        },
+    ];
+    for c in cases {
+        let d = decide(&c.policy, &c.timeline, &c.damaged, &c.marks, at(c.now));
+        let mut got = kept(&d);
+        got.sort();
+        let mut want = c.kept;
+        want.sort();
+        assert_eq!(got, want, "{}", c.name);
+        assert_eq!(
+            d.len(),
+            c.timeline.len() + c.damaged.len(),
+            "{}: one decision per backup",
+            c.name
+        );
+    }
+}
