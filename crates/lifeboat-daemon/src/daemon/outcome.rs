@@ -61,46 +61,32 @@ impl Daemon {
         for ((d, kind), n) in self.counts.iter().filter(|((d, _), _)| d == db) {
             self.metrics.set_backups(d, kind, *n);
         }
-        match &report.outcome {
-            Outcome::Backed { manifest, .. } => tracing::info!(
+        // One line per job: the database, the outcome, the duration and the bytes.
+        let (outcome, bytes, detail) = match &report.outcome {
+            Outcome::Backed { manifest, .. } => ("ok", manifest.stored_size, manifest.id.clone()),
+            Outcome::Skipped { since } => ("skipped", 0, format!("unchanged since {since}")),
+            Outcome::Failed(e) => ("failed", 0, e.to_string()),
+            Outcome::Held { until } => ("held_elsewhere", 0, format!("until {until}")),
+            Outcome::Done => ("done_elsewhere", 0, String::new()),
+        };
+        if matches!(report.outcome, Outcome::Failed(_)) {
+            tracing::error!(
                 database = db,
-                outcome = "ok",
+                outcome,
                 duration_ms = ms,
-                bytes = manifest.stored_size,
-                backup = %manifest.id,
+                bytes,
+                detail,
                 "backup"
-            ),
-            Outcome::Skipped { since } => tracing::info!(
+            );
+        } else {
+            tracing::info!(
                 database = db,
-                outcome = "skipped",
+                outcome,
                 duration_ms = ms,
-                bytes = 0u64,
-                unchanged_since = %since,
+                bytes,
+                detail,
                 "backup"
-            ),
-            Outcome::Failed(e) => tracing::error!(
-                database = db,
-                outcome = "failed",
-                duration_ms = ms,
-                bytes = 0u64,
-                error = %e,
-                "backup"
-            ),
-            Outcome::Held { until } => tracing::info!(
-                database = db,
-                outcome = "held_elsewhere",
-                duration_ms = ms,
-                bytes = 0u64,
-                until = %until,
-                "backup"
-            ),
-            Outcome::Done => tracing::info!(
-                database = db,
-                outcome = "done_elsewhere",
-                duration_ms = ms,
-                bytes = 0u64,
-                "backup"
-            ),
+            );
         }
         match &report.outcome {
             Outcome::Held { until } => {
