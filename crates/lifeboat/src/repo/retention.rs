@@ -216,8 +216,10 @@ pub fn decide(
         }
     }
     if let (Some(d), Some(newest)) = (policy.keep_within, newest) {
+        // restic's rule: strictly younger than the window (a backup exactly 90 days older than
+        // the newest is outside `90d`).
         let since = earlier(newest, d);
-        for m in good.iter().filter(|m| m.created_at >= since) {
+        for m in good.iter().filter(|m| m.created_at > since) {
             add(&m.id, format!("within {}", short(d)));
         }
     }
@@ -227,7 +229,7 @@ pub fn decide(
     // With no good backup at all, the window counts back from the clock.
     let since = earlier(newest.unwrap_or(now), emergency);
     for m in sorted.iter().filter(|m| {
-        matches!(m.kind, BackupKind::Emergency | BackupKind::Safety) && m.created_at >= since
+        matches!(m.kind, BackupKind::Emergency | BackupKind::Safety) && m.created_at > since
     }) {
         add(&m.id, format!("{} within {}", m.kind, short(emergency)));
     }

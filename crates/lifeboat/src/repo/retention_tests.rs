@@ -362,7 +362,7 @@ fn retention_over_synthetic_timelines() {
     ];
     let cases = vec![
         Case {
-            name: "90 days: 91 daily backups, the boundary day included",
+            name: "90 days: 90 daily backups (restic's rule: the one exactly 90 days older is out)",
             timeline: two_years(),
             policy: RetentionPolicy {
                 keep_within: Some(d90),
@@ -372,10 +372,10 @@ fn retention_over_synthetic_timelines() {
             marks: Marks::default(),
             damaged: vec![],
             now: "2027-01-01T00:00:00Z",
-            kept: days("2026-10-02", 91),
+            kept: days("2026-10-03", 90),
         },
         Case {
-            name: "90 days after backups stopped half a year ago: the same 91",
+            name: "90 days after backups stopped half a year ago: the same 90",
             timeline: two_years(),
             policy: RetentionPolicy {
                 keep_within: Some(d90),
@@ -385,7 +385,7 @@ fn retention_over_synthetic_timelines() {
             marks: Marks::default(),
             damaged: vec![],
             now: "2027-07-01T00:00:00Z",
-            kept: days("2026-10-02", 91),
+            kept: days("2026-10-03", 90),
         },
         Case {
             name: "GFS: 7 daily, 4 weekly (Monday to Sunday), 12 monthly, 3 yearly",
