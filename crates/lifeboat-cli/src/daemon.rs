@@ -25,8 +25,9 @@ pub struct Args {
     /// Back every database up once now (skipping unchanged ones), then exit.
     #[arg(long)]
     once: bool,
-    /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g. 127.0.0.1:9898).
-    #[arg(long, value_name = "ADDR")]
+    /// Serve Prometheus `/metrics` and `/healthz` on this address (127.0.0.1:9898,
+    /// localhost:9898, [::1]:9898).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_addr)]
     metrics_addr: Option<std::net::SocketAddr>,
 }
 
@@ -40,4 +41,17 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         metrics_addr: args.metrics_addr,
     };
     run_daemon(opts, ctx.config.clone()).await
+}
+
+/// `HOST:PORT` for a listening socket: an IP address, or a name resolved once (its first
+/// address), so `localhost:9898` works as well as `127.0.0.1:9898`.
+fn parse_listen_addr(s: &str) -> std::result::Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
 }

@@ -234,6 +234,11 @@ fn settings_that_cannot_work_are_refused_at_start() {
         let err = fails(d, &["daemon", "--once"], 2);
         assert!(err.contains(says), "{extra}: {err}");
     }
+    config(d, "file://./repo", &["a"], "");
+    for bad in ["9898", "nosuchhost.invalid:9898"] {
+        let err = fails(d, &["daemon", "--once", "--metrics-addr", bad], 2);
+        assert!(err.contains("--metrics-addr"), "{err}");
+    }
     assert!(!d.join("repo").exists(), "nothing written");
 }
 

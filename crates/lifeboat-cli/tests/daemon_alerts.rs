@@ -63,7 +63,8 @@ fn failed_stale_and_recovered_are_told_once_each_and_metrics_show_them() {
             hook.url
         ),
     );
-    let mut daemon = Daemon::start(d, "d", &["--metrics-addr", "127.0.0.1:0"], &[]);
+    // A host name is resolved (to loopback here).
+    let mut daemon = Daemon::start(d, "d", &["--metrics-addr", "localhost:0"], &[]);
     wait_for_or(
         "failed and stale alerts",
         60,
