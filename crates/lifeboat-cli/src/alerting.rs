@@ -83,30 +83,7 @@ impl Alerter {
         m: &lifeboat::repo::Manifest,
         s: &lifeboat::backup::shrinkage::Shrinkage,
     ) {
-        let tables: Vec<String> = s
-            .tables
-            .iter()
-            .map(|(t, a, b)| format!("{t} {a} -> {b}"))
-            .collect();
-        let event = Event {
-            kind: EventKind::BackupShrunk,
-            source: m.database.clone(),
-            message: format!(
-                "backup {} has far fewer rows than the one before ({}); {} is held until `lifeboat release {}`",
-                m.id,
-                tables.join(", "),
-                s.held,
-                s.held
-            ),
-            at: chrono::Utc::now(),
-            details: serde_json::json!({
-                "backup": m.id,
-                "held": s.held,
-                "tables": s.tables,
-                "last_good": m.id,
-                "last_good_at": m.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            }),
-        };
+        let event = lifeboat_daemon::alerts::shrunk(m, s);
         self.tell(&event).await;
     }
 

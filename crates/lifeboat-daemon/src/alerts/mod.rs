@@ -76,6 +76,34 @@ pub struct Event {
     pub details: serde_json::Value,
 }
 
+/// `backup.shrunk`: backup `m` lost rows past `shrink_alert`, and the backup before is held.
+pub fn shrunk(m: &lifeboat::repo::Manifest, s: &lifeboat::backup::shrinkage::Shrinkage) -> Event {
+    let tables: Vec<String> = s
+        .tables
+        .iter()
+        .map(|(t, a, b)| format!("{t} {a} -> {b}"))
+        .collect();
+    Event {
+        kind: EventKind::BackupShrunk,
+        source: m.database.clone(),
+        message: format!(
+            "backup {} has far fewer rows than the one before ({}); {} is held until `lifeboat release {}`",
+            m.id,
+            tables.join(", "),
+            s.held,
+            s.held
+        ),
+        at: chrono::Utc::now(),
+        details: serde_json::json!({
+            "backup": m.id,
+            "held": s.held,
+            "tables": s.tables,
+            "last_good": m.id,
+            "last_good_at": m.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }),
+    }
+}
+
 /// `backup.succeeded` for a stored backup (sent only with `[alerts] on_success = true`).
 pub fn succeeded(m: &lifeboat::repo::Manifest) -> Event {
     Event {

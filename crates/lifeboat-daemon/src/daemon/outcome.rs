@@ -143,24 +143,8 @@ impl Daemon {
                     events.push(crate::alerts::succeeded(manifest));
                 }
                 if let Some(s) = shrinkage {
-                    let tables: Vec<String> = s
-                        .tables
-                        .iter()
-                        .map(|(t, a, b)| format!("{t} {a} -> {b}"))
-                        .collect();
                     if memory.should_tell(EventKind::BackupShrunk, db, now) {
-                        events.push(event(
-                            EventKind::BackupShrunk,
-                            db,
-                            format!(
-                                "backup {} has far fewer rows than the one before ({}); {} is held until `lifeboat release {}`",
-                                manifest.id,
-                                tables.join(", "),
-                                s.held,
-                                s.held
-                            ),
-                            serde_json::json!({ "backup": manifest.id, "held": s.held, "tables": s.tables }),
-                        ));
+                        events.push(crate::alerts::shrunk(manifest, s));
                     }
                 }
             }
