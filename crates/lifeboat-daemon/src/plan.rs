@@ -201,11 +201,6 @@ impl Plan {
             .map(|(n, _)| n.clone())
             .collect()
     }
-
-    /// Whether any job is running.
-    pub fn busy(&self) -> bool {
-        self.entries.values().any(|e| e.running)
-    }
 }
 
 /// The first scheduled time after `fresh_at` (at once, the epoch, when there is no backup).
