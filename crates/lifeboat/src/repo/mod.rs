@@ -2,7 +2,8 @@
 //! ([`store`]), the layout of names ([`repository`]), the listing ([`listing`]), uploads ([`upload`],
 //! S3 multipart step by step in [`s3_uploads`]), who holds a backup id ([`claim`]) and the
 //! on-disk format of a backup's record ([`manifest`]), and which backups a policy keeps
-//! ([`retention`]); the newest good backup read cheaply, for skipping ([`newest_good`]).
+//! ([`retention`]); the newest good backup read cheaply, for skipping ([`newest_good`]); what
+//! verification found per backup ([`verify_record`]).
 
 pub mod claim;
 pub mod leases;
@@ -17,6 +18,7 @@ pub mod runs;
 pub mod s3_uploads;
 pub mod store;
 pub mod upload;
+pub mod verify_record;
 
 pub use manifest::{BackupKind, Manifest};
 pub use repository::Repository;
