@@ -600,12 +600,17 @@ fn bad_backups_never_count_as_good_and_go_after_keep_bad_within() {
     let emergency = why("backup-2026-11-30T100000Z");
     assert!(emergency.reasons.iter().any(|r| r == "newest good backup"));
     // keep_last 2 counts good backups only: the emergency and the manual one.
-    assert!(why("backup-2026-11-30T090000Z").reasons.contains(&"last 2".to_string()));
+    assert!(why("backup-2026-11-30T090000Z")
+        .reasons
+        .contains(&"last 2".to_string()));
     assert!(!why("backup-2026-11-29T020000Z").keep);
     // Damaged and found bad 9 days ago: deleted. Damaged and never judged: kept.
     let l = why(lost);
     assert!(!l.keep, "{l:?}");
-    assert!(l.reasons[0].contains("keep_bad_within 7d has passed"), "{l:?}");
+    assert!(
+        l.reasons[0].contains("keep_bad_within 7d has passed"),
+        "{l:?}"
+    );
     assert!(why("backup-2026-11-25T120000Z").keep);
     // A week later the bad newest backup goes too.
     let later = decide(&p, &all, &damaged, &marks, at("2026-12-08T00:00:00Z"));

@@ -193,7 +193,10 @@ mod tests {
         let mut r = VerifyRecord::new("db", "backup-2026-12-01T020000Z");
         r.add(Rung::Read, check("2026-12-01T03:00:00Z", false));
         r.add(Rung::Read, check("2026-12-02T03:00:00Z", false));
-        assert_eq!(r.bad.as_ref().unwrap().since.to_rfc3339(), "2026-12-01T03:00:00+00:00");
+        assert_eq!(
+            r.bad.as_ref().unwrap().since.to_rfc3339(),
+            "2026-12-01T03:00:00+00:00"
+        );
         // A catalogue pass says nothing about the bytes.
         r.add(Rung::Catalogue, check("2026-12-03T03:00:00Z", true));
         assert!(r.bad.is_some());

@@ -108,9 +108,10 @@ pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Selec
         _ => (None, "latest".to_string()),
     };
     let in_window = |t: DateTime<Utc>| until.is_none_or(|u| t <= u);
-    let chosen = listing.backups.iter().find(|m| {
-        m.kind.selectable() && in_window(m.created_at) && listing.bad(&m.id).is_none()
-    });
+    let chosen = listing
+        .backups
+        .iter()
+        .find(|m| m.kind.selectable() && in_window(m.created_at) && listing.bad(&m.id).is_none());
     // Newer than the chosen one (or any, when none was chosen) and inside the window.
     let newer = |t: Option<DateTime<Utc>>, id: &str| match chosen {
         Some(c) => t.is_none_or(&in_window) && (t, id) > (Some(c.created_at), c.id.as_str()),
