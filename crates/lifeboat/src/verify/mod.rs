@@ -233,3 +233,50 @@ pub async fn record_catalogue(
     }
     Ok(n)
 }
+
+/// Restore-test a backup just written (`verify_after_backup`): the repository's copy, not the
+/// local temp file, so what the store kept is what is proven. The result is recorded.
+pub async fn after_backup(
+    repo: &Repository,
+    m: &Manifest,
+    scratch_dir: Option<&Path>,
+) -> VerifyReport {
+    fault::corrupt_upload(repo, m).await;
+    let mut r = restore_test(repo, m, scratch_dir).await;
+    if let Err(e) = record(repo, &mut r).await {
+        r.warnings
+            .push(format!("the result could not be recorded: {e}"));
+    }
+    r
+}
+
+/// Fault injection for the test suite, compiled into debug builds only:
+/// `LIFEBOAT_FAULT=corrupt-upload` flips one byte in the middle of each data object just
+/// stored, before `verify_after_backup` reads it (a disk or a provider that damaged the
+/// upload), so the tests prove the damage is caught end to end.
+mod fault {
+    use super::*;
+
+    pub async fn corrupt_upload(repo: &Repository, m: &Manifest) {
+        if !cfg!(debug_assertions)
+            || std::env::var("LIFEBOAT_FAULT").as_deref() != Ok("corrupt-upload")
+        {
+            return;
+        }
+        use object_store::{ObjectStoreExt, PutPayload};
+        let key = repo.key(&m.database, &m.id, crate::repo::repository::DATA_SUFFIX);
+        let store = &repo.backend().store;
+        let Ok(got) = store.get(&key).await else {
+            return;
+        };
+        let Ok(bytes) = got.bytes().await else {
+            return;
+        };
+        let mut v = bytes.to_vec();
+        let mid = v.len() / 2;
+        if let Some(b) = v.get_mut(mid) {
+            *b ^= 0x10;
+        }
+        let _ = store.put(&key, PutPayload::from(v)).await;
+    }
+}
