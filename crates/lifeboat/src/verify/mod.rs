@@ -11,7 +11,9 @@
 //! the scratch disk's says nothing about the backup and is reported with its own kind.
 
 pub mod choose;
+pub mod database;
 pub mod findings;
+pub mod rungs;
 
 use std::path::Path;
 use std::time::Instant;
