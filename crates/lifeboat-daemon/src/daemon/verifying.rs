@@ -93,13 +93,15 @@ impl Daemon {
             {
                 tracing::warn!(database = %db, backup = %r.backup, "could not be checked: {}", r.problem.as_deref().unwrap_or("?"));
             }
+            // Told once: only what this round found bad (another daemon, or an earlier round,
+            // told the rest), and never twice by this daemon.
             let told = self.told_bad.entry(db.clone()).or_default();
             let new: Vec<(&String, &String)> = (v.findings.iter())
                 .filter_map(|f| match f {
                     Finding::Damage { backup, problem } => Some((backup, problem)),
                     _ => None,
                 })
-                .filter(|(b, _)| !told.contains(*b))
+                .filter(|(b, _)| v.newly_bad.contains(b) && !told.contains(*b))
                 .collect();
             if let Some((first, problem)) = new.first() {
                 let ids: Vec<&String> = new.iter().map(|(b, _)| *b).collect();

@@ -53,6 +53,8 @@ pub struct DatabaseVerification {
     /// What was chosen and passed over (`backup latest = …`), for the operator.
     #[serde(skip)]
     pub notes: Vec<String>,
+    /// The backups this verification found bad that were not before: what to alert.
+    pub newly_bad: Vec<String>,
 }
 
 /// Verify database `db` as `depth` says.
@@ -68,6 +70,7 @@ pub async fn verify_database(
         findings: Vec::new(),
         reports: Vec::new(),
         notes: Vec::new(),
+        newly_bad: Vec::new(),
     };
     let chosen: Vec<Manifest> = match depth {
         Depth::Ids(ids) => {
@@ -79,7 +82,8 @@ pub async fn verify_database(
         }
         _ => {
             let mut listing = repo.list(db).await?;
-            if record_catalogue(repo, db, &listing).await? > 0 {
+            out.newly_bad = record_catalogue(repo, db, &listing).await?;
+            if !out.newly_bad.is_empty() {
                 listing = repo.list(db).await?; // with the records just written
             }
             let skipped_days = repo.skipped_days(db).await?;
@@ -99,6 +103,11 @@ pub async fn verify_database(
         record(repo, &mut r).await?;
         out.reports.push(r);
     }
+    out.newly_bad.extend(
+        (out.reports.iter())
+            .filter(|r| r.newly_bad)
+            .map(|r| r.backup.clone()),
+    );
     // Damage the deeper rungs found, named once.
     for r in out.reports.iter().filter(|r| r.damaged()) {
         let known = (out.findings.iter())
