@@ -101,6 +101,12 @@ pub struct Config {
     /// `[daemon]`: schedules and how many backups run at once.
     #[serde(default)]
     pub daemon: crate::schedule::DaemonConfig,
+    /// `[objectives]`: the RTO a drill is held to.
+    #[serde(default)]
+    pub objectives: crate::drill::Objectives,
+    /// `[drill]`: the data checks every drill runs (`[[drill.check]]`).
+    #[serde(default)]
+    pub drill: crate::drill::DrillConfig,
     /// Directory whose relative paths the file's paths are resolved against (not in the file).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -229,6 +235,11 @@ impl Config {
             ));
         }
         cfg.daemon.check()?;
+        crate::drill::check::validate(&cfg.drill)?;
+        if let Some(t) = &cfg.daemon.drill_target {
+            t.parse::<crate::drill::TargetSpec>()
+                .map_err(|e| Error::new(Kind::Config, format!("[daemon] drill_target: {e}")))?;
+        }
         for (i, d) in cfg.databases.iter().enumerate() {
             let label = d.label();
             if let Some(s) = &d.schedule {

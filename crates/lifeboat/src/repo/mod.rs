@@ -5,6 +5,7 @@
 //! ([`retention`]); the newest good backup read cheaply, for skipping ([`newest_good`]).
 
 pub mod claim;
+pub mod drills;
 pub mod leases;
 pub mod listing;
 pub mod manifest;
