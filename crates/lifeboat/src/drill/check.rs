@@ -84,7 +84,7 @@ pub enum Expect {
     Compare(Op, f64),
     /// A timestamp no older than this before the backup was taken (and not more than a
     /// minute after it: clocks differ a little, data from the future is wrong).
-    WithinOfBackup(Duration),
+    WithinOfBackup(Duration, String),
 }
 
 /// How far after the backup's time a timestamp may be (the source's clock and lifeboat's).
@@ -99,9 +99,10 @@ impl FromStr for Expect {
             let dur = rest.strip_suffix(" of backup").map(str::trim).ok_or_else(|| {
                 format!("expect {s:?}: say \"within DURATION of backup\", e.g. \"within 26h of backup\"")
             })?;
-            let d = humantime::parse_duration(dur)
-                .map_err(|e| format!("expect {s:?}: {dur:?} is not a duration (say 26h, 7d): {e}"))?;
-            return Ok(Expect::WithinOfBackup(d));
+            let d = humantime::parse_duration(dur).map_err(|e| {
+                format!("expect {s:?}: {dur:?} is not a duration (say 26h, 7d): {e}")
+            })?;
+            return Ok(Expect::WithinOfBackup(d, dur.to_string()));
         }
         let ops = [
             (">=", Op::Ge),
@@ -131,9 +132,7 @@ impl std::fmt::Display for Expect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Expect::Compare(op, n) => write!(f, "{} {n}", op.text()),
-            Expect::WithinOfBackup(d) => {
-                write!(f, "within {} of backup", humantime::format_duration(*d))
-            }
+            Expect::WithinOfBackup(_, text) => write!(f, "within {text} of backup"),
         }
     }
 }
@@ -255,14 +254,15 @@ pub fn judge(
                 Err(format!("{} is not {expect}", value.shown()))
             }
         }
-        Expect::WithinOfBackup(d) => {
+        Expect::WithinOfBackup(d, _) => {
             let Some(t) = value.time() else {
                 return Err(format!(
                     "{} is not a timestamp (ISO 8601 text, or unix seconds or milliseconds)",
                     value.shown()
                 ));
             };
-            let oldest = backup_at - chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX);
+            let oldest =
+                backup_at - chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX);
             let newest = backup_at + chrono::Duration::seconds(FUTURE_SLACK);
             let at = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             if t < oldest {
@@ -316,15 +316,36 @@ mod tests {
 
     #[test]
     fn parses_expectations() {
-        assert_eq!("> 0".parse::<Expect>().unwrap(), Expect::Compare(Op::Gt, 0.0));
-        assert_eq!(">=10".parse::<Expect>().unwrap(), Expect::Compare(Op::Ge, 10.0));
-        assert_eq!("!= 3.5".parse::<Expect>().unwrap(), Expect::Compare(Op::Ne, 3.5));
-        assert_eq!("= 7".parse::<Expect>().unwrap(), Expect::Compare(Op::Eq, 7.0));
+        assert_eq!(
+            "> 0".parse::<Expect>().unwrap(),
+            Expect::Compare(Op::Gt, 0.0)
+        );
+        assert_eq!(
+            ">=10".parse::<Expect>().unwrap(),
+            Expect::Compare(Op::Ge, 10.0)
+        );
+        assert_eq!(
+            "!= 3.5".parse::<Expect>().unwrap(),
+            Expect::Compare(Op::Ne, 3.5)
+        );
+        assert_eq!(
+            "= 7".parse::<Expect>().unwrap(),
+            Expect::Compare(Op::Eq, 7.0)
+        );
         assert_eq!(
             "within 26h of backup".parse::<Expect>().unwrap(),
-            Expect::WithinOfBackup(Duration::from_secs(26 * 3600))
+            Expect::WithinOfBackup(Duration::from_secs(26 * 3600), "26h".into())
         );
-        for bad in ["", "0", "> zero", "=> 1", "within 26h", "within soon of backup", "> inf", "> NaN"] {
+        for bad in [
+            "",
+            "0",
+            "> zero",
+            "=> 1",
+            "within 26h",
+            "within soon of backup",
+            "> inf",
+            "> NaN",
+        ] {
             assert!(bad.parse::<Expect>().is_err(), "{bad:?} parsed");
         }
     }
@@ -338,7 +359,9 @@ mod tests {
         let e = judge(&gt0, Some(&Value::Integer(0)), t).unwrap_err();
         assert!(e.contains("0 is not > 0"), "{e}");
         assert!(judge(&gt0, None, t).unwrap_err().contains("no row"));
-        assert!(judge(&gt0, Some(&Value::Null), t).unwrap_err().contains("NULL"));
+        assert!(judge(&gt0, Some(&Value::Null), t)
+            .unwrap_err()
+            .contains("NULL"));
         assert!(judge(&gt0, Some(&Value::Text("abc".into())), t)
             .unwrap_err()
             .contains("not a number"));
@@ -357,9 +380,19 @@ mod tests {
         ] {
             assert!(judge(&within, Some(&ok), t).is_ok(), "{ok:?}");
         }
-        let old = judge(&within, Some(&Value::Text("2026-11-29T02:00:00Z".into())), t).unwrap_err();
+        let old = judge(
+            &within,
+            Some(&Value::Text("2026-11-29T02:00:00Z".into())),
+            t,
+        )
+        .unwrap_err();
         assert!(old.contains("before the backup"), "{old}");
-        let future = judge(&within, Some(&Value::Text("2026-12-01T02:05:00Z".into())), t).unwrap_err();
+        let future = judge(
+            &within,
+            Some(&Value::Text("2026-12-01T02:05:00Z".into())),
+            t,
+        )
+        .unwrap_err();
         assert!(future.contains("after the backup"), "{future}");
         assert!(judge(&within, Some(&Value::Text("yesterday".into())), t)
             .unwrap_err()

@@ -53,10 +53,7 @@ pub fn next_drill(schedule: &Schedule, last: Option<DateTime<Utc>>, now: DateTim
         None => None,
     };
     match (last, next) {
-        (None, _) => format!(
-            "now: no drill yet (then by `{}`, UTC)",
-            schedule.text()
-        ),
+        (None, _) => format!("now: no drill yet (then by `{}`, UTC)", schedule.text()),
         (Some(_), Some(n)) if n <= now => format!(
             "overdue since {} (`{}`, UTC: the daemon runs it at once)",
             utc(n),
@@ -76,9 +73,14 @@ pub fn markdown(r: &DrillRecord, schedule: &Schedule) -> String {
         ("d1", Some(true)) => format!("D1 database {} (remote)", escape(&r.target.name)),
         ("d1", _) => format!("D1 database {} (local)", escape(&r.target.name)),
         ("file", _) => format!("file {}", escape(&r.target.name)),
-        _ => "a scratch file (removed afterwards)".to_string(),
+        _ => "a file in scratch space, removed afterwards".to_string(),
     };
-    let _ = writeln!(s, "Started {} on {}; target: {target}.", utc(r.started_at), r.host.as_deref().unwrap_or("?"));
+    let _ = writeln!(
+        s,
+        "Started {} on {}; target: {target}.",
+        utc(r.started_at),
+        r.host.as_deref().unwrap_or("?")
+    );
     if let Some(b) = &r.backup {
         let _ = writeln!(
             s,
@@ -103,12 +105,13 @@ pub fn markdown(r: &DrillRecord, schedule: &Schedule) -> String {
         time(1),
         time(2)
     );
+    let _ = writeln!(s, "- {} Create test database ({target})", box_(ok(2)));
     let _ = writeln!(
         s,
-        "- {} Create test database ({target})",
-        box_(ok(2))
+        "- {} Restore backup to test database ({})",
+        box_(ok(3)),
+        time(3)
     );
-    let _ = writeln!(s, "- {} Restore backup to test database ({})", box_(ok(3)), time(3));
     let _ = writeln!(
         s,
         "- {} Verify data integrity (record counts, sample queries): integrity {}, {} of {} data checks passed",
@@ -149,7 +152,10 @@ pub fn markdown(r: &DrillRecord, schedule: &Schedule) -> String {
         "**Next Scheduled Drill:** {}",
         next_drill(schedule, Some(r.started_at), r.started_at)
     );
-    let _ = writeln!(s, "\n## Steps\n\n| # | step | time | result |\n|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "\n## Steps\n\n| # | step | time | result |\n|---|---|---|---|"
+    );
     for st in &r.steps {
         let _ = writeln!(
             s,
@@ -162,7 +168,10 @@ pub fn markdown(r: &DrillRecord, schedule: &Schedule) -> String {
         );
     }
     if !r.checks.is_empty() {
-        let _ = writeln!(s, "\n## Data checks\n\n| check | expect | value | result |\n|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "\n## Data checks\n\n| check | expect | value | result |\n|---|---|---|---|"
+        );
         for c in &r.checks {
             let _ = writeln!(
                 s,

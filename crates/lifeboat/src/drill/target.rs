@@ -41,9 +41,16 @@ impl<'a> Work<'a> {
 
     fn scratch_dir(&mut self) -> Result<PathBuf> {
         if self.scratch.is_none() {
-            self.scratch = Some(crate::fs::scratch::scratch(self.opts.scratch_dir.as_deref())?);
+            self.scratch = Some(crate::fs::scratch::scratch(
+                self.opts.scratch_dir.as_deref(),
+            )?);
         }
-        Ok(self.scratch.as_ref().expect("made above").path().to_path_buf())
+        Ok(self
+            .scratch
+            .as_ref()
+            .expect("made above")
+            .path()
+            .to_path_buf())
     }
 
     /// Step 2: the stored object, its sha256 checked as it arrives, decompressed next to
@@ -64,7 +71,10 @@ impl<'a> Work<'a> {
                 self.placement = Some(p);
                 (tmp, FetchOptions::DURABLE)
             }
-            Target::D1(_) => (self.scratch_dir()?.join("image.sqlite"), FetchOptions::SCRATCH),
+            Target::D1(_) => (
+                self.scratch_dir()?.join("image.sqlite"),
+                FetchOptions::SCRATCH,
+            ),
         };
         fetch(repo, m, &dest, opts, &Progress::hidden()).await?;
         self.file = Some(dest);
@@ -77,7 +87,10 @@ impl<'a> Work<'a> {
     /// Step 3: `quick_check`, row counts and schema of the image, then into the target: a
     /// rename that replaces nothing (a file moved aside with `--force`), or a D1 import.
     pub(super) async fn restore(&mut self, repo: &Repository, m: &Manifest) -> Result<String> {
-        let image = self.file.clone().ok_or_else(|| Error::new(Kind::Internal, "no image"))?;
+        let image = self
+            .file
+            .clone()
+            .ok_or_else(|| Error::new(Kind::Internal, "no image"))?;
         let (img, man) = (image.clone(), m.clone());
         tokio::task::spawn_blocking(move || check_image(&img, &man, IntegrityCheck::Quick))
             .await
@@ -107,9 +120,10 @@ impl<'a> Work<'a> {
                 ))
             }
             Target::Scratch | Target::File(_) => {
-                let placement = self.placement.take().ok_or_else(|| {
-                    Error::new(Kind::Internal, "the target was not prepared")
-                })?;
+                let placement = self
+                    .placement
+                    .take()
+                    .ok_or_else(|| Error::new(Kind::Internal, "the target was not prepared"))?;
                 let target = placement.target().path.clone();
                 let checked = FileId::of(&image);
                 let aside = placement.commit(checked)?;
@@ -146,7 +160,9 @@ impl<'a> Work<'a> {
                         format!("D1 database {}: quick_check: {said}", t.database),
                     ));
                 }
-                let fk = t.query("foreign_key_check", "PRAGMA foreign_key_check").await?;
+                let fk = t
+                    .query("foreign_key_check", "PRAGMA foreign_key_check")
+                    .await?;
                 fk_verdict(fk.len(), fk.first().map(|r| r.to_string()))?;
                 let expected: Vec<(&String, &u64)> = m
                     .tables
@@ -176,7 +192,10 @@ impl<'a> Work<'a> {
                 ))
             }
             Target::Scratch | Target::File(_) => {
-                let file = self.file.clone().ok_or_else(|| Error::new(Kind::Internal, "no file"))?;
+                let file = self
+                    .file
+                    .clone()
+                    .ok_or_else(|| Error::new(Kind::Internal, "no file"))?;
                 let man = m.clone();
                 tokio::task::spawn_blocking(move || -> Result<String> {
                     check_image(&file, &man, IntegrityCheck::Full)?;
@@ -250,7 +269,10 @@ impl<'a> Work<'a> {
         let Target::D1(t) = &self.opts.target else {
             return Ok(value);
         };
-        let rows = t.query("data check", sql).await.map_err(|e| e.to_string())?;
+        let rows = t
+            .query("data check", sql)
+            .await
+            .map_err(|e| e.to_string())?;
         let Some(row) = rows.first().and_then(|r| r.as_object()) else {
             return Ok(None);
         };
