@@ -27,6 +27,8 @@ pub enum EventKind {
     BackupRecovered,
     BackupSucceeded,
     PruneFailed,
+    DrillFailed,
+    DrillRtoBreached,
     Test,
 }
 
@@ -39,6 +41,8 @@ impl EventKind {
             EventKind::BackupRecovered => "backup.recovered",
             EventKind::BackupSucceeded => "backup.succeeded",
             EventKind::PruneFailed => "prune.failed",
+            EventKind::DrillFailed => "drill.failed",
+            EventKind::DrillRtoBreached => "drill.rto_breached",
             EventKind::Test => "alert.test",
         }
     }
@@ -52,6 +56,8 @@ impl EventKind {
             EventKind::BackupRecovered => "backup recovered",
             EventKind::BackupSucceeded => "backup succeeded",
             EventKind::PruneFailed => "prune failed",
+            EventKind::DrillFailed => "DR drill failed",
+            EventKind::DrillRtoBreached => "DR drill breached the RTO",
             EventKind::Test => "test alert",
         }
     }
