@@ -90,7 +90,7 @@ impl DrillPlan {
     ) -> Vec<DrillDue> {
         let mut out = Vec::new();
         for (db, e) in &mut self.entries {
-            if !e.known || e.running || !e.next_due.is_some_and(|d| d <= now) || !ready(db) {
+            if !e.known || e.running || e.next_due.is_none_or(|d| d > now) || !ready(db) {
                 continue;
             }
             // The slot is the last scheduled time passed; before the schedule's first, now.
