@@ -132,6 +132,11 @@ fn a_drill_restores_checks_times_and_records_itself() {
         "{db}"
     );
     assert_eq!(db["drills"][1]["record"], v["record"]);
+    // status shows the last drill.
+    assert!(ok(d, &["status"]).contains("last drill: "), "status");
+    let sv = json(&ok(d, &["status", "--json"]));
+    assert_eq!(sv["databases"][0]["last_drill"]["verdict"], "pass");
+    assert_eq!(sv["databases"][0]["last_drill"]["record"], v["record"]);
 }
 
 #[test]

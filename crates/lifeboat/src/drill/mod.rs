@@ -400,6 +400,33 @@ pub async fn history(repo: &Repository, db: &str) -> Result<(Vec<DrillRecord>, V
     Ok((out, unreadable))
 }
 
+/// The last drill of a database, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastDrill {
+    pub started_at: DateTime<Utc>,
+    pub verdict: Verdict,
+    pub total_ms: f64,
+    pub rto_breached: bool,
+    pub record: String,
+}
+
+/// `db`'s last drill: one LIST of its records and one read of the newest.
+pub async fn last_drill(repo: &Repository, db: &str) -> Result<Option<LastDrill>> {
+    let Some(name) = repo.drill_names(db).await?.pop() else {
+        return Ok(None);
+    };
+    let v = repo.drill_record(db, &name).await?;
+    let r: DrillRecord = serde_json::from_value(v)
+        .map_err(|e| Error::new(Kind::Corrupt, format!("drill record {name} of {db}: {e}")))?;
+    Ok(Some(LastDrill {
+        started_at: r.started_at,
+        verdict: r.verdict,
+        total_ms: r.total_ms,
+        rto_breached: r.rto_breached,
+        record: name,
+    }))
+}
+
 /// When `db`'s last drill started, from the names of its records alone (one LIST).
 pub async fn last_drill_at(repo: &Repository, db: &str) -> Result<Option<DateTime<Utc>>> {
     Ok(repo
