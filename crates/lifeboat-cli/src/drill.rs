@@ -94,7 +94,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         scratch_dir: args.scratch_dir.clone(),
     };
     let mut record = drill(&repo, &db, &opts).await;
-    let stored = store(&repo, &mut record).await;
+    // No backup at all: nothing was drilled, and a record would make the repository hold a
+    // database (a mistyped --db) that it does not.
+    let stored = match (&record.backup, &record.error) {
+        (None, Some(e)) if e.kind == Kind::NotFound.name() => Ok(String::new()),
+        _ => store(&repo, &mut record).await,
+    };
     ctx.out.line(markdown(&record, &schedule));
     ctx.out.json_of(&record)?;
     if let Err(e) = stored {
