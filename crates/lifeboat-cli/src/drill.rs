@@ -86,6 +86,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
         _ => target,
     };
+    // `--db PATH` of a database the config does not name: its own file is protected too.
+    let drilled = match args.db.as_deref() {
+        Some(flag) => Some(ctx.config.database(flag)?.path),
+        None => None,
+    };
+    ctx.config
+        .refuse_protected_drill_target(&target, drilled.as_deref())?;
     let opts = DrillOptions {
         target,
         force: args.force,

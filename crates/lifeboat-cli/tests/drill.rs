@@ -277,6 +277,23 @@ fn a_file_target_is_never_overwritten_without_force_and_stays() {
     let dir = setup(CHECKS);
     let d = dir.path();
     std::fs::write(d.join("drill.db"), b"precious").unwrap();
+    // Never over a database lifeboat protects, even with --force.
+    let err = fails(d, &["drill", "--target", "./studio.db", "--force"], 2);
+    assert!(err.contains("is a database lifeboat protects"), "{err}");
+    std::os::unix::fs::symlink("studio.db", d.join("link.db")).unwrap();
+    let err = fails(
+        d,
+        &[
+            "drill",
+            "--db",
+            "./studio.db",
+            "--target",
+            "link.db",
+            "--force",
+        ],
+        2,
+    );
+    assert!(err.contains("is a database lifeboat protects"), "{err}");
     let err = fails(d, &["drill", "--target", "drill.db"], 7);
     assert!(err.contains("--force"), "{err}");
     assert_eq!(std::fs::read(d.join("drill.db")).unwrap(), b"precious");
@@ -397,6 +414,14 @@ fn a_drill_into_local_d1_passes() {
     assert_same_db(
         &p.export_to_db("studio", "source.db"),
         &p.export_to_db("drill-db", "drilled.db"),
+    );
+    // Never into the D1 database the backups are of.
+    let o = p.lifeboat(&["drill", "--target", "d1:studio", "--local", "--force"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is a database lifeboat protects"),
+        "{}",
+        stderr(&o)
     );
     // The target now holds the drill's restore: again only with --force (a safety backup first).
     let o = p.lifeboat(&args);

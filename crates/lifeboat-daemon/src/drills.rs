@@ -163,7 +163,7 @@ pub fn target(config: &Config, db: &str) -> Result<Target> {
         .unwrap_or("scratch")
         .parse()
         .map_err(|e: String| Error::new(Kind::Config, format!("[daemon] drill_target: {e}")))?;
-    Ok(match spec {
+    let target = match spec {
         TargetSpec::Scratch => Target::Scratch,
         TargetSpec::File(p) => Target::File(config.base_dir.join(p)),
         TargetSpec::D1(name) => Target::D1(config.d1_target(
@@ -175,7 +175,9 @@ pub fn target(config: &Config, db: &str) -> Result<Target> {
                 max_import_file: lifeboat::d1::target::D1_MAX_IMPORT_FILE,
             },
         )?),
-    })
+    };
+    config.refuse_protected_drill_target(&target, None)?;
+    Ok(target)
 }
 
 /// Run `due`'s drill under its lease, store its record, close the lease.

@@ -2,6 +2,7 @@
 //! it protects, with `${VAR}` expansion, and the rules by which command-line flags override it.
 //! [`fleet`] turns `[[database]] glob` entries into databases, found again at every call.
 
+mod drill_guard;
 pub mod fleet;
 
 use std::path::{Path, PathBuf};
