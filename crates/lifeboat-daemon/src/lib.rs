@@ -7,6 +7,7 @@
 pub mod alert_memory;
 pub mod alerts;
 pub mod daemon;
+pub mod drills;
 pub mod job;
 pub mod metrics;
 pub mod plan;
