@@ -152,8 +152,8 @@ fn kill_9_mid_upload_leaves_no_backup() {
         .collect();
     assert_eq!(
         names.len(),
-        2,
-        "only the good backup's two objects remain: {names:?}"
+        3,
+        "only the good backup's objects and its verify record remain: {names:?}"
     );
     ok(
         d,

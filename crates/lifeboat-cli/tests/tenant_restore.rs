@@ -307,7 +307,8 @@ fn a_backup_that_fails_its_check_changes_nothing() {
     let mut damaged = healthy.clone();
     damaged[((root - 1) * page_size) as usize] = 0; // not a b-tree page type
     std::fs::write(&db, &damaged).unwrap();
-    ok(d, &["backup"]);
+    // Without the restore-test after the backup, which would find the damage and mark it bad.
+    ok(d, &["backup", "--no-verify"]);
     std::fs::write(&db, &healthy).unwrap();
     let c = Connection::open(&db).unwrap();
     c.execute_batch("UPDATE classes SET title = 'oops' WHERE tenant_id = 't1';")

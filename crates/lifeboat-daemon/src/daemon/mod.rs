@@ -397,7 +397,7 @@ impl Daemon {
                 Err(_) => {
                     tracing::warn!(
                         aborted = self.jobs.len(),
-                        "shutdown timeout: aborting the running backups (no manifest written)"
+                        "shutdown timeout: aborting the running backups (one not yet committed writes no manifest; one being restore-tested stays, its test undone)"
                     );
                     self.jobs.abort_all();
                     while self.jobs.join_next().await.is_some() {}
