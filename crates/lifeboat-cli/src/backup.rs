@@ -12,6 +12,7 @@ use lifeboat::backup::unchanged::unchanged_since;
 use lifeboat::backup::{prepare, store, BackupOptions, Stored};
 use lifeboat::config::fleet::{Members, Refused};
 use lifeboat::error::{Error, Kind, Result, ResultExt};
+use lifeboat::repo::events::Event as BackupEvent;
 use lifeboat::repo::manifest::{human_size, BackupKind, Manifest};
 use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
 use lifeboat::repo::runs::Run;
@@ -177,6 +178,7 @@ async fn backup_all(
         told.set(true);
     };
     for r in refused {
+        log_failure(ctx, &r.name, &r.error).await;
         alerter
             .tell_failure(EventKind::BackupFailed, &r.name, &r.error)
             .await;
@@ -190,6 +192,7 @@ async fn backup_all(
         match prepare(source, &opts).await {
             Ok(p) => prepared.push((source, p)),
             Err(e) if source.fleet.is_some() && total > 1 => {
+                log_failure(ctx, &source.name, &e).await;
                 alerter
                     .tell_failure(EventKind::BackupFailed, &source.name, &e)
                     .await;
@@ -197,6 +200,7 @@ async fn backup_all(
             }
             // The alert names the database that could not be read, not the run.
             Err(e) => {
+                log_failure(ctx, &source.name, &e).await;
                 alerter
                     .tell_failure(EventKind::BackupFailed, &source.name, &e)
                     .await;
@@ -223,6 +227,7 @@ async fn backup_all(
                                 "{}: unchanged since {}, but the skip could not be recorded",
                                 source.name, m.id
                             ));
+                            log_failure(ctx, &source.name, &e).await;
                             alerter
                                 .tell_failure(EventKind::BackupFailed, &source.name, &e)
                                 .await;
@@ -242,8 +247,8 @@ async fn backup_all(
         let m = store(&repo, p, &opts, shrink_alert, &crate::bar(&pb)).await;
         pb.finish_and_clear();
         // A stored backup records its run in the repository, for `status` on any machine. A
-        // failed one writes nothing (a failed command changes nothing): it reaches the operator
-        // by its exit code and the alerts.
+        // failed one records no run (a failed command changes no state): it reaches the
+        // operator by its exit code and the alerts, and the incident timeline by the event log.
         if let Ok(stored) = &m {
             let run = Run::stored(stored.manifest.id.clone());
             if let Err(e) = repo.record_run(p.name(), &run).await {
@@ -256,6 +261,7 @@ async fn backup_all(
         match m {
             Ok(stored) => done.push(stored),
             Err(e) => {
+                log_failure(ctx, p.name(), &e).await;
                 alerter
                     .tell_failure(EventKind::BackupFailed, p.name(), &e)
                     .await;
@@ -292,6 +298,16 @@ async fn backup_all(
             first.kind,
             format!("{failed} of {total} backups failed (the first: {first})"),
         )),
+    }
+}
+
+/// A failed backup goes to the repository's event log, when the repository exists (a failure
+/// never creates one): the run record keeps only the last failure, an incident's timeline
+/// needs them all. Best effort: the failure is the command's outcome, not the log's.
+async fn log_failure(ctx: &Ctx, db: &str, e: &Error) {
+    if let Ok(repo) = ctx.repository(false) {
+        repo.log_event_best_effort(db, &BackupEvent::backup_failed(db, e))
+            .await;
     }
 }
 

@@ -24,6 +24,8 @@ pub const RESTORE_DONE: &str = "restore.done";
 
 /// The longest summary kept: one line, not a log dump.
 const SUMMARY_MAX: usize = 500;
+/// How long a best-effort log write may hold up the work it describes.
+pub const LOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Events read at a time.
 const READS: usize = 16;
 
@@ -55,6 +57,14 @@ impl Event {
             backup: None,
             details: serde_json::Value::Null,
         }
+    }
+
+    /// `backup.failed` for `db` with error `e` (its kind and exit code in the details).
+    pub fn backup_failed(db: &str, e: &Error) -> Event {
+        Event::new(BACKUP_FAILED, db, &e.to_string()).with_details(serde_json::json!({
+            "kind": e.kind.name(),
+            "exit_code": e.kind.exit_code(),
+        }))
     }
 
     pub fn with_backup(mut self, id: impl Into<String>) -> Event {
@@ -131,32 +141,72 @@ impl Repository {
         Err(Error::new(Kind::Internal, "log event: no free name"))
     }
 
-    /// `db`'s events from `since` to `until` (both included), oldest first. The listing starts
-    /// at `since` (where the backend can: S3 lists from there, and stops past `until`), and only
-    /// the events inside the window are read. An event that cannot be parsed is passed over.
+    /// [`Repository::log_event`] for callers whose work must not wait on, or fail by, the log:
+    /// bounded by [`LOG_TIMEOUT`], and a failure is a warning in the log, nothing more.
+    pub async fn log_event_best_effort(&self, db: &str, event: &Event) {
+        match tokio::time::timeout(LOG_TIMEOUT, self.log_event(db, event)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(database = db, "event {} not logged: {e}", event.kind),
+            Err(_) => tracing::warn!(database = db, "event {} not logged: timed out", event.kind),
+        }
+    }
+
+    /// `db`'s events from `since` to `until` (both included), oldest first. Only the events
+    /// inside the window are read (see [`Repository::stamped_window`]); one that cannot be
+    /// parsed is passed over.
     pub async fn events(
         &self,
         db: &str,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Vec<Event>> {
+        let read = self
+            .stamped_window(db, "events", "", since, until)
+            .await
+            .map_err(|e| e.context("events"))?;
+        let mut out: Vec<Event> = read
+            .iter()
+            .filter_map(|(_, b)| serde_json::from_slice::<Event>(b).ok())
+            .filter(|e| e.at >= since && e.at <= until)
+            .collect();
+        out.sort_by_key(|e| e.at);
+        Ok(out)
+    }
+
+    /// The objects of `<db>/<folder>/` whose names are `<prefix><time to the ms>…`, with the
+    /// time from `since` to `until` (both included): (name, bytes), in name order. The listing
+    /// starts at `since` (S3's `start-after`, and it stops past `until`, since S3 lists in key
+    /// order), and only the objects inside the window are read. Events, restore records and
+    /// drill records are all named so.
+    pub async fn stamped_window(
+        &self,
+        db: &str,
+        folder: &str,
+        prefix: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(String, bytes::Bytes)>> {
         check_name(db)?;
         if until < since {
             return Ok(Vec::new());
         }
-        let prefix = self.events_prefix(db);
+        let dir = self.backend.root.clone().join(db).join(folder);
         let (from, to) = (stamp(since), stamp(until));
-        // Every name of the window sorts after `<prefix>/<from>` (a name is `<from>-…`).
-        let offset = prefix.clone().join(from.as_str());
+        // Every name of the window sorts after `<dir>/<prefix><from>` (a name is `…<from>-…`).
+        let offset = dir.clone().join(format!("{prefix}{from}").as_str());
         let ordered = self.backend.s3.is_some();
         let mut keys = Vec::new();
-        let mut listing = self.backend.store.list_with_offset(Some(&prefix), &offset);
+        let mut listing = self.backend.store.list_with_offset(Some(&dir), &offset);
         while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| self.err("list events", e))?;
+            let meta = meta.map_err(|e| self.err("list", e))?;
             let Some(name) = meta.location.filename() else {
                 continue;
             };
-            let Some(at) = name.get(..to.len()).filter(|_| name.ends_with(".json")) else {
+            let at = name
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.get(..to.len()))
+                .filter(|_| name.ends_with(".json"));
+            let Some(at) = at else {
                 continue;
             };
             if at > to.as_str() {
@@ -174,8 +224,9 @@ impl Repository {
         let store = &self.backend.store;
         let read = futures::stream::iter(keys)
             .map(|key| async move {
+                let name = key.filename().unwrap_or_default().to_string();
                 match store.get(&key).await {
-                    Ok(got) => got.bytes().await.map(Some),
+                    Ok(got) => got.bytes().await.map(|b| Some((name, b))),
                     // Deleted between the listing and the read (a prune): gone.
                     Err(object_store::Error::NotFound { .. }) => Ok(None),
                     Err(e) => Err(e),
@@ -184,15 +235,8 @@ impl Repository {
             .buffered(READS)
             .try_collect::<Vec<_>>()
             .await
-            .map_err(|e| self.err("read event", e))?;
-        let mut out: Vec<Event> = read
-            .into_iter()
-            .flatten()
-            .filter_map(|b| serde_json::from_slice::<Event>(&b).ok())
-            .filter(|e| e.at >= since && e.at <= until)
-            .collect();
-        out.sort_by_key(|e| e.at);
-        Ok(out)
+            .map_err(|e| self.err("read", e))?;
+        Ok(read.into_iter().flatten().collect())
     }
 
     /// Delete `db`'s events older than `before`; returns how many. Used by prune.
