@@ -12,7 +12,7 @@ use lifeboat::backup::unchanged::unchanged_since;
 use lifeboat::backup::{prepare, store, BackupOptions, Stored};
 use lifeboat::config::fleet::{Members, Refused};
 use lifeboat::error::{Error, Kind, Result, ResultExt};
-use lifeboat::repo::events::Event as BackupEvent;
+use lifeboat::repo::events::{Event as BackupEvent, LOG_TIMEOUT};
 use lifeboat::repo::manifest::{human_size, BackupKind, Manifest};
 use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
 use lifeboat::repo::runs::Run;
@@ -301,11 +301,16 @@ async fn backup_all(
     }
 }
 
-/// A failed backup goes to the repository's event log, when the repository exists (a failure
-/// never creates one): the run record keeps only the last failure, an incident's timeline
-/// needs them all. Best effort: the failure is the command's outcome, not the log's.
+/// A failed backup goes to the repository's event log: the run record keeps only the last
+/// failure, an incident's timeline needs them all. Only for a database the repository already
+/// holds: a mistyped path never creates a repository, nor a database in one. Best effort: the
+/// failure is the command's outcome, not the log's.
 async fn log_failure(ctx: &Ctx, db: &str, e: &Error) {
-    if let Ok(repo) = ctx.repository(false) {
+    let Ok(repo) = ctx.repository(false) else {
+        return;
+    };
+    let known = tokio::time::timeout(LOG_TIMEOUT, repo.holds(db)).await;
+    if matches!(known, Ok(Ok(true))) {
         repo.log_event_best_effort(db, &BackupEvent::backup_failed(db, e))
             .await;
     }

@@ -21,6 +21,7 @@ mod demo;
 mod dump;
 mod export;
 mod import;
+mod incident;
 mod list;
 mod pin;
 mod prune;
@@ -102,6 +103,9 @@ enum Command {
     Export(export::Args),
     /// List the records of tenant restores.
     Restores(restores::Args),
+    /// Incident records: start a post-incident review with its timeline pre-filled from the
+    /// repository (`new`), list them (`list`).
+    Incident(incident::Args),
     /// Build a sample multi-tenant database, back it up, verify it and restore it.
     Demo(demo::Args),
 }
@@ -416,6 +420,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Status(a) => status::run(&ctx, a).await,
         Command::Alert(a) => alert::run(&ctx, a).await,
         Command::Daemon(a) => daemon::run(&ctx, a).await,
+        Command::Incident(a) => incident::run(&ctx, a).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
     }
 }

@@ -151,6 +151,19 @@ impl Repository {
         }
     }
 
+    /// Whether the repository holds anything of `db` (backups, runs, events): one LIST.
+    pub async fn holds(&self, db: &str) -> Result<bool> {
+        check_name(db)?;
+        let dir = self.backend.root.clone().join(db);
+        let listed = self
+            .backend
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|e| self.err("list", e))?;
+        Ok(!listed.common_prefixes.is_empty() || !listed.objects.is_empty())
+    }
+
     /// `db`'s events from `since` to `until` (both included), oldest first. Only the events
     /// inside the window are read (see [`Repository::stamped_window`]); one that cannot be
     /// parsed is passed over.
