@@ -1,6 +1,7 @@
-//! `lifeboat backup`: take a consistent backup of one or more databases.
+//! `lifeboat backup`: take a consistent backup of one or more databases, and restore-test each
+//! from the repository (`verify_after_backup`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
 use lifeboat::repo::runs::Run;
 use lifeboat::source::Source;
 use lifeboat::text::shell_word;
+use lifeboat::verify::{after_backup, VerifyReport};
 use lifeboat_daemon::alerts::EventKind;
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +61,10 @@ pub struct Args {
     /// Send no alert and no health ping for this run.
     #[arg(long)]
     no_alert: bool,
+    /// Do not restore-test the new backup from the repository (`[daemon] verify_after_backup`,
+    /// on by default, does it right after the upload).
+    #[arg(long)]
+    no_verify: bool,
     /// With --from-sql: the database name to file it under (default: the file's stem).
     #[arg(long, value_name = "NAME", requires = "from_sql")]
     db_name: Option<String>,
@@ -210,6 +216,8 @@ async fn backup_all(
         }
     }
     let repo = ctx.repository(true).step("backup")?;
+    let verify = ctx.config.daemon.verify_after_backup() && !args.no_verify;
+    let mut verified: HashMap<String, VerifyReport> = HashMap::new();
     let mut done = Vec::new();
     let mut skipped = Vec::new();
     for (source, p) in &prepared {
@@ -249,8 +257,34 @@ async fn backup_all(
         // A stored backup records its run in the repository, for `status` on any machine. A
         // failed one records no run (a failed command changes no state): it reaches the
         // operator by its exit code and the alerts, and the incident timeline by the event log.
+        let mut bad = None;
+        if let (Ok(stored), true) = (&m, verify) {
+            let v = after_backup(&repo, &stored.manifest, args.scratch_dir.as_deref()).await;
+            if v.damaged() {
+                alerter
+                    .tell(&lifeboat_daemon::alerts::verify_failed(
+                        &stored.manifest,
+                        &v,
+                    ))
+                    .await;
+                told.set(true);
+                bad = Some(Error::new(
+                    Kind::Corrupt,
+                    format!(
+                        "{}: backup {} was stored but failed its restore-test, so it does not count as good: {}",
+                        p.name(),
+                        stored.manifest.id,
+                        v.problem.as_deref().unwrap_or("?")
+                    ),
+                ));
+            }
+            verified.insert(stored.manifest.id.clone(), v);
+        }
         if let Ok(stored) = &m {
-            let run = Run::stored(stored.manifest.id.clone());
+            let run = match &bad {
+                Some(e) => Run::failed(e.to_string()),
+                None => Run::stored(stored.manifest.id.clone()),
+            };
             if let Err(e) = repo.record_run(p.name(), &run).await {
                 eprintln!(
                     "lifeboat: warning: {}: the run could not be recorded for `status`: {e}",
@@ -259,7 +293,13 @@ async fn backup_all(
             }
         }
         match m {
-            Ok(stored) => done.push(stored),
+            Ok(stored) => {
+                done.push(stored);
+                if let Some(e) = bad {
+                    log_failure(ctx, p.name(), &e).await;
+                    fail(e, &mut failures);
+                }
+            }
             Err(e) => {
                 log_failure(ctx, p.name(), &e).await;
                 alerter
@@ -279,7 +319,14 @@ async fn backup_all(
         .filter(|s| s.sql_mirror)
         .map(|s| s.name.as_str())
         .collect();
-    report(ctx, &done, &skipped, &mirrored, &repo.absolute_url());
+    report(
+        ctx,
+        &done,
+        &skipped,
+        &mirrored,
+        &repo.absolute_url(),
+        &verified,
+    );
     let on_success = ctx.config.alerts.as_ref().is_some_and(|a| a.on_success);
     for s in &done {
         if let Some(shrunk) = &s.shrinkage {
@@ -369,6 +416,7 @@ fn report(
     skipped: &[(Manifest, DateTime<Utc>)],
     mirrored: &HashSet<&str>,
     repo_url: &str,
+    verified: &HashMap<String, VerifyReport>,
 ) {
     let mut docs = Vec::new();
     for Stored {
@@ -392,6 +440,24 @@ fn report(
             secs(m.duration_ms)
         ));
         let mut doc = serde_json::to_value(m).unwrap_or_default();
+        if let Some(v) = verified.get(&m.id) {
+            let line = match (&v.problem, v.ok) {
+                (_, true) => format!(
+                    "  restore-tested from the repository: ok  {}",
+                    secs(v.duration_ms)
+                ),
+                (Some(p), false) if v.damaged() => format!("  restore-test FAILED: {p}"),
+                (p, false) => format!(
+                    "  could not be restore-tested (the backup is stored): {}",
+                    p.as_deref().unwrap_or("?")
+                ),
+            };
+            ctx.out.line(line);
+            for w in &v.warnings {
+                eprintln!("lifeboat: warning: {} {}: {w}", m.database, m.id);
+            }
+            doc["restore_test"] = serde_json::to_value(v).unwrap_or_default();
+        }
         // The day's SQL mirror this backup wrote (after its manifest, which therefore does not
         // name it; the mirror's first line names the backup).
         if mirrored.contains(m.database.as_str()) {

@@ -4,6 +4,7 @@ use crate::{database_names, Ctx};
 use lifeboat::error::Result;
 use lifeboat::repo::manifest::human_size;
 use lifeboat::repo::marks::MarkKind;
+use lifeboat::repo::verify_record::VerifyRecord;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -33,19 +34,20 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         ));
         if !listing.backups.is_empty() {
             ctx.out.line(format!(
-                "  {:<28} {:<9} {:<20} {:>10} {:>7} {:>12}",
-                "ID", "KIND", "CREATED (UTC)", "SIZE", "TABLES", "ROWS"
+                "  {:<28} {:<9} {:<20} {:>10} {:>7} {:>12}  {}",
+                "ID", "KIND", "CREATED (UTC)", "SIZE", "TABLES", "ROWS", "RESTORE-TESTED"
             ));
         }
         for m in &listing.backups {
             ctx.out.line(format!(
-                "  {:<28} {:<9} {:<20} {:>10} {:>7} {:>12}{}",
+                "  {:<28} {:<9} {:<20} {:>10} {:>7} {:>12}  {:<16}{}",
                 m.id,
                 m.kind.to_string(),
                 m.created_at.format("%Y-%m-%d %H:%M:%S"),
                 human_size(m.stored_size),
                 m.tables.len(),
                 m.total_rows(),
+                tested(listing.records.get(&m.id)),
                 m.label
                     .as_deref()
                     .map(|l| format!("  {}", lifeboat::text::escape(l)))
@@ -66,6 +68,17 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             ctx.out
                 .line(format!("  DAMAGED {id}: {}", lifeboat::text::escape(why)));
         }
+        for m in &listing.backups {
+            if let Some(bad) = listing.bad(&m.id) {
+                ctx.out.line(format!(
+                    "  BAD {}: failed its {} on {}, not used by latest or counted as good: {}",
+                    m.id,
+                    bad.rung,
+                    bad.since.format("%Y-%m-%d %H:%M"),
+                    lifeboat::text::escape(&bad.problem)
+                ));
+            }
+        }
         let backups: Vec<serde_json::Value> = listing
             .backups
             .iter()
@@ -76,6 +89,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 }
                 if let Some(h) = holds.get(&m.id) {
                     doc["held"] = h.reason.clone().into();
+                }
+                if let Some(r) = listing.records.get(&m.id) {
+                    doc["verification"] = serde_json::to_value(r).unwrap_or_default();
                 }
                 doc
             })
@@ -90,6 +106,24 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     ctx.out
         .json(&serde_json::json!({ "repository": repo.url(), "databases": docs }));
     Ok(0)
+}
+
+/// The RESTORE-TESTED column: when and how the last restore-test went, or BAD.
+fn tested(r: Option<&VerifyRecord>) -> String {
+    let Some(r) = r else {
+        return "-".into();
+    };
+    if r.bad.is_some() {
+        return "BAD".into();
+    }
+    match &r.restore_test {
+        Some(c) => format!(
+            "{} {}",
+            c.at.format("%Y-%m-%d %H:%M"),
+            if c.ok { "ok" } else { "FAIL" }
+        ),
+        None => "-".into(),
+    }
 }
 
 /// `[pinned]`, `[held]`: what keeps a backup from retention, shown after its label.

@@ -162,6 +162,17 @@ fn show(ctx: &Ctx, args: &Args, all: &[DatabaseStatus]) -> i32 {
         for why in &s.reasons {
             ctx.out.line(format!("  {}", escape(why)));
         }
+        if let Some(id) = &s.last_good {
+            let tested = match &s.last_good_restore_test {
+                Some(c) => format!(
+                    "restore-tested {} ({} ago)",
+                    c.at.format("%Y-%m-%d %H:%M:%S"),
+                    hours((chrono::Utc::now() - c.at).num_seconds().max(0))
+                ),
+                None => "never restore-tested (`lifeboat verify` does it)".into(),
+            };
+            ctx.out.line(format!("  {id}: {tested}"));
+        }
         if let (Some(id), Some(at)) = (&s.last_good, s.unchanged_checked_at) {
             ctx.out.line(format!(
                 "  unchanged since {id}, checked at {} ({} ago)",

@@ -1,24 +1,53 @@
-//! `lifeboat verify`: download backups into scratch space and prove they restore.
+//! `lifeboat verify`: the catalogue's findings across a window (gaps, schema drift, shrinkage,
+//! damage), then the harder rungs on the backups chosen: restore-tests (the latest, a sample,
+//! a window, every one, or ids given) or a rolling read of every byte.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::{database_names, secs, Ctx};
+use chrono::Utc;
+
+use crate::{database_names, parse_duration, secs, Ctx};
 use lifeboat::error::{Error, Kind, Result};
-use lifeboat::restore::to_file::{select, Selector};
-use lifeboat::verify::{verify, VerifyReport};
+use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
+use lifeboat::repo::Repository;
+use lifeboat::schedule::Schedule;
+use lifeboat::verify::choose::Subset;
+use lifeboat::verify::database::{verify_database, DatabaseVerification, Depth, Settings};
+use lifeboat::verify::findings::{Finding, Severity};
+use lifeboat::verify::VerifyReport;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
-  lifeboat verify                       # the latest backup of each database
+  lifeboat verify                       # last 30 days' findings, restore-test the latest backup
+  lifeboat verify --sample 3            # ... and restore-test 3 (the newest, then untested ones)
+  lifeboat verify --read-subset 1/30    # read a different thirtieth of all backups each run
+  lifeboat verify --all --json          # the whole history, every backup restore-tested
+  lifeboat verify --all --catalogue     # the whole history's findings, no data read
   lifeboat verify backup-2026-11-20T020000Z --db studio-platform-db
-  lifeboat verify --all --json")]
+
+Exit codes: 0 clean, 1 warnings only (schema drift, shrinkage, foreign keys), 6 damage or a gap,
+4/8/9 when the repository or the scratch disk kept a check from running (never 6).")]
 pub struct Args {
-    /// Backup id, or `latest` (the default).
-    #[arg(value_name = "ID|latest", conflicts_with = "all")]
-    backup: Option<String>,
-    /// Verify every complete backup.
-    #[arg(long)]
+    /// Backup ids, or `latest`: restore-test just these (no window findings).
+    #[arg(value_name = "ID|latest", conflicts_with_all = ["all", "since", "sample", "read_subset", "catalogue"])]
+    backups: Vec<String>,
+    /// The whole history: findings over all of it, every backup restore-tested.
+    #[arg(long, conflicts_with = "since")]
     all: bool,
+    /// The window for findings (default 30d); alone, also restore-test every backup in it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    since: Option<Duration>,
+    /// Restore-test N backups of the window: the newest, then never-tested ones.
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    sample: Option<usize>,
+    /// Read every byte of the next n t-ths of all backups (rolling; the cursor is kept in the
+    /// repository), instead of restore-testing.
+    #[arg(long, value_name = "n/t", conflicts_with_all = ["all", "sample"])]
+    read_subset: Option<Subset>,
+    /// Only the catalogue rung: findings from manifests and object sizes, no data read.
+    #[arg(long, conflicts_with_all = ["sample", "read_subset"])]
+    catalogue: bool,
     /// Only this database (a configured name or a file path).
     #[arg(long, value_name = "NAME|PATH")]
     db: Option<String>,
@@ -27,101 +56,156 @@ pub struct Args {
     scratch_dir: Option<PathBuf>,
 }
 
+const DEFAULT_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let repo = ctx.repository(false)?;
     let names = database_names(ctx, &repo, args.db.as_deref()).await?;
-    let mut reports: Vec<VerifyReport> = Vec::new();
+    let now = Utc::now();
+    let depth = if !args.backups.is_empty() {
+        Depth::Ids(args.backups.clone())
+    } else if args.catalogue {
+        Depth::Catalogue
+    } else if let Some(s) = args.read_subset {
+        Depth::ReadSubset(s)
+    } else if let Some(n) = args.sample {
+        Depth::Sample(n)
+    } else if args.all || args.since.is_some() {
+        Depth::Window
+    } else {
+        Depth::Latest
+    };
+    let since = match args.all {
+        true => None,
+        false => chrono::Duration::from_std(args.since.unwrap_or(DEFAULT_WINDOW))
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d)),
+    };
+    let shrink_alert = (ctx.config.retention.as_ref())
+        .and_then(|r| r.shrink_alert)
+        .unwrap_or(DEFAULT_SHRINK_ALERT);
+    let mut results = Vec::new();
     for name in &names {
-        let manifests = if args.all {
-            let listing = repo.list(name).await?;
-            for (id, why) in listing.damaged {
-                reports.push(VerifyReport::failed(name, &id, Kind::Corrupt, why));
-            }
-            listing.backups
-        } else {
-            let id = args.backup.clone().unwrap_or_else(|| "latest".into());
-            // Damaged backups passed over become failures below, not warnings.
-            let sel = match select(&repo, name, &Selector::Id(id)).await {
-                Ok(sel) => {
-                    if sel.selector != sel.manifest.id {
-                        ctx.out.line(sel.describe());
-                    }
-                    sel
-                }
-                // Every candidate is damaged: that is this database's verification result.
-                Err(e) if e.kind == Kind::Corrupt => {
-                    reports.push(VerifyReport::failed(name, "latest", e.kind, e.to_string()));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            // A damaged backup newer than the one verified is a failure of the repository's
-            // newest state, not something to pass over in silence.
-            for sk in &sel.skipped {
-                if sk.damaged() {
-                    reports.push(VerifyReport::failed(
-                        name,
-                        &sk.id,
-                        Kind::Corrupt,
-                        sk.reason.clone(),
-                    ));
-                }
-            }
-            vec![sel.manifest]
+        let settings = Settings {
+            since,
+            schedule: schedule_for(ctx, name)?,
+            shrink_alert,
+            scratch_dir: args.scratch_dir.clone(),
         };
-        for m in manifests {
-            reports.push(verify(&repo, &m, args.scratch_dir.as_deref()).await);
+        let r = verify_database(&repo, name, &depth, &settings, now).await?;
+        for n in &r.notes {
+            ctx.out.line(n);
+        }
+        results.push(r);
+    }
+    let reports: Vec<VerifyReport> = results.iter().flat_map(|r| r.reports.clone()).collect();
+    show(ctx, &results, &reports);
+    outcome(&results, &reports, &repo, args.catalogue)
+}
+
+/// The database's schedule: its own, the daemon's, or the default.
+fn schedule_for(ctx: &Ctx, name: &str) -> Result<Schedule> {
+    let own = ctx
+        .config
+        .all_databases()
+        .into_iter()
+        .find(|d| d.name == name)
+        .and_then(|d| d.schedule);
+    match own {
+        Some(text) => Schedule::parse(&text),
+        None => ctx.config.daemon.schedule(),
+    }
+}
+
+fn show(ctx: &Ctx, results: &[DatabaseVerification], reports: &[VerifyReport]) {
+    for res in results {
+        for f in &res.findings {
+            ctx.out.line(format!("{}  {}", res.database, f.describe()));
         }
     }
-    for r in &reports {
-        match &r.problem {
-            None => ctx.out.line(format!(
-                "ok    {}  {}  sha256, integrity_check, {} tables, {} rows  {}",
+    for r in reports {
+        let line = match (&r.problem, r.pruned) {
+            (_, true) => format!(
+                "gone  {}  {}  deleted by a prune while it was checked",
+                r.database, r.backup
+            ),
+            (None, _) => format!(
+                "ok    {}  {}  {}, {} tables, {} rows  {}",
                 r.database,
                 r.backup,
+                match r.rung {
+                    lifeboat::repo::verify_record::Rung::Read => "read: sha256 stored and image",
+                    _ => "restore-test: sha256, integrity_check, foreign_key_check",
+                },
                 r.tables,
                 r.rows,
                 secs(r.duration_ms)
-            )),
-            Some(p) => ctx
-                .out
-                .line(format!("FAIL  {}  {}  {p}", r.database, r.backup)),
+            ),
+            (Some(p), _) => format!("FAIL  {}  {}  {p}", r.database, r.backup),
+        };
+        ctx.out.line(line);
+        for w in &r.warnings {
+            ctx.out
+                .line(format!("warn  {}  {}  {w}", r.database, r.backup));
         }
     }
-    if reports.is_empty() {
+    let failed = reports.iter().filter(|r| !r.ok && !r.pruned).count();
+    ctx.out.json(&serde_json::json!({
+        "verified": reports.len(),
+        "failed": failed,
+        "reports": reports,
+        "databases": results,
+    }));
+}
+
+/// The exit: damage or a gap (6) before the environment's failures (4, 8, 9: a network outage
+/// is never "corrupt"), before warnings (1).
+fn outcome(
+    results: &[DatabaseVerification],
+    reports: &[VerifyReport],
+    repo: &Repository,
+    catalogue: bool,
+) -> Result<i32> {
+    let errors: Vec<(&str, &Finding)> = (results.iter())
+        .flat_map(|r| r.findings.iter().map(move |f| (r.database.as_str(), f)))
+        .filter(|(_, f)| f.severity() == Severity::Error)
+        .collect();
+    let failed: Vec<&VerifyReport> = reports.iter().filter(|r| !r.ok && !r.pruned).collect();
+    let warned = (results.iter())
+        .any(|r| r.findings.iter().any(|f| f.severity() == Severity::Warning))
+        || reports.iter().any(|r| !r.warnings.is_empty());
+    if let Some((db, first)) = errors.first() {
+        let damaged = errors
+            .iter()
+            .filter(|(_, f)| matches!(f, Finding::Damage { .. }))
+            .count();
+        let gaps = errors.len() - damaged;
+        return Err(Error::new(
+            Kind::Corrupt,
+            format!(
+                "{damaged} backup(s) failed verification, {gaps} day(s) without a good scheduled backup; first: {db} {}",
+                first.describe().split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
+        ));
+    }
+    if let Some(first) = failed.first() {
+        let kind = first.problem_kind.unwrap_or(Kind::Internal);
+        return Err(Error::new(
+            kind,
+            format!(
+                "{} of {} backup(s) could not be verified: {} {}",
+                failed.len(),
+                reports.len(),
+                first.backup,
+                first.problem.clone().unwrap_or_default()
+            ),
+        ));
+    }
+    if reports.is_empty() && results.iter().all(|r| r.findings.is_empty()) && !catalogue {
         return Err(Error::new(
             Kind::NotFound,
             format!("no backups to verify in {}", repo.url()),
         ));
     }
-    let failed: Vec<&VerifyReport> = reports.iter().filter(|r| !r.ok).collect();
-    ctx.out.json(
-        &serde_json::json!({ "verified": reports.len(), "failed": failed.len(), "reports": reports }),
-    );
-    let Some(first) = failed.first() else {
-        return Ok(0);
-    };
-    // Damage decides the exit code when there is any; otherwise the environment's failure
-    // (repository unreachable: 4, scratch disk full: 8) does, so a network outage is never
-    // reported as a corrupt backup.
-    let kind = if failed.iter().any(|r| r.problem_kind == Some(Kind::Corrupt)) {
-        Kind::Corrupt
-    } else {
-        first.problem_kind.unwrap_or(Kind::Internal)
-    };
-    let what = if kind == Kind::Corrupt {
-        "failed verification"
-    } else {
-        "could not be verified"
-    };
-    Err(Error::new(
-        kind,
-        format!(
-            "{} of {} backup(s) {what}: {} {}",
-            failed.len(),
-            reports.len(),
-            first.backup,
-            first.problem.clone().unwrap_or_default()
-        ),
-    ))
+    Ok(if warned { 1 } else { 0 })
 }

@@ -115,9 +115,11 @@ fn failures_alerts_backups_and_restores_make_the_timeline_in_time_order() {
         .collect();
     let want: Vec<(String, String)> = [
         ("notes", "backup"),
+        ("notes", "restore-test"),
         ("notes", "backup.failed"),
         ("notes", "alert.sent"),
         ("studio", "backup"),
+        ("studio", "restore-test"),
         ("studio", "tenant.restore"),
         ("studio", "restore.done"),
     ]
@@ -205,7 +207,7 @@ fn failures_alerts_backups_and_restores_make_the_timeline_in_time_order() {
     // --db narrows the timeline to one database.
     let (_, only) = new_incident(d, &["--title", "notes only", "--db", "notes"]);
     assert!(only.iter().all(|e| e["database"] == "notes"), "{only:?}");
-    assert_eq!(only.len(), 3, "{only:?}");
+    assert_eq!(only.len(), 4, "{only:?}");
 }
 
 #[test]
@@ -268,9 +270,35 @@ fn since_leaves_out_what_happened_before() {
         assert!(err.contains("--since"), "{err}");
     }
     fails(d, &["incident", "new", "--title", "   "], 2);
+    // A backup whose stored bytes were damaged: verify marks it bad, and the timeline says so.
+    let data: Vec<_> = std::fs::read_dir(d.join("repo/notes/backups"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".sqlite.zst"))
+        .collect();
+    let mut bytes = std::fs::read(&data[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data[0], bytes).unwrap();
+    let o = run(d, &["verify", "--db", "notes"]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    let (_, checked) = new_incident(d, &["--title", "d"]);
+    let bad: Vec<&serde_json::Value> = checked
+        .iter()
+        .filter(|e| e["text"].as_str().unwrap().contains("FAILED"))
+        .collect();
+    assert_eq!(bad.len(), 1, "{checked:#?}");
+    assert!(
+        bad[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("no longer counts as good"),
+        "{bad:?}"
+    );
     let listed = ok(d, &["--json", "incident", "list"]);
     let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(v["incidents"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["incidents"].as_array().unwrap().len(), 4, "{v}");
 }
 
 #[test]
@@ -426,8 +454,12 @@ fn the_daemons_failures_and_alerts_reach_the_timeline_on_s3() {
         .iter()
         .map(|e| e["what"].as_str().unwrap())
         .collect();
-    assert_eq!(whats, ["backup", "backup.failed", "alert.sent"], "{v:#}");
-    assert!(v["timeline"][1]["text"]
+    assert_eq!(
+        whats,
+        ["backup", "restore-test", "backup.failed", "alert.sent"],
+        "{v:#}"
+    );
+    assert!(v["timeline"][2]["text"]
         .as_str()
         .unwrap()
         .contains("not a SQLite database"));

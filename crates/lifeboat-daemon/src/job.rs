@@ -1,5 +1,5 @@
-//! One scheduled job: back up one database for one slot, under the slot's lease, record how the
-//! run ended in the repository (failures too: `status` reads them from any machine), then prune
+//! One scheduled job: back up one database for one slot, under the slot's lease, restore-test
+//! what it stored (`verify_after_backup`), record how the run ended in the repository (failures too: `status` reads them from any machine), then prune
 //! that database. What the job found is returned; telling the channels is the daemon's.
 
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
 use lifeboat::repo::runs::Run;
 use lifeboat::repo::{Manifest, Repository};
 use lifeboat::source::Source;
+use lifeboat::verify::{after_backup, VerifyReport};
 
 use crate::plan::Due;
 
@@ -30,6 +31,8 @@ pub enum Outcome {
         manifest: Box<Manifest>,
         shrinkage: Option<Shrinkage>,
         warnings: Vec<String>,
+        /// The restore-test right after it (`verify_after_backup`).
+        verified: Option<Box<VerifyReport>>,
     },
     /// The database is unchanged since its newest good backup (`id`): nothing to store.
     Skipped { since: String },
@@ -44,7 +47,17 @@ pub enum Outcome {
 impl Outcome {
     /// Whether the database is fresh after this job.
     pub fn fresh(&self) -> bool {
-        matches!(self, Outcome::Backed { .. } | Outcome::Skipped { .. })
+        matches!(self, Outcome::Backed { .. } | Outcome::Skipped { .. }) && self.bad().is_none()
+    }
+
+    /// The restore-test that found the backup just stored bad, if one did.
+    pub fn bad(&self) -> Option<&VerifyReport> {
+        match self {
+            Outcome::Backed {
+                verified: Some(v), ..
+            } if v.damaged() => Some(v),
+            _ => None,
+        }
     }
 }
 
@@ -107,6 +120,12 @@ pub async fn run(repo: &Arc<Repository>, config: &Config, source: &Source, due: 
     let outcome = backup(repo, config, source).await;
     renewing.abort();
     let run = match &outcome {
+        // Stored but bad: the run failed, and is tried again like any failure.
+        o @ Outcome::Backed { manifest, .. } if o.bad().is_some() => Run::failed(format!(
+            "backup {} was stored but failed its restore-test: {}",
+            manifest.id,
+            o.bad().and_then(|v| v.problem.as_deref()).unwrap_or("?")
+        )),
         Outcome::Backed { manifest, .. } => Run::stored(manifest.id.clone()),
         Outcome::Failed(e) => Run::failed(e.to_string()),
         Outcome::Skipped { since } => Run::skipped(since.clone()),
@@ -129,7 +148,7 @@ pub async fn run(repo: &Arc<Repository>, config: &Config, source: &Source, due: 
     }
     // A failed job's lease is given up (expired now), so a retry, here or on another daemon,
     // takes the job again as its next attempt; a finished one is closed for good.
-    let failed = matches!(outcome, Outcome::Failed(_));
+    let failed = matches!(outcome, Outcome::Failed(_)) || outcome.bad().is_some();
     let closed = Lease {
         done: !failed,
         expires: if failed { Utc::now() } else { lease.expires },
@@ -195,11 +214,18 @@ async fn backup(repo: &Repository, config: &Config, source: &Source) -> Outcome 
         Err(e) => return Outcome::Failed(e),
     };
     match store(repo, &prepared, &opts, shrink_alert, &Progress::hidden()).await {
-        Ok(s) => Outcome::Backed {
-            manifest: Box::new(s.manifest),
-            shrinkage: s.shrinkage,
-            warnings: s.warnings,
-        },
+        Ok(s) => {
+            let verified = match config.daemon.verify_after_backup() {
+                true => Some(Box::new(after_backup(repo, &s.manifest, None).await)),
+                false => None,
+            };
+            Outcome::Backed {
+                manifest: Box::new(s.manifest),
+                shrinkage: s.shrinkage,
+                warnings: s.warnings,
+                verified,
+            }
+        }
         Err(e) => Outcome::Failed(e),
     }
 }

@@ -1,7 +1,8 @@
 //! lifeboat-daemon: lifeboat unattended. The scheduler ([`daemon`], deciding with [`plan`]) runs
 //! each database's [`job`] on its schedule, under a lease in the repository; [`alerts`] tells
 //! the channels what failed, shrank, went stale or recovered, remembering what it told
-//! ([`alert_memory`]); [`metrics`] serves `/metrics` and `/healthz`.
+//! ([`alert_memory`]); [`metrics`] serves `/metrics` and `/healthz`; the [`verifier`] proves
+//! the backups restore, rung by rung, on its own schedules.
 
 pub mod alert_memory;
 pub mod alerts;
@@ -9,3 +10,4 @@ pub mod daemon;
 pub mod job;
 pub mod metrics;
 pub mod plan;
+pub mod verifier;

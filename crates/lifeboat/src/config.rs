@@ -101,6 +101,9 @@ pub struct Config {
     /// `[daemon]`: schedules and how many backups run at once.
     #[serde(default)]
     pub daemon: crate::schedule::DaemonConfig,
+    /// `[verify]`: when the daemon runs each rung of verification.
+    #[serde(default)]
+    pub verify: crate::verify::rungs::VerifyConfig,
     /// Directory whose relative paths the file's paths are resolved against (not in the file).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -229,6 +232,7 @@ impl Config {
             ));
         }
         cfg.daemon.check()?;
+        cfg.verify.check()?;
         for (i, d) in cfg.databases.iter().enumerate() {
             let label = d.label();
             if let Some(s) = &d.schedule {

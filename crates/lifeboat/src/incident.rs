@@ -16,7 +16,8 @@ use serde_json::Value;
 
 use crate::error::{Error, Kind, Result};
 use crate::repo::manifest::human_size;
-use crate::repo::repository::{CLAIM_SUFFIX, DATA_SUFFIX, MANIFEST_SUFFIX};
+use crate::repo::repository::{CLAIM_SUFFIX, DATA_SUFFIX, MANIFEST_SUFFIX, VERIFY_SUFFIX};
+use crate::repo::verify_record::{Rung, VerifyRecord};
 use crate::repo::Repository;
 use crate::text::escape;
 
@@ -24,8 +25,6 @@ use crate::text::escape;
 pub const MAX_ENTRIES: usize = 2000;
 /// Where incident files go, under the chosen directory.
 pub const FOLDER: &str = "incidents";
-/// Verify records sit next to their backup's manifest (`<id>.verify.json`).
-const VERIFY_SUFFIX: &str = ".verify.json";
 
 /// One line of a timeline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -150,8 +149,9 @@ async fn backups(
             } else {
                 None
             };
+            // A record that cannot be read is no record: the backup's line still stands.
             let verify = if objs.contains_key(VERIFY_SUFFIX) {
-                read_json(repo, &repo.key(db, &id, VERIFY_SUFFIX)).await
+                repo.verify_record(db, &id).await.ok().flatten()
             } else {
                 None
             };
@@ -169,7 +169,7 @@ async fn backups(
             what: what.to_string(),
             text,
         };
-        let at = match m {
+        match m {
             Some(Ok(m)) => {
                 let mut text = format!(
                     "{} {} backup stored: {} tables, {} rows, {}",
@@ -196,12 +196,10 @@ async fn backups(
                     _ => {}
                 }
                 out.push(entry(m.created_at, "backup", text));
-                m.created_at
             }
             Some(Err(e)) if e.kind == Kind::NotFound => continue, // pruned meanwhile
             Some(Err(e)) if e.kind == Kind::Corrupt => {
                 out.push(entry(id_at, "backup", format!("{id} DAMAGED: {e}")));
-                id_at
             }
             Some(Err(e)) => return Err(e),
             None if objs.contains_key(DATA_SUFFIX) || objs.contains_key(CLAIM_SUFFIX) => {
@@ -209,22 +207,16 @@ async fn backups(
                     "{id} incomplete: objects without a manifest (an interrupted backup, or one still running)"
                 );
                 out.push(entry(id_at, "backup", text));
-                id_at
             }
-            None => id_at,
-        };
+            None => {}
+        }
         if let Some(v) = verify {
-            let (when, text) = restore_test(&id, &v);
-            out.push(entry(when.unwrap_or(at), "restore-test", text));
+            for (what, text, when) in checks(&v) {
+                out.push(entry(when, what, text));
+            }
         }
     }
     Ok(out)
-}
-
-async fn read_json(repo: &Repository, key: &object_store::path::Path) -> Option<Value> {
-    use object_store::ObjectStoreExt;
-    let got = repo.backend().store.get(key).await.ok()?;
-    serde_json::from_slice(&got.bytes().await.ok()?).ok()
 }
 
 /// The first of `fields` that holds a time.
@@ -257,43 +249,43 @@ fn text_of(v: &Value, fields: &[&str]) -> Option<String> {
     })
 }
 
-/// A backup's verify record (`<id>.verify.json`), read for what any version of it says: when,
-/// and whether it found the backup bad.
-fn restore_test(id: &str, v: &Value) -> (Option<DateTime<Utc>>, String) {
-    let when = time_of(
-        v,
-        &[
-            "at",
-            "verified_at",
-            "tested_at",
-            "finished_at",
-            "checked_at",
-        ],
-    );
-    let word = text_of(v, &["result", "verdict", "status", "outcome"])
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let bad = v.get("ok").and_then(Value::as_bool) == Some(false)
-        || v.get("good").and_then(Value::as_bool) == Some(false)
-        || v.get("bad").and_then(Value::as_bool) == Some(true)
-        || ["bad", "fail", "damage", "corrupt", "error"]
-            .iter()
-            .any(|w| word.contains(w));
-    let text = if bad {
-        let why = text_of(
-            v,
-            &[
-                "reason", "error", "message", "problem", "problems", "findings",
-            ],
-        );
-        match why {
-            Some(why) => format!("{id} marked BAD by its restore-test: {why}"),
-            None => format!("{id} marked BAD by its restore-test"),
+/// What a backup's verify record (`<id>.verify.json`) says, one entry per check: the read and
+/// the restore-test, and the catalogue check only when it failed (it runs every daemon tick).
+fn checks(v: &VerifyRecord) -> Vec<(&'static str, String, DateTime<Utc>)> {
+    let rungs = [
+        (Rung::Catalogue, "verify.catalogue", &v.catalogue),
+        (Rung::Read, "verify.read", &v.read),
+        (Rung::RestoreTest, "restore-test", &v.restore_test),
+    ];
+    let mut out = Vec::new();
+    for (rung, what, check) in rungs {
+        let Some(c) = check else { continue };
+        if rung == Rung::Catalogue && c.ok {
+            continue;
         }
-    } else {
-        format!("{id} restore-tested: passed")
-    };
-    (when, one_line(&text))
+        let mut text = if c.ok {
+            format!(
+                "{} {rung} passed ({:.1} s)",
+                v.id,
+                c.duration_ms as f64 / 1000.0
+            )
+        } else {
+            format!(
+                "{} {rung} FAILED: {}",
+                v.id,
+                c.problem.as_deref().unwrap_or("?")
+            )
+        };
+        if let Some(bad) = v.bad.as_ref().filter(|b| b.rung == rung) {
+            let _ = write!(
+                text,
+                "; the backup is bad since {} and no longer counts as good",
+                shown(bad.since)
+            );
+        }
+        out.push((what, one_line(&text), c.at));
+    }
+    out
 }
 
 /// A tenant restore record (`<db>/restores/…`, docs/format.md).
@@ -618,14 +610,31 @@ mod tests {
             titles,
             ["one", "two", "3", "4", "5", "6", "7", "8", "9", "10"]
         );
-        let bad = serde_json::json!({"ok": false, "at": "2026-03-01T00:00:00Z", "problems": ["checksum mismatch"]});
-        let (when, text) = restore_test("backup-x", &bad);
-        assert!(when.is_some());
-        assert!(
-            text.contains("BAD") && text.contains("checksum mismatch"),
-            "{text}"
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let mut v = VerifyRecord::new("db", "backup-x");
+        let check = |at: &str, ok: bool| crate::repo::verify_record::Check {
+            at: t(at),
+            ok,
+            problem: (!ok).then(|| "checksum mismatch".to_string()),
+            duration_ms: 1500,
+        };
+        v.add(Rung::Catalogue, check("2026-03-01T01:00:00Z", true));
+        v.add(Rung::RestoreTest, check("2026-03-01T02:00:00Z", false));
+        let found = checks(&v);
+        assert_eq!(
+            found.len(),
+            1,
+            "a passing catalogue check is not news: {found:?}"
         );
-        let good = serde_json::json!({"result": "ok"});
-        assert!(restore_test("backup-x", &good).1.contains("passed"));
+        assert_eq!(found[0].0, "restore-test");
+        assert!(
+            found[0].1.contains("FAILED: checksum mismatch"),
+            "{found:?}"
+        );
+        assert!(
+            found[0].1.contains("is bad since 2026-03-01T02:00:00Z"),
+            "{found:?}"
+        );
+        assert_eq!(found[0].2, t("2026-03-01T02:00:00Z"));
     }
 }

@@ -109,6 +109,10 @@ pub struct DaemonConfig {
     /// third of it). A daemon that died is taken over after this.
     #[serde(default, with = "crate::duration::optional")]
     pub lease_ttl: Option<Duration>,
+    /// Restore-test each new backup from the repository right after writing it, in the daemon
+    /// and in `lifeboat backup` (unless `--no-verify`); default true.
+    #[serde(default)]
+    pub verify_after_backup: Option<bool>,
 }
 
 impl DaemonConfig {
@@ -162,6 +166,10 @@ impl DaemonConfig {
 
     pub fn prune(&self) -> bool {
         self.prune.unwrap_or(true)
+    }
+
+    pub fn verify_after_backup(&self) -> bool {
+        self.verify_after_backup.unwrap_or(true)
     }
 }
 

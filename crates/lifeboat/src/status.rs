@@ -87,6 +87,10 @@ pub struct DatabaseStatus {
     pub backups_by_kind: std::collections::BTreeMap<String, usize>,
     pub stored_bytes: u64,
     pub damaged: usize,
+    /// Backups a verify found bad (they do not count as good).
+    pub bad: usize,
+    /// The last restore-test of the last good backup, when it had one.
+    pub last_good_restore_test: Option<crate::repo::verify_record::Check>,
     pub newest_emergency: Option<String>,
     pub holds: Vec<String>,
     pub pins: Vec<String>,
@@ -108,7 +112,7 @@ pub async fn database_status(
     let holds = repo.marks(MarkKind::Hold, db).await?;
     let pins = repo.marks(MarkKind::Pin, db).await?;
     let (last_run, last_failure) = repo.runs(db).await?;
-    let good = listing.backups.iter().find(|m| m.good_at(now));
+    let good = listing.good(now).next();
     // A skip of this very backup, not dated in the future: fresh as of the check.
     let checked = last_run
         .as_ref()
@@ -152,6 +156,22 @@ pub async fn database_status(
     if !listing.damaged.is_empty() {
         worse(State::Warning, damaged_reason(listing.damaged.len()));
     }
+    let bad: Vec<&str> = listing
+        .backups
+        .iter()
+        .filter(|m| listing.bad(&m.id).is_some())
+        .map(|m| m.id.as_str())
+        .collect();
+    if let Some(newest) = bad.first() {
+        worse(
+            State::Warning,
+            format!(
+                "{} backup(s) failed verification, the newest {newest}: {}",
+                bad.len(),
+                listing.bad(newest).map_or("", |b| b.problem.as_str())
+            ),
+        );
+    }
     Ok(DatabaseStatus {
         database: db.to_string(),
         state,
@@ -170,6 +190,10 @@ pub async fn database_status(
         }),
         stored_bytes: listing.backups.iter().map(|m| m.stored_size).sum(),
         damaged: listing.damaged.len(),
+        bad: bad.len(),
+        last_good_restore_test: good
+            .and_then(|m| listing.records.get(&m.id))
+            .and_then(|r| r.restore_test.clone()),
         newest_emergency: listing
             .backups
             .iter()

@@ -27,6 +27,7 @@ pub enum EventKind {
     BackupRecovered,
     BackupSucceeded,
     PruneFailed,
+    VerifyFailed,
     Test,
 }
 
@@ -39,6 +40,7 @@ impl EventKind {
             EventKind::BackupRecovered => "backup.recovered",
             EventKind::BackupSucceeded => "backup.succeeded",
             EventKind::PruneFailed => "prune.failed",
+            EventKind::VerifyFailed => "verify.failed",
             EventKind::Test => "alert.test",
         }
     }
@@ -52,13 +54,17 @@ impl EventKind {
             EventKind::BackupRecovered => "backup recovered",
             EventKind::BackupSucceeded => "backup succeeded",
             EventKind::PruneFailed => "prune failed",
+            EventKind::VerifyFailed => "backup failed verification",
             EventKind::Test => "test alert",
         }
     }
 
     /// A problem that stays open until the source is good again (`backup.recovered`).
     pub fn is_problem(self) -> bool {
-        matches!(self, EventKind::BackupFailed | EventKind::BackupStale)
+        matches!(
+            self,
+            EventKind::BackupFailed | EventKind::BackupStale | EventKind::VerifyFailed
+        )
     }
 }
 
@@ -100,6 +106,26 @@ pub fn shrunk(m: &lifeboat::repo::Manifest, s: &lifeboat::backup::shrinkage::Shr
             "tables": s.tables,
             "last_good": m.id,
             "last_good_at": m.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }),
+    }
+}
+
+/// `verify.failed`: backup `m` was checked and found bad (it no longer counts as good).
+pub fn verify_failed(m: &lifeboat::repo::Manifest, r: &lifeboat::verify::VerifyReport) -> Event {
+    Event {
+        kind: EventKind::VerifyFailed,
+        source: m.database.clone(),
+        message: format!(
+            "backup {} failed its {}: {}; it does not count as a good backup",
+            m.id,
+            r.rung,
+            r.problem.as_deref().unwrap_or("?")
+        ),
+        at: chrono::Utc::now(),
+        details: serde_json::json!({
+            "backup": m.id,
+            "check": r.rung.to_string(),
+            "kind": r.problem_kind.map(|k| k.name()),
         }),
     }
 }

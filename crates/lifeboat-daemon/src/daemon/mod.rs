@@ -1,7 +1,8 @@
 //! The daemon: runs every database's backups on its schedule, unattended. Once a second it asks
 //! the [`Plan`] what is due, runs it in a bounded pool (one job per database at a time, at most
 //! `max_concurrent` in all), tells the channels what failed, shrank, went stale or recovered,
-//! and checks staleness every `stale_check_interval`. SIGTERM or SIGINT stop it cleanly;
+//! and checks staleness every `stale_check_interval`. Beside the backups, the [`Verifier`]
+//! climbs the verification ladder on `[verify]`'s schedules ([`verifying`]). SIGTERM or SIGINT stop it cleanly;
 //! SIGHUP reloads the config (a bad one is refused, and the old one stays in force).
 //!
 //! [`setup`] holds what a config gives the loop, [`outcome`] what a finished job leads to,
@@ -24,10 +25,12 @@ use crate::alerts::Ping;
 use crate::job::{self, Outcome, Report};
 use crate::metrics::Metrics;
 use crate::plan::{Due, Plan};
+use crate::verifier::Verifier;
 
 mod outcome;
 mod setup;
 mod telling;
+mod verifying;
 
 use setup::Setup;
 use telling::flush_alerts;
@@ -74,7 +77,11 @@ pub async fn run(opts: Options, config: Config) -> Result<i32> {
         }
         None => None,
     };
+    let verifier = Verifier::new(&setup.config, Utc::now());
     let mut daemon = Daemon {
+        verifier,
+        verifying: JoinSet::new(),
+        told_bad: BTreeMap::new(),
         setup,
         plan,
         metrics,
@@ -98,6 +105,11 @@ pub async fn run(opts: Options, config: Config) -> Result<i32> {
 }
 
 struct Daemon {
+    /// When each rung of verification is due, the round running (one at a time), and the bad
+    /// backups already told.
+    verifier: Verifier,
+    verifying: JoinSet<verifying::Round>,
+    told_bad: BTreeMap<String, std::collections::BTreeSet<String>>,
     setup: Setup,
     plan: Plan,
     metrics: Metrics,
@@ -130,6 +142,7 @@ impl Daemon {
                 _ = int.recv() => break,
                 _ = hup.recv() => self.reload(opts),
                 Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => self.finished(done),
+                Some(done) = self.verifying.join_next(), if !self.verifying.is_empty() => self.verified(done),
                 _ = tick.tick() => {
                     self.metrics.tick();
                     if last_discovery.elapsed() >= Duration::from_secs(60) {
@@ -143,6 +156,7 @@ impl Daemon {
                     let now = Utc::now();
                     self.queue.extend(self.plan.due(now));
                     self.start_jobs();
+                    self.start_verification();
                     let interval = self.setup.config.daemon.stale_check_interval();
                     if last_stale_check.is_none_or(|t| t.elapsed() >= interval) {
                         last_stale_check = Some(Instant::now());
@@ -331,6 +345,7 @@ impl Daemon {
                     .expect("alert memory")
                     .set_repeat_after(setup.repeat_after());
                 self.setup = setup;
+                self.verifier.reload(&self.setup.config, Utc::now());
                 tracing::info!(databases = self.plan.len(), "config reloaded");
             }
             Err(e) => {
@@ -343,6 +358,8 @@ impl Daemon {
     /// written by an aborted backup: what it left is an incomplete leftover for `cleanup`).
     async fn shut_down(&mut self, timeout: Duration) {
         self.queue.clear();
+        // Verification writes only records: stopped at once, it is done again next time.
+        self.verifying.abort_all();
         tracing::info!(
             running = self.jobs.len(),
             "stopping: no new jobs; running ones get {}",

@@ -100,9 +100,10 @@ impl Daemon {
                 self.plan.refresh(db);
                 return;
             }
-            Outcome::Failed(_) => self
-                .plan
-                .failed(db, now, self.setup.config.daemon.retry_after()),
+            o if matches!(o, Outcome::Failed(_)) || o.bad().is_some() => {
+                self.plan
+                    .failed(db, now, self.setup.config.daemon.retry_after())
+            }
             o => self.plan.finished(db, o.fresh(), now),
         }
         let mut events = Vec::new();
@@ -122,13 +123,27 @@ impl Daemon {
                     ));
                 }
             }
+            o @ Outcome::Backed { manifest, .. } if o.bad().is_some() => {
+                let v = o.bad().expect("bad");
+                tracing::error!(database = db, backup = %manifest.id, "restore-test failed: {}", v.problem.as_deref().unwrap_or("?"));
+                if memory.should_tell(EventKind::VerifyFailed, db, now) {
+                    events.push(crate::alerts::verify_failed(manifest, v));
+                }
+            }
             Outcome::Backed {
                 manifest,
                 shrinkage,
                 warnings,
+                verified,
             } => {
-                for w in warnings {
+                for w in warnings
+                    .iter()
+                    .chain(verified.iter().flat_map(|v| &v.warnings))
+                {
                     tracing::warn!(database = db, backup = %manifest.id, "{w}");
+                }
+                if let Some(v) = verified.as_ref().filter(|v| !v.ok) {
+                    tracing::warn!(database = db, backup = %manifest.id, "could not be restore-tested: {}", v.problem.as_deref().unwrap_or("?"));
                 }
                 if memory.recovered(db) {
                     events.push(recovered(db, &manifest.id));

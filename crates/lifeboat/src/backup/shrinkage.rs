@@ -32,6 +32,7 @@ pub async fn check(
         .backups
         .iter()
         .filter(|b| b.kind.selectable() && b.tenant.is_none() && b.id != m.id)
+        .filter(|b| listing.bad(&b.id).is_none())
         .filter(|b| b.created_at <= m.created_at)
         .max_by_key(|b| (b.created_at, b.id.clone()))
     else {
@@ -60,7 +61,7 @@ pub const MIN_ROWS: u64 = 10;
 
 /// The tables of `before` (of at least [`MIN_ROWS`] rows) that lost more than `fraction` of
 /// their rows in `now`.
-fn shrunk(before: &Manifest, now: &Manifest, fraction: f64) -> Vec<(String, u64, u64)> {
+pub fn shrunk(before: &Manifest, now: &Manifest, fraction: f64) -> Vec<(String, u64, u64)> {
     before
         .tables
         .iter()

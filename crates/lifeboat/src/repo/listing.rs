@@ -9,7 +9,8 @@ use futures::StreamExt;
 
 use crate::error::{Error, Kind, Result};
 use crate::repo::manifest::Manifest;
-use crate::repo::repository::{split_name, CLAIM_SUFFIX, MANIFEST_SUFFIX};
+use crate::repo::repository::{split_name, CLAIM_SUFFIX, MANIFEST_SUFFIX, VERIFY_SUFFIX};
+use crate::repo::verify_record::{Bad, VerifyRecord};
 use crate::repo::Repository;
 
 /// Manifests read at a time while listing.
@@ -17,6 +18,12 @@ pub const MANIFEST_READS: usize = 64;
 
 /// Each backup id's objects: (suffix, size, last modified).
 type Objects = BTreeMap<String, Vec<(String, u64, DateTime<Utc>)>>;
+
+/// What the listing read for one id.
+enum Read {
+    Manifest(Box<Result<Manifest>>),
+    Record(Box<Result<Option<VerifyRecord>>>),
+}
 
 /// A backup id's objects that have no manifest: an interrupted or running backup.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -41,6 +48,23 @@ pub struct Listing {
     pub claimed: Vec<Leftover>,
     /// Day mirrors (`backup-YYYY-MM-DD.sql`): (day, object name), oldest first; `prune` deletes them with their day.
     pub mirrors: Vec<(String, String)>,
+    /// Verify records (`<id>.verify.json`) of the backups listed, by id.
+    pub records: BTreeMap<String, VerifyRecord>,
+}
+
+impl Listing {
+    /// Why backup `id` is bad, if a verify found it so.
+    pub fn bad(&self, id: &str) -> Option<&Bad> {
+        self.records.get(id).and_then(|r| r.bad.as_ref())
+    }
+
+    /// The good backups at `now`, newest first: complete, not safety or one tenant's rows, not
+    /// dated in the future, and not found bad by a verify.
+    pub fn good(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Manifest> {
+        self.backups
+            .iter()
+            .filter(move |m| m.good_at(now) && self.bad(&m.id).is_none())
+    }
 }
 
 /// What is wrong with a manifest's data object, as listed: missing, or not the size recorded.
@@ -68,7 +92,8 @@ impl Repository {
     /// trips, and a history of thousands is bound by them.
     pub async fn list(&self, db: &str) -> Result<Listing> {
         let prefix = self.prefix(db);
-        let (found, read) = futures::channel::mpsc::unbounded::<String>();
+        // (id, whether it is a verify record rather than a manifest)
+        let (found, read) = futures::channel::mpsc::unbounded::<(String, bool)>();
         let listed = async move {
             let found = found;
             let mut objects: Objects = BTreeMap::new();
@@ -89,9 +114,9 @@ impl Repository {
                     }
                     continue;
                 };
-                if suffix == MANIFEST_SUFFIX {
+                if suffix == MANIFEST_SUFFIX || suffix == VERIFY_SUFFIX {
                     // The reader outlives the listing unless it failed: then this is moot.
-                    let _ = found.unbounded_send(id.to_string());
+                    let _ = found.unbounded_send((id.to_string(), suffix == VERIFY_SUFFIX));
                 }
                 objects.entry(id.to_string()).or_default().push((
                     suffix.to_string(),
@@ -102,13 +127,31 @@ impl Repository {
             Ok::<_, Error>((objects, mirrors))
         };
         let fetching = read
-            .map(|id| async move {
-                let m = self.manifest(db, &id).await;
-                (id, m)
+            .map(|(id, record)| async move {
+                if record {
+                    let r = self.verify_record(db, &id).await;
+                    (id, Read::Record(Box::new(r)))
+                } else {
+                    let m = self.manifest(db, &id).await;
+                    (id, Read::Manifest(Box::new(m)))
+                }
             })
             .buffer_unordered(MANIFEST_READS)
-            .collect::<Vec<(String, Result<Manifest>)>>();
+            .collect::<Vec<(String, Read)>>();
         let (listed, fetched) = futures::join!(listed, fetching);
+        let mut manifests = Vec::new();
+        let mut records = BTreeMap::new();
+        for (id, read) in fetched {
+            match read {
+                Read::Manifest(m) => manifests.push((id, *m)),
+                Read::Record(r) => {
+                    if let Some(r) = (*r)? {
+                        records.insert(id, r);
+                    }
+                }
+            }
+        }
+        let fetched = manifests;
         let (mut objects, mut mirrors) = listed?;
         for (id, name, size, modified) in self.local_staging(db) {
             objects.entry(id).or_default().push((name, size, modified));
@@ -157,6 +200,13 @@ impl Repository {
             .backups
             .sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         listing.damaged.sort();
+        // A record whose backup is gone (pruned while a verify wrote it) is a leftover.
+        let known: std::collections::BTreeSet<&str> = (listing.backups.iter())
+            .map(|m| m.id.as_str())
+            .chain(listing.damaged.iter().map(|(id, _)| id.as_str()))
+            .collect();
+        records.retain(|id, _| known.contains(id.as_str()));
+        listing.records = records;
         Ok(listing)
     }
 

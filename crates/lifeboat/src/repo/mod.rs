@@ -3,7 +3,8 @@
 //! S3 multipart step by step in [`s3_uploads`]), who holds a backup id ([`claim`]) and the
 //! on-disk format of a backup's record ([`manifest`]), and which backups a policy keeps
 //! ([`retention`]); the newest good backup read cheaply, for skipping ([`newest_good`]); what
-//! happened to each database, for incident timelines ([`events`]).
+//! verification found per backup ([`verify_record`]); what happened to each database, for
+//! incident timelines ([`events`]).
 
 pub mod claim;
 pub mod events;
@@ -19,6 +20,7 @@ pub mod runs;
 pub mod s3_uploads;
 pub mod store;
 pub mod upload;
+pub mod verify_record;
 
 pub use manifest::{BackupKind, Manifest};
 pub use repository::Repository;

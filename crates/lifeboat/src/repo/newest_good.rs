@@ -11,7 +11,7 @@ use futures::StreamExt;
 use crate::error::{Kind, Result};
 use crate::repo::listing::data_problem;
 use crate::repo::manifest::Manifest;
-use crate::repo::repository::{split_name, MANIFEST_SUFFIX};
+use crate::repo::repository::{split_name, MANIFEST_SUFFIX, VERIFY_SUFFIX};
 use crate::repo::retention::id_time;
 use crate::repo::Repository;
 
@@ -21,7 +21,7 @@ const ID_SLACK: chrono::Duration = chrono::Duration::minutes(3);
 
 impl Repository {
     /// The newest good backup of `db` at `now` ([`Manifest::good_at`], its data object
-    /// present at its recorded size), as `status` would name it.
+    /// present at its recorded size, not found bad by a verify), as `status` would name it.
     pub async fn newest_good(&self, db: &str, now: DateTime<Utc>) -> Result<Option<Manifest>> {
         let mut objects: BTreeMap<String, Vec<(String, u64, DateTime<Utc>)>> = BTreeMap::new();
         let mut stream = self.backend.store.list(Some(&self.prefix(db)));
@@ -55,6 +55,12 @@ impl Repository {
             };
             if !m.good_at(now) || data_problem(&m, objs).is_some() {
                 continue;
+            }
+            if objs.iter().any(|(s, _, _)| s == VERIFY_SUFFIX) {
+                let record = self.verify_record(db, id).await?;
+                if record.is_some_and(|r| r.bad.is_some()) {
+                    continue;
+                }
             }
             let newer = best
                 .as_ref()

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Kind, Result};
 use crate::repo::marks::MarkKind;
-use crate::repo::repository::{DATA_SUFFIX, MANIFEST_SUFFIX};
+use crate::repo::repository::{DATA_SUFFIX, MANIFEST_SUFFIX, VERIFY_SUFFIX};
 use crate::repo::retention::{decide, Decision, Marks, RetentionPolicy};
 use crate::repo::{Manifest, Repository};
 
@@ -64,6 +64,9 @@ pub async fn prune(
     let marks = Marks {
         pins: repo.marks(MarkKind::Pin, db).await?,
         holds: repo.marks(MarkKind::Hold, db).await?,
+        bad: (listing.records.iter())
+            .filter_map(|(id, r)| r.bad.clone().map(|b| (id.clone(), b)))
+            .collect(),
     };
     let mut decisions = decide(policy, &listing.backups, &listing.damaged, &marks, now);
     tracing::debug!(
@@ -82,12 +85,20 @@ pub async fn prune(
     if !dry_run {
         let by_id: BTreeMap<&str, &Manifest> =
             listing.backups.iter().map(|m| (m.id.as_str(), m)).collect();
-        // Damaged backups are never deleted: they have no manifest here, only a decision.
         let doomed: Vec<&Manifest> = decisions
             .iter()
             .filter(|d| !d.keep)
             .filter_map(|d| by_id.get(d.id.as_str()).copied())
             .collect();
+        // Damaged backups go only when a verify found them bad long enough ago; they have no
+        // usable manifest, so one by one, manifest first.
+        for d in decisions.iter().filter(|d| !d.keep && d.kind.is_none()) {
+            if repo.mark_of(MarkKind::Pin, db, &d.id).await?.is_some() {
+                continue;
+            }
+            repo.delete_backup_id(db, &d.id).await?;
+            report.deleted += 1;
+        }
         let mut marked = BTreeSet::new();
         for batch in doomed.chunks(BATCH) {
             match delete_batch(repo, db, batch, policy, now).await {
@@ -201,12 +212,11 @@ async fn delete_batch(
         .await;
     let after = after?;
     put.into_iter().collect::<Result<()>>()?;
-    let data = go
-        .iter()
-        .filter(|m| !after.contains(&m.id))
-        .map(|m| repo.key(db, &m.id, DATA_SUFFIX))
+    let gone: Vec<&&Manifest> = go.iter().filter(|m| !after.contains(&m.id)).collect();
+    let deleted = gone.len();
+    let data = (gone.iter())
+        .flat_map(|m| [DATA_SUFFIX, VERIFY_SUFFIX].map(|suffix| repo.key(db, &m.id, suffix)))
         .collect::<Vec<Key>>();
-    let deleted = data.len();
     repo.delete_keys(data).await?;
     kept.extend(after);
     Ok((deleted, kept))

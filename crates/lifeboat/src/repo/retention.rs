@@ -7,7 +7,8 @@
 //! anything dated in the future (clock skew: it never counts as good, so it takes no floor's
 //! place and moves no window), pinned and held backups. Safety backups (taken by restores,
 //! holding the damage they repair) follow the emergency rule only (default 30 d). A backup whose
-//! manifest this lifeboat cannot read is never deleted: it may be a newer lifeboat's.
+//! manifest this lifeboat cannot read is never deleted: it may be a newer lifeboat's. A backup a
+//! verify found bad never counts as good, and goes `keep_bad_within` (7 d) after it was found.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Kind, Result};
 use crate::repo::manifest::{BackupKind, Manifest};
 use crate::repo::marks::Mark;
+use crate::repo::verify_record::Bad;
 
 /// `[retention]` in lifeboat.toml.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -51,6 +53,10 @@ pub struct RetentionPolicy {
     /// How long such a hold lasts unless released (default 30 d).
     #[serde(default, with = "crate::duration::optional")]
     pub hold_within: Option<Duration>,
+    /// A backup a verify found bad is kept this long after it was found, for an investigation,
+    /// then deleted (default 7 d). It never counts as good meanwhile.
+    #[serde(default, with = "crate::duration::optional")]
+    pub keep_bad_within: Option<Duration>,
 }
 
 /// The calendar bucket of a time, as shown (`2026-11-30`, `2026-W49` …).
@@ -61,6 +67,7 @@ const DEFAULT_MIN_KEEP: u32 = 3;
 pub const DEFAULT_SHRINK_ALERT: f64 = 0.5;
 const DEFAULT_HOLD: Duration = Duration::from_secs(30 * 86_400);
 const DEFAULT_KEEP_EMERGENCY: Duration = Duration::from_secs(30 * 86_400);
+const DEFAULT_KEEP_BAD: Duration = Duration::from_secs(7 * 86_400);
 /// A backup dated this far ahead of the clock is "in the future" (clock skew between hosts).
 const FUTURE_SLACK: Duration = Duration::from_secs(60);
 
@@ -116,11 +123,12 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// Pins and holds on one database's backups, by id.
+/// Pins and holds on one database's backups, and the backups a verify found bad, by id.
 #[derive(Debug, Clone, Default)]
 pub struct Marks {
     pub pins: BTreeMap<String, Mark>,
     pub holds: BTreeMap<String, Mark>,
+    pub bad: BTreeMap<String, Bad>,
 }
 
 /// Decide for every backup of one database. `backups` are the complete ones (any order),
@@ -153,7 +161,7 @@ pub fn decide(
     let good: Vec<&Manifest> = sorted
         .iter()
         .copied()
-        .filter(|m| m.kind.selectable() && !future(m))
+        .filter(|m| m.kind.selectable() && !future(m) && !marks.bad.contains_key(&m.id))
         .collect();
     // Windows count back from the newest good backup, never from a safety backup or the clock.
     let newest = good.first().map(|m| m.created_at);
@@ -165,7 +173,25 @@ pub fn decide(
     for m in good.iter().take(floor) {
         add(&m.id, format!("min_keep {floor}"));
     }
+    // Bad backups: kept for an investigation, then deleted, whatever their kind.
+    let keep_bad = policy.keep_bad_within.unwrap_or(DEFAULT_KEEP_BAD);
+    let bad_kept = |id: &str| -> Option<String> {
+        let b = marks.bad.get(id)?;
+        let until = later(b.since, keep_bad);
+        (now < until).then(|| {
+            format!(
+                "failed its {} on {}, kept for investigation until {} (keep_bad_within {})",
+                b.rung,
+                b.since.format("%Y-%m-%d"),
+                until.format("%Y-%m-%d"),
+                short(keep_bad)
+            )
+        })
+    };
     for m in &sorted {
+        if let Some(why) = bad_kept(&m.id) {
+            add(&m.id, why);
+        }
         if future(m) {
             add(&m.id, "dated in the future".into());
         }
@@ -229,7 +255,9 @@ pub fn decide(
     // With no good backup at all, the window counts back from the clock.
     let since = earlier(newest.unwrap_or(now), emergency);
     for m in sorted.iter().filter(|m| {
-        matches!(m.kind, BackupKind::Emergency | BackupKind::Safety) && m.created_at > since
+        matches!(m.kind, BackupKind::Emergency | BackupKind::Safety)
+            && m.created_at > since
+            && !marks.bad.contains_key(&m.id)
     }) {
         add(&m.id, format!("{} within {}", m.kind, short(emergency)));
     }
@@ -237,34 +265,56 @@ pub fn decide(
         .iter()
         .map(|m| {
             let why = reasons.remove(&m.id).unwrap_or_default();
+            let none = match marks.bad.get(&m.id) {
+                Some(b) => format!(
+                    "failed its {} on {} and keep_bad_within {} has passed: {}",
+                    b.rung,
+                    b.since.format("%Y-%m-%d"),
+                    short(keep_bad),
+                    b.problem
+                ),
+                None => "no rule keeps it".into(),
+            };
             Decision {
                 id: m.id.clone(),
                 kind: Some(m.kind),
                 created_at: Some(m.created_at),
                 keep: !why.is_empty(),
-                reasons: if why.is_empty() {
-                    vec!["no rule keeps it".into()]
-                } else {
-                    why
-                },
+                reasons: if why.is_empty() { vec![none] } else { why },
             }
         })
         .collect();
     // A manifest this lifeboat cannot read may be a newer lifeboat's, or a backup filed under
-    // another name: prune never deletes what it cannot judge.
+    // another name: prune never deletes what it cannot judge, unless a verify judged it bad
+    // (its data object lost or cut short) more than `keep_bad_within` ago.
     for (id, problem) in damaged {
-        let mut reasons = vec![
-            format!("damaged: {problem}"),
-            "prune never deletes a backup it cannot read".to_string(),
-        ];
-        if let Some(pin) = marks.pins.get(id) {
+        let pin = marks.pins.get(id);
+        let (keep, mut reasons) = match (marks.bad.get(id), bad_kept(id)) {
+            (Some(b), None) if pin.is_none() => (
+                false,
+                vec![format!(
+                    "damaged: {problem}; found on {} and keep_bad_within {} has passed",
+                    b.since.format("%Y-%m-%d"),
+                    short(keep_bad)
+                )],
+            ),
+            (Some(_), Some(why)) => (true, vec![format!("damaged: {problem}"), why]),
+            _ => (
+                true,
+                vec![
+                    format!("damaged: {problem}"),
+                    "prune never deletes a backup it cannot read".to_string(),
+                ],
+            ),
+        };
+        if let Some(pin) = pin {
             reasons.push(format!("pinned: {}", pin.reason));
         }
         out.push(Decision {
             id: id.clone(),
             kind: None,
             created_at: id_time(id),
-            keep: true,
+            keep,
             reasons,
         });
     }

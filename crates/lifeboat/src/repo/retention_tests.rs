@@ -440,6 +440,7 @@ fn retention_over_synthetic_timelines() {
                 ..Default::default()
             },
             marks: Marks {
+                bad: BTreeMap::new(),
                 pins: BTreeMap::from([(
                     day("2025-03-03"),
                     mark(&day("2025-03-03"), "audit", "2025-03-04T00:00:00Z"),
@@ -556,4 +557,64 @@ fn retention_over_synthetic_timelines() {
             c.name
         );
     }
+}
+
+#[test]
+fn bad_backups_never_count_as_good_and_go_after_keep_bad_within() {
+    let p = RetentionPolicy {
+        keep_last: Some(2),
+        min_keep: Some(1),
+        ..Default::default()
+    };
+    // The newest scheduled backup failed its restore-test on the 29th.
+    let newest = "backup-2026-11-30T020000Z";
+    let lost = "backup-2026-11-20T020000Z";
+    let bad = |since: &str| Bad {
+        since: at(since),
+        rung: crate::repo::verify_record::Rung::RestoreTest,
+        problem: "integrity_check failed".into(),
+    };
+    let marks = Marks {
+        bad: BTreeMap::from([
+            (newest.to_string(), bad("2026-11-30T03:00:00Z")),
+            (lost.to_string(), bad("2026-11-21T03:00:00Z")),
+        ]),
+        ..Marks::default()
+    };
+    let damaged = vec![
+        (lost.to_string(), "data object is missing".to_string()),
+        (
+            "backup-2026-11-25T120000Z".to_string(),
+            "manifest format version 9 is not supported".to_string(),
+        ),
+    ];
+    let mut all = month();
+    all.retain(|m| m.id != lost);
+    let d = decide(&p, &all, &damaged, &marks, at(NOW));
+    let why = |id: &str| d.iter().find(|d| d.id == id).unwrap().clone();
+    // Kept for the investigation, but not as the newest good backup: that is the emergency one.
+    let n = why(newest);
+    assert!(n.keep, "{n:?}");
+    assert_eq!(n.reasons.len(), 1, "{n:?}");
+    assert!(n.reasons[0].contains("kept for investigation until 2026-12-07"));
+    let emergency = why("backup-2026-11-30T100000Z");
+    assert!(emergency.reasons.iter().any(|r| r == "newest good backup"));
+    // keep_last 2 counts good backups only: the emergency and the manual one.
+    assert!(why("backup-2026-11-30T090000Z")
+        .reasons
+        .contains(&"last 2".to_string()));
+    assert!(!why("backup-2026-11-29T020000Z").keep);
+    // Damaged and found bad 9 days ago: deleted. Damaged and never judged: kept.
+    let l = why(lost);
+    assert!(!l.keep, "{l:?}");
+    assert!(
+        l.reasons[0].contains("keep_bad_within 7d has passed"),
+        "{l:?}"
+    );
+    assert!(why("backup-2026-11-25T120000Z").keep);
+    // A week later the bad newest backup goes too.
+    let later = decide(&p, &all, &damaged, &marks, at("2026-12-08T00:00:00Z"));
+    let n = later.iter().find(|d| d.id == newest).unwrap();
+    assert!(!n.keep, "{n:?}");
+    assert!(n.reasons[0].contains("failed its restore-test on 2026-11-30"));
 }

@@ -2,9 +2,13 @@
 //! `<db>/runs/last.json` (and `<db>/runs/last-failure.json` for the last failure), so `status`
 //! reads the same truth from any machine that can read the repository. A one-shot command
 //! records only what it stored, or the skip of an unchanged database (a failed command changes
-//! nothing); the daemon records its failures too.
+//! nothing); the daemon records its failures too. A skip also leaves
+//! `<db>/runs/skipped/<YYYY-MM-DD>.json`, so the gap check knows that day was covered.
 
-use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -63,15 +67,23 @@ impl Run {
 
 impl Repository {
     fn run_key(&self, db: &str, name: &str) -> Key {
-        self.backend().root.clone().join(db).join("runs").join(name)
+        let mut key = self.backend().root.clone().join(db).join("runs");
+        for part in name.split('/') {
+            key = key.join(part);
+        }
+        key
     }
 
     /// Record how a run of `db` ended.
     pub async fn record_run(&self, db: &str, run: &Run) -> Result<()> {
         let body = serde_json::to_vec_pretty(run).expect("json");
-        let mut names = vec!["last.json"];
+        let mut names: Vec<&str> = vec!["last.json"];
         if !run.ok {
             names.push("last-failure.json");
+        }
+        let day = format!("skipped/{}.json", run.at.format("%Y-%m-%d"));
+        if run.skipped {
+            names.push(&day);
         }
         for name in names {
             self.backend()
@@ -81,6 +93,21 @@ impl Repository {
                 .map_err(|e| self.err("record the run", e))?;
         }
         Ok(())
+    }
+
+    /// The UTC days on which a run of `db` found it unchanged and skipped it.
+    pub async fn skipped_days(&self, db: &str) -> Result<BTreeSet<NaiveDate>> {
+        let prefix = self.run_key(db, "skipped");
+        let mut days = BTreeSet::new();
+        let mut listing = self.backend().store.list(Some(&prefix));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| self.err("list skipped days", e))?;
+            let day = (meta.location.filename())
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+            days.extend(day);
+        }
+        Ok(days)
     }
 
     /// The last run of `db`, and its last failure (None where there is no record).

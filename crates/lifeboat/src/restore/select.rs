@@ -1,6 +1,7 @@
 //! Which backup a command uses: an id as given, or `latest` / `--at TIME`, which pick the newest
-//! complete backup (at or before the time) that is not a safety backup, and name the newer ones
-//! they passed over (safety backups, by design; damaged ones, as a warning).
+//! complete backup (at or before the time) that is not a safety backup and that no verify found
+//! bad, and name the newer ones they passed over (safety backups, by design; damaged and bad
+//! ones, as a warning).
 
 use chrono::{DateTime, Utc};
 
@@ -110,7 +111,7 @@ pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Selec
     let chosen = listing
         .backups
         .iter()
-        .find(|m| m.kind.selectable() && in_window(m.created_at));
+        .find(|m| m.kind.selectable() && in_window(m.created_at) && listing.bad(&m.id).is_none());
     // Newer than the chosen one (or any, when none was chosen) and inside the window.
     let newer = |t: Option<DateTime<Utc>>, id: &str| match chosen {
         Some(c) => t.is_none_or(&in_window) && (t, id) > (Some(c.created_at), c.id.as_str()),
@@ -122,6 +123,23 @@ pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Selec
             skipped.push(Skipped {
                 id: id.clone(),
                 reason: format!("damaged: {why}"),
+                damaged: true,
+            });
+        }
+    }
+    for m in &listing.backups {
+        let Some(bad) = listing.bad(&m.id) else {
+            continue;
+        };
+        if newer(Some(m.created_at), &m.id) {
+            skipped.push(Skipped {
+                id: m.id.clone(),
+                reason: format!(
+                    "damaged: failed its {} on {}: {}",
+                    bad.rung,
+                    utc(bad.since),
+                    bad.problem
+                ),
                 damaged: true,
             });
         }
