@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lifeboat::error::{Error, Result};
 use lifeboat::repo::Repository;
-use lifeboat_daemon::alerts::{channels, send, Channel, Event, EventKind, Ping};
+use lifeboat_daemon::alerts::{channels, send, sent_record, Channel, Event, EventKind, Ping};
 
 use crate::Ctx;
 
@@ -133,9 +133,18 @@ impl Alerter {
             .ok()
     }
 
-    /// Tell every channel of `event`; a channel that fails is a warning, never a failure.
+    /// Tell every channel of `event`; a channel that fails is a warning, never a failure. The
+    /// sending goes to the database's event log (`alert.sent`), for an incident's timeline.
     pub async fn tell(&self, event: &Event) {
-        for d in send(&self.channels, event).await {
+        let deliveries = send(&self.channels, event).await;
+        if let (Some(record), Some((url, timeout))) =
+            (sent_record(event, &deliveries), self.repo.as_ref())
+        {
+            if let Ok(repo) = Repository::open_with_timeout(url, false, *timeout) {
+                repo.log_event_best_effort(&event.source, &record).await;
+            }
+        }
+        for d in deliveries {
             if !d.ok {
                 let tries = match d.attempts {
                     0 => "not sent".to_string(),

@@ -13,6 +13,7 @@ use lifeboat::backup::unchanged::unchanged_since;
 use lifeboat::backup::{prepare, store, BackupOptions, Stored};
 use lifeboat::config::fleet::{Members, Refused};
 use lifeboat::error::{Error, Kind, Result, ResultExt};
+use lifeboat::repo::events::{Event as BackupEvent, LOG_TIMEOUT};
 use lifeboat::repo::manifest::{human_size, BackupKind, Manifest};
 use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
 use lifeboat::repo::runs::Run;
@@ -183,6 +184,7 @@ async fn backup_all(
         told.set(true);
     };
     for r in refused {
+        log_failure(ctx, &r.name, &r.error).await;
         alerter
             .tell_failure(EventKind::BackupFailed, &r.name, &r.error)
             .await;
@@ -196,6 +198,7 @@ async fn backup_all(
         match prepare(source, &opts).await {
             Ok(p) => prepared.push((source, p)),
             Err(e) if source.fleet.is_some() && total > 1 => {
+                log_failure(ctx, &source.name, &e).await;
                 alerter
                     .tell_failure(EventKind::BackupFailed, &source.name, &e)
                     .await;
@@ -203,6 +206,7 @@ async fn backup_all(
             }
             // The alert names the database that could not be read, not the run.
             Err(e) => {
+                log_failure(ctx, &source.name, &e).await;
                 alerter
                     .tell_failure(EventKind::BackupFailed, &source.name, &e)
                     .await;
@@ -231,6 +235,7 @@ async fn backup_all(
                                 "{}: unchanged since {}, but the skip could not be recorded",
                                 source.name, m.id
                             ));
+                            log_failure(ctx, &source.name, &e).await;
                             alerter
                                 .tell_failure(EventKind::BackupFailed, &source.name, &e)
                                 .await;
@@ -250,8 +255,8 @@ async fn backup_all(
         let m = store(&repo, p, &opts, shrink_alert, &crate::bar(&pb)).await;
         pb.finish_and_clear();
         // A stored backup records its run in the repository, for `status` on any machine. A
-        // failed one writes nothing (a failed command changes nothing): it reaches the operator
-        // by its exit code and the alerts.
+        // failed one records no run (a failed command changes no state): it reaches the
+        // operator by its exit code and the alerts, and the incident timeline by the event log.
         let mut bad = None;
         if let (Ok(stored), true) = (&m, verify) {
             let v = after_backup(&repo, &stored.manifest, args.scratch_dir.as_deref()).await;
@@ -291,10 +296,12 @@ async fn backup_all(
             Ok(stored) => {
                 done.push(stored);
                 if let Some(e) = bad {
+                    log_failure(ctx, p.name(), &e).await;
                     fail(e, &mut failures);
                 }
             }
             Err(e) => {
+                log_failure(ctx, p.name(), &e).await;
                 alerter
                     .tell_failure(EventKind::BackupFailed, p.name(), &e)
                     .await;
@@ -338,6 +345,21 @@ async fn backup_all(
             first.kind,
             format!("{failed} of {total} backups failed (the first: {first})"),
         )),
+    }
+}
+
+/// A failed backup goes to the repository's event log: the run record keeps only the last
+/// failure, an incident's timeline needs them all. Only for a database the repository already
+/// holds: a mistyped path never creates a repository, nor a database in one. Best effort: the
+/// failure is the command's outcome, not the log's.
+async fn log_failure(ctx: &Ctx, db: &str, e: &Error) {
+    let Ok(repo) = ctx.repository(false) else {
+        return;
+    };
+    let known = tokio::time::timeout(LOG_TIMEOUT, repo.holds(db)).await;
+    if matches!(known, Ok(Ok(true))) {
+        repo.log_event_best_effort(db, &BackupEvent::backup_failed(db, e))
+            .await;
     }
 }
 

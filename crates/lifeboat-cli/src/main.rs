@@ -22,6 +22,7 @@ mod drill;
 mod dump;
 mod export;
 mod import;
+mod incident;
 mod list;
 mod pin;
 mod prune;
@@ -106,6 +107,9 @@ enum Command {
     Restores(restores::Args),
     /// DR drill: restore the latest good backup into a target, check it, time it against the RTO.
     Drill(drill::Args),
+    /// Incident records: start a post-incident review with its timeline pre-filled from the
+    /// repository (`new`), list them (`list`).
+    Incident(incident::Args),
     /// Build a sample multi-tenant database, back it up, verify it and restore it.
     Demo(demo::Args),
 }
@@ -420,6 +424,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Status(a) => status::run(&ctx, a).await,
         Command::Alert(a) => alert::run(&ctx, a).await,
         Command::Daemon(a) => daemon::run(&ctx, a).await,
+        Command::Incident(a) => incident::run(&ctx, a).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
         Command::Drill(a) => drill::run(&ctx, a).await,
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::shared_args::choice;
 use crate::{secs, select_backup, single_database_name, Ctx};
 use lifeboat::error::{Result, ResultExt};
+use lifeboat::repo::events::{Event, RESTORE_DONE};
 use lifeboat::repo::manifest::human_size;
 use lifeboat::restore::to_file::{parse_time, restore, IntegrityCheck, RestoreOptions, Selector};
 
@@ -219,6 +220,18 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 aside.display()
             ));
         }
+        let event = Event::new(
+            RESTORE_DONE,
+            &m.database,
+            &format!("restored {} to {}", m.id, report.target.display()),
+        )
+        .with_backup(&m.id)
+        .with_details(serde_json::json!({
+            "target": report.target.display().to_string(),
+            "moved_aside": report.moved_aside.as_ref().map(|p| p.display().to_string()),
+            "duration_ms": report.duration_ms,
+        }));
+        repo.log_event_best_effort(&m.database, &event).await;
         ctx.out.line(format!(
             "restored {} {} to {}  {}  {} tables  {} rows  checked ({})  {}",
             m.database,

@@ -63,6 +63,21 @@ pub async fn to_d1(
             m.database, m.id, report.manifest_tables, report.rows, report.database, report.import_parts
         ));
     } else {
+        let event = lifeboat::repo::events::Event::new(
+            lifeboat::repo::events::RESTORE_DONE,
+            &m.database,
+            &format!(
+                "restored {} into D1 database {} ({place})",
+                m.id, report.database
+            ),
+        )
+        .with_backup(&m.id)
+        .with_details(serde_json::json!({
+            "d1": report.database,
+            "remote": report.remote,
+            "safety_backup": report.safety_backup,
+        }));
+        repo.log_event_best_effort(&m.database, &event).await;
         ctx.out.line(format!(
             "restored {} {} into D1 database {} ({place}): {} tables (backup: {}), {} rows, row counts match",
             m.database,

@@ -395,7 +395,15 @@ fn disk_full_is_reported_and_cleaned_up() {
     );
     // A dump onto the full disk: exit 8, said plainly, nothing left.
     let dump = run(d, &["dump", "--db", "a.db", "--out", "small/a.sql"]);
-    let dump_left = walk(&small);
+    let dump_left: Vec<String> = walk(&small)
+        .into_iter()
+        .filter(|f| !f.contains("/repo/"))
+        .collect();
+    let failure = std::fs::read_dir(small.join("repo/a/events"))
+        .ok()
+        .and_then(|mut e| e.next())
+        .and_then(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .unwrap_or_default();
     Command::new("umount").arg(&small).status().unwrap();
     assert_eq!(restore.status.code(), Some(8), "{}", stderr(&restore));
     assert!(
@@ -420,6 +428,12 @@ fn disk_full_is_reported_and_cleaned_up() {
         "the failed backup is not a backup"
     );
     assert_eq!(v["databases"][0]["incomplete"].as_array().unwrap().len(), 0);
+    // Only the event log's record of the failure (its summary says why) is left of it.
+    let (logged, files): (Vec<String>, Vec<String>) = files
+        .into_iter()
+        .partition(|f| f.contains("/repo/a/events/"));
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].contains("-backup.failed-"), "{logged:?}");
     assert!(files.is_empty(), "nothing left on the full disk: {files:?}");
     assert_eq!(verify.status.code(), Some(8), "{}", stderr(&verify));
     assert_eq!(dump.status.code(), Some(8), "{}", stderr(&dump));
@@ -429,6 +443,7 @@ fn disk_full_is_reported_and_cleaned_up() {
         stderr(&dump)
     );
     assert!(dump_left.is_empty(), "{dump_left:?}");
+    assert!(failure.contains("no space left on device"), "{failure}");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {

@@ -124,8 +124,8 @@ fn outcome(out: &str) -> (Vec<String>, Vec<String>) {
 fn age(d: &Path, db: &str, hours: i64) {
     for e in std::fs::read_dir(d.join("repo").join(db).join("backups")).unwrap() {
         let p = e.unwrap().path();
-        if (p.extension().is_some_and(|x| x == "json")
-            && !p.to_string_lossy().ends_with(".verify.json"))
+        if p.extension().is_some_and(|x| x == "json")
+            && !p.to_string_lossy().ends_with(".verify.json")
         {
             let mut m: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
@@ -314,8 +314,8 @@ fn first_manifest(d: &Path, db: &str) -> PathBuf {
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| {
-            (p.extension().is_some_and(|x| x == "json")
-                && !p.to_string_lossy().ends_with(".verify.json"))
+            p.extension().is_some_and(|x| x == "json")
+                && !p.to_string_lossy().ends_with(".verify.json")
         })
         .unwrap()
 }

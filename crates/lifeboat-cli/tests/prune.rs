@@ -26,8 +26,8 @@ fn history(d: &Path, first: u32) -> Vec<String> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| {
-            (p.extension().is_some_and(|x| x == "json")
-                && !p.to_string_lossy().ends_with(".verify.json"))
+            p.extension().is_some_and(|x| x == "json")
+                && !p.to_string_lossy().ends_with(".verify.json")
         })
         .unwrap();
     let manifest: serde_json::Value =

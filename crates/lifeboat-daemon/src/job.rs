@@ -134,6 +134,18 @@ pub async fn run(repo: &Arc<Repository>, config: &Config, source: &Source, due: 
     if let Err(e) = repo.record_run(&source.name, &run).await {
         tracing::warn!(database = %source.name, "the run could not be recorded for `status`: {e}");
     }
+    // The failure also goes to the event log, for an incident's timeline (the run record
+    // keeps only the last one).
+    if let Outcome::Failed(e) = &outcome {
+        let event = lifeboat::repo::events::Event::backup_failed(&source.name, e).with_details(
+            serde_json::json!({
+                "kind": e.kind.name(),
+                "exit_code": e.kind.exit_code(),
+                "job": due.job(),
+            }),
+        );
+        repo.log_event_best_effort(&source.name, &event).await;
+    }
     // A failed job's lease is given up (expired now), so a retry, here or on another daemon,
     // takes the job again as its next attempt; a finished one is closed for good.
     let failed = matches!(outcome, Outcome::Failed(_)) || outcome.bad().is_some();

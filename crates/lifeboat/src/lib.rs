@@ -8,7 +8,8 @@
 //! [`fs`] (durable writes, atomic replace, scratch) → [`repo`] (stores, layout, claims, manifest)
 //! → [`d1`] (wrangler and the D1 target) → [`source`] (SQLite file, D1, SQL dump) → [`backup`]
 //! → [`restore`] (select, fetch, check, place) → [`tenant`] (map, export, restore) → [`verify`]
-//! → [`drill`] (DR drills: restore, check, time) → [`status`] (what the repository says of each database's backups).
+//! → [`drill`] (DR drills: restore, check, time) → [`status`] (what the repository says of each
+//! database's backups) → [`incident`] (an incident's timeline from the repository's records).
 //! [`config`] reads `lifeboat.toml` into the types of all of them; [`demo`] generates sample data.
 
 pub mod backup;
@@ -19,6 +20,7 @@ pub mod drill;
 pub mod duration;
 pub mod error;
 pub mod fs;
+pub mod incident;
 pub mod process;
 pub mod progress;
 pub mod repo;

@@ -270,6 +270,58 @@ pub struct Delivery {
     pub error: Option<String>,
 }
 
+/// The `alert.sent` record of `event` for the repository's event log: the alert's event name,
+/// and per channel its kind, host and whether it was delivered (never a URL or a password).
+/// None for an alert about no one database (`system_backup`).
+pub fn sent_record(
+    event: &Event,
+    deliveries: &[Delivery],
+) -> Option<lifeboat::repo::events::Event> {
+    if deliveries.is_empty() || event.source == "system_backup" {
+        return None;
+    }
+    let channels: Vec<serde_json::Value> = deliveries
+        .iter()
+        .map(|d| {
+            // `shown()` is `kind (host)`.
+            let (kind, host) = d.channel.split_once(' ').unwrap_or((&d.channel, ""));
+            serde_json::json!({
+                "channel": kind,
+                "host": host.trim_matches(|c| c == '(' || c == ')'),
+                "delivered": d.ok,
+                "attempts": d.attempts,
+            })
+        })
+        .collect();
+    let told: Vec<String> = deliveries
+        .iter()
+        .map(|d| {
+            let how = if d.ok { "delivered" } else { "not delivered" };
+            format!("{} {how}", d.channel)
+        })
+        .collect();
+    let summary = format!(
+        "alert {} sent: {}: {}",
+        event.kind.name(),
+        told.join(", "),
+        event.message
+    );
+    let mut record = lifeboat::repo::events::Event::new(
+        lifeboat::repo::events::ALERT_SENT,
+        &event.source,
+        &summary,
+    )
+    .with_details(serde_json::json!({
+        "event": event.kind.name(),
+        "channels": channels,
+        "delivered": deliveries.iter().all(|d| d.ok),
+    }));
+    if let Some(id) = event.details.get("backup").and_then(|b| b.as_str()) {
+        record = record.with_backup(id);
+    }
+    Some(record)
+}
+
 /// Send `event` to every channel at once; each reports how it went.
 pub async fn send(channels: &[Channel], event: &Event) -> Vec<Delivery> {
     let sends = channels.iter().map(|c| async move {

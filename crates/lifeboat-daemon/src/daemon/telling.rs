@@ -115,7 +115,11 @@ impl Daemon {
                     event.details["last_good_at"] = good.map(|m| m.created_at.to_rfc3339()).into();
                 }
             }
-            for d in send(&channels, &event).await {
+            let deliveries = send(&channels, &event).await;
+            if let Some(record) = crate::alerts::sent_record(&event, &deliveries) {
+                repo.log_event_best_effort(&event.source, &record).await;
+            }
+            for d in deliveries {
                 let kind = d.channel.split(' ').next().unwrap_or("?");
                 metrics.alert_sent(kind, d.ok);
                 if d.ok {

@@ -3,10 +3,12 @@
 //! S3 multipart step by step in [`s3_uploads`]), who holds a backup id ([`claim`]) and the
 //! on-disk format of a backup's record ([`manifest`]), and which backups a policy keeps
 //! ([`retention`]); the newest good backup read cheaply, for skipping ([`newest_good`]); what
-//! verification found per backup ([`verify_record`]).
+//! verification found per backup ([`verify_record`]); what happened to each database, for
+//! incident timelines ([`events`]).
 
 pub mod claim;
 pub mod drills;
+pub mod events;
 pub mod leases;
 pub mod listing;
 pub mod manifest;

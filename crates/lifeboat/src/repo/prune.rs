@@ -141,7 +141,32 @@ pub async fn prune(
     }
     report.mirrors = gone;
     report.decisions = decisions;
+    if !dry_run {
+        forget_old_events(repo, db, policy, now).await;
+    }
     Ok(report)
+}
+
+/// The event log goes with the backups: events older than `keep_within` (counted back from
+/// now: the log is about what happened, not about a backup) are deleted. Best effort: an
+/// event log that cannot be trimmed never fails a prune.
+async fn forget_old_events(
+    repo: &Repository,
+    db: &str,
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+) {
+    let Some(window) = policy.keep_within.filter(|d| !d.is_zero()) else {
+        return;
+    };
+    let Ok(window) = chrono::Duration::from_std(window) else {
+        return;
+    };
+    match repo.forget_events(db, now - window).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(database = db, events = n, "prune: old events deleted"),
+        Err(e) => tracing::warn!(database = db, "prune: old events not deleted: {e}"),
+    }
 }
 
 /// Delete one batch of backups, each unless marked: every manifest first, then the marks read
