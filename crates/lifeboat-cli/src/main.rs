@@ -517,6 +517,15 @@ pub async fn select_backup(
         for sk in s.skipped.iter().filter(|s| s.damaged()) {
             eprintln!("lifeboat: warning: skipped backup {}: {}", sk.id, sk.reason);
         }
+        if let Some(bad) = &s.bad {
+            eprintln!(
+                "lifeboat: warning: backup {} failed its {} on {} and does not count as good ({}); used because its id was given",
+                s.manifest.id,
+                bad.rung,
+                bad.since.format("%Y-%m-%d %H:%M UTC"),
+                lifeboat::text::escape(&bad.problem)
+            );
+        }
     }
     Ok(s)
 }

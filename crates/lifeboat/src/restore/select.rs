@@ -41,6 +41,9 @@ pub struct Selection {
     /// `latest`, `--at …`, or the id as given.
     pub selector: String,
     pub skipped: Vec<Skipped>,
+    /// Why the backup chosen is bad, when a verify found it so (only an id given explicitly
+    /// can choose one).
+    pub bad: Option<crate::repo::verify_record::Bad>,
 }
 
 impl Selection {
@@ -95,10 +98,13 @@ fn id_time(id: &str) -> Option<DateTime<Utc>> {
 pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Selection> {
     if let Selector::Id(id) = sel {
         if id != "latest" {
+            let manifest = repo.manifest(db, id).await?;
+            let bad = repo.verify_record(db, id).await?.and_then(|r| r.bad);
             return Ok(Selection {
-                manifest: repo.manifest(db, id).await?,
+                manifest,
                 selector: id.clone(),
                 skipped: Vec::new(),
+                bad,
             });
         }
     }
@@ -203,6 +209,7 @@ pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Selec
         manifest: chosen.clone(),
         selector,
         skipped,
+        bad: None,
     })
 }
 
