@@ -1,5 +1,5 @@
 //! The daemon's verification, with a real webhook receiver on loopback: a damaged upload caught
-//! by `verify_after_backup` and told as `verify.failed` (the run retried); a backup damaged
+//! by `verify_after_backup` and told as `verify.failed` (the run retried), then as stale; a backup damaged
 //! later found by the verifier's rolling read at start and told once; two daemons doing a read
 //! slot once.
 
@@ -30,7 +30,7 @@ fn a_damaged_upload_is_told_as_verify_failed_and_the_run_fails() {
         "file://./repo",
         &["app"],
         &format!(
-            "[daemon]\nschedule = \"0 0 1 1 *\"\nretry_after = \"1h\"\n[alerts]\nwebhook_url = \"{}/hooks/T0KEN\"\n",
+            "[daemon]\nschedule = \"0 0 1 1 *\"\nretry_after = \"1h\"\nstale_check_interval = \"1s\"\n[status]\nwarn_age = \"1s\"\nmax_age = \"2s\"\n[alerts]\nwebhook_url = \"{}/hooks/T0KEN\"\n",
             hook.url
         ),
     );
@@ -40,10 +40,11 @@ fn a_damaged_upload_is_told_as_verify_failed_and_the_run_fails() {
         &[],
         &[("LIFEBOAT_FAULT", "corrupt-upload".to_string())],
     );
+    // The bad backup is not a good one: staleness fires as if there were none.
     wait_for_or(
-        "verify.failed",
+        "verify.failed and backup.stale",
         60,
-        &mut || !told(&hook, "verify.failed").is_empty(),
+        &mut || !told(&hook, "verify.failed").is_empty() && !told(&hook, "backup.stale").is_empty(),
         || format!("{:?}\n{}", hook.got(), daemon.log()),
     );
     let alert = &told(&hook, "verify.failed")[0];

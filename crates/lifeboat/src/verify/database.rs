@@ -82,8 +82,9 @@ pub async fn verify_database(
         }
         _ => {
             let mut listing = repo.list(db).await?;
-            out.newly_bad = record_catalogue(repo, db, &listing).await?;
-            if !out.newly_bad.is_empty() {
+            let (newly_bad, stale) = record_catalogue(repo, db, &listing).await?;
+            out.newly_bad = newly_bad;
+            if stale {
                 listing = repo.list(db).await?; // with the records just written
             }
             let skipped_days = repo.skipped_days(db).await?;

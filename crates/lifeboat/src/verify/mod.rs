@@ -220,16 +220,40 @@ pub fn judgeable(problem: &str) -> bool {
 }
 
 /// Record the catalogue's damage (a data object missing or cut short, a manifest that is not a
-/// manifest) on the backups not yet known bad; returns the ids that became bad.
+/// manifest) on the backups not yet known bad; returns the ids that became bad, and whether the
+/// listing is stale (something changed since it was read). Each problem is looked at again
+/// first: a prune deleting the backup between the listing's pages looks like a missing object.
 pub async fn record_catalogue(
     repo: &Repository,
     db: &str,
     listing: &crate::repo::listing::Listing,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, bool)> {
+    use object_store::ObjectStoreExt;
     let mut newly = Vec::new();
+    let mut stale = false;
     for (id, problem) in &listing.damaged {
         if !judgeable(problem) || listing.bad(id).is_some() {
             continue;
+        }
+        match repo.manifest(db, id).await {
+            Err(e) if e.kind == Kind::NotFound => {
+                stale = true; // pruned meanwhile
+                continue;
+            }
+            Err(e) if e.kind != Kind::Corrupt => return Err(e),
+            Err(_) => {}
+            Ok(m) => {
+                let key = repo.prefix(db).join(m.data_object.as_str());
+                let whole = match repo.backend().store.head(&key).await {
+                    Ok(meta) => meta.size == m.stored_size,
+                    Err(object_store::Error::NotFound { .. }) => false,
+                    Err(e) => return Err(repo.err("check data object", e)),
+                };
+                if whole {
+                    stale = true; // it was being written or replaced while listed
+                    continue;
+                }
+            }
         }
         let check = Check {
             at: Utc::now(),
@@ -239,8 +263,9 @@ pub async fn record_catalogue(
         };
         repo.record_check(db, id, Rung::Catalogue, check).await?;
         newly.push(id.clone());
+        stale = true;
     }
-    Ok(newly)
+    Ok((newly, stale))
 }
 
 /// Restore-test a backup just written (`verify_after_backup`): the repository's copy, not the
