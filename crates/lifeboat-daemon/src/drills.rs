@@ -7,13 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lifeboat::config::{Config, D1TargetFlags};
 use lifeboat::drill::{DrillOptions, DrillRecord, Target, TargetSpec};
 use lifeboat::error::{Error, Kind, Result};
-use lifeboat::repo::leases::{Lease, Taken};
+use lifeboat::repo::leases::Taken;
 use lifeboat::repo::Repository;
 use lifeboat::schedule::Schedule;
 
@@ -190,7 +189,8 @@ pub async fn run(repo: &Arc<Repository>, config: &Config, due: &DrillDue) -> Dri
         Ok(Taken::Done) => return DrillOutcome::Done,
         Err(e) => return DrillOutcome::Failed(e.context("take the drill's lease")),
     };
-    let renewing = renew(Arc::clone(repo), db.to_string(), lease.clone(), ttl);
+    let renewing =
+        crate::job::renew_while_running(Arc::clone(repo), db.to_string(), lease.clone(), ttl);
     let outcome = match target(config, db) {
         Err(e) => DrillOutcome::Failed(e),
         Ok(target) => {
@@ -212,32 +212,11 @@ pub async fn run(repo: &Arc<Repository>, config: &Config, due: &DrillDue) -> Dri
     // A drill that ran is done, whatever its verdict; one that could not run is given up, so a
     // retry (here or on another daemon) takes the next attempt.
     let ran = matches!(outcome, DrillOutcome::Ran(_));
-    let closed = Lease {
-        done: ran,
-        expires: if ran { lease.expires } else { Utc::now() },
-        ..lease
-    };
+    let closed = lease.closed(ran);
     if let Err(e) = repo.renew_lease(db, &closed).await {
         tracing::warn!(database = %db, "the drill's lease could not be closed: {e}");
     }
     outcome
-}
-
-fn renew(
-    repo: Arc<Repository>,
-    db: String,
-    mut lease: Lease,
-    ttl: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(ttl / 3).await;
-            lease.expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
-            if let Err(e) = repo.renew_lease(&db, &lease).await {
-                tracing::warn!(database = %db, "the drill's lease could not be renewed: {e}");
-            }
-        }
-    })
 }
 
 #[cfg(test)]

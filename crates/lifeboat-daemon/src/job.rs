@@ -149,11 +149,7 @@ pub async fn run(repo: &Arc<Repository>, config: &Config, source: &Source, due: 
     // A failed job's lease is given up (expired now), so a retry, here or on another daemon,
     // takes the job again as its next attempt; a finished one is closed for good.
     let failed = matches!(outcome, Outcome::Failed(_)) || outcome.bad().is_some();
-    let closed = Lease {
-        done: !failed,
-        expires: if failed { Utc::now() } else { lease.expires },
-        ..lease
-    };
+    let closed = lease.closed(!failed);
     if let Err(e) = repo.renew_lease(&source.name, &closed).await {
         tracing::warn!(database = %source.name, "the job's lease could not be closed: {e}");
     }
@@ -179,8 +175,9 @@ fn kept_by_kind(r: &PruneReport) -> Vec<(String, u64)> {
     counts.into_iter().collect()
 }
 
-/// Push the lease's expiry forward every third of its life until aborted.
-fn renew_while_running(
+/// Push the lease's expiry forward every third of its life until aborted (backups, drills and
+/// verifications all outlast a lease on a large database).
+pub(crate) fn renew_while_running(
     repo: Arc<Repository>,
     db: String,
     mut lease: Lease,
@@ -191,7 +188,7 @@ fn renew_while_running(
             tokio::time::sleep(ttl / 3).await;
             lease.expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
             if let Err(e) = repo.renew_lease(&db, &lease).await {
-                tracing::warn!(database = %db, "the job's lease could not be renewed: {e}");
+                tracing::warn!(database = %db, job = %lease.job, "the lease could not be renewed: {e}");
             }
         }
     })

@@ -7,16 +7,18 @@
 //! no backup or prune.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use lifeboat::config::Config;
 use lifeboat::error::Result;
-use lifeboat::repo::leases::{Lease, Taken};
+use lifeboat::repo::leases::Taken;
 use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
 use lifeboat::repo::Repository;
 use lifeboat::schedule::Schedule;
 use lifeboat::verify::database::{verify_database, DatabaseVerification, Depth, Settings};
+
+use crate::job::renew_while_running;
 
 /// One round of verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +136,7 @@ pub async fn run(
         };
         let renewing = lease
             .clone()
-            .map(|l| renew(Arc::clone(&repo), db.clone(), l, ttl));
+            .map(|l| renew_while_running(Arc::clone(&repo), db.clone(), l, ttl));
         let settings = Settings {
             since,
             schedule,
@@ -147,34 +149,11 @@ pub async fn run(
         }
         if let Some(l) = lease {
             // Done whatever it found: a damaged backup is a finding, not a reason to run again.
-            let failed = result.is_err();
-            let closed = Lease {
-                done: !failed,
-                expires: if failed { Utc::now() } else { l.expires },
-                ..l
-            };
-            let _ = repo.renew_lease(&db, &closed).await;
+            let _ = repo.renew_lease(&db, &l.closed(result.is_ok())).await;
         }
         out.push((db, result));
     }
     out
-}
-
-/// Keep a lease alive while its verification runs (a restore-test of a large backup takes
-/// longer than a lease).
-fn renew(
-    repo: Arc<Repository>,
-    db: String,
-    mut lease: Lease,
-    ttl: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(ttl / 3).await;
-            lease.expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
-            let _ = repo.renew_lease(&db, &lease).await;
-        }
-    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,16 @@ impl Lease {
     pub fn abandoned(&self, now: DateTime<Utc>) -> bool {
         !self.done && (self.expires <= now || self.holder.holder() == Holder::Gone)
     }
+
+    /// The lease as its job ends: done for good when `ran`; otherwise given up (expired now),
+    /// so a retry, here or on another daemon, takes the job as its next attempt.
+    pub fn closed(self, ran: bool) -> Lease {
+        Lease {
+            done: ran,
+            expires: if ran { self.expires } else { Utc::now() },
+            ..self
+        }
+    }
 }
 
 fn same_holder(a: &Claim, b: &Claim) -> bool {
