@@ -75,7 +75,7 @@ fn since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
         })
         .or_else(|| {
             let d = humantime::parse_duration(t).ok()?;
-            Some(now - chrono::Duration::from_std(d).ok()?)
+            now.checked_sub_signed(chrono::Duration::from_std(d).ok()?)
         });
     match at {
         Some(at) if at <= now => Ok(at),

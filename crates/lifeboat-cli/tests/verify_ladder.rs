@@ -340,3 +340,85 @@ fn a_damaged_upload_is_marked_bad_never_restored_as_latest_and_staleness_fires()
         &["restore", "--db", "app", "--to", "y.db", "--repo", REPO],
     );
 }
+
+#[test]
+fn what_retention_pruned_is_no_gap_and_an_unreadable_manifest_is_never_judged_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    history(d, 0);
+    std::fs::write(
+        d.join("lifeboat.toml"),
+        "[repository]\nurl = \"file://./repo\"\n[retention]\nkeep_daily = 7\nkeep_weekly = 4\nmin_keep = 1\n",
+    )
+    .unwrap();
+    let (code, _, err) = verify_json(d, &["--db", "app", "--catalogue"]);
+    assert_eq!(code, Some(0), "{err}");
+    let out = ok(d, &["prune"]);
+    assert!(!out.contains("deleted 0"), "{out}");
+    // The days whose backups retention deleted ran: not gaps.
+    let (code, v, err) = verify_json(d, &["--db", "app", "--catalogue"]);
+    assert_eq!(code, Some(0), "{err} {v}");
+    // A scratch directory that is not one is bad usage (exit 2), not "warnings" (exit 1).
+    fails(
+        d,
+        &["verify", "--db", "app", "--scratch-dir", "nowhere/at/all"],
+        2,
+    );
+    // A manifest this lifeboat cannot parse (a newer one's kind, or one byte off) is damage to
+    // report, but never judged bad, so retention never deletes it.
+    let v: serde_json::Value = serde_json::from_str(&ok(d, &["--json", "list"])).unwrap();
+    let id = v["databases"][0]["backups"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest = d.join(format!("repo/app/backups/{id}.json"));
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("\"scheduled\"", "\"continuous\"")).unwrap();
+    let (code, v, _) = verify_json(d, &["--db", "app", "--catalogue"]);
+    assert_eq!(code, Some(6));
+    assert!(v["databases"][0]["findings"].to_string().contains(&id));
+    assert!(
+        !d.join(format!("repo/app/backups/{id}.verify.json"))
+            .exists()
+            || {
+                let r: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(d.join(format!("repo/app/backups/{id}.verify.json"))).unwrap(),
+                )
+                .unwrap();
+                r["bad"].is_null()
+            }
+    );
+    let out = ok(d, &["prune", "--dry-run"]);
+    assert!(
+        out.contains("prune never deletes a backup it cannot read"),
+        "{out}"
+    );
+}
+
+#[test]
+fn latest_never_picks_a_backup_dated_in_the_future() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (real, manifest) = one_backup(d);
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let id = "backup-2099-06-01T020000Z";
+    m["id"] = id.into();
+    m["created_at"] = "2099-06-01T02:00:00Z".into();
+    m["data_object"] = format!("{id}.sqlite.zst").into();
+    let dir_b = d.join("repo/app/backups");
+    std::fs::copy(data_of(d, &real), dir_b.join(format!("{id}.sqlite.zst"))).unwrap();
+    std::fs::write(
+        dir_b.join(format!("{id}.json")),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
+    let out = ok(
+        d,
+        &["restore", "--db", "app", "--to", "back.db", "--repo", REPO],
+    );
+    assert!(
+        out.contains(&real) && out.contains("dated in the future"),
+        "{out}"
+    );
+}

@@ -412,19 +412,25 @@ pub struct LastDrill {
 
 /// `db`'s last drill: one LIST of its records and one read of the newest.
 pub async fn last_drill(repo: &Repository, db: &str) -> Result<Option<LastDrill>> {
-    let Some(name) = repo.drill_names(db).await?.pop() else {
-        return Ok(None);
-    };
-    let v = repo.drill_record(db, &name).await?;
-    let r: DrillRecord = serde_json::from_value(v)
-        .map_err(|e| Error::new(Kind::Corrupt, format!("drill record {name} of {db}: {e}")))?;
-    Ok(Some(LastDrill {
-        started_at: r.started_at,
-        verdict: r.verdict,
-        total_ms: r.total_ms,
-        rto_breached: r.rto_breached,
-        record: name,
-    }))
+    // The newest record that reads: one damaged record must not hide every drill before it.
+    for name in repo.drill_names(db).await?.into_iter().rev() {
+        let v = match repo.drill_record(db, &name).await {
+            Ok(v) => v,
+            Err(e) if e.kind == Kind::Corrupt => continue,
+            Err(e) => return Err(e),
+        };
+        let Ok(r) = serde_json::from_value::<DrillRecord>(v) else {
+            continue;
+        };
+        return Ok(Some(LastDrill {
+            started_at: r.started_at,
+            verdict: r.verdict,
+            total_ms: r.total_ms,
+            rto_breached: r.rto_breached,
+            record: name,
+        }));
+    }
+    Ok(None)
 }
 
 /// When `db`'s last drill started, from the names of its records alone (one LIST).

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 
 const PREFIX: &str = "lifeboat-";
 
@@ -24,7 +24,14 @@ pub fn scratch(dir: Option<&Path>) -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix(&format!("{PREFIX}{}-", std::process::id()))
         .tempdir_in(&base)
-        .map_err(|e| Error::io(format!("scratch directory in {}", base.display()), e))
+        .map_err(|e| match e.kind() {
+            // A flag or setting naming no directory: the user's to fix, exit 2.
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => Error::new(
+                Kind::Config,
+                format!("scratch directory {}: not a directory", base.display()),
+            ),
+            _ => Error::io(format!("scratch directory in {}", base.display()), e),
+        })
 }
 
 /// Remove scratch directories in `base` whose process is gone and whose contents have not

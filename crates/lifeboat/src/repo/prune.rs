@@ -22,7 +22,7 @@ use crate::error::{Error, Kind, Result};
 use crate::repo::marks::MarkKind;
 use crate::repo::repository::{DATA_SUFFIX, MANIFEST_SUFFIX, VERIFY_SUFFIX};
 use crate::repo::retention::{decide, Decision, Marks, RetentionPolicy};
-use crate::repo::{Manifest, Repository};
+use crate::repo::{BackupKind, Manifest, Repository};
 
 /// Backups deleted per round: S3 deletes up to 1,000 keys in one request.
 pub const BATCH: usize = 1000;
@@ -99,6 +99,21 @@ pub async fn prune(
             repo.delete_backup_id(db, &d.id).await?;
             report.deleted += 1;
         }
+        // The days whose scheduled backups go and that keep none: they ran, and the gap check
+        // must not call them missing (recorded first, so a verify never sees neither).
+        let kept_days: BTreeSet<chrono::NaiveDate> = decisions
+            .iter()
+            .filter(|d| d.keep && d.kind == Some(BackupKind::Scheduled))
+            .filter_map(|d| d.created_at.map(|t| t.date_naive()))
+            .collect();
+        let pruned_days: BTreeSet<chrono::NaiveDate> = doomed
+            .iter()
+            .filter(|m| m.kind == BackupKind::Scheduled && m.good_at(now))
+            .filter(|m| !marks.bad.contains_key(&m.id))
+            .map(|m| m.created_at.date_naive())
+            .filter(|d| !kept_days.contains(d))
+            .collect();
+        repo.record_pruned_days(db, &pruned_days).await?;
         let mut marked = BTreeSet::new();
         for batch in doomed.chunks(BATCH) {
             match delete_batch(repo, db, batch, policy, now).await {
@@ -140,10 +155,18 @@ pub async fn prune(
         repo.delete_keys(keys.collect()).await?;
     }
     report.mirrors = gone;
-    report.decisions = decisions;
     if !dry_run {
         forget_old_events(repo, db, policy, now).await;
+        // Day markers older than the oldest backup kept are past where gaps are looked for.
+        let oldest = (decisions.iter())
+            .filter(|d| d.keep)
+            .filter_map(|d| d.created_at)
+            .min();
+        if let Some(t) = oldest {
+            repo.forget_days_before(db, t.date_naive()).await?;
+        }
     }
+    report.decisions = decisions;
     Ok(report)
 }
 

@@ -3,9 +3,11 @@
 //! reads the same truth from any machine that can read the repository. A one-shot command
 //! records only what it stored, or the skip of an unchanged database (a failed command changes
 //! nothing); the daemon records its failures too. A skip also leaves
-//! `<db>/runs/skipped/<YYYY-MM-DD>.json`, so the gap check knows that day was covered.
+//! `<db>/runs/skipped/<YYYY-MM-DD>.json`, and prune leaves `<db>/runs/pruned/<YYYY-MM-DD>.json`
+//! for the days whose scheduled backups it deleted, so the gap check knows those days were
+//! covered.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
@@ -95,19 +97,72 @@ impl Repository {
         Ok(())
     }
 
-    /// The UTC days on which a run of `db` found it unchanged and skipped it.
-    pub async fn skipped_days(&self, db: &str) -> Result<BTreeSet<NaiveDate>> {
-        let prefix = self.run_key(db, "skipped");
+    /// The UTC days known to have been covered although no backup of theirs is listed: a run
+    /// found the database unchanged and skipped it (`runs/skipped/`), or prune deleted that
+    /// day's scheduled backups (`runs/pruned/`).
+    pub async fn covered_days(&self, db: &str) -> Result<BTreeSet<NaiveDate>> {
         let mut days = BTreeSet::new();
+        for folder in ["skipped", "pruned"] {
+            days.extend(self.marked_days(db, folder).await?.into_keys());
+        }
+        Ok(days)
+    }
+
+    /// The day markers in `runs/<folder>/`, by day, with their keys.
+    async fn marked_days(&self, db: &str, folder: &str) -> Result<BTreeMap<NaiveDate, Key>> {
+        let prefix = self.run_key(db, folder);
+        let mut days = BTreeMap::new();
         let mut listing = self.backend().store.list(Some(&prefix));
         while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| self.err("list skipped days", e))?;
+            let meta = meta.map_err(|e| self.err("list covered days", e))?;
             let day = (meta.location.filename())
                 .and_then(|n| n.strip_suffix(".json"))
                 .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
-            days.extend(day);
+            if let Some(day) = day {
+                days.insert(day, meta.location);
+            }
         }
         Ok(days)
+    }
+
+    /// Record that prune deleted the scheduled backups of these days: they ran, so the gap
+    /// check must not call them missing. Written before the deletion.
+    pub async fn record_pruned_days(&self, db: &str, days: &BTreeSet<NaiveDate>) -> Result<()> {
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "pruned_at": Utc::now() })).expect("json");
+        // Owned keys and store handles: the futures outlive no borrow (the daemon spawns this).
+        let puts: Vec<(Key, PutPayload)> = (days.iter())
+            .map(|d| {
+                let key = self.run_key(db, &format!("pruned/{}.json", d.format("%Y-%m-%d")));
+                (key, PutPayload::from(body.clone()))
+            })
+            .collect();
+        let store = self.backend().store.clone();
+        let done: Vec<_> = futures::stream::iter(puts)
+            .map(|(key, body)| {
+                let store = store.clone();
+                async move { store.put(&key, body).await }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for r in done {
+            r.map_err(|e| self.err("record pruned days", e))?;
+        }
+        Ok(())
+    }
+
+    /// Forget the day markers older than `day` (before the oldest backup kept, where the gap
+    /// check never looks). Returns how many went.
+    pub async fn forget_days_before(&self, db: &str, day: NaiveDate) -> Result<usize> {
+        let mut keys = Vec::new();
+        for folder in ["skipped", "pruned"] {
+            let marked = self.marked_days(db, folder).await?;
+            keys.extend(marked.into_iter().filter(|(d, _)| *d < day).map(|(_, k)| k));
+        }
+        let n = keys.len();
+        self.delete_keys(keys).await?;
+        Ok(n)
     }
 
     /// The last run of `db`, and its last failure (None where there is no record).

@@ -52,8 +52,12 @@ impl Selection {
         let safety: Vec<&str> = self
             .skipped
             .iter()
-            .filter(|s| !s.damaged())
+            .filter(|s| !s.damaged() && !s.reason.starts_with("dated in the future"))
             .map(|s| s.id.as_str())
+            .collect();
+        let future: String = (self.skipped.iter())
+            .filter(|s| s.reason.starts_with("dated in the future"))
+            .map(|s| format!("; passed over {}, dated in the future", s.id))
             .collect();
         let passed = match safety.as_slice() {
             [] => String::new(),
@@ -64,7 +68,7 @@ impl Selection {
             ),
         };
         format!(
-            "backup {} = {} ({}, taken {}){passed}",
+            "backup {} = {} ({}, taken {}){passed}{future}",
             self.selector,
             self.manifest.id,
             self.manifest.kind,
@@ -114,10 +118,12 @@ pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Selec
         _ => (None, "latest".to_string()),
     };
     let in_window = |t: DateTime<Utc>| until.is_none_or(|u| t <= u);
-    let chosen = listing
-        .backups
-        .iter()
-        .find(|m| m.kind.selectable() && in_window(m.created_at) && listing.bad(&m.id).is_none());
+    // Dated ahead of the clock (skew on the host that took it): never newer than real backups.
+    let now = chrono::Utc::now();
+    let future = |m: &Manifest| m.created_at > now + crate::repo::manifest::FUTURE_SLACK;
+    let chosen = listing.backups.iter().find(|m| {
+        m.kind.selectable() && in_window(m.created_at) && listing.bad(&m.id).is_none() && !future(m)
+    });
     // Newer than the chosen one (or any, when none was chosen) and inside the window.
     let newer = |t: Option<DateTime<Utc>>, id: &str| match chosen {
         Some(c) => t.is_none_or(&in_window) && (t, id) > (Some(c.created_at), c.id.as_str()),
@@ -147,6 +153,22 @@ pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Selec
                     bad.problem
                 ),
                 damaged: true,
+            });
+        }
+    }
+    for m in listing
+        .backups
+        .iter()
+        .filter(|m| m.kind.selectable() && future(m))
+    {
+        if newer(Some(m.created_at), &m.id) {
+            skipped.push(Skipped {
+                id: m.id.clone(),
+                reason: format!(
+                    "dated in the future ({}: the clock of the host that took it is wrong); give its id to use it",
+                    utc(m.created_at)
+                ),
+                damaged: false,
             });
         }
     }

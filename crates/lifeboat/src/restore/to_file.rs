@@ -170,10 +170,21 @@ fn decompress(input: impl Read, dest: &Path, opts: FetchOptions, pb: &Progress) 
         }
         hex::encode(h.finalize())
     });
+    let input_failed = std::cell::Cell::new(false);
     let hashing = HashingReader {
         inner: input,
         to_hasher,
         pb,
+        failed: &input_failed,
+    };
+    // A read of the stored object that failed (EIO on a local or network file system) says
+    // nothing about the backup: only what the decoder finds in bytes that arrived is corruption.
+    let read_error = |e: std::io::Error, what: &str| {
+        if input_failed.get() {
+            Error::new(Kind::Repository, format!("read backup data: {e}"))
+        } else {
+            Error::new(Kind::Corrupt, format!("{what}: {e}"))
+        }
     };
     let mut dec =
         zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1024 * 1024, hashing))
@@ -182,7 +193,7 @@ fn decompress(input: impl Read, dest: &Path, opts: FetchOptions, pb: &Progress) 
     let mut written = 0u64;
     loop {
         let buf = read_full(&mut dec, out.buffer(), OUT_BUF)
-            .map_err(|e| Error::new(Kind::Corrupt, format!("decompression failed: {e}")))?;
+            .map_err(|e| read_error(e, "decompression failed"))?;
         if buf.is_empty() {
             break;
         }
@@ -199,7 +210,7 @@ fn decompress(input: impl Read, dest: &Path, opts: FetchOptions, pb: &Progress) 
     // Hash whatever follows the frame too: trailing bytes must fail the checksum.
     let mut rest = dec.finish().into_inner();
     std::io::copy(&mut rest, &mut std::io::sink())
-        .map_err(|e| Error::new(Kind::Corrupt, format!("read after frame: {e}")))?;
+        .map_err(|e| read_error(e, "read after frame"))?;
     drop(rest);
     let stored_sha256 = hasher
         .join()
@@ -250,16 +261,22 @@ impl Read for ChannelReader {
     }
 }
 
-/// A `Read` that hands a copy of what passes through it to the hasher thread.
+/// A `Read` that hands a copy of what passes through it to the hasher thread, and notes when
+/// reading the stored object itself failed.
 struct HashingReader<'a, R> {
     inner: R,
     to_hasher: std::sync::mpsc::SyncSender<Vec<u8>>,
     pb: &'a Progress,
+    failed: &'a std::cell::Cell<bool>,
 }
 
 impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).inspect_err(|e| {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                self.failed.set(true)
+            }
+        })?;
         if n > 0 {
             self.to_hasher
                 .send(buf[..n].to_vec())

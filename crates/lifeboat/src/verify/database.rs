@@ -87,7 +87,7 @@ pub async fn verify_database(
             if stale {
                 listing = repo.list(db).await?; // with the records just written
             }
-            let skipped_days = repo.skipped_days(db).await?;
+            let skipped_days = repo.covered_days(db).await?;
             let window = Window {
                 since: settings.since,
                 now,
@@ -147,12 +147,21 @@ async fn choose(
         Depth::ReadSubset(subset) => {
             let cursor = Cursor::load(repo, db).await?;
             let (gs, next) = groups(*subset, cursor);
+            let mut unread = false;
             for m in in_groups(&listing.backups, subset.t, &gs) {
                 let mut r = read(repo, m).await;
                 record(repo, &mut r).await?;
+                // Kept from reading (the network, not the backup): these groups again next time.
+                unread |= !r.ok && !r.damaged() && !r.pruned;
                 out.reports.push(r);
             }
-            next.save(repo, db).await?;
+            if unread {
+                out.notes.push(format!(
+                    "{db}: some backups could not be read; the next --read-subset reads the same groups again"
+                ));
+            } else {
+                next.save(repo, db).await?;
+            }
             Vec::new()
         }
         Depth::Latest => pick(repo, db, "latest", out).await?.into_iter().collect(),

@@ -212,11 +212,11 @@ pub async fn record(repo: &Repository, r: &mut VerifyReport) -> Result<Option<Ve
     Ok(Some(rec))
 }
 
-/// Whether a damaged listing entry can be judged bad: its manifest is one this lifeboat reads
-/// (a newer lifeboat's format is not damage, only unreadable here) and names this backup (a
-/// manifest copied under another name may be the only copy of something).
+/// Whether a damaged listing entry can be judged bad: only a data object missing or cut short,
+/// under a manifest this lifeboat reads. A manifest it cannot parse may be a newer lifeboat's
+/// (or one byte away from whole): never judged, so never deleted by retention.
 pub fn judgeable(problem: &str) -> bool {
-    !problem.contains("is not supported") && !problem.contains("copied or renamed")
+    problem.starts_with("data object ")
 }
 
 /// Record the catalogue's damage (a data object missing or cut short, a manifest that is not a
