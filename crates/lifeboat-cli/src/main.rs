@@ -18,6 +18,7 @@ mod backup;
 mod cleanup;
 mod daemon;
 mod demo;
+mod drill;
 mod dump;
 mod export;
 mod import;
@@ -45,7 +46,8 @@ Examples:
 
 Exit codes: 0 ok, 1 internal error, 2 bad usage or config, 3 source database problem,
 4 repository unreachable or access denied, 5 backup not found, 6 backup corrupt or check failed,
-7 restore target exists (use --force), 8 disk full.";
+7 restore target exists (use --force), 8 disk full; `drill`: 1 a data check failed or the RTO
+was breached.";
 
 #[derive(Parser, Debug)]
 #[command(name = "lifeboat", version, about = "Backup and disaster recovery for SQLite and D1", after_help = AFTER_HELP)]
@@ -102,6 +104,8 @@ enum Command {
     Export(export::Args),
     /// List the records of tenant restores.
     Restores(restores::Args),
+    /// DR drill: restore the latest good backup into a target, check it, time it against the RTO.
+    Drill(drill::Args),
     /// Build a sample multi-tenant database, back it up, verify it and restore it.
     Demo(demo::Args),
 }
@@ -417,6 +421,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Alert(a) => alert::run(&ctx, a).await,
         Command::Daemon(a) => daemon::run(&ctx, a).await,
         Command::Demo(a) => demo::run(&ctx, a).await,
+        Command::Drill(a) => drill::run(&ctx, a).await,
     }
 }
 

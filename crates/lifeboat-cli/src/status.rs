@@ -70,6 +70,13 @@ async fn gather(ctx: &Ctx, args: &Args) -> Result<Vec<DatabaseStatus>> {
     let mut all = Vec::new();
     for name in names {
         let mut s = database_status(&repo, &name, &ctx.config.status, now).await?;
+        // An unreadable drill record says nothing of the backups: shown as none.
+        s.last_drill = lifeboat::drill::last_drill(&repo, &name)
+            .await
+            .unwrap_or_else(|e| {
+                eprintln!("lifeboat: warning: {e}");
+                None
+            });
         // A fleet's database whose file is gone is not stale: nothing is left to back up.
         if let Some(own) = schedules.get(&name) {
             let schedule = match own {
@@ -184,6 +191,18 @@ fn show(ctx: &Ctx, args: &Args, all: &[DatabaseStatus]) -> i32 {
             ctx.out.line(format!(
                 "  next scheduled run (daemon): {}",
                 next.format("%Y-%m-%d %H:%M UTC")
+            ));
+        }
+        if let Some(d) = &s.last_drill {
+            ctx.out.line(format!(
+                "  last drill: {} ({}), {}{}",
+                d.started_at.format("%Y-%m-%d %H:%M UTC"),
+                match d.verdict {
+                    lifeboat::drill::Verdict::Pass => "pass",
+                    lifeboat::drill::Verdict::Fail => "fail",
+                },
+                lifeboat::drill::report::ms_text(d.total_ms),
+                if d.rto_breached { ", RTO breached" } else { "" }
             ));
         }
         if let Some(fleet) = &s.left_fleet {

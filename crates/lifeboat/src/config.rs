@@ -2,6 +2,7 @@
 //! it protects, with `${VAR}` expansion, and the rules by which command-line flags override it.
 //! [`fleet`] turns `[[database]] glob` entries into databases, found again at every call.
 
+mod drill_guard;
 pub mod fleet;
 
 use std::path::{Path, PathBuf};
@@ -101,6 +102,15 @@ pub struct Config {
     /// `[daemon]`: schedules and how many backups run at once.
     #[serde(default)]
     pub daemon: crate::schedule::DaemonConfig,
+    /// `[verify]`: when the daemon runs each rung of verification.
+    #[serde(default)]
+    pub verify: crate::verify::rungs::VerifyConfig,
+    /// `[objectives]`: the RTO a drill is held to.
+    #[serde(default)]
+    pub objectives: crate::drill::Objectives,
+    /// `[drill]`: the data checks every drill runs (`[[drill.check]]`).
+    #[serde(default)]
+    pub drill: crate::drill::DrillConfig,
     /// Directory whose relative paths the file's paths are resolved against (not in the file).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -229,6 +239,12 @@ impl Config {
             ));
         }
         cfg.daemon.check()?;
+        cfg.verify.check()?;
+        crate::drill::check::validate(&cfg.drill)?;
+        if let Some(t) = &cfg.daemon.drill_target {
+            t.parse::<crate::drill::TargetSpec>()
+                .map_err(|e| Error::new(Kind::Config, format!("[daemon] drill_target: {e}")))?;
+        }
         for (i, d) in cfg.databases.iter().enumerate() {
             let label = d.label();
             if let Some(s) = &d.schedule {

@@ -8,13 +8,14 @@
 //! [`fs`] (durable writes, atomic replace, scratch) → [`repo`] (stores, layout, claims, manifest)
 //! → [`d1`] (wrangler and the D1 target) → [`source`] (SQLite file, D1, SQL dump) → [`backup`]
 //! → [`restore`] (select, fetch, check, place) → [`tenant`] (map, export, restore) → [`verify`]
-//! → [`status`] (what the repository says of each database's backups).
+//! → [`drill`] (DR drills: restore, check, time) → [`status`] (what the repository says of each database's backups).
 //! [`config`] reads `lifeboat.toml` into the types of all of them; [`demo`] generates sample data.
 
 pub mod backup;
 pub mod config;
 pub mod d1;
 pub mod demo;
+pub mod drill;
 pub mod duration;
 pub mod error;
 pub mod fs;

@@ -11,6 +11,8 @@ use crate::error::{Error, Kind, Result};
 
 /// The runbook's daily 02:00 UTC.
 pub const DEFAULT_SCHEDULE: &str = "0 2 * * *";
+/// The runbook's quarterly drill: 03:00 UTC on the first of January, April, July and October.
+pub const DEFAULT_DRILL_SCHEDULE: &str = "0 3 1 */3 *";
 
 /// A parsed cron schedule, in UTC.
 #[derive(Debug, Clone)]
@@ -113,6 +115,12 @@ pub struct DaemonConfig {
     /// and in `lifeboat backup` (unless `--no-verify`); default true.
     #[serde(default)]
     pub verify_after_backup: Option<bool>,
+    /// When each database's DR drill runs (default quarterly, `0 3 1 */3 *`, UTC).
+    #[serde(default)]
+    pub drill_schedule: Option<String>,
+    /// Where the daemon's drills restore: `scratch` (the default), a file, or `d1:NAME`.
+    #[serde(default)]
+    pub drill_target: Option<String>,
 }
 
 impl DaemonConfig {
@@ -120,6 +128,7 @@ impl DaemonConfig {
     /// protect a job, no staleness checks.
     pub fn check(&self) -> Result<()> {
         self.schedule()?;
+        self.drill_schedule()?;
         if self.lease_ttl() < Duration::from_secs(5) {
             return Err(Error::new(
                 Kind::Config,
@@ -137,6 +146,16 @@ impl DaemonConfig {
 
     pub fn schedule(&self) -> Result<Schedule> {
         Schedule::parse(self.schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE))
+    }
+
+    /// When drills run.
+    pub fn drill_schedule(&self) -> Result<Schedule> {
+        Schedule::parse(
+            self.drill_schedule
+                .as_deref()
+                .unwrap_or(DEFAULT_DRILL_SCHEDULE),
+        )
+        .map_err(|e| e.context("[daemon] drill_schedule"))
     }
 
     pub fn max_concurrent(&self) -> usize {

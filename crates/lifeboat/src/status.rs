@@ -99,6 +99,8 @@ pub struct DatabaseStatus {
     /// When the daemon backs it up next, by its schedule (set by the caller, which has the
     /// config; None for a database the config does not name).
     pub next_run: Option<DateTime<Utc>>,
+    /// The last DR drill (set by the caller: `status` reads it, the daemon does not need it).
+    pub last_drill: Option<crate::drill::LastDrill>,
 }
 
 /// The status of database `db`.
@@ -204,6 +206,7 @@ pub async fn database_status(
         last_run,
         last_failure,
         next_run: None,
+        last_drill: None,
     })
 }
 

@@ -28,6 +28,8 @@ pub enum EventKind {
     BackupSucceeded,
     PruneFailed,
     VerifyFailed,
+    DrillFailed,
+    DrillRtoBreached,
     Test,
 }
 
@@ -41,6 +43,8 @@ impl EventKind {
             EventKind::BackupSucceeded => "backup.succeeded",
             EventKind::PruneFailed => "prune.failed",
             EventKind::VerifyFailed => "verify.failed",
+            EventKind::DrillFailed => "drill.failed",
+            EventKind::DrillRtoBreached => "drill.rto_breached",
             EventKind::Test => "alert.test",
         }
     }
@@ -55,6 +59,8 @@ impl EventKind {
             EventKind::BackupSucceeded => "backup succeeded",
             EventKind::PruneFailed => "prune failed",
             EventKind::VerifyFailed => "backup failed verification",
+            EventKind::DrillFailed => "DR drill failed",
+            EventKind::DrillRtoBreached => "DR drill breached the RTO",
             EventKind::Test => "test alert",
         }
     }

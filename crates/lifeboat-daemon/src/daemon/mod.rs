@@ -1,11 +1,12 @@
 //! The daemon: runs every database's backups on its schedule, unattended. Once a second it asks
 //! the [`Plan`] what is due, runs it in a bounded pool (one job per database at a time, at most
 //! `max_concurrent` in all), tells the channels what failed, shrank, went stale or recovered,
-//! and checks staleness every `stale_check_interval`. SIGTERM or SIGINT stop it cleanly;
+//! and checks staleness every `stale_check_interval`. Beside the backups, the [`Verifier`]
+//! climbs the verification ladder on `[verify]`'s schedules ([`verifying`]). SIGTERM or SIGINT stop it cleanly;
 //! SIGHUP reloads the config (a bad one is refused, and the old one stays in force).
 //!
 //! [`setup`] holds what a config gives the loop, [`outcome`] what a finished job leads to,
-//! [`telling`] the alerts.
+//! [`telling`] the alerts, [`drilling`] the DR drills (their own schedule, the same pool).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -21,13 +22,17 @@ use tokio::task::JoinSet;
 
 use crate::alert_memory::AlertMemory;
 use crate::alerts::Ping;
+use crate::drills::{DrillDue, DrillOutcome, DrillPlan};
 use crate::job::{self, Outcome, Report};
 use crate::metrics::Metrics;
 use crate::plan::{Due, Plan};
+use crate::verifier::Verifier;
 
+mod drilling;
 mod outcome;
 mod setup;
 mod telling;
+mod verifying;
 
 use setup::Setup;
 use telling::flush_alerts;
@@ -74,7 +79,11 @@ pub async fn run(opts: Options, config: Config) -> Result<i32> {
         }
         None => None,
     };
+    let verifier = Verifier::new(&setup.config, Utc::now());
     let mut daemon = Daemon {
+        verifier,
+        verifying: JoinSet::new(),
+        told_bad: BTreeMap::new(),
         setup,
         plan,
         metrics,
@@ -83,6 +92,9 @@ pub async fn run(opts: Options, config: Config) -> Result<i32> {
         queue: VecDeque::new(),
         in_flight: std::collections::HashSet::new(),
         counts: BTreeMap::new(),
+        drills: DrillPlan::default(),
+        drill_jobs: JoinSet::new(),
+        drill_queue: VecDeque::new(),
     };
     daemon.tell_refused();
     let code = if opts.once {
@@ -98,6 +110,11 @@ pub async fn run(opts: Options, config: Config) -> Result<i32> {
 }
 
 struct Daemon {
+    /// When each rung of verification is due, the round running (one at a time), and the bad
+    /// backups already told.
+    verifier: Verifier,
+    verifying: JoinSet<verifying::Round>,
+    told_bad: BTreeMap<String, std::collections::BTreeSet<String>>,
     setup: Setup,
     plan: Plan,
     metrics: Metrics,
@@ -108,6 +125,11 @@ struct Daemon {
     in_flight: std::collections::HashSet<String>,
     /// Backups per (database, kind), for `lifeboat_backups`.
     counts: BTreeMap<(String, String), u64>,
+    /// When each database's next DR drill is due.
+    drills: DrillPlan,
+    /// Running drills: they share the pool (`max_concurrent`) with backups.
+    drill_jobs: JoinSet<(DrillDue, DrillOutcome)>,
+    drill_queue: VecDeque<DrillDue>,
 }
 
 impl Daemon {
@@ -129,7 +151,15 @@ impl Daemon {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => self.reload(opts),
-                Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => self.finished(done),
+                Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => {
+                    self.finished(done);
+                    self.start_drills();
+                }
+                Some(done) = self.drill_jobs.join_next(), if !self.drill_jobs.is_empty() => {
+                    self.drill_finished(done);
+                    self.start_jobs();
+                }
+                Some(done) = self.verifying.join_next(), if !self.verifying.is_empty() => self.verified(done),
                 _ = tick.tick() => {
                     self.metrics.tick();
                     if last_discovery.elapsed() >= Duration::from_secs(60) {
@@ -143,6 +173,9 @@ impl Daemon {
                     let now = Utc::now();
                     self.queue.extend(self.plan.due(now));
                     self.start_jobs();
+                    self.start_verification();
+                    self.plan_drills().await;
+                    self.start_drills();
                     let interval = self.setup.config.daemon.stale_check_interval();
                     if last_stale_check.is_none_or(|t| t.elapsed() >= interval) {
                         last_stale_check = Some(Instant::now());
@@ -239,10 +272,10 @@ impl Daemon {
         }
     }
 
-    /// Start queued jobs while the pool has room.
+    /// Start queued jobs while the pool (shared with drills) has room.
     fn start_jobs(&mut self) {
         let max = self.setup.config.daemon.max_concurrent();
-        while self.jobs.len() < max {
+        while self.jobs.len() + self.drill_jobs.len() < max {
             let Some(due) = self.queue.pop_front() else {
                 return;
             };
@@ -331,6 +364,8 @@ impl Daemon {
                     .expect("alert memory")
                     .set_repeat_after(setup.repeat_after());
                 self.setup = setup;
+                self.verifier.reload(&self.setup.config, Utc::now());
+                self.drills.replan();
                 tracing::info!(databases = self.plan.len(), "config reloaded");
             }
             Err(e) => {
@@ -343,6 +378,12 @@ impl Daemon {
     /// written by an aborted backup: what it left is an incomplete leftover for `cleanup`).
     async fn shut_down(&mut self, timeout: Duration) {
         self.queue.clear();
+        // Verification writes only records: stopped at once, it is done again next time.
+        self.verifying.abort_all();
+        self.drill_queue.clear();
+        // A drill is only a test: stop it now (its scratch space is removed as it unwinds).
+        self.drill_jobs.abort_all();
+        while self.drill_jobs.join_next().await.is_some() {}
         tracing::info!(
             running = self.jobs.len(),
             "stopping: no new jobs; running ones get {}",

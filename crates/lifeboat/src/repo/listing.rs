@@ -21,8 +21,8 @@ type Objects = BTreeMap<String, Vec<(String, u64, DateTime<Utc>)>>;
 
 /// What the listing read for one id.
 enum Read {
-    Manifest(Result<Manifest>),
-    Record(Result<Option<VerifyRecord>>),
+    Manifest(Box<Result<Manifest>>),
+    Record(Box<Result<Option<VerifyRecord>>>),
 }
 
 /// A backup id's objects that have no manifest: an interrupted or running backup.
@@ -130,10 +130,10 @@ impl Repository {
             .map(|(id, record)| async move {
                 if record {
                     let r = self.verify_record(db, &id).await;
-                    (id, Read::Record(r))
+                    (id, Read::Record(Box::new(r)))
                 } else {
                     let m = self.manifest(db, &id).await;
-                    (id, Read::Manifest(m))
+                    (id, Read::Manifest(Box::new(m)))
                 }
             })
             .buffer_unordered(MANIFEST_READS)
@@ -143,9 +143,9 @@ impl Repository {
         let mut records = BTreeMap::new();
         for (id, read) in fetched {
             match read {
-                Read::Manifest(m) => manifests.push((id, m)),
+                Read::Manifest(m) => manifests.push((id, *m)),
                 Read::Record(r) => {
-                    if let Some(r) = r? {
+                    if let Some(r) = (*r)? {
                         records.insert(id, r);
                     }
                 }

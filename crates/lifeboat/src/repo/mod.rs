@@ -6,6 +6,7 @@
 //! verification found per backup ([`verify_record`]).
 
 pub mod claim;
+pub mod drills;
 pub mod leases;
 pub mod listing;
 pub mod manifest;

@@ -11,7 +11,9 @@
 //! the scratch disk's says nothing about the backup and is reported with its own kind.
 
 pub mod choose;
+pub mod database;
 pub mod findings;
+pub mod rungs;
 
 use std::path::Path;
 use std::time::Instant;
@@ -46,6 +48,8 @@ pub struct VerifyReport {
     pub duration_ms: u64,
     /// Deleted by a prune while it was being checked: no finding, no record.
     pub pruned: bool,
+    /// This check is the one that found the backup bad (it was not before): what to alert.
+    pub newly_bad: bool,
 }
 
 impl VerifyReport {
@@ -66,6 +70,7 @@ impl VerifyReport {
             rows: m.total_rows(),
             duration_ms: started.elapsed().as_millis() as u64,
             pruned: false,
+            newly_bad: false,
         }
     }
 
@@ -83,6 +88,7 @@ impl VerifyReport {
             rows: 0,
             duration_ms: 0,
             pruned: false,
+            newly_bad: false,
         }
     }
 
@@ -192,15 +198,18 @@ pub async fn record(repo: &Repository, r: &mut VerifyReport) -> Result<Option<Ve
             _ => {}
         }
     }
+    let at = Utc::now();
     let check = Check {
-        at: Utc::now(),
+        at,
         ok: r.ok,
         problem: r.problem.clone(),
         duration_ms: r.duration_ms,
     };
-    repo.record_check(&r.database, &r.backup, r.rung, check)
-        .await
-        .map(Some)
+    let rec = repo
+        .record_check(&r.database, &r.backup, r.rung, check)
+        .await?;
+    r.newly_bad = rec.bad.as_ref().is_some_and(|b| b.since == at);
+    Ok(Some(rec))
 }
 
 /// Whether a damaged listing entry can be judged bad: its manifest is one this lifeboat reads
@@ -211,13 +220,13 @@ pub fn judgeable(problem: &str) -> bool {
 }
 
 /// Record the catalogue's damage (a data object missing or cut short, a manifest that is not a
-/// manifest) on the backups not yet known bad; returns how many became bad.
+/// manifest) on the backups not yet known bad; returns the ids that became bad.
 pub async fn record_catalogue(
     repo: &Repository,
     db: &str,
     listing: &crate::repo::listing::Listing,
-) -> Result<usize> {
-    let mut n = 0;
+) -> Result<Vec<String>> {
+    let mut newly = Vec::new();
     for (id, problem) in &listing.damaged {
         if !judgeable(problem) || listing.bad(id).is_some() {
             continue;
@@ -229,9 +238,9 @@ pub async fn record_catalogue(
             duration_ms: 0,
         };
         repo.record_check(db, id, Rung::Catalogue, check).await?;
-        n += 1;
+        newly.push(id.clone());
     }
-    Ok(n)
+    Ok(newly)
 }
 
 /// Restore-test a backup just written (`verify_after_backup`): the repository's copy, not the
