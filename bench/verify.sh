@@ -6,7 +6,8 @@
 #              durable, quick_check); target <= 1.5x. The peer's plain path, for information:
 #              `zstd -d` + `sqlite3 PRAGMA integrity_check`. Then where the time goes: each part
 #              of a restore-test timed alone with the command-line tools on the same files.
-#              On the ~SIZE_MB databases of PROFILES (as bench/run.sh builds them).
+#              On the ~SIZE_MB databases of PROFILES (as bench/run.sh builds them). Also a
+#              backup with its restore-test (the default) beside one with --no-verify.
 #   catalogue  `lifeboat verify --all --catalogue` of N backups on S3 (s3s-fs), each with its
 #              verify record as `verify_after_backup` writes one; target < 10 s. Beside it the
 #              same history without records, a bare paged S3 LIST of the prefix (the floor), and
@@ -75,6 +76,12 @@ restore_part() {
     # The peer's own compressed image of the same database (bench/run.sh's backup_zstd).
     sqlite3 "$DB" ".backup '$P/copy.db'" && zstd -1 -T2 -q "$P/copy.db" -o "$P/copy.db.zst" && rm "$P/copy.db"
 
+    # What verify_after_backup (the default) costs a backup; bench/run.sh has the same pair.
+    cat "$DB" > /dev/null
+    measure "$PROFILE" lb_backup_no_verify "" \
+      "'$LB' --quiet backup --no-verify --db '$DB' --repo '$REPO' --scratch-dir '$P/scratch'"
+    measure "$PROFILE" lb_backup_default "" \
+      "'$LB' --quiet backup --db '$DB' --repo '$REPO' --scratch-dir '$P/scratch'"
     measure "$PROFILE" lb_restore "$P/restored.db" \
       "'$LB' --quiet restore --db '$NAME' --backup '$BACKUP' --repo '$REPO' --to '$P/restored.db'"
     measure "$PROFILE" lb_restore_test "" \

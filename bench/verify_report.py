@@ -19,6 +19,8 @@ def fact(prefix):
 
 
 LABELS = {
+    "lb_backup_no_verify": "lifeboat backup --no-verify",
+    "lb_backup_default": "lifeboat backup (default: + restore-test of the stored copy)",
     "lb_restore": "lifeboat restore (durable, quick_check)",
     "lb_restore_test": "lifeboat verify ID (restore-test)",
     "peer_integrity": "`zstd -d` + `sqlite3 PRAGMA integrity_check` (peer, information)",
@@ -62,6 +64,9 @@ for profile, r in runs.items():
     x = rt / rs
     print(f"| restore-test | plain restore of the same backup | {x:.2f}x its time ({rt:.2f} s against {rs:.2f} s) | <= 1.5x | {'met' if x <= 1.5 else 'NOT met'} |")
     print(f"| restore-test | {LABELS['peer_integrity']} | {rt / pi:.2f}x its time ({pi:.2f} s) | (information) | |")
+    bn, bd = med(r, "lb_backup_no_verify"), med(r, "lb_backup_default")
+    if bn and bd:
+        print(f"| backup with its restore-test (default) | backup --no-verify | {bd / bn:.2f}x its time ({bd:.2f} s against {bn:.2f} s) | (information) | |")
     parts = {k: med(r, k) for k in r if k.startswith("part_")}
     if parts:
         qc, ic = parts.get("part_quick_check"), parts.get("part_integrity_check")
