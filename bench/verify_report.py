@@ -29,6 +29,8 @@ LABELS = {
     "part_sha_image": "part: `sha256sum` of the image",
     "part_quick_check": "part: `PRAGMA quick_check` (sqlite3 CLI)",
     "part_integrity_check": "part: `PRAGMA integrity_check` (sqlite3 CLI)",
+    "part_integrity_check_mmap": "part: `integrity_check` with mmap and a 256 MB cache (sqlite3 CLI)",
+    "part_integrity_check_split": "part: `integrity_check(T)` per table + `quick_check`, 2 at a time (bench/integrity_split.sh)",
     "part_foreign_key_check": "part: `PRAGMA foreign_key_check` (sqlite3 CLI)",
     "part_row_counts": "part: `count(*)` of every table (sqlite3 CLI)",
     f"lb_catalogue_{n}": f"lifeboat verify --all --catalogue, {int(n):,} backups with records, S3",
