@@ -94,10 +94,7 @@ async fn plant() -> Result<()> {
                     .map_err(fail("write data"))?;
                 if let Some(body) = record {
                     store
-                        .put(
-                            &repo.key(db, &m.id, VERIFY_SUFFIX),
-                            PutPayload::from(body),
-                        )
+                        .put(&repo.key(db, &m.id, VERIFY_SUFFIX), PutPayload::from(body))
                         .await
                         .map_err(fail("write verify record"))?;
                 }
