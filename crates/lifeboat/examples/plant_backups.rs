@@ -1,7 +1,8 @@
 //! Fills a repository with a long history of backups quickly, for benchmarks: the newest real
 //! backup of a database is copied under `N` new ids, one every `STEP_HOURS` back from `END`
-//! (each copy a complete backup: its manifest rewritten, its data object copied), 32 objects at
-//! a time, straight through the object store; then the real backup is removed, so the history is
+//! (each copy a complete backup: its manifest rewritten, its data object copied, and its verify
+//! record too when the real backup has one, as `verify_after_backup` writes), 32 backups at a
+//! time, straight through the object store; then the real backup is removed, so the history is
 //! the same whatever day it runs. S3 settings come from the same variables as lifeboat's.
 //!
 //! ```text
@@ -14,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload};
 
 use lifeboat::error::{Error, Kind, Result};
-use lifeboat::repo::repository::{backup_id, DATA_SUFFIX, MANIFEST_SUFFIX};
+use lifeboat::repo::repository::{backup_id, DATA_SUFFIX, MANIFEST_SUFFIX, VERIFY_SUFFIX};
 use lifeboat::repo::{BackupKind, Repository};
 
 #[tokio::main]
@@ -61,20 +62,42 @@ async fn plant() -> Result<()> {
         .bytes()
         .await
         .map_err(fail("read data"))?;
+    // The real record's shape, each copy's dates moved with its backup's.
+    let record = repo.verify_record(db, &real.id).await?;
     futures::stream::iter(0..n)
         .map(|i| {
             let (repo, store, data) = (&repo, store.clone(), data.clone());
+            let mut record = record.clone();
             let mut m = real.clone();
             m.created_at = end - Duration::hours(step * i as i64);
             m.id = backup_id(m.created_at);
             m.kind = BackupKind::Scheduled;
             m.data_object = format!("{}{DATA_SUFFIX}", m.id);
+            let shift = m.created_at - real.created_at;
+            let record = record.as_mut().map(|r| {
+                r.id = m.id.clone();
+                for c in [&mut r.catalogue, &mut r.read, &mut r.restore_test]
+                    .into_iter()
+                    .flatten()
+                {
+                    c.at += shift;
+                }
+                let mut body = serde_json::to_vec_pretty(r).expect("record serializes");
+                body.push(b'\n');
+                body
+            });
             async move {
                 let data_key = repo.key(db, &m.id, DATA_SUFFIX);
                 store
                     .put(&data_key, PutPayload::from(data))
                     .await
                     .map_err(fail("write data"))?;
+                if let Some(body) = record {
+                    store
+                        .put(&repo.key(db, &m.id, VERIFY_SUFFIX), PutPayload::from(body))
+                        .await
+                        .map_err(fail("write verify record"))?;
+                }
                 store
                     .put(
                         &repo.key(db, &m.id, MANIFEST_SUFFIX),
