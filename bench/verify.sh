@@ -142,7 +142,7 @@ catalogue_part() {
   ls "$OUT/s3/lb-cat/r/db/backups" | sed -n 's/.*\.verify\.json$/x/p' | wc -l | sed 's/^/catalogue records /' >> "$OUT/info"
   ls "$OUT/s3/lb-cat/r/db/backups" | wc -l | sed 's/^/catalogue objects /' >> "$OUT/info"
   # One real record, for the report.
-  cat "$(find "$OUT/s3/lb-cat/r/db/backups" -name '*.verify.json' -print -quit)" > "$OUT/record.json"
+  cat "$(find "$OUT/s3/lb-cat/r/db/verify/records" -name '*.json' -print -quit)" > "$OUT/record.json"
   # Everything verify reports (and its exit: 6 is a gap or damage, 0 or 1 otherwise).
   local rc=0
   "$LB" --json verify --db db $flags --repo s3://lb-cat/r > "$OUT/catalogue.json" || rc=$?

@@ -116,6 +116,25 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 &uploads,
             );
         }
+        // Verify records of backups that are gone (a prune ran while a verify wrote one).
+        if !listing.orphan_records.is_empty() {
+            let gone = if args.dry_run {
+                listing.orphan_records.clone()
+            } else {
+                repo.forget_orphan_records(&name, &listing.orphan_records)
+                    .await?
+            };
+            for id in gone {
+                let verb = if args.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                };
+                ctx.out.line(format!(
+                    "{verb} {name}  {id}  (the verify record of a backup that is gone)"
+                ));
+            }
+        }
         // Uploads no claim names (the claim itself was lost): S3's own list, where it has one.
         match repo.incomplete_uploads(&name).await? {
             Some(found) => {

@@ -379,9 +379,7 @@ fn walk_json(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 out.extend(walk_json(&p));
-            } else if p.extension().is_some_and(|x| x == "json")
-                && !p.to_string_lossy().ends_with(".verify.json")
-            {
+            } else if p.extension().is_some_and(|x| x == "json") {
                 out.push(p);
             }
         }

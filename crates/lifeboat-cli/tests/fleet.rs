@@ -124,9 +124,7 @@ fn outcome(out: &str) -> (Vec<String>, Vec<String>) {
 fn age(d: &Path, db: &str, hours: i64) {
     for e in std::fs::read_dir(d.join("repo").join(db).join("backups")).unwrap() {
         let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "json")
-            && !p.to_string_lossy().ends_with(".verify.json")
-        {
+        if p.extension().is_some_and(|x| x == "json") {
             let mut m: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
             let t = chrono::DateTime::parse_from_rfc3339(m["created_at"].as_str().unwrap())
@@ -313,10 +311,7 @@ fn first_manifest(d: &Path, db: &str) -> PathBuf {
     std::fs::read_dir(d.join("repo").join(db).join("backups"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.extension().is_some_and(|x| x == "json")
-                && !p.to_string_lossy().ends_with(".verify.json")
-        })
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
         .unwrap()
 }
 

@@ -30,9 +30,7 @@ fn age_backup(d: &Path, minutes: i64) {
     let dir = d.join("repo/app/backups");
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "json")
-            && !p.to_string_lossy().ends_with(".verify.json")
-        {
+        if p.extension().is_some_and(|x| x == "json") {
             let mut m: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
             let t = chrono::Utc::now() - chrono::Duration::minutes(minutes);

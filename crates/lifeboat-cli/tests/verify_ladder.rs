@@ -156,6 +156,19 @@ fn truncated_and_missing_objects_and_lying_manifests_are_damage() {
     .unwrap();
     let out = ok(d, &["prune", "--dry-run"]);
     assert!(out.contains("kept for investigation until"), "{out}");
+    // A record whose backup is gone (a prune between a check and its write) is cleaned up;
+    // the records of backups that exist stay.
+    let orphan = d.join("repo/app/verify/records/backup-2001-01-01T000000Z.json");
+    std::fs::write(&orphan, "{}").unwrap();
+    let out = ok(d, &["cleanup"]);
+    assert!(
+        out.contains("the verify record of a backup that is gone"),
+        "{out}"
+    );
+    assert!(!orphan.exists());
+    assert!(d
+        .join(format!("repo/app/verify/records/{id}.json"))
+        .exists());
 }
 
 /// A 30-day scheduled history up to yesterday, made of copies of one real backup, without the
@@ -378,11 +391,11 @@ fn what_retention_pruned_is_no_gap_and_an_unreadable_manifest_is_never_judged_ba
     assert_eq!(code, Some(6));
     assert!(v["databases"][0]["findings"].to_string().contains(&id));
     assert!(
-        !d.join(format!("repo/app/backups/{id}.verify.json"))
+        !d.join(format!("repo/app/verify/records/{id}.json"))
             .exists()
             || {
                 let r: serde_json::Value = serde_json::from_slice(
-                    &std::fs::read(d.join(format!("repo/app/backups/{id}.verify.json"))).unwrap(),
+                    &std::fs::read(d.join(format!("repo/app/verify/records/{id}.json"))).unwrap(),
                 )
                 .unwrap();
                 r["bad"].is_null()

@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload};
 
 use lifeboat::error::{Error, Kind, Result};
-use lifeboat::repo::repository::{backup_id, DATA_SUFFIX, MANIFEST_SUFFIX, VERIFY_SUFFIX};
+use lifeboat::repo::repository::{backup_id, DATA_SUFFIX, MANIFEST_SUFFIX};
 use lifeboat::repo::{BackupKind, Repository};
 
 #[tokio::main]
@@ -94,7 +94,7 @@ async fn plant() -> Result<()> {
                     .map_err(fail("write data"))?;
                 if let Some(body) = record {
                     store
-                        .put(&repo.key(db, &m.id, VERIFY_SUFFIX), PutPayload::from(body))
+                        .put(&repo.record_key(db, &m.id), PutPayload::from(body))
                         .await
                         .map_err(fail("write verify record"))?;
                 }

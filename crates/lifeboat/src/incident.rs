@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Kind, Result};
 use crate::repo::manifest::human_size;
-use crate::repo::repository::{CLAIM_SUFFIX, DATA_SUFFIX, MANIFEST_SUFFIX, VERIFY_SUFFIX};
+use crate::repo::repository::{CLAIM_SUFFIX, DATA_SUFFIX, MANIFEST_SUFFIX};
 use crate::repo::verify_record::{Rung, VerifyRecord};
 use crate::repo::Repository;
 use crate::text::escape;
@@ -125,7 +125,7 @@ async fn backups(
         let Some(name) = meta.location.filename() else {
             continue;
         };
-        let found = [VERIFY_SUFFIX, DATA_SUFFIX, MANIFEST_SUFFIX, CLAIM_SUFFIX]
+        let found = [DATA_SUFFIX, MANIFEST_SUFFIX, CLAIM_SUFFIX]
             .into_iter()
             .find_map(|s| name.strip_suffix(s).map(|id| (id, s)));
         let Some((id, suffix)) = found.filter(|(id, _)| id_time(id).is_some()) else {
@@ -150,7 +150,7 @@ async fn backups(
                 None
             };
             // A record that cannot be read is no record: the backup's line still stands.
-            let verify = if objs.contains_key(VERIFY_SUFFIX) {
+            let verify = if objs.contains_key(MANIFEST_SUFFIX) {
                 repo.verify_record(db, &id).await.ok().flatten()
             } else {
                 None
@@ -249,7 +249,7 @@ fn text_of(v: &Value, fields: &[&str]) -> Option<String> {
     })
 }
 
-/// What a backup's verify record (`<id>.verify.json`) says, one entry per check: the read and
+/// What a backup's verify record (`<db>/verify/records/<id>.json`) says, one entry per check: the read and
 /// the restore-test, and the catalogue check only when it failed (it runs every daemon tick).
 fn checks(v: &VerifyRecord) -> Vec<(&'static str, String, DateTime<Utc>)> {
     let rungs = [

@@ -1,6 +1,7 @@
 //! Listing one database's backups: which are complete, which are damaged (a manifest that
 //! cannot be read, or whose data object is missing or the wrong size), what interrupted
-//! backups left behind, and the day mirrors.
+//! backups left behind, the day mirrors, and what verification found (the records are listed
+//! beside the backups, from their own folder).
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use futures::StreamExt;
 
 use crate::error::{Error, Kind, Result};
 use crate::repo::manifest::Manifest;
-use crate::repo::repository::{split_name, CLAIM_SUFFIX, MANIFEST_SUFFIX, VERIFY_SUFFIX};
+use crate::repo::repository::{split_name, CLAIM_SUFFIX, MANIFEST_SUFFIX};
 use crate::repo::verify_record::{Bad, VerifyRecord};
 use crate::repo::Repository;
 
@@ -48,8 +49,11 @@ pub struct Listing {
     pub claimed: Vec<Leftover>,
     /// Day mirrors (`backup-YYYY-MM-DD.sql`): (day, object name), oldest first; `prune` deletes them with their day.
     pub mirrors: Vec<(String, String)>,
-    /// Verify records (`<id>.verify.json`) of the backups listed, by id.
+    /// Verify records (`<db>/verify/records/<id>.json`) of the backups listed, by id.
     pub records: BTreeMap<String, VerifyRecord>,
+    /// Records whose backup was not listed (pruned while a verify wrote one, or committed
+    /// while this listing ran): `cleanup` looks again and removes the first kind.
+    pub orphan_records: Vec<String>,
 }
 
 impl Listing {
@@ -94,6 +98,22 @@ impl Repository {
         let prefix = self.prefix(db);
         // (id, whether it is a verify record rather than a manifest)
         let (found, read) = futures::channel::mpsc::unbounded::<(String, bool)>();
+        // The records are listed beside the backups, in their own folder.
+        let records_found = found.clone();
+        let records_listed = async move {
+            let found = records_found;
+            let mut stream = self.backend.store.list(Some(&self.records_prefix(db)));
+            while let Some(meta) = stream.next().await {
+                let meta = meta.map_err(|e| self.err("list verify records", e))?;
+                let id = (meta.location.filename())
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .filter(|id| id.starts_with("backup-"));
+                if let Some(id) = id {
+                    let _ = found.unbounded_send((id.to_string(), true));
+                }
+            }
+            Ok::<_, Error>(())
+        };
         let listed = async move {
             let found = found;
             let mut objects: Objects = BTreeMap::new();
@@ -114,9 +134,9 @@ impl Repository {
                     }
                     continue;
                 };
-                if suffix == MANIFEST_SUFFIX || suffix == VERIFY_SUFFIX {
+                if suffix == MANIFEST_SUFFIX {
                     // The reader outlives the listing unless it failed: then this is moot.
-                    let _ = found.unbounded_send((id.to_string(), suffix == VERIFY_SUFFIX));
+                    let _ = found.unbounded_send((id.to_string(), false));
                 }
                 objects.entry(id.to_string()).or_default().push((
                     suffix.to_string(),
@@ -138,14 +158,20 @@ impl Repository {
             })
             .buffer_unordered(MANIFEST_READS)
             .collect::<Vec<(String, Read)>>();
-        let (listed, fetched) = futures::join!(listed, fetching);
+        let (listed, records_listed, fetched) = futures::join!(listed, records_listed, fetching);
+        records_listed?;
         let mut manifests = Vec::new();
         let mut records = BTreeMap::new();
+        // Every record listed, readable or not (an unreadable one is no record, but an orphan
+        // all the same).
+        let mut record_ids = std::collections::BTreeSet::new();
         for (id, read) in fetched {
             match read {
                 Read::Manifest(m) => manifests.push((id, *m)),
                 Read::Record(r) => {
-                    if let Some(r) = (*r)? {
+                    let r = (*r)?;
+                    record_ids.insert(id.clone());
+                    if let Some(r) = r {
                         records.insert(id, r);
                     }
                 }
@@ -207,6 +233,9 @@ impl Repository {
             .collect();
         records.retain(|id, _| known.contains(id.as_str()));
         listing.records = records;
+        listing.orphan_records = (record_ids.into_iter())
+            .filter(|id| !known.contains(id.as_str()))
+            .collect();
         Ok(listing)
     }
 

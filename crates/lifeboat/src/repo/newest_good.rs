@@ -11,7 +11,7 @@ use futures::StreamExt;
 use crate::error::{Kind, Result};
 use crate::repo::listing::data_problem;
 use crate::repo::manifest::Manifest;
-use crate::repo::repository::{split_name, MANIFEST_SUFFIX, VERIFY_SUFFIX};
+use crate::repo::repository::{split_name, MANIFEST_SUFFIX};
 use crate::repo::retention::id_time;
 use crate::repo::Repository;
 
@@ -56,11 +56,9 @@ impl Repository {
             if !m.good_at(now) || data_problem(&m, objs).is_some() {
                 continue;
             }
-            if objs.iter().any(|(s, _, _)| s == VERIFY_SUFFIX) {
-                let record = self.verify_record(db, id).await?;
-                if record.is_some_and(|r| r.bad.is_some()) {
-                    continue;
-                }
+            let record = self.verify_record(db, id).await?;
+            if record.is_some_and(|r| r.bad.is_some()) {
+                continue;
             }
             let newer = best
                 .as_ref()

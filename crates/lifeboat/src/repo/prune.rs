@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Kind, Result};
 use crate::repo::marks::MarkKind;
-use crate::repo::repository::{DATA_SUFFIX, MANIFEST_SUFFIX, VERIFY_SUFFIX};
+use crate::repo::repository::{DATA_SUFFIX, MANIFEST_SUFFIX};
 use crate::repo::retention::{decide, Decision, Marks, RetentionPolicy};
 use crate::repo::{BackupKind, Manifest, Repository};
 
@@ -238,7 +238,7 @@ async fn delete_batch(
     let gone: Vec<&&Manifest> = go.iter().filter(|m| !after.contains(&m.id)).collect();
     let deleted = gone.len();
     let data = (gone.iter())
-        .flat_map(|m| [DATA_SUFFIX, VERIFY_SUFFIX].map(|suffix| repo.key(db, &m.id, suffix)))
+        .flat_map(|m| [repo.key(db, &m.id, DATA_SUFFIX), repo.record_key(db, &m.id)])
         .collect::<Vec<Key>>();
     repo.delete_keys(data).await?;
     kept.extend(after);

@@ -5,7 +5,7 @@
 //! <db-name>/backups/<id>.pending      claim: taken with a conditional create before upload
 //! <db-name>/backups/<id>.sqlite.zst   the zstd-compressed SQLite image
 //! <db-name>/backups/<id>.json         the manifest, written last: the commit point
-//! <db-name>/backups/<id>.verify.json  what verification found (see [`crate::repo::verify_record`])
+//! <db-name>/verify/records/<id>.json  what verification found (see [`crate::repo::verify_record`])
 //! ```
 
 use bytes::Bytes;
@@ -24,8 +24,7 @@ pub use crate::repo::listing::{Leftover, Listing};
 pub const DATA_SUFFIX: &str = ".sqlite.zst";
 pub const MANIFEST_SUFFIX: &str = ".json";
 pub const CLAIM_SUFFIX: &str = ".pending";
-/// A backup's verify record. Ends in [`MANIFEST_SUFFIX`] too: matched before it.
-pub const VERIFY_SUFFIX: &str = ".verify.json";
+
 /// Multipart part size. S3 wants at least 5 MiB per part but the last.
 pub const PART_SIZE: usize = crate::repo::s3_uploads::PART_SIZE;
 
@@ -65,7 +64,7 @@ pub fn backup_id(at: DateTime<Utc>) -> String {
 
 /// Split an object's file name into (id, suffix) if it is one of ours.
 pub(crate) fn split_name(name: &str) -> Option<(&str, &str)> {
-    [DATA_SUFFIX, VERIFY_SUFFIX, MANIFEST_SUFFIX, CLAIM_SUFFIX]
+    [DATA_SUFFIX, MANIFEST_SUFFIX, CLAIM_SUFFIX]
         .into_iter()
         .find_map(|suf| name.strip_suffix(suf).map(|id| (id, suf)))
         .filter(|(id, _)| id.starts_with("backup-"))
@@ -289,8 +288,12 @@ impl Repository {
 
     /// [`Repository::delete_backup`] by id, for a backup whose manifest cannot be read.
     pub async fn delete_backup_id(&self, db: &str, id: &str) -> Result<()> {
-        for suffix in [MANIFEST_SUFFIX, DATA_SUFFIX, VERIFY_SUFFIX] {
-            match self.backend.store.delete(&self.key(db, id, suffix)).await {
+        let keys = [MANIFEST_SUFFIX, DATA_SUFFIX]
+            .map(|suffix| self.key(db, id, suffix))
+            .into_iter()
+            .chain([self.record_key(db, id)]);
+        for key in keys {
+            match self.backend.store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(self.err("delete backup", e)),
             }
@@ -411,10 +414,6 @@ mod tests {
         assert_eq!(
             split_name("backup-2026-11-20T030405Z.sqlite.zst"),
             Some(("backup-2026-11-20T030405Z", DATA_SUFFIX))
-        );
-        assert_eq!(
-            split_name("backup-2026-11-20T030405Z.verify.json"),
-            Some(("backup-2026-11-20T030405Z", VERIFY_SUFFIX))
         );
         assert_eq!(split_name("notes.txt"), None);
         assert!(check_name("studio-platform-db").is_ok());

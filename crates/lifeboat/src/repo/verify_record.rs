@@ -1,5 +1,5 @@
-//! Verify records: what each rung of verification last found for one backup, kept next to it at
-//! `<db>/backups/<id>.verify.json`, and whether the backup is *bad*. A bad backup failed a check
+//! Verify records: what each rung of verification last found for one backup, kept at
+//! `<db>/verify/records/<id>.json`, and whether the backup is *bad*. A bad backup failed a check
 //! for a reason of its own (a checksum, a missing object, an integrity failure: never the
 //! network's or the scratch disk's); it stops counting as good everywhere (`latest`, retention,
 //! staleness, skipping) and prune deletes it once `keep_bad_within` has passed since it was found.
@@ -8,11 +8,11 @@
 //! operator who copies a lost object back, then runs a restore-test).
 
 use chrono::{DateTime, Utc};
+use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::repo::repository::VERIFY_SUFFIX;
 use crate::repo::Repository;
 
 const FORMAT_VERSION: u32 = 1;
@@ -59,7 +59,9 @@ pub struct Bad {
     pub problem: String,
 }
 
-/// `<id>.verify.json`.
+/// `<db>/verify/records/<id>.json`. Out of `backups/`, so a listing of the backups (the
+/// catalogue's critical path) pages through a third fewer objects, and the records are listed
+/// beside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyRecord {
     pub format_version: u32,
@@ -134,9 +136,23 @@ impl VerifyRecord {
 }
 
 impl Repository {
+    /// Where backup `id`'s verify record lives.
+    pub fn record_key(&self, db: &str, id: &str) -> Key {
+        self.records_prefix(db).join(format!("{id}.json").as_str())
+    }
+
+    pub(crate) fn records_prefix(&self, db: &str) -> Key {
+        self.backend()
+            .root
+            .clone()
+            .join(db)
+            .join("verify")
+            .join("records")
+    }
+
     /// The verify record of backup `id`; None when there is none or it cannot be read.
     pub async fn verify_record(&self, db: &str, id: &str) -> Result<Option<VerifyRecord>> {
-        let key = self.key(db, id, VERIFY_SUFFIX);
+        let key = self.record_key(db, id);
         let got = match self.backend().store.get(&key).await {
             Ok(g) => g,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -168,10 +184,30 @@ impl Repository {
         body.push(b'\n');
         self.backend()
             .store
-            .put(&self.key(db, id, VERIFY_SUFFIX), PutPayload::from(body))
+            .put(&self.record_key(db, id), PutPayload::from(body))
             .await
             .map_err(|e| self.err("write verify record", e))?;
         Ok(record)
+    }
+}
+
+impl Repository {
+    /// Delete the records among `ids` whose backup has no manifest (looked at again now: one
+    /// may have been committed while the listing that found the record ran). Returns those
+    /// deleted.
+    pub async fn forget_orphan_records(&self, db: &str, ids: &[String]) -> Result<Vec<String>> {
+        let mut gone = Vec::new();
+        for id in ids {
+            let manifest = self.key(db, id, crate::repo::repository::MANIFEST_SUFFIX);
+            if self.exists(&manifest).await? {
+                continue;
+            }
+            match self.backend().store.delete(&self.record_key(db, id)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => gone.push(id.clone()),
+                Err(e) => return Err(self.err("delete verify record", e)),
+            }
+        }
+        Ok(gone)
     }
 }
 
