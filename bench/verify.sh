@@ -139,7 +139,7 @@ catalogue_part() {
   plant s3://lb-cat/r "$N" 6
   plant s3://lb-bare/r "$N" 6 --no-verify
   plant s3://lb-peer/r "$PEER_N" 24
-  ls "$OUT/s3/lb-cat/r/db/backups" | sed -n 's/.*\.verify\.json$/x/p' | wc -l | sed 's/^/catalogue records /' >> "$OUT/info"
+  ls "$OUT/s3/lb-cat/r/db/verify/records" | wc -l | sed 's/^/catalogue records /' >> "$OUT/info"
   ls "$OUT/s3/lb-cat/r/db/backups" | wc -l | sed 's/^/catalogue objects /' >> "$OUT/info"
   # One real record, for the report.
   cat "$(find "$OUT/s3/lb-cat/r/db/verify/records" -name '*.json' -print -quit)" > "$OUT/record.json"
