@@ -453,6 +453,7 @@ impl<'a> Replicator<'a> {
         let opts = BackupOptions {
             label: Some(format!("replication snapshot ({id})")),
             lock_timeout: self.opts.lock_timeout,
+            held_open: true,
             ..BackupOptions::default()
         };
         let manifest =
