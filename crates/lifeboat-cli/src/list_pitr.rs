@@ -6,8 +6,8 @@ use chrono::SecondsFormat;
 
 use crate::Ctx;
 use lifeboat::error::Result;
-use lifeboat::repo::Repository;
 use lifeboat::replicate::layout::windows;
+use lifeboat::repo::Repository;
 
 pub async fn run(ctx: &Ctx, repo: &Repository, names: &[String]) -> Result<i32> {
     let mut docs = Vec::new();
@@ -17,8 +17,11 @@ pub async fn run(ctx: &Ctx, repo: &Repository, names: &[String]) -> Result<i32> 
             ctx.out.line(format!("{name}: not replicated"));
             continue;
         }
-        ctx.out
-            .line(format!("{name}: {} generation(s) in {}", ws.len(), repo.url()));
+        ctx.out.line(format!(
+            "{name}: {} generation(s) in {}",
+            ws.len(),
+            repo.url()
+        ));
         let t = |d: chrono::DateTime<chrono::Utc>| d.to_rfc3339_opts(SecondsFormat::Millis, true);
         for w in &ws {
             let g = &w.generation;

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use crate::shared_args::choice;
 use crate::{secs, select_backup, single_database_name, Ctx};
 use lifeboat::error::{Result, ResultExt};
+use lifeboat::replicate::PitrTarget;
 use lifeboat::repo::events::{Event, RESTORE_DONE};
 use lifeboat::repo::manifest::human_size;
-use lifeboat::replicate::PitrTarget;
 use lifeboat::restore::to_file::{parse_time, restore, IntegrityCheck, RestoreOptions, Selector};
 
 #[derive(clap::Args, Debug)]

@@ -6,11 +6,11 @@ use std::path::Path;
 use crate::restore::Args;
 use crate::{secs, Ctx};
 use lifeboat::error::{Result, ResultExt};
+use lifeboat::replicate::layout::windows;
+use lifeboat::replicate::{choose, restore_point, PitrTarget};
 use lifeboat::repo::events::{Event, RESTORE_DONE};
 use lifeboat::repo::manifest::human_size;
 use lifeboat::repo::Repository;
-use lifeboat::replicate::layout::windows;
-use lifeboat::replicate::{choose, restore_point, PitrTarget};
 use lifeboat::restore::to_file::RestoreOptions;
 
 /// Restore from replicated data when there is any for `db`: false when there is none (or none
@@ -45,7 +45,9 @@ pub async fn run(
     let report = restore_point(repo, &point, to, &opts, &crate::bar(&pb)).await;
     pb.finish_and_clear();
     let report = report.step("restore")?;
-    let at = report.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let at = report
+        .at
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     if report.dry_run {
         ctx.out.line(format!(
             "dry run: {db} as of commit {} of generation {} (seen at {at}) built and checked: {} tables, {} rows; nothing changed  {}",

@@ -81,9 +81,10 @@ pub async fn backup(
     source.check()?;
     // Taken before the file is read, so a write racing this backup makes the next scheduled
     // run back up again, never skip. Only a user's database file has one worth keeping.
-    let fingerprint = (opts.source.is_none() && opts.d1.is_none() && opts.tenant.is_none() && !opts.held_open)
-        .then(|| crate::backup::unchanged::fingerprint(&db.path).ok())
-        .flatten();
+    let fingerprint =
+        (opts.source.is_none() && opts.d1.is_none() && opts.tenant.is_none() && !opts.held_open)
+            .then(|| crate::backup::unchanged::fingerprint(&db.path).ok())
+            .flatten();
     let tmp = scratch(opts.scratch_dir.as_deref())?;
     let created_at = Utc::now();
     let id = claim_id(repo, &db.name, created_at).await.step("backup")?;

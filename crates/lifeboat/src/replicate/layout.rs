@@ -15,8 +15,8 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::{Error, Kind, Result};
-use crate::repo::Repository;
 use crate::replicate::segment::{parse_name, Link, SegmentName};
+use crate::repo::Repository;
 
 /// A generation: a snapshot (an ordinary backup) and the chain of segments after it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

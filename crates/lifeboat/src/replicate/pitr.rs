@@ -14,10 +14,10 @@ use chrono::{DateTime, Utc};
 use crate::error::{Error, Kind, Result};
 use crate::fs::atomic_replace::{check_target, FileId, Placement};
 use crate::progress::Progress;
-use crate::repo::Repository;
 use crate::replicate::layout::{self, Window};
 use crate::replicate::segment::{Link, SegmentReader};
 use crate::replicate::wal;
+use crate::repo::Repository;
 use crate::restore::to_file::{check_image, fetch, FetchOptions, RestoreOptions};
 use crate::source::sqlite::{inspect, open_image, IntegrityCheck};
 
@@ -103,9 +103,15 @@ pub async fn restore_point(
     })?;
     let (placement, scratch) = if opts.dry_run {
         check_target(target, opts.force)?;
-        (None, Some(crate::fs::scratch::scratch(opts.scratch_dir.as_deref())?))
+        (
+            None,
+            Some(crate::fs::scratch::scratch(opts.scratch_dir.as_deref())?),
+        )
     } else {
-        (Some(Placement::prepare(target, opts.force, "restore")?), None)
+        (
+            Some(Placement::prepare(target, opts.force, "restore")?),
+            None,
+        )
     };
     let tmp = match (&placement, &scratch) {
         (Some(p), _) => p.tmp().to_path_buf(),

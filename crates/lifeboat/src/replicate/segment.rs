@@ -145,7 +145,8 @@ pub fn encode(wal_file: &Path, scan: &Scan, header: &SegmentHeader) -> Result<Ve
     let mut z = zstd::Encoder::new(Vec::new(), 3).map_err(io)?;
     z.include_checksum(true).map_err(io)?;
     z.write_all(MAGIC).map_err(io)?;
-    z.write_all(&(json.len() as u32).to_be_bytes()).map_err(io)?;
+    z.write_all(&(json.len() as u32).to_be_bytes())
+        .map_err(io)?;
     z.write_all(&json).map_err(io)?;
     let ps = scan.header.page_size() as usize;
     let mut f = std::fs::File::open(wal_file).map_err(io)?;
@@ -191,12 +192,7 @@ pub struct SegmentReader<R: Read> {
 impl<'a> SegmentReader<zstd::Decoder<'a, std::io::BufReader<&'a [u8]>>> {
     /// Open a stored (compressed) segment.
     pub fn open(stored: &'a [u8], what: &str) -> Result<Self> {
-        let bad = |m: String| {
-            Error::new(
-                Kind::Corrupt,
-                format!("segment {what} is corrupt: {m}"),
-            )
-        };
+        let bad = |m: String| Error::new(Kind::Corrupt, format!("segment {what} is corrupt: {m}"));
         let mut input = zstd::Decoder::new(stored).map_err(|e| bad(e.to_string()))?;
         let mut magic = [0u8; 12];
         if !wal::read_full(&mut input, &mut magic).map_err(|e| bad(e.to_string()))?

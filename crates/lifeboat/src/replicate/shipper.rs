@@ -22,10 +22,10 @@ use crate::error::{Error, Kind, Result};
 use crate::fs::atomic_replace::suffixed;
 use crate::fs::target_lock::TargetLock;
 use crate::progress::Progress;
-use crate::repo::Repository;
 use crate::replicate::layout::{self, Generation};
 use crate::replicate::segment::{self, CommitRecord, Link, SegmentHeader, SegmentReader};
 use crate::replicate::wal::{self, Position, Scan};
+use crate::repo::Repository;
 use crate::source::Source;
 
 #[derive(Debug, Clone)]
@@ -231,8 +231,7 @@ impl<'a> Replicator<'a> {
             return Ok(Err(format!("generation {id} was never finished")));
         };
         let path = std::path::absolute(&self.source.path).unwrap_or_default();
-        if generation.source_path != path.display().to_string() || generation.inode != self.inode
-        {
+        if generation.source_path != path.display().to_string() || generation.inode != self.inode {
             return Ok(Err("the database file was replaced".into()));
         }
         let mut link = generation.start;
@@ -323,9 +322,7 @@ impl<'a> Replicator<'a> {
             require_wal(&self.read, &self.source.path)?;
             self.inode = inode;
             self.begin_read()?;
-            return self
-                .new_generation("the database file was replaced")
-                .await;
+            return self.new_generation("the database file was replaced").await;
         }
         let (mut report, broke) = self.ship().await?;
         if let Some(why) = broke {
@@ -496,16 +493,16 @@ impl<'a> Replicator<'a> {
         }
         generation.base_at = Utc::now();
         layout::put_generation(self.repo, &generation).await?;
-        self.chain = Some(Chain {
-            generation,
-            link,
-        });
+        self.chain = Some(Chain { generation, link });
         self.since_checkpoint = (0, Instant::now());
         let (mut report, broke) = self.ship().await?;
         if let Some(why) = broke {
             return Err(Error::new(
                 Kind::Database,
-                format!("{}: {why}, just after a new generation started", self.source.name),
+                format!(
+                    "{}: {why}, just after a new generation started",
+                    self.source.name
+                ),
             ));
         }
         report.new_generation = Some(reason.to_string());
@@ -532,9 +529,7 @@ impl<'a> Replicator<'a> {
                 .end_read()
                 .and_then(|()| {
                     self.read
-                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                            r.get::<_, i64>(0)
-                        })
+                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
                         .map_err(&e)
                 })
                 .and_then(|_| self.begin_read()),
@@ -582,7 +577,9 @@ impl<'a> Replicator<'a> {
         self.end_read()?;
         let truncated = self
             .read
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map_err(&e);
         self.begin_read()?;
         let after = data_version(&self.read).map_err(&e)?;
