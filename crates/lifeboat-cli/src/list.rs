@@ -9,16 +9,24 @@ use lifeboat::repo::verify_record::VerifyRecord;
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   lifeboat list
-  lifeboat list --db studio-platform-db --json")]
+  lifeboat list --db studio-platform-db --json
+  lifeboat list --pitr --db studio-platform-db")]
 pub struct Args {
     /// Only this database (a configured name or a file path).
     #[arg(long, value_name = "NAME|PATH")]
     db: Option<String>,
+    /// Replicated databases: per generation, the window a point-in-time restore reaches, and
+    /// the break that started it.
+    #[arg(long)]
+    pitr: bool,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let repo = ctx.repository(false)?;
     let names = database_names(ctx, &repo, args.db.as_deref()).await?;
+    if args.pitr {
+        return crate::list_pitr::run(ctx, &repo, &names).await;
+    }
     let mut docs = Vec::new();
     if names.is_empty() {
         ctx.out.line(format!("no backups in {}", repo.url()));

@@ -24,11 +24,14 @@ mod export;
 mod import;
 mod incident;
 mod list;
+mod list_pitr;
 mod pin;
 mod prune;
 mod release;
+mod replicate;
 mod restore;
 mod restore_d1;
+mod restore_pitr;
 mod restores;
 mod shared_args;
 mod status;
@@ -77,6 +80,8 @@ enum Command {
     List(list::Args),
     /// Restore a whole database, or one tenant into a live one, from a checked backup.
     Restore(restore::Args),
+    /// Replicate a SQLite database (WAL mode) continuously, in the foreground.
+    Replicate(replicate::Args),
     /// Download backups and check them in full (checksums, integrity_check, row counts).
     Verify(verify::Args),
     /// Delete incomplete backups (interrupted uploads) older than a threshold.
@@ -290,7 +295,10 @@ fn exit_code_of_run() -> i32 {
             return 2;
         }
     };
-    init_logging(matches!(cli.command, Command::Daemon(_)));
+    init_logging(matches!(
+        cli.command,
+        Command::Daemon(_) | Command::Replicate(_)
+    ));
     let out = Output {
         json: cli.json,
         quiet: cli.quiet,
@@ -410,6 +418,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::run(&ctx, a).await,
         Command::List(a) => list::run(&ctx, a).await,
         Command::Restore(a) => restore::run(&ctx, a).await,
+        Command::Replicate(a) => replicate::run(&ctx, a).await,
         Command::Verify(a) => verify::run(&ctx, a).await,
         Command::Cleanup(a) => cleanup::run(&ctx, a).await,
         Command::Dump(a) => dump::run(&ctx, a).await,

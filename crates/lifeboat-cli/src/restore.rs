@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::shared_args::choice;
 use crate::{secs, select_backup, single_database_name, Ctx};
 use lifeboat::error::{Result, ResultExt};
+use lifeboat::replicate::PitrTarget;
 use lifeboat::repo::events::{Event, RESTORE_DONE};
 use lifeboat::repo::manifest::human_size;
 use lifeboat::restore::to_file::{parse_time, restore, IntegrityCheck, RestoreOptions, Selector};
@@ -15,6 +16,7 @@ use lifeboat::restore::to_file::{parse_time, restore, IntegrityCheck, RestoreOpt
   lifeboat restore --db ./studio.db --to ./restored.db
   lifeboat restore --db studio-platform-db --backup backup-2026-11-20T020000Z --to ./studio.db --force
   lifeboat restore --db studio-platform-db --at 2026-11-20T03:00Z --to ./before-incident.db
+  lifeboat restore --db studio-platform-db --at 2026-12-02T10:15:30.250Z --to ./pitr.db   # replicated
   lifeboat restore --tenant 0f8a3c1e-… --backup latest --into ./studio.db --dry-run
   lifeboat restore --tenant 0f8a3c1e-… --from-file ./studio.db.pre-tenant-restore-… --into ./studio.db
   lifeboat restore --backup latest --to-d1 studio-platform-db-recovery --remote
@@ -32,8 +34,10 @@ pub struct Args {
         conflicts_with = "at"
     )]
     pub(crate) backup: String,
-    /// Use the newest backup taken at or before this UTC time (e.g. 2026-11-20T03:00Z).
-    #[arg(long, value_name = "TIME")]
+    /// A replicated database: its state as of the last commit seen at or before this time
+    /// (RFC 3339, fractions allowed: 2026-12-02T10:15:30.250Z), or `latest` (the newest
+    /// replicated commit). Otherwise: the newest backup taken at or before it.
+    #[arg(long, value_name = "TIME|latest")]
     pub(crate) at: Option<String>,
     /// File to restore into.
     #[arg(long, value_name = "PATH", required_unless_present_any = ["to_d1", "tenant"], conflicts_with_all = ["to_d1", "tenant"])]
@@ -106,9 +110,15 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let sel = match &args.at {
-        Some(t) => Selector::At(parse_time(t)?),
-        None => Selector::Id(args.backup.clone()),
+    // `--at` picks a replicated commit when the database is replicated, else a backup.
+    let pitr = match args.at.as_deref() {
+        Some("latest") => Some(PitrTarget::Latest),
+        Some(t) => Some(PitrTarget::At(parse_time(t)?)),
+        None => None,
+    };
+    let sel = match pitr {
+        Some(PitrTarget::At(t)) => Selector::At(t),
+        _ => Selector::Id(args.backup.clone()),
     };
     if let Some(to) = &args.to {
         // A target that cannot be written is refused before anything else is done or said.
@@ -145,6 +155,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     }
     let repo = ctx.repository(false).step("restore")?;
     let db = single_database_name(ctx, &repo, args.db.as_deref()).await?;
+    if let (Some(target), Some(to), None, None) = (pitr, &args.to, &args.tenant, &args.to_d1) {
+        if crate::restore_pitr::run(ctx, &repo, &db, target, to, &args).await? {
+            return Ok(0);
+        }
+    }
     let selection = select_backup(ctx, &repo, &db, &sel, false)
         .await
         .step("restore")?;

@@ -23,6 +23,7 @@ pub mod fs;
 pub mod incident;
 pub mod process;
 pub mod progress;
+pub mod replicate;
 pub mod repo;
 pub mod restore;
 pub mod schedule;

@@ -7,8 +7,26 @@ use std::path::Path;
 /// Lowest first. The shared pieces every layer may use come first; `config` (reads the whole
 /// file into every layer's types) and `demo` sit on top.
 const ORDER: &[&str] = &[
-    "text", "error", "duration", "schedule", "progress", "process", "fs", "repo", "d1", "source",
-    "backup", "restore", "tenant", "verify", "drill", "status", "incident", "config", "demo",
+    "text",
+    "error",
+    "duration",
+    "schedule",
+    "progress",
+    "process",
+    "fs",
+    "repo",
+    "d1",
+    "source",
+    "backup",
+    "restore",
+    "replicate",
+    "tenant",
+    "verify",
+    "drill",
+    "status",
+    "incident",
+    "config",
+    "demo",
 ];
 
 fn layer_of(name: &str) -> usize {

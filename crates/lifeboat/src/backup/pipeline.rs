@@ -43,6 +43,12 @@ pub struct BackupOptions {
     /// With sql_mirror: store this file as the mirror (a D1 source's original export) instead
     /// of dumping the image.
     pub mirror_file: Option<PathBuf>,
+    /// The caller holds the database open through SQLite in this process (the replicator):
+    /// never open the file outside SQLite, because closing that descriptor drops every POSIX
+    /// lock this process holds on it, SQLite's own included (then another process's last close
+    /// checkpoints and deletes the WAL under the replicator). No check of the header and no
+    /// fingerprint then; the caller checked the file.
+    pub held_open: bool,
 }
 
 impl Default for BackupOptions {
@@ -57,6 +63,7 @@ impl Default for BackupOptions {
             d1: None,
             tenant: None,
             mirror_file: None,
+            held_open: false,
         }
     }
 }
@@ -70,13 +77,14 @@ pub async fn backup(
     progress: &Progress,
 ) -> Result<Manifest> {
     let started = Instant::now();
-    let source = SqliteSource::new(&db.path);
+    let source = SqliteSource::new(&db.path).held_open(opts.held_open);
     source.check()?;
     // Taken before the file is read, so a write racing this backup makes the next scheduled
     // run back up again, never skip. Only a user's database file has one worth keeping.
-    let fingerprint = (opts.source.is_none() && opts.d1.is_none() && opts.tenant.is_none())
-        .then(|| crate::backup::unchanged::fingerprint(&db.path).ok())
-        .flatten();
+    let fingerprint =
+        (opts.source.is_none() && opts.d1.is_none() && opts.tenant.is_none() && !opts.held_open)
+            .then(|| crate::backup::unchanged::fingerprint(&db.path).ok())
+            .flatten();
     let tmp = scratch(opts.scratch_dir.as_deref())?;
     let created_at = Utc::now();
     let id = claim_id(repo, &db.name, created_at).await.step("backup")?;

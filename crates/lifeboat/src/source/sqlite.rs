@@ -19,6 +19,9 @@ use crate::source::row_counter::PageCounter;
 /// A SQLite database file to back up.
 pub struct SqliteSource {
     pub path: PathBuf,
+    /// This process holds the file open through SQLite: never open it outside SQLite (see
+    /// `BackupOptions::held_open`), so [`SqliteSource::check`] checks nothing.
+    held_open: bool,
 }
 
 /// Facts about an image, read from the image itself.
@@ -35,7 +38,16 @@ pub struct ImageInfo {
 
 impl SqliteSource {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        SqliteSource { path: path.into() }
+        SqliteSource {
+            path: path.into(),
+            held_open: false,
+        }
+    }
+
+    /// See the field: the caller checked the file, and holds it open through SQLite.
+    pub fn held_open(mut self, yes: bool) -> Self {
+        self.held_open = yes;
+        self
     }
 
     fn err(&self, msg: impl std::fmt::Display) -> Error {
@@ -48,6 +60,9 @@ impl SqliteSource {
     /// Check the file exists and starts with the SQLite header, before SQLite sees it
     /// (SQLite would happily treat an empty file as an empty database).
     pub fn check(&self) -> Result<()> {
+        if self.held_open {
+            return Ok(());
+        }
         // Opening a FIFO would wait forever for a writer: look before opening.
         match std::fs::metadata(&self.path) {
             Ok(m) if m.is_dir() => return Err(self.err("is a directory, not a SQLite database")),

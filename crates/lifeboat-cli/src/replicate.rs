@@ -1,0 +1,119 @@
+//! `lifeboat replicate`: continuous replication of one SQLite database (WAL mode) in the
+//! foreground, until Ctrl-C or SIGTERM; each sync ships the new whole transactions as a
+//! segment (docs/format.md, "Replication").
+
+use std::time::Duration;
+
+use crate::Ctx;
+use lifeboat::error::{Error, Kind, Result, ResultExt};
+use lifeboat::replicate::{ReplicateOptions, Replicator, SyncReport};
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  lifeboat replicate --db ./studio.db
+  lifeboat replicate --db studio-platform-db --sync-interval 500ms
+
+The database must be in WAL mode (PRAGMA journal_mode=WAL). lifeboat takes over checkpoints:
+it holds a read transaction so nothing is checkpointed away before it is shipped, runs PASSIVE
+checkpoints itself, and TRUNCATE when the WAL grows past --truncate-wal-size.")]
+pub struct Args {
+    /// The database (a configured name or a file path).
+    #[arg(long, value_name = "NAME|PATH")]
+    db: Option<String>,
+    /// How often new transactions are shipped (the restore resolution).
+    #[arg(long, value_parser = crate::parse_duration, default_value = "1s")]
+    sync_interval: Duration,
+    /// A PASSIVE checkpoint after this many frames shipped…
+    #[arg(long, value_name = "FRAMES", default_value_t = 1000)]
+    checkpoint_frames: u64,
+    /// …or this long after the last one.
+    #[arg(long, value_parser = crate::parse_duration, default_value = "1m")]
+    checkpoint_interval: Duration,
+    /// The safety valve: a WAL larger than this many bytes gets a TRUNCATE checkpoint.
+    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024 * 1024)]
+    truncate_wal_size: u64,
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
+    let source = ctx.config.single_database(args.db.as_deref())?;
+    if source.d1.is_some() || source.sql_dump.is_some() {
+        return Err(Error::new(
+            Kind::Config,
+            format!(
+                "replicate: {} is not a SQLite file (D1 databases are backed up, not replicated)",
+                source.name
+            ),
+        ));
+    }
+    if args.sync_interval.is_zero() {
+        return Err(Error::new(
+            Kind::Config,
+            "replicate: --sync-interval must be more than 0",
+        ));
+    }
+    let repo = ctx.repository(true).step("replicate")?;
+    let opts = ReplicateOptions {
+        sync_interval: args.sync_interval,
+        checkpoint_frames: args.checkpoint_frames,
+        checkpoint_interval: args.checkpoint_interval,
+        truncate_wal_bytes: args.truncate_wal_size,
+        ..ReplicateOptions::default()
+    };
+    let (mut r, first) = Replicator::open(&repo, &source, opts)
+        .await
+        .step("replicate")?;
+    say(ctx, &r, &first);
+    ctx.out.line(format!(
+        "replicating {} ({}) to {} every {}; generation {}; Ctrl-C stops",
+        source.name,
+        source.path.display(),
+        repo.url(),
+        humantime::format_duration(args.sync_interval),
+        r.generation().unwrap_or("-")
+    ));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("replicate: SIGTERM handler", e))?;
+    let mut totals = (first.commits, first.segments);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(args.sync_interval) => {}
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+        match r.sync().await {
+            Ok(rep) => {
+                totals.0 += rep.commits;
+                totals.1 += rep.segments;
+                say(ctx, &r, &rep);
+            }
+            // The database itself is gone or changed mode: stop, loudly.
+            Err(e) if matches!(e.kind, Kind::Database | Kind::Config | Kind::Permission) => {
+                return Err(e.context("replicate"));
+            }
+            // The repository may come back: say so, and go on trying.
+            Err(e) => eprintln!("lifeboat: replicate: {e} (retrying)"),
+        }
+    }
+    let last = r.close().await.step("replicate")?;
+    totals.0 += last.commits;
+    totals.1 += last.segments;
+    ctx.out.line(format!(
+        "stopped: {} commit(s) in {} segment(s) shipped this run",
+        totals.0, totals.1
+    ));
+    ctx.out.json(&serde_json::json!({
+        "database": source.name,
+        "commits": totals.0,
+        "segments": totals.1,
+    }));
+    Ok(0)
+}
+
+fn say(ctx: &Ctx, r: &Replicator, rep: &SyncReport) {
+    if let Some(why) = &rep.new_generation {
+        ctx.out.line(format!(
+            "new generation {}: {why}",
+            r.generation().unwrap_or("-")
+        ));
+    }
+}

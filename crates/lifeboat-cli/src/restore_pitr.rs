@@ -1,0 +1,99 @@
+//! `lifeboat restore --at TIME|latest --to PATH` of a replicated database: the last commit
+//! seen at or before the time, from the generation that holds it (`lifeboat::replicate::pitr`).
+
+use std::path::Path;
+
+use crate::restore::Args;
+use crate::{secs, Ctx};
+use lifeboat::error::{Result, ResultExt};
+use lifeboat::replicate::layout::windows;
+use lifeboat::replicate::{choose, restore_point, PitrTarget};
+use lifeboat::repo::events::{Event, RESTORE_DONE};
+use lifeboat::repo::manifest::human_size;
+use lifeboat::repo::Repository;
+use lifeboat::restore::to_file::RestoreOptions;
+
+/// Restore from replicated data when there is any for `db`: false when there is none (or none
+/// old enough), and the caller picks a backup as `--at` always did.
+pub async fn run(
+    ctx: &Ctx,
+    repo: &Repository,
+    db: &str,
+    target: PitrTarget,
+    to: &Path,
+    args: &Args,
+) -> Result<bool> {
+    let windows = windows(repo, db).await.step("restore")?;
+    if windows.is_empty() {
+        return Ok(false);
+    }
+    let Some(point) = choose(&windows, target) else {
+        ctx.out.line(format!(
+            "no replicated commit of {db} at or before {} (its oldest generation starts at {}): using the newest backup taken before it",
+            args.at.as_deref().unwrap_or_default(),
+            windows[0].generation.base_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ));
+        return Ok(false);
+    };
+    let opts = RestoreOptions {
+        force: args.force,
+        integrity: args.integrity_check,
+        dry_run: args.dry_run,
+        scratch_dir: None,
+    };
+    let pb = ctx.out.progress(&point.window.generation.snapshot);
+    let report = restore_point(repo, &point, to, &opts, &crate::bar(&pb)).await;
+    pb.finish_and_clear();
+    let report = report.step("restore")?;
+    let at = report
+        .at
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    if report.dry_run {
+        ctx.out.line(format!(
+            "dry run: {db} as of commit {} of generation {} (seen at {at}) built and checked: {} tables, {} rows; nothing changed  {}",
+            report.seq, report.generation, report.tables.len(), report.rows, secs(report.duration_ms)
+        ));
+    } else {
+        if let Some(aside) = &report.moved_aside {
+            ctx.out.line(format!(
+                "previous database moved aside to {}",
+                aside.display()
+            ));
+        }
+        let event = Event::new(
+            RESTORE_DONE,
+            db,
+            &format!(
+                "restored commit {} of generation {} to {}",
+                report.seq,
+                report.generation,
+                report.target.display()
+            ),
+        )
+        .with_backup(&report.snapshot)
+        .with_details(serde_json::json!({
+            "target": report.target.display().to_string(),
+            "moved_aside": report.moved_aside.as_ref().map(|p| p.display().to_string()),
+            "generation": report.generation,
+            "seq": report.seq,
+            "duration_ms": report.duration_ms,
+        }));
+        repo.log_event_best_effort(db, &event).await;
+        ctx.out.line(format!(
+            "restored {db} as of commit {} of generation {} (seen at {at}) to {}: snapshot {} + {} segment(s), {} frame(s)  {}  {} tables  {} rows  checked ({})  {}",
+            report.seq,
+            report.generation,
+            report.target.display(),
+            report.snapshot,
+            report.segments,
+            report.frames,
+            human_size(report.image_size),
+            report.tables.len(),
+            report.rows,
+            args.integrity_check,
+            secs(report.duration_ms)
+        ));
+    }
+    ctx.out.json_of(&report)?;
+    Ok(true)
+}

@@ -1,0 +1,253 @@
+//! Where replicated data lives in the repository (docs/format.md, "Replication"):
+//!
+//! ```text
+//! <db>/generations/<gen-id>/generation.json          the generation: its snapshot and where its chain starts
+//! <db>/generations/<gen-id>/segments/<first>-<last>-<first-at>-<last-at>.seg.zst
+//! ```
+//!
+//! Everything is written once, with a conditional create: a second replicator of the same
+//! database fails on its first write instead of forking the chain.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use object_store::path::Path as Key;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::error::{Error, Kind, Result};
+use crate::replicate::segment::{parse_name, Link, SegmentName};
+use crate::repo::Repository;
+
+/// A generation: a snapshot (an ordinary backup) and the chain of segments after it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Generation {
+    pub format_version: u32,
+    pub id: String,
+    pub database: String,
+    pub created_at: DateTime<Utc>,
+    /// Why it was started: the break that ended the previous one, or "first run".
+    pub reason: String,
+    /// The backup id of its snapshot.
+    pub snapshot: String,
+    pub source_path: String,
+    pub inode: u64,
+    pub page_size: u32,
+    /// The WAL position the chain starts from (commit 0): the first segment links to it.
+    pub start: Link,
+    /// The snapshot was read somewhere between `start` and commit `base_seq`: restores reach
+    /// commit `base_seq` and later only, `base_at` being when that commit was seen.
+    pub base_seq: u64,
+    pub base_at: DateTime<Utc>,
+}
+
+pub fn generations_prefix(repo: &Repository, db: &str) -> Key {
+    repo.backend().root.clone().join(db).join("generations")
+}
+
+fn generation_key(repo: &Repository, db: &str, id: &str) -> Key {
+    generations_prefix(repo, db)
+        .join(id)
+        .join("generation.json")
+}
+
+fn segments_prefix(repo: &Repository, db: &str, gen: &str) -> Key {
+    generations_prefix(repo, db).join(gen).join("segments")
+}
+
+/// A new generation id: its start time to the millisecond and a random part, sortable.
+pub fn new_generation_id(at: DateTime<Utc>) -> String {
+    format!(
+        "gen-{}-{:08x}",
+        at.format("%Y%m%dT%H%M%S%3fZ"),
+        rand::random::<u32>()
+    )
+}
+
+/// Write `body` at `key` unless something is there already: false then.
+async fn create(repo: &Repository, key: &Key, body: Vec<u8>, what: &str) -> Result<bool> {
+    let opts = PutOptions::from(PutMode::Create);
+    match repo
+        .backend()
+        .store
+        .put_opts(key, PutPayload::from(body), opts)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(repo.err(what, e)),
+    }
+}
+
+pub async fn put_generation(repo: &Repository, g: &Generation) -> Result<()> {
+    let body = serde_json::to_vec_pretty(g)
+        .map_err(|e| Error::new(Kind::Internal, format!("generation record: {e}")))?;
+    if !create(
+        repo,
+        &generation_key(repo, &g.database, &g.id),
+        body,
+        "write generation",
+    )
+    .await?
+    {
+        return Err(Error::new(
+            Kind::Internal,
+            format!("generation {} already exists", g.id),
+        ));
+    }
+    Ok(())
+}
+
+/// Store a segment; an error when its name is taken (another replicator of the same database
+/// shipped the same commits first).
+pub async fn put_segment(
+    repo: &Repository,
+    db: &str,
+    gen: &str,
+    name: &str,
+    body: Vec<u8>,
+) -> Result<()> {
+    let key = segments_prefix(repo, db, gen).join(name);
+    if !create(repo, &key, body, "write segment").await? {
+        return Err(Error::new(
+            Kind::Repository,
+            format!(
+                "segment {name} of generation {gen} already exists: is another `lifeboat replicate` running for {db}?"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The generation ids of `db`, oldest first.
+pub async fn generation_ids(repo: &Repository, db: &str) -> Result<Vec<String>> {
+    let prefix = generations_prefix(repo, db);
+    let listed = repo
+        .backend()
+        .store
+        .list_with_delimiter(Some(&prefix))
+        .await
+        .map_err(|e| repo.err("list generations", e))?;
+    let mut ids: Vec<String> = listed
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_string))
+        .filter(|n| n.starts_with("gen-"))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// One generation's record; `None` when it has none yet (a replicator stopped while starting
+/// it: its segments, if any, are never used).
+pub async fn read_generation(repo: &Repository, db: &str, id: &str) -> Result<Option<Generation>> {
+    let got = match repo
+        .backend()
+        .store
+        .get(&generation_key(repo, db, id))
+        .await
+    {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(repo.err("read generation", e)),
+    };
+    let bytes = got
+        .bytes()
+        .await
+        .map_err(|e| repo.err("read generation", e))?;
+    let g: Generation = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::new(
+            Kind::Corrupt,
+            format!("generation {id} of {db}: unreadable record: {e}"),
+        )
+    })?;
+    if g.format_version != 1 || g.id != id || g.database != db {
+        return Err(Error::new(
+            Kind::Corrupt,
+            format!("generation {id} of {db}: the record describes another generation or format"),
+        ));
+    }
+    Ok(Some(g))
+}
+
+/// A generation's segments in commit order, from their names (no object is read).
+pub async fn segments(repo: &Repository, db: &str, gen: &str) -> Result<Vec<SegmentName>> {
+    let prefix = segments_prefix(repo, db, gen);
+    let mut out = Vec::new();
+    let mut stream = repo.backend().store.list(Some(&prefix));
+    while let Some(meta) = stream.next().await {
+        let meta = meta.map_err(|e| repo.err("list segments", e))?;
+        if let Some(n) = meta.location.filename().and_then(parse_name) {
+            out.push(n);
+        }
+    }
+    out.sort_by_key(|n| n.first_seq);
+    Ok(out)
+}
+
+pub async fn read_segment(repo: &Repository, db: &str, gen: &str, name: &str) -> Result<Bytes> {
+    let key = segments_prefix(repo, db, gen).join(name);
+    let got = match repo.backend().store.get(&key).await {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(Error::new(
+                Kind::Corrupt,
+                format!("generation {gen}: segment {name} is missing"),
+            ))
+        }
+        Err(e) => return Err(repo.err("read segment", e)),
+    };
+    got.bytes().await.map_err(|e| repo.err("read segment", e))
+}
+
+/// A generation and its segments as listed: what `list --pitr` shows, what restore picks from.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub generation: Generation,
+    pub segments: Vec<SegmentName>,
+    /// Where the segments' numbering skips (damage, or a deleted object): restores stop before.
+    pub gap_after: Option<u64>,
+}
+
+impl Window {
+    /// The newest commit restorable without crossing a gap.
+    pub fn last(&self) -> (u64, DateTime<Utc>) {
+        let mut last = (self.generation.base_seq, self.generation.base_at);
+        let mut next = self.generation.start.seq + 1;
+        for s in &self.segments {
+            if s.first_seq != next {
+                break;
+            }
+            if s.last_seq >= self.generation.base_seq {
+                last = (s.last_seq, s.last_at.max(self.generation.base_at));
+            }
+            next = s.last_seq + 1;
+        }
+        last
+    }
+}
+
+/// Every generation of `db` with a record, oldest first.
+pub async fn windows(repo: &Repository, db: &str) -> Result<Vec<Window>> {
+    let mut out = Vec::new();
+    for id in generation_ids(repo, db).await? {
+        let Some(generation) = read_generation(repo, db, &id).await? else {
+            continue;
+        };
+        let segments = segments(repo, db, &id).await?;
+        let mut next = generation.start.seq + 1;
+        let mut gap_after = None;
+        for s in &segments {
+            if s.first_seq != next {
+                gap_after = Some(next - 1);
+                break;
+            }
+            next = s.last_seq + 1;
+        }
+        out.push(Window {
+            generation,
+            segments,
+            gap_after,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,18 @@
+//! Continuous replication of a SQLite database in WAL mode (issue 14): every sync interval its
+//! new whole transactions go to the repository as an immutable segment, chained to the one
+//! before; a generation is a snapshot (an ordinary backup) and the chain after it; a restore
+//! to a point in time applies a generation's chain to its snapshot up to the last commit seen
+//! at or before that time.
+//!
+//! [`wal`] reads the live WAL from outside SQLite; [`segment`] is the stored segment format;
+//! [`layout`] where generations and segments live; [`shipper`] the replicator (checkpoint
+//! control, breaks, new generations); [`pitr`] the restore.
+
+pub mod layout;
+pub mod pitr;
+pub mod segment;
+pub mod shipper;
+pub mod wal;
+
+pub use pitr::{choose, restore_point, PitrReport, PitrTarget, Point};
+pub use shipper::{ReplicateOptions, Replicator, SyncReport};

@@ -1,0 +1,614 @@
+//! The replicator of one database: holds the WAL, ships its new whole transactions as
+//! segments, runs its own checkpoints, and starts a new generation on every break.
+//!
+//! Checkpoint control (as Litestream does, without RESTART): connection `read` holds a read
+//! transaction at all times, so SQLite cannot reset the WAL past frames not yet shipped (a
+//! reader with a read mark blocks the reset; a reader on a fully checkpointed WAL blocks any
+//! further checkpoint, so at most one reset can happen, of frames it already saw). Its own
+//! PASSIVE checkpoint runs with connection `write` holding the write lock: everything
+//! committed is shipped, the read transaction is released for the checkpoint and taken again,
+//! and only then may writers go on. A WAL larger than `truncate_wal_bytes` gets a TRUNCATE
+//! checkpoint instead (it needs the write lock itself): `PRAGMA data_version` before and after
+//! tells whether a commit slipped in between, and if one did, a new generation starts.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::backup::BackupOptions;
+use crate::error::{Error, Kind, Result};
+use crate::fs::atomic_replace::suffixed;
+use crate::fs::target_lock::TargetLock;
+use crate::progress::Progress;
+use crate::replicate::layout::{self, Generation};
+use crate::replicate::segment::{self, CommitRecord, Link, SegmentHeader, SegmentReader};
+use crate::replicate::wal::{self, Position, Scan};
+use crate::repo::Repository;
+use crate::source::Source;
+
+#[derive(Debug, Clone)]
+pub struct ReplicateOptions {
+    pub sync_interval: Duration,
+    /// A PASSIVE checkpoint once this many frames were shipped since the last one…
+    pub checkpoint_frames: u64,
+    /// …or this long after it, when anything was shipped.
+    pub checkpoint_interval: Duration,
+    /// The safety valve: a WAL file larger than this gets a TRUNCATE checkpoint.
+    pub truncate_wal_bytes: u64,
+    /// At most this many frames per segment (cut at a commit; one larger transaction is
+    /// one segment of its own).
+    pub segment_frames: u64,
+    pub lock_timeout: Duration,
+}
+
+impl Default for ReplicateOptions {
+    fn default() -> Self {
+        ReplicateOptions {
+            sync_interval: Duration::from_secs(1),
+            checkpoint_frames: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            truncate_wal_bytes: 512 * 1024 * 1024,
+            segment_frames: 8192,
+            lock_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SyncReport {
+    pub commits: u64,
+    pub segments: u64,
+    /// A new generation was started, and why.
+    pub new_generation: Option<String>,
+    pub checkpoint: Option<&'static str>,
+}
+
+/// The generation being extended, and how far.
+struct Chain {
+    generation: Generation,
+    link: Link,
+}
+
+pub struct Replicator<'a> {
+    repo: &'a Repository,
+    source: Source,
+    opts: ReplicateOptions,
+    read: Connection,
+    write: Connection,
+    inode: u64,
+    chain: Option<Chain>,
+    /// Frames shipped since the last checkpoint, and when that was.
+    since_checkpoint: (u64, Instant),
+    /// One replicator per database file on this machine.
+    _lock: TargetLock,
+}
+
+fn db_err(what: String) -> impl Fn(rusqlite::Error) -> Error {
+    move |e| Error::new(Kind::Database, format!("{what}: {e}"))
+}
+
+fn inode_of(path: &std::path::Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| m.ino())
+        .map_err(|e| Error::io_as(Kind::Database, format!("database {}", path.display()), e))
+}
+
+/// Open a connection of the replicator's: never creates the file, never checkpoints on its own
+/// (not even when it closes last, which would delete the WAL the chain continues from).
+fn connect(path: &std::path::Path, timeout: Duration) -> Result<Connection> {
+    let e = db_err(format!("database {}", path.display()));
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(&e)?;
+    c.busy_timeout(timeout).map_err(&e)?;
+    c.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map_err(&e)?;
+    c.execute_batch("PRAGMA wal_autocheckpoint=0").map_err(&e)?;
+    Ok(c)
+}
+
+/// Refuse a database not in WAL mode, saying how to switch.
+pub fn require_wal(c: &Connection, path: &std::path::Path) -> Result<()> {
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(db_err(format!("database {}", path.display())))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::new(
+            Kind::Database,
+            format!(
+                "database {} is in journal_mode={mode}: replication needs WAL mode; switch it once with `sqlite3 {} 'PRAGMA journal_mode=WAL'`",
+                path.display(),
+                crate::text::shell_word(&path.display().to_string())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl<'a> Replicator<'a> {
+    /// Open `source` for replication: WAL mode required; resume the newest generation when
+    /// the WAL still holds where its chain stopped, else start a new one.
+    pub async fn open(
+        repo: &'a Repository,
+        source: &Source,
+        opts: ReplicateOptions,
+    ) -> Result<(Replicator<'a>, SyncReport)> {
+        crate::source::sqlite::SqliteSource::new(&source.path).check()?;
+        let lock = TargetLock::acquire(&suffixed(&source.path, ".replicate")).map_err(|e| {
+            if e.kind == Kind::TargetExists {
+                Error::new(
+                    Kind::Database,
+                    format!(
+                        "another `lifeboat replicate` is already replicating {}",
+                        source.path.display()
+                    ),
+                )
+            } else {
+                e
+            }
+        })?;
+        let read = connect(&source.path, opts.lock_timeout)?;
+        require_wal(&read, &source.path)?;
+        let write = connect(&source.path, Duration::from_secs(1))?;
+        let mut r = Replicator {
+            repo,
+            inode: inode_of(&source.path)?,
+            source: source.clone(),
+            opts,
+            read,
+            write,
+            chain: None,
+            since_checkpoint: (0, Instant::now()),
+            _lock: lock,
+        };
+        r.begin_read()?;
+        let report = match r.resume().await? {
+            Ok(chain) => {
+                tracing::info!(
+                    database = %r.source.name,
+                    generation = %chain.generation.id,
+                    seq = chain.link.seq,
+                    "resuming the chain"
+                );
+                r.chain = Some(chain);
+                let (more, broke) = r.ship().await?;
+                match broke {
+                    Some(why) => r.new_generation(&why).await?,
+                    None => more,
+                }
+            }
+            Err(reason) => r.new_generation(&reason).await?,
+        };
+        Ok((r, report))
+    }
+
+    /// The generation id being extended.
+    pub fn generation(&self) -> Option<&str> {
+        self.chain.as_ref().map(|c| c.generation.id.as_str())
+    }
+
+    /// Hold a read transaction on `read` (a statement must run for it to take its read mark).
+    fn begin_read(&mut self) -> Result<()> {
+        let e = db_err(format!("database {}", self.source.path.display()));
+        if !self.read.is_autocommit() {
+            self.read.execute_batch("COMMIT").map_err(&e)?;
+        }
+        self.read.execute_batch("BEGIN").map_err(&e)?;
+        self.read
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(&e)?;
+        Ok(())
+    }
+
+    fn end_read(&mut self) -> Result<()> {
+        if !self.read.is_autocommit() {
+            self.read
+                .execute_batch("COMMIT")
+                .map_err(db_err(format!("database {}", self.source.path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// The newest generation's chain, when it can go on: same file, and the WAL still holds
+    /// the position its last segment ended at. `Err(reason)`: a new generation is needed.
+    async fn resume(&self) -> Result<std::result::Result<Chain, String>> {
+        let db = &self.source.name;
+        let Some(id) = layout::generation_ids(self.repo, db).await?.pop() else {
+            return Ok(Err("first run".into()));
+        };
+        let Some(generation) = layout::read_generation(self.repo, db, &id).await? else {
+            return Ok(Err(format!("generation {id} was never finished")));
+        };
+        let path = std::path::absolute(&self.source.path).unwrap_or_default();
+        if generation.source_path != path.display().to_string() || generation.inode != self.inode {
+            return Ok(Err("the database file was replaced".into()));
+        }
+        let mut link = generation.start;
+        let segs = layout::segments(self.repo, db, &id).await?;
+        let contiguous = segs
+            .iter()
+            .scan(generation.start.seq + 1, |next, s| {
+                (s.first_seq == *next).then(|| {
+                    *next = s.last_seq + 1;
+                    s
+                })
+            })
+            .last();
+        if let Some(last) = contiguous {
+            let bytes = layout::read_segment(self.repo, db, &id, &last.name).await?;
+            let reader = SegmentReader::open(&bytes, &last.name)?;
+            link = reader.header.end_link();
+        }
+        let Some(pos) = link.position else {
+            return Ok(Err(
+                "the chain started on an empty WAL and cannot prove nothing happened since".into(),
+            ));
+        };
+        if !self.wal_holds(pos)? {
+            return Ok(Err(
+                "the WAL no longer holds where the chain stopped (checkpointed and reset while lifeboat was not running)".into(),
+            ));
+        }
+        Ok(Ok(Chain { generation, link }))
+    }
+
+    /// Whether the WAL is still the one `pos` is in, with the same frame at it.
+    fn wal_holds(&self, pos: Position) -> Result<bool> {
+        let path = wal::wal_path(&self.source.path);
+        let Some(h) = wal::read_header(&path)? else {
+            return Ok(false);
+        };
+        if h.salts() != pos.salts {
+            return Ok(false);
+        }
+        if pos.frame == 0 {
+            return Ok(h.checksum() == pos.checksum);
+        }
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(&path).map_err(|e| Error::io("read WAL", e))?;
+        let size = wal::FRAME_HEADER as u64 + h.page_size() as u64;
+        let mut fh = [0u8; wal::FRAME_HEADER];
+        let at = wal::WAL_HEADER as u64 + (pos.frame - 1) * size;
+        if f.read_exact_at(&mut fh, at).is_err() {
+            return Ok(false);
+        }
+        Ok([wal::be32(&fh, 8), wal::be32(&fh, 12)] == pos.salts
+            && [wal::be32(&fh, 16), wal::be32(&fh, 20)] == pos.checksum
+            && wal::be32(&fh, 4) != 0)
+    }
+
+    /// The new committed frames after `link`, read while the read transaction is held: a WAL
+    /// whose salts changed was reset under that transaction, which is only possible once every
+    /// frame of the old one was seen (see the module's comment), so the chain goes on at its
+    /// frame 0. `Err(reason)` on a change that breaks the chain.
+    fn scan_new(&self, link: &Link) -> Result<std::result::Result<Option<Scan>, String>> {
+        let path = wal::wal_path(&self.source.path);
+        let Some(h) = wal::read_header(&path)? else {
+            return Ok(Ok(None));
+        };
+        if let Some(c) = &self.chain {
+            if h.page_size() != c.generation.page_size {
+                return Ok(Err(format!(
+                    "the page size changed from {} to {}",
+                    c.generation.page_size,
+                    h.page_size()
+                )));
+            }
+        }
+        let from = match link.position {
+            Some(p) if p.salts == h.salts() => p,
+            _ => Position::start_of(&h),
+        };
+        Ok(Ok(Some(wal::scan(&path, &h, from)?)))
+    }
+
+    /// One sync: look for a replaced file, ship what is new, checkpoint when due.
+    pub async fn sync(&mut self) -> Result<SyncReport> {
+        let inode = inode_of(&self.source.path)?;
+        if inode != self.inode {
+            self.read = connect(&self.source.path, self.opts.lock_timeout)?;
+            self.write = connect(&self.source.path, Duration::from_secs(1))?;
+            require_wal(&self.read, &self.source.path)?;
+            self.inode = inode;
+            self.begin_read()?;
+            return self.new_generation("the database file was replaced").await;
+        }
+        let (mut report, broke) = self.ship().await?;
+        if let Some(why) = broke {
+            return self.new_generation(&why).await;
+        }
+        let wal_size = std::fs::metadata(wal::wal_path(&self.source.path))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let (frames, at) = self.since_checkpoint;
+        if wal_size > self.opts.truncate_wal_bytes {
+            return self.checkpoint_truncate(report).await;
+        }
+        if frames >= self.opts.checkpoint_frames
+            || (frames > 0 && at.elapsed() >= self.opts.checkpoint_interval)
+        {
+            let more = self.checkpoint_passive().await?;
+            report.commits += more.commits;
+            report.segments += more.segments;
+            report.checkpoint = more.checkpoint;
+        }
+        Ok(report)
+    }
+
+    /// Ship every whole transaction not shipped yet, in segments of at most `segment_frames`.
+    /// A break found on the way is returned (the caller starts a new generation).
+    async fn ship(&mut self) -> Result<(SyncReport, Option<String>)> {
+        let mut report = SyncReport::default();
+        loop {
+            let link = match &self.chain {
+                Some(c) => c.link,
+                None => return Ok((report, None)),
+            };
+            let scan = match self.scan_new(&link)? {
+                Ok(Some(s)) if !s.commits.is_empty() => s,
+                Ok(_) => return Ok((report, None)),
+                Err(reason) => return Ok((report, Some(reason))),
+            };
+            let limit = self.opts.segment_frames.max(1);
+            let take = scan
+                .commits
+                .iter()
+                .take_while(|c| c.end <= limit)
+                .count()
+                .max(1);
+            let commits = &scan.commits[..take];
+            let last = commits[take - 1];
+            let end = if take == scan.commits.len() {
+                scan.to
+            } else {
+                // The checksum after a commit that is not the scan's last: read it from its
+                // frame header.
+                self.position_after(&scan, last.end)?
+            };
+            let at = Utc::now();
+            let chain = self.chain.as_ref().expect("chain");
+            let header = SegmentHeader {
+                format_version: 1,
+                database: self.source.name.clone(),
+                generation: chain.generation.id.clone(),
+                page_size: scan.header.page_size(),
+                wal_header: hex::encode(scan.header.bytes),
+                prev: link,
+                start: scan.from,
+                end,
+                frames: last.end,
+                commits: commits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| CommitRecord {
+                        seq: link.seq + 1 + i as u64,
+                        end: c.end,
+                        db_pages: c.db_pages,
+                        at,
+                    })
+                    .collect(),
+            };
+            let body = segment::encode(&wal::wal_path(&self.source.path), &scan, &header)?;
+            let name = segment::object_name(&header);
+            layout::put_segment(
+                self.repo,
+                &self.source.name,
+                &header.generation,
+                &name,
+                body,
+            )
+            .await?;
+            tracing::debug!(database = %self.source.name, segment = %name, "shipped");
+            report.commits += take as u64;
+            report.segments += 1;
+            self.since_checkpoint.0 += last.end;
+            self.chain.as_mut().expect("chain").link = header.end_link();
+        }
+    }
+
+    fn position_after(&self, scan: &Scan, frames: u64) -> Result<Position> {
+        use std::os::unix::fs::FileExt;
+        let path = wal::wal_path(&self.source.path);
+        let f = std::fs::File::open(&path).map_err(|e| Error::io("read WAL", e))?;
+        let size = wal::FRAME_HEADER as u64 + scan.header.page_size() as u64;
+        let mut fh = [0u8; wal::FRAME_HEADER];
+        let frame = scan.from.frame + frames;
+        f.read_exact_at(&mut fh, wal::WAL_HEADER as u64 + (frame - 1) * size)
+            .map_err(|e| Error::io("read WAL", e))?;
+        Ok(Position {
+            salts: scan.from.salts,
+            frame,
+            checksum: [wal::be32(&fh, 16), wal::be32(&fh, 20)],
+        })
+    }
+
+    /// Start a new generation: a snapshot (an ordinary backup) taken while the WAL is held,
+    /// then the chain from where the WAL stood before it. Commits up to the WAL's position
+    /// after the snapshot may or may not be in it, so restores start there (`base_seq`).
+    async fn new_generation(&mut self, reason: &str) -> Result<SyncReport> {
+        tracing::warn!(database = %self.source.name, reason, "starting a new generation");
+        self.chain = None;
+        self.begin_read()?;
+        let path = wal::wal_path(&self.source.path);
+        let start = match wal::read_header(&path)? {
+            Some(h) => Some(wal::scan(&path, &h, Position::start_of(&h))?.to),
+            None => None,
+        };
+        let created_at = Utc::now();
+        let id = layout::new_generation_id(created_at);
+        let opts = BackupOptions {
+            label: Some(format!("replication snapshot ({id})")),
+            lock_timeout: self.opts.lock_timeout,
+            held_open: true,
+            ..BackupOptions::default()
+        };
+        let manifest =
+            crate::backup::backup(self.repo, &self.source, &opts, &Progress::hidden()).await?;
+        let link = Link {
+            seq: 0,
+            position: start,
+        };
+        let mut generation = Generation {
+            format_version: 1,
+            id: id.clone(),
+            database: self.source.name.clone(),
+            created_at,
+            reason: reason.to_string(),
+            snapshot: manifest.id.clone(),
+            source_path: std::path::absolute(&self.source.path)
+                .unwrap_or_default()
+                .display()
+                .to_string(),
+            inode: self.inode,
+            page_size: manifest.page_size as u32,
+            start: link,
+            base_seq: 0,
+            base_at: Utc::now(),
+        };
+        self.chain = Some(Chain {
+            generation: generation.clone(),
+            link,
+        });
+        // Every commit the snapshot may hold: restores start after the last of them.
+        match self.scan_new(&link)? {
+            Ok(Some(s)) => generation.base_seq = s.commits.len() as u64,
+            Ok(None) => {}
+            Err(why) => {
+                return Err(Error::new(
+                    Kind::Database,
+                    format!("{}: {why} while its snapshot was taken", self.source.name),
+                ))
+            }
+        }
+        generation.base_at = Utc::now();
+        layout::put_generation(self.repo, &generation).await?;
+        self.chain = Some(Chain { generation, link });
+        self.since_checkpoint = (0, Instant::now());
+        let (mut report, broke) = self.ship().await?;
+        if let Some(why) = broke {
+            return Err(Error::new(
+                Kind::Database,
+                format!(
+                    "{}: {why}, just after a new generation started",
+                    self.source.name
+                ),
+            ));
+        }
+        report.new_generation = Some(reason.to_string());
+        tracing::info!(database = %self.source.name, generation = %id, snapshot = %manifest.id, "generation started");
+        Ok(report)
+    }
+
+    /// Everything committed shipped under the write lock, then a PASSIVE checkpoint with the
+    /// read transaction released, taken again before writers go on.
+    async fn checkpoint_passive(&mut self) -> Result<SyncReport> {
+        let e = db_err(format!("checkpoint {}", self.source.path.display()));
+        match self.write.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {}
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                return Ok(SyncReport::default()); // writers are busy: next time
+            }
+            Err(err) => return Err(e(err)),
+        }
+        let shipped = self.ship().await;
+        let done = match &shipped {
+            Ok((_, None)) => self
+                .end_read()
+                .and_then(|()| {
+                    self.read
+                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
+                        .map_err(&e)
+                })
+                .and_then(|_| self.begin_read()),
+            _ => Ok(()),
+        };
+        let _ = self.write.execute_batch("ROLLBACK");
+        let (mut report, broke) = shipped?;
+        done?;
+        if let Some(why) = broke {
+            return self.new_generation(&why).await;
+        }
+        report.checkpoint = Some("passive");
+        self.since_checkpoint = (0, Instant::now());
+        Ok(report)
+    }
+
+    /// The safety valve for a WAL that PASSIVE checkpoints cannot keep small (readers of the
+    /// application's holding old snapshots): TRUNCATE, which waits for them.
+    async fn checkpoint_truncate(&mut self, mut report: SyncReport) -> Result<SyncReport> {
+        let e = db_err(format!("checkpoint {}", self.source.path.display()));
+        match self.write.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {}
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                return Ok(report);
+            }
+            Err(err) => return Err(e(err)),
+        }
+        let shipped = self.ship().await;
+        let before = match &shipped {
+            Ok((_, None)) => self
+                .begin_read()
+                .and_then(|()| data_version(&self.read).map_err(&e)),
+            _ => Ok(0),
+        };
+        let _ = self.write.execute_batch("ROLLBACK");
+        let (more, broke) = shipped?;
+        let before = before?;
+        report.commits += more.commits;
+        report.segments += more.segments;
+        if let Some(why) = broke {
+            return self.new_generation(&why).await;
+        }
+        self.end_read()?;
+        let truncated = self
+            .read
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(&e);
+        self.begin_read()?;
+        let after = data_version(&self.read).map_err(&e)?;
+        truncated?;
+        self.since_checkpoint = (0, Instant::now());
+        if after != before {
+            let r = self
+                .new_generation(
+                    "a commit raced the TRUNCATE checkpoint (its frames may be gone from the WAL)",
+                )
+                .await?;
+            return Ok(r);
+        }
+        report.checkpoint = Some("truncate");
+        Ok(report)
+    }
+
+    /// Ship what is left and release the WAL (the next start resumes the chain).
+    pub async fn close(mut self) -> Result<SyncReport> {
+        let (report, _) = self.ship().await?;
+        self.end_read()?;
+        Ok(report)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.source.path.clone()
+    }
+}
+
+fn data_version(c: &Connection) -> rusqlite::Result<i64> {
+    c.query_row("PRAGMA data_version", [], |r| r.get(0))
+}
