@@ -5,9 +5,10 @@
 //! at or before that time.
 //!
 //! [`wal`] reads the live WAL from outside SQLite; [`segment`] is the stored segment format;
-//! [`layout`] where generations and segments live; [`shipper`] the replicator (checkpoint
-//! control, breaks, new generations); [`pitr`] the restore.
+//! [`layout`] where generations and segments live; [`shipper`] the replicator (breaks, new
+//! generations) and `checkpoint` its checkpoints; [`pitr`] the restore.
 
+mod checkpoint;
 pub mod layout;
 pub mod pitr;
 pub mod segment;

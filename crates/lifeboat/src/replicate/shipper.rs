@@ -74,19 +74,19 @@ struct Chain {
 
 pub struct Replicator<'a> {
     repo: &'a Repository,
-    source: Source,
+    pub(super) source: Source,
     opts: ReplicateOptions,
-    read: Connection,
-    write: Connection,
+    pub(super) read: Connection,
+    pub(super) write: Connection,
     inode: u64,
     chain: Option<Chain>,
     /// Frames shipped since the last checkpoint, and when that was.
-    since_checkpoint: (u64, Instant),
+    pub(super) since_checkpoint: (u64, Instant),
     /// One replicator per database file on this machine.
     _lock: TargetLock,
 }
 
-fn db_err(what: String) -> impl Fn(rusqlite::Error) -> Error {
+pub(super) fn db_err(what: String) -> impl Fn(rusqlite::Error) -> Error {
     move |e| Error::new(Kind::Database, format!("{what}: {e}"))
 }
 
@@ -197,7 +197,7 @@ impl<'a> Replicator<'a> {
     }
 
     /// Hold a read transaction on `read` (a statement must run for it to take its read mark).
-    fn begin_read(&mut self) -> Result<()> {
+    pub(super) fn begin_read(&mut self) -> Result<()> {
         let e = db_err(format!("database {}", self.source.path.display()));
         if !self.read.is_autocommit() {
             self.read.execute_batch("COMMIT").map_err(&e)?;
@@ -211,7 +211,7 @@ impl<'a> Replicator<'a> {
         Ok(())
     }
 
-    fn end_read(&mut self) -> Result<()> {
+    pub(super) fn end_read(&mut self) -> Result<()> {
         if !self.read.is_autocommit() {
             self.read
                 .execute_batch("COMMIT")
@@ -348,7 +348,7 @@ impl<'a> Replicator<'a> {
 
     /// Ship every whole transaction not shipped yet, in segments of at most `segment_frames`.
     /// A break found on the way is returned (the caller starts a new generation).
-    async fn ship(&mut self) -> Result<(SyncReport, Option<String>)> {
+    pub(super) async fn ship(&mut self) -> Result<(SyncReport, Option<String>)> {
         let mut report = SyncReport::default();
         loop {
             let link = match &self.chain {
@@ -436,7 +436,7 @@ impl<'a> Replicator<'a> {
     /// Start a new generation: a snapshot (an ordinary backup) taken while the WAL is held,
     /// then the chain from where the WAL stood before it. Commits up to the WAL's position
     /// after the snapshot may or may not be in it, so restores start there (`base_seq`).
-    async fn new_generation(&mut self, reason: &str) -> Result<SyncReport> {
+    pub(super) async fn new_generation(&mut self, reason: &str) -> Result<SyncReport> {
         tracing::warn!(database = %self.source.name, reason, "starting a new generation");
         self.chain = None;
         self.begin_read()?;
@@ -510,93 +510,6 @@ impl<'a> Replicator<'a> {
         Ok(report)
     }
 
-    /// Everything committed shipped under the write lock, then a PASSIVE checkpoint with the
-    /// read transaction released, taken again before writers go on.
-    async fn checkpoint_passive(&mut self) -> Result<SyncReport> {
-        let e = db_err(format!("checkpoint {}", self.source.path.display()));
-        match self.write.execute_batch("BEGIN IMMEDIATE") {
-            Ok(()) => {}
-            Err(rusqlite::Error::SqliteFailure(f, _))
-                if f.code == rusqlite::ErrorCode::DatabaseBusy =>
-            {
-                return Ok(SyncReport::default()); // writers are busy: next time
-            }
-            Err(err) => return Err(e(err)),
-        }
-        let shipped = self.ship().await;
-        let done = match &shipped {
-            Ok((_, None)) => self
-                .end_read()
-                .and_then(|()| {
-                    self.read
-                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
-                        .map_err(&e)
-                })
-                .and_then(|_| self.begin_read()),
-            _ => Ok(()),
-        };
-        let _ = self.write.execute_batch("ROLLBACK");
-        let (mut report, broke) = shipped?;
-        done?;
-        if let Some(why) = broke {
-            return self.new_generation(&why).await;
-        }
-        report.checkpoint = Some("passive");
-        self.since_checkpoint = (0, Instant::now());
-        Ok(report)
-    }
-
-    /// The safety valve for a WAL that PASSIVE checkpoints cannot keep small (readers of the
-    /// application's holding old snapshots): TRUNCATE, which waits for them.
-    async fn checkpoint_truncate(&mut self, mut report: SyncReport) -> Result<SyncReport> {
-        let e = db_err(format!("checkpoint {}", self.source.path.display()));
-        match self.write.execute_batch("BEGIN IMMEDIATE") {
-            Ok(()) => {}
-            Err(rusqlite::Error::SqliteFailure(f, _))
-                if f.code == rusqlite::ErrorCode::DatabaseBusy =>
-            {
-                return Ok(report);
-            }
-            Err(err) => return Err(e(err)),
-        }
-        let shipped = self.ship().await;
-        let before = match &shipped {
-            Ok((_, None)) => self
-                .begin_read()
-                .and_then(|()| data_version(&self.read).map_err(&e)),
-            _ => Ok(0),
-        };
-        let _ = self.write.execute_batch("ROLLBACK");
-        let (more, broke) = shipped?;
-        let before = before?;
-        report.commits += more.commits;
-        report.segments += more.segments;
-        if let Some(why) = broke {
-            return self.new_generation(&why).await;
-        }
-        self.end_read()?;
-        let truncated = self
-            .read
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(&e);
-        self.begin_read()?;
-        let after = data_version(&self.read).map_err(&e)?;
-        truncated?;
-        self.since_checkpoint = (0, Instant::now());
-        if after != before {
-            let r = self
-                .new_generation(
-                    "a commit raced the TRUNCATE checkpoint (its frames may be gone from the WAL)",
-                )
-                .await?;
-            return Ok(r);
-        }
-        report.checkpoint = Some("truncate");
-        Ok(report)
-    }
-
     /// Ship what is left and release the WAL (the next start resumes the chain).
     pub async fn close(mut self) -> Result<SyncReport> {
         let (report, _) = self.ship().await?;
@@ -607,8 +520,4 @@ impl<'a> Replicator<'a> {
     pub fn path(&self) -> PathBuf {
         self.source.path.clone()
     }
-}
-
-fn data_version(c: &Connection) -> rusqlite::Result<i64> {
-    c.query_row("PRAGMA data_version", [], |r| r.get(0))
 }
