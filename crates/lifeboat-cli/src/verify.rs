@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::alerting::Alerter;
 use crate::{database_names, parse_duration, secs, Ctx};
 use lifeboat::error::{Error, Kind, Result};
 use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
@@ -16,6 +17,7 @@ use lifeboat::verify::choose::Subset;
 use lifeboat::verify::database::{verify_database, DatabaseVerification, Depth, Settings};
 use lifeboat::verify::findings::{Finding, Severity};
 use lifeboat::verify::VerifyReport;
+use lifeboat_daemon::alerts::EventKind;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -54,6 +56,9 @@ pub struct Args {
     /// Directory for the temporary images (default: the system temp dir).
     #[arg(long, value_name = "DIR")]
     scratch_dir: Option<PathBuf>,
+    /// Send no alert when verification fails.
+    #[arg(long)]
+    no_alert: bool,
 }
 
 const DEFAULT_WINDOW: Duration = Duration::from_secs(30 * 86_400);
@@ -100,7 +105,43 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     }
     let reports: Vec<VerifyReport> = results.iter().flat_map(|r| r.reports.clone()).collect();
     show(ctx, &results, &reports);
-    outcome(&results, &reports, &repo, args.catalogue)
+    let result = outcome(&results, &reports, &repo, args.catalogue);
+    if let Err(e) = &result {
+        tell(ctx, &args, &results, e).await;
+    }
+    result
+}
+
+/// A failed verify alerts as the daemon's verifier does: `verify.failed` per database with
+/// damage or a gap; a check the environment kept from running, once, for the whole run.
+async fn tell(ctx: &Ctx, args: &Args, results: &[DatabaseVerification], e: &Error) {
+    let alerter = Alerter::new(ctx, args.no_alert);
+    let mut told = false;
+    for r in results {
+        let errors: Vec<&Finding> = (r.findings.iter())
+            .filter(|f| f.severity() == Severity::Error)
+            .collect();
+        if let Some(first) = errors.first() {
+            let what = first
+                .describe()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let e = Error::new(
+                Kind::Corrupt,
+                format!("{} finding(s), the first: {what}", errors.len()),
+            );
+            alerter
+                .tell_failure(EventKind::VerifyFailed, &r.database, &e)
+                .await;
+            told = true;
+        }
+    }
+    if !told && e.kind != Kind::NotFound && e.kind != Kind::Config {
+        alerter
+            .tell_failure(EventKind::VerifyFailed, "system_backup", e)
+            .await;
+    }
 }
 
 /// The database's schedule: its own, the daemon's, or the default.

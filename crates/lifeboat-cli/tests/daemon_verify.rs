@@ -124,3 +124,39 @@ fn the_verifier_reads_at_start_finds_a_flipped_bit_and_tells_it_once() {
     let err = fails(d, &["restore", "--db", "app", "--to", "x.db"], 6);
     assert!(err.contains("failed its read"), "{err}");
 }
+
+#[test]
+fn a_one_shot_verify_that_finds_damage_alerts_unless_told_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    small_db(&d.join("app.db"), 2000);
+    let hook = Receiver::start(&[]);
+    config(
+        d,
+        "file://./repo",
+        &["app"],
+        &format!("[alerts]\nwebhook_url = \"{}/hooks/T0KEN\"\n", hook.url),
+    );
+    ok(d, &["backup", "--db", "app"]);
+    let v: serde_json::Value = serde_json::from_str(&ok(d, &["--json", "list"])).unwrap();
+    let id = v["databases"][0]["backups"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = d.join(format!("repo/app/backups/{id}.sqlite.zst"));
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&data, bytes).unwrap();
+    fails(d, &["verify", &id, "--no-alert"], 6);
+    assert!(told(&hook, "verify.failed").is_empty(), "{:?}", hook.got());
+    fails(d, &["verify", "--db", "app"], 6);
+    let alerts = told(&hook, "verify.failed");
+    assert_eq!(alerts.len(), 1, "{:?}", hook.got());
+    assert_eq!(alerts[0]["source"], "app");
+    assert!(
+        alerts[0]["message"].as_str().unwrap().contains(&id),
+        "{}",
+        alerts[0]
+    );
+}
