@@ -87,10 +87,7 @@ fn the_verifier_reads_at_start_finds_a_flipped_bit_and_tells_it_once() {
         .to_string();
     // Damaged after it was written and restore-tested: only a later read can find it.
     let data = d.join(format!("repo/app/backups/{id}.sqlite.zst"));
-    let mut bytes = std::fs::read(&data).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x04;
-    std::fs::write(&data, bytes).unwrap();
+    flip_middle_byte(&data, 0x04);
     // Two daemons: the read slot that passed at 03:30 today runs at start, once.
     let mut first = Daemon::start(d, "d1", &[], &[]);
     let mut second = Daemon::start(d, "d2", &[], &[]);
@@ -144,10 +141,7 @@ fn a_one_shot_verify_that_finds_damage_alerts_unless_told_not_to() {
         .unwrap()
         .to_string();
     let data = d.join(format!("repo/app/backups/{id}.sqlite.zst"));
-    let mut bytes = std::fs::read(&data).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x20;
-    std::fs::write(&data, bytes).unwrap();
+    flip_middle_byte(&data, 0x20);
     fails(d, &["verify", &id, "--no-alert"], 6);
     assert!(told(&hook, "verify.failed").is_empty(), "{:?}", hook.got());
     fails(d, &["verify", "--db", "app"], 6);

@@ -332,10 +332,7 @@ fn no_backup_is_exit_5_and_a_corrupt_one_exit_6() {
         .into_iter()
         .find(|p| p.to_string_lossy().ends_with(".sqlite.zst"))
         .unwrap();
-    let mut bytes = std::fs::read(&data).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x40;
-    std::fs::write(&data, bytes).unwrap();
+    flip_middle_byte(&data, 0x40);
     let o = run(d, &["drill", "--json"]);
     assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
     let v = json(&stdout(&o));

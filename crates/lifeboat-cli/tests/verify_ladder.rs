@@ -63,10 +63,7 @@ fn a_bit_flip_is_found_named_and_the_backup_is_never_used_again() {
     assert_ne!(newest, first);
     // Flip one bit in the middle of the stored object: same size, so the catalogue passes.
     let data = data_of(d, &newest);
-    let mut bytes = std::fs::read(&data).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::write(&data, bytes).unwrap();
+    flip_middle_byte(&data, 0x01);
     let (code, v, err) = verify_json(d, &["--db", "app"]);
     assert_eq!(code, Some(6), "{err}");
     assert!(err.contains(&newest), "{err}");

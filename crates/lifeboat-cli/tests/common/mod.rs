@@ -140,6 +140,15 @@ pub fn assert_same_db(a: &Path, b: &Path) {
 }
 
 /// Run SQL through the real sqlite3 CLI and return its output.
+/// Flip bits `mask` of the byte in the middle of `file` (a stored object damaged in place: same
+/// size, so only a read of its bytes can tell).
+pub fn flip_middle_byte(file: &Path, mask: u8) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= mask;
+    std::fs::write(file, bytes).unwrap();
+}
+
 pub fn sqlite3(db: &Path, sql: &str) -> String {
     let o = Command::new("sqlite3")
         .arg(db)

@@ -6,7 +6,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::StreamExt;
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::error::{Error, Kind, Result};
 use crate::repo::Repository;
@@ -26,26 +26,14 @@ impl Repository {
 
     /// Store a drill record, started at `at`, under a name no other record has. Returns the name.
     pub async fn put_drill(&self, db: &str, at: DateTime<Utc>, body: Vec<u8>) -> Result<String> {
-        let stamp = at.format("%Y-%m-%dT%H%M%S%.3fZ");
-        for _ in 0..16 {
-            let name = format!("drill-{stamp}-{:08x}.json", rand::random::<u32>());
-            let key = self.drills_prefix(db).join(name.as_str());
-            let opts = PutOptions::from(PutMode::Create);
-            match self
-                .backend()
-                .store
-                .put_opts(&key, PutPayload::from(body.clone()), opts)
-                .await
-            {
-                Ok(_) => return Ok(name),
-                Err(object_store::Error::AlreadyExists { .. }) => continue,
-                Err(e) => return Err(self.err("write the drill record", e)),
-            }
-        }
-        Err(Error::new(
-            Kind::Internal,
-            "write the drill record: no free name",
-        ))
+        let stem = format!("drill-{}", at.format("%Y-%m-%dT%H%M%S%.3fZ"));
+        self.put_unique(
+            &self.drills_prefix(db),
+            &stem,
+            body,
+            "write the drill record",
+        )
+        .await
     }
 
     /// The names of `db`'s drill records, oldest first (one LIST).

@@ -8,7 +8,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as Key;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind, Result};
@@ -121,24 +121,10 @@ impl Repository {
         event.summary = one_line(&event.summary);
         let body = serde_json::to_vec_pretty(&event)
             .map_err(|e| Error::new(Kind::Internal, format!("log event: {e}")))?;
-        let stamp = stamp(event.at);
-        let kind = name_part(&event.kind);
-        for _ in 0..16 {
-            let name = format!("{stamp}-{kind}-{:08x}.json", rand::random::<u32>());
-            let key = self.events_prefix(db).join(name.as_str());
-            let opts = PutOptions::from(PutMode::Create);
-            match self
-                .backend
-                .store
-                .put_opts(&key, PutPayload::from(body.clone()), opts)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(object_store::Error::AlreadyExists { .. }) => continue,
-                Err(e) => return Err(self.err("log event", e)),
-            }
-        }
-        Err(Error::new(Kind::Internal, "log event: no free name"))
+        let stem = format!("{}-{}", stamp(event.at), name_part(&event.kind));
+        self.put_unique(&self.events_prefix(db), &stem, body, "log event")
+            .await
+            .map(|_| ())
     }
 
     /// [`Repository::log_event`] for callers whose work must not wait on, or fail by, the log:

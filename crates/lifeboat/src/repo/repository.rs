@@ -338,31 +338,45 @@ impl Repository {
             .take(64)
             .collect();
         let stamp = Utc::now().format("%Y-%m-%dT%H%M%S%.3fZ");
+        let prefix = self.backend.root.clone().join(db).join("restores");
+        self.put_unique(
+            &prefix,
+            &format!("{stamp}-{safe}"),
+            body,
+            "write restore record",
+        )
+        .await
+    }
+
+    /// Store `body` at `<prefix>/<stem>-<random>.json`, a name no other object has: a
+    /// conditional create, tried again under another random part on a clash. Records named by
+    /// their time (restores, events, drills) so never overwrite each other. Returns the name.
+    pub(crate) async fn put_unique(
+        &self,
+        prefix: &Key,
+        stem: &str,
+        body: Vec<u8>,
+        what: &str,
+    ) -> Result<String> {
         for _ in 0..16 {
-            let name = format!("{stamp}-{safe}-{:08x}.json", rand::random::<u32>());
-            let key = self
-                .backend
-                .root
-                .clone()
-                .join(db)
-                .join("restores")
-                .join(name.as_str());
+            let name = format!("{stem}-{:08x}.json", rand::random::<u32>());
             let opts = PutOptions::from(PutMode::Create);
             match self
                 .backend
                 .store
-                .put_opts(&key, PutPayload::from(body.clone()), opts)
+                .put_opts(
+                    &prefix.clone().join(name.as_str()),
+                    PutPayload::from(body.clone()),
+                    opts,
+                )
                 .await
             {
                 Ok(_) => return Ok(name),
                 Err(object_store::Error::AlreadyExists { .. }) => continue,
-                Err(e) => return Err(self.err("write restore record", e)),
+                Err(e) => return Err(self.err(what, e)),
             }
         }
-        Err(Error::new(
-            Kind::Internal,
-            "write restore record: no free name",
-        ))
+        Err(Error::new(Kind::Internal, format!("{what}: no free name")))
     }
 
     /// All restore records of a database, oldest first.
