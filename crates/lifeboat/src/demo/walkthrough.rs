@@ -17,7 +17,7 @@ use crate::restore::to_file::{restore, RestoreOptions, RestoreReport};
 use crate::restore::Selector;
 use crate::source::sqlite::{inspect, open_image, IntegrityCheck};
 use crate::source::Source;
-use crate::verify::{verify, VerifyReport};
+use crate::verify::{restore_test, VerifyReport};
 
 /// The file that marks a directory as the demo's own, so a later demo may replace its files.
 const MARKER: &str = ".lifeboat-demo";
@@ -165,7 +165,7 @@ pub async fn run(
     });
 
     // 4. Verify.
-    let report = verify(&repo, &m, None).await;
+    let report = restore_test(&repo, &m, None).await;
     if let Some(p) = &report.problem {
         return Err(Error::new(Kind::Corrupt, format!("demo: verify: {p}")));
     }

@@ -110,11 +110,6 @@ pub async fn restore_test(
     VerifyReport::of(m, Rung::RestoreTest, started, outcome)
 }
 
-/// The restore-test under its old name.
-pub async fn verify(repo: &Repository, m: &Manifest, scratch_dir: Option<&Path>) -> VerifyReport {
-    restore_test(repo, m, scratch_dir).await
-}
-
 /// Read every byte of one backup and check it against the manifest's checksums (stored and
 /// image sha256, zstd's frame checksum, the image size), writing nothing.
 pub async fn read(repo: &Repository, m: &Manifest) -> VerifyReport {
@@ -221,7 +216,7 @@ pub async fn record(repo: &Repository, r: &mut VerifyReport) -> Result<Option<Ve
 /// Whether a damaged listing entry can be judged bad: only a data object missing or cut short,
 /// under a manifest this lifeboat reads. A manifest it cannot parse may be a newer lifeboat's
 /// (or one byte away from whole): never judged, so never deleted by retention.
-pub fn judgeable(problem: &str) -> bool {
+fn judgeable(problem: &str) -> bool {
     problem.starts_with("data object ")
 }
 
