@@ -20,18 +20,20 @@ pub struct Args {
     /// The database (a configured name or a file path).
     #[arg(long, value_name = "NAME|PATH")]
     db: Option<String>,
-    /// How often new transactions are shipped (the restore resolution).
-    #[arg(long, value_parser = crate::parse_duration, default_value = "1s")]
-    sync_interval: Duration,
-    /// A PASSIVE checkpoint after this many frames shipped…
-    #[arg(long, value_name = "FRAMES", default_value_t = 1000)]
-    checkpoint_frames: u64,
-    /// …or this long after the last one.
-    #[arg(long, value_parser = crate::parse_duration, default_value = "1m")]
-    checkpoint_interval: Duration,
-    /// The safety valve: a WAL larger than this many bytes gets a TRUNCATE checkpoint.
-    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024 * 1024)]
-    truncate_wal_size: u64,
+    /// How often new transactions are shipped, the restore resolution (default: the
+    /// database's `sync_interval`, else `[replication]`'s, else 1s).
+    #[arg(long, value_parser = crate::parse_duration)]
+    sync_interval: Option<Duration>,
+    /// A PASSIVE checkpoint after this many frames shipped (default 1000)…
+    #[arg(long, value_name = "FRAMES")]
+    checkpoint_frames: Option<u64>,
+    /// …or this long after the last one (default 1m).
+    #[arg(long, value_parser = crate::parse_duration)]
+    checkpoint_interval: Option<Duration>,
+    /// The safety valve: a WAL larger than this many bytes gets a TRUNCATE checkpoint
+    /// (default 512 MiB).
+    #[arg(long, value_name = "BYTES")]
+    truncate_wal_size: Option<u64>,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
@@ -45,20 +47,28 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             ),
         ));
     }
-    if args.sync_interval.is_zero() {
+    if args.sync_interval.is_some_and(|d| d.is_zero()) || args.checkpoint_frames == Some(0) {
         return Err(Error::new(
             Kind::Config,
-            "replicate: --sync-interval must be more than 0",
+            "replicate: --sync-interval and --checkpoint-frames must be more than 0",
         ));
     }
     let repo = ctx.repository(true).step("replicate")?;
+    let defaults = ctx
+        .config
+        .replication
+        .options(args.sync_interval.or(source.replicate));
     let opts = ReplicateOptions {
-        sync_interval: args.sync_interval,
-        checkpoint_frames: args.checkpoint_frames,
-        checkpoint_interval: args.checkpoint_interval,
-        truncate_wal_bytes: args.truncate_wal_size,
-        ..ReplicateOptions::default()
+        checkpoint_frames: args.checkpoint_frames.unwrap_or(defaults.checkpoint_frames),
+        checkpoint_interval: args
+            .checkpoint_interval
+            .unwrap_or(defaults.checkpoint_interval),
+        truncate_wal_bytes: args
+            .truncate_wal_size
+            .unwrap_or(defaults.truncate_wal_bytes),
+        ..defaults
     };
+    let sync_interval = opts.sync_interval;
     let (mut r, first) = Replicator::open(&repo, &source, opts)
         .await
         .step("replicate")?;
@@ -68,7 +78,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         source.name,
         source.path.display(),
         repo.url(),
-        humantime::format_duration(args.sync_interval),
+        humantime::format_duration(sync_interval),
         r.generation().unwrap_or("-")
     ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -76,7 +86,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let mut totals = (first.commits, first.segments);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(args.sync_interval) => {}
+            _ = tokio::time::sleep(sync_interval) => {}
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }

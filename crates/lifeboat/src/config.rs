@@ -111,6 +111,9 @@ pub struct Config {
     /// `[drill]`: the data checks every drill runs (`[[drill.check]]`).
     #[serde(default)]
     pub drill: crate::drill::DrillConfig,
+    /// `[replication]`: how replicated databases are shipped, watched and kept.
+    #[serde(default)]
+    pub replication: crate::replicate::ReplicationConfig,
     /// Directory whose relative paths the file's paths are resolved against (not in the file).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -179,9 +182,20 @@ pub struct DatabaseConfig {
     /// This database's own health-ping URL (Healthchecks convention), over `[alerts] ping_url`.
     #[serde(default)]
     pub ping_url: Option<String>,
+    /// Replicate it continuously (WAL mode; the daemon, or `lifeboat replicate`).
+    #[serde(default)]
+    pub replicate: Option<bool>,
+    /// Its own sync interval; setting it turns replication on unless `replicate = false`.
+    #[serde(default, with = "crate::duration::optional")]
+    pub sync_interval: Option<std::time::Duration>,
 }
 
 impl DatabaseConfig {
+    /// Whether the entry is replicated: `replicate = true`, or a `sync_interval` of its own.
+    pub fn replicated(&self) -> bool {
+        self.replicate.unwrap_or(self.sync_interval.is_some())
+    }
+
     /// How messages name the entry: its name, else its glob (a fleet without a name).
     pub fn label(&self) -> &str {
         match &self.glob {
@@ -240,6 +254,7 @@ impl Config {
         }
         cfg.daemon.check()?;
         cfg.verify.check()?;
+        cfg.replication.check()?;
         crate::drill::check::validate(&cfg.drill)?;
         if let Some(t) = &cfg.daemon.drill_target {
             t.parse::<crate::drill::TargetSpec>()
@@ -283,6 +298,18 @@ impl Config {
                         format!("database glob {g:?}: {} (at character {})", e.msg, e.pos),
                     )
                 })?;
+            }
+            if d.replicated() && d.d1.is_some() {
+                return Err(Error::new(
+                    Kind::Config,
+                    format!("database {label:?}: a D1 database is backed up, not replicated (replication needs a SQLite file in WAL mode)"),
+                ));
+            }
+            if d.sync_interval.is_some_and(|s| s.is_zero()) {
+                return Err(Error::new(
+                    Kind::Config,
+                    format!("database {label:?}: sync_interval must be more than 0"),
+                ));
             }
             if d.wrangler.as_deref().is_some_and(|w| w.trim().is_empty()) {
                 return Err(Error::new(
@@ -339,7 +366,14 @@ impl Config {
             skip_unchanged: d.skip_unchanged,
             ping_url: d.ping_url.clone(),
             fleet: None,
+            replicate: self.sync_interval_of(d),
         }
+    }
+
+    /// How often entry `d`'s databases are synced, when they are replicated.
+    fn sync_interval_of(&self, d: &DatabaseConfig) -> Option<std::time::Duration> {
+        d.replicated()
+            .then(|| d.sync_interval.unwrap_or(self.replication.sync_interval()))
     }
 
     /// The tenancy settings for `--db` (a configured or discovered name, or a path: the

@@ -332,6 +332,7 @@ impl Config {
             skip_unchanged: d.skip_unchanged,
             ping_url: d.ping_url.clone(),
             fleet: Some(d.label().to_string()),
+            replicate: self.sync_interval_of(d),
             ..Source::default()
         }
     }

@@ -6,14 +6,17 @@
 //!
 //! [`wal`] reads the live WAL from outside SQLite; [`segment`] is the stored segment format;
 //! [`layout`] where generations and segments live; [`shipper`] the replicator (breaks, new
-//! generations) and `checkpoint` its checkpoints; [`pitr`] the restore.
+//! generations) and `checkpoint` its checkpoints; [`pitr`] the restore; [`settings`] the
+//! `[replication]` section.
 
 mod checkpoint;
 pub mod layout;
 pub mod pitr;
 pub mod segment;
+pub mod settings;
 pub mod shipper;
 pub mod wal;
 
 pub use pitr::{choose, restore_point, PitrReport, PitrTarget, Point};
+pub use settings::ReplicationConfig;
 pub use shipper::{ReplicateOptions, Replicator, SyncReport};

@@ -33,6 +33,8 @@ pub struct Source {
     pub ping_url: Option<String>,
     /// For a database a `[[database]] glob` found: the fleet (the entry's name, else its glob).
     pub fleet: Option<String>,
+    /// Replicated continuously, synced this often (`[[database]] replicate`/`sync_interval`).
+    pub replicate: Option<std::time::Duration>,
 }
 
 impl Source {
