@@ -199,6 +199,36 @@ pub async fn read_segment(repo: &Repository, db: &str, gen: &str, name: &str) ->
     got.bytes().await.map_err(|e| repo.err("read segment", e))
 }
 
+/// When a generation id says it was started (`gen-20261202T101530250Z-…`).
+pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    let stamp = id.strip_prefix("gen-")?.get(..19)?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%3fZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// Delete a generation: its record first (from then on no restore, listing or replicator sees
+/// it, so a prune killed halfway leaves only unused leftovers), then every object under it.
+/// How many objects went.
+pub async fn delete_generation(repo: &Repository, db: &str, id: &str) -> Result<usize> {
+    repo.delete_keys(vec![generation_key(repo, db, id)]).await?;
+    let prefix = generations_prefix(repo, db).join(id);
+    // A week of one-second segments is 600,000 keys: deleted a thousand at a time as listed.
+    let mut keys = Vec::new();
+    let mut n = 1;
+    let mut stream = repo.backend().store.list(Some(&prefix));
+    while let Some(meta) = stream.next().await {
+        keys.push(meta.map_err(|e| repo.err("list generation", e))?.location);
+        if keys.len() == 1000 {
+            n += keys.len();
+            repo.delete_keys(std::mem::take(&mut keys)).await?;
+        }
+    }
+    n += keys.len();
+    repo.delete_keys(keys).await?;
+    Ok(n)
+}
+
 /// A generation and its segments as listed: what `list --pitr` shows, what restore picks from.
 #[derive(Debug, Clone)]
 pub struct Window {

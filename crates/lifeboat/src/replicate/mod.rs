@@ -7,11 +7,12 @@
 //! [`wal`] reads the live WAL from outside SQLite; [`segment`] is the stored segment format;
 //! [`layout`] where generations and segments live; [`shipper`] the replicator (breaks, new
 //! generations) and `checkpoint` its checkpoints; [`pitr`] the restore; [`settings`] the
-//! `[replication]` section.
+//! `[replication]` section; [`retain`] what `pitr_within` keeps.
 
 mod checkpoint;
 pub mod layout;
 pub mod pitr;
+pub mod retain;
 pub mod segment;
 pub mod settings;
 pub mod shipper;

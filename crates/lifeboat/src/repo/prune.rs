@@ -19,6 +19,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::Serialize;
 
 use crate::error::{Error, Kind, Result};
+use crate::repo::generation_refs::{generation_snapshots, needed_snapshots};
 use crate::repo::marks::MarkKind;
 use crate::repo::repository::{DATA_SUFFIX, MANIFEST_SUFFIX};
 use crate::repo::retention::{decide, Decision, Marks, RetentionPolicy};
@@ -43,7 +44,8 @@ pub struct PruneReport {
     pub mirrors: Vec<String>,
 }
 
-/// Decide for every backup of `db` and, unless `dry_run`, delete what no rule keeps.
+/// Decide for every backup of `db` and, unless `dry_run`, delete what no rule keeps (never the
+/// snapshot of a replicated generation that is kept).
 pub async fn prune(
     repo: &Repository,
     db: &str,
@@ -51,8 +53,24 @@ pub async fn prune(
     dry_run: bool,
     now: DateTime<Utc>,
 ) -> Result<PruneReport> {
+    prune_dropping(repo, db, policy, dry_run, now, &BTreeSet::new()).await
+}
+
+/// [`prune`], the generations in `dropping` counted as gone: a prune of replicated data that
+/// deletes them in the same run (or would, in a dry run) no longer needs their snapshots.
+pub async fn prune_dropping(
+    repo: &Repository,
+    db: &str,
+    policy: &RetentionPolicy,
+    dry_run: bool,
+    now: DateTime<Utc>,
+    dropping: &BTreeSet<String>,
+) -> Result<PruneReport> {
     policy.check()?;
     let started = std::time::Instant::now();
+    // Read before the listing: a generation recorded after this look started after it too,
+    // and its snapshot is either unlisted or kept by its label.
+    let generations = generation_snapshots(repo, db).await?;
     let listing = repo.list(db).await?;
     let mirrors = listing.mirrors.clone();
     if listing.backups.is_empty() && listing.damaged.is_empty() && mirrors.is_empty() {
@@ -67,6 +85,7 @@ pub async fn prune(
         bad: (listing.records.iter())
             .filter_map(|(id, r)| r.bad.clone().map(|b| (id.clone(), b)))
             .collect(),
+        needed: needed_snapshots(&listing.backups, &generations, dropping, now),
     };
     let mut decisions = decide(policy, &listing.backups, &listing.damaged, &marks, now);
     tracing::debug!(
