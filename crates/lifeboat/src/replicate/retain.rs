@@ -118,9 +118,14 @@ pub async fn prune_generations(
         .and_then(|d| now.checked_sub_signed(d))
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let mut gens = Vec::new();
-    for id in layout::generation_ids(repo, db).await? {
-        let record = layout::read_generation(repo, db, &id).await?;
-        let segments = layout::segments(repo, db, &id).await?;
+    let ids = layout::generation_ids(repo, db).await?;
+    for (i, id) in ids.iter().enumerate() {
+        let record = layout::read_generation(repo, db, id).await?;
+        let segments = layout::segments(repo, db, id).await?;
+        // What a deletion leaves on a local repository: an empty folder, nothing to decide.
+        if record.is_none() && segments.is_empty() && i + 1 < ids.len() {
+            continue;
+        }
         let last = segments.iter().map(|s| s.last_at).max();
         gens.push(Summary {
             record: record.as_ref().map(|g| (g.base_at, g.snapshot.clone())),
@@ -128,7 +133,7 @@ pub async fn prune_generations(
                 (Some(g), l) => Some(l.map_or(g.base_at, |l| l.max(g.base_at))),
                 (None, l) => l,
             },
-            id,
+            id: id.clone(),
         });
     }
     let decisions = decide(&gens, boundary);
