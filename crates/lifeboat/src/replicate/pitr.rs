@@ -230,10 +230,13 @@ async fn apply(repo: &Repository, point: &Point, path: &Path) -> Result<(u64, u6
                 }
             }
         }
+        // A segment read to its end also proves zstd's own checksum and that nothing follows.
+        if !done || h.last_seq() == point.seq {
+            reader.finish()?;
+        }
         if done {
             break;
         }
-        reader.finish()?;
         expect = h.end_link();
     }
     if expect.seq < point.seq {

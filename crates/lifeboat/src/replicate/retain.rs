@@ -78,13 +78,20 @@ pub fn decide(gens: &[Summary], boundary: DateTime<Utc>) -> Vec<GenerationDecisi
                 (true, "the newest generation".to_string())
             } else if g.record.is_none() {
                 match layout::id_time(&g.id) {
-                    Some(t) if t < boundary && g.end.is_none_or(|e| e < boundary) => {
-                        (false, "never finished (no record), older than the boundary".into())
-                    }
-                    _ => (true, "never finished (no record), not older than the boundary".into()),
+                    Some(t) if t < boundary && g.end.is_none_or(|e| e < boundary) => (
+                        false,
+                        "never finished (no record), older than the boundary".into(),
+                    ),
+                    _ => (
+                        true,
+                        "never finished (no record), not older than the boundary".into(),
+                    ),
                 }
             } else if Some(i) == reaching {
-                (true, format!("reaches back to the pitr_within boundary {b}"))
+                (
+                    true,
+                    format!("reaches back to the pitr_within boundary {b}"),
+                )
             } else if reaching.is_none_or(|r| i > r) {
                 (true, format!("within pitr_within (after {b})"))
             } else if g.end.is_some_and(|e| e > boundary) {
@@ -185,14 +192,33 @@ mod tests {
     #[test]
     fn keeps_the_generation_reaching_back_and_all_after() {
         let gens = vec![
-            gen("gen-20261101T000000000Z-1", "2026-11-01T00:00:00Z", "2026-11-03T00:00:00Z"),
-            gen("gen-20261103T000000000Z-2", "2026-11-03T00:00:00Z", "2026-11-05T00:00:00Z"),
-            gen("gen-20261105T000000000Z-3", "2026-11-05T00:00:00Z", "2026-11-09T00:00:00Z"),
-            gen("gen-20261109T000000000Z-4", "2026-11-09T00:00:00Z", "2026-11-10T00:00:00Z"),
+            gen(
+                "gen-20261101T000000000Z-1",
+                "2026-11-01T00:00:00Z",
+                "2026-11-03T00:00:00Z",
+            ),
+            gen(
+                "gen-20261103T000000000Z-2",
+                "2026-11-03T00:00:00Z",
+                "2026-11-05T00:00:00Z",
+            ),
+            gen(
+                "gen-20261105T000000000Z-3",
+                "2026-11-05T00:00:00Z",
+                "2026-11-09T00:00:00Z",
+            ),
+            gen(
+                "gen-20261109T000000000Z-4",
+                "2026-11-09T00:00:00Z",
+                "2026-11-10T00:00:00Z",
+            ),
         ];
         // The boundary falls inside generation 3: 1 and 2 go, 3 reaches back to it.
         let d = decide(&gens, t("2026-11-06T00:00:00Z"));
-        assert_eq!(kept(&d), vec!["gen-20261105T000000000Z-3", "gen-20261109T000000000Z-4"]);
+        assert_eq!(
+            kept(&d),
+            vec!["gen-20261105T000000000Z-3", "gen-20261109T000000000Z-4"]
+        );
         assert!(d[2].reason.contains("reaches back"), "{:?}", d[2]);
         // A boundary before everything keeps everything; one after everything keeps the newest
         // (it reaches back to the boundary and is the newest).
@@ -209,13 +235,21 @@ mod tests {
     #[test]
     fn never_the_newest_and_recordless_leftovers_by_age() {
         let mut gens = vec![
-            gen("gen-20261101T000000000Z-1", "2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"),
+            gen(
+                "gen-20261101T000000000Z-1",
+                "2026-11-01T00:00:00Z",
+                "2026-11-02T00:00:00Z",
+            ),
             Summary {
                 id: "gen-20261102T000000000Z-2".into(),
                 record: None,
                 end: Some(t("2026-11-02T00:00:01Z")),
             },
-            gen("gen-20261103T000000000Z-3", "2026-11-03T00:00:00Z", "2026-11-04T00:00:00Z"),
+            gen(
+                "gen-20261103T000000000Z-3",
+                "2026-11-03T00:00:00Z",
+                "2026-11-04T00:00:00Z",
+            ),
         ];
         let d = decide(&gens, t("2026-11-20T00:00:00Z"));
         assert_eq!(kept(&d), vec!["gen-20261103T000000000Z-3"]);
@@ -234,9 +268,21 @@ mod tests {
         );
         // A window that ends after the boundary (a clock that went back) is never deleted.
         let skewed = vec![
-            gen("gen-20261101T000000000Z-1", "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"),
-            gen("gen-20261103T000000000Z-2", "2026-11-03T00:00:00Z", "2026-11-04T00:00:00Z"),
-            gen("gen-20261105T000000000Z-3", "2026-11-05T00:00:00Z", "2026-11-06T00:00:00Z"),
+            gen(
+                "gen-20261101T000000000Z-1",
+                "2026-11-01T00:00:00Z",
+                "2026-12-01T00:00:00Z",
+            ),
+            gen(
+                "gen-20261103T000000000Z-2",
+                "2026-11-03T00:00:00Z",
+                "2026-11-04T00:00:00Z",
+            ),
+            gen(
+                "gen-20261105T000000000Z-3",
+                "2026-11-05T00:00:00Z",
+                "2026-11-06T00:00:00Z",
+            ),
         ];
         assert_eq!(kept(&decide(&skewed, t("2026-11-10T00:00:00Z"))).len(), 2);
     }

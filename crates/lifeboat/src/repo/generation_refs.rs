@@ -108,8 +108,7 @@ pub fn needed_snapshots(
         let Some(gen) = labelled_generation(m) else {
             continue;
         };
-        if !generations.contains_key(gen) && !dropping.contains(gen) && m.created_at + grace > now
-        {
+        if !generations.contains_key(gen) && !dropping.contains(gen) && m.created_at + grace > now {
             out.entry(m.id.clone())
                 .or_insert_with(|| format!("snapshot of generation {gen}, being started"));
         }

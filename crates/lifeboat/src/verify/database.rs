@@ -12,6 +12,7 @@ use crate::repo::listing::Listing;
 use crate::repo::{Manifest, Repository};
 use crate::restore::to_file::{select, Selector};
 use crate::schedule::Schedule;
+use crate::verify::chain;
 use crate::verify::choose::{groups, in_groups, sample, Cursor, Subset};
 use crate::verify::findings::{findings, Finding, Window};
 use crate::verify::{read, record, record_catalogue, restore_test, VerifyReport};
@@ -96,6 +97,9 @@ pub async fn verify_database(
                 shrink_alert: settings.shrink_alert,
             };
             out.findings = findings(&listing, &window);
+            // Replicated generations' catalogue: their segments' names, from a listing.
+            let (_, chains) = chain::catalogue(repo, db, settings.since).await?;
+            out.findings.extend(chains);
             choose(repo, db, depth, &listing, settings, now, &mut out).await?
         }
     };
