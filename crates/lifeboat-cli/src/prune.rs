@@ -26,7 +26,8 @@ held ones (`lifeboat pin`, `lifeboat release`), backups this lifeboat cannot rea
 Replicated data: `[replication] pitr_within` (default 7d). A generation whose whole window ended
 before now - pitr_within goes (its record and segments, then its snapshot unless [retention] keeps
 it); the generation reaching back to that boundary, every later one and the newest are kept. The
-snapshot of a kept generation is never deleted.")]
+snapshot of a kept generation is never deleted. Then the generations kept are compacted as
+`lifeboat compact` does.")]
 pub struct Args {
     /// Only this database (a configured name or a file path).
     #[arg(long, value_name = "NAME|PATH")]
@@ -61,6 +62,7 @@ async fn prune_all(ctx: &Ctx, args: &Args) -> Result<i32> {
     let names = database_names(ctx, &repo, args.db.as_deref()).await?;
     let mut docs = Vec::new();
     let mut generations = Vec::new();
+    let mut compacted = Vec::new();
     let pitr_within = ctx.config.replication.pitr_within();
     let verb = if args.dry_run {
         "would delete"
@@ -78,6 +80,8 @@ async fn prune_all(ctx: &Ctx, args: &Args) -> Result<i32> {
             .map_err(|e| e.context(format!("prune {name}")))?;
         if !gens.decisions.is_empty() {
             generations.push(gens);
+            compacted
+                .push(crate::compact::compact_one(ctx, &repo, &name, args.dry_run, None).await?);
         }
         let to_delete = report.decisions.iter().filter(|d| !d.keep).count();
         ctx.out.line(format!(
@@ -102,7 +106,7 @@ async fn prune_all(ctx: &Ctx, args: &Args) -> Result<i32> {
         docs.push(report);
     }
     ctx.out
-        .json_of(&serde_json::json!({ "databases": docs, "generations": generations }))?;
+        .json_of(&serde_json::json!({ "databases": docs, "generations": generations, "compacted": compacted }))?;
     Ok(0)
 }
 

@@ -169,8 +169,9 @@ pub async fn read_generation(repo: &Repository, db: &str, id: &str) -> Result<Op
     Ok(Some(g))
 }
 
-/// A generation's segments in commit order, from their names (no object is read).
-pub async fn segments(repo: &Repository, db: &str, gen: &str) -> Result<Vec<SegmentName>> {
+/// Every segment of a generation, shipped and compacted, by first commit (the widest first),
+/// from their names (no object is read).
+pub async fn pieces(repo: &Repository, db: &str, gen: &str) -> Result<Vec<SegmentName>> {
     let prefix = segments_prefix(repo, db, gen);
     let mut out = Vec::new();
     let mut stream = repo.backend().store.list(Some(&prefix));
@@ -180,8 +181,43 @@ pub async fn segments(repo: &Repository, db: &str, gen: &str) -> Result<Vec<Segm
             out.push(n);
         }
     }
-    out.sort_by_key(|n| n.first_seq);
+    out.sort_by(|a, b| (a.first_seq, b.last_seq, b.level).cmp(&(b.first_seq, a.last_seq, a.level)));
     Ok(out)
+}
+
+/// The chain a restore reads from commit `from` on: at each step the segment starting at the
+/// next commit that reaches furthest while `ok` accepts it, so a compacted segment is read
+/// instead of the shipped ones it replaces wherever both exist (they end at the same commits:
+/// compacted windows are made of whole segments). Stops at a gap.
+pub fn plan(
+    pieces: &[SegmentName],
+    from: u64,
+    ok: impl Fn(&SegmentName) -> bool,
+) -> Vec<&SegmentName> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let start = pieces.partition_point(|p| p.first_seq < next);
+        let best = pieces[start..]
+            .iter()
+            .take_while(|p| p.first_seq == next)
+            .filter(|p| ok(p))
+            .max_by_key(|p| (p.last_seq, p.level));
+        match best {
+            Some(p) => {
+                out.push(p);
+                next = p.last_seq + 1;
+            }
+            None => return out,
+        }
+    }
+}
+
+/// A generation's chain to its newest commit, in commit order (see [`plan`]).
+pub async fn segments(repo: &Repository, db: &str, gen: &str) -> Result<Vec<SegmentName>> {
+    let all = pieces(repo, db, gen).await?;
+    let from = all.iter().map(|p| p.first_seq).min().unwrap_or(1);
+    Ok(plan(&all, from, |_| true).into_iter().cloned().collect())
 }
 
 pub async fn read_segment(repo: &Repository, db: &str, gen: &str, name: &str) -> Result<Bytes> {
@@ -233,7 +269,10 @@ pub async fn delete_generation(repo: &Repository, db: &str, id: &str) -> Result<
 #[derive(Debug, Clone)]
 pub struct Window {
     pub generation: Generation,
+    /// The chain to the newest commit ([`plan`]).
     pub segments: Vec<SegmentName>,
+    /// Every segment listed, shipped and compacted ([`pieces`]).
+    pub pieces: Vec<SegmentName>,
     /// Where the segments' numbering skips (damage, or a deleted object): restores stop before.
     pub gap_after: Option<u64>,
 }
@@ -256,6 +295,39 @@ impl Window {
     }
 }
 
+/// Store a compacted segment; false when it is there already (another compaction wrote the
+/// same window: the same content).
+pub async fn put_compacted(
+    repo: &Repository,
+    db: &str,
+    gen: &str,
+    name: &str,
+    body: Vec<u8>,
+) -> Result<bool> {
+    let key = segments_prefix(repo, db, gen).join(name);
+    create(repo, &key, body, "write compacted segment").await
+}
+
+/// Delete segments of a generation by name (gone already is fine).
+pub async fn delete_segments(
+    repo: &Repository,
+    db: &str,
+    gen: &str,
+    names: &[String],
+) -> Result<()> {
+    let prefix = segments_prefix(repo, db, gen);
+    for batch in names.chunks(1000) {
+        repo.delete_keys(
+            batch
+                .iter()
+                .map(|n| prefix.clone().join(n.as_str()))
+                .collect(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Every generation of `db` with a record, oldest first.
 pub async fn windows(repo: &Repository, db: &str) -> Result<Vec<Window>> {
     let mut out = Vec::new();
@@ -263,19 +335,16 @@ pub async fn windows(repo: &Repository, db: &str) -> Result<Vec<Window>> {
         let Some(generation) = read_generation(repo, db, &id).await? else {
             continue;
         };
-        let segments = segments(repo, db, &id).await?;
-        let mut next = generation.start.seq + 1;
-        let mut gap_after = None;
-        for s in &segments {
-            if s.first_seq != next {
-                gap_after = Some(next - 1);
-                break;
-            }
-            next = s.last_seq + 1;
-        }
+        let pieces = pieces(repo, db, &id).await?;
+        let from = generation.start.seq + 1;
+        let segments: Vec<SegmentName> =
+            plan(&pieces, from, |_| true).into_iter().cloned().collect();
+        let end = segments.last().map_or(from - 1, |s| s.last_seq);
+        let gap_after = pieces.iter().any(|p| p.last_seq > end).then_some(end);
         out.push(Window {
             generation,
             segments,
+            pieces,
             gap_after,
         });
     }

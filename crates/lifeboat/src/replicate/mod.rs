@@ -5,11 +5,14 @@
 //! at or before that time.
 //!
 //! [`wal`] reads the live WAL from outside SQLite; [`segment`] is the stored segment format;
-//! [`layout`] where generations and segments live; [`shipper`] the replicator (breaks, new
+//! [`layout`] where generations and segments live; [`compact`] merges them as they
+//! age into [`compacted`] segments; [`shipper`] the replicator (breaks, new
 //! generations) and `checkpoint` its checkpoints; [`pitr`] the restore; [`settings`] the
 //! `[replication]` section; [`retain`] what `pitr_within` keeps.
 
 mod checkpoint;
+pub mod compact;
+pub mod compacted;
 pub mod layout;
 pub mod pitr;
 pub mod retain;

@@ -128,7 +128,7 @@ pub async fn prune_generations(
     let ids = layout::generation_ids(repo, db).await?;
     for (i, id) in ids.iter().enumerate() {
         let record = layout::read_generation(repo, db, id).await?;
-        let segments = layout::segments(repo, db, id).await?;
+        let segments = layout::pieces(repo, db, id).await?;
         // What a deletion leaves on a local repository: an empty folder, nothing to decide.
         if record.is_none() && segments.is_empty() && i + 1 < ids.len() {
             continue;

@@ -58,33 +58,50 @@ pub struct ChainReport {
     pub duration_ms: u64,
 }
 
-/// What is wrong with the names of a generation's segments: every commit after its start once,
-/// no gap, no overlap (a segment copied in from elsewhere, or one listed twice).
+/// What is wrong with the names of a generation's segments: the chain from its start reaches
+/// every commit listed (no gap), and no two segments of one level cover the same commit (a
+/// segment copied in from elsewhere, or one listed twice). Compacted segments overlap the
+/// shipped ones they replace by design.
 pub fn name_problems(w: &Window) -> Vec<String> {
     let mut out = Vec::new();
-    let mut next = w.generation.start.seq + 1;
-    for s in &w.segments {
-        if s.first_seq > next {
+    let mut levels: Vec<u8> = w.pieces.iter().map(|p| p.level).collect();
+    levels.sort();
+    levels.dedup();
+    for level in levels {
+        let mut covered = w.generation.start.seq;
+        for p in w.pieces.iter().filter(|p| p.level == level) {
+            if p.first_seq <= covered {
+                out.push(format!(
+                    "segment {} overlaps commits already covered (up to {covered})",
+                    p.name
+                ));
+            }
+            covered = covered.max(p.last_seq);
+        }
+    }
+    let end = w
+        .segments
+        .last()
+        .map_or(w.generation.start.seq, |s| s.last_seq);
+    if let Some(next) = (w.pieces.iter())
+        .filter(|p| p.first_seq > end)
+        .min_by_key(|p| p.first_seq)
+    {
+        if next.first_seq > end + 1 {
             out.push(format!(
-                "commits {next}-{} missing before segment {}",
-                s.first_seq - 1,
-                s.name
-            ));
-        } else if s.first_seq < next {
-            out.push(format!(
-                "segment {} overlaps commits already covered (up to {})",
-                s.name,
-                next - 1
+                "commits {}-{} missing before segment {}",
+                end + 1,
+                next.first_seq - 1,
+                next.name
             ));
         }
-        next = next.max(s.last_seq + 1);
     }
     out
 }
 
 /// Whether a generation's window reaches `since` or later.
 fn in_window(w: &Window, since: Option<DateTime<Utc>>) -> bool {
-    let end = (w.segments.iter().map(|s| s.last_at).max())
+    let end = (w.pieces.iter().map(|s| s.last_at).max())
         .map_or(w.generation.base_at, |l| l.max(w.generation.base_at));
     since.is_none_or(|s| end >= s)
 }
@@ -212,6 +229,8 @@ mod tests {
     use crate::replicate::segment::{parse_name, Link};
 
     fn window(names: &[&str]) -> Window {
+        let mut pieces: Vec<_> = names.iter().map(|n| parse_name(n).unwrap()).collect();
+        pieces.sort_by_key(|p| (p.first_seq, std::cmp::Reverse(p.last_seq)));
         let at = DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z")
             .unwrap()
             .to_utc();
@@ -233,7 +252,11 @@ mod tests {
                 base_seq: 0,
                 base_at: at,
             },
-            segments: names.iter().map(|n| parse_name(n).unwrap()).collect(),
+            segments: layout::plan(&pieces, 1, |_| true)
+                .into_iter()
+                .cloned()
+                .collect(),
+            pieces,
             gap_after: None,
         }
     }

@@ -1,0 +1,300 @@
+//! Compaction: restore time must not grow with the number of tiny segments. As each window of
+//! `[replication] compact_windows` closes (default 1 min, then 1 h, UTC-aligned by commit time),
+//! the segments of the level below whose last commit falls in it are merged into one compacted
+//! segment of the next level ([`super::compacted`]): only the last version of each page. A
+//! restore reads the widest segments that fit ([`layout::plan`]), so the newest point of a
+//! one-hour chain costs a few dozen reads, not 3,600.
+//!
+//! Shipped segments stay while younger than `pitr_fine_within` (every commit a restore point);
+//! older ones are deleted once a compacted segment that covers them was listed before this run
+//! started (written by an earlier run: a restore that listed before it was written is long
+//! done), so older points are the ends of the compacted windows. Compacted segments stay until
+//! their generation goes. Never touched: the shipped segment holding the snapshot's base (a
+//! restore to the base stops inside it), and the newest one (a resumed replicator reads it; it
+//! is in no closed window). Everything is written before anything it replaces is deleted.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::{Error, Kind, Result};
+use crate::replicate::compacted::{self, CompactedHeader, CompactedReader, RecordHash};
+use crate::replicate::layout::{self, Generation, Window};
+use crate::replicate::segment::{compacted_name, Link, SegmentName, SegmentReader};
+use crate::replicate::wal;
+use crate::repo::Repository;
+
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    /// One window length per level, each a multiple of the one before.
+    pub windows: Vec<Duration>,
+    /// Shipped segments younger than this are kept (every commit a point).
+    pub fine_within: Duration,
+    pub dry_run: bool,
+    pub scratch_dir: Option<PathBuf>,
+}
+
+/// What a compaction of one database wrote and deleted.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompactReport {
+    pub database: String,
+    pub dry_run: bool,
+    /// Compacted segments written (or to write), `<generation>/<name>`.
+    pub written: Vec<String>,
+    /// Segments merged into them.
+    pub merged: usize,
+    /// Shipped segments deleted (or to delete): older than `pitr_fine_within` and compacted.
+    pub deleted: usize,
+}
+
+/// The window a time falls in, as its start in seconds since the epoch.
+fn window_of(t: DateTime<Utc>, span: Duration) -> i64 {
+    let s = span.as_secs().max(1) as i64;
+    t.timestamp().div_euclid(s)
+}
+
+/// Compact every generation of `db` (see the module's comment).
+pub async fn compact(
+    repo: &Repository,
+    db: &str,
+    opts: &CompactOptions,
+    now: DateTime<Utc>,
+) -> Result<CompactReport> {
+    let mut report = CompactReport {
+        database: db.to_string(),
+        dry_run: opts.dry_run,
+        ..CompactReport::default()
+    };
+    let fine_until = chrono::Duration::from_std(opts.fine_within)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    for w in layout::windows(repo, db).await? {
+        let listed_at_start = w.pieces.clone();
+        let mut pieces = w.pieces.clone();
+        for (i, span) in opts.windows.iter().enumerate() {
+            let level = (i + 1) as u8;
+            for group in closed_groups(&w.generation, &pieces, level, *span) {
+                let name = compacted_name(
+                    (group[0].first_seq, group[0].first_at),
+                    (
+                        group[group.len() - 1].last_seq,
+                        group[group.len() - 1].last_at,
+                    ),
+                    level,
+                );
+                report.merged += group.len();
+                report.written.push(format!("{}/{name}", w.generation.id));
+                if !opts.dry_run {
+                    merge(repo, &w.generation, &group, level, &name, opts).await?;
+                }
+                if let Some(n) = crate::replicate::segment::parse_name(&name) {
+                    pieces.push(n);
+                }
+            }
+            pieces.sort_by(|a, b| {
+                (a.first_seq, b.last_seq, b.level).cmp(&(b.first_seq, a.last_seq, a.level))
+            });
+        }
+        let doomed = deletable(&w, &listed_at_start, fine_until);
+        report.deleted += doomed.len();
+        if !opts.dry_run && !doomed.is_empty() {
+            layout::delete_segments(repo, db, &w.generation.id, &doomed).await?;
+        }
+    }
+    Ok(report)
+}
+
+/// The groups of level `level - 1` segments to merge into level `level`: consecutive segments
+/// whose last commits fall in one window that has closed (a later segment of that level is in
+/// a later window), not compacted at this level yet.
+fn closed_groups(
+    g: &Generation,
+    pieces: &[SegmentName],
+    level: u8,
+    span: Duration,
+) -> Vec<Vec<SegmentName>> {
+    let below: Vec<&SegmentName> = pieces
+        .iter()
+        .filter(|p| p.level == level - 1 && p.first_seq > g.base_seq)
+        .collect();
+    let done: BTreeSet<u64> = (pieces.iter())
+        .filter(|p| p.level >= level)
+        .map(|p| p.first_seq)
+        .collect();
+    let newest = below.iter().map(|p| window_of(p.last_at, span)).max();
+    let mut out: Vec<Vec<SegmentName>> = Vec::new();
+    let mut cur: Vec<SegmentName> = Vec::new();
+    let mut flush = |cur: &mut Vec<SegmentName>| {
+        let whole = cur.windows(2).all(|p| p[1].first_seq == p[0].last_seq + 1);
+        let key = cur.first().map(|p| window_of(p.last_at, span));
+        if whole && key.is_some_and(|k| Some(k) < newest) && !done.contains(&cur[0].first_seq) {
+            out.push(std::mem::take(cur));
+        }
+        cur.clear();
+    };
+    for p in below {
+        let same = cur.last().is_some_and(|c: &SegmentName| {
+            window_of(c.last_at, span) == window_of(p.last_at, span)
+                && p.first_seq == c.last_seq + 1
+        });
+        if !same {
+            flush(&mut cur);
+        }
+        cur.push(p.clone());
+    }
+    flush(&mut cur);
+    out
+}
+
+/// Shipped segments older than `fine_until` that a compacted segment listed at the start of
+/// this run covers, by name.
+fn deletable(w: &Window, listed: &[SegmentName], fine_until: DateTime<Utc>) -> Vec<String> {
+    let g = &w.generation;
+    let compacted: Vec<&SegmentName> = listed.iter().filter(|p| p.level > 0).collect();
+    let newest = listed
+        .iter()
+        .filter(|p| p.level == 0)
+        .map(|p| p.last_seq)
+        .max();
+    listed
+        .iter()
+        .filter(|p| p.level == 0 && p.first_seq > g.base_seq && p.last_at < fine_until)
+        .filter(|p| Some(p.last_seq) != newest)
+        .filter(|p| {
+            compacted
+                .iter()
+                .any(|c| c.first_seq <= p.first_seq && p.last_seq <= c.last_seq)
+        })
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+/// Merge `group` into one compacted segment `name` of `level`, through a sparse scratch file
+/// (memory: one page and the set of page numbers), and store it.
+async fn merge(
+    repo: &Repository,
+    g: &Generation,
+    group: &[SegmentName],
+    level: u8,
+    name: &str,
+    opts: &CompactOptions,
+) -> Result<()> {
+    let dir = crate::fs::scratch::scratch(opts.scratch_dir.as_deref())?;
+    let path = dir.path().join("merge.pages");
+    let io = |e| Error::io(format!("compact: scratch {}", path.display()), e);
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    let ps = g.page_size as u64;
+    let mut pgnos = BTreeSet::new();
+    let mut prev: Option<Link> = None;
+    let mut expect: Option<Link> = None;
+    let mut db_pages = 0u32;
+    let broken = |n: &SegmentName, what: &str| {
+        Error::new(
+            Kind::Corrupt,
+            format!(
+                "generation {}: segment {} cannot be compacted: {what}",
+                g.id, n.name
+            ),
+        )
+    };
+    for n in group {
+        let bytes = layout::read_segment(repo, &g.database, &g.id, &n.name).await?;
+        let mut put = |pgno: u32, page: &[u8]| -> Result<()> {
+            if pgno == 0 {
+                return Err(broken(n, "a page 0"));
+            }
+            file.seek(SeekFrom::Start((pgno as u64 - 1) * ps))
+                .map_err(io)?;
+            file.write_all(page).map_err(io)?;
+            pgnos.insert(pgno);
+            Ok(())
+        };
+        let (p, e) = if n.level == 0 {
+            let mut r = SegmentReader::open(&bytes, &n.name)?;
+            let h = r.header.clone();
+            if h.generation != g.id || h.page_size != g.page_size || h.database != g.database {
+                return Err(broken(n, "it belongs to another generation"));
+            }
+            if (h.first_seq(), h.last_seq()) != (n.first_seq, n.last_seq) {
+                return Err(broken(n, "its name and its content disagree"));
+            }
+            while let Some(frame) = r.next_frame()? {
+                let size = wal::be32(frame, 4);
+                if size != 0 {
+                    db_pages = size;
+                }
+                put(wal::be32(frame, 0), &frame[wal::FRAME_HEADER..])?;
+            }
+            r.finish()?;
+            (h.prev, h.end_link())
+        } else {
+            let mut r = CompactedReader::open(&bytes, &n.name)?;
+            let h = r.header.clone();
+            if h.generation != g.id || h.page_size != g.page_size || h.database != g.database {
+                return Err(broken(n, "it belongs to another generation"));
+            }
+            while let Some((pgno, page)) = r.next_page()? {
+                put(pgno, page)?;
+            }
+            db_pages = h.db_pages;
+            (h.prev, h.end)
+        };
+        if expect.is_some_and(|x| x != p) {
+            return Err(broken(n, "it does not continue the segment before it"));
+        }
+        prev.get_or_insert(p);
+        expect = Some(e);
+    }
+    let (Some(prev), Some(end)) = (prev, expect) else {
+        return Ok(());
+    };
+    // Pages past the database's end after the window are gone from it.
+    let kept: Vec<u32> = pgnos.into_iter().filter(|p| *p <= db_pages).collect();
+    let mut page = vec![0u8; ps as usize];
+    let mut read_page = |file: &mut std::fs::File, pgno: u32| -> Result<Vec<u8>> {
+        file.seek(SeekFrom::Start((pgno as u64 - 1) * ps))
+            .map_err(io)?;
+        file.read_exact(&mut page).map_err(io)?;
+        Ok(page.clone())
+    };
+    let mut hash = RecordHash::default();
+    for p in &kept {
+        let bytes = read_page(&mut file, *p)?;
+        hash.add(*p, &bytes);
+    }
+    let (first, last) = (&group[0], &group[group.len() - 1]);
+    let header = CompactedHeader {
+        format_version: 1,
+        database: g.database.clone(),
+        generation: g.id.clone(),
+        page_size: g.page_size,
+        level,
+        first_seq: first.first_seq,
+        last_seq: last.last_seq,
+        first_at: first.first_at,
+        last_at: last.last_at,
+        prev,
+        end,
+        db_pages,
+        pages: kept.len() as u64,
+        sha256: hash.hex(),
+        replaces: group.iter().map(|n| n.name.clone()).collect(),
+    };
+    let records = kept
+        .iter()
+        .map(|p| read_page(&mut file, *p).map(|b| (*p, b)));
+    let body = compacted::encode(Vec::new(), &header, records)?;
+    layout::put_compacted(repo, &g.database, &g.id, name, body).await?;
+    tracing::info!(database = %g.database, generation = %g.id, segment = name, pages = kept.len(), "compacted");
+    Ok(())
+}
