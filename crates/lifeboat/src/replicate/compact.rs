@@ -28,6 +28,10 @@ use crate::replicate::segment::{compacted_name, Link, SegmentName, SegmentReader
 use crate::replicate::wal;
 use crate::repo::Repository;
 
+/// Compacted segments up to this size are written in one request (a conditional create); larger
+/// ones are streamed from scratch as a multipart upload.
+const SMALL: u64 = 8 << 20;
+
 #[derive(Debug, Clone)]
 pub struct CompactOptions {
     /// One window length per level, each a multiple of the one before.
@@ -207,8 +211,9 @@ async fn merge(
             ),
         )
     };
+    let part = dir.path().join("segment");
     for n in group {
-        let bytes = layout::read_segment(repo, &g.database, &g.id, &n.name).await?;
+        let stored = layout::download_segment(repo, &g.database, &g.id, &n.name, &part).await?;
         let mut put = |pgno: u32, page: &[u8]| -> Result<()> {
             if pgno == 0 {
                 return Err(broken(n, "a page 0"));
@@ -220,7 +225,7 @@ async fn merge(
             Ok(())
         };
         let (p, e) = if n.level == 0 {
-            let mut r = SegmentReader::open(&bytes, &n.name)?;
+            let mut r = SegmentReader::open_read(stored, &n.name)?;
             let h = r.header.clone();
             if h.generation != g.id || h.page_size != g.page_size || h.database != g.database {
                 return Err(broken(n, "it belongs to another generation"));
@@ -238,7 +243,7 @@ async fn merge(
             r.finish()?;
             (h.prev, h.end_link())
         } else {
-            let mut r = CompactedReader::open(&bytes, &n.name)?;
+            let mut r = CompactedReader::open(stored, &n.name)?;
             let h = r.header.clone();
             if h.generation != g.id || h.page_size != g.page_size || h.database != g.database {
                 return Err(broken(n, "it belongs to another generation"));
@@ -290,11 +295,24 @@ async fn merge(
         sha256: hash.hex(),
         replaces: group.iter().map(|n| n.name.clone()).collect(),
     };
+    // Written to scratch first: memory stays one page whatever the window's size.
+    let out_path = dir.path().join("compacted.seg.zst");
+    let out = std::fs::File::create(&out_path).map_err(io)?;
     let records = kept
         .iter()
         .map(|p| read_page(&mut file, *p).map(|b| (*p, b)));
-    let body = compacted::encode(Vec::new(), &header, records)?;
-    layout::put_compacted(repo, &g.database, &g.id, name, body).await?;
+    let out = compacted::encode(std::io::BufWriter::new(out), &header, records)?;
+    out.into_inner()
+        .map_err(|e| Error::io("write compacted segment", e.into_error()))?
+        .sync_all()
+        .map_err(io)?;
+    let size = std::fs::metadata(&out_path).map_err(io)?.len();
+    if size <= SMALL {
+        let body = std::fs::read(&out_path).map_err(io)?;
+        layout::put_compacted(repo, &g.database, &g.id, name, body).await?;
+    } else {
+        layout::upload_compacted(repo, &g.database, &g.id, name, &out_path).await?;
+    }
     tracing::info!(database = %g.database, generation = %g.id, segment = name, pages = kept.len(), "compacted");
     Ok(())
 }

@@ -100,8 +100,10 @@ pub struct CompactedReader<R: Read> {
     buf: Vec<u8>,
 }
 
-impl<'a> CompactedReader<zstd::Decoder<'a, std::io::BufReader<&'a [u8]>>> {
-    pub fn open(stored: &'a [u8], what: &str) -> Result<Self> {
+impl<'a, S: Read> CompactedReader<zstd::Decoder<'a, std::io::BufReader<S>>> {
+    /// Open a stored compacted segment read from `stored` (a downloaded file: memory stays
+    /// one page).
+    pub fn open(stored: S, what: &str) -> Result<Self> {
         let mut input = zstd::Decoder::new(stored).map_err(|e| corrupt(what, e))?;
         let mut magic = [0u8; 12];
         if !wal::read_full(&mut input, &mut magic).map_err(|e| corrupt(what, e))?

@@ -265,6 +265,44 @@ pub async fn delete_generation(repo: &Repository, db: &str, id: &str) -> Result<
     Ok(n)
 }
 
+/// Download a segment into the file `to`, streamed (memory: one chunk), and open it for
+/// reading: a compacted segment can be as large as the database.
+pub async fn download_segment(
+    repo: &Repository,
+    db: &str,
+    gen: &str,
+    name: &str,
+    to: &std::path::Path,
+) -> Result<std::io::BufReader<std::fs::File>> {
+    use std::io::{Seek, Write};
+    let key = segments_prefix(repo, db, gen).join(name);
+    let got = match repo.backend().store.get(&key).await {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(Error::new(
+                Kind::Corrupt,
+                format!("generation {gen}: segment {name} is missing"),
+            ))
+        }
+        Err(e) => return Err(repo.err("read segment", e)),
+    };
+    let io = |e| Error::io(format!("segment download to {}", to.display()), e);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(to)
+        .map_err(io)?;
+    let mut stream = got.into_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| repo.err("read segment", e))?;
+        file.write_all(&chunk).map_err(io)?;
+    }
+    file.rewind().map_err(io)?;
+    Ok(std::io::BufReader::with_capacity(256 * 1024, file))
+}
+
 /// A generation and its segments as listed: what `list --pitr` shows, what restore picks from.
 #[derive(Debug, Clone)]
 pub struct Window {
@@ -306,6 +344,52 @@ pub async fn put_compacted(
 ) -> Result<bool> {
     let key = segments_prefix(repo, db, gen).join(name);
     create(repo, &key, body, "write compacted segment").await
+}
+
+/// Store a large compacted segment from the file at `from`, streamed (a multipart upload; two
+/// compactions of one window write the same bytes, so the last one winning is harmless).
+pub async fn upload_compacted(
+    repo: &Repository,
+    db: &str,
+    gen: &str,
+    name: &str,
+    from: &std::path::Path,
+) -> Result<()> {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let key = segments_prefix(repo, db, gen).join(name);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let complete = Arc::new(AtomicBool::new(false));
+    let done = complete.clone();
+    let path = from.to_path_buf();
+    let reading = tokio::task::spawn_blocking(move || -> Result<()> {
+        let io = |e| Error::io(format!("read {}", path.display()), e);
+        let mut f = std::fs::File::open(&path).map_err(io)?;
+        loop {
+            let mut buf = vec![0u8; 1 << 20];
+            let n = f.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                done.store(true, Ordering::SeqCst);
+                return Ok(());
+            }
+            buf.truncate(n);
+            if tx.blocking_send(Bytes::from(buf)).is_err() {
+                return Ok(());
+            }
+        }
+    });
+    let uploaded = repo.upload_to(&key, rx, complete, None).await;
+    reading
+        .await
+        .map_err(|e| Error::task("read compacted segment", e))??;
+    if !uploaded? {
+        return Err(Error::new(
+            Kind::Internal,
+            format!("compacted segment {name}: upload stopped before its end"),
+        ));
+    }
+    Ok(())
 }
 
 /// Delete segments of a generation by name (gone already is fine).

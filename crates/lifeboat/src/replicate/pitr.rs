@@ -181,15 +181,20 @@ async fn apply(repo: &Repository, point: &Point, path: &Path) -> Result<(u64, u6
         segments: 0,
         written: 0,
     };
+    // Each segment is downloaded beside the image, then read from there.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let part = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| Error::io(format!("restore: a segment file in {}", dir.display()), e))?;
     for name in plan {
         if state.expect.seq >= point.seq {
             break;
         }
-        let bytes = layout::read_segment(repo, &g.database, &g.id, &name.name).await?;
+        let stored =
+            layout::download_segment(repo, &g.database, &g.id, &name.name, part.path()).await?;
         if name.level == 0 {
-            apply_shipped(g, name, &bytes, point.seq, &mut file, &mut state)?;
+            apply_shipped(g, name, stored, point.seq, &mut file, &mut state)?;
         } else {
-            apply_compacted(g, name, &bytes, &mut file, &mut state)?;
+            apply_compacted(g, name, stored, &mut file, &mut state)?;
         }
     }
     if state.expect.seq < point.seq {
@@ -241,12 +246,12 @@ fn write_page(file: &mut std::fs::File, ps: u64, pgno: u32, page: &[u8]) -> Resu
 fn apply_shipped(
     g: &Generation,
     name: &SegmentName,
-    bytes: &[u8],
+    stored: impl std::io::Read,
     until: u64,
     file: &mut std::fs::File,
     st: &mut Applied,
 ) -> Result<()> {
-    let mut reader = SegmentReader::open(bytes, &name.name)?;
+    let mut reader = SegmentReader::open_read(stored, &name.name)?;
     let h = reader.header.clone();
     let broken = |what: &str| broken(g, name, what);
     if h.generation != g.id || h.database != g.database || h.page_size != g.page_size {
@@ -311,11 +316,11 @@ fn apply_shipped(
 fn apply_compacted(
     g: &Generation,
     name: &SegmentName,
-    bytes: &[u8],
+    stored: impl std::io::Read,
     file: &mut std::fs::File,
     st: &mut Applied,
 ) -> Result<()> {
-    let mut reader = CompactedReader::open(bytes, &name.name)?;
+    let mut reader = CompactedReader::open(stored, &name.name)?;
     let h = reader.header.clone();
     let broken = |what: &str| broken(g, name, what);
     if h.generation != g.id || h.database != g.database || h.page_size != g.page_size {

@@ -212,8 +212,16 @@ pub struct SegmentReader<R: Read> {
 }
 
 impl<'a> SegmentReader<zstd::Decoder<'a, std::io::BufReader<&'a [u8]>>> {
-    /// Open a stored (compressed) segment.
+    /// Open a stored (compressed) segment held in memory.
     pub fn open(stored: &'a [u8], what: &str) -> Result<Self> {
+        Self::open_read(stored, what)
+    }
+}
+
+impl<'a, S: Read> SegmentReader<zstd::Decoder<'a, std::io::BufReader<S>>> {
+    /// Open a stored (compressed) segment read from `stored` (a downloaded file: memory
+    /// stays one frame).
+    pub fn open_read(stored: S, what: &str) -> Result<Self> {
         let bad = |m: String| Error::new(Kind::Corrupt, format!("segment {what} is corrupt: {m}"));
         let mut input = zstd::Decoder::new(stored).map_err(|e| bad(e.to_string()))?;
         let mut magic = [0u8; 12];
