@@ -5,8 +5,10 @@
 # Target: restore --at latest <= 2x the plain restore.
 #
 # The hour is generated faster than real time, every duration scaled down by SCALE (default
-# 10): the writer commits 200*SCALE tx/s for 3600/SCALE s, the replicator ships every
-# 1000/SCALE ms (so each segment holds a second's 200 transactions, 3,600 segments in all), and
+# 10): the writer commits 200*SCALE tx/s for 3600/SCALE s, in bursts of 200 every 1000/SCALE ms
+# (a scaled second), the replicator syncs every 1000/SCALE ms (so a segment holds about a
+# second's 200 transactions, as in real time; the replicator ships again at once when commits
+# arrive while it uploads, as it does in real time too), and
 # the compaction windows are 60/SCALE s and 3600/SCALE s (the default 1 min and 1 h). What a
 # restore reads is then what it reads after a real hour: the snapshot, the hour's segments (or
 # the compacted windows and the last window's segments). Commit times are the scaled ones.
@@ -69,22 +71,22 @@ TOML
   REP=$!
   until ls repo/"$shape"/generations/*/generation.json >/dev/null 2>&1; do sleep 0.2; done
   echo "== $shape: $TX transactions at $RATE tx/s, shipped every ${SYNC_MS} ms" >&2
-  $W write --shape "$shape" --db "$shape.db" --tx "$TX" --rate "$RATE" | tee writer.log >&2
+  $W write --shape "$shape" --db "$shape.db" --tx "$TX" --rate "$RATE" --burst 200 | tee writer.log >&2
   sleep 2
   kill -TERM "$REP"; wait "$REP"
   SEGS=$(ls repo/"$shape"/generations/*/segments | wc -l)
   SEGBYTES=$(du -sb repo/"$shape"/generations | cut -f1)
   printf '%s segments %s %s\n' "$shape" "$SEGS" "$SEGBYTES" >> "$OUT/times"
   printf '%s dbsize %s\n' "$shape" "$(stat -c %s "$shape.db")" >> "$OUT/times"
-  measure "$shape" plain plain.db "$LB restore --db $shape --to plain.db"
-  measure "$shape" pitr_fine pitr.db "$LB restore --db $shape --at latest --to pitr.db"
+  measure "$shape" plain plain.db "$LB restore --db $shape --to plain.db > /dev/null"
+  measure "$shape" pitr_fine pitr.db "$LB restore --db $shape --at latest --to pitr.db > /dev/null"
   same "$shape.db" pitr.db
   r=$($M "$LB compact --db $shape > compact.log")
   printf '%s compact %s\n' "$shape" "$r" >> "$OUT/times"
   cat compact.log >&2
   CSEGS=$(ls repo/"$shape"/generations/*/segments | grep -c '\.L[0-9]' || true)
   printf '%s compacted %s %s\n' "$shape" "$CSEGS" "$(du -sb repo/"$shape"/generations | cut -f1)" >> "$OUT/times"
-  measure "$shape" pitr_compacted pitr.db "$LB restore --db $shape --at latest --to pitr.db"
+  measure "$shape" pitr_compacted pitr.db "$LB restore --db $shape --at latest --to pitr.db > /dev/null"
   same "$shape.db" pitr.db
   "$LB" --json restore --db "$shape" --at latest --to pitr-json.db > restore.json
   r=$($M "$LB verify --db $shape > verify.log")

@@ -2,16 +2,18 @@
 """Build a benchmark database, or write to one, for bench/replicate_restore.sh (issue 14).
 
     replicate_writer.py make  --shape random|append --out PATH --size MB
-    replicate_writer.py write --shape random|append --db PATH --tx N --rate TX_PER_S
+    replicate_writer.py write --shape random|append --db PATH --tx N --rate TX_PER_S [--burst K]
 
 Shapes:
 - random: `accounts` (id, balance, owner, note of 400 bytes) and a `ledger`; each transaction
   moves a random account's balance and appends a ledger row: pages touched all over the file.
 - append: `events` (id, tenant, kind, payload of 300 bytes) with an index on tenant; each
-  transaction appends one event: hot pages at the table's end and in 200 index regions.
+  transaction appends one event of 100 bytes: hot pages at the table's end and in 200 index regions.
 
-`write` commits N transactions paced to RATE per second (as fast as it can when slower), and
-prints the rate it achieved.
+`write` commits N transactions paced to RATE per second (as fast as it can when slower), in
+bursts of K back to back (default 1: evenly spread), and prints the rate it achieved. Bursts
+let a time-scaled run keep a real run's segment sizes: the replicator ships what it finds after
+each sleep, then again at once while more keeps coming.
 """
 
 import argparse
@@ -49,7 +51,7 @@ def make(shape, out, size_mb):
     c.close()
 
 
-def write(shape, db, tx, rate):
+def write(shape, db, tx, rate, burst):
     c = sqlite3.connect(db, isolation_level=None, timeout=60)
     c.execute("PRAGMA busy_timeout=60000")
     c.execute("PRAGMA synchronous=NORMAL")
@@ -57,7 +59,7 @@ def write(shape, db, tx, rate):
         top = c.execute("SELECT max(id) FROM accounts").fetchone()[0]
     start = time.perf_counter()
     for i in range(tx):
-        due = start + i / rate
+        due = start + (i - i % burst) / rate
         now = time.perf_counter()
         if due > now:
             time.sleep(due - now)
@@ -68,7 +70,7 @@ def write(shape, db, tx, rate):
             c.execute("INSERT INTO ledger(account, amount, at) VALUES (?, ?, ?)", (a, amt, time.time()))
             c.execute("COMMIT")
         else:
-            c.execute("INSERT INTO events(tenant, kind, payload) VALUES (?, 'live', randomblob(300))",
+            c.execute("INSERT INTO events(tenant, kind, payload) VALUES (?, 'live', randomblob(100))",
                       (random.randint(0, 199),))
     took = time.perf_counter() - start
     print(f"{tx} transactions in {took:.1f} s: {tx / took:.0f} tx/s (asked {rate})")
@@ -83,11 +85,12 @@ def main():
     p.add_argument("--size", type=float, default=200)
     p.add_argument("--tx", type=int, default=720000)
     p.add_argument("--rate", type=float, default=2000)
+    p.add_argument("--burst", type=int, default=1)
     a = p.parse_args()
     if a.what == "make":
         make(a.shape, a.out, a.size)
     else:
-        write(a.shape, a.db, a.tx, a.rate)
+        write(a.shape, a.db, a.tx, a.rate, a.burst)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@
 //! the same placement as any restore (temp file, never overwrite without --force, old file
 //! kept aside).
 
-use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,10 +14,8 @@ use chrono::{DateTime, Utc};
 use crate::error::{Error, Kind, Result};
 use crate::fs::atomic_replace::{check_target, FileId, Placement};
 use crate::progress::Progress;
-use crate::replicate::compacted::CompactedReader;
-use crate::replicate::layout::{self, Generation, Window};
-use crate::replicate::segment::{Link, SegmentName, SegmentReader};
-use crate::replicate::wal;
+use crate::replicate::apply::apply;
+use crate::replicate::layout::{self, Window};
 use crate::repo::Repository;
 use crate::restore::to_file::{check_image, fetch, FetchOptions, RestoreOptions};
 use crate::source::sqlite::{inspect, open_image, IntegrityCheck};
@@ -151,197 +148,6 @@ pub async fn restore_point(
         tables: info.tables,
         duration_ms: started.elapsed().as_millis() as u64,
     })
-}
-
-/// Apply the generation's segments to the snapshot at `path`, up to commit `point.seq`: the
-/// widest segments that end at or before it ([`layout::plan`]), then, for a point inside a
-/// shipped segment (the snapshot's base), that segment up to its commit.
-/// Returns (segments read, frames or pages written).
-async fn apply(repo: &Repository, point: &Point, path: &Path) -> Result<(u64, u64)> {
-    let g = &point.window.generation;
-    let pieces = &point.window.pieces;
-    let mut plan = layout::plan(pieces, g.start.seq + 1, |s| s.last_seq <= point.seq);
-    let end = plan.last().map_or(g.start.seq, |s| s.last_seq);
-    if end < point.seq {
-        plan.extend(
-            pieces
-                .iter()
-                .filter(|s| s.level == 0 && s.first_seq == end + 1 && s.last_seq > point.seq)
-                .take(1),
-        );
-    }
-    let io = |e| Error::io(format!("restore: write {}", path.display()), e);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io)?;
-    let mut state = Applied {
-        expect: g.start,
-        db_pages: None,
-        segments: 0,
-        written: 0,
-    };
-    // Each segment is downloaded beside the image, then read from there.
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let part = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| Error::io(format!("restore: a segment file in {}", dir.display()), e))?;
-    for name in plan {
-        if state.expect.seq >= point.seq {
-            break;
-        }
-        let stored =
-            layout::download_segment(repo, &g.database, &g.id, &name.name, part.path()).await?;
-        if name.level == 0 {
-            apply_shipped(g, name, stored, point.seq, &mut file, &mut state)?;
-        } else {
-            apply_compacted(g, name, stored, &mut file, &mut state)?;
-        }
-    }
-    if state.expect.seq < point.seq {
-        return Err(Error::new(
-            Kind::Corrupt,
-            format!(
-                "generation {}: its segments end at commit {} before commit {}",
-                g.id, state.expect.seq, point.seq
-            ),
-        ));
-    }
-    if let Some(pages) = state.db_pages {
-        file.set_len(pages as u64 * g.page_size as u64)
-            .map_err(io)?;
-    }
-    file.sync_all().map_err(io)?;
-    Ok((state.segments, state.written))
-}
-
-/// Where an application of segments stands.
-struct Applied {
-    /// The link the next segment must continue.
-    expect: Link,
-    /// The database's size after the last commit applied.
-    db_pages: Option<u32>,
-    segments: u64,
-    /// Frames or pages written.
-    written: u64,
-}
-
-fn broken(g: &Generation, name: &SegmentName, what: &str) -> Error {
-    Error::new(
-        Kind::Corrupt,
-        format!(
-            "generation {}: segment {} does not continue the chain: {what}",
-            g.id, name.name
-        ),
-    )
-}
-
-fn write_page(file: &mut std::fs::File, ps: u64, pgno: u32, page: &[u8]) -> Result<()> {
-    let io = |e| Error::io("restore: write the image", e);
-    file.seek(SeekFrom::Start((pgno as u64 - 1) * ps))
-        .map_err(io)?;
-    file.write_all(page).map_err(io)
-}
-
-/// A shipped segment, checked frame by frame against the WAL checksum chain, up to `until`.
-fn apply_shipped(
-    g: &Generation,
-    name: &SegmentName,
-    stored: impl std::io::Read,
-    until: u64,
-    file: &mut std::fs::File,
-    st: &mut Applied,
-) -> Result<()> {
-    let mut reader = SegmentReader::open_read(stored, &name.name)?;
-    let h = reader.header.clone();
-    let broken = |what: &str| broken(g, name, what);
-    if h.generation != g.id || h.database != g.database || h.page_size != g.page_size {
-        return Err(broken("it belongs to another generation"));
-    }
-    if h.prev != st.expect || h.first_seq() != st.expect.seq + 1 {
-        return Err(broken("its previous link is not the last segment's end"));
-    }
-    if (h.first_seq(), h.last_seq()) != (name.first_seq, name.last_seq) {
-        return Err(broken("its name and its content disagree"));
-    }
-    match st.expect.position {
-        Some(p) if p.salts == h.start.salts => {
-            if h.start != p {
-                return Err(broken("it starts elsewhere in the WAL"));
-            }
-        }
-        _ => {
-            if h.start != wal::Position::start_of(&h.header()?) {
-                return Err(broken("a new WAL that does not start at its frame 0"));
-            }
-        }
-    }
-    st.segments += 1;
-    let mut commits = h.commits.iter().peekable();
-    let mut n = 0u64;
-    let mut done = false;
-    while let Some(frame) = reader.next_frame()? {
-        n += 1;
-        let pgno = wal::be32(frame, 0);
-        let size = wal::be32(frame, 4);
-        if pgno == 0 {
-            return Err(broken("a frame for page 0"));
-        }
-        write_page(file, g.page_size as u64, pgno, &frame[wal::FRAME_HEADER..])?;
-        st.written += 1;
-        let at_commit = commits.peek().is_some_and(|c| c.end == n);
-        if (size != 0) != at_commit {
-            return Err(broken("its commit frames are not the ones it lists"));
-        }
-        if let Some(c) = commits.next_if(|c| c.end == n) {
-            if c.db_pages != size {
-                return Err(broken("a commit's size is not its frame's"));
-            }
-            st.db_pages = Some(size);
-            st.expect.seq = c.seq;
-            if c.seq == until {
-                done = true;
-                break;
-            }
-        }
-    }
-    // A segment read to its end also proves zstd's own checksum and that nothing follows.
-    if !done || h.last_seq() == until {
-        reader.finish()?;
-        st.expect = h.end_link();
-    }
-    Ok(())
-}
-
-/// A compacted segment: its links, then its pages, then its sha256 and count.
-fn apply_compacted(
-    g: &Generation,
-    name: &SegmentName,
-    stored: impl std::io::Read,
-    file: &mut std::fs::File,
-    st: &mut Applied,
-) -> Result<()> {
-    let mut reader = CompactedReader::open(stored, &name.name)?;
-    let h = reader.header.clone();
-    let broken = |what: &str| broken(g, name, what);
-    if h.generation != g.id || h.database != g.database || h.page_size != g.page_size {
-        return Err(broken("it belongs to another generation"));
-    }
-    if h.prev != st.expect || h.first_seq != st.expect.seq + 1 {
-        return Err(broken("its previous link is not the last segment's end"));
-    }
-    if (h.first_seq, h.last_seq, h.level) != (name.first_seq, name.last_seq, name.level)
-        || h.end.seq != h.last_seq
-    {
-        return Err(broken("its name and its content disagree"));
-    }
-    st.segments += 1;
-    while let Some((pgno, page)) = reader.next_page()? {
-        write_page(file, g.page_size as u64, pgno, page)?;
-        st.written += 1;
-    }
-    st.db_pages = Some(h.db_pages);
-    st.expect = h.end;
-    Ok(())
 }
 
 /// SQLite's own check of the result, and its row counts.
