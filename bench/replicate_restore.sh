@@ -16,7 +16,7 @@
 # Two data shapes (bench/replicate_writer.py): random (a balance update on a random account and
 # a ledger append per transaction: pages all over the file) and append (one event appended,
 # an index on its tenant). Each restored database is compared with the source (sqldiff).
-#   SIZE_MB=200 SHAPES="random append" SCALE=10 TX=720000 REPEAT=3 bench/replicate_restore.sh
+#   SIZE_MB=200 SHAPES="random append" SCALE=10 TX=720000 REPEAT=3 [LIFEBOAT_BIN=…] bench/replicate_restore.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB="${SIZE_MB:-200}"; SHAPES="${SHAPES:-random append}"; SCALE="${SCALE:-10}"
@@ -25,11 +25,14 @@ OUT="${BENCH_DIR:-bench/out-replicate}"
 for tool in sqlite3 sqldiff python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
 done
-touch crates/lifeboat-cli/src/main.rs
-cargo build --release --quiet -p lifeboat-cli
-T="${CARGO_TARGET_DIR:-$PWD/target}"
+# LIFEBOAT_BIN: a lifeboat binary built already (else this checkout's, built in release).
+if [ -z "${LIFEBOAT_BIN:-}" ]; then
+  touch crates/lifeboat-cli/src/main.rs
+  cargo build --release --quiet -p lifeboat-cli
+  LIFEBOAT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/lifeboat"
+fi
 rm -rf "$OUT" && mkdir -p "$OUT/bin" && OUT="$(cd "$OUT" && pwd)"
-cp "$T/release/lifeboat" "$OUT/bin/"
+cp "$LIFEBOAT_BIN" "$OUT/bin/"
 LB="$OUT/bin/lifeboat"
 M="python3 $PWD/bench/measure.py"
 W="python3 $PWD/bench/replicate_writer.py"

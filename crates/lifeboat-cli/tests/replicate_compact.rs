@@ -200,6 +200,10 @@ fn compacted_chains_restore_the_same_and_stay_exact() {
     assert!(out.contains("wrote"), "{out}");
     let files = segment_files(d);
     assert!(files.iter().any(|p| level(p, "L2")), "{files:?}");
+    assert!(
+        files.iter().any(|p| level(p, "L255")),
+        "a rollup: {files:?}"
+    );
     for (i, at) in instants.iter().enumerate() {
         let p = restore_at(d, at, "after.db");
         assert_eq!(prefix(&p), refs[i].1, "{at}");

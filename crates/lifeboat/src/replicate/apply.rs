@@ -90,7 +90,7 @@ impl Applied<'_> {
 /// widest segments that end at or before it ([`layout::plan`]), and for a point inside a
 /// shipped segment (the snapshot's base) that segment up to its commit. Returns (segments
 /// read, pages written).
-pub(super) async fn apply(repo: &Repository, point: &Point, path: &Path) -> Result<(u64, u64)> {
+pub(crate) async fn apply(repo: &Repository, point: &Point, path: &Path) -> Result<(u64, u64)> {
     let g = &point.window.generation;
     let pieces = &point.window.pieces;
     let mut plan = layout::plan(pieces, g.start.seq + 1, |s| s.last_seq <= point.seq);
@@ -260,4 +260,48 @@ fn apply_compacted(st: &mut Applied, name: &SegmentName, stored: impl Read) -> R
     st.done.absorb(&mut this);
     st.expect_end = Some(h.prev);
     Ok(())
+}
+
+/// Read a stored segment of generation `g` through and check it as a restore would (its
+/// generation, its name, its checksums: the WAL chain and commit frames of a shipped one, the
+/// sha256 of a compacted one), without applying it: what a verify does with the segments a
+/// restore to the newest point does not read.
+pub fn check_stored(g: &Generation, name: &SegmentName, stored: impl Read) -> Result<()> {
+    let broken = |what: &str| {
+        Error::new(
+            Kind::Corrupt,
+            format!("generation {}: segment {}: {what}", g.id, name.name),
+        )
+    };
+    if name.level == 0 {
+        let mut r = SegmentReader::open_read(stored, &name.name)?;
+        let h = r.header.clone();
+        if h.generation != g.id || h.database != g.database || h.page_size != g.page_size {
+            return Err(broken("it belongs to another generation"));
+        }
+        if (h.first_seq(), h.last_seq()) != (name.first_seq, name.last_seq) {
+            return Err(broken("its name and its content disagree"));
+        }
+        let mut commits = h.commits.iter().peekable();
+        let mut n = 0u64;
+        while let Some(frame) = r.next_frame()? {
+            n += 1;
+            let size = wal::be32(frame, 4);
+            if (size != 0) != commits.next_if(|c| c.end == n).is_some() {
+                return Err(broken("its commit frames are not the ones it lists"));
+            }
+        }
+        r.finish()
+    } else {
+        let mut r = CompactedReader::open(stored, &name.name)?;
+        let h = r.header.clone();
+        if h.generation != g.id || h.database != g.database || h.page_size != g.page_size {
+            return Err(broken("it belongs to another generation"));
+        }
+        if (h.first_seq, h.last_seq, h.level) != (name.first_seq, name.last_seq, name.level) {
+            return Err(broken("its name and its content disagree"));
+        }
+        while r.next_page()?.is_some() {}
+        Ok(())
+    }
 }

@@ -5,6 +5,12 @@
 //! restore reads the widest segments that fit ([`layout::plan`]), so the newest point of a
 //! one-hour chain costs a few dozen reads, not 3,600.
 //!
+//! Above the levels, one *rollup* ([`ROLLUP`]): everything from the first compacted commit to
+//! the newest closed first-level window, rebuilt from the previous rollup and the windows after
+//! it, at most the database's size. A restore to a recent point then reads the snapshot, the
+//! rollup and the last window's segments, whatever the workload: on a database whose pages are
+//! all written every minute, sixty one-minute windows would each be nearly the database.
+//!
 //! Shipped segments stay while younger than `pitr_fine_within` (every commit a restore point);
 //! older ones are deleted once a compacted segment that covers them was listed before this run
 //! started (written by an earlier run: a restore that listed before it was written is long
@@ -22,7 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::{Error, Kind, Result};
-use crate::replicate::compacted::{self, CompactedHeader, CompactedReader, RecordHash};
+use crate::replicate::compacted::{self, CompactedHeader, CompactedReader, RecordHash, ROLLUP};
 use crate::replicate::layout::{self, Generation, Window};
 use crate::replicate::segment::{compacted_name, Link, SegmentName, SegmentReader};
 use crate::replicate::wal;
@@ -104,13 +110,59 @@ pub async fn compact(
                 (a.first_seq, b.last_seq, b.level).cmp(&(b.first_seq, a.last_seq, a.level))
             });
         }
-        let doomed = deletable(&w, &listed_at_start, fine_until);
+        if let Some(group) = rollup_inputs(&pieces) {
+            let (first, last) = (&group[0], &group[group.len() - 1]);
+            let name = compacted_name(
+                (first.first_seq, first.first_at),
+                (last.last_seq, last.last_at),
+                ROLLUP,
+            );
+            report.merged += group.len();
+            report.written.push(format!("{}/{name}", w.generation.id));
+            if !opts.dry_run {
+                merge(repo, &w.generation, &group, ROLLUP, &name, opts).await?;
+            }
+        }
+        let mut doomed = deletable(&w, &listed_at_start, fine_until);
+        // Rollups older than the newest one listed before this run: superseded.
+        let mut rollups: Vec<&SegmentName> = (listed_at_start.iter())
+            .filter(|p| p.level == ROLLUP)
+            .collect();
+        rollups.sort_by_key(|p| p.last_seq);
+        rollups.pop();
+        doomed.extend(rollups.into_iter().map(|p| p.name.clone()));
         report.deleted += doomed.len();
         if !opts.dry_run && !doomed.is_empty() {
             layout::delete_segments(repo, db, &w.generation.id, &doomed).await?;
         }
     }
     Ok(report)
+}
+
+/// What the next rollup merges: from the first level-1 segment to the newest one's end, the
+/// widest segments there (the previous rollup first); `None` when that is no more than the
+/// newest rollup already covers, or a single segment.
+fn rollup_inputs(pieces: &[SegmentName]) -> Option<Vec<SegmentName>> {
+    let l1 = pieces.iter().filter(|p| p.level == 1);
+    let from = l1.clone().map(|p| p.first_seq).min()?;
+    let to = l1.map(|p| p.last_seq).max()?;
+    let newest = (pieces.iter())
+        .filter(|p| p.level == ROLLUP && p.first_seq == from)
+        .map(|p| p.last_seq)
+        .max();
+    if newest.is_some_and(|n| n >= to) {
+        return None;
+    }
+    // Only the newest rollup is an input; the others it superseded are not read again.
+    let usable: Vec<SegmentName> = (pieces.iter())
+        .filter(|p| p.level != ROLLUP || Some(p.last_seq) == newest)
+        .cloned()
+        .collect();
+    let plan: Vec<SegmentName> = layout::plan(&usable, from, |p| p.last_seq <= to)
+        .into_iter()
+        .cloned()
+        .collect();
+    (plan.len() > 1 && plan.last().is_some_and(|p| p.last_seq == to)).then_some(plan)
 }
 
 /// The groups of level `level - 1` segments to merge into level `level`: consecutive segments
@@ -127,7 +179,7 @@ fn closed_groups(
         .filter(|p| p.level == level - 1 && p.first_seq > g.base_seq)
         .collect();
     let done: BTreeSet<u64> = (pieces.iter())
-        .filter(|p| p.level >= level)
+        .filter(|p| p.level == level)
         .map(|p| p.first_seq)
         .collect();
     let newest = below.iter().map(|p| window_of(p.last_at, span)).max();

@@ -17,6 +17,12 @@ use crate::replicate::segment::Link;
 use crate::replicate::wal;
 
 const MAGIC: &[u8; 8] = b"LBCMP001";
+
+/// The level of a rollup: one compacted segment from the first compacted commit to the end of
+/// the newest closed window of the first level (at most the database's size), so a restore to
+/// a recent point reads the snapshot, one rollup and the last window's segments, however many
+/// windows came before. Replaced by the next one; rollups overlap each other by design.
+pub const ROLLUP: u8 = 255;
 const MAX_HEADER: u32 = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -25,7 +31,8 @@ pub struct CompactedHeader {
     pub database: String,
     pub generation: String,
     pub page_size: u32,
-    /// 1: merged shipped segments; 2 and up: merged segments of the level below.
+    /// 1: merged shipped segments; 2 and up: merged segments of the level below; [`ROLLUP`]:
+    /// everything from the first compacted commit.
     pub level: u8,
     pub first_seq: u64,
     pub last_seq: u64,

@@ -10,7 +10,7 @@
 //! generations) and `checkpoint` its checkpoints; [`pitr`] the restore; [`settings`] the
 //! `[replication]` section; [`retain`] what `pitr_within` keeps.
 
-mod apply;
+pub mod apply;
 mod checkpoint;
 pub mod compact;
 pub mod compacted;
