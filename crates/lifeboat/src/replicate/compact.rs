@@ -154,10 +154,13 @@ fn rollup_inputs(pieces: &[SegmentName]) -> Option<Vec<SegmentName>> {
         return None;
     }
     // Only the newest rollup is an input; the others it superseded are not read again.
-    let usable: Vec<SegmentName> = (pieces.iter())
+    let mut usable: Vec<SegmentName> = (pieces.iter())
         .filter(|p| p.level != ROLLUP || Some(p.last_seq) == newest)
         .cloned()
         .collect();
+    usable.sort_by(|a, b| {
+        (a.first_seq, b.last_seq, b.level).cmp(&(b.first_seq, a.last_seq, a.level))
+    });
     let plan: Vec<SegmentName> = layout::plan(&usable, from, |p| p.last_seq <= to)
         .into_iter()
         .cloned()
@@ -178,25 +181,29 @@ fn closed_groups(
         .iter()
         .filter(|p| p.level == level - 1 && p.first_seq > g.base_seq)
         .collect();
-    let done: BTreeSet<u64> = (pieces.iter())
+    // A window compacted already: a segment of this level covers its first commit (its shipped
+    // segments may be partly deleted since, past `pitr_fine_within`).
+    let done: Vec<(u64, u64)> = (pieces.iter())
         .filter(|p| p.level == level)
-        .map(|p| p.first_seq)
+        .map(|p| (p.first_seq, p.last_seq))
         .collect();
+    let compacted = |seq: u64| done.iter().any(|(a, b)| *a <= seq && seq <= *b);
     let newest = below.iter().map(|p| window_of(p.last_at, span)).max();
     let mut out: Vec<Vec<SegmentName>> = Vec::new();
     let mut cur: Vec<SegmentName> = Vec::new();
     let mut flush = |cur: &mut Vec<SegmentName>| {
         let whole = cur.windows(2).all(|p| p[1].first_seq == p[0].last_seq + 1);
         let key = cur.first().map(|p| window_of(p.last_at, span));
-        if whole && key.is_some_and(|k| Some(k) < newest) && !done.contains(&cur[0].first_seq) {
+        if whole && key.is_some_and(|k| Some(k) < newest) && !compacted(cur[0].first_seq) {
             out.push(std::mem::take(cur));
         }
         cur.clear();
     };
     for p in below {
+        // One window per group; a window whose segments do not follow each other (damage, or
+        // a segment copied in) is left as it is, for verify to name.
         let same = cur.last().is_some_and(|c: &SegmentName| {
             window_of(c.last_at, span) == window_of(p.last_at, span)
-                && p.first_seq == c.last_seq + 1
         });
         if !same {
             flush(&mut cur);
@@ -367,4 +374,127 @@ async fn merge(
     }
     tracing::info!(database = %g.database, generation = %g.id, segment = name, pages = kept.len(), "compacted");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replicate::segment::parse_name;
+
+    fn t(s: u32) -> String {
+        format!("20261202T1000{:02}000Z", s)
+    }
+
+    /// A segment of `level` for commits `a..=b`, its last commit at second `s` of 10:00.
+    fn seg(a: u64, b: u64, s: u32, level: u8) -> SegmentName {
+        let name = match level {
+            0 => format!("{a:012}-{b:012}-{}-{}.seg.zst", t(s), t(s)),
+            l => format!("{a:012}-{b:012}-{}-{}.L{l}.seg.zst", t(s), t(s)),
+        };
+        parse_name(&name).unwrap()
+    }
+
+    fn generation() -> Generation {
+        let at = DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        Generation {
+            format_version: 1,
+            id: "gen-x".into(),
+            database: "d".into(),
+            created_at: at,
+            reason: "first run".into(),
+            snapshot: "backup-x".into(),
+            source_path: "/d.db".into(),
+            inode: 1,
+            page_size: 4096,
+            start: Link {
+                seq: 0,
+                position: None,
+            },
+            base_seq: 1,
+            base_at: at,
+        }
+    }
+
+    fn names(groups: &[Vec<SegmentName>]) -> Vec<Vec<(u64, u64)>> {
+        (groups.iter())
+            .map(|g| g.iter().map(|p| (p.first_seq, p.last_seq)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn only_closed_windows_and_never_the_base_segment() {
+        let g = generation();
+        let span = Duration::from_secs(10);
+        // The base segment (1-2), window 0 (3-5), window 1 (6-7), window 2 still open (8).
+        let pieces = vec![
+            seg(1, 2, 1, 0),
+            seg(3, 4, 2, 0),
+            seg(5, 5, 9, 0),
+            seg(6, 7, 12, 0),
+            seg(8, 8, 25, 0),
+        ];
+        let groups = closed_groups(&g, &pieces, 1, span);
+        assert_eq!(names(&groups), vec![vec![(3, 4), (5, 5)], vec![(6, 7)]]);
+        // Window 0 compacted, and its first shipped segment deleted since: nothing to redo.
+        let pieces = vec![
+            seg(1, 2, 1, 0),
+            seg(3, 5, 9, 1),
+            seg(5, 5, 9, 0),
+            seg(6, 7, 12, 0),
+            seg(8, 8, 25, 0),
+        ];
+        assert_eq!(
+            names(&closed_groups(&g, &pieces, 1, span)),
+            vec![vec![(6, 7)]]
+        );
+        // A gap inside a window: that window is not compacted.
+        let pieces = vec![seg(3, 3, 2, 0), seg(5, 5, 3, 0), seg(6, 6, 15, 0)];
+        assert!(closed_groups(&g, &pieces, 1, span).is_empty());
+    }
+
+    #[test]
+    fn rollups_grow_from_the_previous_one() {
+        let mut pieces = vec![seg(3, 5, 9, 1), seg(6, 7, 12, 1), seg(8, 9, 25, 0)];
+        let r = rollup_inputs(&pieces).unwrap();
+        assert_eq!(r.iter().map(|p| p.last_seq).collect::<Vec<_>>(), vec![5, 7]);
+        pieces.push(seg(3, 7, 12, ROLLUP));
+        assert!(rollup_inputs(&pieces).is_none(), "nothing new");
+        pieces.push(seg(8, 9, 25, 1));
+        let r = rollup_inputs(&pieces).unwrap();
+        assert_eq!(
+            r.iter().map(|p| (p.level, p.last_seq)).collect::<Vec<_>>(),
+            vec![(ROLLUP, 7), (1, 9)]
+        );
+    }
+
+    #[test]
+    fn shipped_segments_go_when_old_and_compacted_never_the_newest() {
+        let g = generation();
+        let listed = vec![
+            seg(1, 2, 1, 0),
+            seg(3, 4, 2, 0),
+            seg(3, 4, 2, 1),
+            seg(5, 5, 30, 0),
+        ];
+        let w = Window {
+            generation: g,
+            segments: Vec::new(),
+            pieces: listed.clone(),
+            gap_after: None,
+        };
+        let until = DateTime::parse_from_rfc3339("2026-12-02T11:00:00Z")
+            .unwrap()
+            .to_utc();
+        // Not the base segment (1-2), not the newest (5), not an uncompacted one.
+        let gone = deletable(&w, &listed, until);
+        assert_eq!(gone.len(), 1);
+        assert!(gone[0].starts_with("000000000003-000000000004") && !gone[0].contains(".L"));
+        // Younger than pitr_fine_within: kept.
+        let early = DateTime::parse_from_rfc3339("2026-12-02T10:00:01Z")
+            .unwrap()
+            .to_utc();
+        assert!(deletable(&w, &listed, early).is_empty());
+    }
 }
