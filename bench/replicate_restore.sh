@@ -31,12 +31,20 @@ if [ -z "${LIFEBOAT_BIN:-}" ]; then
   cargo build --release --quiet -p lifeboat-cli
   LIFEBOAT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/lifeboat"
 fi
-rm -rf "$OUT" && mkdir -p "$OUT/bin" && OUT="$(cd "$OUT" && pwd)"
+# REUSE=1: keep the databases and replicated hours of an earlier run in BENCH_DIR (their
+# compacted segments removed, so this binary compacts again) and measure again.
+if [ "${REUSE:-0}" = 1 ]; then
+  mkdir -p "$OUT/bin"
+else
+  rm -rf "$OUT" && mkdir -p "$OUT/bin"
+fi
+OUT="$(cd "$OUT" && pwd)"
 cp "$LIFEBOAT_BIN" "$OUT/bin/"
 LB="$OUT/bin/lifeboat"
 M="python3 $PWD/bench/measure.py"
 W="python3 $PWD/bench/replicate_writer.py"
 RATE=$((200 * SCALE)); SYNC_MS=$((1000 / SCALE)); L1=$((60 / SCALE)); L2=$((3600 / SCALE))
+if [ "${REUSE:-0}" = 1 ] && [ -f "$OUT/times" ]; then mv "$OUT/times" "$OUT/times.before"; fi
 : > "$OUT/times"
 
 measure() { # shape name output command: REPEAT runs, the output removed first, untimed
@@ -56,7 +64,13 @@ same() { # a b: the same database, or fail
 }
 
 for shape in $SHAPES; do
-  D="$OUT/$shape"; mkdir -p "$D"; cd "$D"
+  D="$OUT/$shape"
+  if [ "${REUSE:-0}" = 1 ] && [ -d "$D/repo" ]; then
+    cd "$D"
+    rm -f repo/"$shape"/generations/*/segments/*.L*.seg.zst
+    echo "== $shape: reusing $(ls repo/"$shape"/generations/*/segments | wc -l) segments" >&2
+  else
+  mkdir -p "$D"; cd "$D"
   echo "== $shape: making a ${SIZE_MB} MB database" >&2
   $W make --shape "$shape" --out "$shape.db" --size "$SIZE_MB"
   cat > lifeboat.toml <<TOML
@@ -77,6 +91,7 @@ TOML
   $W write --shape "$shape" --db "$shape.db" --tx "$TX" --rate "$RATE" --burst 200 | tee writer.log >&2
   sleep 2
   kill -TERM "$REP"; wait "$REP"
+  fi
   SEGS=$(ls repo/"$shape"/generations/*/segments | wc -l)
   SEGBYTES=$(du -sb repo/"$shape"/generations | cut -f1)
   printf '%s segments %s %s\n' "$shape" "$SEGS" "$SEGBYTES" >> "$OUT/times"
