@@ -39,7 +39,7 @@ else
   rm -rf "$OUT" && mkdir -p "$OUT/bin"
 fi
 OUT="$(cd "$OUT" && pwd)"
-cp "$LIFEBOAT_BIN" "$OUT/bin/"
+cp "$LIFEBOAT_BIN" "$OUT/bin/lifeboat"
 LB="$OUT/bin/lifeboat"
 M="python3 $PWD/bench/measure.py"
 W="python3 $PWD/bench/replicate_writer.py"
@@ -106,6 +106,7 @@ TOML
   printf '%s compacted %s %s\n' "$shape" "$CSEGS" "$(du -sb repo/"$shape"/generations | cut -f1)" >> "$OUT/times"
   measure "$shape" pitr_compacted pitr.db "$LB restore --db $shape --at latest --to pitr.db > /dev/null"
   same "$shape.db" pitr.db
+  rm -f pitr-json.db
   "$LB" --json restore --db "$shape" --at latest --to pitr-json.db > restore.json
   r=$($M "$LB verify --db $shape > verify.log")
   printf '%s verify_chain %s\n' "$shape" "$r" >> "$OUT/times"

@@ -266,7 +266,8 @@ pub async fn delete_generation(repo: &Repository, db: &str, id: &str) -> Result<
 }
 
 /// Download a segment into the file `to`, streamed (memory: one chunk), and open it for
-/// reading: a compacted segment can be as large as the database.
+/// reading: a compacted segment can be as large as the database. A local repository's file is
+/// opened where it is instead.
 pub async fn download_segment(
     repo: &Repository,
     db: &str,
@@ -276,14 +277,26 @@ pub async fn download_segment(
 ) -> Result<std::io::BufReader<std::fs::File>> {
     use std::io::{Seek, Write};
     let key = segments_prefix(repo, db, gen).join(name);
+    let missing = || {
+        Error::new(
+            Kind::Corrupt,
+            format!("generation {gen}: segment {name} is missing"),
+        )
+    };
+    // A local repository's object is read where it is: no copy.
+    if let Some(path) = repo.backend().local_path(&key) {
+        return match std::fs::File::open(&path) {
+            Ok(f) => Ok(std::io::BufReader::with_capacity(256 * 1024, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing()),
+            Err(e) => Err(Error::new(
+                Kind::Repository,
+                format!("read segment {}: {e}", path.display()),
+            )),
+        };
+    }
     let got = match repo.backend().store.get(&key).await {
         Ok(g) => g,
-        Err(object_store::Error::NotFound { .. }) => {
-            return Err(Error::new(
-                Kind::Corrupt,
-                format!("generation {gen}: segment {name} is missing"),
-            ))
-        }
+        Err(object_store::Error::NotFound { .. }) => return Err(missing()),
         Err(e) => return Err(repo.err("read segment", e)),
     };
     let io = |e| Error::io(format!("segment download to {}", to.display()), e);
