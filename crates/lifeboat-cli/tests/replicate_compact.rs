@@ -260,3 +260,66 @@ fn compacted_chains_restore_the_same_and_stay_exact() {
     assert_eq!(o.status.code(), Some(6), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("CHAIN"), "{}", stdout(&o));
 }
+
+#[test]
+fn compaction_beside_a_running_replicator_and_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("w.db");
+    sqlite3(
+        &db,
+        "PRAGMA auto_vacuum=FULL; PRAGMA journal_mode=WAL; CREATE TABLE c(n INTEGER, v BLOB); CREATE TABLE t(n INTEGER PRIMARY KEY);",
+    );
+    // Shipped segments older than a second go as soon as they are compacted: the most a
+    // compaction deletes under a running replicator.
+    config(d, "1s");
+    let rep = cmd(d)
+        .args(["replicate", "--db", "w", "--sync-interval", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !d.join("repo/w/generations").exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (log, stopfile) = (d.join("writer.log"), d.join("stop"));
+    let mut writer = Command::new("python3")
+        .args(["-c", WRITER])
+        .arg(&db)
+        .arg(&log)
+        .arg(&stopfile)
+        .spawn()
+        .unwrap();
+    // Compactions (two at once each round) and restores while both run.
+    for round in 0..8 {
+        std::thread::sleep(Duration::from_millis(900));
+        let both: Vec<Child> = (0..2)
+            .map(|_| {
+                cmd(d)
+                    .arg("compact")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in both {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "round {round}: {}", stderr(&o));
+        }
+        let p = restore_at(d, "latest", &format!("mid-{round}.db"));
+        prefix(&p);
+    }
+    std::fs::write(&stopfile, "").unwrap();
+    assert!(writer.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(700));
+    stop(rep);
+    let files = segment_files(d);
+    assert!(files.iter().any(|p| level(p, "L1")), "{files:?}");
+    let latest = restore_at(d, "latest", "latest.db");
+    assert_same_db(&db, &latest);
+    let commits = std::fs::read_to_string(&log).unwrap().lines().count() as u64;
+    assert_eq!(prefix(&latest), commits);
+    ok(d, &["verify", "--all"]);
+}
