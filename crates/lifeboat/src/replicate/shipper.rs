@@ -245,22 +245,42 @@ impl<'a> Replicator<'a> {
                 })
             })
             .last();
+        let mut old_wal = None;
         if let Some(last) = contiguous {
             let bytes = layout::read_segment(self.repo, db, &id, &last.name).await?;
             let reader = SegmentReader::open(&bytes, &last.name)?;
             link = reader.header.end_link();
+            old_wal = reader.header.header().ok();
         }
         let Some(pos) = link.position else {
             return Ok(Err(
                 "the chain started on an empty WAL and cannot prove nothing happened since".into(),
             ));
         };
-        if !self.wal_holds(pos)? {
+        if !self.wal_holds(pos)? && !self.reset_after(old_wal.as_ref(), pos)? {
+            let now = wal::read_header(&wal::wal_path(&self.source.path))?;
+            if let (Some(old), Some(now)) = (&old_wal, &now) {
+                if now.salts() != pos.salts && wal::reset_once(old, now) {
+                    return Ok(Err(
+                        "the WAL was reset once since the chain stopped, and the new WAL has overwritten the frames that would prove nothing was lost in between".into(),
+                    ));
+                }
+            }
             return Ok(Err(
                 "the WAL no longer holds where the chain stopped (checkpointed and reset while lifeboat was not running)".into(),
             ));
         }
         Ok(Ok(Chain { generation, link }))
+    }
+
+    /// Whether the WAL was reset once, right after `pos` (lifeboat's own complete checkpoint
+    /// just before it was stopped): the chain then goes on at the new WAL's frame 0.
+    fn reset_after(&self, old: Option<&wal::WalHeader>, pos: Position) -> Result<bool> {
+        let path = wal::wal_path(&self.source.path);
+        match (old, wal::read_header(&path)?) {
+            (Some(old), Some(now)) => wal::reset_once_after(&path, old, &now, pos),
+            _ => Ok(false),
+        }
     }
 
     /// Whether the WAL is still the one `pos` is in, with the same frame at it.

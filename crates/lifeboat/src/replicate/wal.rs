@@ -54,6 +54,11 @@ impl WalHeader {
         [be32(&self.bytes, 16), be32(&self.bytes, 20)]
     }
 
+    /// How many times the WAL was reset (checkpoint sequence).
+    pub fn checkpoint_seq(&self) -> u32 {
+        be32(&self.bytes, 12)
+    }
+
     /// The seed of the first frame's cumulative checksum.
     pub fn checksum(&self) -> [u32; 2] {
         [be32(&self.bytes, 24), be32(&self.bytes, 28)]
@@ -162,6 +167,53 @@ pub fn scan(wal: &Path, header: &WalHeader, from: Position) -> Result<Scan> {
         commits,
         to,
     })
+}
+
+/// Whether the WAL at `wal`, whose header is now `now`, is the WAL `old` reset exactly once
+/// with `end` as its last frame: one checkpoint sequence further, salt-1 one more (SQLite's
+/// reset), and in the file the old WAL's frame at `end` still there with no frame of the old
+/// WAL after it. SQLite rewrites a reset WAL from its start and never clears the rest, so old
+/// frames after `end` (never shipped, then checkpointed away) would still be in the file.
+/// The frame after `end` is read first: a writer filling the new WAL overwrites it only after
+/// the frame at `end`, which is read second.
+pub fn reset_once_after(
+    wal: &Path,
+    old: &WalHeader,
+    now: &WalHeader,
+    end: Position,
+) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    if end.frame == 0 || end.salts != old.salts() || !reset_once(old, now) {
+        return Ok(false);
+    }
+    let f = File::open(wal).map_err(|e| Error::io(format!("read {}", wal.display()), e))?;
+    let size = (FRAME_HEADER + old.page_size() as usize) as u64;
+    let slot = |frame: u64| WAL_HEADER as u64 + (frame - 1) * size;
+    let mut next = vec![0u8; size as usize];
+    let after_end = match f.read_exact_at(&mut next, slot(end.frame + 1)) {
+        Ok(()) => check_frame(old, &next, end.checksum).is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+        Err(e) => return Err(Error::io(format!("read {}", wal.display()), e)),
+    };
+    let mut fh = [0u8; FRAME_HEADER];
+    let at_end = match f.read_exact_at(&mut fh, slot(end.frame)) {
+        Ok(()) => {
+            [be32(&fh, 8), be32(&fh, 12)] == end.salts
+                && [be32(&fh, 16), be32(&fh, 20)] == end.checksum
+                && be32(&fh, 4) != 0
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+        Err(e) => return Err(Error::io(format!("read {}", wal.display()), e)),
+    };
+    Ok(at_end && !after_end)
+}
+
+/// Whether `now` is the header SQLite writes when it resets the WAL `old` once: one checkpoint
+/// sequence further, salt-1 one more, the same page size.
+pub fn reset_once(old: &WalHeader, now: &WalHeader) -> bool {
+    now.checkpoint_seq() == old.checkpoint_seq().wrapping_add(1)
+        && now.salts()[0] == old.salts()[0].wrapping_add(1)
+        && now.page_size() == old.page_size()
 }
 
 /// The cumulative checksum after `frame` (header and page), when the frame belongs to this WAL
