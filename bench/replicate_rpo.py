@@ -105,7 +105,8 @@ def lag(lb, shape, secs, rate, s3=None):
     db = os.path.join(root, "app.db")
     new_db(db, shape)
     if s3:
-        repo, env, store = "s3://bench/rpo", s3.env(), os.path.join(s3.data, "bench", "rpo")
+        key = f"rpo-{shape}"
+        repo, env, store = f"s3://bench/{key}", s3.env(), os.path.join(s3.data, "bench", key)
     else:
         repo, env, store = os.path.join(root, "repo"), dict(os.environ), os.path.join(root, "repo")
     p = replicator(lb, db, repo, env)
