@@ -12,7 +12,7 @@ alternated three times in one run; throughput ratio (target >= 90 %). Two data s
 
   python3 bench/replicate_rpo.py [--lb target/release/lifeboat] [--s3s-fs PATH] [--secs 30]
 """
-import argparse, os, re, signal, socket, sqlite3, statistics, subprocess, sys, tempfile, time
+import argparse, os, re, shutil, signal, socket, sqlite3, statistics, subprocess, sys, tempfile, time
 
 SEG = re.compile(r"^(\d+)-(\d+)-.*\.seg\.zst$")
 
@@ -126,6 +126,9 @@ def lag(lb, shape, secs, rate, s3=None):
             for seq in range(int(m.group(1)), int(m.group(2)) + 1):
                 durable[seq] = t
     lags = sorted(durable[i + 1] - e for i, e in enumerate(ends))
+    shutil.rmtree(root)
+    if s3:
+        shutil.rmtree(store)
     q = lambda p: lags[min(len(lags) - 1, int(p * len(lags)))]
     return len(ends) / secs, q(0.5), q(0.99), lags[-1]
 
@@ -146,6 +149,9 @@ def impact(lb, shape, secs):
             if p:
                 stop(p)
             (on if p else off).append(tx)
+            shutil.rmtree(root)
+            os.makedirs(root)
+    shutil.rmtree(root)
     return statistics.median(off), statistics.median(on), off, on
 
 
@@ -167,6 +173,7 @@ def main():
             print(f"{where:<12} {shape:<6} {tx:7.1f} {p50:7.3f} {p99:7.3f} {mx:7.3f}", flush=True)
     finally:
         s3.stop()
+        shutil.rmtree(os.path.dirname(s3.data))
     print("\nWriter impact: unpaced writer, synchronous=NORMAL, 3 alternations of 10 s (target >= 90 %)")
     print(f"{'shape':<6} {'off tx/s':>9} {'on tx/s':>9} {'ratio':>7}   runs off / on")
     for shape in ("rows", "blobs"):
