@@ -146,7 +146,7 @@ fn breaks_start_new_generations_and_restores_never_mix_them() {
     let out = replicate_once(d, &db);
     assert!(out.contains("replaced"), "{out}");
 
-    // VACUUM goes through the WAL as one more transaction: it is replicated like any other.
+    // VACUUM: its transaction is shipped, then a new generation starts from a fresh snapshot.
     let rep = replicator(d, &db);
     std::thread::sleep(Duration::from_millis(800));
     sqlite3(&db, "DELETE FROM c WHERE n < 3; VACUUM;");
@@ -155,10 +155,16 @@ fn breaks_start_new_generations_and_restores_never_mix_them() {
     stop(rep);
 
     let pitr = ok(d, &["list", "--pitr", "--db", "b", "--repo", "repo"]);
-    // first run, the reset, the replaced file, and a start on an empty WAL (which cannot be
-    // proved unchanged, so it is a new generation too; VACUUM itself is not a break).
-    assert_eq!(pitr.matches("  gen-").count(), 4, "{pitr}");
-    for why in ["first run", "WAL no longer holds", "replaced", "empty WAL"] {
+    // first run, the reset, the replaced file, a start on an empty WAL (which cannot be
+    // proved unchanged, so it is a new generation too), and the VACUUM.
+    assert_eq!(pitr.matches("  gen-").count(), 5, "{pitr}");
+    for why in [
+        "first run",
+        "WAL no longer holds",
+        "replaced",
+        "empty WAL",
+        "VACUUM",
+    ] {
         assert!(pitr.contains(why), "{why}: {pitr}");
     }
 

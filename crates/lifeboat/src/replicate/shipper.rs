@@ -82,6 +82,8 @@ pub struct Replicator<'a> {
     chain: Option<Chain>,
     /// Frames shipped since the last checkpoint, and when that was.
     pub(super) since_checkpoint: (u64, Instant),
+    /// The schema cookie the last shipped commit left, once one wrote page 1 (tells a VACUUM).
+    cookie: Option<u32>,
     /// One replicator per database file on this machine.
     _lock: TargetLock,
 }
@@ -168,9 +170,11 @@ impl<'a> Replicator<'a> {
             write,
             chain: None,
             since_checkpoint: (0, Instant::now()),
+            cookie: None,
             _lock: lock,
         };
         r.begin_read()?;
+        r.cookie = r.schema_cookie();
         let report = match r.resume().await? {
             Ok(chain) => {
                 tracing::info!(
@@ -209,6 +213,15 @@ impl<'a> Replicator<'a> {
             })
             .map_err(&e)?;
         Ok(())
+    }
+
+    /// The schema cookie as the read transaction sees it (None if it cannot be read: then no
+    /// VACUUM is told until a commit writes page 1).
+    fn schema_cookie(&self) -> Option<u32> {
+        self.read
+            .query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
+            .ok()
+            .map(|v| v as u32)
     }
 
     pub(super) fn end_read(&mut self) -> Result<()> {
@@ -387,7 +400,11 @@ impl<'a> Replicator<'a> {
                 .take_while(|c| c.end <= limit)
                 .count()
                 .max(1);
+            // A VACUUM ends its segment, then the generation: the issue asks for a fresh base.
+            let (vacuum, _) = wal::first_vacuum(&scan.commits[..take], self.cookie);
+            let take = vacuum.map_or(take, |i| i + 1);
             let commits = &scan.commits[..take];
+            let cookie = wal::first_vacuum(commits, self.cookie).1;
             let last = commits[take - 1];
             let end = if take == scan.commits.len() {
                 scan.to
@@ -434,6 +451,10 @@ impl<'a> Replicator<'a> {
             report.segments += 1;
             self.since_checkpoint.0 += last.end;
             self.chain.as_mut().expect("chain").link = header.end_link();
+            self.cookie = cookie;
+            if vacuum.is_some() {
+                return Ok((report, Some("VACUUM rewrote the whole database".into())));
+            }
         }
     }
 
@@ -460,6 +481,7 @@ impl<'a> Replicator<'a> {
         tracing::warn!(database = %self.source.name, reason, "starting a new generation");
         self.chain = None;
         self.begin_read()?;
+        self.cookie = self.schema_cookie();
         let path = wal::wal_path(&self.source.path);
         let start = match wal::read_header(&path)? {
             Some(h) => Some(wal::scan(&path, &h, Position::start_of(&h))?.to),

@@ -91,6 +91,64 @@ impl Position {
 pub struct Commit {
     pub end: u64,
     pub db_pages: u32,
+    /// It wrote every page of the database it left (VACUUM does; see [`Written`]).
+    pub rewrote_all: bool,
+    /// The schema cookie it left, when it wrote page 1.
+    pub schema_cookie: Option<u32>,
+}
+
+/// The first of `commits` that looks like a VACUUM (every page rewritten, and the schema
+/// cookie moved on from `cookie`, the one before them: a bulk load into a new database rewrites
+/// every page too, but leaves the cookie), and the cookie after them all.
+pub fn first_vacuum(commits: &[Commit], mut cookie: Option<u32>) -> (Option<usize>, Option<u32>) {
+    let mut found = None;
+    for (i, c) in commits.iter().enumerate() {
+        if let Some(now) = c.schema_cookie {
+            if found.is_none() && c.rewrote_all && cookie.is_some_and(|was| was != now) {
+                found = Some(i);
+            }
+            cookie = Some(now);
+        }
+    }
+    (found, cookie)
+}
+
+/// The pages one transaction wrote, to tell one that rewrote the whole database: VACUUM
+/// copies every page of the new database in one transaction. Memory: a bit per page.
+#[derive(Debug, Default)]
+struct Written {
+    bits: Vec<u64>,
+    touched: Vec<usize>,
+    distinct: u32,
+    max: u32,
+}
+
+impl Written {
+    fn add(&mut self, page: u32) {
+        let (w, b) = ((page / 64) as usize, page % 64);
+        if w >= self.bits.len() {
+            self.bits.resize(w + 1, 0);
+        }
+        if self.bits[w] == 0 {
+            self.touched.push(w);
+        }
+        if self.bits[w] & (1 << b) == 0 {
+            self.bits[w] |= 1 << b;
+            self.distinct += 1;
+        }
+        self.max = self.max.max(page);
+    }
+
+    /// Whether the transaction wrote exactly pages 1..=`db_pages` (a database of one page is
+    /// rewritten by any change, so it never counts); then forget it for the next one.
+    fn every_page(&mut self, db_pages: u32) -> bool {
+        let all = db_pages >= 2 && self.distinct == db_pages && self.max <= db_pages;
+        for w in self.touched.drain(..) {
+            self.bits[w] = 0;
+        }
+        (self.distinct, self.max) = (0, 0);
+        all
+    }
 }
 
 /// What a scan found after its start: the committed transactions, and the position after the
@@ -145,15 +203,28 @@ pub fn scan(wal: &Path, header: &WalHeader, from: Position) -> Result<Scan> {
     let mut f = std::io::BufReader::with_capacity(256 * 1024, f);
     let (mut sum, mut n, mut commits) = (from.checksum, 0u64, Vec::new());
     let mut to = from;
+    let mut written = Written::default();
+    let mut cookie = None;
     while read_full(&mut f, &mut buf).map_err(err)? {
         let Some(next) = check_frame(header, &buf, sum) else {
             break;
         };
         sum = next;
         n += 1;
+        let page = be32(&buf, 0);
+        written.add(page);
+        if page == 1 {
+            cookie = Some(be32(&buf, FRAME_HEADER + 40));
+        }
         let db_pages = be32(&buf, 4);
         if db_pages != 0 {
-            commits.push(Commit { end: n, db_pages });
+            let rewrote_all = written.every_page(db_pages);
+            commits.push(Commit {
+                end: n,
+                db_pages,
+                rewrote_all,
+                schema_cookie: cookie.take(),
+            });
             to = Position {
                 salts: from.salts,
                 frame: from.frame + n,
@@ -297,5 +368,37 @@ mod tests {
             ..s.to
         };
         assert!(scan(&wal, &h, bad).unwrap().commits.is_empty());
+    }
+
+    #[test]
+    fn vacuum_is_told_from_ordinary_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.db");
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+             CREATE TABLE t(x); CREATE INDEX tx ON t(x);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+             INSERT INTO t SELECT randomblob(200) FROM n;
+             DELETE FROM t WHERE rowid % 3 = 0; UPDATE t SET x = randomblob(200);",
+        )
+        .unwrap();
+        let wal = wal_path(&p);
+        let h = read_header(&wal).unwrap().expect("a header");
+        let before = scan(&wal, &h, Position::start_of(&h)).unwrap();
+        // The bulk load into the new database rewrote every page, but is no VACUUM.
+        let (none, cookie) = first_vacuum(&before.commits, None);
+        assert_eq!(none, None);
+        assert!(cookie.is_some());
+        c.execute_batch("VACUUM").unwrap();
+        let vacuum = scan(&wal, &h, before.to).unwrap();
+        assert_eq!(vacuum.commits.len(), 1);
+        assert_eq!(first_vacuum(&vacuum.commits, cookie).0, Some(0));
+        // Not knowing the cookie before, nothing is called a VACUUM.
+        assert_eq!(first_vacuum(&vacuum.commits, None).0, None);
+        c.execute_batch("INSERT INTO t VALUES (1)").unwrap();
+        let after = scan(&wal, &h, vacuum.to).unwrap();
+        let cookie = first_vacuum(&vacuum.commits, cookie).1;
+        assert_eq!(first_vacuum(&after.commits, cookie).0, None);
     }
 }
