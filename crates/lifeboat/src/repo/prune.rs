@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Kind, Result};
 use crate::repo::generation_refs::{generation_snapshots, needed_snapshots};
+use crate::repo::listing::Records;
 use crate::repo::marks::MarkKind;
 use crate::repo::repository::{DATA_SUFFIX, MANIFEST_SUFFIX};
 use crate::repo::retention::{decide, Decision, Marks, RetentionPolicy};
@@ -71,7 +72,7 @@ pub async fn prune_dropping(
     // Read before the listing: a generation recorded after this look started after it too,
     // and its snapshot is either unlisted or kept by its label.
     let generations = generation_snapshots(repo, db).await?;
-    let listing = repo.list(db).await?;
+    let listing = repo.list_with(db, Records::Bad).await?;
     let mirrors = listing.mirrors.clone();
     if listing.backups.is_empty() && listing.damaged.is_empty() && mirrors.is_empty() {
         return Err(Error::new(
@@ -257,7 +258,13 @@ async fn delete_batch(
     let gone: Vec<&&Manifest> = go.iter().filter(|m| !after.contains(&m.id)).collect();
     let deleted = gone.len();
     let data = (gone.iter())
-        .flat_map(|m| [repo.key(db, &m.id, DATA_SUFFIX), repo.record_key(db, &m.id)])
+        .flat_map(|m| {
+            [
+                repo.key(db, &m.id, DATA_SUFFIX),
+                repo.bad_marker_key(db, &m.id),
+                repo.record_key(db, &m.id),
+            ]
+        })
         .collect::<Vec<Key>>();
     repo.delete_keys(data).await?;
     kept.extend(after);

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::{Kind, Result};
-use crate::repo::listing::Listing;
+use crate::repo::listing::{Listing, Records};
 use crate::repo::{Manifest, Repository};
 use crate::restore::to_file::{select, Selector};
 use crate::schedule::Schedule;
@@ -82,11 +82,16 @@ pub async fn verify_database(
             v
         }
         _ => {
-            let mut listing = repo.list(db).await?;
+            // The catalogue needs only the bad backups' records; choosing needs them all.
+            let records = match depth {
+                Depth::Catalogue => Records::Bad,
+                _ => Records::All,
+            };
+            let mut listing = repo.list_with(db, records).await?;
             let (newly_bad, stale) = record_catalogue(repo, db, &listing).await?;
             out.newly_bad = newly_bad;
             if stale {
-                listing = repo.list(db).await?; // with the records just written
+                listing = repo.list_with(db, records).await?; // with the records just written
             }
             let skipped_days = repo.covered_days(db).await?;
             let window = Window {
