@@ -25,6 +25,8 @@ pub struct Summary {
     pub record: Option<(DateTime<Utc>, String)>,
     /// The last commit time among its segments (its record's base time when it has none).
     pub end: Option<DateTime<Utc>>,
+    /// Its record exists but cannot be read: kept, as prune never deletes what it cannot judge.
+    pub unreadable: Option<String>,
 }
 
 /// What was decided for one generation.
@@ -76,6 +78,11 @@ pub fn decide(gens: &[Summary], boundary: DateTime<Utc>) -> Vec<GenerationDecisi
         .map(|(i, g)| {
             let (keep, reason) = if Some(i) == newest {
                 (true, "the newest generation".to_string())
+            } else if let Some(why) = &g.unreadable {
+                (
+                    true,
+                    format!("its record cannot be read ({why}): kept for investigation"),
+                )
             } else if g.record.is_none() {
                 match layout::id_time(&g.id) {
                     Some(t) if t < boundary && g.end.is_none_or(|e| e < boundary) => (
@@ -127,10 +134,14 @@ pub async fn prune_generations(
     let mut gens = Vec::new();
     let ids = layout::generation_ids(repo, db).await?;
     for (i, id) in ids.iter().enumerate() {
-        let record = layout::read_generation(repo, db, id).await?;
+        let (record, unreadable) = match layout::read_generation(repo, db, id).await {
+            Ok(r) => (r, None),
+            Err(e) if e.kind == crate::error::Kind::Corrupt => (None, Some(e.to_string())),
+            Err(e) => return Err(e),
+        };
         let segments = layout::pieces(repo, db, id).await?;
         // What a deletion leaves on a local repository: an empty folder, nothing to decide.
-        if record.is_none() && segments.is_empty() && i + 1 < ids.len() {
+        if record.is_none() && unreadable.is_none() && segments.is_empty() && i + 1 < ids.len() {
             continue;
         }
         let last = segments.iter().map(|s| s.last_at).max();
@@ -140,6 +151,7 @@ pub async fn prune_generations(
                 (Some(g), l) => Some(l.map_or(g.base_at, |l| l.max(g.base_at))),
                 (None, l) => l,
             },
+            unreadable,
             id: id.clone(),
         });
     }
@@ -182,6 +194,7 @@ mod tests {
             id: id.into(),
             record: Some((t(from), format!("snap-{id}"))),
             end: Some(t(to)),
+            unreadable: None,
         }
     }
 
@@ -244,6 +257,7 @@ mod tests {
                 id: "gen-20261102T000000000Z-2".into(),
                 record: None,
                 end: Some(t("2026-11-02T00:00:01Z")),
+                unreadable: None,
             },
             gen(
                 "gen-20261103T000000000Z-3",
@@ -260,7 +274,12 @@ mod tests {
             id: "gen-20261120T000000000Z-4".into(),
             record: None,
             end: None,
+            unreadable: None,
         });
+        // A record that cannot be read is never deleted.
+        let mut odd = gens.clone();
+        odd[0].unreadable = Some("not JSON".into());
+        assert!(decide(&odd, t("2026-11-20T00:00:00Z"))[0].keep);
         let d = decide(&gens, t("2026-11-20T00:00:00Z"));
         assert_eq!(
             kept(&d),
