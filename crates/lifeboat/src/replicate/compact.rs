@@ -15,7 +15,8 @@
 //! older ones are deleted once a compacted segment that covers them was listed before this run
 //! started (written by an earlier run: a restore that listed before it was written is long
 //! done), so older points are the ends of the compacted windows. Compacted segments stay until
-//! their generation goes. Never touched: the shipped segment holding the snapshot's base (a
+//! their generation goes, but rollups: one older than the newest listed before this run goes
+//! (the same rule). Never touched: the shipped segment holding the snapshot's base (a
 //! restore to the base stops inside it), and the newest one (a resumed replicator reads it; it
 //! is in no closed window). Everything is written before anything it replaces is deleted.
 
