@@ -7,16 +7,10 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::replicating::{now, rfc3339, stop_replicator as stop};
 use common::*;
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 fn new_db(path: &Path) {
     sqlite3(
@@ -37,34 +31,9 @@ fn replicator(dir: &Path, db: &Path) -> Child {
         .expect("start lifeboat replicate")
 }
 
-fn stop(child: Child) -> String {
-    // SIGTERM: ship what is left and stop.
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "replicate failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out) + &stderr(&out)
-}
-
 fn kill9(mut child: Child) {
     child.kill().unwrap();
     child.wait().unwrap();
-}
-
-fn rfc3339(t: f64) -> String {
-    let secs = t.floor() as i64;
-    let ms = ((t - t.floor()) * 1000.0).floor() as u32;
-    chrono::DateTime::from_timestamp(secs, ms * 1_000_000)
-        .unwrap()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn count(db: &Path) -> u64 {

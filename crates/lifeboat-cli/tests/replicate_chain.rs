@@ -6,9 +6,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::replicating::stop_replicator as stop;
 use common::*;
 
 fn config(d: &Path, pitr_within: &str) {
@@ -30,22 +31,6 @@ fn replicator(d: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start lifeboat replicate")
-}
-
-fn stop(child: Child) -> String {
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "replicate failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out) + &stderr(&out)
 }
 
 fn insert(db: &Path, n: u64) {

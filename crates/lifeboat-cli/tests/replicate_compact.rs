@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::replicating::{rfc3339, stop_replicator};
 use common::*;
 
 const WRITER: &str = r#"
@@ -49,24 +50,6 @@ fn config(d: &Path, fine: &str) {
         ),
     )
     .unwrap();
-}
-
-fn stop(child: Child) {
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-}
-
-fn rfc3339(t: f64) -> String {
-    let secs = t.floor() as i64;
-    let ms = ((t - t.floor()) * 1000.0).floor() as u32;
-    chrono::DateTime::from_timestamp(secs, ms * 1_000_000)
-        .unwrap()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// The commits a restored database holds: exactly 1..=k (the writer logs each in `t`).
@@ -135,7 +118,7 @@ fn compacted_chains_restore_the_same_and_stay_exact() {
     std::fs::write(&stopfile, "").unwrap();
     assert!(writer.wait().unwrap().success());
     std::thread::sleep(Duration::from_millis(700));
-    stop(rep);
+    stop_replicator(rep);
     let log: Vec<(u64, f64, f64)> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
@@ -314,7 +297,7 @@ fn compaction_beside_a_running_replicator_and_restores() {
     std::fs::write(&stopfile, "").unwrap();
     assert!(writer.wait().unwrap().success());
     std::thread::sleep(Duration::from_millis(700));
-    stop(rep);
+    stop_replicator(rep);
     let files = segment_files(d);
     assert!(files.iter().any(|p| level(p, "L1")), "{files:?}");
     let latest = restore_at(d, "latest", "latest.db");

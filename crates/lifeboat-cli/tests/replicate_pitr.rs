@@ -10,8 +10,9 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::replicating::{now, rfc3339, stop_replicator};
 use common::s3::{S3Server, BUCKET, KEY, SECRET};
 use common::*;
 
@@ -74,13 +75,6 @@ bal = [r[0] for r in c.execute("SELECT bal FROM acct ORDER BY id")]
 state = f"{count}:{nbytes}:" + ",".join(str(b) for b in bal)
 print(n, hashlib.sha256(state.encode()).hexdigest()[:16], sum(bal))
 "#;
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 /// A small deterministic generator (the seed is printed, so a failure can be replayed).
 struct Lcg(u64);
@@ -194,29 +188,6 @@ fn commit_of(db: &Path, log: &[Logged], initial: &str) -> u64 {
     n
 }
 
-fn rfc3339(t: f64) -> String {
-    let secs = t.floor() as i64;
-    let ms = ((t - t.floor()) * 1000.0).floor() as u32;
-    chrono::DateTime::from_timestamp(secs, ms * 1_000_000)
-        .unwrap()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn terminate(child: Child) {
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "replicate failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
 fn new_db(db: &Path) {
     let mut sql = String::from(
         "PRAGMA journal_mode=WAL; CREATE TABLE c(n INTEGER, k INTEGER, v BLOB); \
@@ -280,7 +251,7 @@ fn pitr_through_kills(repo: &Repo, d: &Path) {
     std::fs::write(&stopfile, "").unwrap();
     assert!(writer.wait().unwrap().success());
     std::thread::sleep(Duration::from_millis(800));
-    terminate(rep);
+    stop_replicator(rep);
     up.push((since, now()));
     let log = read_log(&log);
     assert!(log.len() > 50, "the writer committed only {}", log.len());

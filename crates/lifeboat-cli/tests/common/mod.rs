@@ -4,6 +4,7 @@
 pub mod d1;
 pub mod daemon;
 pub mod receiver;
+pub mod replicating;
 pub mod s3;
 pub mod smtp;
 
