@@ -53,7 +53,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             "replicate: --sync-interval and --checkpoint-frames must be more than 0",
         ));
     }
-    let repo = ctx.repository(true).step("replicate")?;
+    let repo = std::sync::Arc::new(ctx.repository(true).step("replicate")?);
     let defaults = ctx
         .config
         .replication
@@ -69,7 +69,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         ..defaults
     };
     let sync_interval = opts.sync_interval;
-    let (mut r, first) = Replicator::open(&repo, &source, opts)
+    let (mut r, first) = Replicator::open(std::sync::Arc::clone(&repo), &source, opts)
         .await
         .step("replicate")?;
     say(ctx, &r, &first);

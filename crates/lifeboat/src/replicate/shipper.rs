@@ -12,6 +12,7 @@
 //! tells whether a commit slipped in between, and if one did, a new generation starts.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -61,6 +62,8 @@ impl Default for ReplicateOptions {
 pub struct SyncReport {
     pub commits: u64,
     pub segments: u64,
+    /// Bytes of the segments stored (compressed).
+    pub bytes: u64,
     /// A new generation was started, and why.
     pub new_generation: Option<String>,
     pub checkpoint: Option<&'static str>,
@@ -72,8 +75,10 @@ struct Chain {
     link: Link,
 }
 
-pub struct Replicator<'a> {
-    repo: &'a Repository,
+/// Owned (`Send + 'static`), so a daemon can keep thousands open between syncs and move each
+/// to a worker for its sync.
+pub struct Replicator {
+    repo: Arc<Repository>,
     pub(super) source: Source,
     opts: ReplicateOptions,
     pub(super) read: Connection,
@@ -134,14 +139,14 @@ pub fn require_wal(c: &Connection, path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-impl<'a> Replicator<'a> {
+impl Replicator {
     /// Open `source` for replication: WAL mode required; resume the newest generation when
     /// the WAL still holds where its chain stopped, else start a new one.
     pub async fn open(
-        repo: &'a Repository,
+        repo: Arc<Repository>,
         source: &Source,
         opts: ReplicateOptions,
-    ) -> Result<(Replicator<'a>, SyncReport)> {
+    ) -> Result<(Replicator, SyncReport)> {
         crate::source::sqlite::SqliteSource::new(&source.path).check()?;
         let lock = TargetLock::acquire(&suffixed(&source.path, ".replicate")).map_err(|e| {
             if e.kind == Kind::TargetExists {
@@ -224,10 +229,10 @@ impl<'a> Replicator<'a> {
     /// the position its last segment ended at. `Err(reason)`: a new generation is needed.
     async fn resume(&self) -> Result<std::result::Result<Chain, String>> {
         let db = &self.source.name;
-        let Some(id) = layout::generation_ids(self.repo, db).await?.pop() else {
+        let Some(id) = layout::generation_ids(&self.repo, db).await?.pop() else {
             return Ok(Err("first run".into()));
         };
-        let Some(generation) = layout::read_generation(self.repo, db, &id).await? else {
+        let Some(generation) = layout::read_generation(&self.repo, db, &id).await? else {
             return Ok(Err(format!("generation {id} was never finished")));
         };
         let path = std::path::absolute(&self.source.path).unwrap_or_default();
@@ -235,7 +240,7 @@ impl<'a> Replicator<'a> {
             return Ok(Err("the database file was replaced".into()));
         }
         let mut link = generation.start;
-        let segs = layout::segments(self.repo, db, &id).await?;
+        let segs = layout::segments(&self.repo, db, &id).await?;
         let contiguous = segs
             .iter()
             .scan(generation.start.seq + 1, |next, s| {
@@ -246,7 +251,7 @@ impl<'a> Replicator<'a> {
             })
             .last();
         if let Some(last) = contiguous {
-            let bytes = layout::read_segment(self.repo, db, &id, &last.name).await?;
+            let bytes = layout::read_segment(&self.repo, db, &id, &last.name).await?;
             let reader = SegmentReader::open(&bytes, &last.name)?;
             link = reader.header.end_link();
         }
@@ -315,6 +320,13 @@ impl<'a> Replicator<'a> {
 
     /// One sync: look for a replaced file, ship what is new, checkpoint when due.
     pub async fn sync(&mut self) -> Result<SyncReport> {
+        // A new generation that failed half-way (the repository was down): start it again,
+        // rather than shipping nothing for ever.
+        if self.chain.is_none() {
+            return self
+                .new_generation("the last attempt to start a generation failed")
+                .await;
+        }
         let inode = inode_of(&self.source.path)?;
         if inode != self.inode {
             self.read = connect(&self.source.path, self.opts.lock_timeout)?;
@@ -341,6 +353,7 @@ impl<'a> Replicator<'a> {
             let more = self.checkpoint_passive().await?;
             report.commits += more.commits;
             report.segments += more.segments;
+            report.bytes += more.bytes;
             report.checkpoint = more.checkpoint;
         }
         Ok(report)
@@ -401,8 +414,9 @@ impl<'a> Replicator<'a> {
             };
             let body = segment::encode(&wal::wal_path(&self.source.path), &scan, &header)?;
             let name = segment::object_name(&header);
+            let size = body.len() as u64;
             layout::put_segment(
-                self.repo,
+                &self.repo,
                 &self.source.name,
                 &header.generation,
                 &name,
@@ -412,6 +426,7 @@ impl<'a> Replicator<'a> {
             tracing::debug!(database = %self.source.name, segment = %name, "shipped");
             report.commits += take as u64;
             report.segments += 1;
+            report.bytes += size;
             self.since_checkpoint.0 += last.end;
             self.chain.as_mut().expect("chain").link = header.end_link();
         }
@@ -454,7 +469,7 @@ impl<'a> Replicator<'a> {
             ..BackupOptions::default()
         };
         let manifest =
-            crate::backup::backup(self.repo, &self.source, &opts, &Progress::hidden()).await?;
+            crate::backup::backup(&self.repo, &self.source, &opts, &Progress::hidden()).await?;
         let link = Link {
             seq: 0,
             position: start,
@@ -485,6 +500,7 @@ impl<'a> Replicator<'a> {
             Ok(Some(s)) => generation.base_seq = s.commits.len() as u64,
             Ok(None) => {}
             Err(why) => {
+                self.chain = None;
                 return Err(Error::new(
                     Kind::Database,
                     format!("{}: {why} while its snapshot was taken", self.source.name),
@@ -492,7 +508,11 @@ impl<'a> Replicator<'a> {
             }
         }
         generation.base_at = Utc::now();
-        layout::put_generation(self.repo, &generation).await?;
+        if let Err(e) = layout::put_generation(&self.repo, &generation).await {
+            // Not a generation yet: the next sync starts one again.
+            self.chain = None;
+            return Err(e);
+        }
         self.chain = Some(Chain { generation, link });
         self.since_checkpoint = (0, Instant::now());
         let (mut report, broke) = self.ship().await?;
@@ -515,6 +535,17 @@ impl<'a> Replicator<'a> {
         let (report, _) = self.ship().await?;
         self.end_read()?;
         Ok(report)
+    }
+
+    /// Whether frames were shipped since the last checkpoint: a sync is due within
+    /// `checkpoint_interval` even if nothing more is written.
+    pub fn checkpoint_pending(&self) -> bool {
+        self.since_checkpoint.0 > 0
+    }
+
+    /// The database's configured name.
+    pub fn database(&self) -> &str {
+        &self.source.name
     }
 
     pub fn path(&self) -> PathBuf {
