@@ -1,7 +1,8 @@
 //! The daemon's side of replication ([`crate::replication`]): a turn of polling, what a
 //! finished sync leads to (metrics, logs), and the lag watch: `replication.stalled` when a
 //! database's oldest unshipped change has waited longer than `[replication] max_lag`, told once,
-//! and `replication.recovered` when it ships again.
+//! and `replication.recovered` when it ships again (its lag back under half of `max_lag`: a
+//! busy database's lag is rarely exactly 0, and the half keeps it from flapping).
 
 use std::time::{Duration, Instant};
 
@@ -83,7 +84,11 @@ impl Daemon {
                             "max_lag_seconds": max_lag.as_secs(),
                         }),
                     ));
-                } else if lag.seconds == Some(0.0) && memory.recovered(&key) {
+                } else if lag
+                    .seconds
+                    .is_some_and(|s| s <= max_lag.as_secs_f64() / 2.0)
+                    && memory.recovered(&key)
+                {
                     tracing::info!(database = %lag.database, "replication recovered");
                     events.push(event(
                         EventKind::ReplicationRecovered,

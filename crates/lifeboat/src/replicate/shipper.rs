@@ -89,6 +89,8 @@ pub struct Replicator {
     pub(super) since_checkpoint: (u64, Instant),
     /// One replicator per database file on this machine.
     _lock: TargetLock,
+    /// Nothing else in this process opens the file outside SQLite while this holds it.
+    held: crate::fs::held::Held,
 }
 
 pub(super) fn db_err(what: String) -> impl Fn(rusqlite::Error) -> Error {
@@ -174,6 +176,7 @@ impl Replicator {
             chain: None,
             since_checkpoint: (0, Instant::now()),
             _lock: lock,
+            held: crate::fs::held::hold(&source.path),
         };
         r.begin_read()?;
         let report = match r.resume().await? {
@@ -331,6 +334,7 @@ impl Replicator {
         if inode != self.inode {
             self.read = connect(&self.source.path, self.opts.lock_timeout)?;
             self.write = connect(&self.source.path, Duration::from_secs(1))?;
+            self.held = crate::fs::held::hold(&self.source.path);
             require_wal(&self.read, &self.source.path)?;
             self.inode = inode;
             self.begin_read()?;
