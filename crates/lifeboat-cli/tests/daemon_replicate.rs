@@ -199,11 +199,7 @@ fn the_daemon_replicates_a_fleet_and_refuses_a_database_not_in_wal_mode() {
         prefix(&restored);
     }
     // The database not in WAL mode: told once how to switch, and its backup ran all the same.
-    assert_eq!(
-        lines_with(&log, "replication needs WAL mode"),
-        1,
-        "{log}"
-    );
+    assert_eq!(lines_with(&log, "replication needs WAL mode"), 1, "{log}");
     assert!(log.contains("PRAGMA journal_mode=WAL"), "{log}");
     assert!(common::daemon::backups(d, "plain", &[]) >= 1, "{log}");
     assert!(!d.join("repo/plain/generations").exists());
@@ -312,7 +308,7 @@ fn two_daemons_replicate_each_database_once_and_kill_9_hands_it_over() {
         d,
         "file://./repo",
         &[],
-        "[daemon]\nschedule = \"0 0 1 1 *\"\nlease_ttl = \"3s\"\n[replication]\nsync_interval = \"300ms\"\n\
+        "[daemon]\nschedule = \"0 0 1 1 *\"\nlease_ttl = \"6s\"\n[replication]\nsync_interval = \"300ms\"\n\
          [[database]]\nname = \"x\"\npath = \"x.db\"\nreplicate = true\n\
          [[database]]\nname = \"y\"\npath = \"y.db\"\nreplicate = true\n",
     );

@@ -28,9 +28,9 @@ use lifeboat::repo::Repository;
 use lifeboat::source::Source;
 use tokio::task::JoinSet;
 
-pub use work::LEASE_JOB;
 pub use work::Done;
 use work::Work;
+pub use work::LEASE_JOB;
 
 /// How long to wait before trying again a database that could not be opened (not in WAL
 /// mode, its file missing) or that another daemon holds.
@@ -520,12 +520,7 @@ fn failed(db: &mut Db, name: &str, error: Error, refused: bool, now: Instant) ->
         db.said = Some(text);
     }
     db.failures = db.failures.saturating_add(1);
-    db.next_poll = now
-        + if refused {
-            RETRY_REFUSED
-        } else {
-            db.backoff()
-        };
+    db.next_poll = now + if refused { RETRY_REFUSED } else { db.backoff() };
     // A failing open of a database that has a WAL leaves its changes waiting.
     if !refused && db.pending_since.is_none() {
         db.pending_since = Some(Utc::now());

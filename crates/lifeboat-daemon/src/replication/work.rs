@@ -104,11 +104,12 @@ async fn run_here(repo: Arc<Repository>, work: Work) -> Done {
             if let Some(ttl) = renew {
                 let db = replicator_name(&replicator);
                 let mut renewed = lease.clone();
-                renewed.expires =
-                    Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+                renewed.expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
                 match repo.renew_lease(&db, &renewed).await {
                     Ok(()) => lease = renewed,
-                    Err(e) => tracing::warn!(database = %db, "the replication lease could not be renewed: {e}"),
+                    Err(e) => {
+                        tracing::warn!(database = %db, "the replication lease could not be renewed: {e}")
+                    }
                 }
             }
             let result = replicator.sync().await;

@@ -508,7 +508,7 @@ impl Replicator {
                 return Err(Error::new(
                     Kind::Database,
                     format!("{}: {why} while its snapshot was taken", self.source.name),
-                ))
+                ));
             }
         }
         generation.base_at = Utc::now();
