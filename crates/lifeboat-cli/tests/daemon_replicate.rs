@@ -190,14 +190,54 @@ fn the_daemon_replicates_a_fleet_and_refuses_a_database_not_in_wal_mode() {
     // SIGTERM ships what is committed.
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
     let log = daemon.log();
+    // `status` tells the newest replicated commit, and that nothing waits.
+    let st = ok(d, &["status", "--db", "a"]);
+    assert!(st.contains("replicated: newest commit"), "{st}");
+    assert!(st.contains("lag 0"), "{st}");
     for (n, path) in names
         .iter()
         .zip(["a.db", "b.db", "tenants/t1.db", "tenants/t2.db"])
     {
         let restored = restore_latest(d, n, &[]);
+        let diff = sqldiff(&d.join(path), &restored);
+        assert!(
+            diff.is_empty(),
+            "{n}: the restore differs: {}\n{log}",
+            diff.lines()
+                .take(5)
+                .map(|l| &l[..l.len().min(120)])
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         assert_same_db(&d.join(path), &restored);
         prefix(&restored);
     }
+    // One more commit with the replicator stopped is one unshipped commit.
+    // (An application that keeps its connection open: the last close would checkpoint.)
+    let mut app = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute(\"INSERT INTO c(n, k, v) VALUES (0, 0, x'00')\")\nprint('ok', flush=True)\nsys.stdin.read()",
+        ])
+        .arg(d.join("a.db"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(app.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ok");
+    let o = run(d, &["--json", "status", "--db", "a"]);
+    drop(app.stdin.take());
+    app.wait().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = &v["databases"][0]["replication"];
+    assert_eq!(r["unshipped_commits"], 1, "{v}");
+    assert!(r["lag_seconds"].as_i64().is_some(), "{v}");
     // The database not in WAL mode: told once how to switch, and its backup ran all the same.
     assert_eq!(lines_with(&log, "replication needs WAL mode"), 1, "{log}");
     assert!(log.contains("PRAGMA journal_mode=WAL"), "{log}");

@@ -445,7 +445,23 @@ impl Replication {
             db.reopen = None;
             db.next_poll = Instant::now();
         }
-        self.queue.retain(|(_, w)| matches!(w, Work::Close { .. }));
+        // Queued syncs hold their replicators: close those instead (dropping one would lose
+        // what it has not shipped yet); queued opens are dropped.
+        for (name, work) in std::mem::take(&mut self.queue) {
+            match work {
+                Work::Sync {
+                    replicator, lease, ..
+                }
+                | Work::Close { replicator, lease } => self
+                    .queue
+                    .push_back((name, Work::Close { replicator, lease })),
+                Work::Open { .. } => {
+                    if let Some(db) = self.dbs.get_mut(&name) {
+                        db.busy = false;
+                    }
+                }
+            }
+        }
         loop {
             self.poll();
             if self.running.is_empty() {
