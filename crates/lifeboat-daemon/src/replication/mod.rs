@@ -356,14 +356,15 @@ impl Replication {
             Done::Synced {
                 replicator,
                 lease,
+                renewed,
                 result,
             } => {
                 db.replicator = Some((replicator, lease));
+                if renewed {
+                    db.renewed = now;
+                }
                 match result {
                     Ok(report) => {
-                        if db.renewed.elapsed() >= self.lease_ttl / 3 {
-                            db.renewed = now;
-                        }
                         if db.failures > 0 {
                             tracing::info!(database = %name, "replicating again");
                         }
@@ -392,6 +393,13 @@ impl Replication {
                         events.extend(failed(db, name, error, refused, now));
                     }
                 }
+            }
+            Done::Lost => {
+                tracing::warn!(database = %name, "another daemon took replication over (this daemon's lease had expired): stopped here");
+                db.open = false;
+                db.pending_since = None;
+                db.said = Some("held".into());
+                db.next_poll = now + RETRY_REFUSED;
             }
             Done::Failed(error) => {
                 let refused = matches!(error.kind, Kind::Database | Kind::Config);

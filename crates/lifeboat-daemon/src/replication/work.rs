@@ -51,8 +51,13 @@ pub enum Done {
     Synced {
         replicator: Box<Replicator>,
         lease: Lease,
+        /// The lease was pushed forward.
+        renewed: bool,
         result: Result<SyncReport>,
     },
+    /// Another daemon took the database over (this one's lease had expired): the replicator
+    /// was dropped, shipping nothing more.
+    Lost,
     /// Opening failed (the lease, if taken, was given up).
     Failed(lifeboat::error::Error),
     Closed(Result<SyncReport>),
@@ -101,12 +106,21 @@ async fn run_here(repo: Arc<Repository>, work: Work) -> Done {
             mut lease,
             renew,
         } => {
+            let mut renewed = false;
             if let Some(ttl) = renew {
-                let db = replicator_name(&replicator);
-                let mut renewed = lease.clone();
-                renewed.expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
-                match repo.renew_lease(&db, &renewed).await {
-                    Ok(()) => lease = renewed,
+                let db = replicator.database().to_string();
+                // Never renew a lease another daemon has taken over: it replicates now.
+                if let Ok(false) = repo.lease_still_mine(&db, &lease, ttl).await {
+                    drop(replicator);
+                    return Done::Lost;
+                }
+                let mut next = lease.clone();
+                next.expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+                match repo.renew_lease(&db, &next).await {
+                    Ok(()) => {
+                        lease = next;
+                        renewed = true;
+                    }
                     Err(e) => {
                         tracing::warn!(database = %db, "the replication lease could not be renewed: {e}")
                     }
@@ -116,20 +130,17 @@ async fn run_here(repo: Arc<Repository>, work: Work) -> Done {
             Done::Synced {
                 replicator,
                 lease,
+                renewed,
                 result,
             }
         }
         Work::Close { replicator, lease } => {
-            let db = replicator_name(&replicator);
+            let db = replicator.database().to_string();
             let result = replicator.close().await;
             give_up(&repo, &db, lease).await;
             Done::Closed(result)
         }
     }
-}
-
-fn replicator_name(r: &Replicator) -> String {
-    r.database().to_string()
 }
 
 /// Expire the lease now, so another daemon may take the database over at once.
