@@ -155,7 +155,12 @@ fn the_daemon_replicates_a_fleet_and_refuses_a_database_not_in_wal_mode() {
          [[database]]\nname = \"tenants\"\nglob = \"tenants/*.db\"\nreplicate = true\n",
     )
     .unwrap();
-    let mut daemon = Daemon::start(d, "d", &["--metrics-addr", "127.0.0.1:0"], &[]);
+    let mut daemon = Daemon::start(
+        d,
+        "d",
+        &["--metrics-addr", "127.0.0.1:0"],
+        &[("LIFEBOAT_LOG", "info,lifeboat::replicate=debug".to_string())],
+    );
     let names = ["a", "b", "t1", "t2"];
     wait_for_or(
         "every replicated database's first generation",
@@ -193,7 +198,11 @@ fn the_daemon_replicates_a_fleet_and_refuses_a_database_not_in_wal_mode() {
     // `status` tells the newest replicated commit, and that nothing waits.
     let st = ok(d, &["status", "--db", "a"]);
     assert!(st.contains("replicated: newest commit"), "{st}");
-    assert!(st.contains("lag 0"), "{st}");
+    let files = || {
+        let o = Command::new("ls").arg("-la").arg(d).output().unwrap();
+        stdout(&o)
+    };
+    assert!(st.contains("lag 0"), "{st}\n{}\n{log}", files());
     for (n, path) in names
         .iter()
         .zip(["a.db", "b.db", "tenants/t1.db", "tenants/t2.db"])
@@ -202,12 +211,13 @@ fn the_daemon_replicates_a_fleet_and_refuses_a_database_not_in_wal_mode() {
         let diff = sqldiff(&d.join(path), &restored);
         assert!(
             diff.is_empty(),
-            "{n}: the restore differs: {}\n{log}",
+            "{n}: the restore differs: {}\n{}\n{log}",
             diff.lines()
                 .take(5)
                 .map(|l| &l[..l.len().min(120)])
                 .collect::<Vec<_>>()
-                .join("\n")
+                .join("\n"),
+            ok(d, &["list", "--pitr", "--db", n])
         );
         assert_same_db(&d.join(path), &restored);
         prefix(&restored);

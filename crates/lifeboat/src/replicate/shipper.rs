@@ -154,6 +154,21 @@ pub fn lean_sqlite() -> bool {
     a == rusqlite::ffi::SQLITE_OK && b == rusqlite::ffi::SQLITE_OK
 }
 
+/// A database file to replicate: there, a regular file, and SQLite (asked of SQLite itself).
+fn check_file(path: &std::path::Path) -> Result<()> {
+    let bad = |m: &str| Error::new(Kind::Database, format!("database {}: {m}", path.display()));
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(bad("is not a regular file")),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(bad("no such file")),
+        Err(e) => Err(Error::io_as(
+            Kind::Database,
+            format!("database {}", path.display()),
+            e,
+        )),
+    }
+}
+
 /// Refuse a database not in WAL mode, saying how to switch.
 pub fn require_wal(c: &Connection, path: &std::path::Path) -> Result<()> {
     let mode: String = c
@@ -180,7 +195,12 @@ impl Replicator {
         source: &Source,
         opts: ReplicateOptions,
     ) -> Result<(Replicator, SyncReport)> {
-        crate::source::sqlite::SqliteSource::new(&source.path).check()?;
+        // Held before anything opens the file: from here on nothing else in this process opens
+        // it outside SQLite (a daemon's backup of the same file may run right now, and closing
+        // such a descriptor would drop every POSIX lock the process holds on it, ours included).
+        // So the file is checked through SQLite only.
+        let held = crate::fs::held::hold(&source.path);
+        check_file(&source.path)?;
         let lock = TargetLock::acquire(&suffixed(&source.path, ".replicate")).map_err(|e| {
             if e.kind == Kind::TargetExists {
                 Error::new(
@@ -207,7 +227,7 @@ impl Replicator {
             chain: None,
             since_checkpoint: (0, Instant::now()),
             _lock: lock,
-            held: crate::fs::held::hold(&source.path),
+            held,
         };
         r.begin_read()?;
         let report = match r.resume().await? {
