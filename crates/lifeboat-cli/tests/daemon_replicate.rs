@@ -414,3 +414,72 @@ fn two_daemons_replicate_each_database_once_and_kill_9_hands_it_over() {
         assert!(!log.contains("already exists"), "{log}");
     }
 }
+
+#[test]
+fn kill_9_of_the_daemon_mid_write_and_a_restart_resume_with_exact_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    wal_db(&d.join("shop.db"));
+    config(
+        d,
+        "file://./repo",
+        &[],
+        "[daemon]\nschedule = \"0 0 1 1 *\"\n[replication]\nsync_interval = \"250ms\"\ncheckpoint_frames = 30\n\
+         [[database]]\nname = \"shop\"\npath = \"shop.db\"\nreplicate = true\n",
+    );
+    let first = Daemon::start(d, "first", &[], &[]);
+    wait_for_or(
+        "replicating",
+        60,
+        &mut || first.log().contains("replicating"),
+        || first.log(),
+    );
+    let writer = Writer::start(&d.join("shop.db"));
+    let mut instants = Vec::new();
+    std::thread::sleep(Duration::from_millis(1500));
+    instants.push(chrono::Utc::now());
+    let mut first = first;
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    instants.push(chrono::Utc::now());
+    let mut second = Daemon::start(d, "second", &[], &[]);
+    std::thread::sleep(Duration::from_millis(2000));
+    instants.push(chrono::Utc::now());
+    let commits = writer.finish();
+    assert_eq!(second.stop(), Some(0), "{}", second.log());
+    let log = second.log();
+    // The restarted daemon took the lease over at once (its holder's process is gone) and went
+    // on: the chain resumed, or a new generation said why.
+    assert!(
+        log.contains("resuming the chain") || log.contains("starting a new generation"),
+        "{log}"
+    );
+    let restored = restore_latest(d, "shop", &[]);
+    assert_same_db(&d.join("shop.db"), &restored);
+    assert_eq!(prefix(&restored), commits as u64);
+    // Every point before is an exact prefix, and they only grow.
+    let mut last = 0;
+    for (i, t) in instants.iter().enumerate() {
+        let to = d.join(format!("at-{i}.db"));
+        let at = t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        ok(
+            d,
+            &[
+                "restore",
+                "--db",
+                "shop",
+                "--at",
+                &at,
+                "--to",
+                to.to_str().unwrap(),
+            ],
+        );
+        let k = prefix(&to);
+        assert!(k >= last, "{at}: {k} < {last}");
+        last = k;
+    }
+    assert!(last <= commits as u64);
+    let pitr = ok(d, &["list", "--pitr", "--db", "shop"]);
+    assert!(!pitr.contains("gap"), "{pitr}");
+}

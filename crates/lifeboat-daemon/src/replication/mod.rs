@@ -328,7 +328,12 @@ impl Replication {
                 tracing::info!(database = %name, generation = replicator.generation().unwrap_or("-"), "replicating");
                 db.open = true;
                 db.replicator = Some((replicator, lease));
-                db.renewed = now;
+                // Spread the renewals over the third of a lease: a fleet opened at once would
+                // otherwise renew all its leases in the same turn.
+                let third = (self.lease_ttl / 3).as_millis().max(1) as u64;
+                db.renewed = now
+                    .checked_sub(Duration::from_millis(rand::random::<u64>() % third))
+                    .unwrap_or(now);
                 db.said = None;
                 db.failures = 0;
                 shipped(db, started);
