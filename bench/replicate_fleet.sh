@@ -57,7 +57,11 @@ until [ "$(ls "$OUT/repo" 2>/dev/null | while read -r d; do [ -d "$OUT/repo/$d/g
 done
 echo "every database's first generation after $(python3 -c "import time; print(f'{time.time()-$started:.1f}')") s"
 addr=$(grep -m1 -o 'addr=[0-9.:]*' "$OUT/daemon.log" | cut -d= -f2)
-# Settle: until the log is quiet for 15 s (verification rounds at start).
+# Settle: the verification rounds a daemon runs at start (the read rung, then a restore-test of
+# every database, logged at the round's end), then 15 s with nothing logged.
+until [ "$(grep -c 'rung="restore-test" checked' "$OUT/daemon.log" || true)" -ge "$N" ]; do
+  sleep 1; kill -0 $pid
+done
 last=0; quiet=0
 while [ $quiet -lt 15 ]; do
   sleep 1; n=$(wc -l < "$OUT/daemon.log")
