@@ -56,7 +56,7 @@ pub struct Options {
 
 /// Run the daemon until SIGTERM or SIGINT (or, with `once`, until every database is done).
 pub async fn run(opts: Options, config: Config) -> Result<i32> {
-    if !opts.once && !lifeboat::replicate::shipper::lean_sqlite() {
+    if !opts.once && !lifeboat::replicate::connection::lean_sqlite() {
         tracing::debug!("SQLite was already in use: connections keep their lookaside memory");
     }
     let mut setup = Setup::new(config, opts.repo_flag.as_deref())?;

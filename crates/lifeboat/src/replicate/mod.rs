@@ -6,10 +6,11 @@
 //!
 //! [`wal`] reads the live WAL from outside SQLite; [`segment`] is the stored segment format;
 //! [`layout`] where generations and segments live; [`shipper`] the replicator (breaks, new
-//! generations) and `checkpoint` its checkpoints; [`pitr`] the restore; [`settings`] the
+//! generations), `checkpoint` its checkpoints and [`connection`] its SQLite connections; [`pitr`] the restore; [`settings`] the
 //! `[replication]` section; [`lag`] how far behind the repository is, for `status`.
 
 mod checkpoint;
+pub mod connection;
 pub mod lag;
 pub mod layout;
 pub mod pitr;
