@@ -104,6 +104,11 @@ fn prefix(db: &Path) -> u64 {
 }
 
 fn restore_latest(d: &Path, db: &str, env: &[(&str, String)]) -> PathBuf {
+    restore_latest_or(d, db, env, "")
+}
+
+/// `restore --at latest`; on failure, shows `context` (a daemon's log).
+fn restore_latest_or(d: &Path, db: &str, env: &[(&str, String)], context: &str) -> PathBuf {
     let to = d.join(format!("restored-{db}.db"));
     let _ = std::fs::remove_file(&to);
     let mut c = cmd(d);
@@ -113,7 +118,11 @@ fn restore_latest(d: &Path, db: &str, env: &[(&str, String)]) -> PathBuf {
         c.env(k, v);
     }
     let o = c.output().unwrap();
-    assert!(o.status.success(), "restore {db}: {}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "restore {db}: {}\n{context}",
+        stderr(&o)
+    );
     to
 }
 
@@ -342,7 +351,7 @@ fn a_stalled_replication_is_told_once_and_its_recovery_too() {
     assert_eq!(count(&all, "replication.recovered"), 1, "{all:?}");
     // The webhook's secret path never shows.
     assert!(!daemon.log().contains("S3CRET"));
-    let restored = restore_latest(d, "shop", &env);
+    let restored = restore_latest_or(d, "shop", &env, &daemon.log());
     assert_same_db(&d.join("shop.db"), &restored);
     assert_eq!(prefix(&restored), commits as u64);
 }
