@@ -16,6 +16,7 @@ mod alert;
 mod alerting;
 mod backup;
 mod cleanup;
+mod compact;
 mod daemon;
 mod demo;
 mod drill;
@@ -88,6 +89,8 @@ enum Command {
     Cleanup(cleanup::Args),
     /// Apply the [retention] policy: keep what its rules keep, delete the rest.
     Prune(prune::Args),
+    /// Merge replicated segments into larger windows as they age (restore time stays flat).
+    Compact(compact::Args),
     /// Keep a backup whatever the retention policy says.
     Pin(pin::Args),
     /// Let the retention policy decide about a pinned backup again.
@@ -427,6 +430,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Export(a) => export::run(&ctx, a).await,
         Command::Restores(a) => restores::run(&ctx, a).await,
         Command::Prune(a) => prune::run(&ctx, a).await,
+        Command::Compact(a) => compact::run(&ctx, a).await,
         Command::Pin(a) => pin::run(&ctx, a).await,
         Command::Unpin(a) => unpin::run(&ctx, a).await,
         Command::Release(a) => release::run(&ctx, a).await,

@@ -69,6 +69,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         ..defaults
     };
     let sync_interval = opts.sync_interval;
+    // Registered before the first sync (which takes a snapshot, and may be long): a stop asked
+    // for meanwhile is kept, and honoured once it is done.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("replicate: SIGTERM handler", e))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Error::io("replicate: SIGINT handler", e))?;
     let (mut r, first) = Replicator::open(std::sync::Arc::clone(&repo), &source, opts)
         .await
         .step("replicate")?;
@@ -81,13 +87,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         humantime::format_duration(sync_interval),
         r.generation().unwrap_or("-")
     ));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::io("replicate: SIGTERM handler", e))?;
     let mut totals = (first.commits, first.segments);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(sync_interval) => {}
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
         }
         match r.sync().await {

@@ -1,6 +1,8 @@
 //! `lifeboat verify`: the catalogue's findings across a window (gaps, schema drift, shrinkage,
 //! damage), then the harder rungs on the backups chosen: restore-tests (the latest, a sample,
-//! a window, every one, or ids given) or a rolling read of every byte.
+//! a window, every one, or ids given) or a rolling read of every byte. Replicated generations:
+//! their segments' names always, and a replay of the newest chain (or every chain in the window,
+//! or those given) onto its snapshot in scratch.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use lifeboat::error::{Error, Kind, Result};
 use lifeboat::repo::retention::DEFAULT_SHRINK_ALERT;
 use lifeboat::repo::Repository;
 use lifeboat::schedule::Schedule;
+use lifeboat::verify::chain::{self, ChainReport, Replay};
 use lifeboat::verify::choose::Subset;
 use lifeboat::verify::database::{verify_database, DatabaseVerification, Depth, Settings};
 use lifeboat::verify::findings::{Finding, Severity};
@@ -27,6 +30,12 @@ use lifeboat_daemon::alerts::EventKind;
   lifeboat verify --all --json          # the whole history, every backup restore-tested
   lifeboat verify --all --catalogue     # the whole history's findings, no data read
   lifeboat verify backup-2026-11-20T020000Z --db studio-platform-db
+  lifeboat verify --catalogue --generation gen-20261202T101530250Z-1a2b3c4d --db shop
+
+Replicated databases: the segments' names of every generation in the window are checked (every
+commit once, no gap, no overlap); the newest generation's chain (every one in the window with
+--all or --since; those given with --generation) is replayed onto its snapshot in scratch, every
+checksum checked, then quick_check. A broken chain is damage (exit 6).
 
 Exit codes: 0 clean, 1 warnings only (schema drift, shrinkage, foreign keys), 6 damage or a gap,
 4/8/9 when the repository or the scratch disk kept a check from running (never 6).")]
@@ -50,6 +59,9 @@ pub struct Args {
     /// Only the catalogue rung: findings from manifests and object sizes, no data read.
     #[arg(long, conflicts_with_all = ["sample", "read_subset"])]
     catalogue: bool,
+    /// Replay this replicated generation's chain (repeatable; instead of the default choice).
+    #[arg(long, value_name = "GEN-ID")]
+    generation: Vec<String>,
     /// Only this database (a configured name or a file path).
     #[arg(long, value_name = "NAME|PATH")]
     db: Option<String>,
@@ -89,7 +101,17 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let shrink_alert = (ctx.config.retention.as_ref())
         .and_then(|r| r.shrink_alert)
         .unwrap_or(DEFAULT_SHRINK_ALERT);
+    let replay = if !args.generation.is_empty() {
+        Replay::Ids(args.generation.clone())
+    } else {
+        match depth {
+            Depth::Window => Replay::Window,
+            Depth::Latest | Depth::Sample(_) => Replay::Newest,
+            _ => Replay::Nothing,
+        }
+    };
     let mut results = Vec::new();
+    let mut chains = Vec::new();
     for name in &names {
         let settings = Settings {
             since,
@@ -97,15 +119,33 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             shrink_alert,
             scratch_dir: args.scratch_dir.clone(),
         };
-        let r = verify_database(&repo, name, &depth, &settings, now).await?;
+        let mut r = verify_database(&repo, name, &depth, &settings, now).await?;
         for n in &r.notes {
             ctx.out.line(n);
         }
+        if replay != Replay::Nothing {
+            let (windows, _) = chain::catalogue(&repo, name, since).await?;
+            let (found, reports) =
+                chain::replay(&repo, &windows, &replay, args.scratch_dir.as_deref()).await?;
+            r.findings.extend(found);
+            chains.extend(reports);
+        }
         results.push(r);
     }
+    if let Replay::Ids(ids) = &replay {
+        if let Some(id) = ids
+            .iter()
+            .find(|id| !chains.iter().any(|c| &c.generation == *id))
+        {
+            return Err(Error::new(
+                Kind::NotFound,
+                format!("verify: no generation {id} (see `lifeboat list --pitr`)"),
+            ));
+        }
+    }
     let reports: Vec<VerifyReport> = results.iter().flat_map(|r| r.reports.clone()).collect();
-    show(ctx, &results, &reports);
-    let result = outcome(&results, &reports, &repo, args.catalogue);
+    show(ctx, &results, &reports, &chains);
+    let result = outcome(&results, &reports, &chains, &repo, args.catalogue);
     if let Err(e) = &result {
         tell(ctx, &args, &results, e).await;
     }
@@ -158,7 +198,12 @@ fn schedule_for(ctx: &Ctx, name: &str) -> Result<Schedule> {
     }
 }
 
-fn show(ctx: &Ctx, results: &[DatabaseVerification], reports: &[VerifyReport]) {
+fn show(
+    ctx: &Ctx,
+    results: &[DatabaseVerification],
+    reports: &[VerifyReport],
+    chains: &[ChainReport],
+) {
     for res in results {
         for f in &res.findings {
             ctx.out.line(format!("{}  {}", res.database, f.describe()));
@@ -190,11 +235,29 @@ fn show(ctx: &Ctx, results: &[DatabaseVerification], reports: &[VerifyReport]) {
                 .line(format!("warn  {}  {}  {w}", r.database, r.backup));
         }
     }
+    for c in chains {
+        ctx.out.line(match &c.problem {
+            None => format!(
+                "ok    {}  {}  chain: {} segment(s), {} frame(s) to commit {} onto {}, quick_check, {} tables, {} rows  {}",
+                c.database,
+                c.generation,
+                c.segments,
+                c.frames,
+                c.seq,
+                c.snapshot,
+                c.tables,
+                c.rows,
+                secs(c.duration_ms)
+            ),
+            Some(p) => format!("FAIL  {}  {}  chain: {p}", c.database, c.generation),
+        });
+    }
     let failed = reports.iter().filter(|r| !r.ok && !r.pruned).count();
     ctx.out.json(&serde_json::json!({
         "verified": reports.len(),
         "failed": failed,
         "reports": reports,
+        "chains": chains,
         "databases": results,
     }));
 }
@@ -204,6 +267,7 @@ fn show(ctx: &Ctx, results: &[DatabaseVerification], reports: &[VerifyReport]) {
 fn outcome(
     results: &[DatabaseVerification],
     reports: &[VerifyReport],
+    chains: &[ChainReport],
     repo: &Repository,
     catalogue: bool,
 ) -> Result<i32> {
@@ -216,15 +280,18 @@ fn outcome(
         .any(|r| r.findings.iter().any(|f| f.severity() == Severity::Warning))
         || reports.iter().any(|r| !r.warnings.is_empty());
     if let Some((db, first)) = errors.first() {
-        let damaged = errors
-            .iter()
-            .filter(|(_, f)| matches!(f, Finding::Damage { .. }))
-            .count();
-        let gaps = errors.len() - damaged;
+        let count = |f: fn(&Finding) -> bool| errors.iter().filter(|(_, e)| f(e)).count();
+        let damaged = count(|f| matches!(f, Finding::Damage { .. }));
+        let broken = count(|f| matches!(f, Finding::Chain { .. }));
+        let gaps = errors.len() - damaged - broken;
+        let chains = match broken {
+            0 => String::new(),
+            n => format!(", {n} replication chain problem(s)"),
+        };
         return Err(Error::new(
             Kind::Corrupt,
             format!(
-                "{damaged} backup(s) failed verification, {gaps} day(s) without a good scheduled backup; first: {db} {}",
+                "{damaged} backup(s) failed verification, {gaps} day(s) without a good scheduled backup{chains}; first: {db} {}",
                 first.describe().split_whitespace().collect::<Vec<_>>().join(" ")
             ),
         ));
@@ -242,7 +309,23 @@ fn outcome(
             ),
         ));
     }
-    if reports.is_empty() && results.iter().all(|r| r.findings.is_empty()) && !catalogue {
+    // A chain that could not be replayed (the network, the scratch disk): its own kind.
+    if let Some(c) = chains.iter().find(|c| !c.ok) {
+        return Err(Error::new(
+            c.problem_kind.unwrap_or(Kind::Internal),
+            format!(
+                "generation {} of {} could not be verified: {}",
+                c.generation,
+                c.database,
+                c.problem.clone().unwrap_or_default()
+            ),
+        ));
+    }
+    if reports.is_empty()
+        && chains.is_empty()
+        && results.iter().all(|r| r.findings.is_empty())
+        && !catalogue
+    {
         return Err(Error::new(
             Kind::NotFound,
             format!("no backups to verify in {}", repo.url()),

@@ -1,7 +1,7 @@
-//! Continuous replication end to end, with real processes: a python3 writer committing
-//! transactions of varied size and logging each one, `lifeboat replicate` beside it (killed
-//! with SIGKILL and restarted), and `restore --at` checked against the writer's log: every
-//! restore is an exact prefix of the commits, none committed after the instant.
+//! Continuous replication end to end, with real processes: chain breaks (a checkpoint while
+//! lifeboat is stopped, the file replaced, VACUUM) each start a new generation and restores
+//! never mix two; the TRUNCATE safety valve bounds a WAL the application's readers keep from
+//! resetting. (Exact prefixes through kills, locally and on S3: `replicate_pitr.rs`.)
 
 mod common;
 
@@ -10,28 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-
-const WRITER: &str = r#"
-import sqlite3, sys, time, os, random
-db, log, stop = sys.argv[1], sys.argv[2], sys.argv[3]
-c = sqlite3.connect(db, isolation_level=None, timeout=30)
-c.execute("PRAGMA busy_timeout=30000")
-n = 0
-with open(log, "w") as out:
-    while not os.path.exists(stop):
-        n += 1
-        rows = random.choice([1, 1, 2, 5, 40])
-        size = random.choice([10, 300, 3000])
-        start = time.time()
-        c.execute("BEGIN IMMEDIATE")
-        for k in range(rows):
-            c.execute("INSERT INTO c(n, k, v) VALUES (?, ?, randomblob(?))", (n, k, size))
-        c.execute("COMMIT")
-        end = time.time()
-        out.write(f"{n} {rows} {start:.6f} {end:.6f}\n")
-        out.flush()
-        time.sleep(random.choice([0, 0.01, 0.05]))
-"#;
 
 fn now() -> f64 {
     SystemTime::now()
@@ -81,159 +59,12 @@ fn kill9(mut child: Child) {
     child.wait().unwrap();
 }
 
-struct Logged {
-    n: u64,
-    rows: u64,
-    start: f64,
-    end: f64,
-}
-
-fn read_log(p: &Path) -> Vec<Logged> {
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            Logged {
-                n: f[0].parse().unwrap(),
-                rows: f[1].parse().unwrap(),
-                start: f[2].parse().unwrap(),
-                end: f[3].parse().unwrap(),
-            }
-        })
-        .collect()
-}
-
-/// The commits a restored database holds: it must be exactly commits 1..=k, each with all
-/// its rows. Returns k.
-fn prefix_of(db: &Path, log: &[Logged]) -> u64 {
-    let got = sqlite3(db, "SELECT n, count(*) FROM c GROUP BY n ORDER BY n");
-    let mut k = 0;
-    for line in got.lines().filter(|l| !l.is_empty()) {
-        let (n, rows) = line.split_once('|').unwrap();
-        let (n, rows): (u64, u64) = (n.parse().unwrap(), rows.parse().unwrap());
-        assert_eq!(n, k + 1, "{}: commit {} missing", db.display(), k + 1);
-        assert_eq!(
-            rows,
-            log[(n - 1) as usize].rows,
-            "{}: commit {n} torn",
-            db.display()
-        );
-        k = n;
-    }
-    k
-}
-
 fn rfc3339(t: f64) -> String {
     let secs = t.floor() as i64;
     let ms = ((t - t.floor()) * 1000.0).floor() as u32;
     chrono::DateTime::from_timestamp(secs, ms * 1_000_000)
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-#[test]
-fn restores_are_exact_prefixes_through_kills() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let db = d.join("shop.db");
-    new_db(&db);
-    let (log, stopfile) = (d.join("writer.log"), d.join("stop"));
-    let mut rep = replicator(d, &db);
-    // Wait for the first generation before writing: every commit is then replicated.
-    while !d.join("repo/shop/generations").exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut writer = Command::new("python3")
-        .args(["-c", WRITER])
-        .arg(&db)
-        .arg(&log)
-        .arg(&stopfile)
-        .spawn()
-        .unwrap();
-    // Times the replicator was up, to know which commits it must have shipped by when.
-    let mut up: Vec<(f64, f64)> = Vec::new();
-    let mut since = now();
-    for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(1500));
-        kill9(rep);
-        up.push((since, now()));
-        std::thread::sleep(Duration::from_millis(300));
-        since = now();
-        rep = replicator(d, &db);
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    std::fs::write(&stopfile, "").unwrap();
-    assert!(writer.wait().unwrap().success());
-    std::thread::sleep(Duration::from_millis(1000));
-    stop(rep);
-    up.push((since, now()));
-    let log = read_log(&log);
-    assert!(log.len() > 20, "the writer committed only {}", log.len());
-
-    // `latest` is the source itself.
-    ok(
-        d,
-        &[
-            "restore",
-            "--db",
-            "shop",
-            "--repo",
-            "repo",
-            "--at",
-            "latest",
-            "--to",
-            "latest.db",
-        ],
-    );
-    assert_same_db(&db, &d.join("latest.db"));
-    assert_eq!(prefix_of(&d.join("latest.db"), &log), log.len() as u64);
-
-    let pitr = ok(d, &["list", "--pitr", "--db", "shop", "--repo", "repo"]);
-    let (first, last) = (log[0].start, log[log.len() - 1].end);
-    let slack = 5.0;
-    for i in 0..10 {
-        let t = first + (last - first) * (i as f64 + 0.5) / 10.0;
-        let at = rfc3339(t);
-        let out = d.join(format!("at-{i}.db"));
-        let o = run(
-            d,
-            &[
-                "restore",
-                "--db",
-                "shop",
-                "--repo",
-                "repo",
-                "--at",
-                &at,
-                "--to",
-                out.to_str().unwrap(),
-            ],
-        );
-        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-        let k = prefix_of(&out, &log);
-        let t_ms = (t * 1000.0).floor() / 1000.0;
-        // None after the instant: the newest restored commit began before it.
-        if k > 0 {
-            assert!(
-                log[(k - 1) as usize].start <= t_ms + 0.001,
-                "restore --at {at} holds commit {k}, begun at {}\n{pitr}",
-                log[(k - 1) as usize].start
-            );
-        }
-        // Every commit well before the instant, while the replicator was up, is in.
-        let covered = |e: f64| up.iter().any(|(a, b)| *a <= e && e + slack <= *b);
-        for c in &log {
-            if c.end + slack <= t_ms && covered(c.end) {
-                assert!(
-                    c.n <= k,
-                    "restore --at {at} lacks commit {} (ended {}s before)\n{pitr}",
-                    c.n,
-                    t_ms - c.end
-                );
-            }
-        }
-    }
 }
 
 fn count(db: &Path) -> u64 {
@@ -315,7 +146,7 @@ fn breaks_start_new_generations_and_restores_never_mix_them() {
     let out = replicate_once(d, &db);
     assert!(out.contains("replaced"), "{out}");
 
-    // VACUUM goes through the WAL as one more transaction: it is replicated like any other.
+    // VACUUM: its transaction is shipped, then a new generation starts from a fresh snapshot.
     let rep = replicator(d, &db);
     std::thread::sleep(Duration::from_millis(800));
     sqlite3(&db, "DELETE FROM c WHERE n < 3; VACUUM;");
@@ -324,10 +155,16 @@ fn breaks_start_new_generations_and_restores_never_mix_them() {
     stop(rep);
 
     let pitr = ok(d, &["list", "--pitr", "--db", "b", "--repo", "repo"]);
-    // first run, the reset, the replaced file, and a start on an empty WAL (which cannot be
-    // proved unchanged, so it is a new generation too; VACUUM itself is not a break).
-    assert_eq!(pitr.matches("  gen-").count(), 4, "{pitr}");
-    for why in ["first run", "WAL no longer holds", "replaced", "empty WAL"] {
+    // first run, the reset, the replaced file, a start on an empty WAL (which cannot be
+    // proved unchanged, so it is a new generation too), and the VACUUM.
+    assert_eq!(pitr.matches("  gen-").count(), 5, "{pitr}");
+    for why in [
+        "first run",
+        "WAL no longer holds",
+        "replaced",
+        "empty WAL",
+        "VACUUM",
+    ] {
         assert!(pitr.contains(why), "{why}: {pitr}");
     }
 
@@ -411,4 +248,98 @@ fn breaks_start_new_generations_and_restores_never_mix_them() {
         ],
         7,
     );
+}
+
+/// The application: two reader threads whose read transactions overlap (one is always open,
+/// so SQLite can never reset the WAL by itself), and a writer committing 16 MB in 40 KB
+/// transactions. Prints nothing; the test watches the WAL's size.
+const BUSY_APP: &str = r#"
+import sqlite3, sys, threading, time
+db = sys.argv[1]
+done = threading.Event()
+def reader(delay):
+    c = sqlite3.connect(db, isolation_level=None, timeout=60)
+    time.sleep(delay)
+    while not done.is_set():
+        c.execute("BEGIN")
+        c.execute("SELECT count(*) FROM c").fetchone()
+        time.sleep(1.0)
+        c.execute("COMMIT")
+threads = [threading.Thread(target=reader, args=(d,)) for d in (0, 0.5)]
+for t in threads: t.start()
+time.sleep(0.2)
+w = sqlite3.connect(db, isolation_level=None, timeout=60)
+w.execute("PRAGMA wal_autocheckpoint=0")
+for n in range(400):
+    w.execute("BEGIN IMMEDIATE")
+    w.execute("INSERT INTO c(n, k, v) VALUES (?, 0, randomblob(40000))", (n,))
+    w.execute("COMMIT")
+    time.sleep(0.005)
+done.set()
+for t in threads: t.join()
+"#;
+
+/// Run the busy application beside a replicator with `--truncate-wal-size valve`; the largest
+/// WAL seen, and the replicator's output.
+fn largest_wal(d: &Path, db: &Path, valve: &str) -> u64 {
+    new_db(db);
+    let rep = cmd(d)
+        .args(["replicate", "--db"])
+        .arg(db)
+        .args(["--repo", "repo", "--sync-interval", "200ms"])
+        .args(["--checkpoint-frames", "50", "--truncate-wal-size", valve])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let mut app = Command::new("python3")
+        .args(["-c", BUSY_APP])
+        .arg(db)
+        .spawn()
+        .unwrap();
+    let wal = d.join(format!("{}-wal", db.file_name().unwrap().to_string_lossy()));
+    let mut largest = 0;
+    while app.try_wait().unwrap().is_none() {
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(app.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(800));
+    stop(rep);
+    largest
+}
+
+#[test]
+fn the_truncate_valve_bounds_a_wal_that_readers_keep_from_resetting() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Without the valve (a limit never reached), overlapping readers let the WAL grow with
+    // everything written.
+    let unbounded = largest_wal(d, &d.join("free.db"), "1000000000000");
+    // With it, a WAL past 1 MiB is truncated at the next sync: TRUNCATE waits for the readers
+    // (holding the application's writers meanwhile) and then empties the WAL.
+    let db = d.join("valve.db");
+    let bounded = largest_wal(d, &db, "1048576");
+    eprintln!("largest WAL: {unbounded} bytes without the valve, {bounded} with it");
+    assert!(unbounded > 12 << 20, "{unbounded}");
+    assert!(bounded < 6 << 20, "{bounded}");
+    // Nothing was lost on the way: the newest point is the source.
+    let latest = d.join("latest.db");
+    ok(
+        d,
+        &[
+            "restore",
+            "--db",
+            "valve",
+            "--repo",
+            "repo",
+            "--at",
+            "latest",
+            "--to",
+            latest.to_str().unwrap(),
+        ],
+    );
+    assert_same_db(&db, &latest);
+    assert_eq!(count(&latest), 400);
 }

@@ -91,6 +91,22 @@ fn a_bit_flip_is_found_named_and_the_backup_is_never_used_again() {
     assert!(reports
         .iter()
         .any(|r| r["backup"] == newest.as_str() && r["ok"] == false && r["rung"] == "read"));
+    // The catalogue finds the bad backup by its marker, without reading every record.
+    let marker = d.join(format!("repo/app/verify/bad/{newest}.json"));
+    assert!(marker.exists());
+    let (code, v, err) = verify_json(d, &["--db", "app", "--catalogue"]);
+    assert_eq!(code, Some(6), "{err}");
+    assert_eq!(v["databases"][0]["findings"][0]["backup"], newest.as_str());
+    // Mended (the same bit flipped back) and restore-tested again: good, unmarked, latest.
+    flip_middle_byte(&data, 0x01);
+    let (code, _, err) = verify_json(d, &["--db", "app", &newest]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!marker.exists());
+    let out = ok(
+        d,
+        &["restore", "--db", "app", "--to", "again.db", "--repo", REPO],
+    );
+    assert!(out.contains(&newest), "{out}");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::repo::listing::Records;
 use crate::repo::marks::MarkKind;
 use crate::repo::{Manifest, Repository};
 
@@ -27,7 +28,7 @@ pub async fn check(
     if !m.kind.selectable() || m.tenant.is_some() {
         return Ok(None);
     }
-    let listing = repo.list(&m.database).await?;
+    let listing = repo.list_with(&m.database, Records::Bad).await?;
     let Some(before) = listing
         .backups
         .iter()

@@ -14,6 +14,8 @@ impl Replicator {
     /// read transaction released, taken again before writers go on.
     pub(super) async fn checkpoint_passive(&mut self) -> Result<SyncReport> {
         let e = db_err(format!("checkpoint {}", self.source.path.display()));
+        self.checkpoint_ahead()?;
+        let locked = Instant::now();
         match self.write.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {}
             Err(rusqlite::Error::SqliteFailure(f, _))
@@ -43,7 +45,50 @@ impl Replicator {
         }
         report.checkpoint = Some("passive");
         self.since_checkpoint = (0, Instant::now());
+        tracing::debug!(
+            database = %self.source.name,
+            writers_held_ms = locked.elapsed().as_millis() as u64,
+            "checkpoint"
+        );
         Ok(report)
+    }
+
+    /// The bulk of a checkpoint's copying, with the application's writers going on, so the
+    /// part under the write lock copies only what they wrote meanwhile. The read transaction
+    /// moves to the WAL's end: taken on `write` before it is let go on `read`, so one is held
+    /// throughout and SQLite can reset no frame away (a read mark past 0 forbids any reset). A
+    /// PASSIVE checkpoint then copies every frame up to that mark; shipped or not, they stay in
+    /// the WAL.
+    fn checkpoint_ahead(&mut self) -> Result<()> {
+        let e = db_err(format!("checkpoint {}", self.source.path.display()));
+        // `write` still holds the read transaction a failed call left it: hand it back first.
+        if !self.write.is_autocommit() {
+            self.begin_read()?;
+            return self.write.execute_batch("COMMIT").map_err(&e);
+        }
+        self.write.execute_batch("BEGIN").map_err(&e)?;
+        if let Err(err) = self
+            .write
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        {
+            let _ = self.write.execute_batch("ROLLBACK");
+            return Err(e(err));
+        }
+        let copied = self
+            .end_read()
+            .and_then(|()| {
+                self.read
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
+                    .map_err(&e)
+            })
+            .and_then(|_| self.begin_read());
+        // Only with `read` holding a read transaction again may `write` let go of its own.
+        if !self.read.is_autocommit() {
+            self.write.execute_batch("COMMIT").map_err(&e)?;
+        }
+        copied
     }
 
     /// The safety valve for a WAL that PASSIVE checkpoints cannot keep small (readers of the

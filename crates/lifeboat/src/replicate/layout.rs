@@ -169,8 +169,9 @@ pub async fn read_generation(repo: &Repository, db: &str, id: &str) -> Result<Op
     Ok(Some(g))
 }
 
-/// A generation's segments in commit order, from their names (no object is read).
-pub async fn segments(repo: &Repository, db: &str, gen: &str) -> Result<Vec<SegmentName>> {
+/// Every segment of a generation, shipped and compacted, by first commit (the widest first),
+/// from their names (no object is read).
+pub async fn pieces(repo: &Repository, db: &str, gen: &str) -> Result<Vec<SegmentName>> {
     let prefix = segments_prefix(repo, db, gen);
     let mut out = Vec::new();
     let mut stream = repo.backend().store.list(Some(&prefix));
@@ -180,8 +181,43 @@ pub async fn segments(repo: &Repository, db: &str, gen: &str) -> Result<Vec<Segm
             out.push(n);
         }
     }
-    out.sort_by_key(|n| n.first_seq);
+    out.sort_by(|a, b| (a.first_seq, b.last_seq, b.level).cmp(&(b.first_seq, a.last_seq, a.level)));
     Ok(out)
+}
+
+/// The chain a restore reads from commit `from` on: at each step the segment starting at the
+/// next commit that reaches furthest while `ok` accepts it, so a compacted segment is read
+/// instead of the shipped ones it replaces wherever both exist (they end at the same commits:
+/// compacted windows are made of whole segments). Stops at a gap.
+pub fn plan(
+    pieces: &[SegmentName],
+    from: u64,
+    ok: impl Fn(&SegmentName) -> bool,
+) -> Vec<&SegmentName> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let start = pieces.partition_point(|p| p.first_seq < next);
+        let best = pieces[start..]
+            .iter()
+            .take_while(|p| p.first_seq == next)
+            .filter(|p| ok(p))
+            .max_by_key(|p| (p.last_seq, p.level));
+        match best {
+            Some(p) => {
+                out.push(p);
+                next = p.last_seq + 1;
+            }
+            None => return out,
+        }
+    }
+}
+
+/// A generation's chain to its newest commit, in commit order (see [`plan`]).
+pub async fn segments(repo: &Repository, db: &str, gen: &str) -> Result<Vec<SegmentName>> {
+    let all = pieces(repo, db, gen).await?;
+    let from = all.iter().map(|p| p.first_seq).min().unwrap_or(1);
+    Ok(plan(&all, from, |_| true).into_iter().cloned().collect())
 }
 
 pub async fn read_segment(repo: &Repository, db: &str, gen: &str, name: &str) -> Result<Bytes> {
@@ -199,11 +235,95 @@ pub async fn read_segment(repo: &Repository, db: &str, gen: &str, name: &str) ->
     got.bytes().await.map_err(|e| repo.err("read segment", e))
 }
 
+/// When a generation id says it was started (`gen-20261202T101530250Z-…`).
+pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    let stamp = id.strip_prefix("gen-")?.get(..19)?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%3fZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// Delete a generation: its record first (from then on no restore, listing or replicator sees
+/// it, so a prune killed halfway leaves only unused leftovers), then every object under it.
+/// How many objects went.
+pub async fn delete_generation(repo: &Repository, db: &str, id: &str) -> Result<usize> {
+    repo.delete_keys(vec![generation_key(repo, db, id)]).await?;
+    let prefix = generations_prefix(repo, db).join(id);
+    // A week of one-second segments is 600,000 keys: deleted a thousand at a time as listed.
+    let mut keys = Vec::new();
+    let mut n = 1;
+    let mut stream = repo.backend().store.list(Some(&prefix));
+    while let Some(meta) = stream.next().await {
+        keys.push(meta.map_err(|e| repo.err("list generation", e))?.location);
+        if keys.len() == 1000 {
+            n += keys.len();
+            repo.delete_keys(std::mem::take(&mut keys)).await?;
+        }
+    }
+    n += keys.len();
+    repo.delete_keys(keys).await?;
+    Ok(n)
+}
+
+/// Download a segment into the file `to`, streamed (memory: one chunk), and open it for
+/// reading: a compacted segment can be as large as the database. A local repository's file is
+/// opened where it is instead.
+pub async fn download_segment(
+    repo: &Repository,
+    db: &str,
+    gen: &str,
+    name: &str,
+    to: &std::path::Path,
+) -> Result<std::io::BufReader<std::fs::File>> {
+    use std::io::{Seek, Write};
+    let key = segments_prefix(repo, db, gen).join(name);
+    let missing = || {
+        Error::new(
+            Kind::Corrupt,
+            format!("generation {gen}: segment {name} is missing"),
+        )
+    };
+    // A local repository's object is read where it is: no copy.
+    if let Some(path) = repo.backend().local_path(&key) {
+        return match std::fs::File::open(&path) {
+            Ok(f) => Ok(std::io::BufReader::with_capacity(256 * 1024, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing()),
+            Err(e) => Err(Error::new(
+                Kind::Repository,
+                format!("read segment {}: {e}", path.display()),
+            )),
+        };
+    }
+    let got = match repo.backend().store.get(&key).await {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) => return Err(missing()),
+        Err(e) => return Err(repo.err("read segment", e)),
+    };
+    let io = |e| Error::io(format!("segment download to {}", to.display()), e);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(to)
+        .map_err(io)?;
+    let mut stream = got.into_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| repo.err("read segment", e))?;
+        file.write_all(&chunk).map_err(io)?;
+    }
+    file.rewind().map_err(io)?;
+    Ok(std::io::BufReader::with_capacity(256 * 1024, file))
+}
+
 /// A generation and its segments as listed: what `list --pitr` shows, what restore picks from.
 #[derive(Debug, Clone)]
 pub struct Window {
     pub generation: Generation,
+    /// The chain to the newest commit ([`plan`]).
     pub segments: Vec<SegmentName>,
+    /// Every segment listed, shipped and compacted ([`pieces`]).
+    pub pieces: Vec<SegmentName>,
     /// Where the segments' numbering skips (damage, or a deleted object): restores stop before.
     pub gap_after: Option<u64>,
 }
@@ -226,6 +346,85 @@ impl Window {
     }
 }
 
+/// Store a compacted segment; false when it is there already (another compaction wrote the
+/// same window: the same content).
+pub async fn put_compacted(
+    repo: &Repository,
+    db: &str,
+    gen: &str,
+    name: &str,
+    body: Vec<u8>,
+) -> Result<bool> {
+    let key = segments_prefix(repo, db, gen).join(name);
+    create(repo, &key, body, "write compacted segment").await
+}
+
+/// Store a large compacted segment from the file at `from`, streamed (a multipart upload; two
+/// compactions of one window write the same bytes, so the last one winning is harmless).
+pub async fn upload_compacted(
+    repo: &Repository,
+    db: &str,
+    gen: &str,
+    name: &str,
+    from: &std::path::Path,
+) -> Result<()> {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let key = segments_prefix(repo, db, gen).join(name);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let complete = Arc::new(AtomicBool::new(false));
+    let done = complete.clone();
+    let path = from.to_path_buf();
+    let reading = tokio::task::spawn_blocking(move || -> Result<()> {
+        let io = |e| Error::io(format!("read {}", path.display()), e);
+        let mut f = std::fs::File::open(&path).map_err(io)?;
+        loop {
+            let mut buf = vec![0u8; 1 << 20];
+            let n = f.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                done.store(true, Ordering::SeqCst);
+                return Ok(());
+            }
+            buf.truncate(n);
+            if tx.blocking_send(Bytes::from(buf)).is_err() {
+                return Ok(());
+            }
+        }
+    });
+    let uploaded = repo.upload_to(&key, rx, complete, None).await;
+    reading
+        .await
+        .map_err(|e| Error::task("read compacted segment", e))??;
+    if !uploaded? {
+        return Err(Error::new(
+            Kind::Internal,
+            format!("compacted segment {name}: upload stopped before its end"),
+        ));
+    }
+    Ok(())
+}
+
+/// Delete segments of a generation by name (gone already is fine).
+pub async fn delete_segments(
+    repo: &Repository,
+    db: &str,
+    gen: &str,
+    names: &[String],
+) -> Result<()> {
+    let prefix = segments_prefix(repo, db, gen);
+    for batch in names.chunks(1000) {
+        repo.delete_keys(
+            batch
+                .iter()
+                .map(|n| prefix.clone().join(n.as_str()))
+                .collect(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Every generation of `db` with a record, oldest first.
 pub async fn windows(repo: &Repository, db: &str) -> Result<Vec<Window>> {
     let mut out = Vec::new();
@@ -233,19 +432,16 @@ pub async fn windows(repo: &Repository, db: &str) -> Result<Vec<Window>> {
         let Some(generation) = read_generation(repo, db, &id).await? else {
             continue;
         };
-        let segments = segments(repo, db, &id).await?;
-        let mut next = generation.start.seq + 1;
-        let mut gap_after = None;
-        for s in &segments {
-            if s.first_seq != next {
-                gap_after = Some(next - 1);
-                break;
-            }
-            next = s.last_seq + 1;
-        }
+        let pieces = pieces(repo, db, &id).await?;
+        let from = generation.start.seq + 1;
+        let segments: Vec<SegmentName> =
+            plan(&pieces, from, |_| true).into_iter().cloned().collect();
+        let end = segments.last().map_or(from - 1, |s| s.last_seq);
+        let gap_after = pieces.iter().any(|p| p.last_seq > end).then_some(end);
         out.push(Window {
             generation,
             segments,
+            pieces,
             gap_after,
         });
     }

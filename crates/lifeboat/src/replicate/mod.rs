@@ -5,15 +5,21 @@
 //! at or before that time.
 //!
 //! [`wal`] reads the live WAL from outside SQLite; [`segment`] is the stored segment format;
-//! [`layout`] where generations and segments live; [`shipper`] the replicator (breaks, new
-//! generations), `checkpoint` its checkpoints and [`connection`] its SQLite connections; [`pitr`] the restore; [`settings`] the
-//! `[replication]` section; [`lag`] how far behind the repository is, for `status`.
+//! [`layout`] where generations and segments live; [`compact`] merges them as they
+//! age into [`compacted`] segments; [`shipper`] the replicator (breaks, new
+//! generations), `checkpoint` its checkpoints and [`connection`] its SQLite connections;
+//! [`pitr`] the restore; [`settings`] the `[replication]` section; [`retain`] what
+//! `pitr_within` keeps; [`lag`] how far behind the repository is, for `status`.
 
+pub mod apply;
 mod checkpoint;
+pub mod compact;
+pub mod compacted;
 pub mod connection;
 pub mod lag;
 pub mod layout;
 pub mod pitr;
+pub mod retain;
 pub mod segment;
 pub mod settings;
 pub mod shipper;

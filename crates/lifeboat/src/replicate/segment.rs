@@ -99,7 +99,8 @@ pub fn object_name(h: &SegmentHeader) -> String {
     )
 }
 
-/// What a segment's name says.
+/// What a segment's name says. `level` 0 is a segment as shipped; 1 and up a compacted one
+/// (`….L1.seg.zst`, see `compacted`), which an older lifeboat does not parse and so never uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentName {
     pub name: String,
@@ -107,10 +108,15 @@ pub struct SegmentName {
     pub last_seq: u64,
     pub first_at: DateTime<Utc>,
     pub last_at: DateTime<Utc>,
+    pub level: u8,
 }
 
 pub fn parse_name(name: &str) -> Option<SegmentName> {
     let stem = name.strip_suffix(".seg.zst")?;
+    let (stem, level) = match stem.rsplit_once(".L") {
+        Some((s, l)) => (s, l.parse::<u8>().ok().filter(|l| *l > 0)?),
+        None => (stem, 0),
+    };
     let mut parts = stem.splitn(4, '-');
     let first_seq = parts.next()?.parse().ok()?;
     let last_seq = parts.next()?.parse().ok()?;
@@ -122,7 +128,23 @@ pub fn parse_name(name: &str) -> Option<SegmentName> {
         last_seq,
         first_at,
         last_at,
+        level,
     })
+}
+
+/// The name of a compacted segment of `level` (1 and up) for commits `first..=last`.
+pub fn compacted_name(
+    first: (u64, DateTime<Utc>),
+    last: (u64, DateTime<Utc>),
+    level: u8,
+) -> String {
+    format!(
+        "{:012}-{:012}-{}-{}.L{level}.seg.zst",
+        first.0,
+        last.0,
+        stamp(first.1),
+        stamp(last.1)
+    )
 }
 
 fn stamp(t: DateTime<Utc>) -> String {
@@ -190,8 +212,16 @@ pub struct SegmentReader<R: Read> {
 }
 
 impl<'a> SegmentReader<zstd::Decoder<'a, std::io::BufReader<&'a [u8]>>> {
-    /// Open a stored (compressed) segment.
+    /// Open a stored (compressed) segment held in memory.
     pub fn open(stored: &'a [u8], what: &str) -> Result<Self> {
+        Self::open_read(stored, what)
+    }
+}
+
+impl<'a, S: Read> SegmentReader<zstd::Decoder<'a, std::io::BufReader<S>>> {
+    /// Open a stored (compressed) segment read from `stored` (a downloaded file: memory
+    /// stays one frame).
+    pub fn open_read(stored: S, what: &str) -> Result<Self> {
         let bad = |m: String| Error::new(Kind::Corrupt, format!("segment {what} is corrupt: {m}"));
         let mut input = zstd::Decoder::new(stored).map_err(|e| bad(e.to_string()))?;
         let mut magic = [0u8; 12];
@@ -318,5 +348,10 @@ mod tests {
         let n = parse_name(&name).unwrap();
         assert_eq!((n.first_seq, n.last_seq, n.first_at), (7, 8, at));
         assert!(parse_name("x.seg.zst").is_none());
+        let c = compacted_name((7, at), (9, at), 2);
+        let n = parse_name(&c).unwrap();
+        assert_eq!((n.first_seq, n.last_seq, n.level), (7, 9, 2));
+        assert!(parse_name(&c.replace(".L2", ".L0")).is_none());
+        assert!(parse_name(&c.replace(".L2", ".Lx")).is_none());
     }
 }

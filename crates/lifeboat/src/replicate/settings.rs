@@ -27,6 +27,10 @@ pub struct ReplicationConfig {
     /// are merged into coarser ones.
     #[serde(default, with = "crate::duration::optional")]
     pub pitr_fine_within: Option<Duration>,
+    /// The windows segments are merged into as they close, one level each (default
+    /// `["1m", "1h"]`): each a multiple of the one before.
+    #[serde(default)]
+    pub compact_windows: Option<Vec<String>>,
     /// How many databases the daemon syncs at once (default 4).
     #[serde(default)]
     pub workers: Option<usize>,
@@ -55,6 +59,7 @@ impl ReplicationConfig {
         if self.pitr_fine_within() > self.pitr_within() {
             return bad("pitr_fine_within must not be longer than pitr_within");
         }
+        self.compact_windows()?;
         if self.workers == Some(0) {
             return bad("workers must be at least 1");
         }
@@ -76,6 +81,38 @@ impl ReplicationConfig {
     pub fn pitr_fine_within(&self) -> Duration {
         self.pitr_fine_within.unwrap_or(Duration::from_secs(86400))
     }
+    /// The compaction windows, checked: each longer than 0 and a multiple of the one before
+    /// (so a window of one level is made of whole windows of the level below).
+    pub fn compact_windows(&self) -> Result<Vec<Duration>> {
+        let bad =
+            |m: String| Error::new(Kind::Config, format!("[replication] compact_windows: {m}"));
+        let Some(list) = &self.compact_windows else {
+            return Ok(vec![Duration::from_secs(60), Duration::from_secs(3600)]);
+        };
+        if list.is_empty() || list.len() > 8 {
+            return Err(bad(
+                "give one to eight windows, such as [\"1m\", \"1h\"]".into()
+            ));
+        }
+        let mut out: Vec<Duration> = Vec::new();
+        for text in list {
+            let d = humantime::parse_duration(text)
+                .map_err(|e| bad(format!("{text:?} is not a duration (say \"1m\"): {e}")))?;
+            if d.as_secs() == 0 || d.subsec_nanos() != 0 {
+                return Err(bad(format!("{text:?} must be a whole number of seconds")));
+            }
+            if let Some(prev) = out.last() {
+                if d <= *prev || d.as_secs() % prev.as_secs() != 0 {
+                    return Err(bad(format!(
+                        "{text:?} must be a longer multiple of the window before it"
+                    )));
+                }
+            }
+            out.push(d);
+        }
+        Ok(out)
+    }
+
     pub fn workers(&self) -> usize {
         self.workers.unwrap_or(4)
     }
@@ -117,5 +154,18 @@ mod tests {
         let fine: ReplicationConfig =
             toml::from_str("pitr_within = \"1d\"\npitr_fine_within = \"2d\"").unwrap();
         assert!(fine.check().is_err());
+        assert_eq!(c.compact_windows().unwrap().len(), 2);
+        for w in [
+            "[]",
+            "[\"0s\"]",
+            "[\"1m\", \"90s\"]",
+            "[\"1m\", \"1m\"]",
+            "[\"x\"]",
+        ] {
+            let c: ReplicationConfig = toml::from_str(&format!("compact_windows = {w}")).unwrap();
+            assert!(c.check().is_err(), "{w}");
+        }
+        let c: ReplicationConfig = toml::from_str("compact_windows = [\"2s\", \"10s\"]").unwrap();
+        assert_eq!(c.compact_windows().unwrap()[1], Duration::from_secs(10));
     }
 }

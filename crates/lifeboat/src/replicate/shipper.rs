@@ -90,6 +90,8 @@ pub struct Replicator {
     chain: Option<Chain>,
     /// Frames shipped since the last checkpoint, and when that was.
     pub(super) since_checkpoint: (u64, Instant),
+    /// The schema cookie the last shipped commit left, once one wrote page 1 (tells a VACUUM).
+    cookie: Option<u32>,
     /// One replicator per database file on this machine.
     _lock: TargetLock,
     /// Nothing else in this process opens the file outside SQLite while this holds it.
@@ -135,10 +137,12 @@ impl Replicator {
             write,
             chain: None,
             since_checkpoint: (0, Instant::now()),
+            cookie: None,
             _lock: lock,
             held,
         };
         r.begin_read()?;
+        r.cookie = r.schema_cookie();
         let report = match r.resume().await? {
             Ok(chain) => {
                 tracing::info!(
@@ -179,6 +183,15 @@ impl Replicator {
         Ok(())
     }
 
+    /// The schema cookie as the read transaction sees it (None if it cannot be read: then no
+    /// VACUUM is told until a commit writes page 1).
+    fn schema_cookie(&self) -> Option<u32> {
+        self.read
+            .query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
+            .ok()
+            .map(|v| v as u32)
+    }
+
     pub(super) fn end_read(&mut self) -> Result<()> {
         if !self.read.is_autocommit() {
             self.read
@@ -213,22 +226,42 @@ impl Replicator {
                 })
             })
             .last();
+        let mut old_wal = None;
         if let Some(last) = contiguous {
             let bytes = layout::read_segment(&self.repo, db, &id, &last.name).await?;
             let reader = SegmentReader::open(&bytes, &last.name)?;
             link = reader.header.end_link();
+            old_wal = reader.header.header().ok();
         }
         let Some(pos) = link.position else {
             return Ok(Err(
                 "the chain started on an empty WAL and cannot prove nothing happened since".into(),
             ));
         };
-        if !self.wal_holds(pos)? {
+        if !self.wal_holds(pos)? && !self.reset_after(old_wal.as_ref(), pos)? {
+            let now = wal::read_header(&wal::wal_path(&self.source.path))?;
+            if let (Some(old), Some(now)) = (&old_wal, &now) {
+                if now.salts() != pos.salts && wal::reset_once(old, now) {
+                    return Ok(Err(
+                        "the WAL was reset once since the chain stopped, and the new WAL has overwritten the frames that would prove nothing was lost in between".into(),
+                    ));
+                }
+            }
             return Ok(Err(
                 "the WAL no longer holds where the chain stopped (checkpointed and reset while lifeboat was not running)".into(),
             ));
         }
         Ok(Ok(Chain { generation, link }))
+    }
+
+    /// Whether the WAL was reset once, right after `pos` (lifeboat's own complete checkpoint
+    /// just before it was stopped): the chain then goes on at the new WAL's frame 0.
+    fn reset_after(&self, old: Option<&wal::WalHeader>, pos: Position) -> Result<bool> {
+        let path = wal::wal_path(&self.source.path);
+        match (old, wal::read_header(&path)?) {
+            (Some(old), Some(now)) => wal::reset_once_after(&path, old, &now, pos),
+            _ => Ok(false),
+        }
     }
 
     /// Whether the WAL is still the one `pos` is in, with the same frame at it.
@@ -344,7 +377,11 @@ impl Replicator {
                 .take_while(|c| c.end <= limit)
                 .count()
                 .max(1);
+            // A VACUUM ends its segment, then the generation: the issue asks for a fresh base.
+            let (vacuum, _) = wal::first_vacuum(&scan.commits[..take], self.cookie);
+            let take = vacuum.map_or(take, |i| i + 1);
             let commits = &scan.commits[..take];
+            let cookie = wal::first_vacuum(commits, self.cookie).1;
             let last = commits[take - 1];
             let end = if take == scan.commits.len() {
                 scan.to
@@ -393,6 +430,10 @@ impl Replicator {
             report.bytes += size;
             self.since_checkpoint.0 += last.end;
             self.chain.as_mut().expect("chain").link = header.end_link();
+            self.cookie = cookie;
+            if vacuum.is_some() {
+                return Ok((report, Some("VACUUM rewrote the whole database".into())));
+            }
         }
     }
 
@@ -419,6 +460,7 @@ impl Replicator {
         tracing::warn!(database = %self.source.name, reason, "starting a new generation");
         self.chain = None;
         self.begin_read()?;
+        self.cookie = self.schema_cookie();
         let path = wal::wal_path(&self.source.path);
         let start = match wal::read_header(&path)? {
             Some(h) => Some(wal::scan(&path, &h, Position::start_of(&h))?.to),

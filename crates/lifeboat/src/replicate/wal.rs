@@ -54,6 +54,11 @@ impl WalHeader {
         [be32(&self.bytes, 16), be32(&self.bytes, 20)]
     }
 
+    /// How many times the WAL was reset (checkpoint sequence).
+    pub fn checkpoint_seq(&self) -> u32 {
+        be32(&self.bytes, 12)
+    }
+
     /// The seed of the first frame's cumulative checksum.
     pub fn checksum(&self) -> [u32; 2] {
         [be32(&self.bytes, 24), be32(&self.bytes, 28)]
@@ -86,6 +91,64 @@ impl Position {
 pub struct Commit {
     pub end: u64,
     pub db_pages: u32,
+    /// It wrote every page of the database it left (VACUUM does; see [`Written`]).
+    pub rewrote_all: bool,
+    /// The schema cookie it left, when it wrote page 1.
+    pub schema_cookie: Option<u32>,
+}
+
+/// The first of `commits` that looks like a VACUUM (every page rewritten, and the schema
+/// cookie moved on from `cookie`, the one before them: a bulk load into a new database rewrites
+/// every page too, but leaves the cookie), and the cookie after them all.
+pub fn first_vacuum(commits: &[Commit], mut cookie: Option<u32>) -> (Option<usize>, Option<u32>) {
+    let mut found = None;
+    for (i, c) in commits.iter().enumerate() {
+        if let Some(now) = c.schema_cookie {
+            if found.is_none() && c.rewrote_all && cookie.is_some_and(|was| was != now) {
+                found = Some(i);
+            }
+            cookie = Some(now);
+        }
+    }
+    (found, cookie)
+}
+
+/// The pages one transaction wrote, to tell one that rewrote the whole database: VACUUM
+/// copies every page of the new database in one transaction. Memory: a bit per page.
+#[derive(Debug, Default)]
+struct Written {
+    bits: Vec<u64>,
+    touched: Vec<usize>,
+    distinct: u32,
+    max: u32,
+}
+
+impl Written {
+    fn add(&mut self, page: u32) {
+        let (w, b) = ((page / 64) as usize, page % 64);
+        if w >= self.bits.len() {
+            self.bits.resize(w + 1, 0);
+        }
+        if self.bits[w] == 0 {
+            self.touched.push(w);
+        }
+        if self.bits[w] & (1 << b) == 0 {
+            self.bits[w] |= 1 << b;
+            self.distinct += 1;
+        }
+        self.max = self.max.max(page);
+    }
+
+    /// Whether the transaction wrote exactly pages 1..=`db_pages` (a database of one page is
+    /// rewritten by any change, so it never counts); then forget it for the next one.
+    fn every_page(&mut self, db_pages: u32) -> bool {
+        let all = db_pages >= 2 && self.distinct == db_pages && self.max <= db_pages;
+        for w in self.touched.drain(..) {
+            self.bits[w] = 0;
+        }
+        (self.distinct, self.max) = (0, 0);
+        all
+    }
 }
 
 /// What a scan found after its start: the committed transactions, and the position after the
@@ -140,15 +203,28 @@ pub fn scan(wal: &Path, header: &WalHeader, from: Position) -> Result<Scan> {
     let mut f = std::io::BufReader::with_capacity(256 * 1024, f);
     let (mut sum, mut n, mut commits) = (from.checksum, 0u64, Vec::new());
     let mut to = from;
+    let mut written = Written::default();
+    let mut cookie = None;
     while read_full(&mut f, &mut buf).map_err(err)? {
         let Some(next) = check_frame(header, &buf, sum) else {
             break;
         };
         sum = next;
         n += 1;
+        let page = be32(&buf, 0);
+        written.add(page);
+        if page == 1 {
+            cookie = Some(be32(&buf, FRAME_HEADER + 40));
+        }
         let db_pages = be32(&buf, 4);
         if db_pages != 0 {
-            commits.push(Commit { end: n, db_pages });
+            let rewrote_all = written.every_page(db_pages);
+            commits.push(Commit {
+                end: n,
+                db_pages,
+                rewrote_all,
+                schema_cookie: cookie.take(),
+            });
             to = Position {
                 salts: from.salts,
                 frame: from.frame + n,
@@ -162,6 +238,53 @@ pub fn scan(wal: &Path, header: &WalHeader, from: Position) -> Result<Scan> {
         commits,
         to,
     })
+}
+
+/// Whether the WAL at `wal`, whose header is now `now`, is the WAL `old` reset exactly once
+/// with `end` as its last frame: one checkpoint sequence further, salt-1 one more (SQLite's
+/// reset), and in the file the old WAL's frame at `end` still there with no frame of the old
+/// WAL after it. SQLite rewrites a reset WAL from its start and never clears the rest, so old
+/// frames after `end` (never shipped, then checkpointed away) would still be in the file.
+/// The frame after `end` is read first: a writer filling the new WAL overwrites it only after
+/// the frame at `end`, which is read second.
+pub fn reset_once_after(
+    wal: &Path,
+    old: &WalHeader,
+    now: &WalHeader,
+    end: Position,
+) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    if end.frame == 0 || end.salts != old.salts() || !reset_once(old, now) {
+        return Ok(false);
+    }
+    let f = File::open(wal).map_err(|e| Error::io(format!("read {}", wal.display()), e))?;
+    let size = (FRAME_HEADER + old.page_size() as usize) as u64;
+    let slot = |frame: u64| WAL_HEADER as u64 + (frame - 1) * size;
+    let mut next = vec![0u8; size as usize];
+    let after_end = match f.read_exact_at(&mut next, slot(end.frame + 1)) {
+        Ok(()) => check_frame(old, &next, end.checksum).is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+        Err(e) => return Err(Error::io(format!("read {}", wal.display()), e)),
+    };
+    let mut fh = [0u8; FRAME_HEADER];
+    let at_end = match f.read_exact_at(&mut fh, slot(end.frame)) {
+        Ok(()) => {
+            [be32(&fh, 8), be32(&fh, 12)] == end.salts
+                && [be32(&fh, 16), be32(&fh, 20)] == end.checksum
+                && be32(&fh, 4) != 0
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+        Err(e) => return Err(Error::io(format!("read {}", wal.display()), e)),
+    };
+    Ok(at_end && !after_end)
+}
+
+/// Whether `now` is the header SQLite writes when it resets the WAL `old` once: one checkpoint
+/// sequence further, salt-1 one more, the same page size.
+pub fn reset_once(old: &WalHeader, now: &WalHeader) -> bool {
+    now.checkpoint_seq() == old.checkpoint_seq().wrapping_add(1)
+        && now.salts()[0] == old.salts()[0].wrapping_add(1)
+        && now.page_size() == old.page_size()
 }
 
 /// The cumulative checksum after `frame` (header and page), when the frame belongs to this WAL
@@ -245,5 +368,37 @@ mod tests {
             ..s.to
         };
         assert!(scan(&wal, &h, bad).unwrap().commits.is_empty());
+    }
+
+    #[test]
+    fn vacuum_is_told_from_ordinary_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.db");
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+             CREATE TABLE t(x); CREATE INDEX tx ON t(x);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+             INSERT INTO t SELECT randomblob(200) FROM n;
+             DELETE FROM t WHERE rowid % 3 = 0; UPDATE t SET x = randomblob(200);",
+        )
+        .unwrap();
+        let wal = wal_path(&p);
+        let h = read_header(&wal).unwrap().expect("a header");
+        let before = scan(&wal, &h, Position::start_of(&h)).unwrap();
+        // The bulk load into the new database rewrote every page, but is no VACUUM.
+        let (none, cookie) = first_vacuum(&before.commits, None);
+        assert_eq!(none, None);
+        assert!(cookie.is_some());
+        c.execute_batch("VACUUM").unwrap();
+        let vacuum = scan(&wal, &h, before.to).unwrap();
+        assert_eq!(vacuum.commits.len(), 1);
+        assert_eq!(first_vacuum(&vacuum.commits, cookie).0, Some(0));
+        // Not knowing the cookie before, nothing is called a VACUUM.
+        assert_eq!(first_vacuum(&vacuum.commits, None).0, None);
+        c.execute_batch("INSERT INTO t VALUES (1)").unwrap();
+        let after = scan(&wal, &h, vacuum.to).unwrap();
+        let cookie = first_vacuum(&vacuum.commits, cookie).1;
+        assert_eq!(first_vacuum(&after.commits, cookie).0, None);
     }
 }

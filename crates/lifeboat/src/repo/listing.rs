@@ -26,6 +26,16 @@ enum Read {
     Record(Box<Result<Option<VerifyRecord>>>),
 }
 
+/// Which verify records a listing reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Records {
+    /// Every record (`list`, `status`, choosing what to verify): one object per backup.
+    All,
+    /// Only the records of backups marked bad (`verify/bad/`): what `latest`, prune, shrinkage
+    /// and the catalogue need, for a listing of a few objects. `orphan_records` stays empty.
+    Bad,
+}
+
 /// A backup id's objects that have no manifest: an interrupted or running backup.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Leftover {
@@ -95,14 +105,23 @@ impl Repository {
     /// while the listing still pages, [`MANIFEST_READS`] at a time: on S3 both are round
     /// trips, and a history of thousands is bound by them.
     pub async fn list(&self, db: &str) -> Result<Listing> {
+        self.list_with(db, Records::All).await
+    }
+
+    /// [`Repository::list`], reading the verify records `records` says.
+    pub async fn list_with(&self, db: &str, which: Records) -> Result<Listing> {
         let prefix = self.prefix(db);
         // (id, whether it is a verify record rather than a manifest)
         let (found, read) = futures::channel::mpsc::unbounded::<(String, bool)>();
-        // The records are listed beside the backups, in their own folder.
+        // The records (or the bad markers) are listed beside the backups, in their own folder.
         let records_found = found.clone();
+        let records_at = match which {
+            Records::All => self.records_prefix(db),
+            Records::Bad => self.bad_markers_prefix(db),
+        };
         let records_listed = async move {
             let found = records_found;
-            let mut stream = self.backend.store.list(Some(&self.records_prefix(db)));
+            let mut stream = self.backend.store.list(Some(&records_at));
             while let Some(meta) = stream.next().await {
                 let meta = meta.map_err(|e| self.err("list verify records", e))?;
                 let id = (meta.location.filename())
@@ -233,9 +252,11 @@ impl Repository {
             .collect();
         records.retain(|id, _| known.contains(id.as_str()));
         listing.records = records;
-        listing.orphan_records = (record_ids.into_iter())
-            .filter(|id| !known.contains(id.as_str()))
-            .collect();
+        if which == Records::All {
+            listing.orphan_records = (record_ids.into_iter())
+                .filter(|id| !known.contains(id.as_str()))
+                .collect();
+        }
         Ok(listing)
     }
 

@@ -4,11 +4,13 @@
 //! on-disk format of a backup's record ([`manifest`]), and which backups a policy keeps
 //! ([`retention`]); the newest good backup read cheaply, for skipping ([`newest_good`]); what
 //! verification found per backup ([`verify_record`]); what happened to each database, for
-//! incident timelines ([`events`]).
+//! incident timelines ([`events`]); the snapshots replicated generations stand on
+//! ([`generation_refs`]).
 
 pub mod claim;
 pub mod drills;
 pub mod events;
+pub mod generation_refs;
 pub mod leases;
 pub mod listing;
 pub mod manifest;

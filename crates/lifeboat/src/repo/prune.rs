@@ -19,6 +19,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::Serialize;
 
 use crate::error::{Error, Kind, Result};
+use crate::repo::generation_refs::{generation_snapshots, needed_snapshots};
+use crate::repo::listing::Records;
 use crate::repo::marks::MarkKind;
 use crate::repo::repository::{DATA_SUFFIX, MANIFEST_SUFFIX};
 use crate::repo::retention::{decide, Decision, Marks, RetentionPolicy};
@@ -43,7 +45,8 @@ pub struct PruneReport {
     pub mirrors: Vec<String>,
 }
 
-/// Decide for every backup of `db` and, unless `dry_run`, delete what no rule keeps.
+/// Decide for every backup of `db` and, unless `dry_run`, delete what no rule keeps (never the
+/// snapshot of a replicated generation that is kept).
 pub async fn prune(
     repo: &Repository,
     db: &str,
@@ -51,9 +54,25 @@ pub async fn prune(
     dry_run: bool,
     now: DateTime<Utc>,
 ) -> Result<PruneReport> {
+    prune_dropping(repo, db, policy, dry_run, now, &BTreeSet::new()).await
+}
+
+/// [`prune`], the generations in `dropping` counted as gone: a prune of replicated data that
+/// deletes them in the same run (or would, in a dry run) no longer needs their snapshots.
+pub async fn prune_dropping(
+    repo: &Repository,
+    db: &str,
+    policy: &RetentionPolicy,
+    dry_run: bool,
+    now: DateTime<Utc>,
+    dropping: &BTreeSet<String>,
+) -> Result<PruneReport> {
     policy.check()?;
     let started = std::time::Instant::now();
-    let listing = repo.list(db).await?;
+    // Read before the listing: a generation recorded after this look started after it too,
+    // and its snapshot is either unlisted or kept by its label.
+    let generations = generation_snapshots(repo, db).await?;
+    let listing = repo.list_with(db, Records::Bad).await?;
     let mirrors = listing.mirrors.clone();
     if listing.backups.is_empty() && listing.damaged.is_empty() && mirrors.is_empty() {
         return Err(Error::new(
@@ -67,6 +86,7 @@ pub async fn prune(
         bad: (listing.records.iter())
             .filter_map(|(id, r)| r.bad.clone().map(|b| (id.clone(), b)))
             .collect(),
+        needed: needed_snapshots(&listing.backups, &generations, dropping, now),
     };
     let mut decisions = decide(policy, &listing.backups, &listing.damaged, &marks, now);
     tracing::debug!(
@@ -238,7 +258,13 @@ async fn delete_batch(
     let gone: Vec<&&Manifest> = go.iter().filter(|m| !after.contains(&m.id)).collect();
     let deleted = gone.len();
     let data = (gone.iter())
-        .flat_map(|m| [repo.key(db, &m.id, DATA_SUFFIX), repo.record_key(db, &m.id)])
+        .flat_map(|m| {
+            [
+                repo.key(db, &m.id, DATA_SUFFIX),
+                repo.bad_marker_key(db, &m.id),
+                repo.record_key(db, &m.id),
+            ]
+        })
         .collect::<Vec<Key>>();
     repo.delete_keys(data).await?;
     kept.extend(after);

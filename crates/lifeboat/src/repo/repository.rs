@@ -302,7 +302,7 @@ impl Repository {
         let keys = [MANIFEST_SUFFIX, DATA_SUFFIX]
             .map(|suffix| self.key(db, id, suffix))
             .into_iter()
-            .chain([self.record_key(db, id)]);
+            .chain([self.bad_marker_key(db, id), self.record_key(db, id)]);
         for key in keys {
             match self.backend.store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

@@ -9,6 +9,7 @@
 //! holding the damage they repair) follow the emergency rule only (default 30 d). A backup whose
 //! manifest this lifeboat cannot read is never deleted: it may be a newer lifeboat's. A backup a
 //! verify found bad never counts as good, and goes `keep_bad_within` (7 d) after it was found.
+//! The snapshot of a replicated generation that is kept is never deleted.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -129,6 +130,8 @@ pub struct Marks {
     pub pins: BTreeMap<String, Mark>,
     pub holds: BTreeMap<String, Mark>,
     pub bad: BTreeMap<String, Bad>,
+    /// Snapshots of replicated generations that are kept, with why: never deleted.
+    pub needed: BTreeMap<String, String>,
 }
 
 /// Decide for every backup of one database. `backups` are the complete ones (any order),
@@ -200,6 +203,9 @@ pub fn decide(
         }
         if let Some(why) = held(&m.id) {
             add(&m.id, why);
+        }
+        if let Some(why) = marks.needed.get(&m.id) {
+            add(&m.id, why.clone());
         }
     }
     if let Some(n) = policy.keep_last {

@@ -441,6 +441,7 @@ fn retention_over_synthetic_timelines() {
             },
             marks: Marks {
                 bad: BTreeMap::new(),
+                needed: BTreeMap::new(),
                 pins: BTreeMap::from([(
                     day("2025-03-03"),
                     mark(&day("2025-03-03"), "audit", "2025-03-04T00:00:00Z"),

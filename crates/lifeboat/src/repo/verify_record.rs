@@ -150,6 +150,22 @@ impl Repository {
             .join("records")
     }
 
+    /// Where backup `id`'s bad marker lives: present while its record says bad, so finding the
+    /// bad backups lists a folder of a few objects instead of one record per backup.
+    pub fn bad_marker_key(&self, db: &str, id: &str) -> Key {
+        self.bad_markers_prefix(db)
+            .join(format!("{id}.json").as_str())
+    }
+
+    pub(crate) fn bad_markers_prefix(&self, db: &str) -> Key {
+        self.backend()
+            .root
+            .clone()
+            .join(db)
+            .join("verify")
+            .join("bad")
+    }
+
     /// The verify record of backup `id`; None when there is none or it cannot be read.
     pub async fn verify_record(&self, db: &str, id: &str) -> Result<Option<VerifyRecord>> {
         let key = self.record_key(db, id);
@@ -180,13 +196,29 @@ impl Repository {
             .await?
             .unwrap_or_else(|| VerifyRecord::new(db, id));
         record.add(rung, check);
+        let store = &self.backend().store;
+        let marker = self.bad_marker_key(db, id);
+        // The marker before a bad record, and gone only after a good one: a crash between
+        // leaves a marker too many, which readers check against the record, never one too few.
+        if let Some(bad) = &record.bad {
+            let body = serde_json::to_vec(bad).expect("bad serializes");
+            store
+                .put(&marker, PutPayload::from(body))
+                .await
+                .map_err(|e| self.err("write bad marker", e))?;
+        }
         let mut body = serde_json::to_vec_pretty(&record).expect("record serializes");
         body.push(b'\n');
-        self.backend()
-            .store
+        store
             .put(&self.record_key(db, id), PutPayload::from(body))
             .await
             .map_err(|e| self.err("write verify record", e))?;
+        if record.bad.is_none() {
+            match store.delete(&marker).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("delete bad marker", e)),
+            }
+        }
         Ok(record)
     }
 }
@@ -202,10 +234,13 @@ impl Repository {
             if self.exists(&manifest).await? {
                 continue;
             }
-            match self.backend().store.delete(&self.record_key(db, id)).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => gone.push(id.clone()),
-                Err(e) => return Err(self.err("delete verify record", e)),
+            for key in [self.bad_marker_key(db, id), self.record_key(db, id)] {
+                match self.backend().store.delete(&key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(self.err("delete verify record", e)),
+                }
             }
+            gone.push(id.clone());
         }
         Ok(gone)
     }

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Kind, Result};
+use crate::repo::listing::Records;
 use crate::repo::manifest::Manifest;
 use crate::repo::repository::Repository;
 
@@ -112,7 +113,7 @@ pub async fn select(repo: &Repository, db: &str, sel: &Selector) -> Result<Selec
             });
         }
     }
-    let listing = repo.list(db).await?;
+    let listing = repo.list_with(db, Records::Bad).await?;
     let (until, selector) = match sel {
         Selector::At(at) => (Some(*at), format!("--at {}", utc(*at))),
         _ => (None, "latest".to_string()),

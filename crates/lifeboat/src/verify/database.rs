@@ -8,10 +8,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::{Kind, Result};
-use crate::repo::listing::Listing;
+use crate::repo::listing::{Listing, Records};
 use crate::repo::{Manifest, Repository};
 use crate::restore::to_file::{select, Selector};
 use crate::schedule::Schedule;
+use crate::verify::chain;
 use crate::verify::choose::{groups, in_groups, sample, Cursor, Subset};
 use crate::verify::findings::{findings, Finding, Window};
 use crate::verify::{read, record, record_catalogue, restore_test, VerifyReport};
@@ -81,11 +82,16 @@ pub async fn verify_database(
             v
         }
         _ => {
-            let mut listing = repo.list(db).await?;
+            // The catalogue needs only the bad backups' records; choosing needs them all.
+            let records = match depth {
+                Depth::Catalogue => Records::Bad,
+                _ => Records::All,
+            };
+            let mut listing = repo.list_with(db, records).await?;
             let (newly_bad, stale) = record_catalogue(repo, db, &listing).await?;
             out.newly_bad = newly_bad;
             if stale {
-                listing = repo.list(db).await?; // with the records just written
+                listing = repo.list_with(db, records).await?; // with the records just written
             }
             let skipped_days = repo.covered_days(db).await?;
             let window = Window {
@@ -96,6 +102,9 @@ pub async fn verify_database(
                 shrink_alert: settings.shrink_alert,
             };
             out.findings = findings(&listing, &window);
+            // Replicated generations' catalogue: their segments' names, from a listing.
+            let (_, chains) = chain::catalogue(repo, db, settings.since).await?;
+            out.findings.extend(chains);
             choose(repo, db, depth, &listing, settings, now, &mut out).await?
         }
     };

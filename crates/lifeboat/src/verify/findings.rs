@@ -9,6 +9,7 @@
 //!   backups.
 //! - **Shrinkage**: a table that lost more than `shrink_alert` of its rows between them.
 //! - **Damage**: a backup whose manifest or data object is unusable, or that a verify found bad.
+//! - **Chain**: a replicated generation whose segments do not form one chain ([`super::chain`]).
 
 use std::collections::BTreeSet;
 
@@ -55,12 +56,17 @@ pub enum Finding {
         backup: String,
         problem: String,
     },
+    /// A replicated generation whose chain of segments is broken (names or content).
+    Chain {
+        generation: String,
+        problem: String,
+    },
 }
 
 impl Finding {
     pub fn severity(&self) -> Severity {
         match self {
-            Finding::Gap { .. } | Finding::Damage { .. } => Severity::Error,
+            Finding::Gap { .. } | Finding::Damage { .. } | Finding::Chain { .. } => Severity::Error,
             Finding::Drift { .. } | Finding::Shrinkage { .. } => Severity::Warning,
         }
     }
@@ -101,6 +107,10 @@ impl Finding {
                 format!("SHRUNK  {from} -> {to}: {}", t.join(", "))
             }
             Finding::Damage { backup, problem } => format!("DAMAGE  {backup}: {problem}"),
+            Finding::Chain {
+                generation,
+                problem,
+            } => format!("CHAIN   {generation}: {problem}"),
         }
     }
 }

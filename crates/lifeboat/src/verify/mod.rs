@@ -7,9 +7,13 @@
 //! 3. **restore-test**: restored into scratch, `integrity_check` and `foreign_key_check` run,
 //!    row counts and schema hash compared with the manifest ([`restore_test`]).
 //!
+//! Replicated generations have the same rungs in [`chain`]: their segments' names, then a
+//! replay of the chain onto its snapshot in scratch.
+//!
 //! A failure that is the backup's own (kind [`Kind::Corrupt`]) marks it bad; the network's or
 //! the scratch disk's says nothing about the backup and is reported with its own kind.
 
+pub mod chain;
 pub mod choose;
 pub mod database;
 pub mod findings;

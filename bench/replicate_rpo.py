@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Replication benchmark (issue 14): commit-to-durable lag and the writer's throughput.
+
+RPO: a writer paced at RATE small transactions per second beside `lifeboat replicate
+--sync-interval 1s`, on a local repository and on s3s-fs (loopback). A commit is durable when
+the segment holding it is in the repository: the segment's file mtime (the local repository's
+file, s3s-fs's data file), against the commit's end time in the writer. Target: p99 <= 1.5 s.
+
+Writer impact: the same writer unpaced for SECS seconds, with and without the replicator,
+alternated three times in one run; throughput ratio (target >= 90 %). Two data shapes: a
+100-byte row per transaction, and a 4 KB blob per transaction with an index update.
+
+  python3 bench/replicate_rpo.py [--lb target/release/lifeboat] [--s3s-fs PATH] [--secs 30]
+"""
+import argparse, os, re, shutil, signal, socket, sqlite3, statistics, subprocess, sys, tempfile, time
+
+SEG = re.compile(r"^(\d+)-(\d+)-.*\.seg\.zst$")
+
+
+def new_db(path, shape):
+    c = sqlite3.connect(path)
+    c.execute("PRAGMA journal_mode=WAL")
+    if shape == "rows":
+        c.execute("CREATE TABLE ev(id INTEGER PRIMARY KEY, at REAL, note TEXT)")
+    else:
+        c.execute("CREATE TABLE doc(id INTEGER PRIMARY KEY, owner INTEGER, body BLOB)")
+        c.execute("CREATE INDEX doc_owner ON doc(owner)")
+    c.commit()
+    c.close()
+
+
+def write(path, shape, secs, rate=None):
+    """Commit for `secs` seconds (paced at `rate`/s when given); returns the commit end times."""
+    c = sqlite3.connect(path, isolation_level=None, timeout=30)
+    c.execute("PRAGMA synchronous=NORMAL")
+    ends, n, start = [], 0, time.time()
+    while time.time() - start < secs:
+        n += 1
+        c.execute("BEGIN IMMEDIATE")
+        if shape == "rows":
+            c.execute("INSERT INTO ev(at, note) VALUES (?, ?)", (time.time(), "x" * 100))
+        else:
+            c.execute("INSERT INTO doc(owner, body) VALUES (?, randomblob(4096))", (n % 97,))
+        c.execute("COMMIT")
+        ends.append(time.time())
+        if rate:
+            due = start + n / rate
+            if due > time.time():
+                time.sleep(due - time.time())
+    c.close()
+    return ends
+
+
+class S3:
+    def __init__(self, binary, root):
+        self.data = os.path.join(root, "s3data")
+        os.makedirs(os.path.join(self.data, "bench"))
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.proc = subprocess.Popen(
+            [binary, "--host", "127.0.0.1", "--port", str(self.port), "--access-key", "k",
+             "--secret-key", "secret-secret", self.data],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", self.port)).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        sys.exit("s3s-fs did not start")
+
+    def env(self):
+        return dict(os.environ, AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="secret-secret",
+                    AWS_ENDPOINT_URL=f"http://127.0.0.1:{self.port}", AWS_REGION="us-east-1")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def replicator(lb, db, repo, env, sync="1s"):
+    return subprocess.Popen([lb, "replicate", "--db", db, "--repo", repo, "--sync-interval", sync],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    if p.returncode != 0:
+        sys.exit(f"replicate failed: {err.decode()}")
+
+
+def segments_dir(root, name):
+    gens = os.path.join(root, name, "generations")
+    while not (os.path.isdir(gens) and os.listdir(gens)):
+        time.sleep(0.05)
+    ids = sorted(os.listdir(gens))
+    return [os.path.join(gens, g, "segments") for g in ids]
+
+
+def lag(lb, shape, secs, rate, s3=None):
+    root = tempfile.mkdtemp(prefix="lb-rpo-")
+    db = os.path.join(root, "app.db")
+    new_db(db, shape)
+    if s3:
+        key = f"rpo-{shape}"
+        repo, env, store = f"s3://bench/{key}", s3.env(), os.path.join(s3.data, "bench", key)
+    else:
+        repo, env, store = os.path.join(root, "repo"), dict(os.environ), os.path.join(root, "repo")
+    p = replicator(lb, db, repo, env)
+    segments_dir(store, "app")  # the first generation exists: every commit after is replicated
+    time.sleep(0.5)
+    ends = write(db, shape, secs, rate)
+    time.sleep(2.5)
+    stop(p)
+    dirs = segments_dir(store, "app")
+    if len(dirs) != 1:
+        sys.exit(f"expected one generation, found {len(dirs)}")
+    durable = {}
+    for name in os.listdir(dirs[0]):
+        m = SEG.match(name)
+        if m:
+            t = os.stat(os.path.join(dirs[0], name)).st_mtime
+            for seq in range(int(m.group(1)), int(m.group(2)) + 1):
+                durable[seq] = t
+    lags = sorted(durable[i + 1] - e for i, e in enumerate(ends))
+    shutil.rmtree(root)
+    if s3:
+        shutil.rmtree(store)
+    q = lambda p: lags[min(len(lags) - 1, int(p * len(lags)))]
+    return len(ends) / secs, q(0.5), q(0.99), lags[-1]
+
+
+def impact(lb, shape, secs):
+    root = tempfile.mkdtemp(prefix="lb-impact-")
+    off, on = [], []
+    for i in range(3):
+        for mode in ("off", "on"):
+            db = os.path.join(root, f"{mode}{i}.db")
+            new_db(db, shape)
+            p = None
+            if mode == "on":
+                p = replicator(lb, db, os.path.join(root, "repo"), dict(os.environ))
+                segments_dir(os.path.join(root, "repo"), f"{mode}{i}")
+                time.sleep(0.5)
+            tx = len(write(db, shape, secs)) / secs
+            if p:
+                stop(p)
+            (on if p else off).append(tx)
+            shutil.rmtree(root)
+            os.makedirs(root)
+    shutil.rmtree(root)
+    return statistics.median(off), statistics.median(on), off, on
+
+
+def main():
+    a = argparse.ArgumentParser()
+    a.add_argument("--lb", default="target/release/lifeboat")
+    a.add_argument("--s3s-fs", default=os.path.expanduser("~/.cache/lifeboat-test-tools/bin/s3s-fs"))
+    a.add_argument("--secs", type=float, default=30)
+    a.add_argument("--rate", type=float, default=200)
+    o = a.parse_args()
+    lb = os.path.realpath(o.lb)
+    print(f"lifeboat {lb}; {os.cpu_count()} cores; sync interval 1s; {o.rate:.0f} tx/s for {o.secs:.0f}s")
+    print("\nRPO: commit-to-durable lag (target p99 <= 1.5 s)")
+    print(f"{'repository':<12} {'shape':<6} {'tx/s':>7} {'p50 s':>7} {'p99 s':>7} {'max s':>7}")
+    s3 = S3(o.s3s_fs, tempfile.mkdtemp(prefix="lb-s3-"))
+    try:
+        for where, shape in (("local", "rows"), ("local", "blobs"), ("s3s-fs", "rows"), ("s3s-fs", "blobs")):
+            tx, p50, p99, mx = lag(lb, shape, o.secs, o.rate, s3 if where == "s3s-fs" else None)
+            print(f"{where:<12} {shape:<6} {tx:7.1f} {p50:7.3f} {p99:7.3f} {mx:7.3f}", flush=True)
+    finally:
+        s3.stop()
+        shutil.rmtree(os.path.dirname(s3.data))
+    print("\nWriter impact: unpaced writer, synchronous=NORMAL, 3 alternations of 10 s (target >= 90 %)")
+    print(f"{'shape':<6} {'off tx/s':>9} {'on tx/s':>9} {'ratio':>7}   runs off / on")
+    for shape in ("rows", "blobs"):
+        off, on, offs, ons = impact(lb, shape, 10)
+        runs = " ".join(f"{x:.0f}" for x in offs) + " / " + " ".join(f"{x:.0f}" for x in ons)
+        print(f"{shape:<6} {off:9.0f} {on:9.0f} {on / off:7.1%}   {runs}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

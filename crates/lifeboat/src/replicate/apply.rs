@@ -1,0 +1,307 @@
+//! Applying a generation's chain to its snapshot for a restore (or a verify's replay), newest
+//! segment first: a page written by a newer segment is never written again by an older one, so
+//! a restore writes each page once however many segments changed it (an hour of segments on a
+//! database whose pages are all written holds many versions of each). Every segment is still
+//! read whole and checked: the shipped ones against the WAL checksum chain and their commit
+//! frames, the compacted ones against their sha256; and the links: each segment's `prev` is the
+//! end of the one before, the oldest's the generation's start.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use crate::error::{Error, Kind, Result};
+use crate::replicate::compacted::CompactedReader;
+use crate::replicate::layout::{self, Generation};
+use crate::replicate::pitr::Point;
+use crate::replicate::segment::{Link, SegmentName, SegmentReader};
+use crate::replicate::wal;
+use crate::repo::Repository;
+
+/// A set of page numbers, one bit each.
+#[derive(Default)]
+struct Pages(Vec<u64>);
+
+impl Pages {
+    fn contains(&self, p: u32) -> bool {
+        self.0
+            .get(p as usize / 64)
+            .is_some_and(|w| w & (1 << (p % 64)) != 0)
+    }
+    fn insert(&mut self, p: u32) {
+        let i = p as usize / 64;
+        if i >= self.0.len() {
+            self.0.resize(i + 1, 0);
+        }
+        self.0[i] |= 1 << (p % 64);
+    }
+    fn absorb(&mut self, other: &mut Pages) {
+        if other.0.len() > self.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (a, b) in self.0.iter_mut().zip(other.0.drain(..)) {
+            *a |= b;
+        }
+    }
+}
+
+/// Where an application stands, going back from the newest segment.
+struct Applied<'a> {
+    g: &'a Generation,
+    file: std::fs::File,
+    /// The link the segment before must end at: the `prev` of the one just applied.
+    expect_end: Option<Link>,
+    /// The database's size after the point restored: pages past it are not written.
+    db_pages: Option<u32>,
+    /// Pages written by newer segments.
+    done: Pages,
+    segments: u64,
+    written: u64,
+}
+
+impl Applied<'_> {
+    fn broken(&self, name: &SegmentName, what: &str) -> Error {
+        Error::new(
+            Kind::Corrupt,
+            format!(
+                "generation {}: segment {} does not continue the chain: {what}",
+                self.g.id, name.name
+            ),
+        )
+    }
+
+    /// Write `page` unless a newer segment did, or it lies past the database's end.
+    fn put(&mut self, this: &mut Pages, pgno: u32, page: &[u8]) -> Result<()> {
+        if self.done.contains(pgno) || self.db_pages.is_some_and(|n| pgno > n) {
+            return Ok(());
+        }
+        let io = |e| Error::io("restore: write the image", e);
+        let ps = self.g.page_size as u64;
+        self.file
+            .seek(SeekFrom::Start((pgno as u64 - 1) * ps))
+            .map_err(io)?;
+        self.file.write_all(page).map_err(io)?;
+        this.insert(pgno);
+        self.written += 1;
+        Ok(())
+    }
+}
+
+/// Apply the generation's segments to the snapshot at `path`, up to commit `point.seq`: the
+/// widest segments that end at or before it ([`layout::plan`]), and for a point inside a
+/// shipped segment (the snapshot's base) that segment up to its commit. Returns (segments
+/// read, pages written).
+pub(crate) async fn apply(repo: &Repository, point: &Point, path: &Path) -> Result<(u64, u64)> {
+    let g = &point.window.generation;
+    let pieces = &point.window.pieces;
+    let mut plan = layout::plan(pieces, g.start.seq + 1, |s| s.last_seq <= point.seq);
+    let end = plan.last().map_or(g.start.seq, |s| s.last_seq);
+    if end < point.seq {
+        plan.extend(
+            (pieces.iter())
+                .filter(|s| s.level == 0 && s.first_seq == end + 1 && s.last_seq > point.seq)
+                .take(1),
+        );
+    }
+    let reach = plan.last().map_or(g.start.seq, |s| s.last_seq);
+    if reach < point.seq {
+        return Err(Error::new(
+            Kind::Corrupt,
+            format!(
+                "generation {}: its segments end at commit {reach} before commit {}",
+                g.id, point.seq
+            ),
+        ));
+    }
+    let io = |e| Error::io(format!("restore: write {}", path.display()), e);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let mut st = Applied {
+        g,
+        file,
+        expect_end: None,
+        db_pages: None,
+        done: Pages::default(),
+        segments: 0,
+        written: 0,
+    };
+    // Each segment is downloaded beside the image, then read from there.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let part = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| Error::io(format!("restore: a segment file in {}", dir.display()), e))?;
+    for name in plan.iter().rev() {
+        let stored =
+            layout::download_segment(repo, &g.database, &g.id, &name.name, part.path()).await?;
+        if name.level == 0 {
+            apply_shipped(&mut st, name, stored, point.seq)?;
+        } else {
+            apply_compacted(&mut st, name, stored)?;
+        }
+    }
+    if st.expect_end.is_some_and(|e| e != g.start) {
+        return Err(Error::new(
+            Kind::Corrupt,
+            format!(
+                "generation {}: its first segment does not continue the generation's start",
+                g.id
+            ),
+        ));
+    }
+    if let Some(pages) = st.db_pages {
+        st.file
+            .set_len(pages as u64 * g.page_size as u64)
+            .map_err(io)?;
+    }
+    st.file.sync_all().map_err(io)?;
+    Ok((st.segments, st.written))
+}
+
+/// A shipped segment, checked frame by frame against the WAL checksum chain, up to commit
+/// `until` when it holds it.
+fn apply_shipped(
+    st: &mut Applied,
+    name: &SegmentName,
+    stored: impl Read,
+    until: u64,
+) -> Result<()> {
+    let mut reader = SegmentReader::open_read(stored, &name.name)?;
+    let h = reader.header.clone();
+    let g = st.g;
+    if h.generation != g.id || h.database != g.database || h.page_size != g.page_size {
+        return Err(st.broken(name, "it belongs to another generation"));
+    }
+    if (h.first_seq(), h.last_seq()) != (name.first_seq, name.last_seq)
+        || h.first_seq() != h.prev.seq + 1
+    {
+        return Err(st.broken(name, "its name and its content disagree"));
+    }
+    if st.expect_end.is_some_and(|e| e != h.end_link()) {
+        return Err(st.broken(name, "the next segment does not start where it ends"));
+    }
+    // Its frames start where its `prev` stood in the same WAL, or at frame 0 of a new one.
+    match h.prev.position {
+        Some(p) if p.salts == h.start.salts => {
+            if h.start != p {
+                return Err(st.broken(name, "it starts elsewhere in the WAL"));
+            }
+        }
+        _ => {
+            if h.start != wal::Position::start_of(&h.header()?) {
+                return Err(st.broken(name, "a new WAL that does not start at its frame 0"));
+            }
+        }
+    }
+    let stop = h.commits.iter().find(|c| c.seq == until.min(h.last_seq()));
+    if st.db_pages.is_none() {
+        st.db_pages = stop.map(|c| c.db_pages);
+    }
+    let stop_frame = stop.map_or(h.frames, |c| c.end);
+    st.segments += 1;
+    let mut this = Pages::default();
+    let mut commits = h.commits.iter().peekable();
+    let mut n = 0u64;
+    while let Some(frame) = reader.next_frame()? {
+        n += 1;
+        let pgno = wal::be32(frame, 0);
+        let size = wal::be32(frame, 4);
+        if pgno == 0 {
+            return Err(st.broken(name, "a frame for page 0"));
+        }
+        let at_commit = commits.peek().is_some_and(|c| c.end == n);
+        if (size != 0) != at_commit {
+            return Err(st.broken(name, "its commit frames are not the ones it lists"));
+        }
+        if commits
+            .next_if(|c| c.end == n)
+            .is_some_and(|c| c.db_pages != size)
+        {
+            return Err(st.broken(name, "a commit's size is not its frame's"));
+        }
+        st.put(&mut this, pgno, &frame[wal::FRAME_HEADER..])?;
+        if n == stop_frame {
+            break;
+        }
+    }
+    // A segment read to its end also proves zstd's own checksum and that nothing follows.
+    if n == h.frames {
+        reader.finish()?;
+    }
+    st.done.absorb(&mut this);
+    st.expect_end = Some(h.prev);
+    Ok(())
+}
+
+/// A compacted segment: its links, then its pages, then its sha256 and count.
+fn apply_compacted(st: &mut Applied, name: &SegmentName, stored: impl Read) -> Result<()> {
+    let mut reader = CompactedReader::open(stored, &name.name)?;
+    let h = reader.header.clone();
+    let g = st.g;
+    if h.generation != g.id || h.database != g.database || h.page_size != g.page_size {
+        return Err(st.broken(name, "it belongs to another generation"));
+    }
+    if (h.first_seq, h.last_seq, h.level) != (name.first_seq, name.last_seq, name.level)
+        || h.end.seq != h.last_seq
+        || h.first_seq != h.prev.seq + 1
+    {
+        return Err(st.broken(name, "its name and its content disagree"));
+    }
+    if st.expect_end.is_some_and(|e| e != h.end) {
+        return Err(st.broken(name, "the next segment does not start where it ends"));
+    }
+    if st.db_pages.is_none() {
+        st.db_pages = Some(h.db_pages);
+    }
+    st.segments += 1;
+    let mut this = Pages::default();
+    while let Some((pgno, page)) = reader.next_page()? {
+        st.put(&mut this, pgno, page)?;
+    }
+    st.done.absorb(&mut this);
+    st.expect_end = Some(h.prev);
+    Ok(())
+}
+
+/// Read a stored segment of generation `g` through and check it as a restore would (its
+/// generation, its name, its checksums: the WAL chain and commit frames of a shipped one, the
+/// sha256 of a compacted one), without applying it: what a verify does with the segments a
+/// restore to the newest point does not read.
+pub fn check_stored(g: &Generation, name: &SegmentName, stored: impl Read) -> Result<()> {
+    let broken = |what: &str| {
+        Error::new(
+            Kind::Corrupt,
+            format!("generation {}: segment {}: {what}", g.id, name.name),
+        )
+    };
+    if name.level == 0 {
+        let mut r = SegmentReader::open_read(stored, &name.name)?;
+        let h = r.header.clone();
+        if h.generation != g.id || h.database != g.database || h.page_size != g.page_size {
+            return Err(broken("it belongs to another generation"));
+        }
+        if (h.first_seq(), h.last_seq()) != (name.first_seq, name.last_seq) {
+            return Err(broken("its name and its content disagree"));
+        }
+        let mut commits = h.commits.iter().peekable();
+        let mut n = 0u64;
+        while let Some(frame) = r.next_frame()? {
+            n += 1;
+            let size = wal::be32(frame, 4);
+            if (size != 0) != commits.next_if(|c| c.end == n).is_some() {
+                return Err(broken("its commit frames are not the ones it lists"));
+            }
+        }
+        r.finish()
+    } else {
+        let mut r = CompactedReader::open(stored, &name.name)?;
+        let h = r.header.clone();
+        if h.generation != g.id || h.database != g.database || h.page_size != g.page_size {
+            return Err(broken("it belongs to another generation"));
+        }
+        if (h.first_seq, h.last_seq, h.level) != (name.first_seq, name.last_seq, name.level) {
+            return Err(broken("its name and its content disagree"));
+        }
+        while r.next_page()?.is_some() {}
+        Ok(())
+    }
+}
