@@ -53,7 +53,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             "replicate: --sync-interval and --checkpoint-frames must be more than 0",
         ));
     }
-    let repo = ctx.repository(true).step("replicate")?;
+    let repo = std::sync::Arc::new(ctx.repository(true).step("replicate")?);
     let defaults = ctx
         .config
         .replication
@@ -75,7 +75,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         .map_err(|e| Error::io("replicate: SIGTERM handler", e))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Error::io("replicate: SIGINT handler", e))?;
-    let (mut r, first) = Replicator::open(&repo, &source, opts)
+    let (mut r, first) = Replicator::open(std::sync::Arc::clone(&repo), &source, opts)
         .await
         .step("replicate")?;
     say(ctx, &r, &first);

@@ -67,6 +67,16 @@ async fn gather(ctx: &Ctx, args: &Args) -> Result<Vec<DatabaseStatus>> {
         .into_iter()
         .map(|d| (d.name, d.schedule))
         .collect();
+    // Replicated databases' files, to tell what their WAL holds that the repository does not.
+    let replicated: std::collections::HashMap<String, std::path::PathBuf> = ctx
+        .config
+        .members()
+        .sources
+        .into_iter()
+        .filter(|s| s.replicate.is_some() && s.d1.is_none() && s.sql_dump.is_none())
+        .map(|s| (s.name, s.path))
+        .collect();
+    let max_lag = ctx.config.replication.max_lag();
     let mut all = Vec::new();
     for name in names {
         let mut s = database_status(&repo, &name, &ctx.config.status, now).await?;
@@ -77,6 +87,22 @@ async fn gather(ctx: &Ctx, args: &Args) -> Result<Vec<DatabaseStatus>> {
                 eprintln!("lifeboat: warning: {e}");
                 None
             });
+        s.replication = lifeboat::replicate::lag::replication_status(
+            &repo,
+            &name,
+            replicated.get(&name).map(|p| p.as_path()),
+            now,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("lifeboat: warning: {name}: replication: {e}");
+            None
+        });
+        if let Some(lag) = s.replication.as_ref().and_then(|r| r.lag_seconds) {
+            if lag > max_lag.as_secs() as i64 {
+                s.replication_lagging(lag, max_lag);
+            }
+        }
         // A fleet's database whose file is gone is not stale: nothing is left to back up.
         if let Some(own) = schedules.get(&name) {
             let schedule = match own {
@@ -203,6 +229,27 @@ fn show(ctx: &Ctx, args: &Args, all: &[DatabaseStatus]) -> i32 {
                 },
                 lifeboat::drill::report::ms_text(d.total_ms),
                 if d.rto_breached { ", RTO breached" } else { "" }
+            ));
+        }
+        if let Some(r) = &s.replication {
+            let lag = match (r.lag_seconds, r.unshipped_commits) {
+                (Some(0), _) => "lag 0 (the local WAL holds nothing unshipped)".to_string(),
+                (Some(l), Some(n)) => format!(
+                    "lag at most {} ({n} commit(s) in the local WAL not yet shipped)",
+                    hours(l)
+                ),
+                _ => "lag unknown here (the database file is not on this machine, or its WAL was checkpointed away since)".to_string(),
+            };
+            ctx.out.line(format!(
+                "  replicated: newest commit {} seen {} ({} ago), generation {}; {lag}",
+                r.newest_commit,
+                r.newest_commit_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                hours(
+                    (chrono::Utc::now() - r.newest_commit_at)
+                        .num_seconds()
+                        .max(0)
+                ),
+                r.generation
             ));
         }
         if let Some(fleet) = &s.left_fleet {

@@ -89,9 +89,12 @@ pub async fn run(repo: &Arc<Repository>, config: &Config, source: &Source, due: 
         }
     };
     // An unchanged database needs no lease: the check only reads, and its record says so.
-    if source
-        .skip_unchanged
-        .unwrap_or(config.daemon.skip_unchanged())
+    // A replicated database is held open through SQLite by this process's replicator: never
+    // fingerprinted (that opens the file outside SQLite, which would drop the replicator's locks).
+    if source.replicate.is_none()
+        && source
+            .skip_unchanged
+            .unwrap_or(config.daemon.skip_unchanged())
     {
         match unchanged_since(repo, source).await {
             Ok(Some(m)) => {
@@ -199,6 +202,8 @@ async fn backup(repo: &Repository, config: &Config, source: &Source) -> Outcome 
     let opts = BackupOptions {
         kind: BackupKind::Scheduled,
         compression_level: config.repository.compression_level,
+        // Replicated here: read through SQLite only (see `lifeboat::fs::held`).
+        held_open: source.replicate.is_some() && source.d1.is_none() && source.sql_dump.is_none(),
         ..BackupOptions::default()
     };
     let shrink_alert = config

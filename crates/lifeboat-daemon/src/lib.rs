@@ -2,7 +2,8 @@
 //! each database's [`job`] on its schedule, under a lease in the repository; [`alerts`] tells
 //! the channels what failed, shrank, went stale or recovered, remembering what it told
 //! ([`alert_memory`]); [`metrics`] serves `/metrics` and `/healthz`; the [`verifier`] proves
-//! the backups restore, rung by rung, on its own schedules.
+//! the backups restore, rung by rung, on its own schedules; [`replication`] keeps the replicated
+//! databases' changes flowing to the repository.
 
 pub mod alert_memory;
 pub mod alerts;
@@ -11,4 +12,5 @@ pub mod drills;
 pub mod job;
 pub mod metrics;
 pub mod plan;
+pub mod replication;
 pub mod verifier;

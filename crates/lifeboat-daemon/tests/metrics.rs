@@ -382,3 +382,42 @@ async fn concurrent_recording_and_scraping_lose_nothing() {
     assert_eq!((ok, failed), (8.0 * 67.0, 8.0 * 133.0));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn replication_lag_and_counters_per_database_and_above_the_cap() {
+    let m = Metrics::new(2);
+    let server = Server::start(&m).await;
+    m.replication_lag("a", Some(0.5));
+    m.replication_lag("b", Some(0.0));
+    m.replication_shipped("a", 10, 4096);
+    m.replication_break("b");
+    m.replication_error("b");
+    let s = scrape(&server).await;
+    let lag = "lifeboat_replication_lag_seconds";
+    assert_eq!(gauge(&s, lag, &[("database", "a")]), 0.5);
+    assert_eq!(gauge(&s, lag, &[("database", "b")]), 0.0);
+    let commits = "lifeboat_replication_commits_total";
+    assert_eq!(counter(&s, commits, &[("database", "a")]), 10.0);
+    assert_eq!(counter(&s, commits, &[("database", "b")]), 0.0);
+    let bytes = "lifeboat_replication_bytes_total";
+    assert_eq!(counter(&s, bytes, &[("database", "a")]), 4096.0);
+    let breaks = "lifeboat_replication_breaks_total";
+    assert_eq!(counter(&s, breaks, &[("database", "b")]), 1.0);
+    let errors = "lifeboat_replication_errors_total";
+    assert_eq!(counter(&s, errors, &[("database", "b")]), 1.0);
+    assert_eq!(gauge(&s, "lifeboat_replicated_databases", &[]), 2.0);
+
+    // A third database (3 > 2): one series, the largest lag, the fleet's counts.
+    m.replication_lag("c", Some(75.0));
+    m.replication_shipped("c", 5, 100);
+    // Not replicating now (refused): no lag of its own, not counted as open.
+    m.replication_lag("b", None);
+    let s = scrape(&server).await;
+    let all = [("database", "_all")];
+    assert_eq!(gauge(&s, lag, &all), 75.0);
+    assert_eq!(counter(&s, commits, &all), 15.0);
+    assert_eq!(counter(&s, bytes, &all), 4196.0);
+    assert_eq!(counter(&s, breaks, &all), 1.0);
+    assert_eq!(gauge(&s, "lifeboat_replicated_databases", &[]), 2.0);
+    server.stop().await;
+}

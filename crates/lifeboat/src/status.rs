@@ -101,6 +101,9 @@ pub struct DatabaseStatus {
     pub next_run: Option<DateTime<Utc>>,
     /// The last DR drill (set by the caller: `status` reads it, the daemon does not need it).
     pub last_drill: Option<crate::drill::LastDrill>,
+    /// Its continuous replication, when it has any (set by the caller, like `last_drill`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::replicate::lag::ReplicationStatus>,
 }
 
 /// The status of database `db`.
@@ -207,6 +210,7 @@ pub async fn database_status(
         last_failure,
         next_run: None,
         last_drill: None,
+        replication: None,
     })
 }
 
@@ -220,6 +224,18 @@ impl DatabaseStatus {
         self.state = State::Critical;
         self.reasons
             .push(format!("a file of fleet {fleet} is not backed up: {why}"));
+    }
+
+    /// Its replication's commits have waited longer than `max_lag`: WARNING at least.
+    pub fn replication_lagging(&mut self, lag_seconds: i64, max_lag: std::time::Duration) {
+        if self.state == State::Ok {
+            self.state = State::Warning;
+        }
+        self.reasons.push(format!(
+            "replication lag {} exceeds max_lag {}: committed changes are not in the repository (is the replicator running?)",
+            hours(lag_seconds),
+            hours(max_lag.as_secs() as i64)
+        ));
     }
 
     pub fn left_fleet(&mut self, fleet: String) {

@@ -66,6 +66,12 @@ pub fn commands(e: &Event) -> Vec<String> {
     if e.kind == EventKind::PruneFailed {
         out.push(format!("lifeboat prune --dry-run{db}"));
     }
+    if matches!(
+        e.kind,
+        EventKind::ReplicationStalled | EventKind::ReplicationRecovered
+    ) {
+        out.push(format!("lifeboat list --pitr{db}"));
+    }
     if matches!(e.kind, EventKind::DrillFailed | EventKind::DrillRtoBreached) {
         out.push(format!("lifeboat drill --history{db}"));
     }

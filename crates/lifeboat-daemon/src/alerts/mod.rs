@@ -30,6 +30,8 @@ pub enum EventKind {
     VerifyFailed,
     DrillFailed,
     DrillRtoBreached,
+    ReplicationStalled,
+    ReplicationRecovered,
     Test,
 }
 
@@ -45,6 +47,8 @@ impl EventKind {
             EventKind::VerifyFailed => "verify.failed",
             EventKind::DrillFailed => "drill.failed",
             EventKind::DrillRtoBreached => "drill.rto_breached",
+            EventKind::ReplicationStalled => "replication.stalled",
+            EventKind::ReplicationRecovered => "replication.recovered",
             EventKind::Test => "alert.test",
         }
     }
@@ -61,6 +65,8 @@ impl EventKind {
             EventKind::VerifyFailed => "backup failed verification",
             EventKind::DrillFailed => "DR drill failed",
             EventKind::DrillRtoBreached => "DR drill breached the RTO",
+            EventKind::ReplicationStalled => "replication stalled",
+            EventKind::ReplicationRecovered => "replication recovered",
             EventKind::Test => "test alert",
         }
     }
@@ -69,7 +75,10 @@ impl EventKind {
     pub fn is_problem(self) -> bool {
         matches!(
             self,
-            EventKind::BackupFailed | EventKind::BackupStale | EventKind::VerifyFailed
+            EventKind::BackupFailed
+                | EventKind::BackupStale
+                | EventKind::VerifyFailed
+                | EventKind::ReplicationStalled
         )
     }
 }

@@ -26,10 +26,12 @@ use crate::drills::{DrillDue, DrillOutcome, DrillPlan};
 use crate::job::{self, Outcome, Report};
 use crate::metrics::Metrics;
 use crate::plan::{Due, Plan};
+use crate::replication::Replication;
 use crate::verifier::Verifier;
 
 mod drilling;
 mod outcome;
+mod replicating;
 mod setup;
 mod telling;
 mod verifying;
@@ -54,6 +56,9 @@ pub struct Options {
 
 /// Run the daemon until SIGTERM or SIGINT (or, with `once`, until every database is done).
 pub async fn run(opts: Options, config: Config) -> Result<i32> {
+    if !opts.once && !lifeboat::replicate::connection::lean_sqlite() {
+        tracing::debug!("SQLite was already in use: connections keep their lookaside memory");
+    }
     let mut setup = Setup::new(config, opts.repo_flag.as_deref())?;
     let metrics = Metrics::new(setup.config.daemon.metrics_max_databases());
     // The loop's repository reads (at start, staleness checks) may take a few timeouts on a
@@ -80,7 +85,24 @@ pub async fn run(opts: Options, config: Config) -> Result<i32> {
         None => None,
     };
     let verifier = Verifier::new(&setup.config, Utc::now());
+    let mut replication = Replication::new(
+        Arc::clone(&setup.repo),
+        setup.config.replication.clone(),
+        setup.config.daemon.lease_ttl(),
+    );
+    if !opts.once {
+        raise_fd_limit();
+        tame_malloc();
+        replication.reconcile(
+            &setup.repo,
+            &setup.config.replication,
+            setup.config.daemon.lease_ttl(),
+            setup.sources.values(),
+        );
+    }
     let mut daemon = Daemon {
+        replication,
+        lag_watched: Instant::now(),
         verifier,
         verifying: JoinSet::new(),
         told_bad: BTreeMap::new(),
@@ -110,6 +132,9 @@ pub async fn run(opts: Options, config: Config) -> Result<i32> {
 }
 
 struct Daemon {
+    /// The replicated databases, and when their lag was last published.
+    replication: Replication,
+    lag_watched: Instant,
     /// When each rung of verification is due, the round running (one at a time), and the bad
     /// backups already told.
     verifier: Verifier,
@@ -141,8 +166,12 @@ impl Daemon {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_discovery = Instant::now();
         let mut last_stale_check: Option<Instant> = None;
+        let mut repl_every = self.replication.poll_every();
+        let mut repl_tick = tokio::time::interval(repl_every);
+        repl_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(
             databases = self.plan.len(),
+            replicated = self.replication.len(),
             repository = %self.setup.repo.url(),
             "lifeboat daemon started"
         );
@@ -160,6 +189,18 @@ impl Daemon {
                     self.start_jobs();
                 }
                 Some(done) = self.verifying.join_next(), if !self.verifying.is_empty() => self.verified(done),
+                Some((name, done)) = self.replication.next_done(), if self.replication.working() => {
+                    self.replicated(name, done);
+                }
+                _ = repl_tick.tick(), if !self.replication.is_empty() => {
+                    self.replicate_turn();
+                    // Reloads and discoveries change the shortest sync interval.
+                    if self.replication.poll_every() != repl_every {
+                        repl_every = self.replication.poll_every();
+                        repl_tick = tokio::time::interval(repl_every);
+                        repl_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                }
                 _ = tick.tick() => {
                     self.metrics.tick();
                     if last_discovery.elapsed() >= Duration::from_secs(60) {
@@ -167,7 +208,9 @@ impl Daemon {
                         if let Err(e) = self.setup.discover(&mut self.plan, &self.metrics) {
                             tracing::error!("discovery: {e}");
                         }
+                        self.replicate_what_is_found();
                         self.tell_refused();
+                        trim_malloc();
                     }
                     self.learn_unknown().await;
                     let now = Utc::now();
@@ -364,6 +407,7 @@ impl Daemon {
                     .expect("alert memory")
                     .set_repeat_after(setup.repeat_after());
                 self.setup = setup;
+                self.replicate_what_is_found();
                 self.verifier.reload(&self.setup.config, Utc::now());
                 self.drills.replan();
                 tracing::info!(databases = self.plan.len(), "config reloaded");
@@ -378,6 +422,16 @@ impl Daemon {
     /// written by an aborted backup: what it left is an incomplete leftover for `cleanup`).
     async fn shut_down(&mut self, timeout: Duration) {
         self.queue.clear();
+        // Replicators ship what is committed and give their leases up first: that is quick,
+        // and what a SIGTERM is for.
+        let deadline = tokio::time::Instant::now() + timeout;
+        if !self.replication.is_empty() {
+            tracing::info!(
+                replicated = self.replication.len(),
+                "stopping: closing the replicators"
+            );
+            self.replication.shut_down(deadline).await;
+        }
         // Verification writes only records: stopped at once, it is done again next time.
         self.verifying.abort_all();
         self.drill_queue.clear();
@@ -389,7 +443,6 @@ impl Daemon {
             "stopping: no new jobs; running ones get {}",
             humantime::format_duration(timeout)
         );
-        let deadline = tokio::time::Instant::now() + timeout;
         while !self.jobs.is_empty() {
             match tokio::time::timeout_at(deadline, self.jobs.join_next()).await {
                 Ok(Some(done)) => self.finished(done),
@@ -430,6 +483,43 @@ pub async fn fresh_at(
         at: s.last_good_at.max(s.unchanged_checked_at),
         kinds: s.backups_by_kind.into_iter().collect(),
     })
+}
+
+/// Each replicator holds two connections (the database, its WAL and shm: about 6 descriptors):
+/// a fleet needs more than the usual soft limit of 1024, so raise it to the hard limit.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                tracing::warn!("could not raise the open files limit");
+            }
+        }
+    }
+}
+
+/// glibc gives each thread that contends an arena of its own and keeps freed memory in it: a
+/// fleet's start (a thousand chains resumed, snapshots taken, verifications) leaves hundreds of
+/// MB resident that nothing uses. Two arenas, and the free memory handed back every minute.
+fn tame_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+fn trim_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn signal_error(e: std::io::Error) -> Error {

@@ -103,8 +103,11 @@ impl Daemon {
         ALERTS_IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
             // A problem's alert names the last good backup (email and Slack show it).
-            if event.kind != EventKind::BackupRecovered && event.details.get("last_good").is_none()
-            {
+            let recovery = matches!(
+                event.kind,
+                EventKind::BackupRecovered | EventKind::ReplicationRecovered
+            );
+            if !recovery && event.details.get("last_good").is_none() {
                 let found = tokio::time::timeout(
                     crate::alerts::timeout(),
                     repo.newest_good(&event.source, Utc::now()),

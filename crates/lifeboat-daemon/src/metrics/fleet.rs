@@ -76,6 +76,17 @@ struct Db {
     size: Option<u64>,
     failures: Vec<(Label, u64)>,
     backups: Vec<(Label, u64)>,
+    /// Set for a replicated database.
+    repl: Option<Box<Repl>>,
+}
+
+/// What is known of a replicated database.
+#[derive(Debug, Default, Clone, Copy)]
+struct Repl {
+    /// Seconds the oldest unshipped change has waited (None: not replicating now).
+    lag: Option<f64>,
+    /// Counters: commits, segment bytes, breaks (new generations), failed syncs.
+    counts: [u64; 4],
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +98,8 @@ struct State {
     failures_all: BTreeMap<Label, u64>,
     reasons: Values,
     kinds: Values,
+    /// The replication counters of the whole fleet, only ever increased.
+    repl_all: [u64; 4],
 }
 
 impl State {
@@ -138,6 +151,24 @@ impl Fleet {
         self.with(|s| {
             let kind = s.kinds.intern(kind);
             *slot(&mut s.db(database).backups, &kind) = count;
+        })
+    }
+
+    /// A replicated database's lag now (None: it is not being replicated, e.g. refused).
+    pub fn replication_lag(&self, database: &str, lag: Option<f64>) {
+        self.with(|s| s.db(database).repl.get_or_insert_default().lag = lag)
+    }
+
+    /// Add to a replicated database's counters (commits, bytes, breaks, errors).
+    pub fn replication_count(&self, database: &str, add: [u64; 4]) {
+        self.with(|s| {
+            for (all, n) in s.repl_all.iter_mut().zip(add) {
+                *all += n;
+            }
+            let r = s.db(database).repl.get_or_insert_default();
+            for (c, n) in r.counts.iter_mut().zip(add) {
+                *c += n;
+            }
         })
     }
 
@@ -268,6 +299,8 @@ impl Collector for Fleet {
             }
         }
 
+        encode_replication(&state, aggregated, &mut encoder)?;
+
         let e = encoder.encode_descriptor(
             "lifeboat_metrics_aggregated",
             "1 when the fleet has more databases than metrics_max_databases, and the per-database series are one database=\"_all\" series.",
@@ -277,4 +310,74 @@ impl Collector for Fleet {
         ConstGauge::new(i64::from(aggregated)).encode(e)?;
         Ok(())
     }
+}
+
+const REPL_COUNTERS: [(&str, &str); 4] = [
+    (
+        "lifeboat_replication_commits",
+        "Transactions shipped by the replicator. database=\"_all\": the whole fleet's.",
+    ),
+    (
+        "lifeboat_replication_bytes",
+        "Bytes of the segments stored (compressed). database=\"_all\": the whole fleet's.",
+    ),
+    (
+        "lifeboat_replication_breaks",
+        "New generations started because the chain broke (an outside checkpoint, VACUUM, the file replaced). database=\"_all\": the whole fleet's.",
+    ),
+    (
+        "lifeboat_replication_errors",
+        "Syncs or opens that failed (the repository, a database not in WAL mode). database=\"_all\": the whole fleet's.",
+    ),
+];
+
+fn encode_replication(
+    state: &State,
+    aggregated: bool,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let repl = || {
+        state
+            .dbs
+            .iter()
+            .filter_map(|(n, d)| d.repl.as_deref().map(|r| (n.as_ref(), r)))
+    };
+    let e = encoder.encode_descriptor(
+        "lifeboat_replicated_databases",
+        "Databases being replicated now (their replicator is open).",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(repl().filter(|(_, r)| r.lag.is_some()).count() as i64).encode(e)?;
+    let mut e = encoder.encode_descriptor(
+        "lifeboat_replication_lag_seconds",
+        "How long the oldest change not yet shipped has waited (0: all shipped; resolution: the sync interval). database=\"_all\": the largest of the fleet.",
+        None,
+        MetricType::Gauge,
+    )?;
+    if aggregated {
+        if let Some(max) = repl().filter_map(|(_, r)| r.lag).reduce(f64::max) {
+            ConstGauge::new(max).encode(e.encode_family(&[("database", ALL)])?)?;
+        }
+    } else {
+        for (name, r) in repl() {
+            if let Some(lag) = r.lag {
+                ConstGauge::new(lag).encode(e.encode_family(&[("database", name)])?)?;
+            }
+        }
+    }
+    for (i, (name, help)) in REPL_COUNTERS.iter().enumerate() {
+        let mut e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        if aggregated {
+            if repl().next().is_some() || state.repl_all[i] > 0 {
+                ConstCounter::new(state.repl_all[i])
+                    .encode(e.encode_family(&[("database", ALL)])?)?;
+            }
+        } else {
+            for (db, r) in repl() {
+                ConstCounter::new(r.counts[i]).encode(e.encode_family(&[("database", db)])?)?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -10,6 +10,9 @@
 //! - `lifeboat_backups{database,kind}` (gauge)
 //! - `lifeboat_alerts_sent_total{channel,outcome}` (counter)
 //! - `lifeboat_databases` (gauge), `lifeboat_metrics_aggregated` (gauge, 0 or 1)
+//! - `lifeboat_replication_lag_seconds{database}` (gauge; aggregated: the largest),
+//!   `lifeboat_replication_{commits,bytes,breaks,errors}_total{database}` (counters),
+//!   `lifeboat_replicated_databases` (gauge)
 //!
 //! Cardinality stays bounded: database names are the only free-form label values, and above
 //! `max_databases` they collapse to `database="_all"`. Reasons, kinds and channels are short
@@ -179,6 +182,28 @@ impl Metrics {
         };
         let labels = [("channel", channel), ("outcome", outcome.to_string())];
         self.inner.alerts.get_or_create(&labels).inc();
+    }
+
+    /// A replicated database's lag in seconds (None: not replicating it now).
+    pub fn replication_lag(&self, database: &str, lag: Option<f64>) {
+        self.inner.fleet.replication_lag(database, lag)
+    }
+
+    /// A replicated database shipped `commits` transactions in `bytes` of segments.
+    pub fn replication_shipped(&self, database: &str, commits: u64, bytes: u64) {
+        self.inner
+            .fleet
+            .replication_count(database, [commits, bytes, 0, 0])
+    }
+
+    /// A replicated database's chain broke (a new generation started).
+    pub fn replication_break(&self, database: &str) {
+        self.inner.fleet.replication_count(database, [0, 0, 1, 0])
+    }
+
+    /// A replicated database's sync or open failed.
+    pub fn replication_error(&self, database: &str) {
+        self.inner.fleet.replication_count(database, [0, 0, 0, 1])
     }
 
     /// How many databases the fleet has (`lifeboat_databases`); above the cap, per-database

@@ -58,11 +58,16 @@ pub async fn prepare(source: &Source, opts: &BackupOptions) -> Result<Prepared> 
     }
     // Waiting for another process's lock blocks: off the async threads, or a daemon waiting
     // on a locked database would stall everything else it runs.
-    let (path, lock_timeout) = (source.path.clone(), opts.lock_timeout);
-    tokio::task::spawn_blocking(move || SqliteSource::new(&path).open_read(lock_timeout).map(drop))
-        .await
-        .map_err(|e| Error::task("backup", e))?
-        .step("backup")?;
+    let (path, lock_timeout, held) = (source.path.clone(), opts.lock_timeout, opts.held_open);
+    tokio::task::spawn_blocking(move || {
+        SqliteSource::new(&path)
+            .held_open(held)
+            .open_read(lock_timeout)
+            .map(drop)
+    })
+    .await
+    .map_err(|e| Error::task("backup", e))?
+    .step("backup")?;
     Ok(Prepared::File(source.clone()))
 }
 

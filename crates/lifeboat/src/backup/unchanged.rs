@@ -29,6 +29,17 @@ const FRAME_HEADER: u64 = 24;
 /// header and a few frame headers; never opens SQLite.
 pub fn fingerprint(path: &Path) -> Result<Fingerprint> {
     let err = |e: std::io::Error| Error::io(format!("fingerprint {}", path.display()), e);
+    // Held open through SQLite by a replicator in this process: opening it here would drop the
+    // replicator's locks. No fingerprint, so it is backed up (never skipped).
+    if crate::fs::held::is_held(path) {
+        return Err(Error::new(
+            Kind::Database,
+            format!(
+                "fingerprint {}: replicated by this process, not read outside SQLite",
+                path.display()
+            ),
+        ));
+    }
     let file = File::open(path).map_err(err)?;
     let meta = file.metadata().map_err(err)?;
     let mut header = [0u8; 100];

@@ -4,6 +4,7 @@
 
 pub mod atomic_replace;
 pub mod durable_writer;
+pub mod held;
 pub mod move_aside;
 pub mod output_file;
 pub mod scratch;

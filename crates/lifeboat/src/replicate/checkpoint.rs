@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use crate::error::Result;
 use crate::replicate::shipper::{db_err, Replicator, SyncReport};
 
-impl Replicator<'_> {
+impl Replicator {
     /// Everything committed shipped under the write lock, then a PASSIVE checkpoint with the
     /// read transaction released, taken again before writers go on.
     pub(super) async fn checkpoint_passive(&mut self) -> Result<SyncReport> {
@@ -119,6 +119,7 @@ impl Replicator<'_> {
         let before = before?;
         report.commits += more.commits;
         report.segments += more.segments;
+        report.bytes += more.bytes;
         if let Some(why) = broke {
             return self.new_generation(&why).await;
         }

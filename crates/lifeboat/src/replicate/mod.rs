@@ -7,13 +7,16 @@
 //! [`wal`] reads the live WAL from outside SQLite; [`segment`] is the stored segment format;
 //! [`layout`] where generations and segments live; [`compact`] merges them as they
 //! age into [`compacted`] segments; [`shipper`] the replicator (breaks, new
-//! generations) and `checkpoint` its checkpoints; [`pitr`] the restore; [`settings`] the
-//! `[replication]` section; [`retain`] what `pitr_within` keeps.
+//! generations), `checkpoint` its checkpoints and [`connection`] its SQLite connections;
+//! [`pitr`] the restore; [`settings`] the `[replication]` section; [`retain`] what
+//! `pitr_within` keeps; [`lag`] how far behind the repository is, for `status`.
 
 pub mod apply;
 mod checkpoint;
 pub mod compact;
 pub mod compacted;
+pub mod connection;
+pub mod lag;
 pub mod layout;
 pub mod pitr;
 pub mod retain;

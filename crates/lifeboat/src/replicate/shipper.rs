@@ -12,10 +12,14 @@
 //! tells whether a commit slipped in between, and if one did, a new generation starts.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
+
+pub(super) use super::connection::db_err;
+use super::connection::{check_file, connect, inode_of, require_wal};
 
 use crate::backup::BackupOptions;
 use crate::error::{Error, Kind, Result};
@@ -61,6 +65,8 @@ impl Default for ReplicateOptions {
 pub struct SyncReport {
     pub commits: u64,
     pub segments: u64,
+    /// Bytes of the segments stored (compressed).
+    pub bytes: u64,
     /// A new generation was started, and why.
     pub new_generation: Option<String>,
     pub checkpoint: Option<&'static str>,
@@ -72,8 +78,10 @@ struct Chain {
     link: Link,
 }
 
-pub struct Replicator<'a> {
-    repo: &'a Repository,
+/// Owned (`Send + 'static`), so a daemon can keep thousands open between syncs and move each
+/// to a worker for its sync.
+pub struct Replicator {
+    repo: Arc<Repository>,
     pub(super) source: Source,
     opts: ReplicateOptions,
     pub(super) read: Connection,
@@ -86,65 +94,24 @@ pub struct Replicator<'a> {
     cookie: Option<u32>,
     /// One replicator per database file on this machine.
     _lock: TargetLock,
+    /// Nothing else in this process opens the file outside SQLite while this holds it.
+    held: crate::fs::held::Held,
 }
 
-pub(super) fn db_err(what: String) -> impl Fn(rusqlite::Error) -> Error {
-    move |e| Error::new(Kind::Database, format!("{what}: {e}"))
-}
-
-fn inode_of(path: &std::path::Path) -> Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .map(|m| m.ino())
-        .map_err(|e| Error::io_as(Kind::Database, format!("database {}", path.display()), e))
-}
-
-/// Open a connection of the replicator's: never creates the file, never checkpoints on its own
-/// (not even when it closes last, which would delete the WAL the chain continues from).
-fn connect(path: &std::path::Path, timeout: Duration) -> Result<Connection> {
-    let e = db_err(format!("database {}", path.display()));
-    let c = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(&e)?;
-    c.busy_timeout(timeout).map_err(&e)?;
-    c.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-        true,
-    )
-    .map_err(&e)?;
-    c.execute_batch("PRAGMA wal_autocheckpoint=0").map_err(&e)?;
-    Ok(c)
-}
-
-/// Refuse a database not in WAL mode, saying how to switch.
-pub fn require_wal(c: &Connection, path: &std::path::Path) -> Result<()> {
-    let mode: String = c
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .map_err(db_err(format!("database {}", path.display())))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::new(
-            Kind::Database,
-            format!(
-                "database {} is in journal_mode={mode}: replication needs WAL mode; switch it once with `sqlite3 {} 'PRAGMA journal_mode=WAL'`",
-                path.display(),
-                crate::text::shell_word(&path.display().to_string())
-            ),
-        ));
-    }
-    Ok(())
-}
-
-impl<'a> Replicator<'a> {
+impl Replicator {
     /// Open `source` for replication: WAL mode required; resume the newest generation when
     /// the WAL still holds where its chain stopped, else start a new one.
     pub async fn open(
-        repo: &'a Repository,
+        repo: Arc<Repository>,
         source: &Source,
         opts: ReplicateOptions,
-    ) -> Result<(Replicator<'a>, SyncReport)> {
-        crate::source::sqlite::SqliteSource::new(&source.path).check()?;
+    ) -> Result<(Replicator, SyncReport)> {
+        // Held before anything opens the file: from here on nothing else in this process opens
+        // it outside SQLite (a daemon's backup of the same file may run right now, and closing
+        // such a descriptor would drop every POSIX lock the process holds on it, ours included).
+        // So the file is checked through SQLite only.
+        let held = crate::fs::held::hold(&source.path);
+        check_file(&source.path)?;
         let lock = TargetLock::acquire(&suffixed(&source.path, ".replicate")).map_err(|e| {
             if e.kind == Kind::TargetExists {
                 Error::new(
@@ -172,6 +139,7 @@ impl<'a> Replicator<'a> {
             since_checkpoint: (0, Instant::now()),
             cookie: None,
             _lock: lock,
+            held,
         };
         r.begin_read()?;
         r.cookie = r.schema_cookie();
@@ -237,10 +205,10 @@ impl<'a> Replicator<'a> {
     /// the position its last segment ended at. `Err(reason)`: a new generation is needed.
     async fn resume(&self) -> Result<std::result::Result<Chain, String>> {
         let db = &self.source.name;
-        let Some(id) = layout::generation_ids(self.repo, db).await?.pop() else {
+        let Some(id) = layout::generation_ids(&self.repo, db).await?.pop() else {
             return Ok(Err("first run".into()));
         };
-        let Some(generation) = layout::read_generation(self.repo, db, &id).await? else {
+        let Some(generation) = layout::read_generation(&self.repo, db, &id).await? else {
             return Ok(Err(format!("generation {id} was never finished")));
         };
         let path = std::path::absolute(&self.source.path).unwrap_or_default();
@@ -248,7 +216,7 @@ impl<'a> Replicator<'a> {
             return Ok(Err("the database file was replaced".into()));
         }
         let mut link = generation.start;
-        let segs = layout::segments(self.repo, db, &id).await?;
+        let segs = layout::segments(&self.repo, db, &id).await?;
         let contiguous = segs
             .iter()
             .scan(generation.start.seq + 1, |next, s| {
@@ -260,7 +228,7 @@ impl<'a> Replicator<'a> {
             .last();
         let mut old_wal = None;
         if let Some(last) = contiguous {
-            let bytes = layout::read_segment(self.repo, db, &id, &last.name).await?;
+            let bytes = layout::read_segment(&self.repo, db, &id, &last.name).await?;
             let reader = SegmentReader::open(&bytes, &last.name)?;
             link = reader.header.end_link();
             old_wal = reader.header.header().ok();
@@ -348,10 +316,18 @@ impl<'a> Replicator<'a> {
 
     /// One sync: look for a replaced file, ship what is new, checkpoint when due.
     pub async fn sync(&mut self) -> Result<SyncReport> {
+        // A new generation that failed half-way (the repository was down): start it again,
+        // rather than shipping nothing for ever.
+        if self.chain.is_none() {
+            return self
+                .new_generation("the last attempt to start a generation failed")
+                .await;
+        }
         let inode = inode_of(&self.source.path)?;
         if inode != self.inode {
             self.read = connect(&self.source.path, self.opts.lock_timeout)?;
             self.write = connect(&self.source.path, Duration::from_secs(1))?;
+            self.held = crate::fs::held::hold(&self.source.path);
             require_wal(&self.read, &self.source.path)?;
             self.inode = inode;
             self.begin_read()?;
@@ -374,6 +350,7 @@ impl<'a> Replicator<'a> {
             let more = self.checkpoint_passive().await?;
             report.commits += more.commits;
             report.segments += more.segments;
+            report.bytes += more.bytes;
             report.checkpoint = more.checkpoint;
         }
         Ok(report)
@@ -438,8 +415,9 @@ impl<'a> Replicator<'a> {
             };
             let body = segment::encode(&wal::wal_path(&self.source.path), &scan, &header)?;
             let name = segment::object_name(&header);
+            let size = body.len() as u64;
             layout::put_segment(
-                self.repo,
+                &self.repo,
                 &self.source.name,
                 &header.generation,
                 &name,
@@ -449,6 +427,7 @@ impl<'a> Replicator<'a> {
             tracing::debug!(database = %self.source.name, segment = %name, "shipped");
             report.commits += take as u64;
             report.segments += 1;
+            report.bytes += size;
             self.since_checkpoint.0 += last.end;
             self.chain.as_mut().expect("chain").link = header.end_link();
             self.cookie = cookie;
@@ -496,7 +475,7 @@ impl<'a> Replicator<'a> {
             ..BackupOptions::default()
         };
         let manifest =
-            crate::backup::backup(self.repo, &self.source, &opts, &Progress::hidden()).await?;
+            crate::backup::backup(&self.repo, &self.source, &opts, &Progress::hidden()).await?;
         let link = Link {
             seq: 0,
             position: start,
@@ -527,14 +506,19 @@ impl<'a> Replicator<'a> {
             Ok(Some(s)) => generation.base_seq = s.commits.len() as u64,
             Ok(None) => {}
             Err(why) => {
+                self.chain = None;
                 return Err(Error::new(
                     Kind::Database,
                     format!("{}: {why} while its snapshot was taken", self.source.name),
-                ))
+                ));
             }
         }
         generation.base_at = Utc::now();
-        layout::put_generation(self.repo, &generation).await?;
+        if let Err(e) = layout::put_generation(&self.repo, &generation).await {
+            // Not a generation yet: the next sync starts one again.
+            self.chain = None;
+            return Err(e);
+        }
         self.chain = Some(Chain { generation, link });
         self.since_checkpoint = (0, Instant::now());
         let (mut report, broke) = self.ship().await?;
@@ -557,6 +541,17 @@ impl<'a> Replicator<'a> {
         let (report, _) = self.ship().await?;
         self.end_read()?;
         Ok(report)
+    }
+
+    /// Whether frames were shipped since the last checkpoint: a sync is due within
+    /// `checkpoint_interval` even if nothing more is written.
+    pub fn checkpoint_pending(&self) -> bool {
+        self.since_checkpoint.0 > 0
+    }
+
+    /// The database's configured name.
+    pub fn database(&self) -> &str {
+        &self.source.name
     }
 
     pub fn path(&self) -> PathBuf {

@@ -174,6 +174,20 @@ impl Repository {
         }
     }
 
+    /// Whether `lease` is still its job's newest attempt, held by this process: false once
+    /// another daemon took the job over (this one's lease having expired meanwhile).
+    pub async fn lease_still_mine(
+        &self,
+        db: &str,
+        lease: &Lease,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        Ok(self
+            .newest_lease(db, &lease.job, ttl)
+            .await?
+            .is_some_and(|l| l.attempt == lease.attempt && same_holder(&l.holder, &lease.holder)))
+    }
+
     /// Push a held lease's expiry forward, or mark it done. Only the holder writes its attempt's
     /// object, so a plain put is safe.
     pub async fn renew_lease(&self, db: &str, lease: &Lease) -> Result<()> {

@@ -121,15 +121,26 @@ impl Repository {
     pub async fn claim(&self, db: &str, id: &str) -> Result<bool> {
         let key = self.key(db, id, CLAIM_SUFFIX);
         let opts = PutOptions::from(PutMode::Create);
+        let mine = Claim::mine();
         match self
             .backend
             .store
-            .put_opts(&key, PutPayload::from(Claim::mine().to_json()), opts)
+            .put_opts(&key, PutPayload::from(mine.to_json()), opts)
             .await
         {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => return Ok(false),
             Err(e) => return Err(self.err("claim backup id", e)),
+        }
+        // Read it back: a store whose conditional create is not atomic (s3s-fs checks, then
+        // writes) can let two claims of one id through (a daemon's scheduled backup and its
+        // replicator's snapshot in the same second), and only the one whose content stands
+        // holds it. The other takes the next id, and leaves the claim to its holder.
+        match self.read_claim(db, id).await {
+            Some(c)
+                if (c.pid, &c.host, &c.boot_id, c.claimed_at)
+                    == (mine.pid, &mine.host, &mine.boot_id, mine.claimed_at) => {}
+            _ => return Ok(false),
         }
         // A manifest or data object with this id (from an older layout or a manual copy) also
         // means the id is taken.

@@ -146,6 +146,10 @@ fn looks_like_sqlite(path: &Path) -> Magic {
         // Unreadable: a database all the same, as far as we can tell; its backup says why.
         Err(_) => return Magic::Sqlite,
     }
+    // A member this process replicates is SQLite, and must not be opened outside SQLite.
+    if crate::fs::held::is_held(path) {
+        return Magic::Sqlite;
+    }
     let mut head = [0u8; 16];
     let read = std::fs::File::open(path).and_then(|mut f| {
         let mut n = 0;

@@ -60,7 +60,8 @@ impl SqliteSource {
     /// Check the file exists and starts with the SQLite header, before SQLite sees it
     /// (SQLite would happily treat an empty file as an empty database).
     pub fn check(&self) -> Result<()> {
-        if self.held_open {
+        // Open through SQLite in this process (a replicator): opening it here would drop its locks.
+        if self.held_open || crate::fs::held::is_held(&self.path) {
             return Ok(());
         }
         // Opening a FIFO would wait forever for a writer: look before opening.

@@ -1,0 +1,151 @@
+//! One piece of a replicated database's work, run on a blocking thread: SQLite calls and WAL
+//! reads never hold up the runtime's workers, and the pool is bounded by `[replication]
+//! workers` because the daemon starts no more than that many at once. The replicator moves
+//! into the task and comes back with its result.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use lifeboat::error::Result;
+use lifeboat::replicate::{ReplicateOptions, Replicator, SyncReport};
+use lifeboat::repo::leases::{Lease, Taken};
+use lifeboat::repo::Repository;
+use lifeboat::source::Source;
+
+/// The lease's job name: one replicator per database across daemons.
+pub const LEASE_JOB: &str = "replicate";
+
+/// What to do.
+pub enum Work {
+    /// Take the lease, open the replicator (resume the chain, or start a generation).
+    Open {
+        source: Source,
+        opts: ReplicateOptions,
+        ttl: Duration,
+    },
+    /// Ship what is new (and checkpoint when due); renew the lease first when `renew`.
+    Sync {
+        replicator: Box<Replicator>,
+        lease: Lease,
+        renew: Option<Duration>,
+    },
+    /// Ship what is committed, release the WAL and give the lease up.
+    Close {
+        replicator: Box<Replicator>,
+        lease: Lease,
+    },
+}
+
+/// How it ended.
+pub enum Done {
+    Opened {
+        replicator: Box<Replicator>,
+        lease: Lease,
+        report: SyncReport,
+    },
+    /// Another daemon replicates it, until `until` unless renewed.
+    Held {
+        until: chrono::DateTime<Utc>,
+    },
+    Synced {
+        replicator: Box<Replicator>,
+        lease: Lease,
+        /// The lease was pushed forward.
+        renewed: bool,
+        result: Result<SyncReport>,
+    },
+    /// Another daemon took the database over (this one's lease had expired): the replicator
+    /// was dropped, shipping nothing more.
+    Lost,
+    /// Opening failed (the lease, if taken, was given up).
+    Failed(lifeboat::error::Error),
+    Closed(Result<SyncReport>),
+}
+
+/// Run `work` on a blocking thread, driving its repository calls from there.
+pub async fn run(repo: Arc<Repository>, work: Work) -> Done {
+    let handle = tokio::runtime::Handle::current();
+    let task = tokio::task::spawn_blocking(move || handle.block_on(run_here(repo, work)));
+    match task.await {
+        Ok(done) => done,
+        Err(e) => Done::Failed(lifeboat::error::Error::new(
+            lifeboat::error::Kind::Internal,
+            format!("replication task: {e}"),
+        )),
+    }
+}
+
+async fn run_here(repo: Arc<Repository>, work: Work) -> Done {
+    match work {
+        Work::Open { source, opts, ttl } => {
+            let lease = match repo
+                .take_lease(&source.name, LEASE_JOB, ttl, Utc::now())
+                .await
+            {
+                Ok(Taken::Mine(l)) => l,
+                Ok(Taken::Held(l)) => return Done::Held { until: l.expires },
+                // Never written by a replicator (its lease is never done): take the next attempt.
+                Ok(Taken::Done) => return Done::Held { until: Utc::now() },
+                Err(e) => return Done::Failed(e.context("take the replication lease")),
+            };
+            match Replicator::open(Arc::clone(&repo), &source, opts).await {
+                Ok((r, report)) => Done::Opened {
+                    replicator: Box::new(r),
+                    lease,
+                    report,
+                },
+                Err(e) => {
+                    give_up(&repo, &source.name, lease).await;
+                    Done::Failed(e)
+                }
+            }
+        }
+        Work::Sync {
+            mut replicator,
+            mut lease,
+            renew,
+        } => {
+            let mut renewed = false;
+            if let Some(ttl) = renew {
+                let db = replicator.database().to_string();
+                // Never renew a lease another daemon has taken over: it replicates now.
+                if let Ok(false) = repo.lease_still_mine(&db, &lease, ttl).await {
+                    drop(replicator);
+                    return Done::Lost;
+                }
+                let mut next = lease.clone();
+                next.expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+                match repo.renew_lease(&db, &next).await {
+                    Ok(()) => {
+                        lease = next;
+                        renewed = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(database = %db, "the replication lease could not be renewed: {e}")
+                    }
+                }
+            }
+            let result = replicator.sync().await;
+            Done::Synced {
+                replicator,
+                lease,
+                renewed,
+                result,
+            }
+        }
+        Work::Close { replicator, lease } => {
+            let db = replicator.database().to_string();
+            let result = replicator.close().await;
+            give_up(&repo, &db, lease).await;
+            Done::Closed(result)
+        }
+    }
+}
+
+/// Expire the lease now, so another daemon may take the database over at once.
+async fn give_up(repo: &Repository, db: &str, lease: Lease) {
+    if let Err(e) = repo.renew_lease(db, &lease.closed(false)).await {
+        tracing::warn!(database = %db, "the replication lease could not be given up: {e}");
+    }
+}
