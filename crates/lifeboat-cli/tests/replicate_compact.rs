@@ -306,3 +306,46 @@ fn compaction_beside_a_running_replicator_and_restores() {
     assert_eq!(prefix(&latest), commits);
     ok(d, &["verify", "--all"]);
 }
+
+#[test]
+fn the_daemons_prune_compacts_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("w.db");
+    sqlite3(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE c(n INTEGER, v BLOB); CREATE TABLE t(n INTEGER);",
+    );
+    config(d, "1h");
+    let rep = cmd(d)
+        .args(["replicate", "--db", "w", "--sync-interval", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !d.join("repo/w/generations").exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for n in 1..=40 {
+        sqlite3(
+            &db,
+            &format!("INSERT INTO c VALUES ({n}, randomblob(2000)); INSERT INTO t VALUES ({n});"),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop_replicator(rep);
+    // The 2 s windows of the run are closed now.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!segment_files(d).iter().any(|p| level(p, "L1")));
+    let before = segment_files(d).len();
+    ok(d, &["daemon", "--once"]);
+    let after = segment_files(d);
+    assert!(
+        after.iter().any(|p| level(p, "L1")),
+        "no compacted segment after the daemon's prune ({before} segments before): {after:?}"
+    );
+    let latest = restore_at(d, "latest", "latest.db");
+    assert_same_db(&db, &latest);
+}

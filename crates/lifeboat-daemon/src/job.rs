@@ -158,7 +158,7 @@ pub async fn run(repo: &Arc<Repository>, config: &Config, source: &Source, due: 
     }
     let pruned = match (&outcome, &config.retention) {
         (Outcome::Backed { .. }, Some(policy)) if config.daemon.prune() => {
-            Some(lifeboat::repo::prune::prune(repo, &source.name, policy, false, Utc::now()).await)
+            Some(prune_after(repo, &source.name, policy, config).await)
         }
         _ => None,
     };
@@ -230,4 +230,37 @@ async fn backup(repo: &Repository, config: &Config, source: &Source) -> Outcome 
         }
         Err(e) => Outcome::Failed(e),
     }
+}
+
+/// Prune after a backup, as `lifeboat prune` does: a replicated database's generations past
+/// `pitr_within` first (their snapshots are then judged like any backup), the backups, then
+/// compaction of the generations kept.
+async fn prune_after(
+    repo: &Repository,
+    db: &str,
+    policy: &lifeboat::repo::retention::RetentionPolicy,
+    config: &Config,
+) -> Result<PruneReport> {
+    use lifeboat::replicate::compact::{compact, CompactOptions};
+    use lifeboat::replicate::retain::prune_generations;
+    let now = Utc::now();
+    let r = &config.replication;
+    let gens = prune_generations(repo, db, r.pitr_within(), false, now)
+        .await
+        .map_err(|e| e.context("replicated generations"))?;
+    let report =
+        lifeboat::repo::prune::prune_dropping(repo, db, policy, false, now, &gens.dropping())
+            .await?;
+    if !gens.decisions.is_empty() {
+        let opts = CompactOptions {
+            windows: r.compact_windows()?,
+            fine_within: r.pitr_fine_within(),
+            dry_run: false,
+            scratch_dir: None,
+        };
+        compact(repo, db, &opts, now)
+            .await
+            .map_err(|e| e.context("compact"))?;
+    }
+    Ok(report)
 }
