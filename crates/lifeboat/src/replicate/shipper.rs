@@ -32,6 +32,12 @@ use crate::replicate::wal::{self, Position, Scan};
 use crate::repo::Repository;
 use crate::source::Source;
 
+/// How long a checkpoint waits for the application's writers to let go of the write lock
+/// before it tries again at the next sync. Short: a writer committing back to back lets go for
+/// microseconds, and the waiting would only hold the sync back (the copying is done ahead
+/// without the lock, so a checkpoint that cannot take it costs nothing but the WAL's reset).
+const WRITE_LOCK_WAIT: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Clone)]
 pub struct ReplicateOptions {
     pub sync_interval: Duration,
@@ -127,7 +133,7 @@ impl Replicator {
         })?;
         let read = connect(&source.path, opts.lock_timeout)?;
         require_wal(&read, &source.path)?;
-        let write = connect(&source.path, Duration::from_secs(1))?;
+        let write = connect(&source.path, WRITE_LOCK_WAIT)?;
         let mut r = Replicator {
             repo,
             inode: inode_of(&source.path)?,
@@ -326,7 +332,7 @@ impl Replicator {
         let inode = inode_of(&self.source.path)?;
         if inode != self.inode {
             self.read = connect(&self.source.path, self.opts.lock_timeout)?;
-            self.write = connect(&self.source.path, Duration::from_secs(1))?;
+            self.write = connect(&self.source.path, WRITE_LOCK_WAIT)?;
             self.held = crate::fs::held::hold(&self.source.path);
             require_wal(&self.read, &self.source.path)?;
             self.inode = inode;
