@@ -140,20 +140,10 @@ pub async fn generation_ids(repo: &Repository, db: &str) -> Result<Vec<String>> 
 /// One generation's record; `None` when it has none yet (a replicator stopped while starting
 /// it: its segments, if any, are never used).
 pub async fn read_generation(repo: &Repository, db: &str, id: &str) -> Result<Option<Generation>> {
-    let got = match repo
-        .backend()
-        .store
-        .get(&generation_key(repo, db, id))
-        .await
-    {
-        Ok(g) => g,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(repo.err("read generation", e)),
+    let key = generation_key(repo, db, id);
+    let Some(bytes) = repo.get_if_exists(&key, "read generation").await? else {
+        return Ok(None);
     };
-    let bytes = got
-        .bytes()
-        .await
-        .map_err(|e| repo.err("read generation", e))?;
     let g: Generation = serde_json::from_slice(&bytes).map_err(|e| {
         Error::new(
             Kind::Corrupt,

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
 
 use crate::error::Result;
 use crate::repo::{Manifest, Repository};
@@ -61,15 +60,9 @@ pub async fn generation_snapshots(repo: &Repository, db: &str) -> Result<BTreeMa
         .map(|id| {
             let key = prefix.clone().join(id.as_str()).join("generation.json");
             async move {
-                let got = match repo.backend().store.get(&key).await {
-                    Ok(g) => g,
-                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                    Err(e) => return Err(repo.err("read generation", e)),
+                let Some(bytes) = repo.get_if_exists(&key, "read generation").await? else {
+                    return Ok(None);
                 };
-                let bytes = got
-                    .bytes()
-                    .await
-                    .map_err(|e| repo.err("read generation", e))?;
                 Ok(serde_json::from_slice::<Record>(&bytes)
                     .ok()
                     .map(|r| (id, r.snapshot)))

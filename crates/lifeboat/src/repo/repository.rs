@@ -231,6 +231,16 @@ impl Repository {
         Ok(names)
     }
 
+    /// The whole object at `key`, or None when there is none; `what` names the read in errors.
+    pub async fn get_if_exists(&self, key: &Key, what: &str) -> Result<Option<Bytes>> {
+        let got = match self.backend.store.get(key).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err(what, e)),
+        };
+        got.bytes().await.map(Some).map_err(|e| self.err(what, e))
+    }
+
     /// Read and parse one manifest.
     pub async fn manifest(&self, db: &str, id: &str) -> Result<Manifest> {
         let key = self.key(db, id, MANIFEST_SUFFIX);

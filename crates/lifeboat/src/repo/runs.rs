@@ -174,15 +174,10 @@ impl Repository {
     }
 
     async fn run(&self, db: &str, name: &str) -> Result<Option<Run>> {
-        let got = match self.backend().store.get(&self.run_key(db, name)).await {
-            Ok(g) => g,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.err("read the run record", e)),
+        let key = self.run_key(db, name);
+        let Some(bytes) = self.get_if_exists(&key, "read the run record").await? else {
+            return Ok(None);
         };
-        let bytes = got
-            .bytes()
-            .await
-            .map_err(|e| self.err("read the run record", e))?;
         // An unreadable record is no record, not a failed status check.
         Ok(serde_json::from_slice(&bytes).ok())
     }

@@ -169,15 +169,9 @@ impl Repository {
     /// The verify record of backup `id`; None when there is none or it cannot be read.
     pub async fn verify_record(&self, db: &str, id: &str) -> Result<Option<VerifyRecord>> {
         let key = self.record_key(db, id);
-        let got = match self.backend().store.get(&key).await {
-            Ok(g) => g,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.err("read verify record", e)),
+        let Some(bytes) = self.get_if_exists(&key, "read verify record").await? else {
+            return Ok(None);
         };
-        let bytes = got
-            .bytes()
-            .await
-            .map_err(|e| self.err("read verify record", e))?;
         Ok(VerifyRecord::from_json(&bytes).filter(|r| r.id == id && r.database == db))
     }
 
