@@ -80,11 +80,14 @@ pub async fn run(
         }));
         repo.log_event_best_effort(db, &event).await;
         ctx.out.line(format!(
-            "restored {db} as of commit {} of generation {} (seen at {at}) to {}: snapshot {} + {} segment(s), {} frame(s)  {}  {} tables  {} rows  checked ({})  {}",
+            "restored {db} as of commit {} of generation {} (seen at {at}) to {}: {} + {} segment(s), {} frame(s)  {}  {} tables  {} rows  checked ({})  {}",
             report.seq,
             report.generation,
             report.target.display(),
-            report.snapshot,
+            match report.snapshot_read {
+                true => format!("snapshot {}", report.snapshot),
+                false => "a full rollup (the snapshot not read)".to_string(),
+            },
             report.segments,
             report.frames,
             human_size(report.image_size),

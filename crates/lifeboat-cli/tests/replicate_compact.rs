@@ -183,16 +183,43 @@ fn compacted_chains_restore_the_same_and_stay_exact() {
     assert!(out.contains("wrote"), "{out}");
     let files = segment_files(d);
     assert!(files.iter().any(|p| level(p, "L2")), "{files:?}");
+    // The database started empty: its rollup holds every page, so it is a full one.
     assert!(
-        files.iter().any(|p| level(p, "L255")),
-        "a rollup: {files:?}"
+        files.iter().any(|p| level(p, "L254")),
+        "a full rollup: {files:?}"
     );
     for (i, at) in instants.iter().enumerate() {
         let p = restore_at(d, at, "after.db");
         assert_eq!(prefix(&p), refs[i].1, "{at}");
         assert_same_db(&refs[i].0, &p);
     }
-    let latest = restore_at(d, "latest", "latest.db");
+    // The newest point reads the full rollup instead of the snapshot: it restores even with
+    // the snapshot's data gone.
+    let data = files_starting_with(&d.join("repo/w/backups"), "backup-")
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".sqlite.zst"))
+        .unwrap();
+    let aside = d.join("snapshot-aside");
+    std::fs::rename(&data, &aside).unwrap();
+    let _ = std::fs::remove_file(d.join("latest.db"));
+    let out = ok(
+        d,
+        &[
+            "restore",
+            "--db",
+            "w",
+            "--at",
+            "latest",
+            "--to",
+            "latest.db",
+        ],
+    );
+    assert!(
+        out.contains("a full rollup (the snapshot not read)"),
+        "{out}"
+    );
+    std::fs::rename(&aside, &data).unwrap();
+    let latest = d.join("latest.db");
     assert_same_db(&db, &latest);
     assert_eq!(prefix(&latest), log.len() as u64);
     let out = ok(d, &["verify", "--all"]);
@@ -348,4 +375,80 @@ fn the_daemons_prune_compacts_too() {
     );
     let latest = restore_at(d, "latest", "latest.db");
     assert_same_db(&db, &latest);
+}
+
+/// A rollup that changed few of a large database's pages is not full: a restore writes its
+/// pages while the snapshot, decompressed beside it, fills in every other page, each written
+/// once. Every instant restores as it did from the shipped segments alone.
+#[test]
+fn a_partial_rollup_and_the_snapshot_fill_the_image_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("w.db");
+    sqlite3(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE big(id INTEGER PRIMARY KEY, v BLOB); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000) \
+         INSERT INTO big SELECT i, randomblob(1000) FROM n; \
+         CREATE TABLE t(n INTEGER PRIMARY KEY);",
+    );
+    config(d, "1h");
+    let rep = cmd(d)
+        .args(["replicate", "--db", "w", "--sync-interval", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !d.join("repo/w/generations").exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Updates of rows spread over the first fifth of the table: a few pages, here and there.
+    let writer = r#"
+import sqlite3, sys, time, random
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+end = time.time() + 9
+n = 0
+while time.time() < end:
+    n += 1
+    c.execute("BEGIN IMMEDIATE")
+    c.execute("UPDATE big SET v = randomblob(1000) WHERE id = ?", (random.randint(1, 800),))
+    c.execute("INSERT INTO t(n) VALUES (?)", (n,))
+    c.execute("COMMIT")
+    time.sleep(0.01)
+"#;
+    let status = Command::new("python3")
+        .args(["-c", writer])
+        .arg(&db)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(700));
+    stop_replicator(rep);
+    let latest_before = restore_at(d, "latest", "before.db");
+    let out = ok(d, &["compact"]);
+    assert!(out.contains("wrote"), "{out}");
+    let files = segment_files(d);
+    assert!(
+        files.iter().any(|p| level(p, "L255")) && !files.iter().any(|p| level(p, "L254")),
+        "a rollup, not a full one: {files:?}"
+    );
+    let _ = std::fs::remove_file(d.join("latest.db"));
+    let out = ok(
+        d,
+        &[
+            "restore",
+            "--db",
+            "w",
+            "--at",
+            "latest",
+            "--to",
+            "latest.db",
+        ],
+    );
+    assert!(out.contains("snapshot backup-"), "{out}");
+    let latest = d.join("latest.db");
+    assert_same_db(&db, &latest);
+    assert_same_db(&latest_before, &latest);
+    ok(d, &["verify", "--all"]);
 }

@@ -2,6 +2,8 @@
 //! bytes (formatting, decompressing) and the kernel's copying overlap, and starts writeback as
 //! it goes so the final fsync is short. Restore, dump and local uploads write through it.
 
+use crate::fs::page_set::Frontier;
+
 /// Ask the kernel to start writing a range back now (Linux); a hint, so errors are ignored:
 /// the fsync before the rename is what guarantees durability.
 pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
@@ -30,7 +32,8 @@ pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
 pub struct FileWriter {
     buf: Vec<u8>,
     durable: bool,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    /// Each buffer with where it goes: `None` after the one before, `Some(offset)` there.
+    tx: Option<std::sync::mpsc::SyncSender<(Option<u64>, Vec<u8>)>>,
     /// Buffers the writer is done with, to fill again (fresh 1 MB allocations cost page faults).
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
     thread: Option<std::thread::JoinHandle<std::io::Result<std::fs::File>>>,
@@ -43,20 +46,29 @@ pub struct FileWriter {
 type Failure = std::sync::Arc<std::sync::Mutex<Option<(std::io::ErrorKind, Option<i32>, String)>>>;
 
 const WRITE_BUF: usize = 1024 * 1024;
+/// Writeback is started each time this much more was written.
+const WRITEBACK: u64 = 32 * 1024 * 1024;
 
 impl FileWriter {
     /// A file that is kept: written back as it grows, fsynced by `finish`.
     pub fn new(file: std::fs::File) -> Self {
-        Self::start(file, true)
+        Self::start(file, true, None)
     }
 
     /// A scratch file, read soon and deleted: not fsynced.
     pub fn scratch(file: std::fs::File) -> Self {
-        Self::start(file, false)
+        Self::start(file, false, None)
     }
 
-    fn start(file: std::fs::File, durable: bool) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    /// A scratch file another writer fills at the same time: the bytes written through it land
+    /// at their place from the file's start, once `frontier` lets them, except the pages it
+    /// says the other wrote.
+    pub fn filling(file: std::fs::File, frontier: std::sync::Arc<Frontier>) -> Self {
+        Self::start(file, false, Some(frontier))
+    }
+
+    fn start(file: std::fs::File, durable: bool, skip: Option<std::sync::Arc<Frontier>>) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Option<u64>, Vec<u8>)>(4);
         let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
         let failure: Failure = std::sync::Arc::new(std::sync::Mutex::new(None));
         let failed = failure.clone();
@@ -64,17 +76,47 @@ impl FileWriter {
             use std::io::Write;
             let mut file = file;
             let (mut written, mut synced) = (0u64, 0u64);
-            for chunk in rx {
-                if let Err(e) = file.write_all(&chunk) {
+            let mut ahead: Option<(u64, u64)> = None;
+            for (at, chunk) in rx {
+                use std::os::unix::fs::FileExt;
+                let wrote = match (&skip, at) {
+                    (_, Some(at)) => file.write_all_at(&chunk, at),
+                    (None, None) => file.write_all(&chunk),
+                    (Some(skip), None) => {
+                        skip.runs(written, chunk.len())
+                            .into_iter()
+                            .try_for_each(|(from, to)| {
+                                file.write_all_at(&chunk[from..to], written + from as u64)
+                            })
+                    }
+                };
+                if let Err(e) = wrote {
                     if let Ok(mut f) = failed.lock() {
                         *f = Some((e.kind(), e.raw_os_error(), e.to_string()));
                     }
                     return Err(e);
                 }
                 written += chunk.len() as u64;
-                if written - synced >= 32 * 1024 * 1024 {
-                    start_writeback(&file, synced, written - synced);
-                    synced = written;
+                match at {
+                    // Written here and there: writeback follows a run of writes that go
+                    // forward (a rollup's pages, in order); the others wait for the fsync.
+                    // Starting it over the whole span each time cost more than it saved.
+                    Some(at) => {
+                        let end = at + chunk.len() as u64;
+                        ahead = match ahead {
+                            Some((lo, hi)) if at >= hi => Some((lo, end)),
+                            _ => Some((at, end)),
+                        };
+                        if let Some((lo, hi)) = ahead.filter(|(lo, hi)| hi - lo >= WRITEBACK) {
+                            start_writeback(&file, lo, hi - lo);
+                            ahead = Some((hi, hi));
+                        }
+                    }
+                    None if written - synced >= WRITEBACK => {
+                        start_writeback(&file, synced, written - synced);
+                        synced = written;
+                    }
+                    None => {}
                 }
                 let _ = give_back.try_send(chunk);
             }
@@ -107,10 +149,19 @@ impl FileWriter {
 
     /// Hand over a whole buffer without copying it (after anything written before it).
     pub fn send_owned(&mut self, data: Vec<u8>) -> std::io::Result<()> {
+        self.send_to(None, data)
+    }
+
+    /// Hand over a whole buffer that goes at `offset` in the file.
+    pub fn send_at(&mut self, offset: u64, data: Vec<u8>) -> std::io::Result<()> {
+        self.send_to(Some(offset), data)
+    }
+
+    fn send_to(&mut self, at: Option<u64>, data: Vec<u8>) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             self.send()?;
         }
-        let sent = self.tx.as_ref().map(|tx| tx.send(data));
+        let sent = self.tx.as_ref().map(|tx| tx.send((at, data)));
         match sent {
             Some(Ok(())) => Ok(()),
             // The writer thread stopped: its own error says why.

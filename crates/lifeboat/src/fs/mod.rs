@@ -7,5 +7,6 @@ pub mod durable_writer;
 pub mod held;
 pub mod move_aside;
 pub mod output_file;
+pub mod page_set;
 pub mod scratch;
 pub mod target_lock;

@@ -6,56 +6,38 @@
 //! frames, the compacted ones against their sha256; and the links: each segment's `prev` is the
 //! end of the one before, the oldest's the generation's start.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::path::Path;
 
 use crate::error::{Error, Kind, Result};
-use crate::replicate::compacted::CompactedReader;
+use crate::fs::durable_writer::FileWriter;
+use crate::fs::page_set::{Frontier, PageSet};
+use crate::replicate::compacted::{CompactedReader, FULL};
 use crate::replicate::layout::{self, Generation};
 use crate::replicate::pitr::Point;
 use crate::replicate::segment::{Link, SegmentName, SegmentReader};
 use crate::replicate::wal;
 use crate::repo::Repository;
 
-/// A set of page numbers, one bit each.
-#[derive(Default)]
-struct Pages(Vec<u64>);
-
-impl Pages {
-    fn contains(&self, p: u32) -> bool {
-        self.0
-            .get(p as usize / 64)
-            .is_some_and(|w| w & (1 << (p % 64)) != 0)
-    }
-    fn insert(&mut self, p: u32) {
-        let i = p as usize / 64;
-        if i >= self.0.len() {
-            self.0.resize(i + 1, 0);
-        }
-        self.0[i] |= 1 << (p % 64);
-    }
-    fn absorb(&mut self, other: &mut Pages) {
-        if other.0.len() > self.0.len() {
-            self.0.resize(other.0.len(), 0);
-        }
-        for (a, b) in self.0.iter_mut().zip(other.0.drain(..)) {
-            *a |= b;
-        }
-    }
-}
-
 /// Where an application stands, going back from the newest segment.
 struct Applied<'a> {
     g: &'a Generation,
-    file: std::fs::File,
+    /// Tells the snapshot's writer which pages are settled.
+    frontier: &'a Frontier,
+    /// Applying the last piece, page-ordered: each run written settles every page up to it.
+    settling: bool,
+    /// Writes on a thread of its own, starting writeback as it goes.
+    file: FileWriter,
     /// The link the segment before must end at: the `prev` of the one just applied.
     expect_end: Option<Link>,
     /// The database's size after the point restored: pages past it are not written.
     db_pages: Option<u32>,
     /// Pages written by newer segments.
-    done: Pages,
+    done: PageSet,
     segments: u64,
     written: u64,
+    /// Consecutive pages not written yet: the first one's number, and their bytes.
+    run: (u32, Vec<u8>),
 }
 
 impl Applied<'_> {
@@ -69,28 +51,52 @@ impl Applied<'_> {
         )
     }
 
-    /// Write `page` unless a newer segment did, or it lies past the database's end.
-    fn put(&mut self, this: &mut Pages, pgno: u32, page: &[u8]) -> Result<()> {
+    /// Write `page` unless a newer segment did, or it lies past the database's end. Pages
+    /// that follow each other are gathered into one write (a compacted segment's are in page
+    /// order: one write per page cost more in the kernel than all the rest of the restore).
+    fn put(&mut self, this: &mut PageSet, pgno: u32, page: &[u8]) -> Result<()> {
         if self.done.contains(pgno) || self.db_pages.is_some_and(|n| pgno > n) {
             return Ok(());
         }
-        let io = |e| Error::io("restore: write the image", e);
-        let ps = self.g.page_size as u64;
-        self.file
-            .seek(SeekFrom::Start((pgno as u64 - 1) * ps))
-            .map_err(io)?;
-        self.file.write_all(page).map_err(io)?;
+        let ps = self.g.page_size as usize;
+        let next = self.run.0 + (self.run.1.len() / ps) as u32;
+        if self.run.1.is_empty() || pgno != next || self.run.1.len() >= RUN_BYTES {
+            self.flush()?;
+            self.run.0 = pgno;
+        }
+        self.run.1.extend_from_slice(page);
         this.insert(pgno);
         self.written += 1;
         Ok(())
     }
+
+    /// Hand the pages gathered so far to the writer thread (the pages are the segments'
+    /// whether written yet or not: the snapshot's writer leaves them alone either way).
+    fn flush(&mut self) -> Result<()> {
+        if self.run.1.is_empty() {
+            return Ok(());
+        }
+        if self.settling {
+            let n = (self.run.1.len() / self.g.page_size as usize) as u32;
+            self.frontier.settle_run(self.run.0, self.run.0 + n - 1);
+        }
+        let at = (self.run.0 as u64 - 1) * self.g.page_size as u64;
+        let mut next = self.file.buffer();
+        next.clear();
+        let full = std::mem::replace(&mut self.run.1, next);
+        self.file
+            .send_at(at, full)
+            .map_err(|e| Error::io("restore: write the image", e))
+    }
 }
 
-/// Apply the generation's segments to the snapshot at `path`, up to commit `point.seq`: the
-/// widest segments that end at or before it ([`layout::plan`]), and for a point inside a
-/// shipped segment (the snapshot's base) that segment up to its commit. Returns (segments
-/// read, pages written).
-pub(crate) async fn apply(repo: &Repository, point: &Point, path: &Path) -> Result<(u64, u64)> {
+/// The most bytes of consecutive pages gathered into one write.
+const RUN_BYTES: usize = 1024 * 1024;
+
+/// The segments a restore to `point` applies, oldest first: the widest that end at or before
+/// it ([`layout::plan`]), and for a point inside a shipped segment (the snapshot's base) that
+/// segment, up to its commit.
+pub(crate) fn chain_plan(point: &Point) -> Result<Vec<&SegmentName>> {
     let g = &point.window.generation;
     let pieces = &point.window.pieces;
     let mut plan = layout::plan(pieces, g.start.seq + 1, |s| s.last_seq <= point.seq);
@@ -112,6 +118,33 @@ pub(crate) async fn apply(repo: &Repository, point: &Point, path: &Path) -> Resu
             ),
         ));
     }
+    Ok(plan)
+}
+
+/// What [`apply`] wrote.
+pub(crate) struct Written {
+    pub segments: u64,
+    /// How many page writes.
+    pub writes: u64,
+    /// The database's size in pages at the point, when a segment says it.
+    pub db_pages: Option<u32>,
+}
+
+/// Write the generation's segments up to commit `point.seq` into the file at `path`, each page
+/// where it belongs, while the snapshot's writer fills in the rest behind `frontier` (so each
+/// page of the image is written once; writing over the snapshot's pages as the kernel wrote
+/// them back cost a quarter of the restore): the widest segments that end at or before it
+/// ([`layout::plan`]), and for a point inside a shipped segment (the snapshot's base) that
+/// segment up to its commit. The caller settles every page ([`Frontier::finish`]) once this
+/// returns, whatever it returns.
+pub(crate) async fn apply(
+    repo: &Repository,
+    point: &Point,
+    path: &Path,
+    frontier: &Frontier,
+) -> Result<Written> {
+    let g = &point.window.generation;
+    let plan = chain_plan(point)?;
     let io = |e| Error::io(format!("restore: write {}", path.display()), e);
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -119,18 +152,26 @@ pub(crate) async fn apply(repo: &Repository, point: &Point, path: &Path) -> Resu
         .map_err(io)?;
     let mut st = Applied {
         g,
-        file,
+        frontier,
+        settling: false,
+        file: FileWriter::scratch(file),
         expect_end: None,
         db_pages: None,
-        done: Pages::default(),
+        done: PageSet::default(),
         segments: 0,
         written: 0,
+        run: (0, Vec::with_capacity(RUN_BYTES)),
     };
     // Each segment is downloaded beside the image, then read from there.
     let dir = path.parent().unwrap_or(Path::new("."));
     let part = tempfile::NamedTempFile::new_in(dir)
         .map_err(|e| Error::io(format!("restore: a segment file in {}", dir.display()), e))?;
-    for name in plan.iter().rev() {
+    for (i, name) in plan.iter().rev().enumerate() {
+        if i + 1 == plan.len() && name.level > 0 {
+            // The oldest piece, compacted, is in page order: from here on each run settles.
+            frontier.settle(&st.done, 0);
+            st.settling = true;
+        }
         let stored =
             layout::download_segment(repo, &g.database, &g.id, &name.name, part.path()).await?;
         if name.level == 0 {
@@ -148,13 +189,22 @@ pub(crate) async fn apply(repo: &Repository, point: &Point, path: &Path) -> Resu
             ),
         ));
     }
-    if let Some(pages) = st.db_pages {
-        st.file
-            .set_len(pages as u64 * g.page_size as u64)
-            .map_err(io)?;
-    }
-    st.file.sync_all().map_err(io)?;
-    Ok((st.segments, st.written))
+    // Every page the segments wrote is the snapshot's writer's to leave alone.
+    frontier.settle(&st.done, u32::MAX);
+    let Applied {
+        file,
+        segments,
+        written,
+        db_pages,
+        ..
+    } = st;
+    file.finish()
+        .map_err(|e| Error::io(format!("restore: write {}", path.display()), e))?;
+    Ok(Written {
+        segments,
+        writes: written,
+        db_pages,
+    })
 }
 
 /// A shipped segment, checked frame by frame against the WAL checksum chain, up to commit
@@ -195,10 +245,11 @@ fn apply_shipped(
     let stop = h.commits.iter().find(|c| c.seq == until.min(h.last_seq()));
     if st.db_pages.is_none() {
         st.db_pages = stop.map(|c| c.db_pages);
+        st.db_pages.inspect(|&n| st.frontier.set_last(n));
     }
     let stop_frame = stop.map_or(h.frames, |c| c.end);
     st.segments += 1;
-    let mut this = Pages::default();
+    let mut this = PageSet::default();
     let mut commits = h.commits.iter().peekable();
     let mut n = 0u64;
     while let Some(frame) = reader.next_frame()? {
@@ -227,6 +278,7 @@ fn apply_shipped(
     if n == h.frames {
         reader.finish()?;
     }
+    st.flush()?;
     st.done.absorb(&mut this);
     st.expect_end = Some(h.prev);
     Ok(())
@@ -249,14 +301,19 @@ fn apply_compacted(st: &mut Applied, name: &SegmentName, stored: impl Read) -> R
     if st.expect_end.is_some_and(|e| e != h.end) {
         return Err(st.broken(name, "the next segment does not start where it ends"));
     }
+    if name.level == FULL && h.pages != h.db_pages as u64 {
+        return Err(st.broken(name, "a full rollup that lacks pages"));
+    }
     if st.db_pages.is_none() {
         st.db_pages = Some(h.db_pages);
+        st.frontier.set_last(h.db_pages);
     }
     st.segments += 1;
-    let mut this = Pages::default();
+    let mut this = PageSet::default();
     while let Some((pgno, page)) = reader.next_page()? {
         st.put(&mut this, pgno, page)?;
     }
+    st.flush()?;
     st.done.absorb(&mut this);
     st.expect_end = Some(h.prev);
     Ok(())

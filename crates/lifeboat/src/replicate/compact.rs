@@ -20,8 +20,7 @@
 //! restore to the base stops inside it), and the newest one (a resumed replicator reads it; it
 //! is in no closed window). Everything is written before anything it replaces is deleted.
 
-use std::collections::BTreeSet;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,7 +28,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::{Error, Kind, Result};
-use crate::replicate::compacted::{self, CompactedHeader, CompactedReader, RecordHash, ROLLUP};
+use crate::fs::page_set::PageSet;
+use crate::replicate::compacted::{
+    self, is_rollup, CompactedHeader, CompactedReader, RecordHash, FULL, FULL_SHARE, ROLLUP,
+};
 use crate::replicate::layout::{self, Generation, Window};
 use crate::replicate::segment::{compacted_name, Link, SegmentName, SegmentReader};
 use crate::replicate::wal;
@@ -119,17 +121,19 @@ pub async fn compact(
                 ROLLUP,
             );
             report.merged += group.len();
+            // A dry run names it a rollup: whether it would be full is known once it is made.
+            let name = match opts.dry_run {
+                true => name,
+                false => merge(repo, &w.generation, &group, ROLLUP, &name, opts).await?,
+            };
             report.written.push(format!("{}/{name}", w.generation.id));
-            if !opts.dry_run {
-                merge(repo, &w.generation, &group, ROLLUP, &name, opts).await?;
-            }
         }
         let mut doomed = deletable(&w, &listed_at_start, fine_until);
         // Rollups older than the newest one listed before this run: superseded.
         let mut rollups: Vec<&SegmentName> = (listed_at_start.iter())
-            .filter(|p| p.level == ROLLUP)
+            .filter(|p| is_rollup(p.level))
             .collect();
-        rollups.sort_by_key(|p| p.last_seq);
+        rollups.sort_by_key(|p| (p.last_seq, p.level == FULL));
         rollups.pop();
         doomed.extend(rollups.into_iter().map(|p| p.name.clone()));
         report.deleted += doomed.len();
@@ -148,7 +152,7 @@ fn rollup_inputs(pieces: &[SegmentName]) -> Option<Vec<SegmentName>> {
     let from = l1.clone().map(|p| p.first_seq).min()?;
     let to = l1.map(|p| p.last_seq).max()?;
     let newest = (pieces.iter())
-        .filter(|p| p.level == ROLLUP && p.first_seq == from)
+        .filter(|p| is_rollup(p.level) && p.first_seq == from)
         .map(|p| p.last_seq)
         .max();
     if newest.is_some_and(|n| n >= to) {
@@ -156,7 +160,7 @@ fn rollup_inputs(pieces: &[SegmentName]) -> Option<Vec<SegmentName>> {
     }
     // Only the newest rollup is an input; the others it superseded are not read again.
     let mut usable: Vec<SegmentName> = (pieces.iter())
-        .filter(|p| p.level != ROLLUP || Some(p.last_seq) == newest)
+        .filter(|p| !is_rollup(p.level) || Some(p.last_seq) == newest)
         .cloned()
         .collect();
     usable.sort_by(|a, b| {
@@ -239,7 +243,9 @@ fn deletable(w: &Window, listed: &[SegmentName], fine_until: DateTime<Utc>) -> V
 }
 
 /// Merge `group` into one compacted segment `name` of `level`, through a sparse scratch file
-/// (memory: one page and the set of page numbers), and store it.
+/// (memory: one page and the set of page numbers), and store it; its name. A rollup that holds
+/// at least 1 in [`FULL_SHARE`] of the database's pages, or that starts from a full one, is
+/// made full: the pages it lacks come from the snapshot.
 async fn merge(
     repo: &Repository,
     g: &Generation,
@@ -247,7 +253,7 @@ async fn merge(
     level: u8,
     name: &str,
     opts: &CompactOptions,
-) -> Result<()> {
+) -> Result<String> {
     let dir = crate::fs::scratch::scratch(opts.scratch_dir.as_deref())?;
     let path = dir.path().join("merge.pages");
     let io = |e| Error::io(format!("compact: scratch {}", path.display()), e);
@@ -258,7 +264,7 @@ async fn merge(
         .open(&path)
         .map_err(io)?;
     let ps = g.page_size as u64;
-    let mut pgnos = BTreeSet::new();
+    let mut pgnos = PageSet::default();
     let mut prev: Option<Link> = None;
     let mut expect: Option<Link> = None;
     let mut db_pages = 0u32;
@@ -321,15 +327,48 @@ async fn merge(
         expect = Some(e);
     }
     let (Some(prev), Some(end)) = (prev, expect) else {
-        return Ok(());
+        return Ok(name.to_string());
     };
     // Pages past the database's end after the window are gone from it.
-    let kept: Vec<u32> = pgnos.into_iter().filter(|p| *p <= db_pages).collect();
+    let mut kept: Vec<u32> = (1..=db_pages).filter(|p| pgnos.contains(*p)).collect();
+    let (first, last) = (&group[0], &group[group.len() - 1]);
+    let full = level == ROLLUP
+        && (first.level == FULL || kept.len() as u64 * FULL_SHARE >= db_pages as u64);
+    let (level, name) = match full {
+        true => (
+            FULL,
+            compacted_name(
+                (first.first_seq, first.first_at),
+                (last.last_seq, last.last_at),
+                FULL,
+            ),
+        ),
+        false => (level, name.to_string()),
+    };
+    // A full rollup's other pages: the snapshot's (zeros past its end, as a restore leaves).
+    let snapshot = match full && kept.len() < db_pages as usize {
+        true => Some(snapshot_image(repo, g, dir.path()).await?),
+        false => None,
+    };
+    if full {
+        kept = (1..=db_pages).collect();
+    }
     let mut page = vec![0u8; ps as usize];
     let mut read_page = |file: &mut std::fs::File, pgno: u32| -> Result<Vec<u8>> {
-        file.seek(SeekFrom::Start((pgno as u64 - 1) * ps))
-            .map_err(io)?;
-        file.read_exact(&mut page).map_err(io)?;
+        let from = match &snapshot {
+            Some(snap) if !pgnos.contains(pgno) => snap,
+            _ => &*file,
+        };
+        let at = (pgno as u64 - 1) * ps;
+        use std::os::unix::fs::FileExt;
+        page.fill(0);
+        let mut n = 0;
+        while n < page.len() {
+            match from.read_at(&mut page[n..], at + n as u64).map_err(io)? {
+                0 => break,
+                k => n += k,
+            }
+        }
         Ok(page.clone())
     };
     let mut hash = RecordHash::default();
@@ -337,7 +376,6 @@ async fn merge(
         let bytes = read_page(&mut file, *p)?;
         hash.add(*p, &bytes);
     }
-    let (first, last) = (&group[0], &group[group.len() - 1]);
     let header = CompactedHeader {
         format_version: 1,
         database: g.database.clone(),
@@ -369,12 +407,45 @@ async fn merge(
     let size = std::fs::metadata(&out_path).map_err(io)?.len();
     if size <= SMALL {
         let body = std::fs::read(&out_path).map_err(io)?;
-        layout::put_compacted(repo, &g.database, &g.id, name, body).await?;
+        layout::put_compacted(repo, &g.database, &g.id, &name, body).await?;
     } else {
-        layout::upload_compacted(repo, &g.database, &g.id, name, &out_path).await?;
+        layout::upload_compacted(repo, &g.database, &g.id, &name, &out_path).await?;
     }
     tracing::info!(database = %g.database, generation = %g.id, segment = name, pages = kept.len(), "compacted");
-    Ok(())
+    Ok(name)
+}
+
+/// The generation's snapshot, fetched into `dir` (its sha256 checked) and opened.
+async fn snapshot_image(
+    repo: &Repository,
+    g: &Generation,
+    dir: &std::path::Path,
+) -> Result<std::fs::File> {
+    let m = repo.manifest(&g.database, &g.snapshot).await.map_err(|e| {
+        e.context(format!(
+            "generation {}: its snapshot {} cannot be read for a full rollup",
+            g.id, g.snapshot
+        ))
+    })?;
+    if m.page_size != g.page_size as u64 {
+        return Err(Error::new(
+            Kind::Corrupt,
+            format!(
+                "generation {}: its snapshot {} has pages of {} bytes, its segments {}",
+                g.id, g.snapshot, m.page_size, g.page_size
+            ),
+        ));
+    }
+    let path = dir.join("snapshot.sqlite");
+    crate::restore::to_file::fetch(
+        repo,
+        &m,
+        &path,
+        crate::restore::to_file::FetchOptions::SCRATCH,
+        &crate::progress::Progress::hidden(),
+    )
+    .await?;
+    std::fs::File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))
 }
 
 #[cfg(test)]

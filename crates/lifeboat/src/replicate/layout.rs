@@ -15,6 +15,7 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::{Error, Kind, Result};
+use crate::replicate::compacted::FULL;
 use crate::replicate::segment::{parse_name, Link, SegmentName};
 use crate::repo::Repository;
 
@@ -192,7 +193,9 @@ pub fn plan(
             .iter()
             .take_while(|p| p.first_seq == next)
             .filter(|p| ok(p))
-            .max_by_key(|p| (p.last_seq, p.level));
+            // Of two pieces of the same commits, a full rollup (it makes the snapshot unneeded),
+            // else the highest level.
+            .max_by_key(|p| (p.last_seq, p.level == FULL, p.level));
         match best {
             Some(p) => {
                 out.push(p);

@@ -7,17 +7,20 @@
 //! aside).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Kind, Result};
 use crate::fs::atomic_replace::{check_target, FileId, Placement};
+use crate::fs::page_set::Frontier;
 use crate::progress::Progress;
-use crate::replicate::apply::apply;
+use crate::replicate::apply::{apply, chain_plan};
+use crate::replicate::compacted::FULL;
 use crate::replicate::layout::{self, Window};
 use crate::repo::Repository;
-use crate::restore::to_file::{fetch, FetchOptions, RestoreOptions};
+use crate::restore::to_file::{start_filling, RestoreOptions};
 use crate::source::sqlite::{inspect, open_image, IntegrityCheck};
 
 /// What to restore to.
@@ -69,6 +72,8 @@ pub fn choose(windows: &[Window], target: PitrTarget) -> Option<Point> {
 pub struct PitrReport {
     pub generation: String,
     pub snapshot: String,
+    /// False when a full rollup stood in for the snapshot.
+    pub snapshot_read: bool,
     pub seq: u64,
     pub at: DateTime<Utc>,
     pub segments: u64,
@@ -92,12 +97,17 @@ pub async fn restore_point(
 ) -> Result<PitrReport> {
     let started = Instant::now();
     let g = &point.window.generation;
-    let m = repo.manifest(&g.database, &g.snapshot).await.map_err(|e| {
-        e.context(format!(
-            "generation {}: its snapshot {} cannot be read",
-            g.id, g.snapshot
-        ))
-    })?;
+    // A full rollup holds every page: the snapshot is not read at all then.
+    let full = chain_plan(point)?.iter().any(|s| s.level == FULL);
+    let m = match full {
+        true => None,
+        false => Some(repo.manifest(&g.database, &g.snapshot).await.map_err(|e| {
+            e.context(format!(
+                "generation {}: its snapshot {} cannot be read",
+                g.id, g.snapshot
+            ))
+        })?),
+    };
     let (placement, scratch) = if opts.dry_run {
         check_target(target, opts.force)?;
         (
@@ -115,7 +125,7 @@ pub async fn restore_point(
         (None, Some(s)) => s.path().join("image.sqlite"),
         _ => unreachable!(),
     };
-    if m.page_size != g.page_size as u64 {
+    if let Some(m) = m.as_ref().filter(|m| m.page_size != g.page_size as u64) {
         return Err(Error::new(
             Kind::Corrupt,
             format!(
@@ -124,14 +134,47 @@ pub async fn restore_point(
             ),
         ));
     }
-    // The snapshot's bytes are proven by the stored sha256 as they arrive; SQLite's own check
-    // runs once, on the result (a restore's cost is then the plain restore's plus the chain).
-    fetch(repo, &m, &tmp, FetchOptions::SCRATCH, progress).await?;
-    let (segments, frames) = apply(repo, point, &tmp).await?;
+    // The segments' pages and the snapshot's others are written side by side, each page once
+    // (see `Frontier`). The snapshot's bytes are proven by the stored sha256 as they arrive;
+    // SQLite's own check runs once, on the result.
+    let io = |e| Error::io(format!("restore: write {}", tmp.display()), e);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(io)?;
+    let page_size = g.page_size as u64;
+    let frontier = Arc::new(Frontier::new(page_size));
+    let filling = match &m {
+        Some(m) => Some(start_filling(repo, m, &tmp, frontier.clone(), progress).await?),
+        None => None,
+    };
+    let chain = apply(repo, point, &tmp, &frontier).await;
+    frontier.finish();
+    let chain_ms = started.elapsed().as_millis();
+    let filled = match filling {
+        Some(f) => f.finish().await.map(|_| ()),
+        None => Ok(()),
+    };
+    let chain = chain?;
+    filled?;
+    if let Some(pages) = chain.db_pages {
+        file.set_len(pages as u64 * page_size).map_err(io)?;
+    }
+    file.sync_all().map_err(io)?;
+    drop(file);
+    let (segments, frames) = (chain.segments, chain.writes);
+    let fetch_ms = started.elapsed().as_millis();
     let (img, level) = (tmp.clone(), opts.integrity);
     let info = tokio::task::spawn_blocking(move || check_result(&img, level))
         .await
         .map_err(|e| Error::task("check restored image", e))??;
+    tracing::debug!(
+        chain_ms,
+        snapshot_ms = fetch_ms - chain_ms,
+        check_ms = started.elapsed().as_millis() - fetch_ms,
+        "restore to a point"
+    );
     let image_size = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
     let (target_path, moved_aside) = match placement {
         Some(p) => {
@@ -143,6 +186,7 @@ pub async fn restore_point(
     Ok(PitrReport {
         generation: g.id.clone(),
         snapshot: g.snapshot.clone(),
+        snapshot_read: !full,
         seq: point.seq,
         at: point.at,
         segments,

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Kind, Result};
 use crate::fs::atomic_replace::{check_target, FileId, Placement};
 use crate::fs::durable_writer::FileWriter;
+use crate::fs::page_set::Frontier;
 use crate::repo::manifest::Manifest;
 use crate::repo::repository::{DataReader, Repository};
 pub use crate::restore::select::{parse_time, select, Selection, Selector, Skipped};
@@ -71,69 +72,145 @@ pub async fn fetch(
     opts: FetchOptions,
     progress: &Progress,
 ) -> Result<Option<String>> {
-    let corrupt =
-        |msg: String| Error::new(Kind::Corrupt, format!("backup {} is corrupt: {msg}", m.id));
+    fetch_with(repo, m, dest, opts, None, progress).await
+}
+
+/// [`fetch`] into the scratch image `dest`, which exists, while another writer fills it too
+/// (a restore to a point writes its segments' pages beside it): every byte is still read and
+/// checked, but only the pages `frontier` leaves to the snapshot are written. Started here,
+/// it goes on by itself; [`Fetching::finish`] waits for it and checks it.
+pub async fn start_filling(
+    repo: &Repository,
+    m: &Manifest,
+    dest: &Path,
+    frontier: std::sync::Arc<Frontier>,
+    progress: &Progress,
+) -> Result<Fetching> {
+    start(
+        repo,
+        m,
+        dest,
+        FetchOptions::SCRATCH,
+        Some(frontier),
+        progress,
+    )
+    .await
+}
+
+async fn fetch_with(
+    repo: &Repository,
+    m: &Manifest,
+    dest: &Path,
+    opts: FetchOptions,
+    fill: Option<std::sync::Arc<Frontier>>,
+    progress: &Progress,
+) -> Result<Option<String>> {
+    start(repo, m, dest, opts, fill, progress)
+        .await?
+        .finish()
+        .await
+}
+
+/// A fetch under way: its download and decoding run on tasks of their own.
+pub struct Fetching {
+    manifest: Manifest,
+    pump: Option<tokio::task::JoinHandle<Result<()>>>,
+    decode: tokio::task::JoinHandle<Result<Decoded>>,
+}
+
+async fn start(
+    repo: &Repository,
+    m: &Manifest,
+    dest: &Path,
+    opts: FetchOptions,
+    fill: Option<std::sync::Arc<Frontier>>,
+    progress: &Progress,
+) -> Result<Fetching> {
     let (size, data) = repo.data(m).await?;
     if size != m.stored_size {
-        return Err(corrupt(format!(
-            "stored object is {size} bytes but the manifest says {} (truncated or replaced)",
-            m.stored_size
-        )));
+        return Err(corrupt_backup(
+            m,
+            format!(
+                "stored object is {size} bytes but the manifest says {} (truncated or replaced)",
+                m.stored_size
+            ),
+        ));
     }
     progress.set_length(size);
     let (dest, pb) = (dest.to_path_buf(), progress.clone());
-    let task_err =
-        |e: tokio::task::JoinError| Error::new(Kind::Internal, format!("decode task: {e}"));
-    let decoded = match data {
-        DataReader::File(file) => {
-            tokio::task::spawn_blocking(move || decompress(file, &dest, opts, &pb))
-                .await
-                .map_err(task_err)?
-        }
+    let (pump, decode) = match data {
+        DataReader::File(file) => (
+            None,
+            tokio::task::spawn_blocking(move || decompress(file, &dest, opts, fill, &pb)),
+        ),
         DataReader::Stream(mut stream) => {
             let (tx, rx) = mpsc::channel::<Bytes>(4);
-            let pump = async move {
+            let pump = tokio::spawn(async move {
                 while let Some(chunk) = stream.next().await {
                     if tx.send(chunk?).await.is_err() {
                         break; // the decoder stopped early; it reports why
                     }
                 }
                 Ok::<_, Error>(())
-            };
+            });
             let reader = ChannelReader {
                 rx,
                 current: Bytes::new(),
             };
-            let decode = tokio::task::spawn_blocking(move || decompress(reader, &dest, opts, &pb));
-            let (pumped, decoded) = tokio::join!(pump, decode);
-            pumped?; // a failed download explains a short stream better than the decoder can
-            decoded.map_err(task_err)?
+            let decode =
+                tokio::task::spawn_blocking(move || decompress(reader, &dest, opts, fill, &pb));
+            (Some(pump), decode)
         }
     };
-    // A local write failure (disk full) is not the backup's fault: report it as it is.
-    let d = decoded.map_err(|e| match e.kind {
-        Kind::Corrupt => corrupt(e.to_string()),
-        _ => e,
-    })?;
-    if d.stored_sha256 != m.stored_sha256 {
-        return Err(corrupt(
-            "sha256 of the stored object does not match the manifest".into(),
-        ));
-    }
-    if d.written != m.image_size {
-        return Err(corrupt(format!(
-            "image is {} bytes, manifest says {}",
-            d.written, m.image_size
-        )));
-    }
-    if let Some(sha) = &d.image_sha256 {
-        if *sha != m.image_sha256 {
+    Ok(Fetching {
+        manifest: m.clone(),
+        pump,
+        decode,
+    })
+}
+
+fn corrupt_backup(m: &Manifest, msg: String) -> Error {
+    Error::new(Kind::Corrupt, format!("backup {} is corrupt: {msg}", m.id))
+}
+
+impl Fetching {
+    /// Wait for the fetch and check what arrived against the manifest; the image's sha256
+    /// when it was hashed.
+    pub async fn finish(self) -> Result<Option<String>> {
+        let m = &self.manifest;
+        let corrupt = |msg: String| corrupt_backup(m, msg);
+        let task_err =
+            |e: tokio::task::JoinError| Error::new(Kind::Internal, format!("decode task: {e}"));
+        let decoded = self.decode.await.map_err(task_err)?;
+        if let Some(pump) = self.pump {
+            // A failed download explains a short stream better than the decoder can.
+            pump.await.map_err(task_err)??;
+        }
+        // A local write failure (disk full) is not the backup's fault: report it as it is.
+        let d = decoded.map_err(|e| match e.kind {
+            Kind::Corrupt => corrupt(e.to_string()),
+            _ => e,
+        })?;
+        if d.stored_sha256 != m.stored_sha256 {
             return Err(corrupt(
-                "sha256 of the image does not match the manifest".into(),
+                "sha256 of the stored object does not match the manifest".into(),
             ));
         }
+        if d.written != m.image_size {
+            return Err(corrupt(format!(
+                "image is {} bytes, manifest says {}",
+                d.written, m.image_size
+            )));
+        }
+        if let Some(sha) = &d.image_sha256 {
+            if *sha != m.image_sha256 {
+                return Err(corrupt(
+                    "sha256 of the image does not match the manifest".into(),
+                ));
+            }
+        }
+        Ok(d.image_sha256)
     }
-    Ok(d.image_sha256)
 }
 
 struct Decoded {
@@ -145,7 +222,14 @@ struct Decoded {
 /// Decompress `input` into `dest`, hashing the stored bytes (all of them, including any after
 /// the zstd frame) and, when asked, the image. Three threads share the work: this one
 /// decompresses, one hashes the stored bytes, one writes (as the `zstd` CLI does).
-fn decompress(input: impl Read, dest: &Path, opts: FetchOptions, pb: &Progress) -> Result<Decoded> {
+/// With `fill`, `dest` exists and only the pages it does not leave out are written.
+fn decompress(
+    input: impl Read,
+    dest: &Path,
+    opts: FetchOptions,
+    fill: Option<std::sync::Arc<Frontier>>,
+    pb: &Progress,
+) -> Result<Decoded> {
     let dest = if opts.discard {
         Path::new("/dev/null")
     } else {
@@ -153,14 +237,14 @@ fn decompress(input: impl Read, dest: &Path, opts: FetchOptions, pb: &Progress) 
     };
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(!opts.discard)
+        .create_new(!opts.discard && fill.is_none())
         .open(dest)
         .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
     let werr = |e| Error::io(format!("write {}", dest.display()), e);
-    let mut out = if opts.durable {
-        FileWriter::new(file)
-    } else {
-        FileWriter::scratch(file)
+    let mut out = match fill {
+        Some(skip) => FileWriter::filling(file, skip),
+        None if opts.durable => FileWriter::new(file),
+        None => FileWriter::scratch(file),
     };
     let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     let hasher = std::thread::spawn(move || {

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::error::{Error, Kind, Result};
 use crate::progress::Progress;
 use crate::replicate::apply::check_stored;
-use crate::replicate::compacted::ROLLUP;
+use crate::replicate::compacted::is_rollup;
 use crate::replicate::layout::{self, Window};
 use crate::replicate::pitr::{restore_point, Point};
 use crate::repo::Repository;
@@ -70,7 +70,7 @@ pub fn name_problems(w: &Window) -> Vec<String> {
     let mut levels: Vec<u8> = w.pieces.iter().map(|p| p.level).collect();
     levels.sort();
     levels.dedup();
-    for level in levels.into_iter().filter(|l| *l != ROLLUP) {
+    for level in levels.into_iter().filter(|l| !is_rollup(*l)) {
         let mut covered = w.generation.start.seq;
         for p in w.pieces.iter().filter(|p| p.level == level) {
             if p.first_seq <= covered {
