@@ -108,8 +108,8 @@ impl Db {
         now: Instant,
         watch: &mut Watch,
     ) -> Option<Fingerprint> {
-        let sweep =
-            now.saturating_duration_since(self.swept) >= sweep_every(self.opts.sync_interval);
+        let sweep = watch.sweeping()
+            && now.saturating_duration_since(self.swept) >= sweep_every(self.opts.sync_interval);
         if sweep {
             self.swept = now;
             if !self.watched {

@@ -140,18 +140,23 @@ pub struct Watch {
     fault_limit: Option<usize>,
     /// Directories that cannot be watched, by why (a network file system): told once each.
     refused: BTreeMap<PathBuf, &'static str>,
+    /// `LIFEBOAT_FAULT=no-sweep`: no safety sweep, so the tests see what events alone do.
+    sweeping: bool,
 }
 
 impl Watch {
     /// Start inotify; when it cannot be (or off `LIFEBOAT_FAULT=no-inotify`, or not Linux),
-    /// say so once: every database is then stat-polled.
+    /// say so once: every database is then stat-polled. `LIFEBOAT_FAULT` takes a list
+    /// separated by commas.
     pub fn new() -> Watch {
-        let fault = std::env::var("LIFEBOAT_FAULT").unwrap_or_default();
-        let fault_limit = fault
-            .strip_prefix("inotify-watches=")
+        let faults = std::env::var("LIFEBOAT_FAULT").unwrap_or_default();
+        let fault = |f: &str| faults.split(',').any(|x| x == f);
+        let fault_limit = faults
+            .split(',')
+            .find_map(|x| x.strip_prefix("inotify-watches="))
             .and_then(|n| n.parse().ok());
         #[cfg(target_os = "linux")]
-        let inotify = if fault == "no-inotify" {
+        let inotify = if fault("no-inotify") {
             tracing::warn!("inotify turned off (LIFEBOAT_FAULT=no-inotify): replicated databases are polled by stat every sync interval");
             None
         } else {
@@ -180,6 +185,7 @@ impl Watch {
             said: BTreeSet::new(),
             fault_limit,
             refused: BTreeMap::new(),
+            sweeping: !fault("no-sweep"),
         }
     }
 
@@ -189,6 +195,11 @@ impl Watch {
         return self.inotify.is_some();
         #[cfg(not(target_os = "linux"))]
         false
+    }
+
+    /// Whether the safety sweeps run (always, but under `LIFEBOAT_FAULT=no-sweep`).
+    pub fn sweeping(&self) -> bool {
+        self.sweeping
     }
 
     /// How many directories are watched.
