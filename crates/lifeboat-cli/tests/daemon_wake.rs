@@ -156,14 +156,16 @@ fn inotify_watches(pid: u32) -> Option<usize> {
 
 const FLEET: &str = "[[database]]\nname = \"tenants\"\nglob = \"tenants/*.db\"\nreplicate = true\n";
 
-/// lifeboat.toml: a local repository, syncs every 300 ms, the databases `dbs`.
+/// lifeboat.toml: a local repository, syncs every 300 ms, the databases `dbs`. Neither a
+/// lease renewal nor a timed checkpoint comes during a test (each would sync): what ships
+/// once the writer stopped was woken by an event, or polled by stat.
 fn write_config(d: &Path, dbs: &str) {
     std::fs::write(
         d.join("lifeboat.toml"),
         format!(
             "[repository]\nurl = \"file://./repo\"\n\
-             [daemon]\nschedule = \"0 0 1 1 *\"\n\
-             [replication]\nsync_interval = \"300ms\"\ncheckpoint_frames = 50\n{dbs}"
+             [daemon]\nschedule = \"0 0 1 1 *\"\nlease_ttl = \"6h\"\n\
+             [replication]\nsync_interval = \"300ms\"\ncheckpoint_frames = 50\ncheckpoint_interval = \"6h\"\n{dbs}"
         ),
     )
     .unwrap();
