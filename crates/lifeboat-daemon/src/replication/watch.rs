@@ -10,6 +10,9 @@
 //! `max_user_watches` reached, a network file system where inotify never sees another host's
 //! writes, not Linux) is told once and stat-polled every sync interval, as before.
 
+// Elsewhere than Linux only the bookkeeping's types are left, unused.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused))]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -131,6 +134,9 @@ pub struct Watch {
     inotify: Option<inotify::Inotify>,
     #[cfg(target_os = "linux")]
     wds: HashMap<i32, inotify::WatchDescriptor>,
+    /// inotify was started (or tried), and whether it is turned off.
+    started: bool,
+    off: bool,
     dirs: Dirs,
     buffer: Vec<u8>,
     /// Why a watch could not be set up, each cause told once (never once per directory).
@@ -145,9 +151,9 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Start inotify; when it cannot be (or off `LIFEBOAT_FAULT=no-inotify`, or not Linux),
-    /// say so once: every database is then stat-polled. `LIFEBOAT_FAULT` takes a list
-    /// separated by commas.
+    /// The daemon's watches; inotify starts with the first database watched. `LIFEBOAT_FAULT`
+    /// (a list separated by commas) may turn inotify off (`no-inotify`), limit its watches
+    /// (`inotify-watches=N`) or the safety sweeps (`no-sweep`), for the tests.
     pub fn new() -> Watch {
         let faults = std::env::var("LIFEBOAT_FAULT").unwrap_or_default();
         let fault = |f: &str| faults.split(',').any(|x| x == f);
@@ -155,38 +161,49 @@ impl Watch {
             .split(',')
             .find_map(|x| x.strip_prefix("inotify-watches="))
             .and_then(|n| n.parse().ok());
-        #[cfg(target_os = "linux")]
-        let inotify = if fault("no-inotify") {
-            tracing::warn!("inotify turned off (LIFEBOAT_FAULT=no-inotify): replicated databases are polled by stat every sync interval");
-            None
-        } else {
-            match inotify::Inotify::init() {
-                Ok(i) => Some(i),
-                Err(e) => {
-                    let hint = if e.raw_os_error() == Some(libc::EMFILE) {
-                        " (fs.inotify.max_user_instances reached?)"
-                    } else {
-                        ""
-                    };
-                    tracing::warn!("inotify cannot start: {e}{hint}: replicated databases are polled by stat every sync interval");
-                    None
-                }
-            }
-        };
-        #[cfg(not(target_os = "linux"))]
-        tracing::info!("no inotify on this system: replicated databases are polled by stat every sync interval");
         Watch {
             #[cfg(target_os = "linux")]
-            inotify,
+            inotify: None,
             #[cfg(target_os = "linux")]
             wds: HashMap::new(),
+            started: false,
+            off: fault("no-inotify"),
             dirs: Dirs::default(),
-            buffer: vec![0; 64 * 1024],
+            buffer: Vec::new(),
             said: BTreeSet::new(),
             fault_limit,
             refused: BTreeMap::new(),
             sweeping: !fault("no-sweep"),
         }
+    }
+
+    /// Start inotify, once; when it cannot be (or is turned off, or this is not Linux), say so
+    /// once: every database is then stat-polled.
+    fn start(&mut self) {
+        if std::mem::replace(&mut self.started, true) {
+            return;
+        }
+        if self.off {
+            tracing::warn!("inotify turned off (LIFEBOAT_FAULT=no-inotify): replicated databases are polled by stat every sync interval");
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        match inotify::Inotify::init() {
+            Ok(i) => {
+                self.inotify = Some(i);
+                self.buffer = vec![0; 64 * 1024];
+            }
+            Err(e) => {
+                let hint = if e.raw_os_error() == Some(libc::EMFILE) {
+                    " (fs.inotify.max_user_instances reached?)"
+                } else {
+                    ""
+                };
+                tracing::warn!("inotify cannot start: {e}{hint}: replicated databases are polled by stat every sync interval");
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        tracing::info!("no inotify on this system: replicated databases are polled by stat every sync interval");
     }
 
     /// Whether inotify runs at all.
@@ -214,6 +231,7 @@ impl Watch {
         if self.dirs.member.contains_key(name) {
             self.unwatch(name);
         }
+        self.start();
         if !self.running() {
             return false;
         }
