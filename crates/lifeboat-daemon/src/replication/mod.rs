@@ -80,8 +80,11 @@ pub struct Replication {
     dbs: BTreeMap<String, Db>,
     queue: VecDeque<(String, Work)>,
     running: JoinSet<(String, Done)>,
-    /// (directories, databases) watched, as last logged.
+    /// (directories, databases) watched, as last logged, and whether that may have changed
+    /// since (logged at the next poll: one line for a whole reconcile, none while stopping).
     told_watched: (usize, usize),
+    watch_changed: bool,
+    stopping: bool,
     /// What wakes a database when it changes.
     watch: Watch,
 }
@@ -96,6 +99,8 @@ impl Replication {
             queue: VecDeque::new(),
             running: JoinSet::new(),
             told_watched: (0, 0),
+            watch_changed: false,
+            stopping: false,
             watch: Watch::new(),
         }
     }
@@ -157,11 +162,12 @@ impl Replication {
             db.watch(&name, &mut self.watch);
             self.dbs.insert(name, db);
         }
-        self.tell_watched();
+        self.watch_changed = true;
     }
 
     /// Log how many databases changes wake, when that changed.
     fn tell_watched(&mut self) {
+        self.watch_changed = false;
         let now = (
             self.watch.directories(),
             self.dbs.values().filter(|d| d.watched).count(),
@@ -194,7 +200,7 @@ impl Replication {
             }
         }
         if !woken.lost.is_empty() {
-            self.tell_watched();
+            self.watch_changed = true;
         }
     }
 
@@ -203,6 +209,9 @@ impl Replication {
     /// room for.
     pub fn poll(&mut self) {
         self.wake();
+        if self.watch_changed && !self.stopping {
+            self.tell_watched();
+        }
         let now = Instant::now();
         let wall = Utc::now();
         let mut done_closing = Vec::new();
@@ -419,7 +428,7 @@ impl Replication {
             fresh.watch(name, &mut self.watch);
             self.dbs.insert(name.to_string(), fresh);
         }
-        self.tell_watched();
+        self.watch_changed = true;
     }
 
     /// Each database's lag now.
@@ -440,6 +449,7 @@ impl Replication {
     /// Stop: let running tasks end, then close every replicator (shipping what is committed)
     /// and give its lease up, until `deadline`.
     pub async fn shut_down(&mut self, deadline: tokio::time::Instant) {
+        self.stopping = true;
         for db in self.dbs.values_mut() {
             db.closing = true;
             db.reopen = None;

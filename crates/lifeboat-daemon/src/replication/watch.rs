@@ -242,10 +242,12 @@ impl Watch {
             self.dirs.add(name, wd, &dir, &file);
             return true;
         }
+        if self.refused.contains_key(&dir) {
+            return false;
+        }
         if let Some(fs) = remote(&dir) {
-            if self.refused.insert(dir.clone(), fs).is_none() {
-                tracing::info!(directory = %dir.display(), "on a network file system ({fs}): inotify would not see other hosts' writes, so its replicated databases are polled by stat every sync interval");
-            }
+            tracing::info!(directory = %dir.display(), "on a network file system ({fs}): inotify would not see other hosts' writes, so its replicated databases are polled by stat every sync interval");
+            self.refused.insert(dir, fs);
             return false;
         }
         match self.add_watch(&dir) {
