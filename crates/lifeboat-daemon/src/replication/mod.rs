@@ -145,6 +145,11 @@ impl Replication {
         for (name, db) in self.dbs.iter_mut() {
             match wanted.remove(name) {
                 Some((s, o)) if !moved && s.path == db.source.path && same(&o, &db.opts) => {
+                    // Left the config and came back before its close (two reloads in a
+                    // row): start it again once closed, or it would stay dropped.
+                    if db.closing && db.reopen.is_none() {
+                        db.reopen = Some((s.clone(), o));
+                    }
                     db.source = s;
                 }
                 Some(new) => {
