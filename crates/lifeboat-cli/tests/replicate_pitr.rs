@@ -222,7 +222,7 @@ fn pitr_through_kills(repo: &Repo, d: &Path) {
     .to_string();
     let (log, stopfile) = (d.join("writer.log"), d.join("stop"));
     // The application first, as in production: the replicator starts on a WAL that holds
-    // commits (a chain started on an empty WAL cannot prove a restart's continuity).
+    // commits (a chain started on an empty WAL resumes only while no commit was made).
     let mut writer = Command::new("python3")
         .args(["-c", WRITER])
         .arg(&db)

@@ -32,8 +32,7 @@ pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
 pub struct FileWriter {
     buf: Vec<u8>,
     durable: bool,
-    /// Each buffer with where it goes: `None` after the one before, `Some(offset)` there.
-    tx: Option<std::sync::mpsc::SyncSender<(Option<u64>, Vec<u8>)>>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     /// Buffers the writer is done with, to fill again (fresh 1 MB allocations cost page faults).
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
     thread: Option<std::thread::JoinHandle<std::io::Result<std::fs::File>>>,
@@ -68,7 +67,7 @@ impl FileWriter {
     }
 
     fn start(file: std::fs::File, durable: bool, skip: Option<std::sync::Arc<Frontier>>) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Option<u64>, Vec<u8>)>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
         let failure: Failure = std::sync::Arc::new(std::sync::Mutex::new(None));
         let failed = failure.clone();
@@ -76,20 +75,15 @@ impl FileWriter {
             use std::io::Write;
             let mut file = file;
             let (mut written, mut synced) = (0u64, 0u64);
-            let mut ahead: Option<(u64, u64)> = None;
-            for (at, chunk) in rx {
+            for chunk in rx {
                 use std::os::unix::fs::FileExt;
-                let wrote = match (&skip, at) {
-                    (_, Some(at)) => file.write_all_at(&chunk, at),
-                    (None, None) => file.write_all(&chunk),
-                    (Some(skip), None) => {
-                        skip.runs(written, chunk.len())
-                            .into_iter()
-                            .try_for_each(|(from, to)| {
-                                file.write_all_at(&chunk[from..to], written + from as u64)
-                            })
-                    }
-                };
+                let wrote =
+                    match &skip {
+                        None => file.write_all(&chunk),
+                        Some(skip) => skip.runs(written, chunk.len()).into_iter().try_for_each(
+                            |(from, to)| file.write_all_at(&chunk[from..to], written + from as u64),
+                        ),
+                    };
                 if let Err(e) = wrote {
                     if let Ok(mut f) = failed.lock() {
                         *f = Some((e.kind(), e.raw_os_error(), e.to_string()));
@@ -97,26 +91,9 @@ impl FileWriter {
                     return Err(e);
                 }
                 written += chunk.len() as u64;
-                match at {
-                    // Written here and there: writeback follows a run of writes that go
-                    // forward (a rollup's pages, in order); the others wait for the fsync.
-                    // Starting it over the whole span each time cost more than it saved.
-                    Some(at) => {
-                        let end = at + chunk.len() as u64;
-                        ahead = match ahead {
-                            Some((lo, hi)) if at >= hi => Some((lo, end)),
-                            _ => Some((at, end)),
-                        };
-                        if let Some((lo, hi)) = ahead.filter(|(lo, hi)| hi - lo >= WRITEBACK) {
-                            start_writeback(&file, lo, hi - lo);
-                            ahead = Some((hi, hi));
-                        }
-                    }
-                    None if written - synced >= WRITEBACK => {
-                        start_writeback(&file, synced, written - synced);
-                        synced = written;
-                    }
-                    None => {}
+                if written - synced >= WRITEBACK {
+                    start_writeback(&file, synced, written - synced);
+                    synced = written;
                 }
                 let _ = give_back.try_send(chunk);
             }
@@ -149,19 +126,10 @@ impl FileWriter {
 
     /// Hand over a whole buffer without copying it (after anything written before it).
     pub fn send_owned(&mut self, data: Vec<u8>) -> std::io::Result<()> {
-        self.send_to(None, data)
-    }
-
-    /// Hand over a whole buffer that goes at `offset` in the file.
-    pub fn send_at(&mut self, offset: u64, data: Vec<u8>) -> std::io::Result<()> {
-        self.send_to(Some(offset), data)
-    }
-
-    fn send_to(&mut self, at: Option<u64>, data: Vec<u8>) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             self.send()?;
         }
-        let sent = self.tx.as_ref().map(|tx| tx.send((at, data)));
+        let sent = self.tx.as_ref().map(|tx| tx.send(data));
         match sent {
             Some(Ok(())) => Ok(()),
             // The writer thread stopped: its own error says why.

@@ -10,10 +10,10 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::error::{Error, Kind, Result};
-use crate::fs::durable_writer::FileWriter;
 use crate::fs::page_set::{Frontier, PageSet};
 use crate::replicate::compacted::{CompactedReader, FULL};
 use crate::replicate::layout::{self, Generation};
+use crate::replicate::page_writer::PageWriter;
 use crate::replicate::pitr::Point;
 use crate::replicate::segment::{Link, SegmentName, SegmentReader};
 use crate::replicate::wal;
@@ -26,8 +26,7 @@ struct Applied<'a> {
     frontier: &'a Frontier,
     /// Applying the last piece, page-ordered: each run written settles every page up to it.
     settling: bool,
-    /// Writes on a thread of its own, starting writeback as it goes.
-    file: FileWriter,
+    out: PageWriter,
     /// The link the segment before must end at: the `prev` of the one just applied.
     expect_end: Option<Link>,
     /// The database's size after the point restored: pages past it are not written.
@@ -36,8 +35,8 @@ struct Applied<'a> {
     done: PageSet,
     segments: u64,
     written: u64,
-    /// Consecutive pages not written yet: the first one's number, and their bytes.
-    run: (u32, Vec<u8>),
+    /// The run of consecutive pages being gathered: its first page and how many.
+    run: Option<(u32, u32)>,
 }
 
 impl Applied<'_> {
@@ -52,46 +51,44 @@ impl Applied<'_> {
     }
 
     /// Write `page` unless a newer segment did, or it lies past the database's end. Pages
-    /// that follow each other are gathered into one write (a compacted segment's are in page
-    /// order: one write per page cost more in the kernel than all the rest of the restore).
+    /// that follow each other are written together (a compacted segment's are in page order:
+    /// one write per page cost more in the kernel than all the rest of the restore).
     fn put(&mut self, this: &mut PageSet, pgno: u32, page: &[u8]) -> Result<()> {
         if self.done.contains(pgno) || self.db_pages.is_some_and(|n| pgno > n) {
             return Ok(());
         }
-        let ps = self.g.page_size as usize;
-        let next = self.run.0 + (self.run.1.len() / ps) as u32;
-        if self.run.1.is_empty() || pgno != next || self.run.1.len() >= RUN_BYTES {
-            self.flush()?;
-            self.run.0 = pgno;
-        }
-        self.run.1.extend_from_slice(page);
+        let ps = self.g.page_size as u64;
+        let extend = match self.run {
+            Some((first, n)) if pgno == first + n && (n as u64) * ps < RUN_BYTES => {
+                self.run = Some((first, n + 1));
+                true
+            }
+            _ => {
+                self.end_run();
+                self.run = Some((pgno, 1));
+                false
+            }
+        };
+        self.out.page((pgno as u64 - 1) * ps, page, extend)?;
         this.insert(pgno);
         self.written += 1;
         Ok(())
     }
 
-    /// Hand the pages gathered so far to the writer thread (the pages are the segments'
-    /// whether written yet or not: the snapshot's writer leaves them alone either way).
-    fn flush(&mut self) -> Result<()> {
-        if self.run.1.is_empty() {
-            return Ok(());
+    /// The run gathered so far is whole: the pages it holds are the segments' (written yet or
+    /// not, the snapshot's writer leaves them alone), and while the last, page-ordered piece
+    /// is applied, every page up to its end is settled.
+    fn end_run(&mut self) {
+        if let Some((first, n)) = self.run.take() {
+            if self.settling {
+                self.frontier.settle_run(first, first + n - 1);
+            }
         }
-        if self.settling {
-            let n = (self.run.1.len() / self.g.page_size as usize) as u32;
-            self.frontier.settle_run(self.run.0, self.run.0 + n - 1);
-        }
-        let at = (self.run.0 as u64 - 1) * self.g.page_size as u64;
-        let mut next = self.file.buffer();
-        next.clear();
-        let full = std::mem::replace(&mut self.run.1, next);
-        self.file
-            .send_at(at, full)
-            .map_err(|e| Error::io("restore: write the image", e))
     }
 }
 
-/// The most bytes of consecutive pages gathered into one write.
-const RUN_BYTES: usize = 1024 * 1024;
+/// The most bytes of consecutive pages written as one.
+const RUN_BYTES: u64 = 1024 * 1024;
 
 /// The segments a restore to `point` applies, oldest first: the widest that end at or before
 /// it ([`layout::plan`]), and for a point inside a shipped segment (the snapshot's base) that
@@ -154,13 +151,13 @@ pub(crate) async fn apply(
         g,
         frontier,
         settling: false,
-        file: FileWriter::scratch(file),
+        out: PageWriter::new(file),
         expect_end: None,
         db_pages: None,
         done: PageSet::default(),
         segments: 0,
         written: 0,
-        run: (0, Vec::with_capacity(RUN_BYTES)),
+        run: None,
     };
     // Each segment is downloaded beside the image, then read from there.
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -191,18 +188,11 @@ pub(crate) async fn apply(
     }
     // Every page the segments wrote is the snapshot's writer's to leave alone.
     frontier.settle(&st.done, u32::MAX);
-    let Applied {
-        file,
-        segments,
-        written,
-        db_pages,
-        ..
-    } = st;
-    file.finish()
-        .map_err(|e| Error::io(format!("restore: write {}", path.display()), e))?;
+    let (segments, writes, db_pages) = (st.segments, st.written, st.db_pages);
+    st.out.finish()?;
     Ok(Written {
         segments,
-        writes: written,
+        writes,
         db_pages,
     })
 }
@@ -278,7 +268,7 @@ fn apply_shipped(
     if n == h.frames {
         reader.finish()?;
     }
-    st.flush()?;
+    st.end_run();
     st.done.absorb(&mut this);
     st.expect_end = Some(h.prev);
     Ok(())
@@ -313,7 +303,7 @@ fn apply_compacted(st: &mut Applied, name: &SegmentName, stored: impl Read) -> R
     while let Some((pgno, page)) = reader.next_page()? {
         st.put(&mut this, pgno, page)?;
     }
-    st.flush()?;
+    st.end_run();
     st.done.absorb(&mut this);
     st.expect_end = Some(h.prev);
     Ok(())

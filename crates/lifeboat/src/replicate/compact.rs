@@ -486,6 +486,7 @@ mod tests {
             },
             base_seq: 1,
             base_at: at,
+            quiet: None,
         }
     }
 

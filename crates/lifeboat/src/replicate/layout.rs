@@ -39,6 +39,31 @@ pub struct Generation {
     /// commit `base_seq` and later only, `base_at` being when that commit was seen.
     pub base_seq: u64,
     pub base_at: DateTime<Utc>,
+    /// For a chain that started on an empty WAL: the database file as it was once the
+    /// generation was recorded, the WAL still empty. A restart that finds the WAL still empty
+    /// and the file as it was resumes the chain: nothing can have been committed in between (a
+    /// commit writes the WAL, and only a checkpoint, which writes the file, empties it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet: Option<FileStamp>,
+}
+
+/// A file's size and modification time (nanoseconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl FileStamp {
+    /// The file at `path` now (a stat: no descriptor is opened, so no lock is dropped).
+    pub fn of(path: &std::path::Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            size: m.len(),
+            mtime_ns: m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec(),
+        })
+    }
 }
 
 pub fn generations_prefix(repo: &Repository, db: &str) -> Key {

@@ -8,7 +8,7 @@
 //! [`layout`] where generations and segments live; [`compact`] merges them as they
 //! age into [`compacted`] segments; [`shipper`] the replicator (breaks, new
 //! generations), `checkpoint` its checkpoints and [`connection`] its SQLite connections;
-//! [`pitr`] the restore; [`settings`] the `[replication]` section; [`retain`] what
+//! [`pitr`] the restore (`apply` its chain, `page_writer` its writes); [`settings`] the `[replication]` section; [`retain`] what
 //! `pitr_within` keeps; [`lag`] how far behind the repository is, for `status`.
 
 pub mod apply;
@@ -18,6 +18,7 @@ pub mod compacted;
 pub mod connection;
 pub mod lag;
 pub mod layout;
+mod page_writer;
 pub mod pitr;
 pub mod retain;
 pub mod segment;

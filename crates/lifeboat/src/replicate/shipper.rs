@@ -26,7 +26,7 @@ use crate::error::{Error, Kind, Result};
 use crate::fs::atomic_replace::suffixed;
 use crate::fs::target_lock::TargetLock;
 use crate::progress::Progress;
-use crate::replicate::layout::{self, Generation};
+use crate::replicate::layout::{self, FileStamp, Generation};
 use crate::replicate::segment::{self, CommitRecord, Link, SegmentHeader, SegmentReader};
 use crate::replicate::wal::{self, Position, Scan};
 use crate::repo::Repository;
@@ -240,8 +240,16 @@ impl Replicator {
             old_wal = reader.header.header().ok();
         }
         let Some(pos) = link.position else {
+            let wal_empty = wal::read_header(&wal::wal_path(&self.source.path))?.is_none();
+            if contiguous.is_none()
+                && wal_empty
+                && generation.quiet.is_some()
+                && generation.quiet == FileStamp::of(&self.source.path)
+            {
+                return Ok(Ok(Chain { generation, link }));
+            }
             return Ok(Err(
-                "the chain started on an empty WAL and cannot prove nothing happened since".into(),
+                "the chain started on an empty WAL, and the database file changed since (or the WAL is no longer empty)".into(),
             ));
         };
         if !self.wal_holds(pos)? && !self.reset_after(old_wal.as_ref(), pos)? {
@@ -502,6 +510,7 @@ impl Replicator {
             start: link,
             base_seq: 0,
             base_at: Utc::now(),
+            quiet: None,
         };
         self.chain = Some(Chain {
             generation: generation.clone(),
@@ -520,6 +529,14 @@ impl Replicator {
             }
         }
         generation.base_at = Utc::now();
+        if start.is_none() {
+            // The file first, then the WAL: a commit after the stamp leaves the WAL not empty
+            // (or, checkpointed, the file changed), so a restart never resumes past it.
+            let stamp = FileStamp::of(&self.source.path);
+            if wal::read_header(&path)?.is_none() {
+                generation.quiet = stamp;
+            }
+        }
         if let Err(e) = layout::put_generation(&self.repo, &generation).await {
             // Not a generation yet: the next sync starts one again.
             self.chain = None;

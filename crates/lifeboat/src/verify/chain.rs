@@ -262,6 +262,7 @@ mod tests {
                 },
                 base_seq: 0,
                 base_at: at,
+                quiet: None,
             },
             segments: layout::plan(&pieces, 1, |_| true)
                 .into_iter()
