@@ -87,6 +87,15 @@ impl Applied<'_> {
     }
 }
 
+/// A file removed when this goes.
+struct Removed(std::path::PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The most bytes of consecutive pages written as one.
 const RUN_BYTES: u64 = 1024 * 1024;
 
@@ -159,10 +168,10 @@ pub(crate) async fn apply(
         written: 0,
         run: None,
     };
-    // Each segment is downloaded beside the image, then read from there.
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let part = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| Error::io(format!("restore: a segment file in {}", dir.display()), e))?;
+    // Each segment is downloaded beside the image, then read from there (a local
+    // repository's are read in place). Named after the image, so a run killed mid-way leaves
+    // a temp file the next restore to that target removes.
+    let part = Removed(crate::fs::atomic_replace::suffixed(path, ".segment"));
     for (i, name) in plan.iter().rev().enumerate() {
         if i + 1 == plan.len() && name.level > 0 {
             // The oldest piece, compacted, is in page order: from here on each run settles.
@@ -170,7 +179,7 @@ pub(crate) async fn apply(
             st.settling = true;
         }
         let stored =
-            layout::download_segment(repo, &g.database, &g.id, &name.name, part.path()).await?;
+            layout::download_segment(repo, &g.database, &g.id, &name.name, &part.0).await?;
         if name.level == 0 {
             apply_shipped(&mut st, name, stored, point.seq)?;
         } else {
