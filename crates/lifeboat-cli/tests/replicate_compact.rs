@@ -52,6 +52,21 @@ fn config(d: &Path, fine: &str) {
     .unwrap();
 }
 
+/// `lifeboat replicate` of `w` every 100 ms, once its first generation is there.
+fn start_replicator(d: &Path) -> Child {
+    let rep = cmd(d)
+        .args(["replicate", "--db", "w", "--sync-interval", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !d.join("repo/w/generations").exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    rep
+}
+
 /// The commits a restored database holds: exactly 1..=k (the writer logs each in `t`).
 fn prefix(db: &Path) -> u64 {
     let got = sqlite3(db, "SELECT count(*), coalesce(max(n), 0) FROM t");
@@ -96,16 +111,7 @@ fn compacted_chains_restore_the_same_and_stay_exact() {
         "PRAGMA auto_vacuum=FULL; PRAGMA journal_mode=WAL; CREATE TABLE c(n INTEGER, v BLOB); CREATE TABLE t(n INTEGER PRIMARY KEY);",
     );
     config(d, "1h");
-    let rep = cmd(d)
-        .args(["replicate", "--db", "w", "--sync-interval", "100ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while !d.join("repo/w/generations").exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let rep = start_replicator(d);
     let (log, stopfile) = (d.join("writer.log"), d.join("stop"));
     let mut writer = Command::new("python3")
         .args(["-c", WRITER])
@@ -283,16 +289,7 @@ fn compaction_beside_a_running_replicator_and_restores() {
     // Shipped segments older than a second go as soon as they are compacted: the most a
     // compaction deletes under a running replicator.
     config(d, "1s");
-    let rep = cmd(d)
-        .args(["replicate", "--db", "w", "--sync-interval", "100ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while !d.join("repo/w/generations").exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let rep = start_replicator(d);
     let (log, stopfile) = (d.join("writer.log"), d.join("stop"));
     let mut writer = Command::new("python3")
         .args(["-c", WRITER])
@@ -344,16 +341,7 @@ fn the_daemons_prune_compacts_too() {
         "PRAGMA journal_mode=WAL; CREATE TABLE c(n INTEGER, v BLOB); CREATE TABLE t(n INTEGER);",
     );
     config(d, "1h");
-    let rep = cmd(d)
-        .args(["replicate", "--db", "w", "--sync-interval", "100ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while !d.join("repo/w/generations").exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let rep = start_replicator(d);
     for n in 1..=40 {
         sqlite3(
             &db,
@@ -393,16 +381,7 @@ fn a_partial_rollup_and_the_snapshot_fill_the_image_together() {
          CREATE TABLE t(n INTEGER PRIMARY KEY);",
     );
     config(d, "1h");
-    let rep = cmd(d)
-        .args(["replicate", "--db", "w", "--sync-interval", "100ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while !d.join("repo/w/generations").exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let rep = start_replicator(d);
     // Updates of rows spread over the first fifth of the table: a few pages, here and there.
     let writer = r#"
 import sqlite3, sys, time, random

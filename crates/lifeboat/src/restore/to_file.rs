@@ -72,7 +72,10 @@ pub async fn fetch(
     opts: FetchOptions,
     progress: &Progress,
 ) -> Result<Option<String>> {
-    fetch_with(repo, m, dest, opts, None, progress).await
+    start(repo, m, dest, opts, None, progress)
+        .await?
+        .finish()
+        .await
 }
 
 /// [`fetch`] into the scratch image `dest`, which exists, while another writer fills it too
@@ -95,20 +98,6 @@ pub async fn start_filling(
         progress,
     )
     .await
-}
-
-async fn fetch_with(
-    repo: &Repository,
-    m: &Manifest,
-    dest: &Path,
-    opts: FetchOptions,
-    fill: Option<std::sync::Arc<Frontier>>,
-    progress: &Progress,
-) -> Result<Option<String>> {
-    start(repo, m, dest, opts, fill, progress)
-        .await?
-        .finish()
-        .await
 }
 
 /// A fetch under way: its download and decoding run on tasks of their own.
