@@ -76,10 +76,15 @@ fn prefix(db: &Path) -> u64 {
 }
 
 fn restore_at(d: &Path, at: &str, to: &str) -> PathBuf {
+    restore_said(d, at, to).0
+}
+
+/// [`restore_at`], and what it said.
+fn restore_said(d: &Path, at: &str, to: &str) -> (PathBuf, String) {
     let p = d.join(to);
     let _ = std::fs::remove_file(&p);
-    ok(d, &["restore", "--db", "w", "--at", at, "--to", to]);
-    p
+    let out = ok(d, &["restore", "--db", "w", "--at", at, "--to", to]);
+    (p, out)
 }
 
 fn segment_files(d: &Path) -> Vec<PathBuf> {
@@ -207,25 +212,12 @@ fn compacted_chains_restore_the_same_and_stay_exact() {
         .unwrap();
     let aside = d.join("snapshot-aside");
     std::fs::rename(&data, &aside).unwrap();
-    let _ = std::fs::remove_file(d.join("latest.db"));
-    let out = ok(
-        d,
-        &[
-            "restore",
-            "--db",
-            "w",
-            "--at",
-            "latest",
-            "--to",
-            "latest.db",
-        ],
-    );
+    let (latest, out) = restore_said(d, "latest", "latest.db");
     assert!(
         out.contains("a full rollup (the snapshot not read)"),
         "{out}"
     );
     std::fs::rename(&aside, &data).unwrap();
-    let latest = d.join("latest.db");
     assert_same_db(&db, &latest);
     assert_eq!(prefix(&latest), log.len() as u64);
     let out = ok(d, &["verify", "--all"]);
@@ -412,21 +404,8 @@ while time.time() < end:
         files.iter().any(|p| level(p, "L255")) && !files.iter().any(|p| level(p, "L254")),
         "a rollup, not a full one: {files:?}"
     );
-    let _ = std::fs::remove_file(d.join("latest.db"));
-    let out = ok(
-        d,
-        &[
-            "restore",
-            "--db",
-            "w",
-            "--at",
-            "latest",
-            "--to",
-            "latest.db",
-        ],
-    );
+    let (latest, out) = restore_said(d, "latest", "latest.db");
     assert!(out.contains("snapshot backup-"), "{out}");
-    let latest = d.join("latest.db");
     assert_same_db(&db, &latest);
     assert_same_db(&latest_before, &latest);
     ok(d, &["verify", "--all"]);

@@ -151,7 +151,7 @@ pub(crate) async fn apply(
 ) -> Result<Written> {
     let g = &point.window.generation;
     let plan = chain_plan(point)?;
-    let io = |e| Error::io(format!("restore: write {}", path.display()), e);
+    let io = |e| Error::io(format!("write {}", path.display()), e);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(path)

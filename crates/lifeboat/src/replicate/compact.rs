@@ -421,21 +421,9 @@ async fn snapshot_image(
     g: &Generation,
     dir: &std::path::Path,
 ) -> Result<std::fs::File> {
-    let m = repo.manifest(&g.database, &g.snapshot).await.map_err(|e| {
-        e.context(format!(
-            "generation {}: its snapshot {} cannot be read for a full rollup",
-            g.id, g.snapshot
-        ))
-    })?;
-    if m.page_size != g.page_size as u64 {
-        return Err(Error::new(
-            Kind::Corrupt,
-            format!(
-                "generation {}: its snapshot {} has pages of {} bytes, its segments {}",
-                g.id, g.snapshot, m.page_size, g.page_size
-            ),
-        ));
-    }
+    let m = crate::replicate::pitr::snapshot_manifest(repo, g)
+        .await
+        .map_err(|e| e.context("a full rollup"))?;
     let path = dir.join("snapshot.sqlite");
     crate::restore::to_file::fetch(
         repo,

@@ -92,7 +92,7 @@ impl PageWriter {
             // The thread stopped: its own error says why.
             _ => self.finish_thread().and(Err(Error::new(
                 crate::error::Kind::Internal,
-                "restore: the page writer stopped",
+                "the page writer stopped",
             ))),
         }
     }
@@ -101,10 +101,10 @@ impl PageWriter {
         drop(self.tx.take());
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(Ok(()))) | None => Ok(()),
-            Some(Ok(Err(e))) => Err(Error::io("restore: write the image", e)),
+            Some(Ok(Err(e))) => Err(Error::io("write the image", e)),
             Some(Err(_)) => Err(Error::new(
                 crate::error::Kind::Internal,
-                "restore: the page writer panicked",
+                "the page writer panicked",
             )),
         }
     }

@@ -18,7 +18,7 @@ use crate::fs::page_set::Frontier;
 use crate::progress::Progress;
 use crate::replicate::apply::{apply, chain_plan};
 use crate::replicate::compacted::FULL;
-use crate::replicate::layout::{self, Window};
+use crate::replicate::layout::{self, Generation, Window};
 use crate::repo::Repository;
 use crate::restore::to_file::{start_filling, RestoreOptions};
 use crate::source::sqlite::{inspect, open_image, IntegrityCheck};
@@ -101,12 +101,7 @@ pub async fn restore_point(
     let full = chain_plan(point)?.iter().any(|s| s.level == FULL);
     let m = match full {
         true => None,
-        false => Some(repo.manifest(&g.database, &g.snapshot).await.map_err(|e| {
-            e.context(format!(
-                "generation {}: its snapshot {} cannot be read",
-                g.id, g.snapshot
-            ))
-        })?),
+        false => Some(snapshot_manifest(repo, g).await?),
     };
     let (placement, scratch) = if opts.dry_run {
         check_target(target, opts.force)?;
@@ -125,19 +120,10 @@ pub async fn restore_point(
         (None, Some(s)) => s.path().join("image.sqlite"),
         _ => unreachable!(),
     };
-    if let Some(m) = m.as_ref().filter(|m| m.page_size != g.page_size as u64) {
-        return Err(Error::new(
-            Kind::Corrupt,
-            format!(
-                "generation {}: its snapshot {} has pages of {} bytes, its segments {}",
-                g.id, g.snapshot, m.page_size, g.page_size
-            ),
-        ));
-    }
     // The segments' pages and the snapshot's others are written side by side, each page once
     // (see `Frontier`). The snapshot's bytes are proven by the stored sha256 as they arrive;
     // SQLite's own check runs once, on the result.
-    let io = |e| Error::io(format!("restore: write {}", tmp.display()), e);
+    let io = |e| Error::io(format!("write {}", tmp.display()), e);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -199,6 +185,29 @@ pub async fn restore_point(
         tables: info.tables,
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// The manifest of generation `g`'s snapshot, whose pages must be the segments' size.
+pub(crate) async fn snapshot_manifest(
+    repo: &Repository,
+    g: &Generation,
+) -> Result<crate::repo::manifest::Manifest> {
+    let m = repo.manifest(&g.database, &g.snapshot).await.map_err(|e| {
+        e.context(format!(
+            "generation {}: its snapshot {} cannot be read",
+            g.id, g.snapshot
+        ))
+    })?;
+    if m.page_size != g.page_size as u64 {
+        return Err(Error::new(
+            Kind::Corrupt,
+            format!(
+                "generation {}: its snapshot {} has pages of {} bytes, its segments {}",
+                g.id, g.snapshot, m.page_size, g.page_size
+            ),
+        ));
+    }
+    Ok(m)
 }
 
 /// SQLite's own check of the result, and its row counts.
