@@ -362,3 +362,63 @@ fn an_idle_database_resumes_its_chain_across_restarts() {
     );
     assert_eq!(count(&restored), 1);
 }
+
+/// An application committing now and then, a row at a time: `rows` rows, `gap` seconds apart,
+/// each row a page of its own (a commit whose frames were lost is never written over).
+const SLOW_APP: &str = r#"
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+for n in range(int(sys.argv[2])):
+    c.execute("INSERT INTO c(n, k, v) VALUES (?, 1, randomblob(3000))", (n,))
+    time.sleep(float(sys.argv[3]))
+"#;
+
+/// Commits that land between a sync's shipping and its checkpoint are shipped before the
+/// replicator's read transaction can move onto a fully checkpointed WAL, which lets the next
+/// writer reset the WAL over them. The checkpoint is held up (a debug-build fault) so that
+/// commits land in those windows at every checkpoint.
+#[test]
+fn commits_racing_a_checkpoint_are_shipped_before_the_wal_can_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("race.db");
+    new_db(&db);
+    let rep = cmd(d)
+        .env("LIFEBOAT_FAULT", "checkpoint-pause=120")
+        .args(["replicate", "--db"])
+        .arg(&db)
+        .args(["--repo", "repo", "--sync-interval", "100ms"])
+        .args(["--checkpoint-frames", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let app = Command::new("python3")
+        .args(["-c", SLOW_APP])
+        .arg(&db)
+        .args(["150", "0.025"])
+        .status()
+        .unwrap();
+    assert!(app.success());
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = stop(rep);
+    assert_eq!(generations(d).len(), 1, "{out}");
+    let latest = d.join("latest.db");
+    ok(
+        d,
+        &[
+            "restore",
+            "--db",
+            "race",
+            "--repo",
+            "repo",
+            "--at",
+            "latest",
+            "--to",
+            latest.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(count(&latest), 150, "{out}");
+    assert_same_db(&db, &latest);
+}

@@ -9,19 +9,31 @@ use rusqlite::Connection;
 use crate::error::Result;
 use crate::replicate::shipper::{db_err, Replicator, SyncReport};
 
+/// How long a complete checkpoint waits for a writer to reset the WAL (see `follow_reset`).
+const RESET_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How long a checkpoint under the write lock waits for another connection's checkpoint.
+const CHECKPOINT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Replicator {
     /// Everything committed shipped under the write lock, then a PASSIVE checkpoint with the
     /// read transaction released, taken again before writers go on.
     pub(super) async fn checkpoint_passive(&mut self) -> Result<SyncReport> {
         let e = db_err(format!("checkpoint {}", self.source.path.display()));
-        self.checkpoint_ahead()?;
+        fault_pause();
+        let (mut report, broke) = self.checkpoint_ahead().await?;
+        if let Some(why) = broke {
+            return self.new_generation(&why).await;
+        }
+        fault_pause();
         let locked = Instant::now();
         match self.write.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {}
             Err(rusqlite::Error::SqliteFailure(f, _))
                 if f.code == rusqlite::ErrorCode::DatabaseBusy =>
             {
-                return Ok(SyncReport::default()); // writers are busy: next time
+                tracing::debug!(database = %self.source.name, waited_ms = locked.elapsed().as_millis() as u64, "checkpoint: the write lock was not free");
+                return Ok(report); // writers are busy: next time
             }
             Err(err) => return Err(e(err)),
         }
@@ -29,17 +41,14 @@ impl Replicator {
         let done = match &shipped {
             Ok((_, None)) => self
                 .end_read()
-                .and_then(|()| {
-                    self.read
-                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
-                        .map_err(&e)
-                })
-                .and_then(|_| self.begin_read()),
+                .and_then(|()| passive_to_the_end(&self.read).map_err(&e))
+                .and_then(|()| self.begin_read_shipped()),
             _ => Ok(()),
         };
         let _ = self.write.execute_batch("ROLLBACK");
-        let (mut report, broke) = shipped?;
+        let (more, broke) = shipped?;
         done?;
+        add(&mut report, &more);
         if let Some(why) = broke {
             return self.new_generation(&why).await;
         }
@@ -50,45 +59,86 @@ impl Replicator {
             writers_held_ms = locked.elapsed().as_millis() as u64,
             "checkpoint"
         );
+        let (more, broke) = self.follow_reset().await?;
+        add(&mut report, &more);
+        if let Some(why) = broke {
+            return self.new_generation(&why).await;
+        }
         Ok(report)
     }
 
-    /// The bulk of a checkpoint's copying, with the application's writers going on, so the
-    /// part under the write lock copies only what they wrote meanwhile. The read transaction
-    /// moves to the WAL's end: taken on `write` before it is let go on `read`, so one is held
-    /// throughout and SQLite can reset no frame away (a read mark past 0 forbids any reset). A
-    /// PASSIVE checkpoint then copies every frame up to that mark; shipped or not, they stay in
-    /// the WAL.
-    fn checkpoint_ahead(&mut self) -> Result<()> {
+    /// After a complete checkpoint `read` holds read mark 0, which blocks every checkpoint
+    /// until it moves. An application that checkpoints after each commit (SQLite's
+    /// autocheckpoint, once its WAL is past 1,000 frames) would then sort the whole new WAL at
+    /// every commit in vain. So once a writer has reset the WAL, as one busy writing does at
+    /// once, the read transaction moves onto the new WAL. A writer that does not write within
+    /// `RESET_WAIT` is met at the next sync instead (`moved_to_new_wal`).
+    async fn follow_reset(&mut self) -> Result<(SyncReport, Option<String>)> {
+        let Some(p) = self.read_from else {
+            return Ok((SyncReport::default(), None));
+        };
+        let path = crate::replicate::wal::wal_path(&self.source.path);
+        let since = Instant::now();
+        loop {
+            let now = crate::replicate::wal::read_header(&path)?;
+            if now.is_some_and(|h| h.salts() != p.salts) {
+                return self.checkpoint_ahead().await;
+            }
+            if since.elapsed() >= RESET_WAIT {
+                return Ok((SyncReport::default(), None));
+            }
+            tokio::time::sleep(std::time::Duration::from_micros(250)).await;
+        }
+    }
+
+    /// The read transaction moved to the WAL's end, with a PASSIVE checkpoint on the way: the
+    /// bulk of a checkpoint's copying, with the application's writers going on, so the part
+    /// under the write lock copies only what they wrote meanwhile.
+    ///
+    /// It ships first, so every frame `read` could see is shipped. The new read transaction is taken on `write` before `read` lets
+    /// go, so one is held throughout: a read mark past 0 forbids any reset, and read mark 0
+    /// (taken on a WAL fully copied, which `read`'s mark kept from going past shipped frames)
+    /// forbids any checkpoint, so a reset can only follow the shipped end. The checkpoint then
+    /// copies every frame up to `write`'s mark, and they are all shipped before `read` reads
+    /// again: when nothing was committed meanwhile, `read` finds the WAL fully copied and takes
+    /// read mark 0, which lets the next writer reset the WAL over them.
+    pub(super) async fn checkpoint_ahead(&mut self) -> Result<(SyncReport, Option<String>)> {
         let e = db_err(format!("checkpoint {}", self.source.path.display()));
-        // `write` still holds the read transaction a failed call left it: hand it back first.
-        if !self.write.is_autocommit() {
-            self.begin_read()?;
-            return self.write.execute_batch("COMMIT").map_err(&e);
+        let (mut report, broke) = self.ship().await?;
+        if broke.is_some() {
+            return Ok((report, broke));
         }
-        self.write.execute_batch("BEGIN").map_err(&e)?;
-        if let Err(err) = self
-            .write
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-                r.get::<_, i64>(0)
-            })
-        {
-            let _ = self.write.execute_batch("ROLLBACK");
-            return Err(e(err));
+        // Else `write` still holds the read transaction a failed call left it.
+        if self.write.is_autocommit() {
+            self.write.execute_batch("BEGIN").map_err(&e)?;
+            if let Err(err) = self
+                .write
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            {
+                let _ = self.write.execute_batch("ROLLBACK");
+                return Err(e(err));
+            }
+            self.end_read()?;
+            self.read_from = self.link_position();
+            self.read
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
+                .map_err(&e)?;
         }
-        let copied = self
-            .end_read()
-            .and_then(|()| {
-                self.read
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
-                    .map_err(&e)
-            })
-            .and_then(|_| self.begin_read());
+        let shipped = self.ship().await;
+        let began = match &shipped {
+            Ok((_, None)) => self.begin_read_shipped(),
+            _ => self.begin_read(),
+        };
         // Only with `read` holding a read transaction again may `write` let go of its own.
-        if !self.read.is_autocommit() {
+        if began.is_ok() {
             self.write.execute_batch("COMMIT").map_err(&e)?;
         }
-        copied
+        began?;
+        let (more, broke) = shipped?;
+        add(&mut report, &more);
+        Ok((report, broke))
     }
 
     /// The safety valve for a WAL that PASSIVE checkpoints cannot keep small (readers of the
@@ -110,16 +160,14 @@ impl Replicator {
         let shipped = self.ship().await;
         let before = match &shipped {
             Ok((_, None)) => self
-                .begin_read()
+                .begin_read_shipped()
                 .and_then(|()| data_version(&self.read).map_err(&e)),
             _ => Ok(0),
         };
         let _ = self.write.execute_batch("ROLLBACK");
         let (more, broke) = shipped?;
         let before = before?;
-        report.commits += more.commits;
-        report.segments += more.segments;
-        report.bytes += more.bytes;
+        add(&mut report, &more);
         if let Some(why) = broke {
             return self.new_generation(&why).await;
         }
@@ -142,9 +190,51 @@ impl Replicator {
                 .await?;
             return Ok(r);
         }
+        // Nothing committed since everything was shipped: the WAL was emptied with no frame
+        // unshipped, and the next writer starts it again.
+        self.read_from = self.link_position();
         report.checkpoint = Some("truncate");
         Ok(report)
     }
+}
+
+/// A PASSIVE checkpoint, tried again while another connection's checkpoint holds the
+/// checkpoint lock (an application's autocheckpoint, after each of its commits once the WAL is
+/// long): with the write lock held, that one ends soon, and the WAL can only be reset once
+/// every frame is copied. Gives up after `CHECKPOINT_LOCK_WAIT`. Frames an application reader
+/// still needs are not waited for (that is the TRUNCATE valve's job).
+fn passive_to_the_end(c: &Connection) -> rusqlite::Result<()> {
+    let since = Instant::now();
+    loop {
+        let busy: i64 = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(0))?;
+        if busy == 0 || since.elapsed() >= CHECKPOINT_LOCK_WAIT {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
+
+/// Fault injection for the test suite, in debug builds only: `LIFEBOAT_FAULT=checkpoint-pause=MS`
+/// stops a checkpoint MS milliseconds before and after its copying ahead, so the tests can
+/// commit in those windows.
+fn fault_pause() {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    let faults = std::env::var("LIFEBOAT_FAULT").unwrap_or_default();
+    if let Some(ms) = faults
+        .split(',')
+        .find_map(|f| f.strip_prefix("checkpoint-pause="))
+        .and_then(|ms| ms.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+fn add(report: &mut SyncReport, more: &SyncReport) {
+    report.commits += more.commits;
+    report.segments += more.segments;
+    report.bytes += more.bytes;
 }
 
 fn data_version(c: &Connection) -> rusqlite::Result<i64> {

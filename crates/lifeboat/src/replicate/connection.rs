@@ -23,7 +23,7 @@ pub(super) fn inode_of(path: &std::path::Path) -> Result<u64> {
 /// (not even when it closes last, which would delete the WAL the chain continues from).
 pub(super) fn connect(path: &std::path::Path, timeout: Duration) -> Result<Connection> {
     let e = db_err(format!("database {}", path.display()));
-    let c = Connection::open_with_flags(
+    let mut c = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
@@ -31,6 +31,9 @@ pub(super) fn connect(path: &std::path::Path, timeout: Duration) -> Result<Conne
     // Two of these per replicated database, for thousands of databases in a daemon: a small
     // page cache (they read the schema page, and checkpoint outside the cache).
     c.busy_timeout(timeout).map_err(&e)?;
+    if timeout < Duration::from_secs(1) {
+        c.busy_handler(Some(eager_busy(timeout))).map_err(&e)?;
+    }
     c.execute_batch("PRAGMA cache_size=-64").map_err(&e)?;
     c.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
@@ -39,6 +42,23 @@ pub(super) fn connect(path: &std::path::Path, timeout: Duration) -> Result<Conne
     .map_err(&e)?;
     c.execute_batch("PRAGMA wal_autocheckpoint=0").map_err(&e)?;
     Ok(c)
+}
+
+/// A busy handler that tries again every few tens of microseconds, for at most `limit`.
+/// SQLite's own sleeps 1, 2, 5, 10… ms between tries, and a writer committing back to back
+/// takes the write lock again long before that: the replicator's checkpoint would starve.
+fn eager_busy(limit: Duration) -> impl FnMut(i32) -> bool + Send + 'static {
+    let mut since = std::time::Instant::now();
+    move |count| {
+        if count == 0 {
+            since = std::time::Instant::now();
+        }
+        if since.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(20));
+        true
+    }
 }
 
 /// For a process that holds thousands of connections (a daemon replicating a fleet): no

@@ -10,7 +10,7 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::error::{Error, Kind, Result};
-use crate::replicate::wal::{self, check_frame, Position, Scan, WalHeader, FRAME_HEADER};
+use crate::replicate::wal::{self, check_frame, Position, WalHeader, FRAME_HEADER};
 
 const MAGIC: &[u8; 8] = b"LBSEG001";
 /// Segment headers are small (one line per commit); a larger one is damage, not data.
@@ -157,10 +157,15 @@ fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-/// Compress the frames `scan` found (up to its last commit) from the WAL at `wal` under
-/// `header`: each frame read again and its checksum checked again, so what is stored is what
-/// the scan vouched for.
-pub fn encode(wal_file: &Path, scan: &Scan, header: &SegmentHeader) -> Result<Vec<u8>> {
+/// Compress `header.frames` frames of the WAL at `wal_file` (header `wal`) from `from` on, a
+/// stretch a scan found: each frame read again and its checksum checked again, so what is
+/// stored is what the scan vouched for.
+pub fn encode(
+    wal_file: &Path,
+    wal: &WalHeader,
+    from: Position,
+    header: &SegmentHeader,
+) -> Result<Vec<u8>> {
     let io = |e| Error::io(format!("segment from {}", wal_file.display()), e);
     let json = serde_json::to_vec(header)
         .map_err(|e| Error::new(Kind::Internal, format!("segment header: {e}")))?;
@@ -170,14 +175,14 @@ pub fn encode(wal_file: &Path, scan: &Scan, header: &SegmentHeader) -> Result<Ve
     z.write_all(&(json.len() as u32).to_be_bytes())
         .map_err(io)?;
     z.write_all(&json).map_err(io)?;
-    let ps = scan.header.page_size() as usize;
+    let ps = wal.page_size() as usize;
     let mut f = std::fs::File::open(wal_file).map_err(io)?;
     use std::io::Seek;
-    let at = wal::WAL_HEADER as u64 + scan.from.frame * (FRAME_HEADER + ps) as u64;
+    let at = wal::WAL_HEADER as u64 + from.frame * (FRAME_HEADER + ps) as u64;
     f.seek(std::io::SeekFrom::Start(at)).map_err(io)?;
     let mut f = std::io::BufReader::with_capacity(256 * 1024, f);
     let mut buf = vec![0u8; FRAME_HEADER + ps];
-    let mut sum = scan.from.checksum;
+    let mut sum = from.checksum;
     for _ in 0..header.frames {
         let changed = || {
             Error::new(
@@ -188,7 +193,7 @@ pub fn encode(wal_file: &Path, scan: &Scan, header: &SegmentHeader) -> Result<Ve
         if !wal::read_full(&mut f, &mut buf).map_err(io)? {
             return Err(changed());
         }
-        sum = check_frame(&scan.header, &buf, sum).ok_or_else(changed)?;
+        sum = check_frame(wal, &buf, sum).ok_or_else(changed)?;
         z.write_all(&buf).map_err(io)?;
     }
     if sum != header.end.checksum {

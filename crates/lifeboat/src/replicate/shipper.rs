@@ -82,6 +82,8 @@ pub struct SyncReport {
 struct Chain {
     generation: Generation,
     link: Link,
+    /// The header of the WAL the link's position is in, when known (to prove a reset).
+    wal: Option<wal::WalHeader>,
 }
 
 /// Owned (`Send + 'static`), so a daemon can keep thousands open between syncs and move each
@@ -98,6 +100,9 @@ pub struct Replicator {
     pub(super) since_checkpoint: (u64, Instant),
     /// The schema cookie the last shipped commit left, once one wrote page 1 (tells a VACUUM).
     cookie: Option<u32>,
+    /// Where the chain stood when `read` took its read transaction with every frame up to the
+    /// WAL's end shipped: a reset under that transaction then lost nothing (see `scan_new`).
+    pub(super) read_from: Option<Position>,
     /// One replicator per database file on this machine.
     _lock: TargetLock,
     /// Nothing else in this process opens the file outside SQLite while this holds it.
@@ -144,6 +149,7 @@ impl Replicator {
             chain: None,
             since_checkpoint: (0, Instant::now()),
             cookie: None,
+            read_from: None,
             _lock: lock,
             held,
         };
@@ -176,6 +182,7 @@ impl Replicator {
 
     /// Hold a read transaction on `read` (a statement must run for it to take its read mark).
     pub(super) fn begin_read(&mut self) -> Result<()> {
+        self.read_from = None;
         let e = db_err(format!("database {}", self.source.path.display()));
         if !self.read.is_autocommit() {
             self.read.execute_batch("COMMIT").map_err(&e)?;
@@ -198,7 +205,29 @@ impl Replicator {
             .map(|v| v as u32)
     }
 
+    /// [`Self::begin_read`] with every frame up to the WAL's end shipped: either under the
+    /// write lock, or with `write` holding a read transaction since before the frames a
+    /// checkpoint could copy were shipped (then a read on a fully copied WAL, the only kind a
+    /// reset may follow, means nothing came after them).
+    pub(super) fn begin_read_shipped(&mut self) -> Result<()> {
+        self.begin_read()?;
+        self.read_from = self.link_position();
+        Ok(())
+    }
+
+    /// Whether the chain went on into a WAL reset under the read transaction held (which is
+    /// then on read mark 0, blocking every checkpoint until it moves; see `follow_reset`).
+    fn moved_to_new_wal(&self) -> bool {
+        matches!((self.read_from, self.link_position()), (Some(r), Some(l)) if r.salts != l.salts)
+    }
+
+    /// Where the chain's last shipped frame ends in the WAL.
+    pub(super) fn link_position(&self) -> Option<Position> {
+        self.chain.as_ref().and_then(|c| c.link.position)
+    }
+
     pub(super) fn end_read(&mut self) -> Result<()> {
+        self.read_from = None;
         if !self.read.is_autocommit() {
             self.read
                 .execute_batch("COMMIT")
@@ -246,7 +275,11 @@ impl Replicator {
                 && generation.quiet.is_some()
                 && generation.quiet == FileStamp::of(&self.source.path)
             {
-                return Ok(Ok(Chain { generation, link }));
+                return Ok(Ok(Chain {
+                    generation,
+                    link,
+                    wal: None,
+                }));
             }
             return Ok(Err(
                 "the chain started on an empty WAL, and the database file changed since (or the WAL is no longer empty)".into(),
@@ -265,7 +298,11 @@ impl Replicator {
                 "the WAL no longer holds where the chain stopped (checkpointed and reset while lifeboat was not running)".into(),
             ));
         }
-        Ok(Ok(Chain { generation, link }))
+        Ok(Ok(Chain {
+            generation,
+            link,
+            wal: old_wal,
+        }))
     }
 
     /// Whether the WAL was reset once, right after `pos` (lifeboat's own complete checkpoint
@@ -303,10 +340,14 @@ impl Replicator {
             && wal::be32(&fh, 4) != 0)
     }
 
-    /// The new committed frames after `link`, read while the read transaction is held: a WAL
-    /// whose salts changed was reset under that transaction, which is only possible once every
-    /// frame of the old one was seen (see the module's comment), so the chain goes on at its
-    /// frame 0. `Err(reason)` on a change that breaks the chain.
+    /// The new committed frames after `link`, read while the read transaction is held.
+    /// `Err(reason)` on a change that breaks the chain.
+    ///
+    /// A WAL whose salts changed was reset under that transaction (see the module's comment),
+    /// and the chain goes on at the new WAL's frame 0 only when nothing after `link` was lost:
+    /// the read transaction was taken with everything up to the WAL's end shipped
+    /// (`read_from`), or the old WAL's frames still in the file prove the reset came right
+    /// after `link`. Anything else is a break.
     fn scan_new(&self, link: &Link) -> Result<std::result::Result<Option<Scan>, String>> {
         let path = wal::wal_path(&self.source.path);
         let Some(h) = wal::read_header(&path)? else {
@@ -323,7 +364,24 @@ impl Replicator {
         }
         let from = match link.position {
             Some(p) if p.salts == h.salts() => p,
-            _ => Position::start_of(&h),
+            Some(p) => {
+                // SQLite adds one to salt-1 at each reset (its checkpoint sequence in the header
+                // is the writing connection's own count, so it proves nothing here).
+                let ours = self.read_from == Some(p) && h.salts()[0] == p.salts[0].wrapping_add(1);
+                let old = self.chain.as_ref().and_then(|c| c.wal.as_ref());
+                let proven = match old {
+                    Some(o) if !ours => wal::reset_once_after(&path, o, &h, p)?,
+                    _ => ours,
+                };
+                if !proven {
+                    tracing::debug!(read_from = ?self.read_from, link = ?p, now = ?h.salts(), "reset not proven");
+                    return Ok(Err(
+                        "the WAL was reset over frames lifeboat had not shipped".into(),
+                    ));
+                }
+                Position::start_of(&h)
+            }
+            None => Position::start_of(&h),
         };
         Ok(Ok(Some(wal::scan(&path, &h, from)?)))
     }
@@ -351,6 +409,15 @@ impl Replicator {
         if let Some(why) = broke {
             return self.new_generation(&why).await;
         }
+        if self.moved_to_new_wal() {
+            let (more, broke) = self.checkpoint_ahead().await?;
+            if let Some(why) = broke {
+                return self.new_generation(&why).await;
+            }
+            report.commits += more.commits;
+            report.segments += more.segments;
+            report.bytes += more.bytes;
+        }
         let wal_size = std::fs::metadata(wal::wal_path(&self.source.path))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -366,38 +433,43 @@ impl Replicator {
             report.segments += more.segments;
             report.bytes += more.bytes;
             report.checkpoint = more.checkpoint;
+            report.new_generation = more.new_generation;
         }
         Ok(report)
     }
 
-    /// Ship every whole transaction not shipped yet, in segments of at most `segment_frames`.
+    /// Ship every whole transaction committed when it starts, in segments of at most
+    /// `segment_frames`. One scan of the WAL: what writers commit meanwhile waits for the next
+    /// sync, so a writer that never pauses cannot keep a sync (and its checkpoint) from ending.
     /// A break found on the way is returned (the caller starts a new generation).
     pub(super) async fn ship(&mut self) -> Result<(SyncReport, Option<String>)> {
         let mut report = SyncReport::default();
-        loop {
-            let link = match &self.chain {
-                Some(c) => c.link,
-                None => return Ok((report, None)),
-            };
-            let scan = match self.scan_new(&link)? {
-                Ok(Some(s)) if !s.commits.is_empty() => s,
-                Ok(_) => return Ok((report, None)),
-                Err(reason) => return Ok((report, Some(reason))),
-            };
-            let limit = self.opts.segment_frames.max(1);
-            let take = scan
-                .commits
+        let Some(link) = self.chain.as_ref().map(|c| c.link) else {
+            return Ok((report, None));
+        };
+        let scan = match self.scan_new(&link)? {
+            Ok(Some(s)) if !s.commits.is_empty() => s,
+            Ok(_) => return Ok((report, None)),
+            Err(reason) => return Ok((report, Some(reason))),
+        };
+        let limit = self.opts.segment_frames.max(1);
+        let mut rest = &scan.commits[..];
+        let mut from = scan.from;
+        let mut done = 0u64; // frames of the scan already shipped
+        while !rest.is_empty() {
+            let link = self.chain.as_ref().expect("chain").link;
+            let take = rest
                 .iter()
-                .take_while(|c| c.end <= limit)
+                .take_while(|c| c.end - done <= limit)
                 .count()
                 .max(1);
             // A VACUUM ends its segment, then the generation: the issue asks for a fresh base.
-            let (vacuum, _) = wal::first_vacuum(&scan.commits[..take], self.cookie);
+            let (vacuum, _) = wal::first_vacuum(&rest[..take], self.cookie);
             let take = vacuum.map_or(take, |i| i + 1);
-            let commits = &scan.commits[..take];
+            let commits = &rest[..take];
             let cookie = wal::first_vacuum(commits, self.cookie).1;
             let last = commits[take - 1];
-            let end = if take == scan.commits.len() {
+            let end = if take == rest.len() {
                 scan.to
             } else {
                 // The checksum after a commit that is not the scan's last: read it from its
@@ -413,21 +485,26 @@ impl Replicator {
                 page_size: scan.header.page_size(),
                 wal_header: hex::encode(scan.header.bytes),
                 prev: link,
-                start: scan.from,
+                start: from,
                 end,
-                frames: last.end,
+                frames: last.end - done,
                 commits: commits
                     .iter()
                     .enumerate()
                     .map(|(i, c)| CommitRecord {
                         seq: link.seq + 1 + i as u64,
-                        end: c.end,
+                        end: c.end - done,
                         db_pages: c.db_pages,
                         at,
                     })
                     .collect(),
             };
-            let body = segment::encode(&wal::wal_path(&self.source.path), &scan, &header)?;
+            let body = segment::encode(
+                &wal::wal_path(&self.source.path),
+                &scan.header,
+                from,
+                &header,
+            )?;
             let name = segment::object_name(&header);
             let size = body.len() as u64;
             layout::put_segment(
@@ -442,13 +519,17 @@ impl Replicator {
             report.commits += take as u64;
             report.segments += 1;
             report.bytes += size;
-            self.since_checkpoint.0 += last.end;
-            self.chain.as_mut().expect("chain").link = header.end_link();
+            self.since_checkpoint.0 += last.end - done;
+            let chain = self.chain.as_mut().expect("chain");
+            chain.link = header.end_link();
+            chain.wal = Some(scan.header.clone());
             self.cookie = cookie;
             if vacuum.is_some() {
                 return Ok((report, Some("VACUUM rewrote the whole database".into())));
             }
+            (rest, from, done) = (&rest[take..], end, last.end);
         }
+        Ok((report, None))
     }
 
     fn position_after(&self, scan: &Scan, frames: u64) -> Result<Position> {
@@ -476,8 +557,9 @@ impl Replicator {
         self.begin_read()?;
         self.cookie = self.schema_cookie();
         let path = wal::wal_path(&self.source.path);
-        let start = match wal::read_header(&path)? {
-            Some(h) => Some(wal::scan(&path, &h, Position::start_of(&h))?.to),
+        let start_wal = wal::read_header(&path)?;
+        let start = match &start_wal {
+            Some(h) => Some(wal::scan(&path, h, Position::start_of(h))?.to),
             None => None,
         };
         let created_at = Utc::now();
@@ -515,6 +597,7 @@ impl Replicator {
         self.chain = Some(Chain {
             generation: generation.clone(),
             link,
+            wal: start_wal.clone(),
         });
         // Every commit the snapshot may hold: restores start after the last of them.
         match self.scan_new(&link)? {
@@ -542,7 +625,11 @@ impl Replicator {
             self.chain = None;
             return Err(e);
         }
-        self.chain = Some(Chain { generation, link });
+        self.chain = Some(Chain {
+            generation,
+            link,
+            wal: start_wal,
+        });
         self.since_checkpoint = (0, Instant::now());
         let (mut report, broke) = self.ship().await?;
         if let Some(why) = broke {
