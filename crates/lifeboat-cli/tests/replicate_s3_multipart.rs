@@ -162,8 +162,14 @@ fn full_rollups_go_up_in_parts_and_a_killed_upload_is_cleaned_up() {
     let segs = segments(&moto);
     let full: Vec<&(String, u64)> = segs.iter().filter(|(n, _)| n.contains(".L254.")).collect();
     assert_eq!(full.len(), 1, "{segs:?}");
-    assert!(full[0].1 > 8 << 20, "not past the 8 MiB threshold: {segs:?}");
-    assert!(moto.uploads("pitr/").is_empty(), "an upload left incomplete");
+    assert!(
+        full[0].1 > 8 << 20,
+        "not past the 8 MiB threshold: {segs:?}"
+    );
+    assert!(
+        moto.uploads("pitr/").is_empty(),
+        "an upload left incomplete"
+    );
     restore_latest(d, &moto, "latest.db");
     let out = ok_on(d, &moto, &["verify", "--all"]);
     assert!(out.contains("chain:"), "{out}");
@@ -194,6 +200,10 @@ fn full_rollups_go_up_in_parts_and_a_killed_upload_is_cleaned_up() {
     std::thread::sleep(Duration::from_millis(1100));
     let out = ok_on(d, &moto, &["cleanup", "--older-than", "1s"]);
     assert!(out.contains("unclaimed upload"), "{out}");
-    assert!(moto.uploads("pitr/").is_empty(), "{:?}", moto.uploads("pitr/"));
+    assert!(
+        moto.uploads("pitr/").is_empty(),
+        "{:?}",
+        moto.uploads("pitr/")
+    );
     restore_latest(d, &moto, "cleaned.db");
 }
