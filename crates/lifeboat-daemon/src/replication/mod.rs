@@ -359,6 +359,14 @@ impl Replication {
                 let wait = (until - wall).to_std().unwrap_or_default();
                 db.next_poll = now + wait.clamp(Duration::from_secs(1), RETRY_REFUSED);
             }
+            Done::Locked { owner } => {
+                if db.said.as_deref() != Some("locked") {
+                    tracing::warn!(database = %name, pid = %owner, "replicated by another lifeboat process on this host (its lease may have expired: a process stopped or frozen): waiting for it to let the database go");
+                    db.said = Some("locked".into());
+                }
+                db.next_poll =
+                    now + (self.lease_ttl / 3).clamp(Duration::from_secs(1), RETRY_REFUSED);
+            }
             Done::Synced {
                 replicator,
                 lease,
@@ -450,7 +458,10 @@ impl Replication {
                     .pending_since
                     .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
                     .or(db.open.then_some(0.0)),
-                error: db.said.as_deref().filter(|s| *s != "held"),
+                error: db
+                    .said
+                    .as_deref()
+                    .filter(|s| !["held", "locked"].contains(s)),
             })
             .collect()
     }
