@@ -119,8 +119,14 @@ mod tests {
         assert!(!file.exists(), "a probe creates no lock file");
         let lock = TargetLock::acquire(&target).unwrap();
         // Held through another open file (here this process's own): seen, with its pid.
-        assert_eq!(held_elsewhere(&target), Some(std::process::id().to_string()));
-        assert!(held_elsewhere(&target).is_some(), "the probe let nothing go");
+        assert_eq!(
+            held_elsewhere(&target),
+            Some(std::process::id().to_string())
+        );
+        assert!(
+            held_elsewhere(&target).is_some(),
+            "the probe let nothing go"
+        );
         drop(lock);
         assert_eq!(held_elsewhere(&target), None);
         // A lock file left free (its holder gone): free, and the probe leaves it free.
