@@ -3,7 +3,8 @@
 //! real replicator, compacted, restored at `latest` equal to the source (sqldiff) and verified,
 //! with no incomplete upload left on the server. Then `compact` is killed with SIGKILL in the
 //! middle of such an upload: the restore is still exact, the next `compact` finishes, and the
-//! upload the killed one left is aborted by `cleanup` (ListMultipartUploads).
+//! upload the killed one left is aborted by `cleanup` (ListMultipartUploads). Two compactions
+//! at once upload the same rollup side by side, harmlessly.
 //!
 //! The server is moto's (see `common/moto.rs`): s3s-fs cannot hold a multipart upload under a
 //! key as long as a compacted segment's.
@@ -206,4 +207,29 @@ fn full_rollups_go_up_in_parts_and_a_killed_upload_is_cleaned_up() {
         moto.uploads("pitr/")
     );
     restore_latest(d, &moto, "cleaned.db");
+
+    // Two compactions at once, each uploading the same full rollup in parts: both finish, the
+    // restore is exact, nothing is left incomplete.
+    replicate_while_writing(d, &moto, 4.5);
+    let both: Vec<Child> = (0..2)
+        .map(|_| {
+            lifeboat(d, &moto)
+                .arg("compact")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in both {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    restore_latest(d, &moto, "twice.db");
+    ok_on(d, &moto, &["verify", "--all"]);
+    assert!(
+        moto.uploads("pitr/").is_empty(),
+        "{:?}",
+        moto.uploads("pitr/")
+    );
 }
