@@ -4,7 +4,8 @@
 //! compacts. The daemon replicating onto it logs the failure once, tells `replication.stalled`
 //! once the lag passes `max_lag` while the application goes on committing, retries with backoff
 //! (its error count stays small, no spin), and recovers by itself once space is freed:
-//! `replication.recovered`, and `restore --at latest` equals the source.
+//! `replication.recovered`, and `restore --at latest` equals the source. The same when the disk
+//! is full before the first generation: its snapshot waits for space, loudly.
 
 mod common;
 
@@ -54,6 +55,17 @@ impl Tmpfs {
             .and_then(|l| l.trim().parse().ok())
             .unwrap();
         assert!(avail < 64 << 10, "{avail} bytes still free");
+    }
+
+    /// Fill it, then give back `bytes` (room for small writes, not for a snapshot).
+    fn fill_leaving(&self, bytes: u64) {
+        self.fill();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.0.join("fill"))
+            .unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(bytes)).unwrap();
     }
 
     fn free(&self) {
@@ -151,9 +163,10 @@ fn wal_db(path: &Path) {
     );
 }
 
-/// The highest commit a restored database holds, checking it holds exactly commits 1..=k.
+/// The highest commit a restored database holds, checking it holds exactly commits 1..=k (rows
+/// loaded before the writer started are `n = 0`).
 fn prefix(db: &Path) -> u64 {
-    let got = sqlite3(db, "SELECT DISTINCT n FROM c ORDER BY n");
+    let got = sqlite3(db, "SELECT DISTINCT n FROM c WHERE n > 0 ORDER BY n");
     let mut k = 0;
     for n in got.lines().filter(|l| !l.is_empty()) {
         let n: u64 = n.parse().unwrap();
@@ -359,4 +372,84 @@ fn the_daemon_on_a_full_disk_stalls_loudly_and_recovers_by_itself() {
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
     ok(d, &["verify", "--all"]);
+}
+
+/// Room for the lease but not for the first generation's snapshot: the open fails, is retried
+/// with backoff, the stall is told, and once space is freed the generation starts and holds
+/// every commit; what the failed snapshots left is an incomplete backup at most, which
+/// `cleanup` removes.
+#[test]
+fn the_daemon_starting_on_a_full_disk_waits_loudly_for_its_first_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let small = Tmpfs::mount(&d.join("small"), "8m");
+    std::fs::create_dir_all(d.join("small/repo")).unwrap();
+    let db = d.join("w.db");
+    wal_db(&db);
+    sqlite3(
+        &db,
+        "WITH RECURSIVE i(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM i WHERE x < 2000) \
+         INSERT INTO c(n, k, v) SELECT 0, x, randomblob(1000) FROM i;",
+    );
+    let hook = Receiver::start(&[]);
+    std::fs::write(
+        d.join("lifeboat.toml"),
+        format!(
+            "[repository]\nurl = \"file://./small/repo\"\n\
+             [daemon]\nschedule = \"0 0 1 1 *\"\n\
+             [replication]\nsync_interval = \"200ms\"\nmax_lag = \"3s\"\n\
+             [alerts]\nwebhook_url = \"{}/hooks/x\"\n\
+             [[database]]\nname = \"w\"\npath = \"w.db\"\nreplicate = true\n",
+            hook.url
+        ),
+    )
+    .unwrap();
+    small.fill_leaving(256 << 10);
+    let writer = Writer::start(&db);
+    let mut daemon = Daemon::start(d, "d", &["--metrics-addr", "127.0.0.1:0"], &[]);
+    wait_for_or(
+        "replication.stalled",
+        60,
+        &mut || count(&events(&hook), "replication.stalled") == 1,
+        || format!("{:?}\n{}", events(&hook), daemon.log()),
+    );
+    let errors = errors_total(&daemon);
+    assert!(
+        (1.0..=12.0).contains(&errors),
+        "{errors} failed opens\n{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("replicating database=w"),
+        "{}",
+        daemon.log()
+    );
+    small.free();
+    wait_for_or(
+        "replication.recovered",
+        60,
+        &mut || count(&events(&hook), "replication.recovered") == 1,
+        || format!("{:?}\n{}", events(&hook), daemon.log()),
+    );
+    let commits = writer.finish();
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
+    let log = daemon.log();
+    assert_eq!(
+        lines_with(&log, "no space left on device (retrying)"),
+        1,
+        "{log}"
+    );
+    let restored = restore_latest(d, "restored.db");
+    assert_same_db(&db, &restored);
+    assert_eq!(prefix(&restored), commits as u64);
+    ok(d, &["verify", "--all"]);
+    let pitr = ok(d, &["list", "--pitr", "--db", "w"]);
+    assert!(!pitr.contains("gap"), "{pitr}");
+    std::thread::sleep(Duration::from_millis(1100));
+    ok(d, &["cleanup", "--older-than", "1s"]);
+    let stray: Vec<String> = walk(&d.join("small/repo"))
+        .into_iter()
+        .filter(|f| f.contains('#') || f.ends_with(".pending"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}\n{pitr}");
 }
