@@ -14,7 +14,21 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::daemon::{config, lines_with, wait_for_or, Daemon};
+use common::receiver::Receiver;
 use common::*;
+
+/// The event of every webhook body received, in order.
+fn events(hook: &Receiver) -> Vec<String> {
+    hook.got()
+        .into_iter()
+        .filter_map(|(_, _, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .map(|v| v["event"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn count(all: &[String], event: &str) -> usize {
+    all.iter().filter(|e| *e == event).count()
+}
 
 /// Commits numbered transactions until `stop` exists; logs each commit's number.
 const WRITER: &str = r#"
@@ -100,13 +114,18 @@ fn a_daemon_stopped_past_its_lease_steps_back_and_the_chain_stays_one() {
         &db,
         "PRAGMA journal_mode=WAL; CREATE TABLE c(n INTEGER, k INTEGER, v BLOB);",
     );
+    let hook = Receiver::start(&[]);
     config(
         d,
         "file://./repo",
         &[],
-        "[daemon]\nschedule = \"0 0 1 1 *\"\nlease_ttl = \"5s\"\n\
-         [replication]\nsync_interval = \"200ms\"\n\
-         [[database]]\nname = \"w\"\npath = \"w.db\"\nreplicate = true\n",
+        &format!(
+            "[daemon]\nschedule = \"0 0 1 1 *\"\nlease_ttl = \"5s\"\n\
+             [replication]\nsync_interval = \"200ms\"\nmax_lag = \"3s\"\n\
+             [alerts]\nwebhook_url = \"{}/hooks/x\"\n\
+             [[database]]\nname = \"w\"\npath = \"w.db\"\nreplicate = true\n",
+            hook.url
+        ),
     );
     let mut first = Daemon::start(d, "first", &[], &[]);
     wait_for_or(
@@ -127,35 +146,44 @@ fn a_daemon_stopped_past_its_lease_steps_back_and_the_chain_stays_one() {
     // The holder freezes (a VM paused, a process stopped) past its lease.
     first.signal("-STOP");
     let frozen_at = writer.commits();
-    std::thread::sleep(Duration::from_secs(9));
-    assert!(writer.commits() > frozen_at, "the application was held up");
-    // The other daemon saw the lease expire but the file still held by a live process: it
-    // took no lease and opened nothing, said so once, and waits.
+    // The other daemon sees the lease expire but the file still held by a live process: it
+    // takes no lease and opens nothing, says so once, and waits; the holder's silence counts
+    // as lag from its lease's end, told past max_lag (the frozen holder cannot tell it).
+    let waiting = "replicated by another lifeboat process on this host";
     wait_for_or(
         "the second daemon waiting for the file",
         60,
-        &mut || {
-            second
-                .log()
-                .contains("replicated by another lifeboat process on this host")
-        },
+        &mut || second.log().contains(waiting),
         || both(&first, &second),
     );
+    wait_for_or(
+        "replication.stalled from the second daemon",
+        60,
+        &mut || count(&events(&hook), "replication.stalled") == 1,
+        || format!("{:?}\n{}", events(&hook), both(&first, &second)),
+    );
+    assert!(writer.commits() > frozen_at, "the application was held up");
     first.signal("-CONT");
     // The resumed one still holds the newest lease: it renews it and ships what was committed
-    // while it was frozen, on the same chain (its read transaction kept those frames).
-    std::thread::sleep(Duration::from_secs(3));
-    let mid = d.join("mid.db");
+    // while it was frozen, on the same chain (its read transaction kept those frames); the
+    // other daemon tells the recovery.
+    wait_for_or(
+        "replication.recovered",
+        60,
+        &mut || count(&events(&hook), "replication.recovered") == 1,
+        || format!("{:?}\n{}", events(&hook), both(&first, &second)),
+    );
+    std::thread::sleep(Duration::from_secs(1));
     ok(
         d,
         &["restore", "--db", "w", "--at", "latest", "--to", "mid.db"],
     );
-    let k = prefix(&mid);
+    let k = prefix(&d.join("mid.db"));
     assert!(
         k as usize > frozen_at,
         "{k} <= {frozen_at}: nothing shipped since the freeze"
     );
-    // A clean stop of the holder hands the database over: the other resumes the same chain.
+    // A clean stop of the holder hands the database over: the other takes it.
     assert_eq!(first.stop(), Some(0), "{}", both(&first, &second));
     wait_for_or(
         "the second daemon replicating",
@@ -175,16 +203,27 @@ fn a_daemon_stopped_past_its_lease_steps_back_and_the_chain_stays_one() {
         assert!(!log.contains("took replication over"), "{logs}");
     }
     assert!(!a.contains("chain broke"), "{logs}");
+    assert_eq!(lines_with(&b, waiting), 1, "{logs}");
     // The handover after the clean stop resumes the chain, or (the application's checkpoint
     // having reset the WAL over its frames in between) starts a generation saying why.
     assert!(
         b.contains("resuming the chain") || b.contains("starting a new generation"),
         "{logs}"
     );
+    // The stall was told once by the daemon that waited, and once more by the resumed holder
+    // when it saw how long its own changes had waited; each followed by its recovery.
+    assert_eq!(lines_with(&b, "replication stalled"), 1, "{logs}");
+    assert_eq!(lines_with(&b, "replication recovered"), 1, "{logs}");
+    assert!(lines_with(&a, "replication stalled") <= 1, "{logs}");
+    let all = events(&hook);
     assert_eq!(
-        lines_with(&b, "replicated by another lifeboat process on this host"),
-        1,
-        "{logs}"
+        count(&all, "replication.stalled"),
+        count(&all, "replication.recovered"),
+        "{all:?}"
+    );
+    assert_eq!(
+        all.last().map(String::as_str),
+        Some("replication.recovered")
     );
     let to = d.join("restored.db");
     ok(

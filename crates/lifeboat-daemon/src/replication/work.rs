@@ -49,9 +49,11 @@ pub enum Done {
         until: chrono::DateTime<Utc>,
     },
     /// Another process on this host holds the database file's replication lock (`owner`: the
-    /// pid it wrote); no lease was taken.
+    /// pid it wrote); no lease was taken. `expired`: that holder is a daemon whose lease
+    /// expired then (it stopped renewing: frozen, or stopped).
     Locked {
         owner: String,
+        expired: Option<chrono::DateTime<Utc>>,
     },
     Synced {
         replicator: Box<Replicator>,
@@ -94,7 +96,10 @@ async fn run_here(repo: Arc<Repository>, work: Work) -> Done {
                     Ok(Some(l)) if !l.done && !l.abandoned(Utc::now()) => {
                         Done::Held { until: l.expires }
                     }
-                    Ok(_) => Done::Locked { owner },
+                    Ok(l) => Done::Locked {
+                        owner,
+                        expired: l.filter(|l| !l.done).map(|l| l.expires),
+                    },
                     Err(e) => Done::Failed(e.context("read the replication lease")),
                 };
             }
