@@ -37,10 +37,13 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 -m moto.server (pip install 'moto[server]')");
-        let moto = Moto { child, port };
+        let mut moto = Moto { child, port };
         let deadline = Instant::now() + Duration::from_secs(30);
         // Its bucket, once it answers (moto checks no signature unless told to).
         while moto.request("PUT", &format!("/{BUCKET}")).is_none() {
+            if let Some(status) = moto.child.try_wait().unwrap() {
+                panic!("python3 -m moto.server exited ({status}): is moto[server] installed? (scripts/test.sh installs it)");
+            }
             assert!(
                 Instant::now() < deadline,
                 "moto's S3 server did not start (is moto[server] installed?)"
