@@ -106,7 +106,7 @@ fn both(first: &Daemon, second: &Daemon) -> String {
 }
 
 #[test]
-fn a_daemon_stopped_past_its_lease_steps_back_and_the_chain_stays_one() {
+fn a_daemon_frozen_past_its_lease_keeps_its_chain_and_the_other_tells_the_stall() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let db = d.join("w.db");
