@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests need (sqlite3, sqldiff, python3, zstd,
 # strace (kill -9 at exact points), flock, openssl and aiosmtpd (the email alert tests' certificates
-# and SMTP server), s3s-fs, wrangler), then `cargo test`. Tool builds are cached outside the clone and rebuilt when missing.
+# and SMTP server), s3s-fs, moto's S3 server, wrangler), then `cargo test`. Tool builds are cached outside the clone and rebuilt when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +34,19 @@ if ! python3 -c "import aiosmtpd" 2>/dev/null; then
     python3 -m pip install --quiet aiosmtpd
   fi
   python3 -c "import aiosmtpd" || { echo "test.sh: aiosmtpd did not install" >&2; exit 1; }
+fi
+
+# A second S3 server, moto's (in memory), for multipart uploads under keys longer than s3s-fs can
+# name a file after (compacted segments) and for ListMultipartUploads, which s3s-fs lacks.
+if ! python3 -c "import moto.server, flask_cors" 2>/dev/null; then
+  echo "test.sh: installing moto[server]"
+  if [ "$(command -v python3)" = /usr/bin/python3 ] && command -v apt-get >/dev/null; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-moto python3-flask python3-flask-cors >/dev/null
+  else
+    python3 -m pip install --quiet 'moto[server]'
+  fi
+  python3 -c "import moto.server, flask_cors" || { echo "test.sh: moto[server] did not install" >&2; exit 1; }
 fi
 
 # A real S3-compatible server with SigV4 checks. 0.14.1 is the last release that builds on rustc 1.95.

@@ -1,5 +1,6 @@
 //! `lifeboat cleanup`: remove what interrupted backups left behind: objects without a manifest,
-//! stale claims, and (on S3) multipart uploads nobody will complete. A leftover whose backup is
+//! stale claims, and (on S3) multipart uploads nobody will complete; also what a killed
+//! compaction or replicator left: a segment's staged file (local) or its unfinished upload (S3). A leftover whose backup is
 //! still running on this machine is never touched, whatever its age.
 
 use std::collections::BTreeSet;
@@ -134,6 +135,37 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                     "{verb} {name}  {id}  (the verify record of a backup that is gone)"
                 ));
             }
+        }
+        // Segments a killed compaction or replicator was placing (local repositories).
+        for s in lifeboat::replicate::layout::local_staging(&repo, &name) {
+            if s.modified > cutoff {
+                let age = humantime::format_duration(args.older_than);
+                ctx.out
+                    .line(format!("keep    {name}  {}  (younger than {age})", s.name));
+                continue;
+            }
+            if !args.dry_run {
+                match std::fs::remove_file(&s.path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::io(
+                            format!("cleanup: delete {}", s.path.display()),
+                            e,
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            let what = "a segment's interrupted upload";
+            report(
+                ctx,
+                &mut done,
+                &name,
+                &s.name,
+                what,
+                s.size,
+                args.dry_run,
+                &[],
+            );
         }
         // Uploads no claim names (the claim itself was lost): S3's own list, where it has one.
         match repo.incomplete_uploads(&name).await? {

@@ -4,7 +4,7 @@
 //!
 //! Compacted segments over 8 MB go up as multipart uploads (the code backups use on S3); s3s-fs
 //! cannot take those for keys as long as a segment's (it names a file after the base64 of the
-//! whole key, past 255 bytes), so they are not tried here.
+//! whole key, past 255 bytes), so they are tried in `replicate_s3_multipart.rs`, on moto's.
 
 mod common;
 

@@ -3,6 +3,7 @@
 
 pub mod d1;
 pub mod daemon;
+pub mod moto;
 pub mod receiver;
 pub mod replicating;
 pub mod s3;

@@ -64,6 +64,9 @@ pub(super) struct Db {
     pub(super) failures: u32,
     /// The last error logged, so the same one is logged once.
     pub(super) said: Option<String>,
+    /// Another daemon on this host holds it but stopped renewing its lease (frozen, stopped):
+    /// its lag is told from here, where it can be.
+    pub(super) watching_holder: bool,
     /// Its directory is watched: a change wakes it ([`Watch`]); else it is stat-polled.
     pub(super) watched: bool,
     /// An event said its file or WAL changed since it was last fingerprinted.
@@ -91,6 +94,7 @@ impl Db {
             renewed: Instant::now(),
             failures: 0,
             said: None,
+            watching_holder: false,
             watched: false,
             dirty: false,
             seen: None,

@@ -67,6 +67,8 @@ pub struct Lag<'a> {
     pub database: &'a str,
     /// Seconds the oldest unshipped change has waited; 0 when none waits; None when the
     /// database is not replicated here (refused, or held by another daemon) and none waits.
+    /// For a database another daemon on this host holds but stopped renewing (frozen): since
+    /// its lease ended, then 0 once it renews again.
     pub seconds: Option<f64>,
     /// The last error of its syncs, while they fail.
     pub error: Option<&'a str>,
@@ -358,6 +360,28 @@ impl Replication {
                 }
                 let wait = (until - wall).to_std().unwrap_or_default();
                 db.next_poll = now + wait.clamp(Duration::from_secs(1), RETRY_REFUSED);
+                // Its holder renews again: nothing waits on this daemon's account.
+                if db.watching_holder {
+                    db.pending_since = None;
+                }
+            }
+            Done::Locked { owner, expired } => {
+                let said = match expired {
+                    Some(t) => format!("held by lifeboat process {owner} on this host, whose replication lease expired at {t} (stopped or frozen?)"),
+                    None => "locked".to_string(),
+                };
+                if db.said.as_deref() != Some(said.as_str()) {
+                    tracing::warn!(database = %name, pid = %owner, "replicated by another lifeboat process on this host (its lease may have expired: a process stopped or frozen): waiting for it to let the database go");
+                    db.said = Some(said);
+                }
+                // A daemon that stopped renewing stopped replicating: the lag counts from its
+                // lease's end, told here (its own daemon cannot, frozen).
+                if let Some(t) = expired {
+                    db.watching_holder = true;
+                    db.pending_since.get_or_insert(t);
+                }
+                db.next_poll =
+                    now + (self.lease_ttl / 3).clamp(Duration::from_secs(1), RETRY_REFUSED);
             }
             Done::Synced {
                 replicator,
@@ -449,8 +473,11 @@ impl Replication {
                 seconds: db
                     .pending_since
                     .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
-                    .or(db.open.then_some(0.0)),
-                error: db.said.as_deref().filter(|s| *s != "held"),
+                    .or((db.open || db.watching_holder).then_some(0.0)),
+                error: db
+                    .said
+                    .as_deref()
+                    .filter(|s| !["held", "locked"].contains(s)),
             })
             .collect()
     }

@@ -48,6 +48,13 @@ pub enum Done {
     Held {
         until: chrono::DateTime<Utc>,
     },
+    /// Another process on this host holds the database file's replication lock (`owner`: the
+    /// pid it wrote); no lease was taken. `expired`: that holder is a daemon whose lease
+    /// expired then (it stopped renewing: frozen, or stopped).
+    Locked {
+        owner: String,
+        expired: Option<chrono::DateTime<Utc>>,
+    },
     Synced {
         replicator: Box<Replicator>,
         lease: Lease,
@@ -79,6 +86,23 @@ pub async fn run(repo: Arc<Repository>, work: Work) -> Done {
 async fn run_here(repo: Arc<Repository>, work: Work) -> Done {
     match work {
         Work::Open { source, opts, ttl } => {
+            // Another process on this host holds the file (a daemon frozen past its lease, or
+            // a `lifeboat replicate`), and with it the WAL. Taking its expired lease would only
+            // make it step back at its next renewal, dropping what it has not shipped, while
+            // the open here is refused: nobody would replicate. Wait for it instead.
+            let lock = lifeboat::fs::atomic_replace::suffixed(&source.path, ".replicate");
+            if let Some(owner) = lifeboat::fs::target_lock::held_elsewhere(&lock) {
+                return match repo.newest_lease(&source.name, LEASE_JOB, ttl).await {
+                    Ok(Some(l)) if !l.done && !l.abandoned(Utc::now()) => {
+                        Done::Held { until: l.expires }
+                    }
+                    Ok(l) => Done::Locked {
+                        owner,
+                        expired: l.filter(|l| !l.done).map(|l| l.expires),
+                    },
+                    Err(e) => Done::Failed(e.context("read the replication lease")),
+                };
+            }
             let lease = match repo
                 .take_lease(&source.name, LEASE_JOB, ttl, Utc::now())
                 .await

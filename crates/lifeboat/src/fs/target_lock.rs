@@ -73,6 +73,24 @@ impl Drop for TargetLock {
     }
 }
 
+/// Whether another process holds `target`'s lock right now, and the pid it wrote: a probe that
+/// takes nothing (a free lock is let go at once, its file neither created nor removed). The
+/// lock is per open file, so a lock this process holds through another descriptor counts too.
+pub fn held_elsewhere(target: &Path) -> Option<String> {
+    let path = suffixed(target, ".lifeboat-lock");
+    let mut file = std::fs::OpenOptions::new().read(true).open(path).ok()?;
+    match try_flock(&file) {
+        Ok(false) => {
+            let mut owner = String::new();
+            let _ = file.read_to_string(&mut owner);
+            Some(owner.trim().to_string())
+        }
+        // Free (closing the file lets the probe's lock go), or it cannot be told: the real
+        // acquire says why.
+        Ok(true) | Err(_) => None,
+    }
+}
+
 fn try_flock(file: &File) -> std::io::Result<bool> {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid open descriptor.
@@ -85,5 +103,36 @@ fn try_flock(file: &File) -> std::io::Result<bool> {
         Ok(false)
     } else {
         Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_sees_a_held_lock_and_takes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.db");
+        let file = suffixed(&target, ".lifeboat-lock");
+        assert_eq!(held_elsewhere(&target), None);
+        assert!(!file.exists(), "a probe creates no lock file");
+        let lock = TargetLock::acquire(&target).unwrap();
+        // Held through another open file (here this process's own): seen, with its pid.
+        assert_eq!(
+            held_elsewhere(&target),
+            Some(std::process::id().to_string())
+        );
+        assert!(
+            held_elsewhere(&target).is_some(),
+            "the probe let nothing go"
+        );
+        drop(lock);
+        assert_eq!(held_elsewhere(&target), None);
+        // A lock file left free (its holder gone): free, and the probe leaves it free.
+        std::fs::write(&file, "12345\n").unwrap();
+        assert_eq!(held_elsewhere(&target), None);
+        let again = TargetLock::acquire(&target).unwrap();
+        drop(again);
     }
 }

@@ -465,3 +465,49 @@ pub async fn windows(repo: &Repository, db: &str) -> Result<Vec<Window>> {
     }
     Ok(out)
 }
+
+/// A file a killed upload staged beside a segment's name (`<segment>#N`), local repositories
+/// only: object_store hides such files from listings, so nothing else ever sees them.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// `<gen-id>/<file name>`.
+    pub name: String,
+    pub path: std::path::PathBuf,
+    pub size: u64,
+    pub modified: DateTime<Utc>,
+}
+
+/// Every [`Staged`] file under `db`'s generations (a compaction or a replicator killed while
+/// it placed a segment: as large as the segment).
+pub fn local_staging(repo: &Repository, db: &str) -> Vec<Staged> {
+    let Some(root) = repo.backend().local_path(&generations_prefix(repo, db)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for g in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let gen = g.file_name().to_string_lossy().into_owned();
+        let Ok(files) = std::fs::read_dir(g.path().join("segments")) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let staged = name.split_once('#').is_some_and(|(base, n)| {
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && parse_name(base).is_some()
+            });
+            let Some(meta) = f.metadata().ok().filter(|m| staged && m.is_file()) else {
+                continue;
+            };
+            out.push(Staged {
+                name: format!("{gen}/{name}"),
+                path: f.path(),
+                size: meta.len(),
+                modified: meta
+                    .modified()
+                    .map(DateTime::<Utc>::from)
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}

@@ -72,7 +72,7 @@ impl Repository {
     /// The newest attempt's lease for `job`, if any. A lease that cannot be read yet (a
     /// store that lists an object while it is still being written) counts as held for `ttl`
     /// from when it was written: never as abandoned on sight.
-    async fn newest_lease(
+    pub async fn newest_lease(
         &self,
         db: &str,
         job: &str,

@@ -161,8 +161,9 @@ impl Repository {
         Ok(claim.uploads.len())
     }
 
-    /// S3: incomplete multipart uploads under a database's backups, or None when the server
-    /// cannot list them (or this is not S3).
+    /// S3: incomplete multipart uploads anywhere under a database (its backups, and the
+    /// compacted segments under `generations/` that a killed `compact` was uploading), or None
+    /// when the server cannot list them (or this is not S3).
     pub async fn incomplete_uploads(
         &self,
         db: &str,
@@ -170,7 +171,7 @@ impl Repository {
         let Some((s3, options)) = &self.backend.s3 else {
             return Ok(None);
         };
-        let prefix = format!("{}/", self.prefix(db));
+        let prefix = format!("{}/", self.backend.root.clone().join(db));
         crate::repo::s3_uploads::list_incomplete(s3, options, &self.backend.url, &prefix).await
     }
 

@@ -1,0 +1,253 @@
+//! Fencing past `lease_ttl`: two daemons on one host replicate one database; the one holding
+//! the replicate lease is stopped (SIGSTOP) for longer than `lease_ttl`, then resumed
+//! (SIGCONT). Its lease expired, but it still holds the database file's replication lock (and
+//! the WAL, through its read transaction): the other daemon takes no lease and opens nothing,
+//! says so once and waits, so the resumed one renews its lease and ships what was committed
+//! while it was frozen, on the same chain. Once it stops, the other takes over. Never two
+//! replicators on one chain (no `already exists` collision), no loop of errors, no break
+//! through the freeze; `restore --at latest` equal to the source, verified.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use common::daemon::{config, lines_with, wait_for_or, Daemon};
+use common::receiver::Receiver;
+use common::*;
+
+/// The event of every webhook body received, in order.
+fn events(hook: &Receiver) -> Vec<String> {
+    hook.got()
+        .into_iter()
+        .filter_map(|(_, _, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .map(|v| v["event"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn count(all: &[String], event: &str) -> usize {
+    all.iter().filter(|e| *e == event).count()
+}
+
+/// Commits numbered transactions until `stop` exists; logs each commit's number.
+const WRITER: &str = r#"
+import sqlite3, sys, time, os, random
+db, log, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+c = sqlite3.connect(db, isolation_level=None, timeout=30)
+c.execute("PRAGMA busy_timeout=30000")
+n = 0
+with open(log, "w") as out:
+    while not os.path.exists(stop):
+        n += 1
+        c.execute("BEGIN IMMEDIATE")
+        for k in range(random.choice([1, 3, 10])):
+            c.execute("INSERT INTO c(n, k, v) VALUES (?, ?, randomblob(300))", (n, k))
+        c.execute("COMMIT")
+        out.write(f"{n}\n")
+        out.flush()
+        time.sleep(random.choice([0.01, 0.05]))
+"#;
+
+struct Writer {
+    child: Child,
+    log: PathBuf,
+    stop: PathBuf,
+}
+
+impl Writer {
+    fn start(db: &Path) -> Writer {
+        let (log, stop) = (db.with_extension("log"), db.with_extension("stop"));
+        let child = Command::new("python3")
+            .args(["-c", WRITER])
+            .arg(db)
+            .arg(&log)
+            .arg(&stop)
+            .spawn()
+            .unwrap();
+        Writer { child, log, stop }
+    }
+
+    fn commits(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn finish(mut self) -> usize {
+        std::fs::write(&self.stop, "").unwrap();
+        assert!(self.child.wait().unwrap().success());
+        self.commits()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.stop, "");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The highest commit a restored database holds, checking it holds exactly commits 1..=k.
+fn prefix(db: &Path) -> u64 {
+    let got = sqlite3(db, "SELECT DISTINCT n FROM c ORDER BY n");
+    let mut k = 0;
+    for n in got.lines().filter(|l| !l.is_empty()) {
+        let n: u64 = n.parse().unwrap();
+        assert_eq!(n, k + 1, "{}: commit {} missing", db.display(), k + 1);
+        k = n;
+    }
+    k
+}
+
+fn both(first: &Daemon, second: &Daemon) -> String {
+    format!("first:\n{}\nsecond:\n{}", first.log(), second.log())
+}
+
+#[test]
+fn a_daemon_frozen_past_its_lease_keeps_its_chain_and_the_other_tells_the_stall() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("w.db");
+    sqlite3(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE c(n INTEGER, k INTEGER, v BLOB);",
+    );
+    let hook = Receiver::start(&[]);
+    config(
+        d,
+        "file://./repo",
+        &[],
+        &format!(
+            "[daemon]\nschedule = \"0 0 1 1 *\"\nlease_ttl = \"5s\"\n\
+             [replication]\nsync_interval = \"200ms\"\nmax_lag = \"3s\"\n\
+             [alerts]\nwebhook_url = \"{}/hooks/x\"\n\
+             [[database]]\nname = \"w\"\npath = \"w.db\"\nreplicate = true\n",
+            hook.url
+        ),
+    );
+    let mut first = Daemon::start(d, "first", &[], &[]);
+    wait_for_or(
+        "the first daemon replicating",
+        60,
+        &mut || lines_with(&first.log(), "replicating") >= 1,
+        || first.log(),
+    );
+    let mut second = Daemon::start(d, "second", &[], &[]);
+    wait_for_or(
+        "the second daemon leaving it alone",
+        60,
+        &mut || second.log().contains("replicated by another daemon"),
+        || second.log(),
+    );
+    let writer = Writer::start(&db);
+    std::thread::sleep(Duration::from_secs(2));
+    // The holder freezes (a VM paused, a process stopped) past its lease.
+    first.signal("-STOP");
+    let frozen_at = writer.commits();
+    // The other daemon sees the lease expire but the file still held by a live process: it
+    // takes no lease and opens nothing, says so once, and waits; the holder's silence counts
+    // as lag from its lease's end, told past max_lag (the frozen holder cannot tell it).
+    let waiting = "replicated by another lifeboat process on this host";
+    wait_for_or(
+        "the second daemon waiting for the file",
+        60,
+        &mut || second.log().contains(waiting),
+        || both(&first, &second),
+    );
+    wait_for_or(
+        "replication.stalled from the second daemon",
+        60,
+        &mut || count(&events(&hook), "replication.stalled") == 1,
+        || format!("{:?}\n{}", events(&hook), both(&first, &second)),
+    );
+    assert!(writer.commits() > frozen_at, "the application was held up");
+    first.signal("-CONT");
+    // The resumed one still holds the newest lease: it renews it and ships what was committed
+    // while it was frozen, on the same chain (its read transaction kept those frames); the
+    // other daemon tells the recovery.
+    wait_for_or(
+        "replication.recovered",
+        60,
+        &mut || count(&events(&hook), "replication.recovered") == 1,
+        || format!("{:?}\n{}", events(&hook), both(&first, &second)),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    ok(
+        d,
+        &["restore", "--db", "w", "--at", "latest", "--to", "mid.db"],
+    );
+    let k = prefix(&d.join("mid.db"));
+    assert!(
+        k as usize > frozen_at,
+        "{k} <= {frozen_at}: nothing shipped since the freeze"
+    );
+    // A clean stop of the holder hands the database over: the other takes it.
+    assert_eq!(first.stop(), Some(0), "{}", both(&first, &second));
+    wait_for_or(
+        "the second daemon replicating",
+        60,
+        &mut || lines_with(&second.log(), "replicating database=w") >= 1,
+        || both(&first, &second),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let commits = writer.finish();
+    assert_eq!(second.stop(), Some(0), "{}", both(&first, &second));
+    let (a, b) = (first.log(), second.log());
+    let logs = both(&first, &second);
+    // Never two replicators on one chain, never a loop of errors; the freeze cost no break.
+    for log in [&a, &b] {
+        assert!(!log.contains("already exists"), "{logs}");
+        assert!(!log.contains("not replicated"), "{logs}");
+        assert!(!log.contains("took replication over"), "{logs}");
+    }
+    assert!(!a.contains("chain broke"), "{logs}");
+    assert_eq!(lines_with(&b, waiting), 1, "{logs}");
+    // The handover after the clean stop resumes the chain, or (the application's checkpoint
+    // having reset the WAL over its frames in between) starts a generation saying why.
+    assert!(
+        b.contains("resuming the chain") || b.contains("starting a new generation"),
+        "{logs}"
+    );
+    // The stall was told once by the daemon that waited, and once more by the resumed holder
+    // when it saw how long its own changes had waited; each followed by its recovery.
+    assert_eq!(lines_with(&b, "replication stalled"), 1, "{logs}");
+    assert_eq!(lines_with(&b, "replication recovered"), 1, "{logs}");
+    assert!(lines_with(&a, "replication stalled") <= 1, "{logs}");
+    let all = events(&hook);
+    assert_eq!(
+        count(&all, "replication.stalled"),
+        count(&all, "replication.recovered"),
+        "{all:?}"
+    );
+    assert_eq!(
+        all.last().map(String::as_str),
+        Some("replication.recovered")
+    );
+    let to = d.join("restored.db");
+    ok(
+        d,
+        &[
+            "restore",
+            "--db",
+            "w",
+            "--at",
+            "latest",
+            "--to",
+            "restored.db",
+        ],
+    );
+    assert_same_db(&db, &to);
+    assert_eq!(prefix(&to), commits as u64);
+    let pitr = ok(d, &["list", "--pitr", "--db", "w"]);
+    assert!(!pitr.contains("gap"), "{pitr}");
+    let gens = std::fs::read_dir(d.join("repo/w/generations"))
+        .unwrap()
+        .count();
+    assert!(
+        gens <= 2,
+        "one chain through the freeze, at most one more after the handover: {pitr}"
+    );
+    ok(d, &["verify", "--all"]);
+}

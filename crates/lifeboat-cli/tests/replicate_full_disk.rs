@@ -1,0 +1,455 @@
+//! Replication onto a full disk: a local repository on a small tmpfs (mounted by the test: needs
+//! root, as in CI), filled up with a plain file. `lifeboat compact` fails with exit 8, one line
+//! naming the step, and leaves no segment a restore would read; once space is freed it
+//! compacts. The daemon replicating onto it logs the failure once, tells `replication.stalled`
+//! once the lag passes `max_lag` while the application goes on committing, retries with backoff
+//! (its error count stays small, no spin), and recovers by itself once space is freed:
+//! `replication.recovered`, and `restore --at latest` equals the source. The same when the disk
+//! is full before the first generation: its snapshot waits for space, loudly.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::daemon::{lines_with, wait_for_or, Daemon};
+use common::receiver::Receiver;
+use common::*;
+
+/// A tmpfs of `size` mounted at `at` for the life of the value (unmounted when dropped, also
+/// when the test fails).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            ok,
+            "mounting a tmpfs needs root (CI and scripts/test.sh run as root)"
+        );
+        Tmpfs(at.to_path_buf())
+    }
+
+    /// Fill what is left with a file (`dd` stops at ENOSPC).
+    fn fill(&self) {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=16k"])
+            .arg(format!("of={}", self.0.join("fill").display()))
+            .stderr(Stdio::null())
+            .status();
+        let left = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        let avail: u64 = stdout(&left)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap();
+        assert!(avail < 64 << 10, "{avail} bytes still free");
+    }
+
+    /// Fill it, then give back `bytes` (room for small writes, not for a snapshot).
+    fn fill_leaving(&self, bytes: u64) {
+        self.fill();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.0.join("fill"))
+            .unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(bytes)).unwrap();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("fill")).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Every file under `dir`, relative to it, sorted.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap().path();
+            if e.is_dir() {
+                todo.push(e);
+            } else {
+                out.push(e.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Commits rows (1 KB of random bytes each) until `stop` exists; logs each commit's number.
+const WRITER: &str = r#"
+import sqlite3, sys, time, os, random
+db, log, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+c = sqlite3.connect(db, isolation_level=None, timeout=30)
+c.execute("PRAGMA busy_timeout=30000")
+n = 0
+with open(log, "w") as out:
+    while not os.path.exists(stop):
+        n += 1
+        c.execute("BEGIN IMMEDIATE")
+        for k in range(random.choice([1, 5, 20])):
+            c.execute("INSERT INTO c(n, k, v) VALUES (?, ?, randomblob(1000))", (n, k))
+        c.execute("COMMIT")
+        out.write(f"{n}\n")
+        out.flush()
+        time.sleep(random.choice([0.01, 0.03]))
+"#;
+
+struct Writer {
+    child: Child,
+    log: PathBuf,
+    stop: PathBuf,
+}
+
+impl Writer {
+    fn start(db: &Path) -> Writer {
+        let (log, stop) = (db.with_extension("log"), db.with_extension("stop"));
+        let child = Command::new("python3")
+            .args(["-c", WRITER])
+            .arg(db)
+            .arg(&log)
+            .arg(&stop)
+            .spawn()
+            .unwrap();
+        Writer { child, log, stop }
+    }
+
+    fn commits(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn finish(mut self) -> usize {
+        std::fs::write(&self.stop, "").unwrap();
+        assert!(self.child.wait().unwrap().success());
+        self.commits()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.stop, "");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wal_db(path: &Path) {
+    sqlite3(
+        path,
+        "PRAGMA journal_mode=WAL; CREATE TABLE c(n INTEGER, k INTEGER, v BLOB);",
+    );
+}
+
+/// The highest commit a restored database holds, checking it holds exactly commits 1..=k (rows
+/// loaded before the writer started are `n = 0`).
+fn prefix(db: &Path) -> u64 {
+    let got = sqlite3(db, "SELECT DISTINCT n FROM c WHERE n > 0 ORDER BY n");
+    let mut k = 0;
+    for n in got.lines().filter(|l| !l.is_empty()) {
+        let n: u64 = n.parse().unwrap();
+        assert_eq!(n, k + 1, "{}: commit {} missing", db.display(), k + 1);
+        k = n;
+    }
+    k
+}
+
+fn restore_latest(d: &Path, to: &str) -> PathBuf {
+    let p = d.join(to);
+    let _ = std::fs::remove_file(&p);
+    ok(d, &["restore", "--db", "w", "--at", "latest", "--to", to]);
+    p
+}
+
+/// The segment objects of every generation (shipped and compacted).
+fn segment_names(repo: &Path) -> Vec<String> {
+    walk(&repo.join("w/generations"))
+        .into_iter()
+        .filter(|f| f.contains("/segments/"))
+        .collect()
+}
+
+#[test]
+fn compact_on_a_full_disk_fails_cleanly_and_compacts_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let small = Tmpfs::mount(&d.join("small"), "24m");
+    let repo = d.join("small/repo");
+    let db = d.join("w.db");
+    wal_db(&db);
+    std::fs::write(
+        d.join("lifeboat.toml"),
+        "[repository]\nurl = \"file://./small/repo\"\n\n[replication]\n\
+         compact_windows = [\"2s\", \"6s\"]\n\n[[database]]\nname = \"w\"\npath = \"w.db\"\n",
+    )
+    .unwrap();
+    let rep = cmd(d)
+        .args(["replicate", "--db", "w", "--sync-interval", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let writer = Writer::start(&db);
+    std::thread::sleep(Duration::from_secs(7));
+    let commits = writer.finish();
+    std::thread::sleep(Duration::from_millis(700));
+    common::replicating::stop_replicator(rep);
+    let before = segment_names(&repo);
+
+    small.fill();
+    let err = fails(d, &["compact"], 8);
+    assert!(err.contains("no space left on device"), "{err}");
+    assert!(err.contains("compact"), "the step is named: {err}");
+    // Nothing new a restore would read; no staging file left to fill the disk further.
+    let after = segment_names(&repo);
+    assert_eq!(before, after, "{err}");
+    let stray: Vec<String> = walk(&repo)
+        .into_iter()
+        .filter(|f| f.contains('#'))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+    // Its scratch space on the full disk: the same exit, that step named, nothing left there.
+    let err = fails(d, &["compact", "--scratch-dir", "small"], 8);
+    assert!(
+        err.contains("scratch") && err.contains("no space left"),
+        "{err}"
+    );
+    let left: Vec<String> = walk(&d.join("small"))
+        .into_iter()
+        .filter(|f| !f.starts_with("repo/") && f != "fill")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(before, segment_names(&repo));
+    let latest = restore_latest(d, "full.db");
+    assert_same_db(&db, &latest);
+    assert_eq!(prefix(&latest), commits as u64);
+
+    // Space back: the next compaction writes everything, and restores read it.
+    small.free();
+    let out = ok(d, &["compact"]);
+    assert!(out.contains("wrote"), "{out}");
+    let compacted: Vec<String> = segment_names(&repo)
+        .into_iter()
+        .filter(|f| f.contains(".L"))
+        .collect();
+    assert!(
+        compacted.iter().any(|f| f.contains(".L1.")),
+        "{compacted:?}"
+    );
+    let latest = restore_latest(d, "freed.db");
+    assert_same_db(&db, &latest);
+    ok(d, &["verify", "--all"]);
+}
+
+/// The (event, source) of every webhook body received, in order.
+fn events(hook: &Receiver) -> Vec<String> {
+    hook.got()
+        .into_iter()
+        .filter_map(|(_, _, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .map(|v| v["event"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn count(all: &[String], event: &str) -> usize {
+    all.iter().filter(|e| *e == event).count()
+}
+
+fn errors_total(daemon: &Daemon) -> f64 {
+    use std::io::{Read, Write};
+    let addr = daemon.metrics_addr().expect("metrics address logged");
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find(|l| l.starts_with("lifeboat_replication_errors_total{") && l.contains("\"w\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn the_daemon_on_a_full_disk_stalls_loudly_and_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let small = Tmpfs::mount(&d.join("small"), "16m");
+    let db = d.join("w.db");
+    wal_db(&db);
+    let hook = Receiver::start(&[]);
+    std::fs::write(
+        d.join("lifeboat.toml"),
+        format!(
+            "[repository]\nurl = \"file://./small/repo\"\n\
+             [daemon]\nschedule = \"0 0 1 1 *\"\n\
+             [replication]\nsync_interval = \"200ms\"\nmax_lag = \"3s\"\n\
+             [alerts]\nwebhook_url = \"{}/hooks/x\"\n\
+             [[database]]\nname = \"w\"\npath = \"w.db\"\nreplicate = true\n",
+            hook.url
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(d, "d", &["--metrics-addr", "127.0.0.1:0"], &[]);
+    wait_for_or(
+        "replicating",
+        60,
+        &mut || daemon.log().contains("replicating") && daemon.metrics_addr().is_some(),
+        || daemon.log(),
+    );
+    let writer = Writer::start(&db);
+    std::thread::sleep(Duration::from_secs(2));
+    small.fill();
+    let at_fill = writer.commits();
+    wait_for_or(
+        "replication.stalled",
+        60,
+        &mut || count(&events(&hook), "replication.stalled") == 1,
+        || format!("{:?}\n{}", events(&hook), daemon.log()),
+    );
+    // The application goes on committing; the daemon retries with backoff, not in a loop,
+    // and says what fails once.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(writer.commits() > at_fill + 20, "the writer was held up");
+    let errors = errors_total(&daemon);
+    assert!(
+        (1.0..=12.0).contains(&errors),
+        "{errors} failed syncs\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    // (The lease renewals and the event log fail on the same disk, and say so on their own.)
+    assert_eq!(
+        lines_with(&log, "write segment: no space left on device (retrying)"),
+        1,
+        "{log}"
+    );
+    assert_eq!(count(&events(&hook), "replication.recovered"), 0);
+
+    small.free();
+    wait_for_or(
+        "replication.recovered",
+        60,
+        &mut || count(&events(&hook), "replication.recovered") == 1,
+        || format!("{:?}\n{}", events(&hook), daemon.log()),
+    );
+    let commits = writer.finish();
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
+    let all = events(&hook);
+    assert_eq!(count(&all, "replication.stalled"), 1, "{all:?}");
+    assert_eq!(count(&all, "replication.recovered"), 1, "{all:?}");
+    let restored = restore_latest(d, "restored.db");
+    assert_same_db(&db, &restored);
+    assert_eq!(prefix(&restored), commits as u64);
+    let stray: Vec<String> = walk(&d.join("small/repo"))
+        .into_iter()
+        .filter(|f| f.contains('#'))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+    ok(d, &["verify", "--all"]);
+}
+
+/// Room for the lease but not for the first generation's snapshot: the open fails, is retried
+/// with backoff, the stall is told, and once space is freed the generation starts and holds
+/// every commit; what the failed snapshots left is an incomplete backup at most, which
+/// `cleanup` removes.
+#[test]
+fn the_daemon_starting_on_a_full_disk_waits_loudly_for_its_first_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let small = Tmpfs::mount(&d.join("small"), "8m");
+    std::fs::create_dir_all(d.join("small/repo")).unwrap();
+    let db = d.join("w.db");
+    wal_db(&db);
+    sqlite3(
+        &db,
+        "WITH RECURSIVE i(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM i WHERE x < 2000) \
+         INSERT INTO c(n, k, v) SELECT 0, x, randomblob(1000) FROM i;",
+    );
+    let hook = Receiver::start(&[]);
+    std::fs::write(
+        d.join("lifeboat.toml"),
+        format!(
+            "[repository]\nurl = \"file://./small/repo\"\n\
+             [daemon]\nschedule = \"0 0 1 1 *\"\n\
+             [replication]\nsync_interval = \"200ms\"\nmax_lag = \"3s\"\n\
+             [alerts]\nwebhook_url = \"{}/hooks/x\"\n\
+             [[database]]\nname = \"w\"\npath = \"w.db\"\nreplicate = true\n",
+            hook.url
+        ),
+    )
+    .unwrap();
+    small.fill_leaving(256 << 10);
+    let writer = Writer::start(&db);
+    let mut daemon = Daemon::start(d, "d", &["--metrics-addr", "127.0.0.1:0"], &[]);
+    wait_for_or(
+        "replication.stalled",
+        60,
+        &mut || count(&events(&hook), "replication.stalled") == 1,
+        || format!("{:?}\n{}", events(&hook), daemon.log()),
+    );
+    let errors = errors_total(&daemon);
+    assert!(
+        (1.0..=12.0).contains(&errors),
+        "{errors} failed opens\n{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("replicating database=w"),
+        "{}",
+        daemon.log()
+    );
+    small.free();
+    wait_for_or(
+        "replication.recovered",
+        60,
+        &mut || count(&events(&hook), "replication.recovered") == 1,
+        || format!("{:?}\n{}", events(&hook), daemon.log()),
+    );
+    let commits = writer.finish();
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
+    let log = daemon.log();
+    assert_eq!(
+        lines_with(&log, "no space left on device (retrying)"),
+        1,
+        "{log}"
+    );
+    let restored = restore_latest(d, "restored.db");
+    assert_same_db(&db, &restored);
+    assert_eq!(prefix(&restored), commits as u64);
+    ok(d, &["verify", "--all"]);
+    let pitr = ok(d, &["list", "--pitr", "--db", "w"]);
+    assert!(!pitr.contains("gap"), "{pitr}");
+    std::thread::sleep(Duration::from_millis(1100));
+    ok(d, &["cleanup", "--older-than", "1s"]);
+    let stray: Vec<String> = walk(&d.join("small/repo"))
+        .into_iter()
+        .filter(|f| f.contains('#') || f.ends_with(".pending"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}\n{pitr}");
+}
