@@ -11,6 +11,7 @@ alternated three times in one run; throughput ratio (target >= 90 %). Two data s
 100-byte row per transaction, and a 4 KB blob per transaction with an index update.
 
   python3 bench/replicate_rpo.py [--lb target/release/lifeboat] [--s3s-fs PATH] [--secs 30]
+                                [--part all|rpo|impact]
 """
 import argparse, os, re, shutil, signal, socket, sqlite3, statistics, subprocess, sys, tempfile, time
 
@@ -133,26 +134,46 @@ def lag(lb, shape, secs, rate, s3=None):
     return len(ends) / secs, q(0.5), q(0.99), lags[-1]
 
 
+# A bare read transaction, taken again every second, by another process: what any replicator
+# that tails the WAL needs, with no shipping at all (the floor of the writer's cost).
+HOLDER = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA wal_autocheckpoint=0")
+while True:
+    c.execute("BEGIN"); c.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+    time.sleep(1)
+    c.execute("COMMIT"); c.execute("PRAGMA wal_checkpoint(PASSIVE)")
+"""
+
+
 def impact(lb, shape, secs):
+    """Writer throughput without replication, beside a bare held read transaction, and beside
+    the replicator: medians of three alternations, and every run."""
     root = tempfile.mkdtemp(prefix="lb-impact-")
-    off, on = [], []
+    runs = {"off": [], "reader": [], "on": []}
     for i in range(3):
-        for mode in ("off", "on"):
+        for mode in runs:
             db = os.path.join(root, f"{mode}{i}.db")
             new_db(db, shape)
             p = None
             if mode == "on":
                 p = replicator(lb, db, os.path.join(root, "repo"), dict(os.environ))
                 segments_dir(os.path.join(root, "repo"), f"{mode}{i}")
-                time.sleep(0.5)
-            tx = len(write(db, shape, secs)) / secs
+            elif mode == "reader":
+                p = subprocess.Popen([sys.executable, "-c", HOLDER, db])
             if p:
+                time.sleep(0.5)
+            runs[mode].append(len(write(db, shape, secs)) / secs)
+            if mode == "on":
                 stop(p)
-            (on if p else off).append(tx)
+            elif p:
+                p.kill()
+                p.wait()
             shutil.rmtree(root)
             os.makedirs(root)
     shutil.rmtree(root)
-    return statistics.median(off), statistics.median(on), off, on
+    return {m: statistics.median(v) for m, v in runs.items()}, runs
 
 
 def main():
@@ -161,9 +182,17 @@ def main():
     a.add_argument("--s3s-fs", default=os.path.expanduser("~/.cache/lifeboat-test-tools/bin/s3s-fs"))
     a.add_argument("--secs", type=float, default=30)
     a.add_argument("--rate", type=float, default=200)
+    a.add_argument("--part", choices=("all", "rpo", "impact"), default="all")
     o = a.parse_args()
     lb = os.path.realpath(o.lb)
     print(f"lifeboat {lb}; {os.cpu_count()} cores; sync interval 1s; {o.rate:.0f} tx/s for {o.secs:.0f}s")
+    if o.part != "impact":
+        rpo(lb, o)
+    if o.part != "rpo":
+        writer_impact(lb)
+
+
+def rpo(lb, o):
     print("\nRPO: commit-to-durable lag (target p99 <= 1.5 s)")
     print(f"{'repository':<12} {'shape':<6} {'tx/s':>7} {'p50 s':>7} {'p99 s':>7} {'max s':>7}")
     s3 = S3(o.s3s_fs, tempfile.mkdtemp(prefix="lb-s3-"))
@@ -174,12 +203,17 @@ def main():
     finally:
         s3.stop()
         shutil.rmtree(os.path.dirname(s3.data))
+
+
+def writer_impact(lb):
     print("\nWriter impact: unpaced writer, synchronous=NORMAL, 3 alternations of 10 s (target >= 90 %)")
-    print(f"{'shape':<6} {'off tx/s':>9} {'on tx/s':>9} {'ratio':>7}   runs off / on")
+    print("(reader: no replication, only a read transaction held by another process, taken again every second)")
+    print(f"{'shape':<6} {'off tx/s':>9} {'reader':>9} {'ratio':>7} {'on tx/s':>9} {'ratio':>7}   runs off / reader / on")
     for shape in ("rows", "blobs"):
-        off, on, offs, ons = impact(lb, shape, 10)
-        runs = " ".join(f"{x:.0f}" for x in offs) + " / " + " ".join(f"{x:.0f}" for x in ons)
-        print(f"{shape:<6} {off:9.0f} {on:9.0f} {on / off:7.1%}   {runs}", flush=True)
+        med, runs = impact(lb, shape, 10)
+        off = med["off"]
+        each = " / ".join(" ".join(f"{x:.0f}" for x in runs[m]) for m in ("off", "reader", "on"))
+        print(f"{shape:<6} {off:9.0f} {med['reader']:9.0f} {med['reader'] / off:7.1%} {med['on']:9.0f} {med['on'] / off:7.1%}   {each}", flush=True)
 
 
 if __name__ == "__main__":

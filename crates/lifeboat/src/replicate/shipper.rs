@@ -3,13 +3,15 @@
 //!
 //! Checkpoint control (as Litestream does, without RESTART): connection `read` holds a read
 //! transaction at all times, so SQLite cannot reset the WAL past frames not yet shipped (a
-//! reader with a read mark blocks the reset; a reader on a fully checkpointed WAL blocks any
-//! further checkpoint, so at most one reset can happen, of frames it already saw). Its own
-//! PASSIVE checkpoint runs with connection `write` holding the write lock: everything
-//! committed is shipped, the read transaction is released for the checkpoint and taken again,
-//! and only then may writers go on. A WAL larger than `truncate_wal_bytes` gets a TRUNCATE
-//! checkpoint instead (it needs the write lock itself): `PRAGMA data_version` before and after
-//! tells whether a commit slipped in between, and if one did, a new generation starts.
+//! reader with a read mark blocks the reset; a reader on a fully checkpointed WAL, read mark 0,
+//! blocks any further checkpoint, so at most one reset can happen, of frames it already saw).
+//! Its own PASSIVE checkpoint (`checkpoint.rs`) runs with connection `write` holding the write
+//! lock: everything committed is shipped, the read transaction is released for the checkpoint
+//! and taken again, and only then may writers go on. A WAL larger than `truncate_wal_bytes`
+//! gets a TRUNCATE checkpoint instead (it needs the write lock itself): `PRAGMA data_version`
+//! before and after tells whether a commit slipped in between, and if one did, a new generation
+//! starts. A reset is followed only when it is proven to come right after the last shipped
+//! frame (`scan_new`); anything else is a break.
 
 use std::path::PathBuf;
 use std::sync::Arc;
