@@ -9,11 +9,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::{config, lines_with, small_db, wait_for_or, Daemon};
 use common::receiver::Receiver;
+use common::replicating::{prefix, Writer};
 use common::s3::{S3Server, BUCKET, KEY, SECRET};
 use common::*;
 
@@ -47,60 +48,6 @@ fn wal_db(path: &Path) {
         path,
         "PRAGMA journal_mode=WAL; CREATE TABLE c(n INTEGER, k INTEGER, v BLOB);",
     );
-}
-
-struct Writer {
-    child: Child,
-    log: PathBuf,
-    stop: PathBuf,
-}
-
-impl Writer {
-    fn start(db: &Path) -> Writer {
-        let log = db.with_extension("log");
-        let stop = db.with_extension("stop");
-        let child = Command::new("python3")
-            .args(["-c", WRITER])
-            .arg(db)
-            .arg(&log)
-            .arg(&stop)
-            .spawn()
-            .unwrap();
-        Writer { child, log, stop }
-    }
-
-    fn commits(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
-    }
-
-    fn finish(mut self) -> usize {
-        std::fs::write(&self.stop, "").unwrap();
-        assert!(self.child.wait().unwrap().success());
-        self.commits()
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        let _ = std::fs::write(&self.stop, "");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The highest commit a restored database holds, checking that it holds exactly commits
-/// 1..=k (the deletes aside: every commit keeps its first row).
-fn prefix(db: &Path) -> u64 {
-    let got = sqlite3(db, "SELECT DISTINCT n FROM c ORDER BY n");
-    let mut k = 0;
-    for n in got.lines().filter(|l| !l.is_empty()) {
-        let n: u64 = n.parse().unwrap();
-        assert_eq!(n, k + 1, "{}: commit {} missing", db.display(), k + 1);
-        k = n;
-    }
-    k
 }
 
 fn restore_latest(d: &Path, db: &str, env: &[(&str, String)]) -> PathBuf {
@@ -183,7 +130,7 @@ fn the_daemon_replicates_a_fleet_and_refuses_a_database_not_in_wal_mode() {
     );
     let writers: Vec<Writer> = ["a.db", "b.db", "tenants/t1.db", "tenants/t2.db"]
         .iter()
-        .map(|p| Writer::start(&d.join(p)))
+        .map(|p| Writer::start(&d.join(p), WRITER))
         .collect();
     std::thread::sleep(Duration::from_secs(4));
     // Lag is published per database while the writers go on.
@@ -322,7 +269,7 @@ fn a_stalled_replication_is_told_once_and_its_recovery_too() {
         &mut || daemon.log().contains("replicating"),
         || daemon.log(),
     );
-    let writer = Writer::start(&d.join("shop.db"));
+    let writer = Writer::start(&d.join("shop.db"), WRITER);
     std::thread::sleep(Duration::from_secs(2));
     // The repository goes away while the writer commits.
     s3.kill();
@@ -381,7 +328,7 @@ fn two_daemons_replicate_each_database_once_and_kill_9_hands_it_over() {
     let second = Daemon::start(d, "second", &[], &[]);
     let writers: Vec<Writer> = ["x.db", "y.db"]
         .iter()
-        .map(|p| Writer::start(&d.join(p)))
+        .map(|p| Writer::start(&d.join(p), WRITER))
         .collect();
     std::thread::sleep(Duration::from_secs(3));
     // The second leaves them alone while the first holds their leases.
@@ -443,7 +390,7 @@ fn kill_9_of_the_daemon_mid_write_and_a_restart_resume_with_exact_restores() {
         &mut || first.log().contains("replicating"),
         || first.log(),
     );
-    let writer = Writer::start(&d.join("shop.db"));
+    let writer = Writer::start(&d.join("shop.db"), WRITER);
     let mut instants = Vec::new();
     std::thread::sleep(Duration::from_millis(1500));
     instants.push(chrono::Utc::now());

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use common::daemon::{lines_with, wait_for_or, Daemon};
+use common::replicating::prefix;
 use common::*;
 
 /// Commits numbered transactions (1 to 20 rows, some deletes) to the databases given, in a
@@ -89,18 +90,6 @@ impl Drop for Writer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The highest commit a restored database holds, checking that it holds exactly 1..=k.
-fn prefix(db: &Path) -> u64 {
-    let got = sqlite3(db, "SELECT DISTINCT n FROM c ORDER BY n");
-    let mut k = 0;
-    for n in got.lines().filter(|l| !l.is_empty()) {
-        let n: u64 = n.parse().unwrap();
-        assert_eq!(n, k + 1, "{}: commit {} missing", db.display(), k + 1);
-        k = n;
-    }
-    k
 }
 
 /// Whether `restore --at latest` of `db` (while the daemon runs) equals `source` by sqldiff.

@@ -9,12 +9,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::daemon::{config, lines_with, wait_for_or, Daemon};
 use common::receiver::Receiver;
+use common::replicating::{prefix, Writer};
 use common::*;
 
 /// The event of every webhook body received, in order.
@@ -48,58 +47,6 @@ with open(log, "w") as out:
         out.flush()
         time.sleep(random.choice([0.01, 0.05]))
 "#;
-
-struct Writer {
-    child: Child,
-    log: PathBuf,
-    stop: PathBuf,
-}
-
-impl Writer {
-    fn start(db: &Path) -> Writer {
-        let (log, stop) = (db.with_extension("log"), db.with_extension("stop"));
-        let child = Command::new("python3")
-            .args(["-c", WRITER])
-            .arg(db)
-            .arg(&log)
-            .arg(&stop)
-            .spawn()
-            .unwrap();
-        Writer { child, log, stop }
-    }
-
-    fn commits(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
-    }
-
-    fn finish(mut self) -> usize {
-        std::fs::write(&self.stop, "").unwrap();
-        assert!(self.child.wait().unwrap().success());
-        self.commits()
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        let _ = std::fs::write(&self.stop, "");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The highest commit a restored database holds, checking it holds exactly commits 1..=k.
-fn prefix(db: &Path) -> u64 {
-    let got = sqlite3(db, "SELECT DISTINCT n FROM c ORDER BY n");
-    let mut k = 0;
-    for n in got.lines().filter(|l| !l.is_empty()) {
-        let n: u64 = n.parse().unwrap();
-        assert_eq!(n, k + 1, "{}: commit {} missing", db.display(), k + 1);
-        k = n;
-    }
-    k
-}
 
 fn both(first: &Daemon, second: &Daemon) -> String {
     format!("first:\n{}\nsecond:\n{}", first.log(), second.log())
@@ -141,7 +88,7 @@ fn a_daemon_frozen_past_its_lease_keeps_its_chain_and_the_other_tells_the_stall(
         &mut || second.log().contains("replicated by another daemon"),
         || second.log(),
     );
-    let writer = Writer::start(&db);
+    let writer = Writer::start(&db, WRITER);
     std::thread::sleep(Duration::from_secs(2));
     // The holder freezes (a VM paused, a process stopped) past its lease.
     first.signal("-STOP");

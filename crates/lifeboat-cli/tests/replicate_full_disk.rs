@@ -10,11 +10,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::daemon::{lines_with, wait_for_or, Daemon};
 use common::receiver::Receiver;
+use common::replicating::{prefix, Writer};
 use common::*;
 
 /// A tmpfs of `size` mounted at `at` for the life of the value (unmounted when dropped, also
@@ -116,64 +117,11 @@ with open(log, "w") as out:
         time.sleep(random.choice([0.01, 0.03]))
 "#;
 
-struct Writer {
-    child: Child,
-    log: PathBuf,
-    stop: PathBuf,
-}
-
-impl Writer {
-    fn start(db: &Path) -> Writer {
-        let (log, stop) = (db.with_extension("log"), db.with_extension("stop"));
-        let child = Command::new("python3")
-            .args(["-c", WRITER])
-            .arg(db)
-            .arg(&log)
-            .arg(&stop)
-            .spawn()
-            .unwrap();
-        Writer { child, log, stop }
-    }
-
-    fn commits(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
-    }
-
-    fn finish(mut self) -> usize {
-        std::fs::write(&self.stop, "").unwrap();
-        assert!(self.child.wait().unwrap().success());
-        self.commits()
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        let _ = std::fs::write(&self.stop, "");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn wal_db(path: &Path) {
     sqlite3(
         path,
         "PRAGMA journal_mode=WAL; CREATE TABLE c(n INTEGER, k INTEGER, v BLOB);",
     );
-}
-
-/// The highest commit a restored database holds, checking it holds exactly commits 1..=k (rows
-/// loaded before the writer started are `n = 0`).
-fn prefix(db: &Path) -> u64 {
-    let got = sqlite3(db, "SELECT DISTINCT n FROM c WHERE n > 0 ORDER BY n");
-    let mut k = 0;
-    for n in got.lines().filter(|l| !l.is_empty()) {
-        let n: u64 = n.parse().unwrap();
-        assert_eq!(n, k + 1, "{}: commit {} missing", db.display(), k + 1);
-        k = n;
-    }
-    k
 }
 
 fn restore_latest(d: &Path, to: &str) -> PathBuf {
@@ -212,7 +160,7 @@ fn compact_on_a_full_disk_fails_cleanly_and_compacts_once_space_is_freed() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let writer = Writer::start(&db);
+    let writer = Writer::start(&db, WRITER);
     std::thread::sleep(Duration::from_secs(7));
     let commits = writer.finish();
     std::thread::sleep(Duration::from_millis(700));
@@ -322,7 +270,7 @@ fn the_daemon_on_a_full_disk_stalls_loudly_and_recovers_by_itself() {
         &mut || daemon.log().contains("replicating") && daemon.metrics_addr().is_some(),
         || daemon.log(),
     );
-    let writer = Writer::start(&db);
+    let writer = Writer::start(&db, WRITER);
     std::thread::sleep(Duration::from_secs(2));
     small.fill();
     let at_fill = writer.commits();
@@ -405,7 +353,7 @@ fn the_daemon_starting_on_a_full_disk_waits_loudly_for_its_first_snapshot() {
     )
     .unwrap();
     small.fill_leaving(256 << 10);
-    let writer = Writer::start(&db);
+    let writer = Writer::start(&db, WRITER);
     let mut daemon = Daemon::start(d, "d", &["--metrics-addr", "127.0.0.1:0"], &[]);
     wait_for_or(
         "replication.stalled",

@@ -1,7 +1,9 @@
-//! Helpers shared by the replication tests: times as the writers log them, and stopping a
-//! `lifeboat replicate` the way an operator does.
+//! Helpers shared by the replication tests: times as the writers log them, stopping a
+//! `lifeboat replicate` the way an operator does, and a python writer process with the check
+//! that a restore holds an exact prefix of its commits.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,4 +41,62 @@ pub fn stop_replicator(child: Child) -> String {
         stderr(&out)
     );
     stdout(&out) + &stderr(&out)
+}
+
+/// A python writer process (`script` takes the database, a log and a stop file): it commits
+/// numbered transactions until the stop file exists, logging each commit's number.
+pub struct Writer {
+    child: Child,
+    log: PathBuf,
+    stop: PathBuf,
+}
+
+impl Writer {
+    pub fn start(db: &Path, script: &str) -> Writer {
+        let (log, stop) = (db.with_extension("log"), db.with_extension("stop"));
+        let child = Command::new("python3")
+            .args(["-c", script])
+            .arg(db)
+            .arg(&log)
+            .arg(&stop)
+            .spawn()
+            .unwrap();
+        Writer { child, log, stop }
+    }
+
+    /// The commits logged so far.
+    pub fn commits(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Stop it; the commits it made.
+    pub fn finish(mut self) -> usize {
+        std::fs::write(&self.stop, "").unwrap();
+        assert!(self.child.wait().unwrap().success());
+        self.commits()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.stop, "");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The highest commit a restored database holds, checking that it holds exactly commits
+/// 1..=k of table `c` (column `n`, the commit's number; rows loaded before the writer started
+/// are `n = 0`).
+pub fn prefix(db: &Path) -> u64 {
+    let got = super::sqlite3(db, "SELECT DISTINCT n FROM c WHERE n > 0 ORDER BY n");
+    let mut k = 0;
+    for n in got.lines().filter(|l| !l.is_empty()) {
+        let n: u64 = n.parse().unwrap();
+        assert_eq!(n, k + 1, "{}: commit {} missing", db.display(), k + 1);
+        k = n;
+    }
+    k
 }
