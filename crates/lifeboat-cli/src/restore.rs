@@ -229,24 +229,17 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 earlier.display()
             ));
         }
-        if let Some(aside) = &report.moved_aside {
-            ctx.out.line(format!(
-                "previous database moved aside to {}",
-                aside.display()
-            ));
-        }
-        let event = Event::new(
-            RESTORE_DONE,
-            &m.database,
-            &format!("restored {} to {}", m.id, report.target.display()),
-        )
-        .with_backup(&m.id)
-        .with_details(serde_json::json!({
-            "target": report.target.display().to_string(),
-            "moved_aside": report.moved_aside.as_ref().map(|p| p.display().to_string()),
-            "duration_ms": report.duration_ms,
-        }));
-        repo.log_event_best_effort(&m.database, &event).await;
+        let placed = Placed {
+            db: &m.database,
+            backup: &m.id,
+            target: &report.target,
+            moved_aside: report.moved_aside.as_deref(),
+            duration_ms: report.duration_ms,
+        };
+        let summary = format!("restored {} to {}", m.id, report.target.display());
+        placed
+            .tell(ctx, &repo, &summary, serde_json::json!({}))
+            .await;
         ctx.out.line(format!(
             "restored {} {} to {}  {}  {} tables  {} rows  checked ({})  {}",
             m.database,
@@ -264,4 +257,44 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     doc["selection"] = selection.to_json();
     ctx.out.json(&doc);
     Ok(0)
+}
+
+/// A restore placed at its target: the old file's new name said, and the restore logged as an
+/// event in the repository.
+pub(crate) struct Placed<'a> {
+    pub db: &'a str,
+    pub backup: &'a str,
+    pub target: &'a std::path::Path,
+    pub moved_aside: Option<&'a std::path::Path>,
+    pub duration_ms: u64,
+}
+
+impl Placed<'_> {
+    /// `more`: the event's details beyond the target, the old file and the duration.
+    pub async fn tell(
+        &self,
+        ctx: &Ctx,
+        repo: &lifeboat::repo::Repository,
+        summary: &str,
+        more: serde_json::Value,
+    ) {
+        if let Some(aside) = self.moved_aside {
+            ctx.out.line(format!(
+                "previous database moved aside to {}",
+                aside.display()
+            ));
+        }
+        let mut details = serde_json::json!({
+            "target": self.target.display().to_string(),
+            "moved_aside": self.moved_aside.map(|p| p.display().to_string()),
+            "duration_ms": self.duration_ms,
+        });
+        if let (Some(d), serde_json::Value::Object(more)) = (details.as_object_mut(), more) {
+            d.extend(more);
+        }
+        let event = Event::new(RESTORE_DONE, self.db, summary)
+            .with_backup(self.backup)
+            .with_details(details);
+        repo.log_event_best_effort(self.db, &event).await;
+    }
 }

@@ -8,7 +8,6 @@ use crate::{secs, Ctx};
 use lifeboat::error::{Result, ResultExt};
 use lifeboat::replicate::layout::windows;
 use lifeboat::replicate::{choose, restore_point, PitrTarget};
-use lifeboat::repo::events::{Event, RESTORE_DONE};
 use lifeboat::repo::manifest::human_size;
 use lifeboat::repo::Repository;
 use lifeboat::restore::to_file::RestoreOptions;
@@ -54,31 +53,21 @@ pub async fn run(
             report.seq, report.generation, report.tables.len(), report.rows, secs(report.duration_ms)
         ));
     } else {
-        if let Some(aside) = &report.moved_aside {
-            ctx.out.line(format!(
-                "previous database moved aside to {}",
-                aside.display()
-            ));
-        }
-        let event = Event::new(
-            RESTORE_DONE,
+        let placed = crate::restore::Placed {
             db,
-            &format!(
-                "restored commit {} of generation {} to {}",
-                report.seq,
-                report.generation,
-                report.target.display()
-            ),
-        )
-        .with_backup(&report.snapshot)
-        .with_details(serde_json::json!({
-            "target": report.target.display().to_string(),
-            "moved_aside": report.moved_aside.as_ref().map(|p| p.display().to_string()),
-            "generation": report.generation,
-            "seq": report.seq,
-            "duration_ms": report.duration_ms,
-        }));
-        repo.log_event_best_effort(db, &event).await;
+            backup: &report.snapshot,
+            target: &report.target,
+            moved_aside: report.moved_aside.as_deref(),
+            duration_ms: report.duration_ms,
+        };
+        let summary = format!(
+            "restored commit {} of generation {} to {}",
+            report.seq,
+            report.generation,
+            report.target.display()
+        );
+        let more = serde_json::json!({"generation": report.generation, "seq": report.seq});
+        placed.tell(ctx, repo, &summary, more).await;
         ctx.out.line(format!(
             "restored {db} as of commit {} of generation {} (seen at {at}) to {}: {} + {} segment(s), {} frame(s)  {}  {} tables  {} rows  checked ({})  {}",
             report.seq,

@@ -454,30 +454,6 @@ mod tests {
         parse_name(&name).unwrap()
     }
 
-    fn generation() -> Generation {
-        let at = DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z")
-            .unwrap()
-            .to_utc();
-        Generation {
-            format_version: 1,
-            id: "gen-x".into(),
-            database: "d".into(),
-            created_at: at,
-            reason: "first run".into(),
-            snapshot: "backup-x".into(),
-            source_path: "/d.db".into(),
-            inode: 1,
-            page_size: 4096,
-            start: Link {
-                seq: 0,
-                position: None,
-            },
-            base_seq: 1,
-            base_at: at,
-            quiet: None,
-        }
-    }
-
     fn names(groups: &[Vec<SegmentName>]) -> Vec<Vec<(u64, u64)>> {
         (groups.iter())
             .map(|g| g.iter().map(|p| (p.first_seq, p.last_seq)).collect())
@@ -486,7 +462,7 @@ mod tests {
 
     #[test]
     fn only_closed_windows_and_never_the_base_segment() {
-        let g = generation();
+        let g = crate::replicate::layout::test_generation(1);
         let span = Duration::from_secs(10);
         // The base segment (1-2), window 0 (3-5), window 1 (6-7), window 2 still open (8).
         let pieces = vec![
@@ -532,7 +508,7 @@ mod tests {
 
     #[test]
     fn shipped_segments_go_when_old_and_compacted_never_the_newest() {
-        let g = generation();
+        let g = crate::replicate::layout::test_generation(1);
         let listed = vec![
             seg(1, 2, 1, 0),
             seg(3, 4, 2, 0),

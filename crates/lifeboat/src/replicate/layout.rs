@@ -511,3 +511,30 @@ pub fn local_staging(repo: &Repository, db: &str) -> Vec<Staged> {
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
+
+/// A generation for unit tests: created 2026-12-02T10:00:00Z, 4 KiB pages, its restores
+/// starting after `base_seq` commits.
+#[cfg(test)]
+pub(crate) fn test_generation(base_seq: u64) -> Generation {
+    let at = DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z")
+        .unwrap()
+        .to_utc();
+    Generation {
+        format_version: 1,
+        id: "gen-x".into(),
+        database: "d".into(),
+        created_at: at,
+        reason: "first run".into(),
+        snapshot: "backup-x".into(),
+        source_path: "/d.db".into(),
+        inode: 1,
+        page_size: 4096,
+        start: Link {
+            seq: 0,
+            position: None,
+        },
+        base_seq,
+        base_at: at,
+        quiet: None,
+    }
+}

@@ -21,7 +21,7 @@ use crate::replicate::compacted::FULL;
 use crate::replicate::layout::{self, Generation, Window};
 use crate::repo::Repository;
 use crate::restore::to_file::{start_filling, RestoreOptions};
-use crate::source::sqlite::{inspect, open_image, IntegrityCheck};
+use crate::source::sqlite::IntegrityCheck;
 
 /// What to restore to.
 #[derive(Debug, Clone, Copy)]
@@ -213,23 +213,5 @@ pub(crate) async fn snapshot_manifest(
 /// SQLite's own check of the result, and its row counts.
 fn check_result(path: &Path, level: IntegrityCheck) -> Result<crate::source::sqlite::ImageInfo> {
     let corrupt = |m: String| Error::new(Kind::Corrupt, format!("restored image: {m}"));
-    let pragma = match level {
-        IntegrityCheck::Quick => "PRAGMA quick_check",
-        IntegrityCheck::Full => "PRAGMA integrity_check",
-    };
-    // SQLite's check and the row counts read the same pages: side by side, as a restore does.
-    let (checked, info) = std::thread::scope(|s| {
-        let check = s.spawn(|| -> rusqlite::Result<String> {
-            open_image(path)?.query_row(pragma, [], |r| r.get(0))
-        });
-        let info = open_image(path).and_then(|c| inspect(&c));
-        (check.join(), info)
-    });
-    let got = checked
-        .map_err(|_| Error::new(Kind::Internal, "integrity check thread panicked"))?
-        .map_err(|e| corrupt(format!("{pragma}: {e}")))?;
-    if got != "ok" {
-        return Err(corrupt(format!("{pragma}: {got}")));
-    }
-    info.map_err(|e| corrupt(e.to_string()))
+    crate::restore::to_file::check_and_count(path, level, corrupt, "check the restored image")
 }

@@ -440,37 +440,7 @@ impl Drop for PendingCheck {
 pub fn check_image(path: &Path, m: &Manifest, level: IntegrityCheck) -> Result<()> {
     let corrupt =
         |msg: String| Error::new(Kind::Corrupt, format!("backup {} is corrupt: {msg}", m.id));
-    let pragma = match level {
-        IntegrityCheck::Quick => "PRAGMA quick_check",
-        IntegrityCheck::Full => "PRAGMA integrity_check",
-    };
-    // SQLite's check and the row counts read the same pages: run them side by side.
-    let (checked, info) = std::thread::scope(|s| {
-        let check = s.spawn(|| -> rusqlite::Result<String> {
-            open_image(path)?.query_row(pragma, [], |r| r.get(0))
-        });
-        let info = open_image(path).and_then(|c| inspect(&c));
-        (check.join(), info)
-    });
-    // Only what SQLite says about the image's content is the backup's fault; a full scratch
-    // disk or an I/O error is the machine's.
-    let failed = |what: &str, e: rusqlite::Error| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseCorrupt) | Some(rusqlite::ErrorCode::NotADatabase) => {
-            corrupt(format!("{what}: {e}"))
-        }
-        _ => Error::sqlite(
-            Kind::Internal,
-            format!("check backup {}: {what} ({})", m.id, path.display()),
-            e,
-        ),
-    };
-    let first = checked
-        .map_err(|_| Error::new(Kind::Internal, "integrity check thread panicked"))?
-        .map_err(|e| failed(pragma, e))?;
-    if first != "ok" {
-        return Err(corrupt(format!("{pragma}: {first}")));
-    }
-    let info = info.map_err(|e| failed("reading image", e))?;
+    let info = check_and_count(path, level, corrupt, &format!("check backup {}", m.id))?;
     if info.tables != m.tables {
         let diff = m
             .tables
@@ -487,6 +457,46 @@ pub fn check_image(path: &Path, m: &Manifest, level: IntegrityCheck) -> Result<(
         return Err(corrupt("schema hash differs from the manifest".into()));
     }
     Ok(())
+}
+
+/// SQLite's own check of an image (`quick_check` or `integrity_check`) and its row counts, run
+/// side by side (they read the same pages). What SQLite says about the content is an error made
+/// by `corrupt`; any other failure (a full scratch disk, an I/O error) is the machine's, said
+/// with `step`.
+pub fn check_and_count(
+    path: &Path,
+    level: IntegrityCheck,
+    corrupt: impl Fn(String) -> Error,
+    step: &str,
+) -> Result<crate::source::sqlite::ImageInfo> {
+    let pragma = match level {
+        IntegrityCheck::Quick => "PRAGMA quick_check",
+        IntegrityCheck::Full => "PRAGMA integrity_check",
+    };
+    let (checked, info) = std::thread::scope(|s| {
+        let check = s.spawn(|| -> rusqlite::Result<String> {
+            open_image(path)?.query_row(pragma, [], |r| r.get(0))
+        });
+        let info = open_image(path).and_then(|c| inspect(&c));
+        (check.join(), info)
+    });
+    let failed = |what: &str, e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) | Some(rusqlite::ErrorCode::NotADatabase) => {
+            corrupt(format!("{what}: {e}"))
+        }
+        _ => Error::sqlite(
+            Kind::Internal,
+            format!("{step}: {what} ({})", path.display()),
+            e,
+        ),
+    };
+    let first = checked
+        .map_err(|_| Error::new(Kind::Internal, "integrity check thread panicked"))?
+        .map_err(|e| failed(pragma, e))?;
+    if first != "ok" {
+        return Err(corrupt(format!("{pragma}: {first}")));
+    }
+    info.map_err(|e| failed("reading image", e))
 }
 
 #[derive(Debug, Clone)]

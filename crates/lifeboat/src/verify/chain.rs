@@ -236,34 +236,13 @@ fn one_line(e: &Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replicate::layout::Generation;
-    use crate::replicate::segment::{parse_name, Link};
+    use crate::replicate::segment::parse_name;
 
     fn window(names: &[&str]) -> Window {
         let mut pieces: Vec<_> = names.iter().map(|n| parse_name(n).unwrap()).collect();
         pieces.sort_by_key(|p| (p.first_seq, std::cmp::Reverse(p.last_seq)));
-        let at = DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z")
-            .unwrap()
-            .to_utc();
         Window {
-            generation: Generation {
-                format_version: 1,
-                id: "gen-x".into(),
-                database: "d".into(),
-                created_at: at,
-                reason: "first run".into(),
-                snapshot: "backup-x".into(),
-                source_path: "/d.db".into(),
-                inode: 1,
-                page_size: 4096,
-                start: Link {
-                    seq: 0,
-                    position: None,
-                },
-                base_seq: 0,
-                base_at: at,
-                quiet: None,
-            },
+            generation: layout::test_generation(0),
             segments: layout::plan(&pieces, 1, |_| true)
                 .into_iter()
                 .cloned()
