@@ -42,7 +42,9 @@ impl Replicator {
             Ok((_, None)) => self
                 .end_read()
                 .and_then(|()| passive_to_the_end(&self.read).map_err(&e))
-                .and_then(|()| self.begin_read_shipped()),
+                .and_then(|()| self.begin_read_shipped())
+                // Under the write lock: nothing came after the frames just shipped.
+                .map(|()| self.read_covered = true),
             _ => Ok(()),
         };
         let _ = self.write.execute_batch("ROLLBACK");
@@ -95,8 +97,9 @@ impl Replicator {
     /// bulk of a checkpoint's copying, with the application's writers going on, so the part
     /// under the write lock copies only what they wrote meanwhile.
     ///
-    /// It ships first, so every frame `read` could see is shipped. The new read transaction is taken on `write` before `read` lets
-    /// go, so one is held throughout: a read mark past 0 forbids any reset, and read mark 0
+    /// It ships first, unless a ship ended since `read` took its read transaction, so every
+    /// frame `read` can see is shipped. The new read transaction is taken on `write` before
+    /// `read` lets go, so one is held throughout: a read mark past 0 forbids any reset, and read mark 0
     /// (taken on a WAL fully copied, which `read`'s mark kept from going past shipped frames)
     /// forbids any checkpoint, so a reset can only follow the shipped end. The checkpoint then
     /// copies every frame up to `write`'s mark, and they are all shipped before `read` reads
@@ -104,9 +107,13 @@ impl Replicator {
     /// read mark 0, which lets the next writer reset the WAL over them.
     pub(super) async fn checkpoint_ahead(&mut self) -> Result<(SyncReport, Option<String>)> {
         let e = db_err(format!("checkpoint {}", self.source.path.display()));
-        let (mut report, broke) = self.ship().await?;
-        if broke.is_some() {
-            return Ok((report, broke));
+        let mut report = SyncReport::default();
+        if !self.read_covered {
+            let broke;
+            (report, broke) = self.ship().await?;
+            if broke.is_some() {
+                return Ok((report, broke));
+            }
         }
         // Else `write` still holds the read transaction a failed call left it.
         if self.write.is_autocommit() {

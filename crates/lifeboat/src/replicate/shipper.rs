@@ -105,6 +105,8 @@ pub struct Replicator {
     /// Where the chain stood when `read` took its read transaction with every frame up to the
     /// WAL's end shipped: a reset under that transaction then lost nothing (see `scan_new`).
     pub(super) read_from: Option<Position>,
+    /// Every frame `read`'s transaction can see is shipped (a ship ended after it began).
+    pub(super) read_covered: bool,
     /// One replicator per database file on this machine.
     _lock: TargetLock,
     /// Nothing else in this process opens the file outside SQLite while this holds it.
@@ -152,6 +154,7 @@ impl Replicator {
             since_checkpoint: (0, Instant::now()),
             cookie: None,
             read_from: None,
+            read_covered: false,
             _lock: lock,
             held,
         };
@@ -185,6 +188,7 @@ impl Replicator {
     /// Hold a read transaction on `read` (a statement must run for it to take its read mark).
     pub(super) fn begin_read(&mut self) -> Result<()> {
         self.read_from = None;
+        self.read_covered = false;
         let e = db_err(format!("database {}", self.source.path.display()));
         if !self.read.is_autocommit() {
             self.read.execute_batch("COMMIT").map_err(&e)?;
@@ -451,7 +455,10 @@ impl Replicator {
         };
         let scan = match self.scan_new(&link)? {
             Ok(Some(s)) if !s.commits.is_empty() => s,
-            Ok(_) => return Ok((report, None)),
+            Ok(_) => {
+                self.read_covered = true;
+                return Ok((report, None));
+            }
             Err(reason) => return Ok((report, Some(reason))),
         };
         let limit = self.opts.segment_frames.max(1);
@@ -531,6 +538,7 @@ impl Replicator {
             }
             (rest, from, done) = (&rest[take..], end, last.end);
         }
+        self.read_covered = true;
         Ok((report, None))
     }
 
