@@ -1,0 +1,181 @@
+//! A replicator restarted on a WAL its own last checkpoint had fully copied must go on with
+//! the chain when the application's next commit resets the WAL, however long that commit is:
+//! nothing after the chain's last frame was lost, so a new generation there (a full snapshot,
+//! told as "the WAL was reset over frames lifeboat had not shipped") is a false alarm. The
+//! application keeps its connection open throughout, as a real one does (a closed last
+//! connection would make SQLite recover the WAL index and forget the checkpoint).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use common::replicating::stop_replicator;
+use common::*;
+
+/// The application: one connection, kept open; each line on stdin is a blob size to insert
+/// in one transaction, answered with `ok` once committed.
+const APP: &str = r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+c.execute("SELECT count(*) FROM t").fetchone()
+print("ok", flush=True)
+for line in sys.stdin:
+    c.execute("INSERT INTO t VALUES (randomblob(?))", (int(line),))
+    print("ok", flush=True)
+"#;
+
+struct App {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+}
+
+impl App {
+    fn start(db: &Path) -> App {
+        let mut child = Command::new("python3")
+            .args(["-c", APP])
+            .arg(db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut app = App { child, stdin, out };
+        app.answer();
+        app
+    }
+
+    fn answer(&mut self) {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ok", "the application failed");
+    }
+
+    fn commit(&mut self, bytes: usize) {
+        writeln!(self.stdin, "{bytes}").unwrap();
+        self.answer();
+    }
+
+    fn stop(mut self) {
+        drop(self.stdin);
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+/// `lifeboat replicate` checkpointing after every frame, its debug log in `log`.
+fn replicator(d: &Path, log: &Path) -> Child {
+    cmd(d)
+        .env("LIFEBOAT_LOG", "lifeboat=debug")
+        .args([
+            "replicate",
+            "--db",
+            "app.db",
+            "--repo",
+            "repo",
+            "--sync-interval",
+            "100ms",
+            "--checkpoint-frames",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for(log: &Path, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(text)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {text:?} in {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pitr(d: &Path) -> String {
+    ok(d, &["list", "--pitr", "--db", "app", "--repo", "repo"])
+}
+
+fn restart_then_a_long_commit(sigkill: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db: PathBuf = d.join("app.db");
+    sqlite3(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x);");
+    let mut app = App::start(&db);
+
+    let log0 = d.join("rep0.log");
+    let mut rep = replicator(d, &log0);
+    wait_for(&log0, "generation started");
+    // A commit of a few frames, shipped and checkpointed: the WAL is fully copied.
+    app.commit(20_000);
+    wait_for(&log0, "checkpoint database=app");
+    if sigkill {
+        rep.kill().unwrap();
+        rep.wait().unwrap();
+    } else {
+        stop_replicator(rep);
+    }
+
+    let log1 = d.join("rep1.log");
+    rep = replicator(d, &log1);
+    wait_for(&log1, "resuming the chain");
+    // The next commit resets the WAL and, at 1 MB, overwrites every frame the old WAL had.
+    app.commit(1_000_000);
+    // Until commit 2 is restorable, or a new generation started.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = pitr(d);
+        if l.contains("..2 ") || l.matches("gen-").count() > 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{l}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_replicator(rep);
+    app.stop();
+
+    let list = pitr(d);
+    let gens: Vec<&str> = list.lines().filter(|l| l.contains("gen-")).collect();
+    assert_eq!(
+        gens.len(),
+        1,
+        "a needless new generation after a restart:\n{list}\n{}",
+        std::fs::read_to_string(&log1).unwrap()
+    );
+    let latest = d.join("latest.db");
+    ok(
+        d,
+        &[
+            "restore",
+            "--db",
+            "app",
+            "--repo",
+            "repo",
+            "--at",
+            "latest",
+            "--to",
+            latest.to_str().unwrap(),
+        ],
+    );
+    assert_same_db(&db, &latest);
+}
+
+#[test]
+fn a_stopped_replicator_goes_on_when_the_first_commit_after_its_restart_resets_the_wal() {
+    restart_then_a_long_commit(false);
+}
+
+#[test]
+fn a_killed_replicator_goes_on_when_the_first_commit_after_its_restart_resets_the_wal() {
+    restart_then_a_long_commit(true);
+}
