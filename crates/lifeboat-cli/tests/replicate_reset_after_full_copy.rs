@@ -1,8 +1,10 @@
-//! A replicator restarted on a WAL its own last checkpoint had fully copied must go on with
-//! the chain when the application's next commit resets the WAL, however long that commit is:
-//! nothing after the chain's last frame was lost, so a new generation there (a full snapshot,
-//! told as "the WAL was reset over frames lifeboat had not shipped") is a false alarm. The
-//! application keeps its connection open throughout, as a real one does (a closed last
+//! A replicator whose read transaction was taken on a fully copied WAL (read mark 0, which
+//! lets the next writer reset the WAL) must follow that reset, however long the commit that
+//! overwrites the old WAL is: nothing after the WAL's end was lost. Two such starts: a restart
+//! after its own checkpoint (a new generation told as "the WAL was reset over frames lifeboat
+//! had not shipped" is then a false alarm and a needless snapshot), and a first run on a WAL
+//! the application checkpointed (the replicator must not fail while its snapshot is taken).
+//! The application keeps its connection open throughout, as a real one does (a closed last
 //! connection would make SQLite recover the WAL index and forget the checkpoint).
 
 mod common;
@@ -23,7 +25,10 @@ c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
 c.execute("SELECT count(*) FROM t").fetchone()
 print("ok", flush=True)
 for line in sys.stdin:
-    c.execute("INSERT INTO t VALUES (randomblob(?))", (int(line),))
+    if line.strip() == "checkpoint":
+        assert c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0] == 0
+    else:
+        c.execute("INSERT INTO t VALUES (randomblob(?))", (int(line),))
     print("ok", flush=True)
 "#;
 
@@ -57,6 +62,11 @@ impl App {
 
     fn commit(&mut self, bytes: usize) {
         writeln!(self.stdin, "{bytes}").unwrap();
+        self.answer();
+    }
+
+    fn checkpoint(&mut self) {
+        writeln!(self.stdin, "checkpoint").unwrap();
         self.answer();
     }
 
@@ -178,4 +188,62 @@ fn a_stopped_replicator_goes_on_when_the_first_commit_after_its_restart_resets_t
 #[test]
 fn a_killed_replicator_goes_on_when_the_first_commit_after_its_restart_resets_the_wal() {
     restart_then_a_long_commit(true);
+}
+
+#[test]
+fn a_first_run_on_a_checkpointed_wal_survives_a_commit_during_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db: PathBuf = d.join("app.db");
+    // 200 MB, so the snapshot takes a while: the application commits meanwhile.
+    sqlite3(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) \
+         INSERT INTO t SELECT randomblob(1000000) FROM n;",
+    );
+    let mut app = App::start(&db);
+    app.commit(20_000);
+    app.checkpoint();
+
+    let log = d.join("rep.log");
+    let mut rep = replicator(d, &log);
+    wait_for(&log, "starting a new generation");
+    // Resets the WAL and overwrites every frame the old one had.
+    app.commit(1_000_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = rep.try_wait().unwrap() {
+            panic!(
+                "the replicator stopped ({status}):\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        let o = run(d, &["list", "--pitr", "--db", "app", "--repo", "repo"]);
+        if stdout(&o).contains("..2 ") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", stdout(&o));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_replicator(rep);
+    app.stop();
+    let list = pitr(d);
+    assert_eq!(list.matches("gen-").count(), 1, "{list}");
+    let latest = d.join("latest.db");
+    ok(
+        d,
+        &[
+            "restore",
+            "--db",
+            "app",
+            "--repo",
+            "repo",
+            "--at",
+            "latest",
+            "--to",
+            latest.to_str().unwrap(),
+        ],
+    );
+    assert_same_db(&db, &latest);
 }
