@@ -247,3 +247,37 @@ fn a_first_run_on_a_checkpointed_wal_survives_a_commit_during_its_snapshot() {
     );
     assert_same_db(&db, &latest);
 }
+
+#[test]
+fn a_first_run_on_a_checkpointed_wal_goes_on_when_the_next_commit_resets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db: PathBuf = d.join("app.db");
+    sqlite3(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x);");
+    let mut app = App::start(&db);
+    // As SQLite's autocheckpoint leaves it: every frame copied, the WAL not reset yet.
+    app.commit(20_000);
+    app.checkpoint();
+    let log = d.join("rep.log");
+    let rep = replicator(d, &log);
+    wait_for(&log, "generation started");
+    app.commit(1_000_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = pitr(d);
+        if l.contains("..2 ") || l.matches("gen-").count() > 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{l}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_replicator(rep);
+    app.stop();
+    let list = pitr(d);
+    assert_eq!(
+        list.matches("gen-").count(),
+        1,
+        "a needless new generation:\n{list}\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
