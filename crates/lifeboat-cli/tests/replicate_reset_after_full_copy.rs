@@ -4,6 +4,9 @@
 //! after its own checkpoint (a new generation told as "the WAL was reset over frames lifeboat
 //! had not shipped" is then a false alarm and a needless snapshot), and a first run on a WAL
 //! the application checkpointed (the replicator must not fail while its snapshot is taken).
+//! Third: lifeboat's own TRUNCATE valve empties the WAL, and a writer connection that never
+//! reset a WAL itself (SQLite's per-connection checkpoint count still 0) then starts the new
+//! WAL with fresh random salts, not salt-1 plus one: the chain must still go on.
 //! The application keeps its connection open throughout, as a real one does (a closed last
 //! connection would make SQLite recover the WAL index and forget the checkpoint).
 
@@ -78,6 +81,10 @@ impl App {
 
 /// `lifeboat replicate` checkpointing after every frame, its debug log in `log`.
 fn replicator(d: &Path, log: &Path) -> Child {
+    replicator_with(d, log, &[])
+}
+
+fn replicator_with(d: &Path, log: &Path, more: &[&str]) -> Child {
     cmd(d)
         .env("LIFEBOAT_LOG", "lifeboat=debug")
         .args([
@@ -91,6 +98,7 @@ fn replicator(d: &Path, log: &Path) -> Child {
             "--checkpoint-frames",
             "1",
         ])
+        .args(more)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -280,4 +288,59 @@ fn a_first_run_on_a_checkpointed_wal_goes_on_when_the_next_commit_resets_it() {
         "a needless new generation:\n{list}\n{}",
         std::fs::read_to_string(&log).unwrap()
     );
+}
+
+#[test]
+fn the_truncate_valve_goes_on_when_a_writer_starts_the_emptied_wal_with_new_salts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db: PathBuf = d.join("app.db");
+    sqlite3(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x);");
+    let mut app = App::start(&db);
+    let log = d.join("rep.log");
+    // A valve of one byte: every WAL with a frame in it gets a TRUNCATE checkpoint.
+    let rep = replicator_with(d, &log, &["--truncate-wal-size", "1"]);
+    wait_for(&log, "generation started");
+    let wal = d.join("app.db-wal");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for n in 1..=3u64 {
+        app.commit(20_000);
+        // Shipped and truncated: the WAL file is empty again.
+        loop {
+            let l = pitr(d);
+            let emptied = std::fs::metadata(&wal)
+                .map(|m| m.len() == 0)
+                .unwrap_or(true);
+            if (l.contains(&format!("..{n} ")) && emptied) || l.matches("gen-").count() > 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{l}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    stop_replicator(rep);
+    app.stop();
+    let list = pitr(d);
+    assert_eq!(
+        list.matches("gen-").count(),
+        1,
+        "a needless new generation after the TRUNCATE valve:\n{list}\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let latest = d.join("latest.db");
+    ok(
+        d,
+        &[
+            "restore",
+            "--db",
+            "app",
+            "--repo",
+            "repo",
+            "--at",
+            "latest",
+            "--to",
+            latest.to_str().unwrap(),
+        ],
+    );
+    assert_same_db(&db, &latest);
 }
