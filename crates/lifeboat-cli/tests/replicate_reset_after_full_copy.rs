@@ -7,6 +7,9 @@
 //! Third: lifeboat's own TRUNCATE valve empties the WAL, and a writer connection that never
 //! reset a WAL itself (SQLite's per-connection checkpoint count still 0) then starts the new
 //! WAL with fresh random salts, not salt-1 plus one: the chain must still go on.
+//! Fourth: the WAL header's checkpoint sequence is the writing connection's own count, so
+//! with two application connections a reset need not add one to it: a restart after a reset
+//! by the other connection must still resume the chain.
 //! The application keeps its connection open throughout, as a real one does (a closed last
 //! connection would make SQLite recover the WAL index and forget the checkpoint).
 
@@ -343,4 +346,56 @@ fn the_truncate_valve_goes_on_when_a_writer_starts_the_emptied_wal_with_new_salt
         ],
     );
     assert_same_db(&db, &latest);
+}
+
+#[test]
+fn a_restart_resumes_after_a_reset_by_another_application_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db: PathBuf = d.join("app.db");
+    sqlite3(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x);");
+    let (mut a, mut b) = (App::start(&db), App::start(&db));
+    let log0 = d.join("rep0.log");
+    let rep = replicator(d, &log0);
+    wait_for(&log0, "generation started");
+    // `a` commits twice, each shipped and checkpointed: the second commit reset the WAL, so
+    // the header carries `a`'s own checkpoint count, 1.
+    for n in 1..=2 {
+        a.commit(20_000);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log0)
+            .unwrap()
+            .matches("checkpoint database=app")
+            .nth(n - 1)
+            .is_some()
+        {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint {n}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    stop_replicator(rep);
+    // While lifeboat is stopped, `b` resets the WAL (its own count goes 0 to 1, the header's
+    // stays 1) with a commit short enough to leave the old WAL's last frames as proof.
+    b.commit(100);
+    let log1 = d.join("rep1.log");
+    let rep = replicator(d, &log1);
+    wait_for(&log1, "database=app");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = pitr(d);
+        if l.contains("..3 ") || l.matches("gen-").count() > 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{l}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_replicator(rep);
+    a.stop();
+    b.stop();
+    let list = pitr(d);
+    assert_eq!(
+        list.matches("gen-").count(),
+        1,
+        "a needless new generation after a reset by another connection:\n{list}"
+    );
 }
