@@ -107,6 +107,9 @@ pub struct Replicator {
     pub(super) read_from: Option<Position>,
     /// Every frame `read`'s transaction can see is shipped (a ship ended after it began).
     pub(super) read_covered: bool,
+    /// The WAL's salts when `read` took its read transaction: a chain gone on into another WAL
+    /// since means that transaction is on read mark 0 (see `moved_to_new_wal`).
+    read_salts: Option<[u32; 2]>,
     /// One replicator per database file on this machine.
     _lock: TargetLock,
     /// Nothing else in this process opens the file outside SQLite while this holds it.
@@ -155,13 +158,13 @@ impl Replicator {
             cookie: None,
             read_from: None,
             read_covered: false,
+            read_salts: None,
             _lock: lock,
             held,
         };
-        r.begin_read()?;
-        r.cookie = r.schema_cookie();
         let report = match r.resume().await? {
             Ok(chain) => {
+                r.cookie = r.schema_cookie();
                 tracing::info!(
                     database = %r.source.name,
                     generation = %chain.generation.id,
@@ -199,6 +202,7 @@ impl Replicator {
                 r.get::<_, i64>(0)
             })
             .map_err(&e)?;
+        self.read_salts = wal::read_header(&wal::wal_path(&self.source.path))?.map(|h| h.salts());
         Ok(())
     }
 
@@ -224,7 +228,19 @@ impl Replicator {
     /// Whether the chain went on into a WAL reset under the read transaction held (which is
     /// then on read mark 0, blocking every checkpoint until it moves; see `follow_reset`).
     fn moved_to_new_wal(&self) -> bool {
-        matches!((self.read_from, self.link_position()), (Some(r), Some(l)) if r.salts != l.salts)
+        matches!((self.read_salts, self.link_position()), (Some(r), Some(l)) if r != l.salts)
+    }
+
+    /// A ship found nothing more to send. Every frame `read` can see is shipped, and the WAL it
+    /// began on ended at or before the link: if it ended before, frames after its end keep
+    /// SQLite from resetting that WAL while the transaction lasts (read mark 0 forbids the
+    /// checkpoint a reset needs, any other mark the reset itself); if exactly there, a reset
+    /// can only follow the link; and one reset already seen under it was the only one.
+    fn shipped_to_the_end(&mut self) {
+        self.read_covered = true;
+        if !self.read.is_autocommit() {
+            self.read_from = self.link_position();
+        }
     }
 
     /// Where the chain's last shipped frame ends in the WAL.
@@ -244,7 +260,10 @@ impl Replicator {
 
     /// The newest generation's chain, when it can go on: same file, and the WAL still holds
     /// the position its last segment ended at. `Err(reason)`: a new generation is needed.
-    async fn resume(&self) -> Result<std::result::Result<Chain, String>> {
+    ///
+    /// The read transaction is taken after the repository is read and before the WAL is
+    /// looked at, so what the WAL shows is what the transaction holds.
+    async fn resume(&mut self) -> Result<std::result::Result<Chain, String>> {
         let db = &self.source.name;
         let Some(id) = layout::generation_ids(&self.repo, db).await?.pop() else {
             return Ok(Err("first run".into()));
@@ -274,6 +293,7 @@ impl Replicator {
             link = reader.header.end_link();
             old_wal = reader.header.header().ok();
         }
+        self.begin_read()?;
         let Some(pos) = link.position else {
             let wal_empty = wal::read_header(&wal::wal_path(&self.source.path))?.is_none();
             if contiguous.is_none()
@@ -303,6 +323,14 @@ impl Replicator {
             return Ok(Err(
                 "the WAL no longer holds where the chain stopped (checkpointed and reset while lifeboat was not running)".into(),
             ));
+        }
+        // The WAL still ends where the chain stopped: as after a ship, a reset under the read
+        // transaction can only follow it.
+        let path = wal::wal_path(&self.source.path);
+        if let Some(h) = wal::read_header(&path)?.filter(|h| h.salts() == pos.salts) {
+            if self.wal_holds(pos)? && wal::scan(&path, &h, pos)?.commits.is_empty() {
+                self.read_from = Some(pos);
+            }
         }
         Ok(Ok(Chain {
             generation,
@@ -371,9 +399,9 @@ impl Replicator {
         let from = match link.position {
             Some(p) if p.salts == h.salts() => p,
             Some(p) => {
-                // SQLite adds one to salt-1 at each reset (its checkpoint sequence in the header
-                // is the writing connection's own count, so it proves nothing here).
-                let ours = self.read_from == Some(p) && h.salts()[0] == p.salts[0].wrapping_add(1);
+                // No check of the salts: a writer starting a WAL emptied by another connection's
+                // TRUNCATE gives it random ones.
+                let ours = self.read_from == Some(p);
                 let old = self.chain.as_ref().and_then(|c| c.wal.as_ref());
                 let proven = match old {
                     Some(o) if !ours => wal::reset_once_after(&path, o, &h, p)?,
@@ -456,7 +484,7 @@ impl Replicator {
         let scan = match self.scan_new(&link)? {
             Ok(Some(s)) if !s.commits.is_empty() => s,
             Ok(_) => {
-                self.read_covered = true;
+                self.shipped_to_the_end();
                 return Ok((report, None));
             }
             Err(reason) => return Ok((report, Some(reason))),
@@ -538,7 +566,7 @@ impl Replicator {
             }
             (rest, from, done) = (&rest[take..], end, last.end);
         }
-        self.read_covered = true;
+        self.shipped_to_the_end();
         Ok((report, None))
     }
 
@@ -572,6 +600,8 @@ impl Replicator {
             Some(h) => Some(wal::scan(&path, h, Position::start_of(h))?.to),
             None => None,
         };
+        // The WAL the read transaction began on ended at or before `start` (as after a ship).
+        self.read_from = start;
         let created_at = Utc::now();
         let id = layout::new_generation_id(created_at);
         let opts = BackupOptions {

@@ -241,7 +241,7 @@ pub fn scan(wal: &Path, header: &WalHeader, from: Position) -> Result<Scan> {
 }
 
 /// Whether the WAL at `wal`, whose header is now `now`, is the WAL `old` reset exactly once
-/// with `end` as its last frame: one checkpoint sequence further, salt-1 one more (SQLite's
+/// with `end` as its last frame: salt-1 one more (SQLite's
 /// reset), and in the file the old WAL's frame at `end` still there with no frame of the old
 /// WAL after it. SQLite rewrites a reset WAL from its start and never clears the rest, so old
 /// frames after `end` (never shipped, then checkpointed away) would still be in the file.
@@ -279,12 +279,11 @@ pub fn reset_once_after(
     Ok(at_end && !after_end)
 }
 
-/// Whether `now` is the header SQLite writes when it resets the WAL `old` once: one checkpoint
-/// sequence further, salt-1 one more, the same page size.
+/// Whether `now` is the header SQLite writes when it resets the WAL `old` once: salt-1 one
+/// more, the same page size. (The checkpoint sequence in the header is the writing
+/// connection's own count: with two connections resetting in turn it proves nothing.)
 pub fn reset_once(old: &WalHeader, now: &WalHeader) -> bool {
-    now.checkpoint_seq() == old.checkpoint_seq().wrapping_add(1)
-        && now.salts()[0] == old.salts()[0].wrapping_add(1)
-        && now.page_size() == old.page_size()
+    now.salts()[0] == old.salts()[0].wrapping_add(1) && now.page_size() == old.page_size()
 }
 
 /// The cumulative checksum after `frame` (header and page), when the frame belongs to this WAL
