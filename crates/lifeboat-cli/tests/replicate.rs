@@ -422,3 +422,63 @@ fn commits_racing_a_checkpoint_are_shipped_before_the_wal_can_reset() {
     assert_eq!(count(&latest), 150, "{out}");
     assert_same_db(&db, &latest);
 }
+
+/// The application's own TRUNCATE checkpoint, which waits with the write lock held for every
+/// reader: it prints its busy flag (0: it emptied the WAL), then commits more.
+const TRUNCATING_APP: &str = r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=20)
+for n in range(20):
+    c.execute("INSERT INTO c(n, k, v) VALUES (?, 2, randomblob(3000))", (n,))
+print(c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0], flush=True)
+for n in range(20, 40):
+    c.execute("INSERT INTO c(n, k, v) VALUES (?, 2, randomblob(3000))", (n,))
+"#;
+
+/// What the README tells the application not to do still works: with nothing to ship, the
+/// replicator moves its read transaction to the WAL's end at each sync, so the application's
+/// TRUNCATE (which holds its writers back while it waits) gets through long before its 20 s busy
+/// timeout, and the chain goes on across the reset it makes.
+#[test]
+fn an_application_truncate_gets_through_and_the_chain_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("trunc.db");
+    new_db(&db);
+    let rep = cmd(d)
+        .args(["replicate", "--db"])
+        .arg(&db)
+        .args(["--repo", "repo", "--sync-interval", "200ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let app = Command::new("python3")
+        .args(["-c", TRUNCATING_APP])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(app.status.success(), "{}", stderr(&app));
+    assert_eq!(stdout(&app).trim(), "0", "the TRUNCATE timed out");
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = stop(rep);
+    assert_eq!(generations(d).len(), 1, "{out}");
+    let latest = d.join("latest.db");
+    ok(
+        d,
+        &[
+            "restore",
+            "--db",
+            "trunc",
+            "--repo",
+            "repo",
+            "--at",
+            "latest",
+            "--to",
+            latest.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(count(&latest), 40);
+    assert_same_db(&db, &latest);
+}

@@ -443,7 +443,15 @@ impl Replicator {
         if let Some(why) = broke {
             return self.new_generation(&why).await;
         }
-        if self.moved_to_new_wal() {
+        let wal_size = std::fs::metadata(wal::wal_path(&self.source.path))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        // Idle: the read transaction moves to the WAL's end (cheap: nothing to ship or copy). An
+        // application's own TRUNCATE or RESTART checkpoint waits, holding the write lock, for
+        // every reader to reach the end and then to let go (read mark 0, at the next move); it
+        // would otherwise wait for lifeboat's next checkpoint while no one can write.
+        let idle = report.commits == 0 && wal_size > 0;
+        if self.moved_to_new_wal() || idle {
             let (more, broke) = self.checkpoint_ahead().await?;
             if let Some(why) = broke {
                 return self.new_generation(&why).await;
@@ -452,9 +460,6 @@ impl Replicator {
             report.segments += more.segments;
             report.bytes += more.bytes;
         }
-        let wal_size = std::fs::metadata(wal::wal_path(&self.source.path))
-            .map(|m| m.len())
-            .unwrap_or(0);
         let (frames, at) = self.since_checkpoint;
         if wal_size > self.opts.truncate_wal_bytes {
             return self.checkpoint_truncate(report).await;
