@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::replicating::{now, rfc3339, stop_replicator as stop};
+use common::replicating::{now, restore_latest, rfc3339, stop_replicator as stop};
 use common::*;
 
 fn new_db(path: &Path) {
@@ -288,21 +288,7 @@ fn the_truncate_valve_bounds_a_wal_that_readers_keep_from_resetting() {
     assert!(unbounded > 12 << 20, "{unbounded}");
     assert!(bounded < 6 << 20, "{bounded}");
     // Nothing was lost on the way: the newest point is the source.
-    let latest = d.join("latest.db");
-    ok(
-        d,
-        &[
-            "restore",
-            "--db",
-            "valve",
-            "--repo",
-            "repo",
-            "--at",
-            "latest",
-            "--to",
-            latest.to_str().unwrap(),
-        ],
-    );
+    let latest = restore_latest(d, "valve");
     assert_same_db(&db, &latest);
     assert_eq!(count(&latest), 400);
 }
@@ -404,21 +390,7 @@ fn commits_racing_a_checkpoint_are_shipped_before_the_wal_can_reset() {
     std::thread::sleep(Duration::from_millis(1500));
     let out = stop(rep);
     assert_eq!(generations(d).len(), 1, "{out}");
-    let latest = d.join("latest.db");
-    ok(
-        d,
-        &[
-            "restore",
-            "--db",
-            "race",
-            "--repo",
-            "repo",
-            "--at",
-            "latest",
-            "--to",
-            latest.to_str().unwrap(),
-        ],
-    );
+    let latest = restore_latest(d, "race");
     assert_eq!(count(&latest), 150, "{out}");
     assert_same_db(&db, &latest);
 }
@@ -464,21 +436,7 @@ fn an_application_truncate_gets_through_and_the_chain_goes_on() {
     std::thread::sleep(Duration::from_millis(1000));
     let out = stop(rep);
     assert_eq!(generations(d).len(), 1, "{out}");
-    let latest = d.join("latest.db");
-    ok(
-        d,
-        &[
-            "restore",
-            "--db",
-            "trunc",
-            "--repo",
-            "repo",
-            "--at",
-            "latest",
-            "--to",
-            latest.to_str().unwrap(),
-        ],
-    );
+    let latest = restore_latest(d, "trunc");
     assert_eq!(count(&latest), 40);
     assert_same_db(&db, &latest);
 }

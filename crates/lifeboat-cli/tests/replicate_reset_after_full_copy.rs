@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use common::replicating::stop_replicator;
+use common::replicating::{restore_latest, stop_replicator};
 use common::*;
 
 /// The application: one connection, kept open; each line on stdin is a blob size to insert
@@ -173,21 +173,7 @@ fn restart_then_a_long_commit(sigkill: bool) {
         "a needless new generation after a restart:\n{list}\n{}",
         std::fs::read_to_string(&log1).unwrap()
     );
-    let latest = d.join("latest.db");
-    ok(
-        d,
-        &[
-            "restore",
-            "--db",
-            "app",
-            "--repo",
-            "repo",
-            "--at",
-            "latest",
-            "--to",
-            latest.to_str().unwrap(),
-        ],
-    );
+    let latest = restore_latest(d, "app");
     assert_same_db(&db, &latest);
 }
 
@@ -242,21 +228,7 @@ fn a_first_run_on_a_checkpointed_wal_survives_a_commit_during_its_snapshot() {
     app.stop();
     let list = pitr(d);
     assert_eq!(list.matches("gen-").count(), 1, "{list}");
-    let latest = d.join("latest.db");
-    ok(
-        d,
-        &[
-            "restore",
-            "--db",
-            "app",
-            "--repo",
-            "repo",
-            "--at",
-            "latest",
-            "--to",
-            latest.to_str().unwrap(),
-        ],
-    );
+    let latest = restore_latest(d, "app");
     assert_same_db(&db, &latest);
 }
 
@@ -331,21 +303,7 @@ fn the_truncate_valve_goes_on_when_a_writer_starts_the_emptied_wal_with_new_salt
         "a needless new generation after the TRUNCATE valve:\n{list}\n{}",
         std::fs::read_to_string(&log).unwrap()
     );
-    let latest = d.join("latest.db");
-    ok(
-        d,
-        &[
-            "restore",
-            "--db",
-            "app",
-            "--repo",
-            "repo",
-            "--at",
-            "latest",
-            "--to",
-            latest.to_str().unwrap(),
-        ],
-    );
+    let latest = restore_latest(d, "app");
     assert_same_db(&db, &latest);
 }
 

@@ -100,3 +100,24 @@ pub fn prefix(db: &Path) -> u64 {
     }
     k
 }
+
+/// `lifeboat restore --db DB --repo repo --at latest` into `<d>/latest.db`, run in `d`.
+pub fn restore_latest(d: &Path, db: &str) -> PathBuf {
+    let to = d.join("latest.db");
+    let _ = std::fs::remove_file(&to);
+    super::ok(
+        d,
+        &[
+            "restore",
+            "--db",
+            db,
+            "--repo",
+            "repo",
+            "--at",
+            "latest",
+            "--to",
+            to.to_str().unwrap(),
+        ],
+    );
+    to
+}
