@@ -1,7 +1,8 @@
 //! `lifeboat cleanup`: remove what interrupted backups left behind: objects without a manifest,
 //! stale claims, and (on S3) multipart uploads nobody will complete; also what a killed
-//! compaction or replicator left: a segment's staged file (local) or its unfinished upload (S3). A leftover whose backup is
-//! still running on this machine is never touched, whatever its age.
+//! compaction or replicator left: a segment's staged file (local) or its unfinished upload
+//! (S3). A leftover whose backup is still running on this machine is never touched, whatever
+//! its age.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -29,25 +29,6 @@ fn count(all: &[String], event: &str) -> usize {
     all.iter().filter(|e| *e == event).count()
 }
 
-/// Commits numbered transactions until `stop` exists; logs each commit's number.
-const WRITER: &str = r#"
-import sqlite3, sys, time, os, random
-db, log, stop = sys.argv[1], sys.argv[2], sys.argv[3]
-c = sqlite3.connect(db, isolation_level=None, timeout=30)
-c.execute("PRAGMA busy_timeout=30000")
-n = 0
-with open(log, "w") as out:
-    while not os.path.exists(stop):
-        n += 1
-        c.execute("BEGIN IMMEDIATE")
-        for k in range(random.choice([1, 3, 10])):
-            c.execute("INSERT INTO c(n, k, v) VALUES (?, ?, randomblob(300))", (n, k))
-        c.execute("COMMIT")
-        out.write(f"{n}\n")
-        out.flush()
-        time.sleep(random.choice([0.01, 0.05]))
-"#;
-
 fn both(first: &Daemon, second: &Daemon) -> String {
     format!("first:\n{}\nsecond:\n{}", first.log(), second.log())
 }
@@ -88,7 +69,7 @@ fn a_daemon_frozen_past_its_lease_keeps_its_chain_and_the_other_tells_the_stall(
         &mut || second.log().contains("replicated by another daemon"),
         || second.log(),
     );
-    let writer = Writer::start(&db, WRITER);
+    let writer = Writer::numbered(&db, 300);
     std::thread::sleep(Duration::from_secs(2));
     // The holder freezes (a VM paused, a process stopped) past its lease.
     first.signal("-STOP");

@@ -98,25 +98,6 @@ fn walk(dir: &Path) -> Vec<String> {
     out
 }
 
-/// Commits rows (1 KB of random bytes each) until `stop` exists; logs each commit's number.
-const WRITER: &str = r#"
-import sqlite3, sys, time, os, random
-db, log, stop = sys.argv[1], sys.argv[2], sys.argv[3]
-c = sqlite3.connect(db, isolation_level=None, timeout=30)
-c.execute("PRAGMA busy_timeout=30000")
-n = 0
-with open(log, "w") as out:
-    while not os.path.exists(stop):
-        n += 1
-        c.execute("BEGIN IMMEDIATE")
-        for k in range(random.choice([1, 5, 20])):
-            c.execute("INSERT INTO c(n, k, v) VALUES (?, ?, randomblob(1000))", (n, k))
-        c.execute("COMMIT")
-        out.write(f"{n}\n")
-        out.flush()
-        time.sleep(random.choice([0.01, 0.03]))
-"#;
-
 fn wal_db(path: &Path) {
     sqlite3(
         path,
@@ -160,7 +141,7 @@ fn compact_on_a_full_disk_fails_cleanly_and_compacts_once_space_is_freed() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let writer = Writer::start(&db, WRITER);
+    let writer = Writer::numbered(&db, 1000);
     std::thread::sleep(Duration::from_secs(7));
     let commits = writer.finish();
     std::thread::sleep(Duration::from_millis(700));
@@ -270,7 +251,7 @@ fn the_daemon_on_a_full_disk_stalls_loudly_and_recovers_by_itself() {
         &mut || daemon.log().contains("replicating") && daemon.metrics_addr().is_some(),
         || daemon.log(),
     );
-    let writer = Writer::start(&db, WRITER);
+    let writer = Writer::numbered(&db, 1000);
     std::thread::sleep(Duration::from_secs(2));
     small.fill();
     let at_fill = writer.commits();
@@ -353,7 +334,7 @@ fn the_daemon_starting_on_a_full_disk_waits_loudly_for_its_first_snapshot() {
     )
     .unwrap();
     small.fill_leaving(256 << 10);
-    let writer = Writer::start(&db, WRITER);
+    let writer = Writer::numbered(&db, 1000);
     let mut daemon = Daemon::start(d, "d", &["--metrics-addr", "127.0.0.1:0"], &[]);
     wait_for_or(
         "replication.stalled",

@@ -51,14 +51,44 @@ pub struct Writer {
     stop: PathBuf,
 }
 
+/// Commits numbered transactions of 1, 5 or 20 rows (of `argv[4]` random bytes each) into
+/// table `c` until the stop file exists, with short pauses; logs each commit's number.
+pub const NUMBERED_WRITER: &str = r#"
+import sqlite3, sys, time, os, random
+db, log, stop, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+c = sqlite3.connect(db, isolation_level=None, timeout=30)
+c.execute("PRAGMA busy_timeout=30000")
+n = 0
+with open(log, "w") as out:
+    while not os.path.exists(stop):
+        n += 1
+        c.execute("BEGIN IMMEDIATE")
+        for k in range(random.choice([1, 5, 20])):
+            c.execute("INSERT INTO c(n, k, v) VALUES (?, ?, randomblob(?))", (n, k, size))
+        c.execute("COMMIT")
+        out.write(f"{n}\n")
+        out.flush()
+        time.sleep(random.choice([0.01, 0.03]))
+"#;
+
 impl Writer {
     pub fn start(db: &Path, script: &str) -> Writer {
+        Self::spawn(db, script, &[])
+    }
+
+    /// [`NUMBERED_WRITER`] with rows of `row_bytes`.
+    pub fn numbered(db: &Path, row_bytes: usize) -> Writer {
+        Self::spawn(db, NUMBERED_WRITER, &[row_bytes.to_string()])
+    }
+
+    fn spawn(db: &Path, script: &str, more: &[String]) -> Writer {
         let (log, stop) = (db.with_extension("log"), db.with_extension("stop"));
         let child = Command::new("python3")
             .args(["-c", script])
             .arg(db)
             .arg(&log)
             .arg(&stop)
+            .args(more)
             .spawn()
             .unwrap();
         Writer { child, log, stop }
