@@ -122,5 +122,7 @@ fn a_compaction_killed_while_placing_a_segment_leaves_nothing_cleanup_does_not_r
     let out = ok(d, &["cleanup", "--older-than", "1s"]);
     assert!(out.contains("removed"), "{out}");
     assert!(staged(d).is_empty(), "{out}");
+    let again = ok(d, &["cleanup", "--older-than", "1s"]);
+    assert!(!again.contains("a segment's interrupted upload"), "{again}");
     restore_latest(d, "cleaned.db");
 }
