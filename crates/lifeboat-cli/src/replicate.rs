@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::Ctx;
 use lifeboat::error::{Error, Kind, Result, ResultExt};
+use lifeboat::replicate::pace::Pace;
 use lifeboat::replicate::{ReplicateOptions, Replicator, SyncReport};
 
 #[derive(clap::Args, Debug)]
@@ -75,7 +76,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         .map_err(|e| Error::io("replicate: SIGTERM handler", e))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Error::io("replicate: SIGINT handler", e))?;
-    let (mut r, first) = Replicator::open(std::sync::Arc::clone(&repo), &source, opts)
+    let (mut r, first) = Replicator::open(std::sync::Arc::clone(&repo), &source, opts.clone())
         .await
         .step("replicate")?;
     say(ctx, &r, &first);
@@ -88,13 +89,27 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         r.generation().unwrap_or("-")
     ));
     let mut totals = (first.commits, first.segments);
+    // Uploads every sync interval; ticks in between while the WAL fills fast (`Pace`).
+    let mut pace = Pace::new(&opts, std::time::Instant::now());
+    let mut wait = sync_interval;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(sync_interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = int.recv() => break,
             _ = term.recv() => break,
         }
-        match r.sync().await {
+        let now = std::time::Instant::now();
+        let upload = pace.upload_due(now);
+        let ticked = r.tick(upload).await;
+        wait = pace.after(upload, ticked.as_ref().map_or(0, |t| t.frames), now);
+        tracing::debug!(
+            upload,
+            frames = ticked.as_ref().map_or(0, |t| t.frames),
+            took_ms = now.elapsed().as_millis() as u64,
+            wait_ms = wait.as_millis() as u64,
+            "tick"
+        );
+        match ticked {
             Ok(rep) => {
                 totals.0 += rep.commits;
                 totals.1 += rep.segments;

@@ -38,6 +38,7 @@ impl Replicator {
             Err(err) => return Err(e(err)),
         }
         let shipped = self.ship().await;
+        let shipped_ms = locked.elapsed().as_millis() as u64;
         let done = match &shipped {
             Ok((_, None)) => self
                 .end_read()
@@ -50,7 +51,7 @@ impl Replicator {
         let _ = self.write.execute_batch("ROLLBACK");
         let (more, broke) = shipped?;
         done?;
-        add(&mut report, &more);
+        report.add(&more);
         if let Some(why) = broke {
             return self.new_generation(&why).await;
         }
@@ -59,10 +60,11 @@ impl Replicator {
         tracing::debug!(
             database = %self.source.name,
             writers_held_ms = locked.elapsed().as_millis() as u64,
+            shipped_ms,
             "checkpoint"
         );
         let (more, broke) = self.follow_reset().await?;
-        add(&mut report, &more);
+        report.add(&more);
         if let Some(why) = broke {
             return self.new_generation(&why).await;
         }
@@ -144,7 +146,7 @@ impl Replicator {
         }
         began?;
         let (more, broke) = shipped?;
-        add(&mut report, &more);
+        report.add(&more);
         Ok((report, broke))
     }
 
@@ -174,7 +176,7 @@ impl Replicator {
         let _ = self.write.execute_batch("ROLLBACK");
         let (more, broke) = shipped?;
         let before = before?;
-        add(&mut report, &more);
+        report.add(&more);
         if let Some(why) = broke {
             return self.new_generation(&why).await;
         }
@@ -236,12 +238,6 @@ fn fault_pause() {
     {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
-}
-
-fn add(report: &mut SyncReport, more: &SyncReport) {
-    report.commits += more.commits;
-    report.segments += more.segments;
-    report.bytes += more.bytes;
 }
 
 fn data_version(c: &Connection) -> rusqlite::Result<i64> {

@@ -18,12 +18,15 @@ pub mod compacted;
 pub mod connection;
 pub mod lag;
 pub mod layout;
+pub mod pace;
 mod page_writer;
 pub mod pitr;
+mod resume;
 pub mod retain;
 pub mod segment;
 pub mod settings;
 pub mod shipper;
+pub mod spool;
 pub mod wal;
 
 pub use pitr::{choose, restore_point, PitrReport, PitrTarget, Point};

@@ -5,7 +5,6 @@
 //! SQLite's own cumulative checksums from the WAL header's seed or the previous segment's end.
 
 use std::io::{Read, Write};
-use std::path::Path;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
@@ -157,16 +156,17 @@ fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-/// Compress `header.frames` frames of the WAL at `wal_file` (header `wal`) from `from` on, a
-/// stretch a scan found: each frame read again and its checksum checked again, so what is
-/// stored is what the scan vouched for.
-pub fn encode(
-    wal_file: &Path,
+/// Compress `header.frames` frames read from `input` (the frames from `from` on, as they were
+/// in the WAL `wal`): each checked against SQLite's checksum chain again, so what is stored is
+/// what the scan vouched for. `what` names the input in errors.
+pub fn encode_frames(
+    mut input: impl Read,
+    what: &str,
     wal: &WalHeader,
     from: Position,
     header: &SegmentHeader,
 ) -> Result<Vec<u8>> {
-    let io = |e| Error::io(format!("segment from {}", wal_file.display()), e);
+    let io = |e| Error::io(format!("segment from {what}"), e);
     let json = serde_json::to_vec(header)
         .map_err(|e| Error::new(Kind::Internal, format!("segment header: {e}")))?;
     let mut z = zstd::Encoder::new(Vec::new(), 3).map_err(io)?;
@@ -175,32 +175,18 @@ pub fn encode(
     z.write_all(&(json.len() as u32).to_be_bytes())
         .map_err(io)?;
     z.write_all(&json).map_err(io)?;
-    let ps = wal.page_size() as usize;
-    let mut f = std::fs::File::open(wal_file).map_err(io)?;
-    use std::io::Seek;
-    let at = wal::WAL_HEADER as u64 + from.frame * (FRAME_HEADER + ps) as u64;
-    f.seek(std::io::SeekFrom::Start(at)).map_err(io)?;
-    let mut f = std::io::BufReader::with_capacity(256 * 1024, f);
-    let mut buf = vec![0u8; FRAME_HEADER + ps];
+    let mut buf = vec![0u8; FRAME_HEADER + wal.page_size() as usize];
     let mut sum = from.checksum;
+    let changed = || Error::new(Kind::Database, format!("{what} changed while it was read"));
     for _ in 0..header.frames {
-        let changed = || {
-            Error::new(
-                Kind::Database,
-                format!("{} changed while it was read", wal_file.display()),
-            )
-        };
-        if !wal::read_full(&mut f, &mut buf).map_err(io)? {
+        if !wal::read_full(&mut input, &mut buf).map_err(io)? {
             return Err(changed());
         }
         sum = check_frame(wal, &buf, sum).ok_or_else(changed)?;
         z.write_all(&buf).map_err(io)?;
     }
     if sum != header.end.checksum {
-        return Err(Error::new(
-            Kind::Database,
-            format!("{} changed while it was read", wal_file.display()),
-        ));
+        return Err(changed());
     }
     z.finish().map_err(io)
 }

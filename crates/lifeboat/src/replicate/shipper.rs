@@ -22,6 +22,7 @@ use rusqlite::Connection;
 
 pub(super) use super::connection::db_err;
 use super::connection::{check_file, connect, inode_of, require_wal};
+use super::spool::Spool;
 
 use crate::backup::BackupOptions;
 use crate::error::{Error, Kind, Result};
@@ -29,7 +30,7 @@ use crate::fs::atomic_replace::suffixed;
 use crate::fs::target_lock::TargetLock;
 use crate::progress::Progress;
 use crate::replicate::layout::{self, FileStamp, Generation};
-use crate::replicate::segment::{self, CommitRecord, Link, SegmentHeader, SegmentReader};
+use crate::replicate::segment::{CommitRecord, Link, SegmentHeader};
 use crate::replicate::wal::{self, Position, Scan};
 use crate::repo::Repository;
 use crate::source::Source;
@@ -39,6 +40,9 @@ use crate::source::Source;
 /// microseconds, and the waiting would only hold the sync back (the copying is done ahead
 /// without the lock, so a checkpoint that cannot take it costs nothing but the WAL's reset).
 const WRITE_LOCK_WAIT: Duration = Duration::from_millis(100);
+
+/// At most this many segments' worth of frames staged: more waits for an upload.
+const SPOOL_SEGMENTS: u64 = 32;
 
 #[derive(Debug, Clone)]
 pub struct ReplicateOptions {
@@ -78,26 +82,40 @@ pub struct SyncReport {
     /// A new generation was started, and why.
     pub new_generation: Option<String>,
     pub checkpoint: Option<&'static str>,
+    /// Frames shipped (staged; uploaded segments are counted in `segments`).
+    pub frames: u64,
+}
+
+impl SyncReport {
+    /// Count what `more` did too (not its break or checkpoint, which the caller tells).
+    pub fn add(&mut self, more: &SyncReport) {
+        self.commits += more.commits;
+        self.segments += more.segments;
+        self.bytes += more.bytes;
+        self.frames += more.frames;
+    }
 }
 
 /// The generation being extended, and how far.
-struct Chain {
-    generation: Generation,
-    link: Link,
+pub(super) struct Chain {
+    pub(super) generation: Generation,
+    pub(super) link: Link,
     /// The header of the WAL the link's position is in, when known (to prove a reset).
-    wal: Option<wal::WalHeader>,
+    pub(super) wal: Option<wal::WalHeader>,
 }
 
 /// Owned (`Send + 'static`), so a daemon can keep thousands open between syncs and move each
 /// to a worker for its sync.
 pub struct Replicator {
-    repo: Arc<Repository>,
+    pub(super) repo: Arc<Repository>,
     pub(super) source: Source,
     opts: ReplicateOptions,
     pub(super) read: Connection,
     pub(super) write: Connection,
-    inode: u64,
+    pub(super) inode: u64,
     chain: Option<Chain>,
+    /// Shipped frames staged locally until the next upload.
+    spool: Spool,
     /// Frames shipped since the last checkpoint, and when that was.
     pub(super) since_checkpoint: (u64, Instant),
     /// The schema cookie the last shipped commit left, once one wrote page 1 (tells a VACUUM).
@@ -154,6 +172,7 @@ impl Replicator {
             read,
             write,
             chain: None,
+            spool: Spool::new(&source.path),
             since_checkpoint: (0, Instant::now()),
             cookie: None,
             read_from: None,
@@ -162,7 +181,11 @@ impl Replicator {
             _lock: lock,
             held,
         };
-        let report = match r.resume().await? {
+        // What a replicator stopped with `kill -9` left staged goes up first, so the chain
+        // below is read with it.
+        let db = source.name.clone();
+        let left = r.spool.recover(&r.repo, &db, r.opts.segment_frames).await?;
+        let mut report = match r.resume().await? {
             Ok(chain) => {
                 r.cookie = r.schema_cookie();
                 tracing::info!(
@@ -180,6 +203,9 @@ impl Replicator {
             }
             Err(reason) => r.new_generation(&reason).await?,
         };
+        report.segments += left.segments;
+        report.bytes += left.bytes;
+        r.upload_into(&mut report).await?;
         Ok((r, report))
     }
 
@@ -258,122 +284,6 @@ impl Replicator {
         Ok(())
     }
 
-    /// The newest generation's chain, when it can go on: same file, and the WAL still holds
-    /// the position its last segment ended at. `Err(reason)`: a new generation is needed.
-    ///
-    /// The read transaction is taken after the repository is read and before the WAL is
-    /// looked at, so what the WAL shows is what the transaction holds.
-    async fn resume(&mut self) -> Result<std::result::Result<Chain, String>> {
-        let db = &self.source.name;
-        let Some(id) = layout::generation_ids(&self.repo, db).await?.pop() else {
-            return Ok(Err("first run".into()));
-        };
-        let Some(generation) = layout::read_generation(&self.repo, db, &id).await? else {
-            return Ok(Err(format!("generation {id} was never finished")));
-        };
-        let path = std::path::absolute(&self.source.path).unwrap_or_default();
-        if generation.source_path != path.display().to_string() || generation.inode != self.inode {
-            return Ok(Err("the database file was replaced".into()));
-        }
-        let mut link = generation.start;
-        let segs = layout::segments(&self.repo, db, &id).await?;
-        let contiguous = segs
-            .iter()
-            .scan(generation.start.seq + 1, |next, s| {
-                (s.first_seq == *next).then(|| {
-                    *next = s.last_seq + 1;
-                    s
-                })
-            })
-            .last();
-        let mut old_wal = None;
-        if let Some(last) = contiguous {
-            let bytes = layout::read_segment(&self.repo, db, &id, &last.name).await?;
-            let reader = SegmentReader::open(&bytes, &last.name)?;
-            link = reader.header.end_link();
-            old_wal = reader.header.header().ok();
-        }
-        self.begin_read()?;
-        let Some(pos) = link.position else {
-            let wal_empty = wal::read_header(&wal::wal_path(&self.source.path))?.is_none();
-            if contiguous.is_none()
-                && wal_empty
-                && generation.quiet.is_some()
-                && generation.quiet == FileStamp::of(&self.source.path)
-            {
-                return Ok(Ok(Chain {
-                    generation,
-                    link,
-                    wal: None,
-                }));
-            }
-            return Ok(Err(
-                "the chain started on an empty WAL, and the database file changed since (or the WAL is no longer empty)".into(),
-            ));
-        };
-        if !self.wal_holds(pos)? && !self.reset_after(old_wal.as_ref(), pos)? {
-            let now = wal::read_header(&wal::wal_path(&self.source.path))?;
-            if let (Some(old), Some(now)) = (&old_wal, &now) {
-                if now.salts() != pos.salts && wal::reset_once(old, now) {
-                    return Ok(Err(
-                        "the WAL was reset once since the chain stopped, and the new WAL has overwritten the frames that would prove nothing was lost in between".into(),
-                    ));
-                }
-            }
-            return Ok(Err(
-                "the WAL no longer holds where the chain stopped (checkpointed and reset while lifeboat was not running)".into(),
-            ));
-        }
-        // The WAL still ends where the chain stopped: as after a ship, a reset under the read
-        // transaction can only follow it.
-        let path = wal::wal_path(&self.source.path);
-        if let Some(h) = wal::read_header(&path)?.filter(|h| h.salts() == pos.salts) {
-            if self.wal_holds(pos)? && wal::scan(&path, &h, pos)?.commits.is_empty() {
-                self.read_from = Some(pos);
-            }
-        }
-        Ok(Ok(Chain {
-            generation,
-            link,
-            wal: old_wal,
-        }))
-    }
-
-    /// Whether the WAL was reset once, right after `pos` (lifeboat's own complete checkpoint
-    /// just before it was stopped): the chain then goes on at the new WAL's frame 0.
-    fn reset_after(&self, old: Option<&wal::WalHeader>, pos: Position) -> Result<bool> {
-        let path = wal::wal_path(&self.source.path);
-        match (old, wal::read_header(&path)?) {
-            (Some(old), Some(now)) => wal::reset_once_after(&path, old, &now, pos),
-            _ => Ok(false),
-        }
-    }
-
-    /// Whether the WAL is still the one `pos` is in, with the same frame at it.
-    fn wal_holds(&self, pos: Position) -> Result<bool> {
-        let path = wal::wal_path(&self.source.path);
-        let Some(h) = wal::read_header(&path)? else {
-            return Ok(false);
-        };
-        if h.salts() != pos.salts {
-            return Ok(false);
-        }
-        if pos.frame == 0 {
-            return Ok(h.checksum() == pos.checksum);
-        }
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::open(&path).map_err(|e| Error::io("read WAL", e))?;
-        let size = wal::FRAME_HEADER as u64 + h.page_size() as u64;
-        let mut fh = [0u8; wal::FRAME_HEADER];
-        let at = wal::WAL_HEADER as u64 + (pos.frame - 1) * size;
-        if f.read_exact_at(&mut fh, at).is_err() {
-            return Ok(false);
-        }
-        Ok([wal::be32(&fh, 8), wal::be32(&fh, 12)] == pos.salts
-            && [wal::be32(&fh, 16), wal::be32(&fh, 20)] == pos.checksum
-            && wal::be32(&fh, 4) != 0)
-    }
-
     /// The new committed frames after `link`, read while the read transaction is held.
     /// `Err(reason)` on a change that breaks the chain.
     ///
@@ -422,6 +332,82 @@ impl Replicator {
 
     /// One sync: look for a replaced file, ship what is new, checkpoint when due.
     pub async fn sync(&mut self) -> Result<SyncReport> {
+        let mut report = self.stage_and_checkpoint().await?;
+        self.upload_into(&mut report).await?;
+        Ok(report)
+    }
+
+    /// A sync whose upload runs in the background: started when `upload`, its result told
+    /// by the first tick after it ended. Between uploads a tick only stages what it ships
+    /// and checkpoints as soon as `checkpoint_frames` are, and an upload never holds the
+    /// checkpoints up (see `pace`).
+    pub async fn tick(&mut self, upload: bool) -> Result<SyncReport> {
+        // Too much staged (the repository is slow, or refuses it): upload before staging
+        // more, so a failing repository stops the shipping (and so the checkpoints) as it
+        // always did, and the spool stays bounded.
+        if self.spool.frames() >= self.opts.segment_frames.saturating_mul(SPOOL_SEGMENTS) {
+            let mut report = SyncReport::default();
+            self.upload_into(&mut report).await?;
+            return Ok(report);
+        }
+        let mut report = self.stage_and_checkpoint().await?;
+        if let Some(ended) = self.spool.ended().await {
+            if let Some(why) = self.settled(ended, &mut report)? {
+                let more = self.new_generation(&why).await?;
+                report.add(&more);
+                report.new_generation = more.new_generation;
+            }
+        }
+        if upload {
+            self.spool.start(&self.repo, self.opts.segment_frames);
+        }
+        Ok(report)
+    }
+
+    /// Upload what is staged, counted in `report`; a break (see `upload_staged`) starts a new
+    /// generation.
+    async fn upload_into(&mut self, report: &mut SyncReport) -> Result<()> {
+        if let Some(why) = self.upload_staged(report).await? {
+            let more = self.new_generation(&why).await?;
+            report.add(&more);
+            report.new_generation = more.new_generation;
+        }
+        Ok(())
+    }
+
+    /// Upload what is staged, counted in `report`. Staged frames that fail their checksums
+    /// (damaged on the local disk) cannot be had again: they are dropped, and the reason for
+    /// the break they make is returned.
+    async fn upload_staged(&mut self, report: &mut SyncReport) -> Result<Option<String>> {
+        let uploaded = self
+            .spool
+            .upload(&self.repo, self.opts.segment_frames)
+            .await;
+        self.settled(uploaded, report)
+    }
+
+    fn settled(
+        &mut self,
+        uploaded: Result<super::spool::Uploaded>,
+        report: &mut SyncReport,
+    ) -> Result<Option<String>> {
+        match uploaded {
+            Ok(u) => {
+                report.segments += u.segments;
+                report.bytes += u.bytes;
+                Ok(None)
+            }
+            Err(e) if e.kind == Kind::Corrupt => {
+                self.spool.clear();
+                Ok(Some(format!(
+                    "staged frames were damaged before their upload: {e}"
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stage_and_checkpoint(&mut self) -> Result<SyncReport> {
         // A new generation that failed half-way (the repository was down): start it again,
         // rather than shipping nothing for ever.
         if self.chain.is_none() {
@@ -456,9 +442,7 @@ impl Replicator {
             if let Some(why) = broke {
                 return self.new_generation(&why).await;
             }
-            report.commits += more.commits;
-            report.segments += more.segments;
-            report.bytes += more.bytes;
+            report.add(&more);
         }
         let (frames, at) = self.since_checkpoint;
         if wal_size > self.opts.truncate_wal_bytes {
@@ -468,9 +452,7 @@ impl Replicator {
             || (frames > 0 && at.elapsed() >= self.opts.checkpoint_interval)
         {
             let more = self.checkpoint_passive().await?;
-            report.commits += more.commits;
-            report.segments += more.segments;
-            report.bytes += more.bytes;
+            report.add(&more);
             report.checkpoint = more.checkpoint;
             report.new_generation = more.new_generation;
         }
@@ -541,26 +523,14 @@ impl Replicator {
                     })
                     .collect(),
             };
-            let body = segment::encode(
+            self.spool.stage(
                 &wal::wal_path(&self.source.path),
                 &scan.header,
-                from,
-                &header,
+                header.clone(),
             )?;
-            let name = segment::object_name(&header);
-            let size = body.len() as u64;
-            layout::put_segment(
-                &self.repo,
-                &self.source.name,
-                &header.generation,
-                &name,
-                body,
-            )
-            .await?;
-            tracing::debug!(database = %self.source.name, segment = %name, "shipped");
+            tracing::trace!(database = %self.source.name, first = header.first_seq(), last = header.last_seq(), "staged");
             report.commits += take as u64;
-            report.segments += 1;
-            report.bytes += size;
+            report.frames += last.end - done;
             self.since_checkpoint.0 += last.end - done;
             let chain = self.chain.as_mut().expect("chain");
             chain.link = header.end_link();
@@ -595,6 +565,11 @@ impl Replicator {
     /// then the chain from where the WAL stood before it. Commits up to the WAL's position
     /// after the snapshot may or may not be in it, so restores start there (`base_seq`).
     pub(super) async fn new_generation(&mut self, reason: &str) -> Result<SyncReport> {
+        // The old chain's staged frames go up first: its window reaches the break.
+        let mut up = SyncReport::default();
+        if let Some(lost) = self.upload_staged(&mut up).await? {
+            tracing::warn!(database = %self.source.name, "{lost}");
+        }
         tracing::warn!(database = %self.source.name, reason, "starting a new generation");
         self.chain = None;
         self.begin_read()?;
@@ -687,14 +662,18 @@ impl Replicator {
             ));
         }
         report.new_generation = Some(reason.to_string());
+        report.segments += up.segments;
+        report.bytes += up.bytes;
         tracing::info!(database = %self.source.name, generation = %id, snapshot = %manifest.id, "generation started");
         Ok(report)
     }
 
     /// Ship what is left and release the WAL (the next start resumes the chain).
     pub async fn close(mut self) -> Result<SyncReport> {
-        let (report, _) = self.ship().await?;
+        let (mut report, _) = self.ship().await?;
+        self.upload_into(&mut report).await?;
         self.end_read()?;
+        self.spool.close();
         Ok(report)
     }
 

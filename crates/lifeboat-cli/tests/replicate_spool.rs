@@ -1,0 +1,233 @@
+//! The spool: frames a replicator shipped are staged on local disk, and the WAL checkpointed
+//! past them, before they are uploaded. A replicator killed then leaves them only there: the
+//! next start must upload them before it resumes the chain, and a staged piece that was
+//! damaged (a crash of the host: pieces are never fsynced) must never be restored from.
+//!
+//! `LIFEBOAT_FAULT=hold-uploads` (debug builds) keeps every piece staged, so the kill comes
+//! after the checkpoints and before any upload, every time.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::replicating::{restore_latest, stop_replicator};
+use common::*;
+
+/// The application: one connection, kept open; each line on stdin is a blob size to insert
+/// in one transaction, answered with `ok` once committed.
+const APP: &str = r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+c.execute("SELECT count(*) FROM t").fetchone()
+print("ok", flush=True)
+for line in sys.stdin:
+    c.execute("INSERT INTO t VALUES (randomblob(?))", (int(line),))
+    print("ok", flush=True)
+"#;
+
+struct App {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+}
+
+impl App {
+    fn start(db: &Path) -> App {
+        let mut child = Command::new("python3")
+            .args(["-c", APP])
+            .arg(db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut app = App { child, stdin, out };
+        app.answer();
+        app
+    }
+
+    fn answer(&mut self) {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ok", "the application failed");
+    }
+
+    fn commit(&mut self, bytes: usize) {
+        writeln!(self.stdin, "{bytes}").unwrap();
+        self.answer();
+    }
+
+    fn stop(mut self) {
+        drop(self.stdin);
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+/// `lifeboat replicate`, checkpointing after every frame, its debug log in `log`.
+fn replicator(d: &Path, log: &Path, fault: Option<&str>) -> Child {
+    let mut c = cmd(d);
+    if let Some(f) = fault {
+        c.env("LIFEBOAT_FAULT", f);
+    }
+    c.env("LIFEBOAT_LOG", "lifeboat=trace")
+        .args([
+            "replicate",
+            "--db",
+            "app.db",
+            "--repo",
+            "repo",
+            "--sync-interval",
+            "100ms",
+            "--checkpoint-frames",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn log_of(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited in vain for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(list) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in list.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p, ext));
+        } else if p.to_string_lossy().ends_with(ext) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn generations(d: &Path) -> usize {
+    ok(d, &["list", "--pitr", "--db", "app", "--repo", "repo"])
+        .lines()
+        .filter(|l| l.contains("gen-"))
+        .count()
+}
+
+/// Five commits staged and checkpointed past (the log shows a checkpoint after the piece
+/// holding commit 5), nothing uploaded; then `kill -9`. Returns the spool directory.
+fn five_commits_staged_then_killed(d: &Path, app: &mut App) -> PathBuf {
+    let log = d.join("rep0.log");
+    let mut rep = replicator(d, &log, Some("hold-uploads"));
+    wait_until("the first generation", || {
+        log_of(&log).contains("generation started")
+    });
+    for _ in 0..5 {
+        app.commit(20_000);
+    }
+    wait_until("commit 5 staged and checkpointed", || {
+        let l = log_of(&log);
+        let mut lines = l.lines();
+        lines.any(|x| x.contains("staged") && x.contains("last=5"))
+            && lines.any(|x| x.contains("checkpoint database=app"))
+    });
+    rep.kill().unwrap();
+    rep.wait().unwrap();
+    let spool = d.join("app.db.lifeboat-spool");
+    assert!(
+        !files(&spool, ".frames").is_empty(),
+        "nothing staged in {}",
+        spool.display()
+    );
+    assert!(
+        files(&d.join("repo"), ".seg.zst").is_empty(),
+        "a segment was uploaded though uploads were held"
+    );
+    spool
+}
+
+#[test]
+fn frames_a_killed_replicator_left_staged_go_up_at_its_next_start_and_the_chain_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("app.db");
+    sqlite3(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x);");
+    let mut app = App::start(&db);
+    let spool = five_commits_staged_then_killed(d, &mut app);
+
+    let log = d.join("rep1.log");
+    let rep = replicator(d, &log, None);
+    wait_until("the restart", || {
+        log_of(&log).contains("resuming the chain")
+    });
+    app.commit(20_000);
+    wait_until("commit 6 restorable", || {
+        ok(d, &["list", "--pitr", "--db", "app", "--repo", "repo"]).contains("..6 ")
+    });
+    stop_replicator(rep);
+    app.stop();
+
+    assert_eq!(generations(d), 1, "{}", log_of(&log));
+    assert_same_db(&db, &restore_latest(d, "app"));
+    let verified = ok(d, &["verify", "--db", "app", "--repo", "repo"]);
+    assert!(
+        verified
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("chain:")),
+        "{verified}"
+    );
+    assert!(!spool.exists(), "a clean stop leaves the spool behind");
+}
+
+#[test]
+fn a_damaged_staged_piece_is_dropped_and_the_chain_breaks_instead_of_restoring_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("app.db");
+    sqlite3(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x);");
+    let mut app = App::start(&db);
+    let spool = five_commits_staged_then_killed(d, &mut app);
+    // A byte of the first piece's last page flipped (its length unchanged).
+    let first = files(&spool, ".frames").remove(0);
+    let mut bytes = std::fs::read(&first).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&first, bytes).unwrap();
+
+    let log = d.join("rep1.log");
+    let rep = replicator(d, &log, None);
+    wait_until("a new generation", || generations(d) == 2);
+    app.commit(20_000);
+    wait_until("commit 6 in the new generation", || {
+        sqlite3(&restore_latest(d, "app"), "SELECT count(*) FROM t").trim() == "6"
+    });
+    stop_replicator(rep);
+    app.stop();
+
+    let l = log_of(&log);
+    assert!(l.contains("damaged"), "{l}");
+    assert_eq!(generations(d), 2);
+    assert_same_db(&db, &restore_latest(d, "app"));
+    // Nothing staged went up: the first generation has no segment.
+    let gens = d.join("repo/app/generations");
+    let mut ids: Vec<_> = std::fs::read_dir(&gens)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    ids.sort();
+    assert!(files(&ids[0], ".seg.zst").is_empty(), "{ids:?}");
+}
