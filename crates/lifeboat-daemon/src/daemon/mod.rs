@@ -176,6 +176,8 @@ impl Daemon {
             "lifeboat daemon started"
         );
         loop {
+            // A database whose WAL fills fast ticks sooner than the replication poll.
+            let hurry = self.replication.next_hurry();
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -191,6 +193,9 @@ impl Daemon {
                 Some(done) = self.verifying.join_next(), if !self.verifying.is_empty() => self.verified(done),
                 Some((name, done)) = self.replication.next_done(), if self.replication.working() => {
                     self.replicated(name, done);
+                }
+                _ = tokio::time::sleep_until(hurry.unwrap_or_else(Instant::now).into()), if hurry.is_some() => {
+                    self.replicate_turn();
                 }
                 _ = repl_tick.tick(), if !self.replication.is_empty() => {
                     self.replicate_turn();

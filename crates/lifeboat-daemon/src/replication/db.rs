@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use lifeboat::error::Error;
+use lifeboat::replicate::pace::Pace;
 use lifeboat::replicate::{ReplicateOptions, Replicator};
 use lifeboat::repo::leases::Lease;
 use lifeboat::source::Source;
@@ -54,9 +55,15 @@ pub(super) struct Db {
     pub(super) closing: bool,
     pub(super) reopen: Option<(Source, ReplicateOptions)>,
     pub(super) next_poll: Instant,
+    /// When it syncs (uploads), and how often it ticks in between while its WAL is busy.
+    pub(super) pace: Pace,
+    /// Its next tick is sooner than the daemon's poll: the daemon wakes for it.
+    pub(super) hurry: bool,
     /// The fingerprint when the last good sync started, and the one the running sync started at.
     pub(super) shipped: Option<Fingerprint>,
     pub(super) started: Option<(Fingerprint, DateTime<Utc>)>,
+    /// The fingerprint the tick that started the running background upload started at.
+    pub(super) uploading: Option<(Fingerprint, DateTime<Utc>)>,
     /// Since when an unshipped change has waited.
     pub(super) pending_since: Option<DateTime<Utc>>,
     pub(super) last_sync: Instant,
@@ -78,6 +85,7 @@ pub(super) struct Db {
 
 impl Db {
     pub(super) fn new(source: Source, opts: ReplicateOptions) -> Db {
+        let pace = Pace::new(&opts, Instant::now());
         Db {
             source,
             opts,
@@ -87,8 +95,11 @@ impl Db {
             closing: false,
             reopen: None,
             next_poll: Instant::now(),
+            pace,
+            hurry: false,
             shipped: None,
             started: None,
+            uploading: None,
             pending_since: None,
             last_sync: Instant::now(),
             renewed: Instant::now(),

@@ -118,6 +118,16 @@ impl Replication {
             .clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 
+    /// When the busiest database's next tick is due, if one ticks sooner than the daemon
+    /// polls (its WAL fills fast): the daemon wakes for it.
+    pub fn next_hurry(&self) -> Option<Instant> {
+        self.dbs
+            .values()
+            .filter(|d| d.hurry && !d.busy)
+            .map(|d| d.next_poll)
+            .min()
+    }
+
     pub fn len(&self) -> usize {
         self.dbs.len()
     }
@@ -265,8 +275,12 @@ impl Replication {
             let renew = db.renewed.elapsed() >= self.lease_ttl / 3;
             if !(changed || checkpoint || renew || db.failures > 0) {
                 db.replicator = Some((replicator, lease));
+                db.hurry = false;
                 continue;
             }
+            // A failing one syncs (its backoff paces it).
+            let hurry = db.hurry && db.failures == 0;
+            let upload = db.pace.upload_due(due);
             db.busy = true;
             db.started = fp.map(|f| (f, wall));
             self.queue.push_back((
@@ -275,6 +289,8 @@ impl Replication {
                     replicator,
                     lease,
                     renew: renew.then_some(self.lease_ttl),
+                    hurry,
+                    upload,
                 },
             ));
         }
@@ -317,6 +333,7 @@ impl Replication {
         let mut events = Vec::new();
         let now = Instant::now();
         let wall = Utc::now();
+        let poll_every = self.poll_every();
         let Some(db) = self.dbs.get_mut(name) else {
             return events;
         };
@@ -387,6 +404,7 @@ impl Replication {
                 replicator,
                 lease,
                 renewed,
+                upload,
                 result,
             } => {
                 db.replicator = Some((replicator, lease));
@@ -401,7 +419,27 @@ impl Replication {
                         db.failures = 0;
                         db.said = None;
                         db.last_sync = now;
-                        shipped(db, started);
+                        // Only what is stored is shipped (the lag counts on until then): a
+                        // background upload covers what the tick that started it saw.
+                        if report.upload_ended {
+                            let at = db.uploading.take();
+                            shipped(db, at);
+                        }
+                        if report.all_stored {
+                            db.uploading = None;
+                            shipped(db, started);
+                        } else if report.upload_started {
+                            db.uploading = started;
+                        }
+                        let wait = db.pace.after(upload, report.frames, now);
+                        let hurry = wait < poll_every;
+                        if hurry != db.hurry {
+                            tracing::debug!(database = %name, wait_ms = wait.as_millis() as u64, hurry, "ticks between syncs");
+                        }
+                        db.hurry = hurry;
+                        if db.hurry {
+                            db.next_poll = now + wait;
+                        }
                         if let Some(reason) = report.new_generation.clone() {
                             events.push(Event::Break {
                                 database: name.to_string(),

@@ -25,10 +25,15 @@ pub enum Work {
         ttl: Duration,
     },
     /// Ship what is new (and checkpoint when due); renew the lease first when `renew`.
+    /// A sync uploads what is staged before it ends; a database whose WAL fills fast
+    /// (`hurry`, see `lifeboat::replicate::pace`) ticks instead, and its upload, started
+    /// when `upload`, runs in the background.
     Sync {
         replicator: Box<Replicator>,
         lease: Lease,
         renew: Option<Duration>,
+        hurry: bool,
+        upload: bool,
     },
     /// Ship what is committed, release the WAL and give the lease up.
     Close {
@@ -60,6 +65,8 @@ pub enum Done {
         lease: Lease,
         /// The lease was pushed forward.
         renewed: bool,
+        /// An upload was asked for.
+        upload: bool,
         result: Result<SyncReport>,
     },
     /// Another daemon took the database over (this one's lease had expired): the replicator
@@ -129,6 +136,8 @@ async fn run_here(repo: Arc<Repository>, work: Work) -> Done {
             mut replicator,
             mut lease,
             renew,
+            hurry,
+            upload,
         } => {
             let mut renewed = false;
             if let Some(ttl) = renew {
@@ -150,11 +159,16 @@ async fn run_here(repo: Arc<Repository>, work: Work) -> Done {
                     }
                 }
             }
-            let result = replicator.sync().await;
+            let result = if hurry {
+                replicator.tick(upload).await
+            } else {
+                replicator.sync().await
+            };
             Done::Synced {
                 replicator,
                 lease,
                 renewed,
+                upload: upload || !hurry,
                 result,
             }
         }

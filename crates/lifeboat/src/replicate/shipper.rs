@@ -84,6 +84,16 @@ pub struct SyncReport {
     pub checkpoint: Option<&'static str>,
     /// Frames shipped (staged; uploaded segments are counted in `segments`).
     pub frames: u64,
+    /// A background upload ended well in this call: everything staged before it started is
+    /// stored.
+    #[serde(skip)]
+    pub upload_ended: bool,
+    /// Everything shipped up to the end of this call is stored (nothing staged is left).
+    #[serde(skip)]
+    pub all_stored: bool,
+    /// A background upload of everything staged so far was started ([`Replicator::tick`]).
+    #[serde(skip)]
+    pub upload_started: bool,
 }
 
 impl SyncReport {
@@ -334,6 +344,7 @@ impl Replicator {
     pub async fn sync(&mut self) -> Result<SyncReport> {
         let mut report = self.stage_and_checkpoint().await?;
         self.upload_into(&mut report).await?;
+        report.all_stored = self.spool.is_empty();
         Ok(report)
     }
 
@@ -342,25 +353,33 @@ impl Replicator {
     /// and checkpoints as soon as `checkpoint_frames` are, and an upload never holds the
     /// checkpoints up (see `pace`).
     pub async fn tick(&mut self, upload: bool) -> Result<SyncReport> {
-        // Too much staged (the repository is slow, or refuses it): upload before staging
-        // more, so a failing repository stops the shipping (and so the checkpoints) as it
-        // always did, and the spool stays bounded.
-        if self.spool.frames() >= self.opts.segment_frames.saturating_mul(SPOOL_SEGMENTS) {
-            let mut report = SyncReport::default();
-            self.upload_into(&mut report).await?;
-            return Ok(report);
-        }
-        let mut report = self.stage_and_checkpoint().await?;
+        let mut report = SyncReport::default();
+        // The last background upload first: a failed one stops this tick (no staging, no
+        // checkpoint, as a failing repository always stopped them), and is tried again at the
+        // next upload.
         if let Some(ended) = self.spool.ended().await {
+            report.upload_ended = ended.is_ok();
             if let Some(why) = self.settled(ended, &mut report)? {
                 let more = self.new_generation(&why).await?;
                 report.add(&more);
                 report.new_generation = more.new_generation;
             }
         }
-        if upload {
-            self.spool.start(&self.repo, self.opts.segment_frames);
+        // Too much staged (a slow repository): upload before staging more, so the spool
+        // stays bounded.
+        if self.spool.frames() >= self.opts.segment_frames.saturating_mul(SPOOL_SEGMENTS) {
+            self.upload_into(&mut report).await?;
         }
+        let more = self.stage_and_checkpoint().await?;
+        report.add(&more);
+        report.checkpoint = more.checkpoint;
+        if more.new_generation.is_some() {
+            report.new_generation = more.new_generation;
+        }
+        if upload {
+            report.upload_started = self.spool.start(&self.repo, self.opts.segment_frames);
+        }
+        report.all_stored = self.spool.is_empty();
         Ok(report)
     }
 

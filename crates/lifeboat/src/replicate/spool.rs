@@ -81,6 +81,11 @@ impl Spool {
         }
     }
 
+    /// Nothing staged, nothing being uploaded.
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty() && self.in_flight.is_none()
+    }
+
     /// Frames staged and not uploaded yet.
     pub fn frames(&self) -> u64 {
         self.frames
