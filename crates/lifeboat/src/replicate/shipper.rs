@@ -41,8 +41,8 @@ use crate::source::Source;
 /// without the lock, so a checkpoint that cannot take it costs nothing but the WAL's reset).
 const WRITE_LOCK_WAIT: Duration = Duration::from_millis(100);
 
-/// At most this many segments' worth of frames staged: more waits for an upload.
-const SPOOL_SEGMENTS: u64 = 32;
+/// At most this many bytes of frames staged (a ship that would pass it uploads first).
+const SPOOL_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, Clone)]
 pub struct ReplicateOptions {
@@ -365,9 +365,9 @@ impl Replicator {
                 report.new_generation = more.new_generation;
             }
         }
-        // Too much staged (a slow repository): upload before staging more, so the spool
-        // stays bounded.
-        if self.spool.frames() >= self.opts.segment_frames.saturating_mul(SPOOL_SEGMENTS) {
+        // Much staged (a slow repository): upload before staging more, so the spool stays
+        // well within its bound (and `ship`, often under the write lock, need not upload).
+        if self.spool.bytes() >= SPOOL_BYTES / 2 {
             self.upload_into(&mut report).await?;
         }
         let more = self.stage_and_checkpoint().await?;
@@ -542,6 +542,13 @@ impl Replicator {
                     })
                     .collect(),
             };
+            // A long backlog (a WAL that grew while lifeboat was stopped) goes up as it is
+            // staged: the spool never holds more than its bound, however long the WAL.
+            if self.spool.bytes() + super::spool::frame_bytes(&header) > SPOOL_BYTES {
+                if let Some(why) = self.upload_staged(&mut report).await? {
+                    return Ok((report, Some(why)));
+                }
+            }
             self.spool.stage(
                 &wal::wal_path(&self.source.path),
                 &scan.header,

@@ -46,7 +46,8 @@ pub struct Uploaded {
 pub struct Spool {
     dir: PathBuf,
     pieces: VecDeque<Piece>,
-    frames: u64,
+    /// Bytes of frames staged and not uploaded yet.
+    bytes: u64,
     /// An upload running in the background, of the first pieces.
     in_flight: Option<tokio::task::JoinHandle<Outcome>>,
 }
@@ -76,7 +77,7 @@ impl Spool {
         Spool {
             dir: suffixed(db, ".lifeboat-spool"),
             pieces: VecDeque::new(),
-            frames: 0,
+            bytes: 0,
             in_flight: None,
         }
     }
@@ -86,9 +87,9 @@ impl Spool {
         self.pieces.is_empty() && self.in_flight.is_none()
     }
 
-    /// Frames staged and not uploaded yet.
-    pub fn frames(&self) -> u64 {
-        self.frames
+    /// Bytes of frames staged and not uploaded yet.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Stage `header.frames` frames of the WAL at `wal_file` from `header.start` on: read
@@ -111,7 +112,7 @@ impl Spool {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        self.frames += header.frames;
+        self.bytes += frame_bytes(&header);
         self.pieces.push_back(Piece {
             path,
             data_at: (MAGIC.len() + 4 + json.len()) as u64,
@@ -169,7 +170,7 @@ impl Spool {
             .map_err(|e| Error::new(Kind::Internal, format!("upload of staged frames: {e}")))?;
         for _ in 0..outcome.pieces {
             let p = self.pieces.pop_front().expect("piece");
-            self.frames -= p.header.frames;
+            self.bytes -= frame_bytes(&p.header);
             let _ = std::fs::remove_file(&p.path);
         }
         match outcome.error {
@@ -211,7 +212,7 @@ impl Spool {
                 _ => false,
             };
             if keep {
-                self.frames += p.header.frames;
+                self.bytes += frame_bytes(&p.header);
                 self.pieces.push_back(p);
             } else {
                 tracing::info!(database = db, piece = %p.path.display(), "dropping a staged piece its chain does not continue with");
@@ -244,7 +245,7 @@ impl Spool {
         for p in self.pieces.drain(..) {
             let _ = std::fs::remove_file(&p.path);
         }
-        self.frames = 0;
+        self.bytes = 0;
     }
 
     /// Remove the directory when nothing is staged (a clean stop leaves nothing behind).
@@ -413,6 +414,11 @@ fn write_piece(
 fn uploads_held() -> bool {
     cfg!(debug_assertions)
         && std::env::var("LIFEBOAT_FAULT").is_ok_and(|f| f.split(',').any(|f| f == "hold-uploads"))
+}
+
+/// The bytes of a piece's frames.
+pub fn frame_bytes(h: &SegmentHeader) -> u64 {
+    h.frames * (FRAME_HEADER as u64 + h.page_size as u64)
 }
 
 fn piece_name(h: &SegmentHeader) -> String {
