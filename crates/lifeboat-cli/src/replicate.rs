@@ -116,7 +116,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 say(ctx, &r, &rep);
             }
             // The database itself is gone or changed mode: stop, loudly.
+            // What is staged goes up first: it is in no other place but the local disk.
             Err(e) if matches!(e.kind, Kind::Database | Kind::Config | Kind::Permission) => {
+                if let Err(up) = r.flush().await {
+                    eprintln!("lifeboat: replicate: staged frames not uploaded: {up}");
+                }
                 return Err(e.context("replicate"));
             }
             // The repository may come back: say so, and go on trying.

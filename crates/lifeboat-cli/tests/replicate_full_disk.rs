@@ -10,75 +10,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::daemon::{lines_with, wait_for_or, Daemon};
 use common::receiver::Receiver;
 use common::replicating::{prefix, Writer};
+use common::tmpfs::Tmpfs;
 use common::*;
-
-/// A tmpfs of `size` mounted at `at` for the life of the value (unmounted when dropped, also
-/// when the test fails).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .unwrap()
-            .success();
-        assert!(
-            ok,
-            "mounting a tmpfs needs root (CI and scripts/test.sh run as root)"
-        );
-        Tmpfs(at.to_path_buf())
-    }
-
-    /// Fill what is left with a file (`dd` stops at ENOSPC).
-    fn fill(&self) {
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=16k"])
-            .arg(format!("of={}", self.0.join("fill").display()))
-            .stderr(Stdio::null())
-            .status();
-        let left = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        let avail: u64 = stdout(&left)
-            .lines()
-            .nth(1)
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap();
-        assert!(avail < 64 << 10, "{avail} bytes still free");
-    }
-
-    /// Fill it, then give back `bytes` (room for small writes, not for a snapshot).
-    fn fill_leaving(&self, bytes: u64) {
-        self.fill();
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(self.0.join("fill"))
-            .unwrap();
-        let len = f.metadata().unwrap().len();
-        f.set_len(len.saturating_sub(bytes)).unwrap();
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.0.join("fill")).unwrap();
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// Every file under `dir`, relative to it, sorted.
 fn walk(dir: &Path) -> Vec<String> {

@@ -8,6 +8,7 @@ pub mod receiver;
 pub mod replicating;
 pub mod s3;
 pub mod smtp;
+pub mod tmpfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

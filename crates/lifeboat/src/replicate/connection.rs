@@ -8,8 +8,10 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, Kind, Result};
 
+/// A full disk (SQLITE_FULL, as a checkpoint meets it) is `Kind::DiskFull`: it passes once
+/// space is freed, so a replicator retries rather than stops.
 pub(super) fn db_err(what: String) -> impl Fn(rusqlite::Error) -> Error {
-    move |e| Error::new(Kind::Database, format!("{what}: {e}"))
+    move |e| Error::sqlite(Kind::Database, &what, e)
 }
 
 pub(super) fn inode_of(path: &std::path::Path) -> Result<u64> {

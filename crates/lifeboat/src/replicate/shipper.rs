@@ -106,6 +106,18 @@ impl SyncReport {
     }
 }
 
+/// A sync's staging and its upload, told as one report (a break the upload made wins).
+fn joined(mut staged: SyncReport, up: SyncReport) -> SyncReport {
+    staged.add(&up);
+    if up.new_generation.is_some() {
+        staged.new_generation = up.new_generation;
+    }
+    staged.upload_ended |= up.upload_ended;
+    staged.upload_started |= up.upload_started;
+    staged.all_stored = up.all_stored;
+    staged
+}
+
 /// The generation being extended, and how far.
 pub(super) struct Chain {
     pub(super) generation: Generation,
@@ -342,9 +354,22 @@ impl Replicator {
 
     /// One sync: look for a replaced file, ship what is new, checkpoint when due.
     pub async fn sync(&mut self) -> Result<SyncReport> {
-        let mut report = self.stage_and_checkpoint().await?;
+        // What is staged goes up even when staging more failed (a full disk: uploading it
+        // frees the space staging needs).
+        let staged = self.stage_and_checkpoint().await;
+        let mut up = SyncReport::default();
+        self.upload_into(&mut up).await?;
+        up.all_stored = self.spool.is_empty();
+        Ok(joined(staged?, up))
+    }
+
+    /// Upload what is staged, without shipping more: a replicator stopping on an error leaves
+    /// nothing only on local disk that it could have uploaded.
+    pub async fn flush(&mut self) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
         self.upload_into(&mut report).await?;
         report.all_stored = self.spool.is_empty();
+        self.spool.close();
         Ok(report)
     }
 
@@ -353,34 +378,30 @@ impl Replicator {
     /// and checkpoints as soon as `checkpoint_frames` are, and an upload never holds the
     /// checkpoints up (see `pace`).
     pub async fn tick(&mut self, upload: bool) -> Result<SyncReport> {
-        let mut report = SyncReport::default();
+        let mut up = SyncReport::default();
         // The last background upload first: a failed one stops this tick (no staging, no
         // checkpoint, as a failing repository always stopped them), and is tried again at the
         // next upload.
         if let Some(ended) = self.spool.ended().await {
-            report.upload_ended = ended.is_ok();
-            if let Some(why) = self.settled(ended, &mut report)? {
+            up.upload_ended = ended.is_ok();
+            if let Some(why) = self.settled(ended, &mut up)? {
                 let more = self.new_generation(&why).await?;
-                report.add(&more);
-                report.new_generation = more.new_generation;
+                up.add(&more);
+                up.new_generation = more.new_generation;
             }
         }
         // Much staged (a slow repository): upload before staging more, so the spool stays
         // well within its bound (and `ship`, often under the write lock, need not upload).
         if self.spool.bytes() >= SPOOL_BYTES / 2 {
-            self.upload_into(&mut report).await?;
+            self.upload_into(&mut up).await?;
         }
-        let more = self.stage_and_checkpoint().await?;
-        report.add(&more);
-        report.checkpoint = more.checkpoint;
-        if more.new_generation.is_some() {
-            report.new_generation = more.new_generation;
-        }
+        // The uploads go on even when staging failed (a full disk: they free its space).
+        let staged = self.stage_and_checkpoint().await;
         if upload {
-            report.upload_started = self.spool.start(&self.repo, self.opts.segment_frames);
+            up.upload_started = self.spool.start(&self.repo, self.opts.segment_frames);
         }
-        report.all_stored = self.spool.is_empty();
-        Ok(report)
+        up.all_stored = self.spool.is_empty();
+        Ok(joined(staged?, up))
     }
 
     /// Upload what is staged, counted in `report`; a break (see `upload_staged`) starts a new
@@ -549,11 +570,23 @@ impl Replicator {
                     return Ok((report, Some(why)));
                 }
             }
-            self.spool.stage(
-                &wal::wal_path(&self.source.path),
-                &scan.header,
-                header.clone(),
-            )?;
+            let wal_file = wal::wal_path(&self.source.path);
+            match self.spool.stage(&wal_file, &scan.header, header.clone()) {
+                Ok(()) => {}
+                // The spool's disk is full: straight up from the WAL, or the WAL (on that disk
+                // too, most often) could never be checkpointed to make room.
+                Err(e) if e.kind == Kind::DiskFull => {
+                    tracing::warn!(database = %self.source.name, "{e}: uploading from the WAL");
+                    let seg = self.opts.segment_frames;
+                    let up = self
+                        .spool
+                        .send_direct(&self.repo, seg, &wal_file, &header)
+                        .await?;
+                    report.segments += up.segments;
+                    report.bytes += up.bytes;
+                }
+                Err(e) => return Err(e),
+            }
             tracing::trace!(database = %self.source.name, first = header.first_seq(), last = header.last_seq(), "staged");
             report.commits += take as u64;
             report.frames += last.end - done;
@@ -696,8 +729,11 @@ impl Replicator {
 
     /// Ship what is left and release the WAL (the next start resumes the chain).
     pub async fn close(mut self) -> Result<SyncReport> {
-        let (mut report, _) = self.ship().await?;
-        self.upload_into(&mut report).await?;
+        // What is staged goes up even when shipping the rest failed (a full disk).
+        let shipped = self.ship().await;
+        let mut up = SyncReport::default();
+        self.upload_into(&mut up).await?;
+        let report = joined(shipped?.0, up);
         self.end_read()?;
         self.spool.close();
         Ok(report)

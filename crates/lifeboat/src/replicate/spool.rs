@@ -121,6 +121,28 @@ impl Spool {
         Ok(())
     }
 
+    /// Upload `header.frames` frames of the WAL at `wal_file` as one segment, straight from
+    /// the WAL, after every staged piece: for when the local disk is too full to stage them
+    /// (the WAL can then only shrink once they are shipped without the spool).
+    pub async fn send_direct(
+        &mut self,
+        repo: &Arc<Repository>,
+        max_frames: u64,
+        wal_file: &Path,
+        header: &SegmentHeader,
+    ) -> Result<Uploaded> {
+        let mut done = self.upload(repo, max_frames).await?;
+        let (file, h) = (wal_file.to_path_buf(), header.clone());
+        let body = tokio::task::spawn_blocking(move || direct(&file, &h))
+            .await
+            .unwrap_or_else(|e| Err(Error::new(Kind::Internal, format!("encode: {e}"))))?;
+        done.bytes += body.len() as u64;
+        let name = segment::object_name(header);
+        layout::put_segment(repo, &header.database, &header.generation, &name, body).await?;
+        done.segments += 1;
+        Ok(done)
+    }
+
     /// Upload every staged piece, oldest first (after the background upload running, if
     /// one is): consecutive pieces of one WAL (and generation) as one segment of at most
     /// `max_frames` frames (a larger piece alone). A piece is removed once its segment is
@@ -344,6 +366,22 @@ fn encode(run: &[Piece], dir: &Path) -> Result<(SegmentHeader, Vec<u8>)> {
     let body = segment::encode_frames(input, &what, &wal, header.start, &header)
         .map_err(|e| Error::new(Kind::Corrupt, e.to_string()))?;
     Ok((header, body))
+}
+
+/// A segment of frames read straight from the WAL (a change under the read is
+/// `Kind::Database`, as when staging).
+fn direct(wal_file: &Path, header: &SegmentHeader) -> Result<Vec<u8>> {
+    let wal = header.header()?;
+    let read = |e| Error::io(format!("read {}", wal_file.display()), e);
+    let mut f = std::fs::File::open(wal_file).map_err(read)?;
+    let size = (FRAME_HEADER + wal.page_size() as usize) as u64;
+    f.seek(SeekFrom::Start(
+        wal::WAL_HEADER as u64 + header.start.frame * size,
+    ))
+    .map_err(read)?;
+    let input = std::io::BufReader::with_capacity(1 << 20, f).take(header.frames * size);
+    let what = wal_file.display().to_string();
+    segment::encode_frames(input, &what, &wal, header.start, header)
 }
 
 /// How many of the first pieces go up together.
