@@ -69,6 +69,10 @@ impl App {
 
 /// `lifeboat replicate`, checkpointing after every frame, its debug log in `log`.
 fn replicator(d: &Path, log: &Path, fault: Option<&str>) -> Child {
+    replicator_checkpointing(d, log, fault, "1")
+}
+
+fn replicator_checkpointing(d: &Path, log: &Path, fault: Option<&str>, frames: &str) -> Child {
     let mut c = cmd(d);
     if let Some(f) = fault {
         c.env("LIFEBOAT_FAULT", f);
@@ -83,7 +87,7 @@ fn replicator(d: &Path, log: &Path, fault: Option<&str>) -> Child {
             "--sync-interval",
             "100ms",
             "--checkpoint-frames",
-            "1",
+            frames,
         ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -230,4 +234,52 @@ fn a_damaged_staged_piece_is_dropped_and_the_chain_breaks_instead_of_restoring_i
         .collect();
     ids.sort();
     assert!(files(&ids[0], ".seg.zst").is_empty(), "{ids:?}");
+}
+
+#[test]
+fn a_segment_stored_whose_answer_was_lost_is_not_a_conflict_when_tried_again() {
+    // The first segment's write lands, but the replicator is told it failed (as after a
+    // timeout): the pieces stay staged while more are staged behind them, and the next upload
+    // must send the same segment again (same name, same bytes), not a longer one that would
+    // overlap it, nor fail for ever with "already exists".
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("app.db");
+    sqlite3(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x);");
+    let mut app = App::start(&db);
+    let log = d.join("rep.log");
+    // No checkpoint: the pieces staged meanwhile are of the same WAL, so they could go up
+    // merged with the failed one.
+    let rep = replicator_checkpointing(d, &log, Some("lost-answer"), "1000000");
+    wait_until("the first generation", || {
+        log_of(&log).contains("generation started")
+    });
+    for _ in 0..5 {
+        app.commit(20_000);
+    }
+    wait_until("the lost answer", || {
+        log_of(&log).contains("the answer was lost")
+    });
+    for _ in 0..5 {
+        app.commit(20_000);
+    }
+    wait_until("commit 10 restorable", || {
+        ok(d, &["list", "--pitr", "--db", "app", "--repo", "repo"]).contains("..10 ")
+    });
+    stop_replicator(rep);
+    app.stop();
+    let l = log_of(&log);
+    assert!(!l.contains("already exists"), "{l}");
+    assert_eq!(generations(d), 1, "{l}");
+    // One chain, no segment overlapping another.
+    let mut next = 1;
+    for s in files(&d.join("repo"), ".seg.zst") {
+        let name = s.file_name().unwrap().to_string_lossy().into_owned();
+        let mut parts = name.split('-');
+        let first: u64 = parts.next().unwrap().parse().unwrap();
+        let last: u64 = parts.next().unwrap().parse().unwrap();
+        assert_eq!(first, next, "{name} after {}", next - 1);
+        next = last + 1;
+    }
+    assert_same_db(&db, &restore_latest(d, "app"));
 }

@@ -123,8 +123,9 @@ pub async fn put_generation(repo: &Repository, g: &Generation) -> Result<()> {
     Ok(())
 }
 
-/// Store a segment; an error when its name is taken (another replicator of the same database
-/// shipped the same commits first).
+/// Store a segment; an error when its name is taken by other bytes (another replicator of the
+/// same database shipped the same commits first). The same bytes are no error: a write whose
+/// answer was lost (a timeout after the store had it), tried again.
 pub async fn put_segment(
     repo: &Repository,
     db: &str,
@@ -133,7 +134,10 @@ pub async fn put_segment(
     body: Vec<u8>,
 ) -> Result<()> {
     let key = segments_prefix(repo, db, gen).join(name);
-    if !create(repo, &key, body, "write segment").await? {
+    let same = body.clone();
+    if !create(repo, &key, body, "write segment").await?
+        && read_segment(repo, db, gen, name).await.ok().as_deref() != Some(&same[..])
+    {
         return Err(Error::new(
             Kind::Repository,
             format!(

@@ -48,6 +48,8 @@ pub struct Spool {
     pieces: VecDeque<Piece>,
     /// Bytes of frames staged and not uploaded yet.
     bytes: u64,
+    /// The pieces of the segment whose upload failed last: it is tried again as it was.
+    retry_run: Option<usize>,
     /// An upload running in the background, of the first pieces.
     in_flight: Option<tokio::task::JoinHandle<Outcome>>,
 }
@@ -58,6 +60,8 @@ struct Outcome {
     pieces: usize,
     uploaded: Uploaded,
     error: Option<Error>,
+    /// How many pieces the segment that failed held.
+    failed_run: Option<usize>,
 }
 
 impl Drop for Spool {
@@ -78,6 +82,7 @@ impl Spool {
             dir: suffixed(db, ".lifeboat-spool"),
             pieces: VecDeque::new(),
             bytes: 0,
+            retry_run: None,
             in_flight: None,
         }
     }
@@ -166,8 +171,9 @@ impl Spool {
         let pieces: Vec<Piece> = self.pieces.iter().cloned().collect();
         let repo = Arc::clone(repo);
         let dir = self.dir.clone();
+        let retry = self.retry_run;
         self.in_flight = Some(tokio::spawn(async move {
-            send(&repo, &dir, &pieces, max_frames).await
+            send(&repo, &dir, &pieces, max_frames, retry).await
         }));
         true
     }
@@ -190,6 +196,7 @@ impl Spool {
         let outcome = h
             .await
             .map_err(|e| Error::new(Kind::Internal, format!("upload of staged frames: {e}")))?;
+        self.retry_run = outcome.failed_run;
         for _ in 0..outcome.pieces {
             let p = self.pieces.pop_front().expect("piece");
             self.bytes -= frame_bytes(&p.header);
@@ -264,6 +271,7 @@ impl Spool {
         if let Some(h) = self.in_flight.take() {
             h.abort();
         }
+        self.retry_run = None;
         for p in self.pieces.drain(..) {
             let _ = std::fs::remove_file(&p.path);
         }
@@ -307,15 +315,27 @@ impl Spool {
 }
 
 /// Upload `pieces`, oldest first, as segments of consecutive pieces.
-async fn send(repo: &Repository, dir: &Path, pieces: &[Piece], max_frames: u64) -> Outcome {
+async fn send(
+    repo: &Repository,
+    dir: &Path,
+    pieces: &[Piece],
+    max_frames: u64,
+    first_run: Option<usize>,
+) -> Outcome {
     let mut outcome = Outcome {
         pieces: 0,
         uploaded: Uploaded::default(),
         error: None,
+        failed_run: None,
     };
     while outcome.pieces < pieces.len() {
         let run = &pieces[outcome.pieces..];
-        let n = run_len(run, max_frames);
+        // A run that failed goes again as it was (the same segment, bytes and name: if its
+        // store had it after all, the write is no error), however many pieces came since.
+        let n = match first_run {
+            Some(n) if outcome.pieces == 0 => n.min(run.len()),
+            _ => run_len(run, max_frames),
+        };
         let (run, dir) = (run[..n].to_vec(), dir.to_path_buf());
         // Compressing is CPU work: off the runtime's workers.
         let encoded = tokio::task::spawn_blocking(move || encode(&run, &dir))
@@ -327,6 +347,7 @@ async fn send(repo: &Repository, dir: &Path, pieces: &[Piece], max_frames: u64) 
                 let size = body.len() as u64;
                 layout::put_segment(repo, &header.database, &header.generation, &name, body)
                     .await
+                    .and_then(|()| fault_lost_answer())
                     .map(|()| {
                         tracing::debug!(database = %header.database, segment = %name, pieces = n, "uploaded");
                         size
@@ -342,6 +363,7 @@ async fn send(repo: &Repository, dir: &Path, pieces: &[Piece], max_frames: u64) 
             }
             Err(e) => {
                 outcome.error = Some(e);
+                outcome.failed_run = Some(n);
                 break;
             }
         }
@@ -457,6 +479,22 @@ fn uploads_held() -> bool {
 /// The bytes of a piece's frames.
 pub fn frame_bytes(h: &SegmentHeader) -> u64 {
     h.frames * (FRAME_HEADER as u64 + h.page_size as u64)
+}
+
+/// Fault injection for the test suite, in debug builds only: `LIFEBOAT_FAULT=lost-answer`
+/// makes the first segment stored fail as if the store's answer had been lost (a timeout
+/// after the write landed).
+fn fault_lost_answer() -> Result<()> {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let asked = cfg!(debug_assertions)
+        && std::env::var("LIFEBOAT_FAULT").is_ok_and(|f| f.split(',').any(|f| f == "lost-answer"));
+    if asked && !DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::new(
+            Kind::Repository,
+            "write segment: the answer was lost (LIFEBOAT_FAULT=lost-answer)",
+        ));
+    }
+    Ok(())
 }
 
 fn piece_name(h: &SegmentHeader) -> String {
