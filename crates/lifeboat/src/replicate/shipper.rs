@@ -392,7 +392,7 @@ impl Replicator {
         }
         // Much staged (a slow repository): upload before staging more, so the spool stays
         // well within its bound (and `ship`, often under the write lock, need not upload).
-        if self.spool.bytes() >= SPOOL_BYTES / 2 {
+        if self.spool.bytes() >= SPOOL_BYTES / 4 * 3 {
             self.upload_into(&mut up).await?;
         }
         // The uploads go on even when staging failed (a full disk: they free its space).
