@@ -333,7 +333,6 @@ impl Replication {
         let mut events = Vec::new();
         let now = Instant::now();
         let wall = Utc::now();
-        let poll_every = self.poll_every();
         let Some(db) = self.dbs.get_mut(name) else {
             return events;
         };
@@ -432,7 +431,7 @@ impl Replication {
                             db.uploading = started;
                         }
                         let wait = db.pace.after(upload, report.frames, now);
-                        let hurry = wait < poll_every;
+                        let hurry = db.pace.ticking();
                         if hurry != db.hurry {
                             tracing::debug!(database = %name, wait_ms = wait.as_millis() as u64, hurry, "ticks between syncs");
                         }

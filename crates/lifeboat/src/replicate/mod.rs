@@ -7,7 +7,9 @@
 //! [`wal`] reads the live WAL from outside SQLite; [`segment`] is the stored segment format;
 //! [`layout`] where generations and segments live; [`compact`] merges them as they
 //! age into [`compacted`] segments; [`shipper`] the replicator (breaks, new
-//! generations), `checkpoint` its checkpoints and [`connection`] its SQLite connections;
+//! generations), `checkpoint` its checkpoints, `resume` its restarts, [`spool`] the frames it
+//! shipped, staged locally until their upload, [`pace`] how often it ticks, and
+//! [`connection`] its SQLite connections;
 //! [`pitr`] the restore (`apply` its chain, `page_writer` its writes); [`settings`] the `[replication]` section; [`retain`] what
 //! `pitr_within` keeps; [`lag`] how far behind the repository is, for `status`.
 

@@ -19,6 +19,8 @@ pub struct Pace {
     last_tick: Instant,
     /// Frames a second, as last estimated.
     rate: f64,
+    /// The next wake is a tick before the upload (the WAL fills fast).
+    ticking: bool,
 }
 
 impl Pace {
@@ -29,6 +31,7 @@ impl Pace {
             next_upload: now + opts.sync_interval,
             last_tick: now,
             rate: 0.0,
+            ticking: false,
         }
     }
 
@@ -54,11 +57,18 @@ impl Pace {
             frames as f64 / elapsed.as_secs_f64()
         };
         self.rate = seen.max(self.rate / 2.0);
+        self.ticking = false;
         if self.rate < 1.0 {
             return until_upload;
         }
-        let fill = Duration::from_secs_f64(self.checkpoint_frames as f64 / self.rate);
-        fill.max(MIN_TICK).min(until_upload)
+        let fill = Duration::from_secs_f64(self.checkpoint_frames as f64 / self.rate).max(MIN_TICK);
+        self.ticking = fill < until_upload;
+        fill.min(until_upload)
+    }
+
+    /// Whether the wait [`Self::after`] gave ends in a tick before the next upload.
+    pub fn ticking(&self) -> bool {
+        self.ticking
     }
 }
 
@@ -77,6 +87,7 @@ mod tests {
         assert!(p.upload_due(t1));
         let wait = p.after(true, 50_000, t1);
         assert!(wait <= Duration::from_millis(21), "{wait:?}");
+        assert!(p.ticking());
         // 200 frames in 20 ms is 10,000 a second, but the estimate halves at most: 25,000, a
         // tick in 40 ms.
         let t2 = t1 + Duration::from_millis(20);
@@ -90,6 +101,11 @@ mod tests {
         }
         let wait = p.after(false, 0, t + Duration::from_millis(40));
         assert!(wait > Duration::from_millis(800), "{wait:?}");
+        assert!(!p.ticking());
+        // A database written once a second: no tick between uploads.
+        let mut q = Pace::new(&opts, t0);
+        q.after(true, 3, t0 + Duration::from_secs(1));
+        assert!(!q.ticking());
         // A flood: never under the floor.
         let wait = p.after(false, 10_000_000, t + Duration::from_millis(50));
         assert_eq!(wait, MIN_TICK);
