@@ -15,72 +15,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::replicating::{restore_latest, stop_replicator};
+use common::replicating::{restore_latest, stop_replicator, App};
 use common::*;
-
-/// The application: one connection, kept open; each line on stdin is a blob size to insert
-/// in one transaction, answered with `ok` once committed.
-const APP: &str = r#"
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-c.execute("SELECT count(*) FROM t").fetchone()
-print("ok", flush=True)
-for line in sys.stdin:
-    if line.strip() == "checkpoint":
-        assert c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0] == 0
-    else:
-        c.execute("INSERT INTO t VALUES (randomblob(?))", (int(line),))
-    print("ok", flush=True)
-"#;
-
-struct App {
-    child: Child,
-    stdin: ChildStdin,
-    out: BufReader<ChildStdout>,
-}
-
-impl App {
-    fn start(db: &Path) -> App {
-        let mut child = Command::new("python3")
-            .args(["-c", APP])
-            .arg(db)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let mut app = App { child, stdin, out };
-        app.answer();
-        app
-    }
-
-    fn answer(&mut self) {
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ok", "the application failed");
-    }
-
-    fn commit(&mut self, bytes: usize) {
-        writeln!(self.stdin, "{bytes}").unwrap();
-        self.answer();
-    }
-
-    fn checkpoint(&mut self) {
-        writeln!(self.stdin, "checkpoint").unwrap();
-        self.answer();
-    }
-
-    fn stop(mut self) {
-        drop(self.stdin);
-        assert!(self.child.wait().unwrap().success());
-    }
-}
 
 /// `lifeboat replicate` checkpointing after every frame, its debug log in `log`.
 fn replicator(d: &Path, log: &Path) -> Child {

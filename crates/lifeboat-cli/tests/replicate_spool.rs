@@ -8,64 +8,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::replicating::{restore_latest, stop_replicator};
+use common::replicating::{restore_latest, stop_replicator, App};
 use common::*;
-
-/// The application: one connection, kept open; each line on stdin is a blob size to insert
-/// in one transaction, answered with `ok` once committed.
-const APP: &str = r#"
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-c.execute("SELECT count(*) FROM t").fetchone()
-print("ok", flush=True)
-for line in sys.stdin:
-    c.execute("INSERT INTO t VALUES (randomblob(?))", (int(line),))
-    print("ok", flush=True)
-"#;
-
-struct App {
-    child: Child,
-    stdin: ChildStdin,
-    out: BufReader<ChildStdout>,
-}
-
-impl App {
-    fn start(db: &Path) -> App {
-        let mut child = Command::new("python3")
-            .args(["-c", APP])
-            .arg(db)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let mut app = App { child, stdin, out };
-        app.answer();
-        app
-    }
-
-    fn answer(&mut self) {
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ok", "the application failed");
-    }
-
-    fn commit(&mut self, bytes: usize) {
-        writeln!(self.stdin, "{bytes}").unwrap();
-        self.answer();
-    }
-
-    fn stop(mut self) {
-        drop(self.stdin);
-        assert!(self.child.wait().unwrap().success());
-    }
-}
 
 /// `lifeboat replicate`, checkpointing after every frame, its debug log in `log`.
 fn replicator(d: &Path, log: &Path, fault: Option<&str>) -> Child {
@@ -131,6 +79,15 @@ fn generations(d: &Path) -> usize {
         .count()
 }
 
+/// A WAL database with table `t`, in a temporary directory, and its application running.
+fn application() -> (tempfile::TempDir, PathBuf, App) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    sqlite3(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x);");
+    let app = App::start(&db);
+    (dir, db, app)
+}
+
 /// Five commits staged and checkpointed past (the log shows a checkpoint after the piece
 /// holding commit 5), nothing uploaded; then `kill -9`. Returns the spool directory.
 fn five_commits_staged_then_killed(d: &Path, app: &mut App) -> PathBuf {
@@ -165,11 +122,8 @@ fn five_commits_staged_then_killed(d: &Path, app: &mut App) -> PathBuf {
 
 #[test]
 fn frames_a_killed_replicator_left_staged_go_up_at_its_next_start_and_the_chain_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, db, mut app) = application();
     let d = dir.path();
-    let db = d.join("app.db");
-    sqlite3(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x);");
-    let mut app = App::start(&db);
     let spool = five_commits_staged_then_killed(d, &mut app);
 
     let log = d.join("rep1.log");
@@ -198,11 +152,8 @@ fn frames_a_killed_replicator_left_staged_go_up_at_its_next_start_and_the_chain_
 
 #[test]
 fn a_damaged_staged_piece_is_dropped_and_the_chain_breaks_instead_of_restoring_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, db, mut app) = application();
     let d = dir.path();
-    let db = d.join("app.db");
-    sqlite3(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x);");
-    let mut app = App::start(&db);
     let spool = five_commits_staged_then_killed(d, &mut app);
     // A byte of the first piece's last page flipped (its length unchanged).
     let first = files(&spool, ".frames").remove(0);
@@ -242,11 +193,8 @@ fn a_segment_stored_whose_answer_was_lost_is_not_a_conflict_when_tried_again() {
     // timeout): the pieces stay staged while more are staged behind them, and the next upload
     // must send the same segment again (same name, same bytes), not a longer one that would
     // overlap it, nor fail for ever with "already exists".
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, db, mut app) = application();
     let d = dir.path();
-    let db = d.join("app.db");
-    sqlite3(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x);");
-    let mut app = App::start(&db);
     let log = d.join("rep.log");
     // No checkpoint: the pieces staged meanwhile are of the same WAL, so they could go up
     // merged with the failed one.

@@ -3,8 +3,9 @@
 //! that a restore holds an exact prefix of its commits.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{stderr, stdout};
@@ -150,4 +151,64 @@ pub fn restore_latest(d: &Path, db: &str) -> PathBuf {
         ],
     );
     to
+}
+
+/// The application: one connection, kept open (a real one does: a closed last connection
+/// makes SQLite recover the WAL index and forget a checkpoint); each line on stdin is a blob
+/// size to insert in one transaction (or `checkpoint`: a PASSIVE one), answered with `ok`.
+pub const APP: &str = r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+c.execute("SELECT count(*) FROM t").fetchone()
+print("ok", flush=True)
+for line in sys.stdin:
+    if line.strip() == "checkpoint":
+        assert c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0] == 0
+    else:
+        c.execute("INSERT INTO t VALUES (randomblob(?))", (int(line),))
+    print("ok", flush=True)
+"#;
+
+pub struct App {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+}
+
+impl App {
+    pub fn start(db: &Path) -> App {
+        let mut child = Command::new("python3")
+            .args(["-c", APP])
+            .arg(db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut app = App { child, stdin, out };
+        app.answer();
+        app
+    }
+
+    fn answer(&mut self) {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ok", "the application failed");
+    }
+
+    pub fn commit(&mut self, bytes: usize) {
+        writeln!(self.stdin, "{bytes}").unwrap();
+        self.answer();
+    }
+
+    pub fn checkpoint(&mut self) {
+        writeln!(self.stdin, "checkpoint").unwrap();
+        self.answer();
+    }
+
+    pub fn stop(mut self) {
+        drop(self.stdin);
+        assert!(self.child.wait().unwrap().success());
+    }
 }

@@ -5,6 +5,7 @@
 //! SQLite's own cumulative checksums from the WAL header's seed or the previous segment's end.
 
 use std::io::{Read, Write};
+use std::path::Path;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
@@ -175,20 +176,50 @@ pub fn encode_frames(
     z.write_all(&(json.len() as u32).to_be_bytes())
         .map_err(io)?;
     z.write_all(&json).map_err(io)?;
+    copy_frames(&mut input, &mut z, what, wal, from, header)?;
+    z.finish().map_err(io)
+}
+
+/// Copy `header.frames` frames from `input` to `out`, each checked against SQLite's checksum
+/// chain from `from` on, the last ending where `header` says: a frame that is not what the
+/// scan vouched for is `Kind::Database` ("changed while it was read").
+pub fn copy_frames(
+    input: &mut impl Read,
+    out: &mut impl Write,
+    what: &str,
+    wal: &WalHeader,
+    from: Position,
+    header: &SegmentHeader,
+) -> Result<()> {
+    let read = |e| Error::io(format!("read {what}"), e);
+    let write = |e| Error::io("write the frames", e);
     let mut buf = vec![0u8; FRAME_HEADER + wal.page_size() as usize];
     let mut sum = from.checksum;
     let changed = || Error::new(Kind::Database, format!("{what} changed while it was read"));
     for _ in 0..header.frames {
-        if !wal::read_full(&mut input, &mut buf).map_err(io)? {
+        if !wal::read_full(input, &mut buf).map_err(read)? {
             return Err(changed());
         }
         sum = check_frame(wal, &buf, sum).ok_or_else(changed)?;
-        z.write_all(&buf).map_err(io)?;
+        out.write_all(&buf).map_err(write)?;
     }
     if sum != header.end.checksum {
         return Err(changed());
     }
-    z.finish().map_err(io)
+    Ok(())
+}
+
+/// The frames `header` names, read from the WAL file at `wal_file` (`header.start` on).
+pub fn wal_frames(wal_file: &Path, header: &SegmentHeader) -> Result<impl Read> {
+    use std::io::Seek;
+    let read = |e| Error::io(format!("read {}", wal_file.display()), e);
+    let mut f = std::fs::File::open(wal_file).map_err(read)?;
+    let size = FRAME_HEADER as u64 + header.page_size as u64;
+    f.seek(std::io::SeekFrom::Start(
+        wal::WAL_HEADER as u64 + header.start.frame * size,
+    ))
+    .map_err(read)?;
+    Ok(std::io::BufReader::with_capacity(1 << 20, f).take(header.frames * size))
 }
 
 /// A stored segment being read: its header, then its frames one at a time, each checked

@@ -21,7 +21,7 @@ use crate::error::{Error, Kind, Result};
 use crate::fs::atomic_replace::suffixed;
 use crate::replicate::layout::{self, Generation};
 use crate::replicate::segment::{self, Link, SegmentHeader};
-use crate::replicate::wal::{self, check_frame, WalHeader, FRAME_HEADER};
+use crate::replicate::wal::{self, WalHeader, FRAME_HEADER};
 use crate::repo::Repository;
 
 const MAGIC: &[u8; 8] = b"LBSPOOL1";
@@ -394,14 +394,7 @@ fn encode(run: &[Piece], dir: &Path) -> Result<(SegmentHeader, Vec<u8>)> {
 /// `Kind::Database`, as when staging).
 fn direct(wal_file: &Path, header: &SegmentHeader) -> Result<Vec<u8>> {
     let wal = header.header()?;
-    let read = |e| Error::io(format!("read {}", wal_file.display()), e);
-    let mut f = std::fs::File::open(wal_file).map_err(read)?;
-    let size = (FRAME_HEADER + wal.page_size() as usize) as u64;
-    f.seek(SeekFrom::Start(
-        wal::WAL_HEADER as u64 + header.start.frame * size,
-    ))
-    .map_err(read)?;
-    let input = std::io::BufReader::with_capacity(1 << 20, f).take(header.frames * size);
+    let input = segment::wal_frames(wal_file, header)?;
     let what = wal_file.display().to_string();
     segment::encode_frames(input, &what, &wal, header.start, header)
 }
@@ -442,30 +435,10 @@ fn write_piece(
     out.write_all(&(json.len() as u32).to_be_bytes())
         .map_err(io)?;
     out.write_all(json).map_err(io)?;
-    let ps = wal.page_size() as usize;
-    let read = |e| Error::io(format!("read {}", wal_file.display()), e);
-    let mut f = std::fs::File::open(wal_file).map_err(read)?;
-    let at = wal::WAL_HEADER as u64 + header.start.frame * (FRAME_HEADER + ps) as u64;
-    f.seek(SeekFrom::Start(at)).map_err(read)?;
-    let mut f = std::io::BufReader::with_capacity(1 << 20, f);
-    let mut buf = vec![0u8; FRAME_HEADER + ps];
-    let mut sum = header.start.checksum;
-    let changed = || {
-        Error::new(
-            Kind::Database,
-            format!("{} changed while it was read", wal_file.display()),
-        )
-    };
-    for _ in 0..header.frames {
-        if !wal::read_full(&mut f, &mut buf).map_err(read)? {
-            return Err(changed());
-        }
-        sum = check_frame(wal, &buf, sum).ok_or_else(changed)?;
-        out.write_all(&buf).map_err(io)?;
-    }
-    if sum != header.end.checksum {
-        return Err(changed());
-    }
+    let mut input = segment::wal_frames(wal_file, header)?;
+    let what = wal_file.display().to_string();
+    segment::copy_frames(&mut input, &mut out, &what, wal, header.start, header)
+        .map_err(|e| e.context(format!("stage frames in {}", tmp.display())))?;
     out.flush().map_err(io)
 }
 
