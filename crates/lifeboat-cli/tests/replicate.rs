@@ -20,11 +20,24 @@ fn new_db(path: &Path) {
 }
 
 fn replicator(dir: &Path, db: &Path) -> Child {
-    cmd(dir)
-        .args(["replicate", "--db"])
+    replicating(
+        dir,
+        db,
+        &["--sync-interval", "200ms", "--checkpoint-frames", "50"],
+        None,
+    )
+}
+
+/// `lifeboat replicate --db DB --repo repo ARGS`, with `LIFEBOAT_FAULT=fault` when given.
+fn replicating(dir: &Path, db: &Path, args: &[&str], fault: Option<&str>) -> Child {
+    let mut c = cmd(dir);
+    if let Some(f) = fault {
+        c.env("LIFEBOAT_FAULT", f);
+    }
+    c.args(["replicate", "--db"])
         .arg(db)
-        .args(["--repo", "repo", "--sync-interval", "200ms"])
-        .args(["--checkpoint-frames", "50"])
+        .args(["--repo", "repo"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -246,15 +259,19 @@ for t in threads: t.join()
 /// WAL seen, and the replicator's output.
 fn largest_wal(d: &Path, db: &Path, valve: &str) -> u64 {
     new_db(db);
-    let rep = cmd(d)
-        .args(["replicate", "--db"])
-        .arg(db)
-        .args(["--repo", "repo", "--sync-interval", "200ms"])
-        .args(["--checkpoint-frames", "50", "--truncate-wal-size", valve])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let rep = replicating(
+        d,
+        db,
+        &[
+            "--sync-interval",
+            "200ms",
+            "--checkpoint-frames",
+            "50",
+            "--truncate-wal-size",
+            valve,
+        ],
+        None,
+    );
     std::thread::sleep(Duration::from_millis(800));
     let mut app = Command::new("python3")
         .args(["-c", BUSY_APP])
@@ -369,16 +386,12 @@ fn commits_racing_a_checkpoint_are_shipped_before_the_wal_can_reset() {
     let d = dir.path();
     let db = d.join("race.db");
     new_db(&db);
-    let rep = cmd(d)
-        .env("LIFEBOAT_FAULT", "checkpoint-pause=120")
-        .args(["replicate", "--db"])
-        .arg(&db)
-        .args(["--repo", "repo", "--sync-interval", "100ms"])
-        .args(["--checkpoint-frames", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let rep = replicating(
+        d,
+        &db,
+        &["--sync-interval", "100ms", "--checkpoint-frames", "1"],
+        Some("checkpoint-pause=120"),
+    );
     std::thread::sleep(Duration::from_millis(800));
     let app = Command::new("python3")
         .args(["-c", SLOW_APP])
@@ -417,14 +430,7 @@ fn an_application_truncate_gets_through_and_the_chain_goes_on() {
     let d = dir.path();
     let db = d.join("trunc.db");
     new_db(&db);
-    let rep = cmd(d)
-        .args(["replicate", "--db"])
-        .arg(&db)
-        .args(["--repo", "repo", "--sync-interval", "200ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let rep = replicating(d, &db, &["--sync-interval", "200ms"], None);
     std::thread::sleep(Duration::from_millis(800));
     let app = Command::new("python3")
         .args(["-c", TRUNCATING_APP])

@@ -97,6 +97,12 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
+    /// Count what an upload stored.
+    pub fn stored(&mut self, up: super::spool::Uploaded) {
+        self.segments += up.segments;
+        self.bytes += up.bytes;
+    }
+
     /// Count what `more` did too (not its break or checkpoint, which the caller tells).
     pub fn add(&mut self, more: &SyncReport) {
         self.commits += more.commits;
@@ -225,8 +231,7 @@ impl Replicator {
             }
             Err(reason) => r.new_generation(&reason).await?,
         };
-        report.segments += left.segments;
-        report.bytes += left.bytes;
+        report.stored(left);
         r.upload_into(&mut report).await?;
         Ok((r, report))
     }
@@ -433,8 +438,7 @@ impl Replicator {
     ) -> Result<Option<String>> {
         match uploaded {
             Ok(u) => {
-                report.segments += u.segments;
-                report.bytes += u.bytes;
+                report.stored(u);
                 Ok(None)
             }
             Err(e) if e.kind == Kind::Corrupt => {
@@ -582,8 +586,7 @@ impl Replicator {
                         .spool
                         .send_direct(&self.repo, seg, &wal_file, &header)
                         .await?;
-                    report.segments += up.segments;
-                    report.bytes += up.bytes;
+                    report.stored(up);
                 }
                 Err(e) => return Err(e),
             }
@@ -721,8 +724,7 @@ impl Replicator {
             ));
         }
         report.new_generation = Some(reason.to_string());
-        report.segments += up.segments;
-        report.bytes += up.bytes;
+        report.add(&up);
         tracing::info!(database = %self.source.name, generation = %id, snapshot = %manifest.id, "generation started");
         Ok(report)
     }

@@ -43,6 +43,13 @@ pub struct Uploaded {
     pub bytes: u64,
 }
 
+impl std::ops::AddAssign for Uploaded {
+    fn add_assign(&mut self, more: Uploaded) {
+        self.segments += more.segments;
+        self.bytes += more.bytes;
+    }
+}
+
 pub struct Spool {
     dir: PathBuf,
     pieces: VecDeque<Piece>,
@@ -156,8 +163,7 @@ impl Spool {
         let mut done = self.finish().await?;
         if self.start(repo, max_frames) {
             let more = self.finish().await?;
-            done.segments += more.segments;
-            done.bytes += more.bytes;
+            done += more;
         }
         Ok(done)
     }
@@ -253,8 +259,7 @@ impl Spool {
         while !self.pieces.is_empty() {
             match self.upload(repo, max_frames).await {
                 Ok(u) => {
-                    done.segments += u.segments;
-                    done.bytes += u.bytes;
+                    done += u;
                 }
                 Err(e) if e.kind == Kind::Corrupt => {
                     tracing::warn!(database = db, "staged frames left by a stopped replicator are damaged (a crash of the host?), dropped: {e}");
