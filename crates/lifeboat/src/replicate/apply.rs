@@ -87,6 +87,9 @@ impl Applied<'_> {
     }
 }
 
+/// A stored segment, downloaded (or a local repository's, in place).
+type Stored = std::io::BufReader<std::fs::File>;
+
 /// A file removed when this goes.
 struct Removed(std::path::PathBuf);
 
@@ -284,7 +287,7 @@ fn apply_shipped(
 }
 
 /// A compacted segment: its links, then its pages, then its sha256 and count.
-fn apply_compacted(st: &mut Applied, name: &SegmentName, stored: impl Read) -> Result<()> {
+fn apply_compacted(st: &mut Applied, name: &SegmentName, stored: Stored) -> Result<()> {
     let mut reader = CompactedReader::open(stored, &name.name)?;
     let h = reader.header.clone();
     let g = st.g;
@@ -322,7 +325,7 @@ fn apply_compacted(st: &mut Applied, name: &SegmentName, stored: impl Read) -> R
 /// generation, its name, its checksums: the WAL chain and commit frames of a shipped one, the
 /// sha256 of a compacted one), without applying it: what a verify does with the segments a
 /// restore to the newest point does not read.
-pub fn check_stored(g: &Generation, name: &SegmentName, stored: impl Read) -> Result<()> {
+pub fn check_stored(g: &Generation, name: &SegmentName, stored: Stored) -> Result<()> {
     let broken = |what: &str| {
         Error::new(
             Kind::Corrupt,

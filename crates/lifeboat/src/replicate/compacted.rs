@@ -8,11 +8,13 @@
 //! continues it. Named like a segment with its level: `<first>-<last>-<first-at>-<last-at>.L1.seg.zst`.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Kind, Result};
+use crate::replicate::seekable;
 use crate::replicate::segment::Link;
 use crate::replicate::wal;
 
@@ -70,8 +72,13 @@ fn corrupt(what: &str, m: impl std::fmt::Display) -> Error {
     )
 }
 
+/// Uncompressed bytes per frame of the body: each is decompressed on its own, so a restore
+/// reads a rollup on several threads ([`seekable`]).
+const FRAME_BYTES: usize = 2 * 1024 * 1024;
+
 /// Write a compacted segment: `header` (its `pages` and `sha256` already those of `records`),
-/// then `records` (page number, page), compressed. The body goes to `out`.
+/// then `records` (page number, page), compressed: the header in a frame of its own, the
+/// records in frames of about [`FRAME_BYTES`], then their seek table. The body goes to `out`.
 pub fn encode<W: Write>(
     out: W,
     header: &CompactedHeader,
@@ -80,16 +87,24 @@ pub fn encode<W: Write>(
     let io = |e| Error::io("write compacted segment", e);
     let json = serde_json::to_vec(header)
         .map_err(|e| Error::new(Kind::Internal, format!("compacted header: {e}")))?;
-    let mut z = zstd::Encoder::new(out, 3).map_err(io)?;
-    z.include_checksum(true).map_err(io)?;
-    z.write_all(MAGIC).map_err(io)?;
-    z.write_all(&(json.len() as u32).to_be_bytes())
-        .map_err(io)?;
-    z.write_all(&json).map_err(io)?;
+    let mut z = seekable::FramesWriter::new(out, 3).map_err(io)?;
+    let mut buf = Vec::with_capacity(FRAME_BYTES + 4 + header.page_size as usize);
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&json);
+    z.frame(&buf).map_err(io)?;
+    buf.clear();
     for r in records {
         let (pgno, page) = r?;
-        z.write_all(&pgno.to_be_bytes()).map_err(io)?;
-        z.write_all(&page).map_err(io)?;
+        buf.extend_from_slice(&pgno.to_be_bytes());
+        buf.extend_from_slice(&page);
+        if buf.len() >= FRAME_BYTES {
+            z.frame(&buf).map_err(io)?;
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        z.frame(&buf).map_err(io)?;
     }
     z.finish().map_err(io)
 }
@@ -110,49 +125,69 @@ impl RecordHash {
 
 /// A stored compacted segment being read: its header, then its pages one at a time; the
 /// sha256 and the count are checked after the last.
-pub struct CompactedReader<R: Read> {
+pub struct CompactedReader {
     pub header: CompactedHeader,
     what: String,
-    /// The records, hashed as they pass (the sha256 of the records is the sha256 of the bytes
-    /// after the header): on a thread of its own, as a rollup is about the database's size.
-    input: HashedRead<R>,
+    body: Body,
     read: u64,
     last_pgno: u32,
-    buf: Vec<u8>,
 }
 
-/// A `Read` whose bytes a thread of its own hashes (sha256), handed over a megabyte at a time.
-struct HashedRead<R> {
-    inner: R,
-    buf: Vec<u8>,
-    at: usize,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    hasher: Option<std::thread::JoinHandle<String>>,
+/// Where the records come from. Either way they are hashed (the sha256 of the records is
+/// the sha256 of the bytes after the header) on a thread of their own, as a rollup is about
+/// the database's size.
+enum Body {
+    /// Frames listed by a seek table, decompressed ahead on several threads: the one being
+    /// read, and where.
+    Frames {
+        frames: seekable::ParallelFrames,
+        cur: Arc<Vec<u8>>,
+        at: usize,
+        hasher: Hasher,
+    },
+    /// One zstd stream (written before the seek table), read a page at a time.
+    Stream {
+        input: Box<dyn Read + Send>,
+        chunk: Arc<Vec<u8>>,
+        at: usize,
+        hasher: Hasher,
+        page: Vec<u8>,
+    },
 }
 
-impl<R: Read> HashedRead<R> {
-    fn new(inner: R) -> Self {
-        let (tx, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-        let hasher = std::thread::spawn(move || {
+/// A thread hashing (sha256) the chunks it is handed, in order.
+struct Hasher {
+    tx: Option<std::sync::mpsc::SyncSender<Arc<Vec<u8>>>>,
+    thread: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Hasher {
+    fn new() -> Self {
+        let (tx, chunks) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+        let thread = std::thread::spawn(move || {
             let mut h = Sha256::new();
             for c in chunks {
-                h.update(&c);
+                h.update(&c[..]);
             }
             hex::encode(h.finalize())
         });
-        HashedRead {
-            inner,
-            buf: Vec::new(),
-            at: 0,
+        Hasher {
             tx: Some(tx),
-            hasher: Some(hasher),
+            thread: Some(thread),
         }
     }
 
-    /// The sha256 (hex) of everything read through it.
+    fn add(&self, chunk: &Arc<Vec<u8>>) -> std::io::Result<()> {
+        match self.tx.as_ref().map(|tx| tx.send(chunk.clone())) {
+            Some(Ok(())) => Ok(()),
+            _ => Err(std::io::Error::other("hasher stopped")),
+        }
+    }
+
+    /// The sha256 (hex) of everything handed over.
     fn finish(&mut self) -> std::io::Result<String> {
         drop(self.tx.take());
-        self.hasher
+        self.thread
             .take()
             .ok_or_else(|| std::io::Error::other("hashed twice"))?
             .join()
@@ -160,106 +195,304 @@ impl<R: Read> HashedRead<R> {
     }
 }
 
-impl<R: Read> Read for HashedRead<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.at == self.buf.len() {
-            self.buf.resize(1 << 20, 0);
-            let mut n = 0;
-            while n < self.buf.len() {
-                match self.inner.read(&mut self.buf[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            self.buf.truncate(n);
-            self.at = 0;
-            if n == 0 {
-                return Ok(0);
-            }
-            let sent = self.tx.as_ref().map(|tx| tx.send(self.buf.clone()));
-            if !matches!(sent, Some(Ok(()))) {
-                return Err(std::io::Error::other("hasher stopped"));
-            }
+/// Read into `buf` until it is full or the input ends; how much was read.
+fn fill(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        let n = out.len().min(self.buf.len() - self.at);
-        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
     }
+    Ok(n)
 }
 
-impl<'a, S: Read> CompactedReader<zstd::Decoder<'a, std::io::BufReader<S>>> {
-    /// Open a stored compacted segment read from `stored` (a downloaded file: memory stays
-    /// one page).
-    pub fn open(stored: S, what: &str) -> Result<Self> {
-        let mut input = zstd::Decoder::new(stored).map_err(|e| corrupt(what, e))?;
+impl CompactedReader {
+    /// Open a stored compacted segment read from `stored` (a downloaded file: memory stays a
+    /// few frames).
+    pub fn open(stored: std::io::BufReader<std::fs::File>, what: &str) -> Result<Self> {
+        let c = |e| corrupt(what, e);
+        if let Some(list) = seekable::frames(stored.get_ref()).map_err(c)? {
+            let file = stored.into_inner();
+            let first = *list.first().ok_or_else(|| corrupt(what, "no frames"))?;
+            let head = seekable::read_frame(&file, first).map_err(c)?;
+            let (header, rest) = parse_header(&head, what)?;
+            if !rest.is_empty() {
+                return Err(corrupt(what, "pages in its header's frame"));
+            }
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+            return Ok(CompactedReader {
+                header,
+                what: what.to_string(),
+                body: Body::Frames {
+                    frames: seekable::ParallelFrames::start(file, list, 1, workers),
+                    cur: Arc::default(),
+                    at: 0,
+                    hasher: Hasher::new(),
+                },
+                read: 0,
+                last_pgno: 0,
+            });
+        }
+        let mut input = zstd::Decoder::with_buffer(stored).map_err(c)?;
         let mut magic = [0u8; 12];
-        if !wal::read_full(&mut input, &mut magic).map_err(|e| corrupt(what, e))?
-            || &magic[..8] != MAGIC
-        {
+        if fill(&mut input, &mut magic).map_err(c)? < 12 || &magic[..8] != MAGIC {
             return Err(corrupt(what, "not a lifeboat compacted segment"));
         }
         let len = wal::be32(&magic, 8);
         if len > MAX_HEADER {
             return Err(corrupt(what, "header too large"));
         }
-        let mut json = vec![0u8; len as usize];
-        if !wal::read_full(&mut input, &mut json).map_err(|e| corrupt(what, e))? {
+        let mut json = magic.to_vec();
+        json.resize(12 + len as usize, 0);
+        if fill(&mut input, &mut json[12..]).map_err(c)? < len as usize {
             return Err(corrupt(what, "truncated header"));
         }
-        let header: CompactedHeader =
-            serde_json::from_slice(&json).map_err(|e| corrupt(what, format!("header: {e}")))?;
-        if header.format_version != 1 {
-            return Err(corrupt(
-                what,
-                format!("unknown format_version {}", header.format_version),
-            ));
-        }
-        if !(512..=65536).contains(&header.page_size) || !header.page_size.is_power_of_two() {
-            return Err(corrupt(what, "its page size is not valid"));
-        }
+        let (header, _) = parse_header(&json, what)?;
         Ok(CompactedReader {
-            buf: vec![0u8; 4 + header.page_size as usize],
+            body: Body::Stream {
+                input: Box::new(input),
+                chunk: Arc::default(),
+                at: 0,
+                hasher: Hasher::new(),
+                page: vec![0u8; 4 + header.page_size as usize],
+            },
             header,
             what: what.to_string(),
-            input: HashedRead::new(input),
             read: 0,
             last_pgno: 0,
         })
     }
-}
 
-impl<R: Read> CompactedReader<R> {
     /// The next page (number, bytes); `None` after the last, once everything it records held.
     pub fn next_page(&mut self) -> Result<Option<(u32, &[u8])>> {
+        let what = &self.what;
+        let c = |e| corrupt(what, e);
+        let record = 4 + self.header.page_size as usize;
         if self.read == self.header.pages {
-            let mut rest = Vec::new();
-            self.input
-                .read_to_end(&mut rest)
-                .map_err(|e| corrupt(&self.what, e))?;
-            if !rest.is_empty() {
-                return Err(corrupt(&self.what, "bytes after its last page"));
-            }
-            let got = self.input.finish().map_err(|e| corrupt(&self.what, e))?;
+            let got = match &mut self.body {
+                Body::Frames {
+                    frames,
+                    cur,
+                    at,
+                    hasher,
+                } => {
+                    if *at != cur.len() || frames.next_frame().is_some() {
+                        return Err(corrupt(what, "bytes after its last page"));
+                    }
+                    hasher.finish().map_err(c)?
+                }
+                Body::Stream {
+                    input,
+                    chunk,
+                    at,
+                    hasher,
+                    ..
+                } => {
+                    let mut rest = Vec::new();
+                    input.read_to_end(&mut rest).map_err(c)?;
+                    if *at != chunk.len() || !rest.is_empty() {
+                        return Err(corrupt(what, "bytes after its last page"));
+                    }
+                    hasher.finish().map_err(c)?
+                }
+            };
             if got != self.header.sha256 {
-                return Err(corrupt(&self.what, "its pages do not match their sha256"));
+                return Err(corrupt(what, "its pages do not match their sha256"));
             }
             return Ok(None);
         }
-        let ok =
-            wal::read_full(&mut self.input, &mut self.buf).map_err(|e| corrupt(&self.what, e))?;
-        if !ok {
-            return Err(corrupt(&self.what, "truncated"));
-        }
-        let pgno = wal::be32(&self.buf, 0);
+        let bytes: &[u8] = match &mut self.body {
+            Body::Frames {
+                frames,
+                cur,
+                at,
+                hasher,
+            } => {
+                if *at == cur.len() {
+                    let next = match frames.next_frame() {
+                        Some(f) => f.map_err(c)?,
+                        None => return Err(corrupt(what, "truncated")),
+                    };
+                    if next.is_empty() || next.len() % record != 0 {
+                        return Err(corrupt(what, "a frame that does not hold whole pages"));
+                    }
+                    *cur = Arc::new(next);
+                    *at = 0;
+                    hasher.add(cur).map_err(c)?;
+                }
+                *at += record;
+                &cur[*at - record..*at]
+            }
+            Body::Stream {
+                input,
+                chunk,
+                at,
+                hasher,
+                page,
+            } => {
+                let mut n = 0;
+                while n < record {
+                    if *at == chunk.len() {
+                        let mut next = vec![0u8; 1 << 20];
+                        let k = fill(input.as_mut(), &mut next).map_err(c)?;
+                        if k == 0 {
+                            return Err(corrupt(what, "truncated"));
+                        }
+                        next.truncate(k);
+                        *chunk = Arc::new(next);
+                        *at = 0;
+                        hasher.add(chunk).map_err(c)?;
+                    }
+                    let k = (record - n).min(chunk.len() - *at);
+                    page[n..n + k].copy_from_slice(&chunk[*at..*at + k]);
+                    (n, *at) = (n + k, *at + k);
+                }
+                &page[..]
+            }
+        };
+        let pgno = wal::be32(bytes, 0);
         // In page order, each once, none past the database's end.
         if pgno <= self.last_pgno || pgno > self.header.db_pages {
-            return Err(corrupt(&self.what, format!("page {pgno} out of order")));
+            return Err(corrupt(what, format!("page {pgno} out of order")));
         }
         self.last_pgno = pgno;
         self.read += 1;
-        Ok(Some((pgno, &self.buf[4..])))
+        Ok(Some((pgno, &bytes[4..])))
+    }
+}
+
+/// The header at the start of `bytes` (magic, length, JSON), checked; and what follows it.
+fn parse_header<'a>(bytes: &'a [u8], what: &str) -> Result<(CompactedHeader, &'a [u8])> {
+    if bytes.len() < 12 || &bytes[..8] != MAGIC {
+        return Err(corrupt(what, "not a lifeboat compacted segment"));
+    }
+    let len = wal::be32(bytes, 8);
+    if len > MAX_HEADER {
+        return Err(corrupt(what, "header too large"));
+    }
+    let end = 12 + len as usize;
+    if bytes.len() < end {
+        return Err(corrupt(what, "truncated header"));
+    }
+    let header: CompactedHeader = serde_json::from_slice(&bytes[12..end])
+        .map_err(|e| corrupt(what, format!("header: {e}")))?;
+    if header.format_version != 1 {
+        return Err(corrupt(
+            what,
+            format!("unknown format_version {}", header.format_version),
+        ));
+    }
+    if !(512..=65536).contains(&header.page_size) || !header.page_size.is_power_of_two() {
+        return Err(corrupt(what, "its page size is not valid"));
+    }
+    Ok((header, &bytes[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PS: u32 = 1024;
+
+    fn header(pages: &[(u32, Vec<u8>)]) -> CompactedHeader {
+        let mut hash = RecordHash::default();
+        for (p, b) in pages {
+            hash.add(*p, b);
+        }
+        let at = "2026-12-02T10:00:00Z".parse().unwrap();
+        CompactedHeader {
+            format_version: 1,
+            database: "db".into(),
+            generation: "g".into(),
+            page_size: PS,
+            level: 1,
+            first_seq: 1,
+            last_seq: 2,
+            first_at: at,
+            last_at: at,
+            prev: Link {
+                seq: 0,
+                position: None,
+            },
+            end: Link {
+                seq: 2,
+                position: None,
+            },
+            db_pages: 100_000,
+            pages: pages.len() as u64,
+            sha256: hash.hex(),
+            replaces: vec![],
+        }
+    }
+
+    fn pages(n: u32) -> Vec<(u32, Vec<u8>)> {
+        (1..=n)
+            .map(|p| (p * 2, (0..PS).map(|i| (i * p % 251) as u8).collect()))
+            .collect()
+    }
+
+    fn read_all(path: &std::path::Path) -> Result<Vec<(u32, Vec<u8>)>> {
+        let f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+        let mut r = CompactedReader::open(f, "test")?;
+        let mut out = Vec::new();
+        while let Some((p, b)) = r.next_page()? {
+            out.push((p, b.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// A segment written as one zstd stream, as before the seek table.
+    fn one_stream(h: &CompactedHeader, pages: &[(u32, Vec<u8>)]) -> Vec<u8> {
+        let json = serde_json::to_vec(h).unwrap();
+        let mut z = zstd::Encoder::new(Vec::new(), 3).unwrap();
+        z.write_all(MAGIC).unwrap();
+        z.write_all(&(json.len() as u32).to_be_bytes()).unwrap();
+        z.write_all(&json).unwrap();
+        for (p, b) in pages {
+            z.write_all(&p.to_be_bytes()).unwrap();
+            z.write_all(b).unwrap();
+        }
+        z.finish().unwrap()
+    }
+
+    #[test]
+    fn both_layouts_read_back_and_a_changed_page_fails_the_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        // About five frames of records.
+        let pages = pages(5 * FRAME_BYTES as u32 / (PS + 4) + 3);
+        let h = header(&pages);
+        let framed = dir.path().join("framed.zst");
+        let out = std::fs::File::create(&framed).unwrap();
+        encode(out, &h, pages.iter().map(|p| Ok(p.clone()))).unwrap();
+        let file = std::fs::File::open(&framed).unwrap();
+        assert!(seekable::frames(&file).unwrap().unwrap().len() >= 5);
+        assert_eq!(read_all(&framed).unwrap(), pages);
+        let stream = dir.path().join("stream.zst");
+        std::fs::write(&stream, one_stream(&h, &pages)).unwrap();
+        assert_eq!(read_all(&stream).unwrap(), pages);
+        // The same header over other bytes: caught at the end, in both layouts.
+        let mut other = pages.clone();
+        other[pages.len() / 2].1[7] ^= 1;
+        let out = std::fs::File::create(&framed).unwrap();
+        encode(out, &h, other.iter().map(|p| Ok(p.clone()))).unwrap();
+        let e = read_all(&framed).unwrap_err();
+        assert!(e.to_string().contains("sha256"), "{e}");
+        std::fs::write(&stream, one_stream(&h, &other)).unwrap();
+        let e = read_all(&stream).unwrap_err();
+        assert!(e.to_string().contains("sha256"), "{e}");
+        // One page fewer than the header counts.
+        let out = std::fs::File::create(&framed).unwrap();
+        encode(out, &h, pages[1..].iter().map(|p| Ok(p.clone()))).unwrap();
+        assert!(read_all(&framed).is_err());
+        // Pages out of order.
+        let mut swapped = pages.clone();
+        swapped.swap(0, 1);
+        let out = std::fs::File::create(&framed).unwrap();
+        encode(out, &h, swapped.iter().map(|p| Ok(p.clone()))).unwrap();
+        let e = read_all(&framed).unwrap_err();
+        assert!(e.to_string().contains("out of order"), "{e}");
     }
 }

@@ -25,6 +25,7 @@ mod page_writer;
 pub mod pitr;
 mod resume;
 pub mod retain;
+mod seekable;
 pub mod segment;
 pub mod settings;
 pub mod shipper;

@@ -15,6 +15,8 @@ type Batch = (Vec<u8>, Vec<(u64, usize)>);
 const BATCH: usize = 1024 * 1024;
 /// Writeback is started each time a forward run of writes grew this much.
 const WRITEBACK: u64 = 32 * 1024 * 1024;
+/// The widest gap a forward run of writes may leave.
+const GAP: u64 = 1024 * 1024;
 
 pub(crate) struct PageWriter {
     batch: Vec<u8>,
@@ -45,8 +47,11 @@ impl PageWriter {
                     file.write_all_at(&bytes[from..from + len], at)?;
                     from += len;
                     let end = at + len as u64;
+                    // A forward run may skip a few pages (written by newer segments), but a
+                    // jump is a scattered write: writeback started over everything between
+                    // would only make the next writes to those pages wait.
                     ahead = match ahead {
-                        (lo, hi) if at >= hi && hi > lo => (lo, end),
+                        (lo, hi) if at >= hi && at - hi <= GAP && hi > lo => (lo, end),
                         _ => (at, end),
                     };
                     if ahead.1 - ahead.0 >= WRITEBACK {

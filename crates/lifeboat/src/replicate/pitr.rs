@@ -147,14 +147,20 @@ pub async fn restore_point(
     if let Some(pages) = chain.db_pages {
         file.set_len(pages as u64 * page_size).map_err(io)?;
     }
-    file.sync_all().map_err(io)?;
-    drop(file);
     let (segments, frames) = (chain.segments, chain.writes);
     let fetch_ms = started.elapsed().as_millis();
+    // The image is made durable while SQLite checks it (the check reads the page cache): only
+    // the placement needs it on disk.
+    let synced = tokio::task::spawn_blocking(move || file.sync_all());
     let (img, level) = (tmp.clone(), opts.integrity);
     let info = tokio::task::spawn_blocking(move || check_result(&img, level))
         .await
-        .map_err(|e| Error::task("check restored image", e))??;
+        .map_err(|e| Error::task("check restored image", e));
+    synced
+        .await
+        .map_err(|e| Error::task("sync restored image", e))?
+        .map_err(io)?;
+    let info = info??;
     tracing::debug!(
         chain_ms,
         snapshot_ms = fetch_ms - chain_ms,
