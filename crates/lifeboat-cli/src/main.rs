@@ -200,7 +200,7 @@ impl Output {
     /// A JSON document (only with --json).
     pub fn json(&self, v: &serde_json::Value) {
         if self.json {
-            console::out_line(&serde_json::to_string_pretty(v).expect("json"));
+            console::out_line(serde_json::to_string_pretty(v).expect("json"));
         }
     }
 
