@@ -31,7 +31,7 @@ impl Alerter {
         let channels = channels(cfg, |k| std::env::var(k).ok());
         // Said at every run, not only when a failure finds the channel unable to send.
         for problem in channels.iter().filter_map(Channel::problem) {
-            eprintln!("lifeboat: warning: alerts: {problem}");
+            say_err!("lifeboat: warning: alerts: {problem}");
         }
         Alerter {
             channels,
@@ -49,7 +49,7 @@ impl Alerter {
     pub async fn start(&self) {
         if let Some(p) = &self.ping {
             if !p.start().await {
-                eprintln!("lifeboat: warning: the health ping to {} failed", p.shown());
+                say_err!("lifeboat: warning: the health ping to {} failed", p.shown());
             }
         }
     }
@@ -57,7 +57,7 @@ impl Alerter {
     pub async fn succeeded(&self) {
         if let Some(p) = &self.ping {
             if !p.success().await {
-                eprintln!("lifeboat: warning: the health ping to {} failed", p.shown());
+                say_err!("lifeboat: warning: the health ping to {} failed", p.shown());
             }
         }
     }
@@ -72,7 +72,7 @@ impl Alerter {
     pub async fn fail_ping(&self, e: &Error) {
         if let Some(p) = &self.ping {
             if !p.fail(&e.to_string()).await {
-                eprintln!("lifeboat: warning: the health ping to {} failed", p.shown());
+                say_err!("lifeboat: warning: the health ping to {} failed", p.shown());
             }
         }
     }
@@ -150,7 +150,7 @@ impl Alerter {
                     0 => "not sent".to_string(),
                     n => format!("not delivered after {n} attempt(s)"),
                 };
-                eprintln!(
+                say_err!(
                     "lifeboat: warning: alert {} to {} {tries}: {}",
                     event.kind.name(),
                     d.channel,

@@ -114,7 +114,7 @@ fn plan(ctx: &Ctx, args: &Args) -> Result<Plan> {
         }
     };
     for w in &members.skipped {
-        eprintln!("lifeboat: warning: {w}");
+        say_err!("lifeboat: warning: {w}");
     }
     let mut sources: Vec<Source> = Vec::new();
     for s in members.sources {
@@ -178,7 +178,7 @@ async fn backup_all(
     let mut failures: Vec<Error> = Vec::new();
     let fail = |e: Error, failures: &mut Vec<Error>| {
         if total > 1 {
-            eprintln!("lifeboat: error: {e}");
+            say_err!("lifeboat: error: {e}");
         }
         failures.push(e);
         told.set(true);
@@ -245,7 +245,7 @@ async fn backup_all(
                     }
                 }
                 Ok(None) => {}
-                Err(e) => eprintln!(
+                Err(e) => say_err!(
                     "lifeboat: warning: {}: could not tell whether it changed, so it is backed up: {e}",
                     source.name
                 ),
@@ -286,7 +286,7 @@ async fn backup_all(
                 None => Run::stored(stored.manifest.id.clone()),
             };
             if let Err(e) = repo.record_run(p.name(), &run).await {
-                eprintln!(
+                say_err!(
                     "lifeboat: warning: {}: the run could not be recorded for `status`: {e}",
                     p.name()
                 );
@@ -426,7 +426,7 @@ fn report(
     } in done
     {
         for w in warnings {
-            eprintln!("lifeboat: warning: {} {}: {w}", m.database, m.id);
+            say_err!("lifeboat: warning: {} {}: {w}", m.database, m.id);
         }
         ctx.out.line(format!(
             "{}  {}  {} -> {} ({:.1}x)  {} tables  {} rows  {}",
@@ -454,7 +454,7 @@ fn report(
             };
             ctx.out.line(line);
             for w in &v.warnings {
-                eprintln!("lifeboat: warning: {} {}: {w}", m.database, m.id);
+                say_err!("lifeboat: warning: {} {}: {w}", m.database, m.id);
             }
             doc["restore_test"] = serde_json::to_value(v).unwrap_or_default();
         }
@@ -473,7 +473,7 @@ fn report(
                 .map(|(t, a, b)| format!("{} {a} -> {b}", lifeboat::text::escape(t)))
                 .collect();
             // A warning whatever the output mode: it is what the operator must see.
-            eprintln!(
+            say_err!(
                 "lifeboat: warning: {} {}: rows dropped by more than the shrink_alert since {}: {}; {} is held from pruning until `lifeboat release {}` (or hold_within)",
                 m.database,
                 m.id,

@@ -110,7 +110,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     ctx.out.line(markdown(&record, &schedule));
     ctx.out.json_of(&record)?;
     if let Err(e) = stored {
-        eprintln!("lifeboat: error: drill: the record could not be stored: {e}");
+        say_err!("lifeboat: error: drill: the record could not be stored: {e}");
         // The drill's own failure says more; a passing drill without its record is not done.
         return Ok(match record.exit_code() {
             0 => e.kind.exit_code(),
@@ -118,7 +118,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         });
     }
     if let Some(why) = record.failure() {
-        eprintln!(
+        say_err!(
             "lifeboat: error: drill of {}: {}",
             lifeboat::text::escape(&db),
             lifeboat::text::escape(&why)
@@ -145,7 +145,7 @@ async fn show_history(
     for (i, name) in names.iter().enumerate() {
         let (drills, unreadable) = history(&repo, name).await?;
         for u in &unreadable {
-            eprintln!(
+            say_err!(
                 "lifeboat: warning: drill record {}",
                 lifeboat::text::escape(u)
             );

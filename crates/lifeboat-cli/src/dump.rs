@@ -71,7 +71,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     );
     if args.output.out == "-" {
         if !ctx.out.quiet {
-            eprintln!("{msg}"); // stdout carries the SQL
+            say_err!("{msg}"); // stdout carries the SQL
         }
     } else {
         ctx.out.line(msg);

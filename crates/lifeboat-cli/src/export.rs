@@ -78,7 +78,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     if args.output.out == "-" {
         // stdout carries the export: nothing else may be written there, --json or not.
         if !ctx.out.quiet {
-            eprintln!("{msg}");
+            say_err!("{msg}");
         }
         return Ok(0);
     }

@@ -135,7 +135,7 @@ async fn new(ctx: &Ctx, a: NewArgs) -> Result<i32> {
         &text,
     )?;
     if let Some(n) = &note {
-        eprintln!("lifeboat: warning: {n}");
+        say_err!("lifeboat: warning: {n}");
     }
     ctx.out.line(path.display().to_string());
     ctx.out.json(&serde_json::json!({

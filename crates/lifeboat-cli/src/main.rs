@@ -12,6 +12,8 @@ use lifeboat::error::{Error, Kind, Result};
 use lifeboat::repo::repository::Repository;
 use lifeboat::restore::to_file::{select, Selection, Selector};
 
+#[macro_use]
+mod console;
 mod alert;
 mod alerting;
 mod backup;
@@ -191,14 +193,14 @@ impl Output {
     /// A human-readable line (suppressed by --json and --quiet).
     pub fn line(&self, s: impl AsRef<str>) {
         if !self.json && !self.quiet {
-            print_out(s.as_ref());
+            console::out_line(s.as_ref());
         }
     }
 
     /// A JSON document (only with --json).
     pub fn json(&self, v: &serde_json::Value) {
         if self.json {
-            print_out(&serde_json::to_string_pretty(v).expect("json"));
+            console::out_line(serde_json::to_string_pretty(v).expect("json"));
         }
     }
 
@@ -249,19 +251,11 @@ pub fn bar(pb: &ProgressBar) -> lifeboat::progress::Progress {
 /// Say where `--force` moved an existing output file.
 pub fn say_moved_aside(out: &str, moved: Option<PathBuf>) {
     if let Some(aside) = moved {
-        eprintln!(
+        say_err!(
             "lifeboat: previous {out} moved aside to {}",
             aside.display()
         );
     }
-}
-
-/// Print a line to stdout. A closed stdout (`lifeboat list | head`) must neither panic nor
-/// stop a restore half-way, so write errors are ignored.
-fn print_out(s: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{s}");
 }
 
 /// Set by commands whose end must not wait for blocking work they abandoned (the daemon).
@@ -291,7 +285,7 @@ fn exit_code_of_run() -> i32 {
                 .collect();
             let what = what.join(" ");
             let what = what.trim_start_matches("error: ");
-            eprintln!(
+            say_err!(
                 "lifeboat: error: {} (see --help)",
                 lifeboat::text::escape(what)
             );
@@ -312,7 +306,7 @@ fn exit_code_of_run() -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("lifeboat: error: cannot start runtime: {e}");
+            say_err!("lifeboat: error: cannot start runtime: {e}");
             return 1;
         }
     };
@@ -324,7 +318,7 @@ fn exit_code_of_run() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("lifeboat: error: {e}");
+            say_err!("lifeboat: error: {e}");
             if out.json {
                 out.json(
                     &serde_json::json!({"error": e.to_string(), "exit_code": e.kind.exit_code()}),
@@ -520,7 +514,7 @@ pub async fn select_backup(
     if s.selector != s.manifest.id {
         if stdout_is_data {
             if !ctx.out.quiet {
-                eprintln!("lifeboat: {}", s.describe());
+                say_err!("lifeboat: {}", s.describe());
             }
         } else {
             ctx.out.line(s.describe());
@@ -528,10 +522,10 @@ pub async fn select_backup(
     }
     if !ctx.out.quiet {
         for sk in s.skipped.iter().filter(|s| s.damaged()) {
-            eprintln!("lifeboat: warning: skipped backup {}: {}", sk.id, sk.reason);
+            say_err!("lifeboat: warning: skipped backup {}: {}", sk.id, sk.reason);
         }
         if let Some(bad) = &s.bad {
-            eprintln!(
+            say_err!(
                 "lifeboat: warning: backup {} failed its {} on {} and does not count as good ({}); used because its id was given",
                 s.manifest.id,
                 bad.rung,

@@ -88,7 +88,6 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         humantime::format_duration(sync_interval),
         r.generation().unwrap_or("-")
     ));
-    let mut totals = (first.commits, first.segments);
     // Uploads every sync interval; ticks in between while the WAL fills fast (`Pace`).
     let mut pace = Pace::new(&opts, std::time::Instant::now());
     let mut wait = sync_interval;
@@ -110,34 +109,34 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             "tick"
         );
         match ticked {
-            Ok(rep) => {
-                totals.0 += rep.commits;
-                totals.1 += rep.segments;
-                say(ctx, &r, &rep);
-            }
+            Ok(rep) => say(ctx, &r, &rep),
             // The database itself is gone or changed mode: stop, loudly.
             // What is staged goes up first: it is in no other place but the local disk.
             Err(e) if matches!(e.kind, Kind::Database | Kind::Config | Kind::Permission) => {
                 if let Err(up) = r.flush().await {
-                    eprintln!("lifeboat: replicate: staged frames not uploaded: {up}");
+                    say_err!("lifeboat: replicate: staged frames not uploaded: {up}");
                 }
                 return Err(e.context("replicate"));
             }
             // The repository may come back: say so, and go on trying.
-            Err(e) => eprintln!("lifeboat: replicate: {e} (retrying)"),
+            Err(e) => say_err!("lifeboat: replicate: {e} (retrying)"),
         }
     }
+    // What reached the repository as segments, counted as each was stored (a sync that
+    // failed after storing some, or whose report an error replaced, counted all the same).
+    let before = r.stored();
     let last = r.close().await.step("replicate")?;
-    totals.0 += last.commits;
-    totals.1 += last.segments;
+    let (commits, segments) = (
+        before.commits + last.stored_commits,
+        before.segments + last.segments,
+    );
     ctx.out.line(format!(
-        "stopped: {} commit(s) in {} segment(s) shipped this run",
-        totals.0, totals.1
+        "stopped: {commits} commit(s) in {segments} segment(s) stored this run"
     ));
     ctx.out.json(&serde_json::json!({
         "database": source.name,
-        "commits": totals.0,
-        "segments": totals.1,
+        "commits": commits,
+        "segments": segments,
     }));
     Ok(0)
 }

@@ -33,9 +33,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         Ok(all) => Ok(show(ctx, &args, &all)),
         Err(e) => {
             if args.nagios {
-                println!("LIFEBOAT UNKNOWN - {}", e.to_string().replace('|', "/"));
+                say_out!("LIFEBOAT UNKNOWN - {}", e.to_string().replace('|', "/"));
             } else {
-                eprintln!("lifeboat: error: status: {e}");
+                say_err!("lifeboat: error: status: {e}");
                 ctx.out
                     .json(&serde_json::json!({"state": "UNKNOWN", "error": e.to_string()}));
             }
@@ -84,7 +84,7 @@ async fn gather(ctx: &Ctx, args: &Args) -> Result<Vec<DatabaseStatus>> {
         s.last_drill = lifeboat::drill::last_drill(&repo, &name)
             .await
             .unwrap_or_else(|e| {
-                eprintln!("lifeboat: warning: {e}");
+                say_err!("lifeboat: warning: {e}");
                 None
             });
         s.replication = lifeboat::replicate::lag::replication_status(
@@ -95,7 +95,7 @@ async fn gather(ctx: &Ctx, args: &Args) -> Result<Vec<DatabaseStatus>> {
         )
         .await
         .unwrap_or_else(|e| {
-            eprintln!("lifeboat: warning: {name}: replication: {e}");
+            say_err!("lifeboat: warning: {name}: replication: {e}");
             None
         });
         if let Some(lag) = s.replication.as_ref().and_then(|r| r.lag_seconds) {
@@ -173,7 +173,7 @@ fn show(ctx: &Ctx, args: &Args, all: &[DatabaseStatus]) -> i32 {
                 )
             })
             .collect();
-        println!(
+        say_out!(
             "LIFEBOAT {state} - {} | {}",
             escape(&summary).replace('|', "/"),
             perf.join(" ")

@@ -85,7 +85,7 @@ pub async fn run(
         ));
     }
     for w in &report.warnings {
-        eprintln!("lifeboat: warning: {}", escape(w));
+        say_err!("lifeboat: warning: {}", escape(w));
     }
     let changed = report.tables.iter().any(|t| t.changes()) || !report.globals_inserted.is_empty();
     if !report.dry_run && !changed {

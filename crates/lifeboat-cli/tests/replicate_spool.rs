@@ -231,3 +231,102 @@ fn a_segment_stored_whose_answer_was_lost_is_not_a_conflict_when_tried_again() {
     }
     assert_same_db(&db, &restore_latest(d, "app"));
 }
+
+/// Five commits staged and checkpointed past with uploads held while `<d>/hold` exists; then
+/// `spoil` does something to a staged piece (in the middle of them) and the uploads go. The
+/// replicator must take it as damage: a new generation saying why, and the restores exact.
+/// Its stop counts only the commits stored as segments.
+fn a_staged_piece_spoiled_while_running(spoil: fn(&Path)) {
+    let (dir, db, mut app) = application();
+    let d = dir.path();
+    let hold = d.join("hold");
+    std::fs::write(&hold, "").unwrap();
+    let log = d.join("rep.log");
+    let out = d.join("rep.out");
+    let fault = format!("hold-uploads-while={}", hold.display());
+    let mut rep = cmd(d);
+    rep.env("LIFEBOAT_FAULT", &fault)
+        .env("LIFEBOAT_LOG", "lifeboat=trace")
+        .args(["replicate", "--db", "app.db", "--repo", "repo"])
+        .args(["--sync-interval", "100ms", "--checkpoint-frames", "1"])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let rep = rep.spawn().unwrap();
+    wait_until("the first generation", || {
+        log_of(&log).contains("generation started")
+    });
+    for _ in 0..5 {
+        app.commit(20_000);
+    }
+    wait_until("commit 5 staged and checkpointed", || {
+        let l = log_of(&log);
+        let mut lines = l.lines();
+        lines.any(|x| x.contains("staged") && x.contains("last=5"))
+            && lines.any(|x| x.contains("checkpoint database=app"))
+    });
+    let spool = d.join("app.db.lifeboat-spool");
+    let pieces = files(&spool, ".frames");
+    spoil(&pieces[pieces.len() / 2]);
+    std::fs::remove_file(&hold).unwrap();
+    wait_until("a new generation", || generations(d) == 2);
+    app.commit(20_000);
+    wait_until("commit 6 in the new generation", || {
+        sqlite3(&restore_latest(d, "app"), "SELECT count(*) FROM t").trim() == "6"
+    });
+    stop_replicator(rep);
+    app.stop();
+
+    let l = log_of(&log);
+    assert!(
+        l.lines()
+            .any(|x| x.contains("starting a new generation") && x.contains("damaged")),
+        "{l}"
+    );
+    assert!(!l.contains("(retrying)"), "{l}");
+    assert_eq!(generations(d), 2);
+    assert_same_db(&db, &restore_latest(d, "app"));
+    let verified = ok(d, &["verify", "--db", "app", "--repo", "repo"]);
+    assert!(
+        !verified.lines().any(|x| x.starts_with("FAIL")),
+        "{verified}"
+    );
+    // The first generation's chain stops before the spoiled piece: nothing went up with it.
+    let gens = d.join("repo/app/generations");
+    let mut ids: Vec<_> = std::fs::read_dir(&gens)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    ids.sort();
+    assert!(files(&ids[0], ".seg.zst").is_empty(), "{ids:?}");
+    // The total said at the stop is what the stored segments hold.
+    let (mut commits, segments) = (0, files(&d.join("repo"), ".seg.zst"));
+    for s in &segments {
+        let name = s.file_name().unwrap().to_string_lossy().into_owned();
+        let mut parts = name.split('-');
+        let first: u64 = parts.next().unwrap().parse().unwrap();
+        let last: u64 = parts.next().unwrap().parse().unwrap();
+        commits += last - first + 1;
+    }
+    let said = std::fs::read_to_string(&out).unwrap();
+    let want = format!(
+        "stopped: {commits} commit(s) in {} segment(s) stored this run",
+        segments.len()
+    );
+    assert!(said.contains(&want), "{said}\nwanted: {want}");
+    assert!(!spool.exists(), "a clean stop leaves the spool behind");
+}
+
+#[test]
+fn a_staged_piece_deleted_while_the_replicator_runs_breaks_the_chain_with_a_reason() {
+    a_staged_piece_spoiled_while_running(|p| std::fs::remove_file(p).unwrap());
+}
+
+#[test]
+fn a_staged_piece_truncated_while_the_replicator_runs_breaks_the_chain_with_a_reason() {
+    a_staged_piece_spoiled_while_running(|p| {
+        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len / 2).unwrap();
+    });
+}

@@ -75,8 +75,12 @@ impl Default for ReplicateOptions {
 /// What one sync did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SyncReport {
+    /// Commits shipped (staged, or stored at once on a full disk).
     pub commits: u64,
+    /// Segments stored.
     pub segments: u64,
+    /// The commits those segments hold.
+    pub stored_commits: u64,
     /// Bytes of the segments stored (compressed).
     pub bytes: u64,
     /// A new generation was started, and why.
@@ -101,11 +105,13 @@ impl SyncReport {
     pub fn stored(&mut self, up: super::spool::Uploaded) {
         self.segments += up.segments;
         self.bytes += up.bytes;
+        self.stored_commits += up.commits;
     }
 
     /// Count what `more` did too (not its break or checkpoint, which the caller tells).
     pub fn add(&mut self, more: &SyncReport) {
         self.commits += more.commits;
+        self.stored_commits += more.stored_commits;
         self.segments += more.segments;
         self.bytes += more.bytes;
         self.frames += more.frames;
@@ -581,6 +587,10 @@ impl Replicator {
                 // too, most often) could never be checkpointed to make room.
                 Err(e) if e.kind == Kind::DiskFull => {
                     tracing::warn!(database = %self.source.name, "{e}: uploading from the WAL");
+                    // What is staged first (a damaged piece breaks the chain here).
+                    if let Some(why) = self.upload_staged(&mut report).await? {
+                        return Ok((report, Some(why)));
+                    }
                     let seg = self.opts.segment_frames;
                     let up = self
                         .spool
@@ -745,6 +755,14 @@ impl Replicator {
     /// `checkpoint_interval` even if nothing more is written.
     pub fn checkpoint_pending(&self) -> bool {
         self.since_checkpoint.0 > 0
+    }
+
+    /// Every segment this replicator stored since it was opened, and the commits they hold (a
+    /// segment tried again once; commits only a new generation's snapshot holds are not
+    /// among them). Counted as they are stored, so a sync that failed after storing some is
+    /// counted too.
+    pub fn stored(&self) -> super::spool::Uploaded {
+        self.spool.stored()
     }
 
     /// The database's configured name.

@@ -37,16 +37,19 @@ struct Piece {
 }
 
 /// What went up in one upload.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Uploaded {
     pub segments: u64,
     pub bytes: u64,
+    /// The commits those segments hold.
+    pub commits: u64,
 }
 
 impl std::ops::AddAssign for Uploaded {
     fn add_assign(&mut self, more: Uploaded) {
         self.segments += more.segments;
         self.bytes += more.bytes;
+        self.commits += more.commits;
     }
 }
 
@@ -59,6 +62,9 @@ pub struct Spool {
     retry_run: Option<usize>,
     /// An upload running in the background, of the first pieces.
     in_flight: Option<tokio::task::JoinHandle<Outcome>>,
+    /// Everything stored since this spool was made, also by uploads that then failed on a
+    /// later segment (whose reports are lost with their error).
+    stored: Uploaded,
 }
 
 /// How a background upload ended: how many of the first pieces went up, and the error that
@@ -91,6 +97,7 @@ impl Spool {
             bytes: 0,
             retry_run: None,
             in_flight: None,
+            stored: Uploaded::default(),
         }
     }
 
@@ -102,6 +109,11 @@ impl Spool {
     /// Bytes of frames staged and not uploaded yet.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Every segment stored since this spool was made (a segment tried again once).
+    pub fn stored(&self) -> Uploaded {
+        self.stored
     }
 
     /// Stage `header.frames` frames of the WAL at `wal_file` from `header.start` on: read
@@ -148,10 +160,15 @@ impl Spool {
         let body = tokio::task::spawn_blocking(move || direct(&file, &h))
             .await
             .unwrap_or_else(|e| Err(Error::new(Kind::Internal, format!("encode: {e}"))))?;
-        done.bytes += body.len() as u64;
+        let direct = Uploaded {
+            segments: 1,
+            bytes: body.len() as u64,
+            commits: header.commits.len() as u64,
+        };
         let name = segment::object_name(header);
         layout::put_segment(repo, &header.database, &header.generation, &name, body).await?;
-        done.segments += 1;
+        self.stored += direct;
+        done += direct;
         Ok(done)
     }
 
@@ -203,6 +220,7 @@ impl Spool {
             .await
             .map_err(|e| Error::new(Kind::Internal, format!("upload of staged frames: {e}")))?;
         self.retry_run = outcome.failed_run;
+        self.stored += outcome.uploaded;
         for _ in 0..outcome.pieces {
             let p = self.pieces.pop_front().expect("piece");
             self.bytes -= frame_bytes(&p.header);
@@ -349,22 +367,25 @@ async fn send(
         let stored = match encoded {
             Ok((header, body)) => {
                 let name = segment::object_name(&header);
-                let size = body.len() as u64;
+                let up = Uploaded {
+                    segments: 1,
+                    bytes: body.len() as u64,
+                    commits: header.commits.len() as u64,
+                };
                 layout::put_segment(repo, &header.database, &header.generation, &name, body)
                     .await
                     .and_then(|()| fault_lost_answer())
                     .map(|()| {
                         tracing::debug!(database = %header.database, segment = %name, pieces = n, "uploaded");
-                        size
+                        up
                     })
             }
             Err(e) => Err(e),
         };
         match stored {
-            Ok(size) => {
+            Ok(up) => {
                 outcome.pieces += n;
-                outcome.uploaded.segments += 1;
-                outcome.uploaded.bytes += size;
+                outcome.uploaded += up;
             }
             Err(e) => {
                 outcome.error = Some(e);
@@ -377,7 +398,8 @@ async fn send(
 }
 
 /// One segment of consecutive pieces: its header and its stored bytes. A piece that fails its
-/// checksums is `Kind::Corrupt`.
+/// checksums, or is gone (deleted by a user or a temporary files cleaner), is `Kind::Corrupt`:
+/// its frames cannot be had again.
 fn encode(run: &[Piece], dir: &Path) -> Result<(SegmentHeader, Vec<u8>)> {
     let header = merged(run.iter().map(|p| &p.header));
     let wal = header.header()?;
@@ -385,7 +407,13 @@ fn encode(run: &[Piece], dir: &Path) -> Result<(SegmentHeader, Vec<u8>)> {
     let mut input: Box<dyn Read> = Box::new(std::io::empty());
     for p in run {
         let io = |e| Error::io(format!("read {}", p.path.display()), e);
-        let mut f = std::fs::File::open(&p.path).map_err(io)?;
+        let mut f = std::fs::File::open(&p.path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::new(
+                Kind::Corrupt,
+                format!("{} is gone (deleted while staged)", p.path.display()),
+            ),
+            _ => io(e),
+        })?;
         f.seek(SeekFrom::Start(p.data_at)).map_err(io)?;
         let len = p.header.frames * (FRAME_HEADER as u64 + header.page_size as u64);
         input = Box::new(input.chain(std::io::BufReader::with_capacity(1 << 20, f).take(len)));
@@ -448,10 +476,17 @@ fn write_piece(
 }
 
 /// Fault injection for the test suite, in debug builds only: `LIFEBOAT_FAULT=hold-uploads`
-/// keeps every piece staged, as a replicator killed before its upload would leave them.
+/// keeps every piece staged, as a replicator killed before its upload would leave them;
+/// `hold-uploads-while=PATH` only while the file at PATH exists (a test lets them go).
 fn uploads_held() -> bool {
     cfg!(debug_assertions)
-        && std::env::var("LIFEBOAT_FAULT").is_ok_and(|f| f.split(',').any(|f| f == "hold-uploads"))
+        && std::env::var("LIFEBOAT_FAULT").is_ok_and(|f| {
+            f.split(',').any(|f| {
+                f == "hold-uploads"
+                    || f.strip_prefix("hold-uploads-while=")
+                        .is_some_and(|p| Path::new(p).exists())
+            })
+        })
 }
 
 /// The bytes of a piece's frames.
