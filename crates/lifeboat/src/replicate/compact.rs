@@ -377,7 +377,7 @@ async fn merge(
         hash.add(*p, &bytes);
     }
     let header = CompactedHeader {
-        format_version: 1,
+        format_version: compacted::FORMAT,
         database: g.database.clone(),
         generation: g.id.clone(),
         page_size: g.page_size,
@@ -390,7 +390,8 @@ async fn merge(
         end,
         db_pages,
         pages: kept.len() as u64,
-        sha256: hash.hex(),
+        sha256: String::new(),
+        blake3: hash.hex(),
         replaces: group.iter().map(|n| n.name.clone()).collect(),
     };
     // Written to scratch first: memory stays one page whatever the window's size.
