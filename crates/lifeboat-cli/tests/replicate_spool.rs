@@ -88,23 +88,29 @@ fn application() -> (tempfile::TempDir, PathBuf, App) {
     (dir, db, app)
 }
 
-/// Five commits staged and checkpointed past (the log shows a checkpoint after the piece
-/// holding commit 5), nothing uploaded; then `kill -9`. Returns the spool directory.
-fn five_commits_staged_then_killed(d: &Path, app: &mut App) -> PathBuf {
-    let log = d.join("rep0.log");
-    let mut rep = replicator(d, &log, Some("hold-uploads"));
+/// Once the replicator logging to `log` started its generation: five commits of `app`, staged
+/// and checkpointed past (the log shows a checkpoint after the piece holding commit 5).
+fn five_commits_staged(log: &Path, app: &mut App) {
     wait_until("the first generation", || {
-        log_of(&log).contains("generation started")
+        log_of(log).contains("generation started")
     });
     for _ in 0..5 {
         app.commit(20_000);
     }
     wait_until("commit 5 staged and checkpointed", || {
-        let l = log_of(&log);
+        let l = log_of(log);
         let mut lines = l.lines();
         lines.any(|x| x.contains("staged") && x.contains("last=5"))
             && lines.any(|x| x.contains("checkpoint database=app"))
     });
+}
+
+/// Five commits staged and checkpointed past (the log shows a checkpoint after the piece
+/// holding commit 5), nothing uploaded; then `kill -9`. Returns the spool directory.
+fn five_commits_staged_then_killed(d: &Path, app: &mut App) -> PathBuf {
+    let log = d.join("rep0.log");
+    let mut rep = replicator(d, &log, Some("hold-uploads"));
+    five_commits_staged(&log, app);
     rep.kill().unwrap();
     rep.wait().unwrap();
     let spool = d.join("app.db.lifeboat-spool");
@@ -252,18 +258,7 @@ fn a_staged_piece_spoiled_while_running(spoil: fn(&Path)) {
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&log).unwrap());
     let rep = rep.spawn().unwrap();
-    wait_until("the first generation", || {
-        log_of(&log).contains("generation started")
-    });
-    for _ in 0..5 {
-        app.commit(20_000);
-    }
-    wait_until("commit 5 staged and checkpointed", || {
-        let l = log_of(&log);
-        let mut lines = l.lines();
-        lines.any(|x| x.contains("staged") && x.contains("last=5"))
-            && lines.any(|x| x.contains("checkpoint database=app"))
-    });
+    five_commits_staged(&log, &mut app);
     let spool = d.join("app.db.lifeboat-spool");
     let pieces = files(&spool, ".frames");
     spoil(&pieces[pieces.len() / 2]);
