@@ -6,8 +6,9 @@
 //!
 //! [`wal`] reads the live WAL from outside SQLite; [`segment`] is the stored segment format;
 //! [`layout`] where generations and segments live; [`compact`] merges them as they
-//! age into [`compacted`] segments; [`shipper`] the replicator (breaks, new
-//! generations), `checkpoint` its checkpoints, `resume` its restarts, [`spool`] the frames it
+//! age into [`compacted`] segments (`seekable` their zstd frames); [`shipper`] the replicator
+//! (breaks), `new_generation` its new generations, `sync_report` its options and reports,
+//! `checkpoint` its checkpoints, `resume` its restarts, [`spool`] the frames it
 //! shipped, staged locally until their upload, [`pace`] how often it ticks, and
 //! [`connection`] its SQLite connections;
 //! [`pitr`] the restore (`apply` its chain, `page_writer` its writes); [`settings`] the `[replication]` section; [`retain`] what
@@ -20,6 +21,7 @@ pub mod compacted;
 pub mod connection;
 pub mod lag;
 pub mod layout;
+mod new_generation;
 pub mod pace;
 mod page_writer;
 pub mod pitr;
@@ -30,6 +32,7 @@ pub mod segment;
 pub mod settings;
 pub mod shipper;
 pub mod spool;
+mod sync_report;
 pub mod wal;
 
 pub use pitr::{choose, restore_point, PitrReport, PitrTarget, Point};

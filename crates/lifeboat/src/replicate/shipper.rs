@@ -23,13 +23,13 @@ use rusqlite::Connection;
 pub(super) use super::connection::db_err;
 use super::connection::{check_file, connect, inode_of, require_wal};
 use super::spool::Spool;
+use super::sync_report::joined;
+pub use super::sync_report::{ReplicateOptions, SyncReport};
 
-use crate::backup::BackupOptions;
 use crate::error::{Error, Kind, Result};
 use crate::fs::atomic_replace::suffixed;
 use crate::fs::target_lock::TargetLock;
-use crate::progress::Progress;
-use crate::replicate::layout::{self, FileStamp, Generation};
+use crate::replicate::layout::Generation;
 use crate::replicate::segment::{CommitRecord, Link, SegmentHeader};
 use crate::replicate::wal::{self, Position, Scan};
 use crate::repo::Repository;
@@ -44,92 +44,6 @@ const WRITE_LOCK_WAIT: Duration = Duration::from_millis(100);
 /// At most this many bytes of frames staged (a ship that would pass it uploads first).
 const SPOOL_BYTES: u64 = 1 << 30;
 
-#[derive(Debug, Clone)]
-pub struct ReplicateOptions {
-    pub sync_interval: Duration,
-    /// A PASSIVE checkpoint once this many frames were shipped since the last one…
-    pub checkpoint_frames: u64,
-    /// …or this long after it, when anything was shipped.
-    pub checkpoint_interval: Duration,
-    /// The safety valve: a WAL file larger than this gets a TRUNCATE checkpoint.
-    pub truncate_wal_bytes: u64,
-    /// At most this many frames per segment (cut at a commit; one larger transaction is
-    /// one segment of its own).
-    pub segment_frames: u64,
-    pub lock_timeout: Duration,
-}
-
-impl Default for ReplicateOptions {
-    fn default() -> Self {
-        ReplicateOptions {
-            sync_interval: Duration::from_secs(1),
-            checkpoint_frames: 1000,
-            checkpoint_interval: Duration::from_secs(60),
-            truncate_wal_bytes: 512 * 1024 * 1024,
-            segment_frames: 8192,
-            lock_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-/// What one sync did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct SyncReport {
-    /// Commits shipped (staged, or stored at once on a full disk).
-    pub commits: u64,
-    /// Segments stored.
-    pub segments: u64,
-    /// The commits those segments hold.
-    pub stored_commits: u64,
-    /// Bytes of the segments stored (compressed).
-    pub bytes: u64,
-    /// A new generation was started, and why.
-    pub new_generation: Option<String>,
-    pub checkpoint: Option<&'static str>,
-    /// Frames shipped (staged; uploaded segments are counted in `segments`).
-    pub frames: u64,
-    /// A background upload ended well in this call: everything staged before it started is
-    /// stored.
-    #[serde(skip)]
-    pub upload_ended: bool,
-    /// Everything shipped up to the end of this call is stored (nothing staged is left).
-    #[serde(skip)]
-    pub all_stored: bool,
-    /// A background upload of everything staged so far was started ([`Replicator::tick`]).
-    #[serde(skip)]
-    pub upload_started: bool,
-}
-
-impl SyncReport {
-    /// Count what an upload stored.
-    pub fn stored(&mut self, up: super::spool::Uploaded) {
-        self.segments += up.segments;
-        self.bytes += up.bytes;
-        self.stored_commits += up.commits;
-    }
-
-    /// Count what `more` did too (not its break or checkpoint, which the caller tells).
-    pub fn add(&mut self, more: &SyncReport) {
-        self.commits += more.commits;
-        self.stored_commits += more.stored_commits;
-        self.segments += more.segments;
-        self.bytes += more.bytes;
-        self.frames += more.frames;
-    }
-}
-
-/// A sync's staging and its upload, told as one report (a break the upload made wins).
-fn joined(mut staged: SyncReport, up: SyncReport) -> SyncReport {
-    staged.add(&up);
-    if up.new_generation.is_some() {
-        staged.new_generation = up.new_generation;
-    }
-    staged.upload_ended |= up.upload_ended;
-    staged.upload_started |= up.upload_started;
-    staged.all_stored = up.all_stored;
-    staged
-}
-
 /// The generation being extended, and how far.
 pub(super) struct Chain {
     pub(super) generation: Generation,
@@ -143,17 +57,17 @@ pub(super) struct Chain {
 pub struct Replicator {
     pub(super) repo: Arc<Repository>,
     pub(super) source: Source,
-    opts: ReplicateOptions,
+    pub(super) opts: ReplicateOptions,
     pub(super) read: Connection,
     pub(super) write: Connection,
     pub(super) inode: u64,
-    chain: Option<Chain>,
+    pub(super) chain: Option<Chain>,
     /// Shipped frames staged locally until the next upload.
     spool: Spool,
     /// Frames shipped since the last checkpoint, and when that was.
     pub(super) since_checkpoint: (u64, Instant),
     /// The schema cookie the last shipped commit left, once one wrote page 1 (tells a VACUUM).
-    cookie: Option<u32>,
+    pub(super) cookie: Option<u32>,
     /// Where the chain stood when `read` took its read transaction with every frame up to the
     /// WAL's end shipped: a reset under that transaction then lost nothing (see `scan_new`).
     pub(super) read_from: Option<Position>,
@@ -267,7 +181,7 @@ impl Replicator {
 
     /// The schema cookie as the read transaction sees it (None if it cannot be read: then no
     /// VACUUM is told until a commit writes page 1).
-    fn schema_cookie(&self) -> Option<u32> {
+    pub(super) fn schema_cookie(&self) -> Option<u32> {
         self.read
             .query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
             .ok()
@@ -325,7 +239,10 @@ impl Replicator {
     /// the read transaction was taken with everything up to the WAL's end shipped
     /// (`read_from`), or the old WAL's frames still in the file prove the reset came right
     /// after `link`. Anything else is a break.
-    fn scan_new(&self, link: &Link) -> Result<std::result::Result<Option<Scan>, String>> {
+    pub(super) fn scan_new(
+        &self,
+        link: &Link,
+    ) -> Result<std::result::Result<Option<Scan>, String>> {
         let path = wal::wal_path(&self.source.path);
         let Some(h) = wal::read_header(&path)? else {
             return Ok(Ok(None));
@@ -429,7 +346,10 @@ impl Replicator {
     /// Upload what is staged, counted in `report`. Staged frames that fail their checksums
     /// (damaged on the local disk) cannot be had again: they are dropped, and the reason for
     /// the break they make is returned.
-    async fn upload_staged(&mut self, report: &mut SyncReport) -> Result<Option<String>> {
+    pub(super) async fn upload_staged(
+        &mut self,
+        report: &mut SyncReport,
+    ) -> Result<Option<String>> {
         let uploaded = self
             .spool
             .upload(&self.repo, self.opts.segment_frames)
@@ -631,112 +551,6 @@ impl Replicator {
             frame,
             checksum: [wal::be32(&fh, 16), wal::be32(&fh, 20)],
         })
-    }
-
-    /// Start a new generation: a snapshot (an ordinary backup) taken while the WAL is held,
-    /// then the chain from where the WAL stood before it. Commits up to the WAL's position
-    /// after the snapshot may or may not be in it, so restores start there (`base_seq`).
-    pub(super) async fn new_generation(&mut self, reason: &str) -> Result<SyncReport> {
-        // The old chain's staged frames go up first: its window reaches the break.
-        let mut up = SyncReport::default();
-        if let Some(lost) = self.upload_staged(&mut up).await? {
-            tracing::warn!(database = %self.source.name, "{lost}");
-        }
-        tracing::warn!(database = %self.source.name, reason, "starting a new generation");
-        self.chain = None;
-        self.begin_read()?;
-        self.cookie = self.schema_cookie();
-        let path = wal::wal_path(&self.source.path);
-        let start_wal = wal::read_header(&path)?;
-        let start = match &start_wal {
-            Some(h) => Some(wal::scan(&path, h, Position::start_of(h))?.to),
-            None => None,
-        };
-        // The WAL the read transaction began on ended at or before `start` (as after a ship).
-        self.read_from = start;
-        let created_at = Utc::now();
-        let id = layout::new_generation_id(created_at);
-        let opts = BackupOptions {
-            label: Some(format!("replication snapshot ({id})")),
-            lock_timeout: self.opts.lock_timeout,
-            held_open: true,
-            ..BackupOptions::default()
-        };
-        let manifest =
-            crate::backup::backup(&self.repo, &self.source, &opts, &Progress::hidden()).await?;
-        let link = Link {
-            seq: 0,
-            position: start,
-        };
-        let mut generation = Generation {
-            format_version: 1,
-            id: id.clone(),
-            database: self.source.name.clone(),
-            created_at,
-            reason: reason.to_string(),
-            snapshot: manifest.id.clone(),
-            source_path: std::path::absolute(&self.source.path)
-                .unwrap_or_default()
-                .display()
-                .to_string(),
-            inode: self.inode,
-            page_size: manifest.page_size as u32,
-            start: link,
-            base_seq: 0,
-            base_at: Utc::now(),
-            quiet: None,
-        };
-        self.chain = Some(Chain {
-            generation: generation.clone(),
-            link,
-            wal: start_wal.clone(),
-        });
-        // Every commit the snapshot may hold: restores start after the last of them.
-        match self.scan_new(&link)? {
-            Ok(Some(s)) => generation.base_seq = s.commits.len() as u64,
-            Ok(None) => {}
-            Err(why) => {
-                self.chain = None;
-                return Err(Error::new(
-                    Kind::Database,
-                    format!("{}: {why} while its snapshot was taken", self.source.name),
-                ));
-            }
-        }
-        generation.base_at = Utc::now();
-        if start.is_none() {
-            // The file first, then the WAL: a commit after the stamp leaves the WAL not empty
-            // (or, checkpointed, the file changed), so a restart never resumes past it.
-            let stamp = FileStamp::of(&self.source.path);
-            if wal::read_header(&path)?.is_none() {
-                generation.quiet = stamp;
-            }
-        }
-        if let Err(e) = layout::put_generation(&self.repo, &generation).await {
-            // Not a generation yet: the next sync starts one again.
-            self.chain = None;
-            return Err(e);
-        }
-        self.chain = Some(Chain {
-            generation,
-            link,
-            wal: start_wal,
-        });
-        self.since_checkpoint = (0, Instant::now());
-        let (mut report, broke) = self.ship().await?;
-        if let Some(why) = broke {
-            return Err(Error::new(
-                Kind::Database,
-                format!(
-                    "{}: {why}, just after a new generation started",
-                    self.source.name
-                ),
-            ));
-        }
-        report.new_generation = Some(reason.to_string());
-        report.add(&up);
-        tracing::info!(database = %self.source.name, generation = %id, snapshot = %manifest.id, "generation started");
-        Ok(report)
     }
 
     /// Ship what is left and release the WAL (the next start resumes the chain).
