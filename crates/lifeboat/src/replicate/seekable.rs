@@ -17,9 +17,11 @@ const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
 /// The footer: number of frames, descriptor, magic.
 const FOOTER: u64 = 9;
 /// The most frames a table may list, and the largest frame read back: a damaged or hostile
-/// table must not make a reader allocate without bound.
+/// table must not make a reader allocate without bound (a reader holds about `4 * workers`
+/// frames, compressed and not; compacted segments write 2 MB ones, and a header of at most
+/// 16 MB in a frame of its own).
 const MAX_FRAMES: u64 = 1 << 24;
-pub const MAX_FRAME: u32 = 64 * 1024 * 1024;
+pub const MAX_FRAME: u32 = 20 * 1024 * 1024;
 
 /// Writes frames, then the table.
 pub struct FramesWriter<W: Write> {
