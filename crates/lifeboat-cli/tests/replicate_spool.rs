@@ -105,6 +105,15 @@ fn five_commits_staged(log: &Path, app: &mut App) {
     });
 }
 
+/// After a break: the new generation started, and `app`'s sixth commit restores from it.
+fn sixth_commit_in_a_new_generation(d: &Path, app: &mut App) {
+    wait_until("a new generation", || generations(d) == 2);
+    app.commit(20_000);
+    wait_until("commit 6 in the new generation", || {
+        sqlite3(&restore_latest(d, "app"), "SELECT count(*) FROM t").trim() == "6"
+    });
+}
+
 /// Five commits staged and checkpointed past (the log shows a checkpoint after the piece
 /// holding commit 5), nothing uploaded; then `kill -9`. Returns the spool directory.
 fn five_commits_staged_then_killed(d: &Path, app: &mut App) -> PathBuf {
@@ -170,11 +179,7 @@ fn a_damaged_staged_piece_is_dropped_and_the_chain_breaks_instead_of_restoring_i
 
     let log = d.join("rep1.log");
     let rep = replicator(d, &log, None);
-    wait_until("a new generation", || generations(d) == 2);
-    app.commit(20_000);
-    wait_until("commit 6 in the new generation", || {
-        sqlite3(&restore_latest(d, "app"), "SELECT count(*) FROM t").trim() == "6"
-    });
+    sixth_commit_in_a_new_generation(d, &mut app);
     stop_replicator(rep);
     app.stop();
 
@@ -263,11 +268,7 @@ fn a_staged_piece_spoiled_while_running(spoil: fn(&Path)) {
     let pieces = files(&spool, ".frames");
     spoil(&pieces[pieces.len() / 2]);
     std::fs::remove_file(&hold).unwrap();
-    wait_until("a new generation", || generations(d) == 2);
-    app.commit(20_000);
-    wait_until("commit 6 in the new generation", || {
-        sqlite3(&restore_latest(d, "app"), "SELECT count(*) FROM t").trim() == "6"
-    });
+    sixth_commit_in_a_new_generation(d, &mut app);
     stop_replicator(rep);
     app.stop();
 

@@ -232,7 +232,8 @@ impl Hasher {
     }
 }
 
-/// Read into `buf` until it is full or the input ends; how much was read.
+/// Read into `buf` until it is full or the input ends; how much was read (a chunk of records,
+/// whose last may be short; [`wal::read_full`] where only a full buffer will do).
 fn fill(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -275,7 +276,7 @@ impl CompactedReader {
         }
         let mut input = zstd::Decoder::with_buffer(stored).map_err(c)?;
         let mut magic = [0u8; 12];
-        if fill(&mut input, &mut magic).map_err(c)? < 12 || &magic[..8] != MAGIC {
+        if !wal::read_full(&mut input, &mut magic).map_err(c)? || &magic[..8] != MAGIC {
             return Err(corrupt(what, "not a lifeboat compacted segment"));
         }
         let len = wal::be32(&magic, 8);
@@ -284,7 +285,7 @@ impl CompactedReader {
         }
         let mut json = magic.to_vec();
         json.resize(12 + len as usize, 0);
-        if fill(&mut input, &mut json[12..]).map_err(c)? < len as usize {
+        if !wal::read_full(&mut input, &mut json[12..]).map_err(c)? {
             return Err(corrupt(what, "truncated header"));
         }
         let (header, _) = parse_header(&json, what)?;
