@@ -3,7 +3,7 @@
 //! a restore writes each page once however many segments changed it (an hour of segments on a
 //! database whose pages are all written holds many versions of each). Every segment is still
 //! read whole and checked: the shipped ones against the WAL checksum chain and their commit
-//! frames, the compacted ones against their sha256; and the links: each segment's `prev` is the
+//! frames, the compacted ones against their digest (BLAKE3, sha256 in format 1); and the links: each segment's `prev` is the
 //! end of the one before, the oldest's the generation's start.
 
 use std::io::Read;
@@ -53,23 +53,25 @@ impl Applied<'_> {
     /// Write `page` unless a newer segment did, or it lies past the database's end. Pages
     /// that follow each other are written together (a compacted segment's are in page order:
     /// one write per page cost more in the kernel than all the rest of the restore).
-    fn put(&mut self, this: &mut PageSet, pgno: u32, page: &[u8]) -> Result<()> {
+    fn put(&mut self, this: &mut PageSet, pgno: u32, page: &[u8], frame: InFrame) -> Result<()> {
         if self.done.contains(pgno) || self.db_pages.is_some_and(|n| pgno > n) {
             return Ok(());
         }
         let ps = self.g.page_size as u64;
-        let extend = match self.run {
+        match self.run {
             Some((first, n)) if pgno == first + n && (n as u64) * ps < RUN_BYTES => {
                 self.run = Some((first, n + 1));
-                true
             }
             _ => {
                 self.end_run();
                 self.run = Some((pgno, 1));
-                false
             }
-        };
-        self.out.page((pgno as u64 - 1) * ps, page, extend)?;
+        }
+        let at = (pgno as u64 - 1) * ps;
+        match frame {
+            Some((frame, from)) => self.out.page_in(at, frame, from, page.len())?,
+            None => self.out.page(at, page)?,
+        }
         this.insert(pgno);
         self.written += 1;
         Ok(())
@@ -86,6 +88,9 @@ impl Applied<'_> {
         }
     }
 }
+
+/// Where a page lies in a decompressed frame, when it does (it is written from there).
+type InFrame<'a> = Option<(&'a std::sync::Arc<crate::replicate::pooled::Pooled>, usize)>;
 
 /// A stored segment, downloaded (or a local repository's, in place).
 type Stored = std::io::BufReader<std::fs::File>;
@@ -271,7 +276,7 @@ fn apply_shipped(
         {
             return Err(st.broken(name, "a commit's size is not its frame's"));
         }
-        st.put(&mut this, pgno, &frame[wal::FRAME_HEADER..])?;
+        st.put(&mut this, pgno, &frame[wal::FRAME_HEADER..], None)?;
         if n == stop_frame {
             break;
         }
@@ -286,7 +291,7 @@ fn apply_shipped(
     Ok(())
 }
 
-/// A compacted segment: its links, then its pages, then its sha256 and count.
+/// A compacted segment: its links, then its pages, then its digest and count.
 fn apply_compacted(st: &mut Applied, name: &SegmentName, stored: Stored) -> Result<()> {
     let mut reader = CompactedReader::open(stored, &name.name)?;
     let h = reader.header.clone();
@@ -312,8 +317,8 @@ fn apply_compacted(st: &mut Applied, name: &SegmentName, stored: Stored) -> Resu
     }
     st.segments += 1;
     let mut this = PageSet::default();
-    while let Some((pgno, page)) = reader.next_page()? {
-        st.put(&mut this, pgno, page)?;
+    while let Some(p) = reader.next_page()? {
+        st.put(&mut this, p.pgno, p.bytes, p.frame)?;
     }
     st.end_run();
     st.done.absorb(&mut this);
@@ -323,7 +328,7 @@ fn apply_compacted(st: &mut Applied, name: &SegmentName, stored: Stored) -> Resu
 
 /// Read a stored segment of generation `g` through and check it as a restore would (its
 /// generation, its name, its checksums: the WAL chain and commit frames of a shipped one, the
-/// sha256 of a compacted one), without applying it: what a verify does with the segments a
+/// digest of a compacted one), without applying it: what a verify does with the segments a
 /// restore to the newest point does not read.
 pub fn check_stored(g: &Generation, name: &SegmentName, stored: Stored) -> Result<()> {
     let broken = |what: &str| {

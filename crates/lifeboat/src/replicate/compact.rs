@@ -30,7 +30,7 @@ use serde::Serialize;
 use crate::error::{Error, Kind, Result};
 use crate::fs::page_set::PageSet;
 use crate::replicate::compacted::{
-    self, is_rollup, CompactedHeader, CompactedReader, RecordHash, FULL, FULL_SHARE, ROLLUP,
+    self, is_rollup, CompactedHeader, CompactedReader, Page, RecordHash, FULL, FULL_SHARE, ROLLUP,
 };
 use crate::replicate::layout::{self, Generation, Window};
 use crate::replicate::segment::{compacted_name, Link, SegmentName, SegmentReader};
@@ -314,7 +314,10 @@ async fn merge(
             if h.generation != g.id || h.page_size != g.page_size || h.database != g.database {
                 return Err(broken(n, "it belongs to another generation"));
             }
-            while let Some((pgno, page)) = r.next_page()? {
+            while let Some(Page {
+                pgno, bytes: page, ..
+            }) = r.next_page()?
+            {
                 put(pgno, page)?;
             }
             db_pages = h.db_pages;

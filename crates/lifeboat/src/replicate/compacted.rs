@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Kind, Result};
+use crate::replicate::pooled::Pooled;
 use crate::replicate::seekable;
 use crate::replicate::segment::Link;
 use crate::replicate::wal;
@@ -178,14 +179,14 @@ enum Body {
     /// read, and where.
     Frames {
         frames: seekable::ParallelFrames,
-        cur: Arc<Vec<u8>>,
+        cur: Arc<Pooled>,
         at: usize,
         hasher: Hasher,
     },
     /// One zstd stream (written before the seek table), read a page at a time.
     Stream {
         input: Box<dyn Read + Send>,
-        chunk: Arc<Vec<u8>>,
+        chunk: Arc<Pooled>,
         at: usize,
         hasher: Hasher,
         page: Vec<u8>,
@@ -194,13 +195,13 @@ enum Body {
 
 /// A thread hashing the chunks it is handed, in order (the header's digest).
 struct Hasher {
-    tx: Option<std::sync::mpsc::SyncSender<Arc<Vec<u8>>>>,
+    tx: Option<std::sync::mpsc::SyncSender<Arc<Pooled>>>,
     thread: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Hasher {
     fn new(header: &CompactedHeader) -> Self {
-        let (tx, chunks) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+        let (tx, chunks) = std::sync::mpsc::sync_channel::<Arc<Pooled>>(4);
         let mut h = RecordsDigest::of(header);
         let thread = std::thread::spawn(move || {
             for c in chunks {
@@ -214,7 +215,7 @@ impl Hasher {
         }
     }
 
-    fn add(&self, chunk: &Arc<Vec<u8>>) -> std::io::Result<()> {
+    fn add(&self, chunk: &Arc<Pooled>) -> std::io::Result<()> {
         match self.tx.as_ref().map(|tx| tx.send(chunk.clone())) {
             Some(Ok(())) => Ok(()),
             _ => Err(std::io::Error::other("hasher stopped")),
@@ -245,6 +246,14 @@ fn fill(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// A page read back: its number and bytes, and when it was read from a frame, that frame and
+/// where the page starts in it (a restore writes it from there, without a copy).
+pub struct Page<'a> {
+    pub pgno: u32,
+    pub bytes: &'a [u8],
+    pub frame: Option<(&'a Arc<Pooled>, usize)>,
 }
 
 impl CompactedReader {
@@ -304,8 +313,8 @@ impl CompactedReader {
         })
     }
 
-    /// The next page (number, bytes); `None` after the last, once everything it records held.
-    pub fn next_page(&mut self) -> Result<Option<(u32, &[u8])>> {
+    /// The next page; `None` after the last, once everything it records held.
+    pub fn next_page(&mut self) -> Result<Option<Page<'_>>> {
         let what = &self.what;
         let c = |e| corrupt(what, e);
         let record = 4 + self.header.page_size as usize;
@@ -349,7 +358,7 @@ impl CompactedReader {
             }
             return Ok(None);
         }
-        let bytes: &[u8] = match &mut self.body {
+        let (bytes, frame): (&[u8], _) = match &mut self.body {
             Body::Frames {
                 frames,
                 cur,
@@ -369,7 +378,8 @@ impl CompactedReader {
                     hasher.add(cur).map_err(c)?;
                 }
                 *at += record;
-                &cur[*at - record..*at]
+                let cur: &Arc<Pooled> = cur;
+                (&cur[*at - record..*at], Some((cur, *at - record + 4)))
             }
             Body::Stream {
                 input,
@@ -387,7 +397,7 @@ impl CompactedReader {
                             return Err(corrupt(what, "truncated"));
                         }
                         next.truncate(k);
-                        *chunk = Arc::new(next);
+                        *chunk = Arc::new(Pooled::unpooled(next));
                         *at = 0;
                         hasher.add(chunk).map_err(c)?;
                     }
@@ -395,7 +405,7 @@ impl CompactedReader {
                     page[n..n + k].copy_from_slice(&chunk[*at..*at + k]);
                     (n, *at) = (n + k, *at + k);
                 }
-                &page[..]
+                (&page[..], None)
             }
         };
         let pgno = wal::be32(bytes, 0);
@@ -405,7 +415,11 @@ impl CompactedReader {
         }
         self.last_pgno = pgno;
         self.read += 1;
-        Ok(Some((pgno, &bytes[4..])))
+        Ok(Some(Page {
+            pgno,
+            bytes: &bytes[4..],
+            frame,
+        }))
     }
 }
 
@@ -491,7 +505,10 @@ mod tests {
         let f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
         let mut r = CompactedReader::open(f, "test")?;
         let mut out = Vec::new();
-        while let Some((p, b)) = r.next_page()? {
+        while let Some(Page {
+            pgno: p, bytes: b, ..
+        }) = r.next_page()?
+        {
             out.push((p, b.to_vec()));
         }
         Ok(out)

@@ -25,6 +25,7 @@ mod new_generation;
 pub mod pace;
 mod page_writer;
 pub mod pitr;
+mod pooled;
 mod resume;
 pub mod retain;
 mod seekable;

@@ -12,6 +12,8 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex};
 
+use crate::replicate::pooled::{Pool, Pooled};
+
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
 const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
 /// The footer: number of frames, descriptor, magic.
@@ -144,7 +146,7 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    done: BTreeMap<usize, std::io::Result<Vec<u8>>>,
+    done: BTreeMap<usize, std::io::Result<Pooled>>,
     /// The next frame a worker takes, and how many the reader took.
     taken: usize,
     consumed: usize,
@@ -167,10 +169,13 @@ impl ParallelFrames {
         });
         let (file, list) = (Arc::new(file), Arc::new(list));
         let count = list.len();
+        // Frames decompressed ahead, the one read, and a few held downstream (hashed, written).
+        let pool = Pool::new(2 * ahead + 4);
         let threads = (0..workers)
             .map(|_| {
                 let (shared, file, list) = (shared.clone(), file.clone(), list.clone());
-                std::thread::spawn(move || work(&shared, &file, &list, ahead))
+                let pool = pool.clone();
+                std::thread::spawn(move || work(&shared, &file, &list, ahead, &pool))
             })
             .collect();
         ParallelFrames {
@@ -181,8 +186,9 @@ impl ParallelFrames {
         }
     }
 
-    /// The next frame's bytes, or `None` after the last.
-    pub fn next_frame(&mut self) -> Option<std::io::Result<Vec<u8>>> {
+    /// The next frame's bytes, or `None` after the last. They go back to the workers' pool
+    /// when the last holder lets go.
+    pub fn next_frame(&mut self) -> Option<std::io::Result<Pooled>> {
         if self.next == self.count {
             return None;
         }
@@ -207,8 +213,9 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 /// A worker: take the next frame unless too far ahead of the reader, decompress it, hand it in.
-fn work(shared: &Shared, file: &std::fs::File, list: &[Frame], ahead: usize) {
+fn work(shared: &Shared, file: &std::fs::File, list: &[Frame], ahead: usize, pool: &Arc<Pool>) {
     let mut z = zstd::bulk::Decompressor::new().ok();
+    let mut src = Vec::new();
     loop {
         let i = {
             let mut s = lock(&shared.state);
@@ -225,7 +232,7 @@ fn work(shared: &Shared, file: &std::fs::File, list: &[Frame], ahead: usize) {
             s.taken - 1
         };
         let got = match z.as_mut() {
-            Some(z) => decompress(z, file, list[i]),
+            Some(z) => decompress(z, file, list[i], &mut src, pool.take(list[i].size as usize)),
             None => Err(std::io::Error::other("no zstd context")),
         };
         lock(&shared.state).done.insert(i, got);
@@ -233,14 +240,17 @@ fn work(shared: &Shared, file: &std::fs::File, list: &[Frame], ahead: usize) {
     }
 }
 
+/// Frame `f` of `file` into `out`, read through `src`.
 fn decompress(
     z: &mut zstd::bulk::Decompressor<'static>,
     file: &std::fs::File,
     f: Frame,
-) -> std::io::Result<Vec<u8>> {
-    let mut src = vec![0u8; f.compressed as usize];
-    file.read_exact_at(&mut src, f.at)?;
-    let out = z.decompress(&src, f.size as usize)?;
+    src: &mut Vec<u8>,
+    mut out: Pooled,
+) -> std::io::Result<Pooled> {
+    src.resize(f.compressed as usize, 0);
+    file.read_exact_at(src, f.at)?;
+    z.decompress_to_buffer(src, out.vec_mut())?;
     if out.len() != f.size as usize {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -261,8 +271,15 @@ impl Drop for ParallelFrames {
 }
 
 /// Read frame `f` of `file` alone (the first, a compacted segment's header).
-pub fn read_frame(file: &std::fs::File, f: Frame) -> std::io::Result<Vec<u8>> {
-    decompress(&mut zstd::bulk::Decompressor::new()?, file, f)
+pub fn read_frame(file: &std::fs::File, f: Frame) -> std::io::Result<Pooled> {
+    let out = Pooled::unpooled(Vec::with_capacity(f.size as usize));
+    decompress(
+        &mut zstd::bulk::Decompressor::new()?,
+        file,
+        f,
+        &mut Vec::new(),
+        out,
+    )
 }
 
 #[cfg(test)]
@@ -299,7 +316,7 @@ mod tests {
         let mut p = ParallelFrames::start(file, list, 1, 3);
         let mut got = Vec::new();
         while let Some(f) = p.next_frame() {
-            got.push(f.unwrap());
+            got.push(f.unwrap().to_vec());
         }
         assert_eq!(got, frames[1..]);
         let mut all = Vec::new();
@@ -312,7 +329,7 @@ mod tests {
         let file = std::fs::File::open(&path).unwrap();
         let list = super::frames(&file).unwrap().unwrap();
         let mut p = ParallelFrames::start(file, list, 0, 2);
-        assert_eq!(p.next_frame().unwrap().unwrap(), frames[0]);
+        assert_eq!(p.next_frame().unwrap().unwrap().to_vec(), frames[0]);
         drop(p);
     }
 
@@ -347,6 +364,19 @@ mod tests {
             errors += f.is_err() as u32;
         }
         assert_eq!(errors, 1);
+        // A frame's decompressed size listed one byte short or long: an error, never a
+        // buffer grown past what the table says.
+        for delta in [-1i64, 1] {
+            let mut b = good.clone();
+            let size_at = b.len() - 9 - 5 * 8 + 8 + 4;
+            let listed = le32(&b, size_at) as i64 + delta;
+            b[size_at..size_at + 4].copy_from_slice(&(listed as u32).to_le_bytes());
+            let list = open(&b).unwrap().unwrap();
+            let f = std::fs::File::open(dir.path().join("x.zst")).unwrap();
+            let mut p = ParallelFrames::start(f, list, 0, 2);
+            let got: Vec<bool> = std::iter::from_fn(|| p.next_frame().map(|f| f.is_ok())).collect();
+            assert_eq!(got, [true, false, true, true, true], "delta {delta}");
+        }
         // A single zstd stream: no table.
         let plain = zstd::encode_all(&frames.concat()[..], 3).unwrap();
         assert!(open(&plain).unwrap().is_none());

@@ -475,9 +475,9 @@ pub fn check_and_count(
     };
     let (checked, info) = std::thread::scope(|s| {
         let check = s.spawn(|| -> rusqlite::Result<String> {
-            open_image(path)?.query_row(pragma, [], |r| r.get(0))
+            mapped(path)?.query_row(pragma, [], |r| r.get(0))
         });
-        let info = open_image(path).and_then(|c| inspect(&c));
+        let info = mapped(path).and_then(|c| inspect(&c));
         (check.join(), info)
     });
     let failed = |what: &str, e: rusqlite::Error| match e.sqlite_error_code() {
@@ -497,6 +497,15 @@ pub fn check_and_count(
         return Err(corrupt(format!("{pragma}: {first}")));
     }
     info.map_err(|e| failed("reading image", e))
+}
+
+/// The image opened to be read through a memory map: the check and the counts read every
+/// page, and through `pread` a fifth of their time was the kernel's copying. The image is this
+/// process's own temp file, which nothing else truncates while it is mapped.
+fn mapped(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let c = open_image(path)?;
+    c.query_row("PRAGMA mmap_size = 1099511627776", [], |_| Ok(()))?;
+    Ok(c)
 }
 
 #[derive(Debug, Clone)]
