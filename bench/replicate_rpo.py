@@ -7,7 +7,10 @@ the segment holding it is in the repository: the segment's file mtime (the local
 file, s3s-fs's data file), against the commit's end time in the writer. Target: p99 <= 1.5 s.
 
 Writer impact: the same writer unpaced for SECS seconds, with and without the replicator,
-alternated three times in one run; throughput ratio (target >= 90 %). Two data shapes: a
+alternated three times in one run; throughput ratio (target >= 90 %). `on` keeps SQLite's
+default autocheckpoint in the writer; `on, no autockpt` turns it off in the writer
+(`PRAGMA wal_autocheckpoint=0`), as Litestream's tips advise for a busy writer and the README
+describes: the replicator checkpoints for it. Two data shapes: a
 100-byte row per transaction, and a 4 KB blob per transaction with an index update.
 
   python3 bench/replicate_rpo.py [--lb target/release/lifeboat] [--s3s-fs PATH] [--secs 30]
@@ -30,10 +33,12 @@ def new_db(path, shape):
     c.close()
 
 
-def write(path, shape, secs, rate=None):
+def write(path, shape, secs, rate=None, autocheckpoint=True):
     """Commit for `secs` seconds (paced at `rate`/s when given); returns the commit end times."""
     c = sqlite3.connect(path, isolation_level=None, timeout=30)
     c.execute("PRAGMA synchronous=NORMAL")
+    if not autocheckpoint:
+        c.execute("PRAGMA wal_autocheckpoint=0")
     ends, n, start = [], 0, time.time()
     while time.time() - start < secs:
         n += 1
@@ -151,21 +156,21 @@ def impact(lb, shape, secs):
     """Writer throughput without replication, beside a bare held read transaction, and beside
     the replicator: medians of three alternations, and every run."""
     root = tempfile.mkdtemp(prefix="lb-impact-")
-    runs = {"off": [], "reader": [], "on": []}
+    runs = {"off": [], "reader": [], "on": [], "on-noauto": []}
     for i in range(3):
         for mode in runs:
             db = os.path.join(root, f"{mode}{i}.db")
             new_db(db, shape)
             p = None
-            if mode == "on":
+            if mode.startswith("on"):
                 p = replicator(lb, db, os.path.join(root, "repo"), dict(os.environ))
                 segments_dir(os.path.join(root, "repo"), f"{mode}{i}")
             elif mode == "reader":
                 p = subprocess.Popen([sys.executable, "-c", HOLDER, db])
             if p:
                 time.sleep(0.5)
-            runs[mode].append(len(write(db, shape, secs)) / secs)
-            if mode == "on":
+            runs[mode].append(len(write(db, shape, secs, autocheckpoint=mode != "on-noauto")) / secs)
+            if mode.startswith("on"):
                 stop(p)
             elif p:
                 p.kill()
@@ -208,12 +213,14 @@ def rpo(lb, o):
 def writer_impact(lb):
     print("\nWriter impact: unpaced writer, synchronous=NORMAL, 3 alternations of 10 s (target >= 90 %)")
     print("(reader: no replication, only a read transaction held by another process, taken again every second)")
-    print(f"{'shape':<6} {'off tx/s':>9} {'reader':>9} {'ratio':>7} {'on tx/s':>9} {'ratio':>7}   runs off / reader / on")
+    print(f"{'shape':<6} {'off tx/s':>9} {'reader':>9} {'ratio':>7} {'on tx/s':>9} {'ratio':>7} "
+          f"{'on, no autockpt':>16} {'ratio':>7}   runs off / reader / on / on, no autockpt")
     for shape in ("rows", "blobs"):
         med, runs = impact(lb, shape, 10)
         off = med["off"]
-        each = " / ".join(" ".join(f"{x:.0f}" for x in runs[m]) for m in ("off", "reader", "on"))
-        print(f"{shape:<6} {off:9.0f} {med['reader']:9.0f} {med['reader'] / off:7.1%} {med['on']:9.0f} {med['on'] / off:7.1%}   {each}", flush=True)
+        each = " / ".join(" ".join(f"{x:.0f}" for x in runs[m]) for m in runs)
+        print(f"{shape:<6} {off:9.0f} {med['reader']:9.0f} {med['reader'] / off:7.1%} {med['on']:9.0f} {med['on'] / off:7.1%} "
+              f"{med['on-noauto']:16.0f} {med['on-noauto'] / off:7.1%}   {each}", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ The writer of `replicate_rpo.py` (python sqlite3, synchronous=NORMAL, one row or
 per transaction), timed around each statement: the time in BEGIN IMMEDIATE (a stall there is
 SQLite's busy handler sleeping 1, 2, 5, ... ms while the replicator holds the write lock), in
 COMMIT (a stall there is the writer's own autocheckpoint copying frames), and the count and sum
-of stalls over 0.3 ms. Mode `off` runs the writer alone.
+of stalls over 0.3 ms. Mode `off` runs the writer alone; `on-noauto` replicates with the
+writer's own autocheckpoint off (`PRAGMA wal_autocheckpoint=0`, as Litestream's tips advise for
+a busy writer: the replicator checkpoints for it).
 
-  python3 bench/replicate_writer_profile.py LIFEBOAT SECS rows|blobs off|on [replicate args...]
+  python3 bench/replicate_writer_profile.py LIFEBOAT SECS rows|blobs off|on|on-noauto [replicate args...]
 """
 import os, shutil, subprocess, sqlite3, sys, tempfile, time
 
@@ -19,7 +21,7 @@ root = tempfile.mkdtemp(prefix="lb-wprof-")
 db = os.path.join(root, "a.db")
 b.new_db(db, shape)
 p = None
-if mode == "on":
+if mode in ("on", "on-noauto"):
     p = subprocess.Popen([lb, "replicate", "--db", db, "--repo", os.path.join(root, "repo"),
                           "--sync-interval", "1s"] + sys.argv[5:],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -27,6 +29,8 @@ if mode == "on":
     time.sleep(0.5)
 c = sqlite3.connect(db, isolation_level=None, timeout=30)
 c.execute("PRAGMA synchronous=NORMAL")
+if mode == "on-noauto":
+    c.execute("PRAGMA wal_autocheckpoint=0")
 pc = time.perf_counter
 n, tb, ti, tc, stall_b, stall_c = 0, 0.0, 0.0, 0.0, [], []
 start = pc()
@@ -50,7 +54,8 @@ while pc() - start < secs:
 el = pc() - start
 print(f"{mode} {shape} {n / el:.0f}/s begin={tb * 1e3:.0f}ms insert={ti * 1e3:.0f}ms "
       f"commit={tc * 1e3:.0f}ms begin-stalls={len(stall_b)} ({sum(stall_b) * 1e3:.0f}ms) "
-      f"commit-stalls={len(stall_c)} ({sum(stall_c) * 1e3:.0f}ms)")
+      f"commit-stalls={len(stall_c)} ({sum(stall_c) * 1e3:.0f}ms) "
+      f"wal={os.path.getsize(db + '-wal') / 1e6:.0f}MB")
 if p:
     p.send_signal(2)
     p.wait()

@@ -93,7 +93,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let mut wait = sync_interval;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = pace.sleep(wait, |n| r.wal_grew(n)) => {}
             _ = int.recv() => break,
             _ = term.recv() => break,
         }

@@ -1,7 +1,8 @@
 //! When a foreground replicator wakes: it uploads every sync interval and, between uploads,
 //! ticks as often as the WAL gathers `checkpoint_frames` frames (at the rate of the last
 //! tick), so its checkpoints come about as often as SQLite's own autocheckpoint would and a
-//! busy writer's WAL stays short. An idle or slow database is woken once per sync interval.
+//! busy writer's WAL stays short. An idle or slow database is woken once per sync interval,
+//! or sooner when a burst of writes fills the WAL meanwhile ([`Pace::sleep`]).
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,8 @@ use crate::replicate::ReplicateOptions;
 const MIN_TICK: Duration = Duration::from_millis(10);
 /// A tick this close to the upload's time uploads (timers fire a little late or early).
 const SLACK: Duration = Duration::from_millis(2);
+/// How often an idle wait looks at the WAL index for a burst of writes.
+const LOOK_EVERY: Duration = Duration::from_millis(10);
 
 pub struct Pace {
     sync_interval: Duration,
@@ -69,6 +72,28 @@ impl Pace {
     /// Whether the wait [`Self::after`] gave ends in a tick before the next upload.
     pub fn ticking(&self) -> bool {
         self.ticking
+    }
+
+    /// Wait `wait` (from [`Self::after`]), but end early once `grew(checkpoint_frames)` says
+    /// writers added that many frames since the last ship ([`Replicator::wal_grew`]): a writer
+    /// that starts after a pause, or speeds up, is met within `LOOK_EVERY`, and its WAL stays
+    /// about as short as SQLite's autocheckpoint keeps it, instead of taking a whole sync
+    /// interval of writes first (400 MB of WAL for an unpaced writer). Two small reads of the
+    /// WAL a look, for one database (a daemon's fleet is woken by its watch instead).
+    ///
+    /// [`Replicator::wal_grew`]: crate::replicate::Replicator::wal_grew
+    pub async fn sleep(&self, wait: Duration, grew: impl Fn(u64) -> bool) {
+        let until = Instant::now() + wait;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left.min(LOOK_EVERY)).await;
+            if left > LOOK_EVERY && grew(self.checkpoint_frames) {
+                return;
+            }
+        }
     }
 }
 

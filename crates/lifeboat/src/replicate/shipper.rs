@@ -157,6 +157,12 @@ impl Replicator {
     }
 
     /// The generation id being extended.
+    /// Whether writers added at least `frames` frames to the WAL since the last ship (a hint:
+    /// [`wal::written_past`]).
+    pub fn wal_grew(&self, frames: u64) -> bool {
+        wal::written_past(&self.source.path, self.link_position(), frames)
+    }
+
     pub fn generation(&self) -> Option<&str> {
         self.chain.as_ref().map(|c| c.generation.id.as_str())
     }

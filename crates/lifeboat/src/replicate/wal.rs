@@ -168,6 +168,36 @@ pub fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Whether the WAL of database `db` holds `frames` frames past `from` (the chain's link; from
+/// the WAL's start when it is in another WAL, or `None`): the frame there carries the WAL's
+/// salts, so it was written since the last reset. A hint read without SQLite's locks, for when
+/// to look again, never for what to ship.
+///
+/// Only the `-wal` file is opened. SQLite holds its POSIX locks on the database and `-shm`
+/// files, and closing any descriptor of those in this process would drop them all: a reset
+/// could then come over frames not yet shipped.
+pub fn written_past(db: &Path, from: Option<Position>, frames: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = File::open(wal_path(db)) else {
+        return false;
+    };
+    let mut b = [0u8; WAL_HEADER];
+    if f.read_exact_at(&mut b, 0).is_err() {
+        return false;
+    }
+    let Some(h) = WalHeader::parse(&b) else {
+        return false;
+    };
+    let n = match from {
+        Some(p) if p.salts == h.salts() => p.frame + frames,
+        _ => frames,
+    };
+    let size = FRAME_HEADER as u64 + h.page_size() as u64;
+    let mut fh = [0u8; FRAME_HEADER];
+    let at = WAL_HEADER as u64 + n.saturating_sub(1) * size;
+    f.read_exact_at(&mut fh, at).is_ok() && [be32(&fh, 8), be32(&fh, 12)] == h.salts()
+}
+
 /// The WAL's header, when it has a valid one (a missing, empty or truncated WAL has none).
 pub fn read_header(wal: &Path) -> Result<Option<WalHeader>> {
     let mut f = match File::open(wal) {
@@ -338,6 +368,31 @@ pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
 mod tests {
     use super::*;
     use rusqlite::Connection;
+
+    #[test]
+    fn written_past_counts_frames_of_the_current_wal_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.db");
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);
+             INSERT INTO t VALUES (1); INSERT INTO t VALUES (2);",
+        )
+        .unwrap();
+        let h = read_header(&wal_path(&p)).unwrap().expect("a header");
+        let s = scan(&wal_path(&p), &h, Position::start_of(&h)).unwrap();
+        let n = s.to.frame;
+        assert!(written_past(&p, None, n) && !written_past(&p, None, n + 1));
+        assert!(written_past(&p, Some(s.to), 0) && !written_past(&p, Some(s.to), 1));
+        c.execute_batch("INSERT INTO t VALUES (3);").unwrap();
+        assert!(written_past(&p, Some(s.to), 1));
+        // Reset, then rewritten over the old frames: only the new WAL's frames count, from
+        // its start, whatever the old position said.
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); INSERT INTO t VALUES (4);")
+            .unwrap();
+        assert!(written_past(&p, Some(s.to), 1) && !written_past(&p, Some(s.to), 2));
+        assert!(!written_past(&dir.path().join("none.db"), None, 1));
+    }
 
     #[test]
     fn scans_whole_transactions_and_resumes() {
