@@ -320,3 +320,66 @@ fn directories_past_the_watch_limit_are_stat_polled_and_told_once() {
         "{log}"
     );
 }
+
+/// An application writing as fast as it can, with SQLite's autocheckpoint on (the default).
+const BURST_APP: &str = r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=20)
+for n in range(int(sys.argv[2])):
+    c.execute("INSERT INTO c(n, k, v) VALUES (?, 3, randomblob(100))", (n,))
+"#;
+
+/// A burst of writes between two of a database's polls (its sync interval is a minute) is
+/// checkpointed long before the next one: the daemon looks every 10 ms at the databases an
+/// event marked as changed and syncs one whose WAL gathered `checkpoint_frames` frames. Only
+/// lifeboat's checkpoints write the database file here (the application's are held back by
+/// its read mark), so the file growing is the checkpoint. One generation, every commit
+/// restorable after the daemon stops.
+#[test]
+fn a_burst_between_polls_is_checkpointed_before_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("burst.db");
+    wal_db(&db);
+    std::fs::write(
+        d.join("lifeboat.toml"),
+        "[repository]\nurl = \"file://./repo\"\n\
+         [daemon]\nschedule = \"0 0 1 1 *\"\nlease_ttl = \"6h\"\n\
+         [replication]\nsync_interval = \"60s\"\ncheckpoint_interval = \"6h\"\n\
+         [[database]]\nname = \"burst\"\npath = \"burst.db\"\nreplicate = true\n",
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(d, "d", &[], &[]);
+    first_generations(d, &daemon, &["burst"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let size = || std::fs::metadata(&db).unwrap().len();
+    let before = size();
+    let app = Command::new("python3")
+        .args(["-c", BURST_APP])
+        .arg(&db)
+        .arg("20000")
+        .output()
+        .unwrap();
+    assert!(app.status.success(), "{}", stderr(&app));
+    wait_for_or(
+        "a checkpoint before the next poll",
+        20,
+        &mut || size() > before,
+        || daemon.log(),
+    );
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
+    let restored = d.join("restored.db");
+    let o = cmd(d)
+        .args([
+            "--quiet", "restore", "--db", "burst", "--at", "latest", "--to",
+        ])
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_db(&db, &restored);
+    let gens = std::fs::read_dir(d.join("repo/burst/generations"))
+        .unwrap()
+        .count();
+    assert_eq!(gens, 1, "{}", daemon.log());
+}

@@ -157,6 +157,10 @@ struct Daemon {
     drill_queue: VecDeque<DrillDue>,
 }
 
+/// How often the daemon looks for a replicated database whose WAL fills fast between its polls
+/// ([`Replication::burst`]): only databases an event marked as changed are looked at.
+const BURST_LOOK: Duration = Duration::from_millis(10);
+
 impl Daemon {
     async fn serve(&mut self, opts: &Options) -> Result<i32> {
         let mut term = signal(SignalKind::terminate()).map_err(signal_error)?;
@@ -169,6 +173,8 @@ impl Daemon {
         let mut repl_every = self.replication.poll_every();
         let mut repl_tick = tokio::time::interval(repl_every);
         repl_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut burst_tick = tokio::time::interval(BURST_LOOK);
+        burst_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         tracing::info!(
             databases = self.plan.len(),
             replicated = self.replication.len(),
@@ -196,6 +202,11 @@ impl Daemon {
                 }
                 _ = tokio::time::sleep_until(hurry.unwrap_or_else(Instant::now).into()), if hurry.is_some() => {
                     self.replicate_turn();
+                }
+                _ = burst_tick.tick(), if !self.replication.is_empty() => {
+                    if self.replication.burst() {
+                        self.replicate_turn();
+                    }
                 }
                 _ = repl_tick.tick(), if !self.replication.is_empty() => {
                     self.replicate_turn();

@@ -150,6 +150,22 @@ impl Db {
             .unwrap_or(now);
     }
 
+    /// Made due now if its WAL gathered `checkpoint_frames` frames since its last ship (its
+    /// ticks' pace guesses from the last rate, and a writer speeding up outruns it). Looked at
+    /// only when an event marked it dirty and it is idle: two small reads of the `-wal` file
+    /// ([`Replicator::wal_grew`]).
+    pub(super) fn burst(&mut self, now: Instant) -> bool {
+        if !self.dirty || self.busy || self.closing || self.next_poll <= now {
+            return false;
+        }
+        let grew = (self.replicator.as_ref())
+            .is_some_and(|(r, _)| r.wal_grew(self.opts.checkpoint_frames));
+        if grew {
+            self.next_poll = now;
+        }
+        grew
+    }
+
     pub(super) fn backoff(&self) -> Duration {
         let base = self.opts.sync_interval.max(Duration::from_millis(500));
         base.saturating_mul(1 << self.failures.min(6))
