@@ -158,8 +158,11 @@ struct Daemon {
 }
 
 /// How often the daemon looks for a replicated database whose WAL fills fast between its polls
-/// ([`Replication::burst`]): only databases an event marked as changed are looked at.
+/// ([`Replication::burst`]; only databases an event marked as changed are looked at): every
+/// 10 ms while events come, every 100 ms otherwise (each look wakes the daemon's threads: 100
+/// a second cost an idle fleet of 1,000 databases 1.5 % of a core).
 const BURST_LOOK: Duration = Duration::from_millis(10);
+const BURST_IDLE: Duration = Duration::from_millis(100);
 
 impl Daemon {
     async fn serve(&mut self, opts: &Options) -> Result<i32> {
@@ -173,8 +176,7 @@ impl Daemon {
         let mut repl_every = self.replication.poll_every();
         let mut repl_tick = tokio::time::interval(repl_every);
         repl_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut burst_tick = tokio::time::interval(BURST_LOOK);
-        burst_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut next_burst = Instant::now() + BURST_IDLE;
         tracing::info!(
             databases = self.plan.len(),
             replicated = self.replication.len(),
@@ -203,10 +205,12 @@ impl Daemon {
                 _ = tokio::time::sleep_until(hurry.unwrap_or_else(Instant::now).into()), if hurry.is_some() => {
                     self.replicate_turn();
                 }
-                _ = burst_tick.tick(), if !self.replication.is_empty() => {
-                    if self.replication.burst() {
+                _ = tokio::time::sleep_until(next_burst.into()), if !self.replication.is_empty() => {
+                    let (due, events) = self.replication.burst();
+                    if due {
                         self.replicate_turn();
                     }
+                    next_burst = Instant::now() + if events { BURST_LOOK } else { BURST_IDLE };
                 }
                 _ = repl_tick.tick(), if !self.replication.is_empty() => {
                     self.replicate_turn();

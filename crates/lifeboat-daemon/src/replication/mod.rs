@@ -203,19 +203,26 @@ impl Replication {
     }
 
     /// Between polls: whether a database's WAL just gathered `checkpoint_frames` frames since
-    /// its last ship (a burst after a pause, a writer speeding up), each made due at once ([`Db::burst`]), so its
-    /// checkpoint comes as SQLite's own would instead of a whole sync interval of WAL later
-    /// (333 MB for an unpaced writer), as `lifeboat replicate` does (`Pace::sleep`).
-    pub fn burst(&mut self) -> bool {
-        self.wake();
+    /// its last ship (a burst after a pause, a writer speeding up), each made due at once
+    /// ([`Db::burst`]), so its checkpoint comes as SQLite's own would instead of a whole sync
+    /// interval of WAL later (333 MB for an unpaced writer), as `lifeboat replicate` does
+    /// (`Pace::sleep`). Only the databases this turn's events name are looked at: one without
+    /// new events wrote nothing since it was last looked at. Whether one is due now, and
+    /// whether any event came (the daemon looks again sooner then).
+    pub fn burst(&mut self) -> (bool, bool) {
+        let woken = self.wake();
         let now = Instant::now();
-        self.dbs
-            .values_mut()
-            .fold(false, |any, db| db.burst(now) | any)
+        let mut any = false;
+        for name in &woken {
+            if let Some(db) = self.dbs.get_mut(name) {
+                any |= db.burst(now);
+            }
+        }
+        (any, !woken.is_empty())
     }
 
-    /// Mark the databases the queued events name as dirty.
-    fn wake(&mut self) {
+    /// Mark the databases the queued events name as dirty; their names.
+    fn wake(&mut self) -> std::collections::BTreeSet<String> {
         let woken = self.watch.drain();
         for name in &woken.dirty {
             if let Some(db) = self.dbs.get_mut(name) {
@@ -231,13 +238,14 @@ impl Replication {
         if !woken.lost.is_empty() {
             self.watch_changed = true;
         }
+        woken.dirty
     }
 
     /// One turn: read the events, stat the databases whose poll is due and that may have
     /// changed, queue the syncs (and opens, closes) they need, start what the workers have
     /// room for.
     pub fn poll(&mut self) {
-        self.wake();
+        let _ = self.wake();
         if self.watch_changed && !self.stopping {
             self.tell_watched();
         }
