@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use common::daemon::{lines_with, wait_for_or, Daemon};
-use common::replicating::prefix;
+use common::replicating::{burst_then_checkpoint, prefix};
 use common::*;
 
 /// Commits numbered transactions (1 to 20 rows, some deletes) to the databases given, in a
@@ -321,14 +321,6 @@ fn directories_past_the_watch_limit_are_stat_polled_and_told_once() {
     );
 }
 
-/// An application writing as fast as it can, with SQLite's autocheckpoint on (the default).
-const BURST_APP: &str = r#"
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=20)
-for n in range(int(sys.argv[2])):
-    c.execute("INSERT INTO c(n, k, v) VALUES (?, 3, randomblob(100))", (n,))
-"#;
-
 /// A burst of writes between two of a database's polls (its sync interval is a minute) is
 /// checkpointed long before the next one: the daemon looks every 10 ms at the databases an
 /// event marked as changed and syncs one whose WAL gathered `checkpoint_frames` frames. Only
@@ -352,21 +344,7 @@ fn a_burst_between_polls_is_checkpointed_before_the_next_one() {
     let mut daemon = Daemon::start(d, "d", &[], &[]);
     first_generations(d, &daemon, &["burst"]);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let size = || std::fs::metadata(&db).unwrap().len();
-    let before = size();
-    let app = Command::new("python3")
-        .args(["-c", BURST_APP])
-        .arg(&db)
-        .arg("20000")
-        .output()
-        .unwrap();
-    assert!(app.status.success(), "{}", stderr(&app));
-    wait_for_or(
-        "a checkpoint before the next poll",
-        20,
-        &mut || size() > before,
-        || daemon.log(),
-    );
+    burst_then_checkpoint(&db, 20_000, || daemon.log());
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
     let restored = d.join("restored.db");
     let o = cmd(d)

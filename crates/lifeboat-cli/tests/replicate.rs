@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::replicating::{now, restore_latest, rfc3339, stop_replicator as stop};
+use common::replicating::{
+    burst_then_checkpoint, now, restore_latest, rfc3339, stop_replicator as stop,
+};
 use common::*;
 
 fn new_db(path: &Path) {
@@ -447,14 +449,6 @@ fn an_application_truncate_gets_through_and_the_chain_goes_on() {
     assert_same_db(&db, &latest);
 }
 
-/// An application writing as fast as it can, with SQLite's autocheckpoint on (the default).
-const BURST_APP: &str = r#"
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=20)
-for n in range(int(sys.argv[2])):
-    c.execute("INSERT INTO c(n, k, v) VALUES (?, 3, randomblob(100))", (n,))
-"#;
-
 /// A burst of writes after a pause wakes the replicator long before its sync interval (it
 /// looks at the `-wal` file for `checkpoint_frames` new frames), which checkpoints: only its
 /// checkpoints write the database file here (the application's are held back by its read
@@ -469,20 +463,7 @@ fn a_burst_after_a_pause_wakes_the_replicator_and_the_chain_holds() {
     new_db(&db);
     let rep = replicating(d, &db, &["--sync-interval", "60s"], None);
     std::thread::sleep(Duration::from_millis(800));
-    let size = || std::fs::metadata(&db).unwrap().len();
-    let before = size();
-    let app = Command::new("python3")
-        .args(["-c", BURST_APP])
-        .arg(&db)
-        .arg("20000")
-        .output()
-        .unwrap();
-    assert!(app.status.success(), "{}", stderr(&app));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while size() == before && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(size() > before, "no checkpoint before the sync interval");
+    burst_then_checkpoint(&db, 20_000, String::new);
     let out = stop(rep);
     assert_eq!(generations(d).len(), 1, "{out}");
     let latest = restore_latest(d, "burst");

@@ -212,3 +212,33 @@ impl App {
         assert!(self.child.wait().unwrap().success());
     }
 }
+
+/// An application writing as fast as it can, with SQLite's autocheckpoint on (the default).
+const BURST_APP: &str = r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=20)
+for n in range(int(sys.argv[2])):
+    c.execute("INSERT INTO c(n, k, v) VALUES (?, 3, randomblob(100))", (n,))
+"#;
+
+/// `commits` unpaced commits to `db` (a table `c(n, k, v)`) beside a replicator whose sync
+/// interval is far off, then a wait (20 s at most) for the database file to grow: only the
+/// replicator's checkpoint writes it, the application's being held back by its read mark.
+/// `log` says what the replicator said, if it does not.
+pub fn burst_then_checkpoint(db: &Path, commits: u32, log: impl Fn() -> String) {
+    let size = || std::fs::metadata(db).unwrap().len();
+    let before = size();
+    let app = Command::new("python3")
+        .args(["-c", BURST_APP])
+        .arg(db)
+        .arg(commits.to_string())
+        .output()
+        .unwrap();
+    assert!(app.status.success(), "{}", stderr(&app));
+    super::daemon::wait_for_or(
+        "a checkpoint long before the sync interval",
+        20,
+        &mut || size() > before,
+        log,
+    );
+}

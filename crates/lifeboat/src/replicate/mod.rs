@@ -11,7 +11,8 @@
 //! `checkpoint` its checkpoints, `resume` its restarts, [`spool`] the frames it
 //! shipped, staged locally until their upload, [`pace`] how often it ticks, and
 //! [`connection`] its SQLite connections;
-//! [`pitr`] the restore (`apply` its chain, `page_writer` its writes); [`settings`] the `[replication]` section; [`retain`] what
+//! [`pitr`] the restore (`apply` its chain, `page_writer` its writes, `pooled` the buffers
+//! its frames are decompressed into); [`settings`] the `[replication]` section; [`retain`] what
 //! `pitr_within` keeps; [`lag`] how far behind the repository is, for `status`.
 
 pub mod apply;
