@@ -218,3 +218,23 @@ pub(super) fn failed(
         told: new,
     })
 }
+
+/// Whether `source` is a replicated SQLite file.
+pub(super) fn replicable(s: &Source) -> bool {
+    s.replicate.is_some() && s.d1.is_none() && s.sql_dump.is_none()
+}
+
+/// Whether two databases' replication options are the same (a reload keeps its replicator).
+pub(super) fn same(a: &ReplicateOptions, b: &ReplicateOptions) -> bool {
+    (
+        a.sync_interval,
+        a.checkpoint_frames,
+        a.checkpoint_interval,
+        a.truncate_wal_bytes,
+    ) == (
+        b.sync_interval,
+        b.checkpoint_frames,
+        b.checkpoint_interval,
+        b.truncate_wal_bytes,
+    )
+}

@@ -29,7 +29,7 @@ use lifeboat::repo::Repository;
 use lifeboat::source::Source;
 use tokio::task::JoinSet;
 
-use db::{failed, shipped, Db};
+use db::{failed, replicable, same, shipped, Db};
 use watch::Watch;
 
 pub use work::Done;
@@ -591,23 +591,4 @@ impl Replication {
         }
         self.dbs.clear();
     }
-}
-
-/// Whether `source` is a replicated SQLite file.
-fn replicable(s: &Source) -> bool {
-    s.replicate.is_some() && s.d1.is_none() && s.sql_dump.is_none()
-}
-
-fn same(a: &ReplicateOptions, b: &ReplicateOptions) -> bool {
-    (
-        a.sync_interval,
-        a.checkpoint_frames,
-        a.checkpoint_interval,
-        a.truncate_wal_bytes,
-    ) == (
-        b.sync_interval,
-        b.checkpoint_frames,
-        b.checkpoint_interval,
-        b.truncate_wal_bytes,
-    )
 }
