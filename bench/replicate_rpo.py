@@ -13,8 +13,14 @@ default autocheckpoint in the writer; `on, no autockpt` turns it off in the writ
 describes: the replicator checkpoints for it. Two data shapes: a
 100-byte row per transaction, and a 4 KB blob per transaction with an index update.
 
+Steady writer: the same writer paced at STEADY_RATE transactions per second (default 5,000, far
+above the RPO runs' 200 but below what the unpaced writer reaches), with and without the
+replicator (SQLite's default autocheckpoint in the writer), alternated three times: the rate it
+kept, and its commit latency (BEGIN IMMEDIATE to the end of COMMIT) at p50, p99, p99.9 and max.
+What an application that is not saturating its disk sees.
+
   python3 bench/replicate_rpo.py [--lb target/release/lifeboat] [--s3s-fs PATH] [--secs 30]
-                                [--part all|rpo|impact]
+                                [--part all|rpo|impact|steady] [--steady-rate 5000]
 """
 import argparse, os, re, shutil, signal, socket, sqlite3, statistics, subprocess, sys, tempfile, time
 
@@ -55,6 +61,29 @@ def write(path, shape, secs, rate=None, autocheckpoint=True):
                 time.sleep(due - time.time())
     c.close()
     return ends
+
+
+def write_timed(path, shape, secs, rate):
+    """Commit at `rate`/s for `secs` seconds (catching up without sleeping when behind); returns
+    the number of commits and each one's latency, BEGIN IMMEDIATE to the end of COMMIT."""
+    c = sqlite3.connect(path, isolation_level=None, timeout=30)
+    c.execute("PRAGMA synchronous=NORMAL")
+    lat, n, start = [], 0, time.perf_counter()
+    while time.perf_counter() - start < secs:
+        n += 1
+        t0 = time.perf_counter()
+        c.execute("BEGIN IMMEDIATE")
+        if shape == "rows":
+            c.execute("INSERT INTO ev(at, note) VALUES (?, ?)", (time.time(), "x" * 100))
+        else:
+            c.execute("INSERT INTO doc(owner, body) VALUES (?, randomblob(4096))", (n % 97,))
+        c.execute("COMMIT")
+        lat.append(time.perf_counter() - t0)
+        ahead = start + n / rate - time.perf_counter()
+        if ahead > 0:
+            time.sleep(ahead)
+    c.close()
+    return n, lat
 
 
 class S3:
@@ -187,14 +216,17 @@ def main():
     a.add_argument("--s3s-fs", default=os.path.expanduser("~/.cache/lifeboat-test-tools/bin/s3s-fs"))
     a.add_argument("--secs", type=float, default=30)
     a.add_argument("--rate", type=float, default=200)
-    a.add_argument("--part", choices=("all", "rpo", "impact"), default="all")
+    a.add_argument("--part", choices=("all", "rpo", "impact", "steady"), default="all")
+    a.add_argument("--steady-rate", type=float, default=5000)
     o = a.parse_args()
     lb = os.path.realpath(o.lb)
     print(f"lifeboat {lb}; {os.cpu_count()} cores; sync interval 1s; {o.rate:.0f} tx/s for {o.secs:.0f}s")
-    if o.part != "impact":
+    if o.part in ("all", "rpo"):
         rpo(lb, o)
-    if o.part != "rpo":
+    if o.part in ("all", "impact"):
         writer_impact(lb)
+    if o.part in ("all", "steady"):
+        steady(lb, o.steady_rate)
 
 
 def rpo(lb, o):
@@ -221,6 +253,34 @@ def writer_impact(lb):
         each = " / ".join(" ".join(f"{x:.0f}" for x in runs[m]) for m in runs)
         print(f"{shape:<6} {off:9.0f} {med['reader']:9.0f} {med['reader'] / off:7.1%} {med['on']:9.0f} {med['on'] / off:7.1%} "
               f"{med['on-noauto']:16.0f} {med['on-noauto'] / off:7.1%}   {each}", flush=True)
+
+
+def steady(lb, rate, secs=10):
+    print(f"\nSteady writer: paced at {rate:.0f} tx/s, 3 alternations of {secs} s, SQLite's default autocheckpoint")
+    print(f"{'shape':<6} {'mode':<4} {'tx/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8}")
+    for shape in ("rows", "blobs"):
+        root = tempfile.mkdtemp(prefix="lb-steady-")
+        got = {"off": ([], []), "on": ([], [])}
+        for i in range(3):
+            for mode in got:
+                db = os.path.join(root, f"{mode}{i}.db")
+                new_db(db, shape)
+                p = None
+                if mode == "on":
+                    p = replicator(lb, db, os.path.join(root, "repo"), dict(os.environ))
+                    segments_dir(os.path.join(root, "repo"), f"{mode}{i}")
+                    time.sleep(0.5)
+                n, lat = write_timed(db, shape, secs, rate)
+                if p:
+                    stop(p)
+                got[mode][0].append(n / secs)
+                got[mode][1].extend(lat)
+        shutil.rmtree(root)
+        for mode, (rates, lat) in got.items():
+            lat.sort()
+            q = lambda f: lat[min(len(lat) - 1, int(len(lat) * f))] * 1e3
+            print(f"{shape:<6} {mode:<4} {statistics.median(rates):8.0f} {q(0.5):8.3f} {q(0.99):8.3f} "
+                  f"{q(0.999):9.3f} {lat[-1] * 1e3:8.3f}", flush=True)
 
 
 if __name__ == "__main__":
