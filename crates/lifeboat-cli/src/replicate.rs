@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::Ctx;
 use lifeboat::error::{Error, Kind, Result, ResultExt};
+use lifeboat::replicate::lease::{self, ReplicationLease};
 use lifeboat::replicate::pace::Pace;
 use lifeboat::replicate::{ReplicateOptions, Replicator, SyncReport};
 
@@ -16,7 +17,9 @@ use lifeboat::replicate::{ReplicateOptions, Replicator, SyncReport};
 
 The database must be in WAL mode (PRAGMA journal_mode=WAL). lifeboat takes over checkpoints:
 it holds a read transaction so nothing is checkpointed away before it is shipped, runs PASSIVE
-checkpoints itself, and TRUNCATE when the WAL grows past --truncate-wal-size.")]
+checkpoints itself, and TRUNCATE when the WAL grows past --truncate-wal-size. One replicator
+per database and repository, on any host: it takes the lease <db>/leases/replicate.<n>.json
+([daemon] lease_ttl) that daemons take too, and refuses while another holds it.")]
 pub struct Args {
     /// The database (a configured name or a file path).
     #[arg(long, value_name = "NAME|PATH")]
@@ -76,9 +79,23 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         .map_err(|e| Error::io("replicate: SIGTERM handler", e))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Error::io("replicate: SIGINT handler", e))?;
-    let (mut r, first) = Replicator::open(std::sync::Arc::clone(&repo), &source, opts.clone())
+    // Before anything is written: another replicator of this database into this repository,
+    // on any host, holds the lease.
+    let mut lease = match ReplicationLease::take(&repo, &source.name, ctx.config.daemon.lease_ttl())
         .await
-        .step("replicate")?;
+        .step("replicate: take the replication lease")?
+    {
+        Ok(l) => l,
+        Err(held) => return Err(lease::held_elsewhere(&source.name, &held).context("replicate")),
+    };
+    let (mut r, first) =
+        match Replicator::open(std::sync::Arc::clone(&repo), &source, opts.clone()).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                lease.give_up(&repo).await;
+                return Err(e.context("replicate"));
+            }
+        };
     say(ctx, &r, &first);
     ctx.out.line(format!(
         "replicating {} ({}) to {} every {}; generation {}; Ctrl-C stops",
@@ -96,6 +113,21 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             _ = pace.sleep(wait, |n| r.wal_grew(n)) => {}
             _ = int.recv() => break,
             _ = term.recv() => break,
+        }
+        // Taken over while this one could not renew (frozen, or cut off): ship nothing more.
+        match lease.keep(&repo).await {
+            Ok(true) => {}
+            Ok(false) => {
+                drop(r);
+                return Err(Error::new(
+                    Kind::Database,
+                    format!(
+                        "replicate: another lifeboat took {} over while this one's lease had expired; stopped, shipping nothing more",
+                        source.name
+                    ),
+                ));
+            }
+            Err(e) => say_err!("lifeboat: replicate: {e} (retrying)"),
         }
         let now = std::time::Instant::now();
         let upload = pace.upload_due(now);
@@ -116,6 +148,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
                 if let Err(up) = r.flush().await {
                     say_err!("lifeboat: replicate: staged frames not uploaded: {up}");
                 }
+                drop(r);
+                lease.give_up(&repo).await;
                 return Err(e.context("replicate"));
             }
             // The repository may come back: say so, and go on trying.
@@ -125,7 +159,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     // What reached the repository as segments, counted as each was stored (a sync that
     // failed after storing some, or whose report an error replaced, counted all the same).
     let before = r.stored();
-    let last = r.close().await.step("replicate")?;
+    let last = r.close().await;
+    lease.give_up(&repo).await;
+    let last = last.step("replicate")?;
     let (commits, segments) = (
         before.commits + last.stored_commits,
         before.segments + last.segments,

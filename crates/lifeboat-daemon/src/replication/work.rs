@@ -13,8 +13,8 @@ use lifeboat::repo::leases::{Lease, Taken};
 use lifeboat::repo::Repository;
 use lifeboat::source::Source;
 
-/// The lease's job name: one replicator per database across daemons.
-pub const LEASE_JOB: &str = "replicate";
+/// The lease's job name: one replicator per database across daemons and `lifeboat replicate`.
+pub use lifeboat::replicate::lease::LEASE_JOB;
 
 /// What to do.
 pub enum Work {

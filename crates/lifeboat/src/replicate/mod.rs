@@ -9,8 +9,9 @@
 //! age into [`compacted`] segments (`seekable` their zstd frames); [`shipper`] the replicator
 //! (breaks), `new_generation` its new generations, `sync_report` its options and reports,
 //! `checkpoint` its checkpoints, `resume` its restarts, [`spool`] the frames it
-//! shipped, staged locally until their upload, [`pace`] how often it ticks, and
-//! [`connection`] its SQLite connections;
+//! shipped, staged locally until their upload, [`pace`] how often it ticks,
+//! [`connection`] its SQLite connections, and [`lease`] the one replicator per database
+//! across hosts;
 //! [`pitr`] the restore (`apply` its chain, `page_writer` its writes, `pooled` the buffers
 //! its frames are decompressed into); [`settings`] the `[replication]` section; [`retain`] what
 //! `pitr_within` keeps; [`lag`] how far behind the repository is, for `status`.
@@ -22,6 +23,7 @@ pub mod compacted;
 pub mod connection;
 pub mod lag;
 pub mod layout;
+pub mod lease;
 mod new_generation;
 pub mod pace;
 mod page_writer;
