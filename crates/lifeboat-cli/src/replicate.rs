@@ -79,6 +79,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         .map_err(|e| Error::io("replicate: SIGTERM handler", e))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Error::io("replicate: SIGINT handler", e))?;
+    // Nothing is written for a database that would be refused.
+    lifeboat::replicate::connection::preflight(&source.path).step("replicate")?;
     // Before anything is written: another replicator of this database into this repository,
     // on any host, holds the lease.
     let mut lease = match ReplicationLease::take(&repo, &source.name, ctx.config.daemon.lease_ttl())

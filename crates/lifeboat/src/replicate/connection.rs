@@ -106,6 +106,16 @@ pub(super) fn check_file(path: &std::path::Path) -> Result<()> {
     }
 }
 
+/// The checks [`crate::replicate::Replicator::open`] makes of the file (there, SQLite, in WAL
+/// mode), made before anything is written to the repository (`lifeboat replicate`'s lease): a
+/// database that would be refused changes nothing. Through SQLite, with a connection that does
+/// not checkpoint as it closes.
+pub fn preflight(path: &std::path::Path) -> Result<()> {
+    check_file(path)?;
+    let c = connect(path, Duration::from_secs(1))?;
+    require_wal(&c, path)
+}
+
 /// Refuse a database not in WAL mode, saying how to switch.
 pub fn require_wal(c: &Connection, path: &std::path::Path) -> Result<()> {
     let mode: String = c
