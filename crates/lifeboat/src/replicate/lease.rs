@@ -87,9 +87,15 @@ impl ReplicationLease {
 
 /// The one-line refusal when `held` (another replicator's lease) keeps this one from `db`.
 pub fn held_elsewhere(db: &str, held: &Lease) -> Error {
-    let who = match &held.holder.host {
-        Some(h) => format!("host {h}, pid {}", held.holder.pid),
-        None => format!("pid {}", held.holder.pid),
+    let who = match (&held.holder.host, held.holder.pid) {
+        // `newest_lease`'s stand-in for a lease object it could not read (still being
+        // written, or damaged): held for its time to live from when it was written.
+        (None, 0) => format!(
+            "whose lease object {db}/leases/{LEASE_JOB}.{}.json cannot be read yet",
+            held.attempt
+        ),
+        (Some(h), pid) => format!("host {h}, pid {pid}"),
+        (None, pid) => format!("pid {pid}"),
     };
     Error::new(
         Kind::Database,
@@ -100,4 +106,43 @@ pub fn held_elsewhere(db: &str, held: &Lease) -> Error {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::claim::Claim;
+
+    fn lease(host: Option<&str>, pid: u32) -> Lease {
+        Lease {
+            job: LEASE_JOB.into(),
+            attempt: 4,
+            holder: Claim {
+                pid,
+                host: host.map(String::from),
+                ..Claim::mine()
+            },
+            expires: chrono::DateTime::parse_from_rfc3339("2026-12-07T22:00:00Z")
+                .unwrap()
+                .to_utc(),
+            done: false,
+        }
+    }
+
+    #[test]
+    fn the_refusal_names_the_holder_or_the_lease_it_cannot_read() {
+        let e = held_elsewhere("app", &lease(Some("db1"), 4242));
+        assert_eq!(e.kind, Kind::Database);
+        assert_eq!(
+            e.to_string(),
+            "app is replicated into this repository by another lifeboat (host db1, pid 4242), \
+             whose lease runs until 2026-12-07T22:00:00Z unless it renews it: stop that one first"
+        );
+        let e = held_elsewhere("app", &lease(None, 0)).to_string();
+        assert!(
+            e.contains("(whose lease object app/leases/replicate.4.json cannot be read yet)"),
+            "{e}"
+        );
+        assert!(!e.contains("pid 0"), "{e}");
+    }
 }
