@@ -91,7 +91,7 @@ pub fn held_elsewhere(db: &str, held: &Lease) -> Error {
         // `newest_lease`'s stand-in for a lease object it could not read (still being
         // written, or damaged): held for its time to live from when it was written.
         (None, 0) => format!(
-            "whose lease object {db}/leases/{LEASE_JOB}.{}.json cannot be read yet",
+            "its lease object {db}/leases/{LEASE_JOB}.{}.json cannot be read yet",
             held.attempt
         ),
         (Some(h), pid) => format!("host {h}, pid {pid}"),
@@ -140,7 +140,7 @@ mod tests {
         );
         let e = held_elsewhere("app", &lease(None, 0)).to_string();
         assert!(
-            e.contains("(whose lease object app/leases/replicate.4.json cannot be read yet)"),
+            e.contains("(its lease object app/leases/replicate.4.json cannot be read yet)"),
             "{e}"
         );
         assert!(!e.contains("pid 0"), "{e}");
