@@ -209,6 +209,15 @@ fn the_daemon_replicates_a_fleet_and_refuses_a_database_not_in_wal_mode() {
     assert!(log.contains("PRAGMA journal_mode=WAL"), "{log}");
     assert!(common::daemon::backups(d, "plain", &[]) >= 1, "{log}");
     assert!(!d.join("repo/plain/generations").exists());
+    // Refused before its replication lease is taken: no lease object each time it is retried.
+    assert!(
+        std::fs::read_dir(d.join("repo/plain/leases"))
+            .map(|es| es
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .all(|n| !n.starts_with("replicate.")))
+            .unwrap_or(true),
+        "a replication lease for a database refused"
+    );
     // One thread per worker at most, not per database: nothing to see from outside but the
     // log's "replicating" line per database, once.
     for n in names {

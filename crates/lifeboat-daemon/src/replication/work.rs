@@ -110,6 +110,11 @@ async fn run_here(repo: Arc<Repository>, work: Work) -> Done {
                     Err(e) => Done::Failed(e.context("read the replication lease")),
                 };
             }
+            // A database that would be refused (gone, not SQLite, not in WAL mode) is retried
+            // every minute: without a lease object written each time.
+            if let Err(e) = lifeboat::replicate::connection::preflight(&source.path) {
+                return Done::Failed(e);
+            }
             let lease = match repo
                 .take_lease(&source.name, LEASE_JOB, ttl, Utc::now())
                 .await
