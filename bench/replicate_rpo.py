@@ -39,6 +39,23 @@ def new_db(path, shape):
     c.close()
 
 
+def commit_one(c, shape, n):
+    """The writer's transaction number `n`: one 100-byte row, or one 4 KB blob and its index."""
+    c.execute("BEGIN IMMEDIATE")
+    if shape == "rows":
+        c.execute("INSERT INTO ev(at, note) VALUES (?, ?)", (time.time(), "x" * 100))
+    else:
+        c.execute("INSERT INTO doc(owner, body) VALUES (?, randomblob(4096))", (n % 97,))
+    c.execute("COMMIT")
+
+
+def keep_pace(start, n, rate, clock):
+    """Sleep until commit `n` is due at `rate`/s from `start`; behind, go on at once."""
+    ahead = start + n / rate - clock()
+    if ahead > 0:
+        time.sleep(ahead)
+
+
 def write(path, shape, secs, rate=None, autocheckpoint=True):
     """Commit for `secs` seconds (paced at `rate`/s when given); returns the commit end times."""
     c = sqlite3.connect(path, isolation_level=None, timeout=30)
@@ -48,17 +65,10 @@ def write(path, shape, secs, rate=None, autocheckpoint=True):
     ends, n, start = [], 0, time.time()
     while time.time() - start < secs:
         n += 1
-        c.execute("BEGIN IMMEDIATE")
-        if shape == "rows":
-            c.execute("INSERT INTO ev(at, note) VALUES (?, ?)", (time.time(), "x" * 100))
-        else:
-            c.execute("INSERT INTO doc(owner, body) VALUES (?, randomblob(4096))", (n % 97,))
-        c.execute("COMMIT")
+        commit_one(c, shape, n)
         ends.append(time.time())
         if rate:
-            due = start + n / rate
-            if due > time.time():
-                time.sleep(due - time.time())
+            keep_pace(start, n, rate, time.time)
     c.close()
     return ends
 
@@ -72,16 +82,9 @@ def write_timed(path, shape, secs, rate):
     while time.perf_counter() - start < secs:
         n += 1
         t0 = time.perf_counter()
-        c.execute("BEGIN IMMEDIATE")
-        if shape == "rows":
-            c.execute("INSERT INTO ev(at, note) VALUES (?, ?)", (time.time(), "x" * 100))
-        else:
-            c.execute("INSERT INTO doc(owner, body) VALUES (?, randomblob(4096))", (n % 97,))
-        c.execute("COMMIT")
+        commit_one(c, shape, n)
         lat.append(time.perf_counter() - t0)
-        ahead = start + n / rate - time.perf_counter()
-        if ahead > 0:
-            time.sleep(ahead)
+        keep_pace(start, n, rate, time.perf_counter)
     c.close()
     return n, lat
 
