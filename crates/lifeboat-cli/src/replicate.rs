@@ -117,19 +117,15 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             _ = term.recv() => break,
         }
         // Taken over while this one could not renew (frozen, or cut off): ship nothing more.
-        match lease.keep(&repo).await {
-            Ok(true) => {}
-            Ok(false) => {
-                drop(r);
-                return Err(Error::new(
-                    Kind::Database,
-                    format!(
-                        "replicate: another lifeboat took {} over while this one's lease had expired; stopped, shipping nothing more",
-                        source.name
-                    ),
-                ));
-            }
-            Err(e) => say_err!("lifeboat: replicate: {e} (retrying)"),
+        if !lease.keep(&repo).await {
+            drop(r);
+            return Err(Error::new(
+                Kind::Database,
+                format!(
+                    "replicate: another lifeboat took {} over while this one's lease had expired; stopped, shipping nothing more",
+                    source.name
+                ),
+            ));
         }
         let now = std::time::Instant::now();
         let upload = pace.upload_due(now);

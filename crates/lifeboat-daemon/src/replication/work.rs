@@ -15,6 +15,7 @@ use lifeboat::source::Source;
 
 /// The lease's job name: one replicator per database across daemons and `lifeboat replicate`.
 pub use lifeboat::replicate::lease::LEASE_JOB;
+use lifeboat::replicate::lease::{self, Renewal};
 
 /// What to do.
 pub enum Work {
@@ -132,7 +133,7 @@ async fn run_here(repo: Arc<Repository>, work: Work) -> Done {
                     report,
                 },
                 Err(e) => {
-                    give_up(&repo, &source.name, lease).await;
+                    lease::give_up(&repo, &source.name, lease).await;
                     Done::Failed(e)
                 }
             }
@@ -147,20 +148,16 @@ async fn run_here(repo: Arc<Repository>, work: Work) -> Done {
             let mut renewed = false;
             if let Some(ttl) = renew {
                 let db = replicator.database().to_string();
-                // Never renew a lease another daemon has taken over: it replicates now.
-                if let Ok(false) = repo.lease_still_mine(&db, &lease, ttl).await {
-                    drop(replicator);
-                    return Done::Lost;
-                }
-                let mut next = lease.clone();
-                next.expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
-                match repo.renew_lease(&db, &next).await {
-                    Ok(()) => {
+                match lease::renew(&repo, &db, &lease, ttl).await {
+                    Renewal::Renewed(next) => {
                         lease = next;
                         renewed = true;
                     }
-                    Err(e) => {
-                        tracing::warn!(database = %db, "the replication lease could not be renewed: {e}")
+                    Renewal::NotRenewed => {}
+                    // Another daemon replicates it now.
+                    Renewal::TakenOver => {
+                        drop(replicator);
+                        return Done::Lost;
                     }
                 }
             }
@@ -180,15 +177,8 @@ async fn run_here(repo: Arc<Repository>, work: Work) -> Done {
         Work::Close { replicator, lease } => {
             let db = replicator.database().to_string();
             let result = replicator.close().await;
-            give_up(&repo, &db, lease).await;
+            lease::give_up(&repo, &db, lease).await;
             Done::Closed(result)
         }
-    }
-}
-
-/// Expire the lease now, so another daemon may take the database over at once.
-async fn give_up(repo: &Repository, db: &str, lease: Lease) {
-    if let Err(e) = repo.renew_lease(db, &lease.closed(false)).await {
-        tracing::warn!(database = %db, "the replication lease could not be given up: {e}");
     }
 }

@@ -53,35 +53,59 @@ impl ReplicationLease {
     /// another replicator took the database over (this one's lease having expired meanwhile:
     /// frozen, or cut off from the repository); then this one must ship nothing more. A
     /// renewal that fails is logged and tried again next time.
-    pub async fn keep(&mut self, repo: &Repository) -> Result<bool> {
+    pub async fn keep(&mut self, repo: &Repository) -> bool {
         if self.renewed.elapsed() < self.ttl / 3 {
-            return Ok(true);
+            return true;
         }
-        if !repo
-            .lease_still_mine(&self.db, &self.lease, self.ttl)
-            .await?
-        {
-            return Ok(false);
-        }
-        let mut next = self.lease.clone();
-        next.expires = Utc::now() + chrono::Duration::from_std(self.ttl).unwrap_or_default();
-        match repo.renew_lease(&self.db, &next).await {
-            Ok(()) => {
+        match renew(repo, &self.db, &self.lease, self.ttl).await {
+            Renewal::Renewed(next) => {
                 self.lease = next;
                 self.renewed = Instant::now();
+                true
             }
-            Err(e) => {
-                tracing::warn!(database = %self.db, "the replication lease could not be renewed: {e}")
-            }
+            Renewal::NotRenewed => true,
+            Renewal::TakenOver => false,
         }
-        Ok(true)
     }
 
     /// Expire it now, so another replicator may take the database over at once.
     pub async fn give_up(self, repo: &Repository) {
-        if let Err(e) = repo.renew_lease(&self.db, &self.lease.closed(false)).await {
-            tracing::warn!(database = %self.db, "the replication lease could not be given up: {e}");
+        give_up(repo, &self.db, self.lease).await
+    }
+}
+
+/// What renewing a replication lease did.
+pub enum Renewal {
+    /// Pushed forward: the lease as it now stands.
+    Renewed(Lease),
+    /// Not written (the repository failed; logged): still held until it expires.
+    NotRenewed,
+    /// Another replicator took the database over, this lease having expired.
+    TakenOver,
+}
+
+/// Push `lease` (on `db`) `ttl` into the future, unless another replicator took it over: never
+/// renew a lease that is no longer the newest attempt. A check that cannot be made does not
+/// stop the renewal.
+pub async fn renew(repo: &Repository, db: &str, lease: &Lease, ttl: Duration) -> Renewal {
+    if let Ok(false) = repo.lease_still_mine(db, lease, ttl).await {
+        return Renewal::TakenOver;
+    }
+    let mut next = lease.clone();
+    next.expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+    match repo.renew_lease(db, &next).await {
+        Ok(()) => Renewal::Renewed(next),
+        Err(e) => {
+            tracing::warn!(database = %db, "the replication lease could not be renewed: {e}");
+            Renewal::NotRenewed
         }
+    }
+}
+
+/// Expire `lease` (on `db`) now, so another replicator may take the database over at once.
+pub async fn give_up(repo: &Repository, db: &str, lease: Lease) {
+    if let Err(e) = repo.renew_lease(db, &lease.closed(false)).await {
+        tracing::warn!(database = %db, "the replication lease could not be given up: {e}");
     }
 }
 
