@@ -90,12 +90,23 @@ fn application() -> (tempfile::TempDir, PathBuf, App) {
 
 /// Once the replicator logging to `log` started its generation: five commits of `app`, staged
 /// and checkpointed past (the log shows a checkpoint after the piece holding commit 5).
-fn five_commits_staged(log: &Path, app: &mut App) {
+/// `spaced`: each commit waits for a checkpoint after the one before, so the WAL may be reset
+/// between them and their pieces go up as segments of their own.
+fn five_commits_staged(log: &Path, app: &mut App, spaced: bool) {
     wait_until("the first generation", || {
         log_of(log).contains("generation started")
     });
-    for _ in 0..5 {
+    for n in 1..=5 {
         app.commit(20_000);
+        if spaced {
+            wait_until("a checkpoint after the commit", || {
+                log_of(log)
+                    .lines()
+                    .filter(|x| x.contains("checkpoint database=app"))
+                    .count()
+                    >= n
+            });
+        }
     }
     wait_until("commit 5 staged and checkpointed", || {
         let l = log_of(log);
@@ -119,7 +130,7 @@ fn sixth_commit_in_a_new_generation(d: &Path, app: &mut App) {
 fn five_commits_staged_then_killed(d: &Path, app: &mut App) -> PathBuf {
     let log = d.join("rep0.log");
     let mut rep = replicator(d, &log, Some("hold-uploads"));
-    five_commits_staged(&log, app);
+    five_commits_staged(&log, app, false);
     rep.kill().unwrap();
     rep.wait().unwrap();
     let spool = d.join("app.db.lifeboat-spool");
@@ -233,21 +244,36 @@ fn a_segment_stored_whose_answer_was_lost_is_not_a_conflict_when_tried_again() {
     // One chain, no segment overlapping another.
     let mut next = 1;
     for s in files(&d.join("repo"), ".seg.zst") {
-        let name = s.file_name().unwrap().to_string_lossy().into_owned();
-        let mut parts = name.split('-');
-        let first: u64 = parts.next().unwrap().parse().unwrap();
-        let last: u64 = parts.next().unwrap().parse().unwrap();
-        assert_eq!(first, next, "{name} after {}", next - 1);
+        let (first, last) = segment_commits(&s);
+        assert_eq!(first, next, "{s:?} after {}", next - 1);
         next = last + 1;
     }
     assert_same_db(&db, &restore_latest(d, "app"));
 }
 
+/// The first and last commit a stored segment holds, from its name (`FIRST-LAST-…`).
+fn segment_commits(s: &Path) -> (u64, u64) {
+    let name = s.file_name().unwrap().to_string_lossy().into_owned();
+    let mut parts = name.split('-');
+    let first = parts.next().unwrap().parse().unwrap();
+    let last = parts.next().unwrap().parse().unwrap();
+    (first, last)
+}
+
+/// The first commit a staged piece holds, from its name (`GENERATION-FIRST-LAST.frames`).
+fn piece_first_commit(p: &Path) -> u64 {
+    let name = p.file_name().unwrap().to_string_lossy().into_owned();
+    let stem = name.strip_suffix(".frames").unwrap();
+    let mut parts = stem.rsplitn(3, '-');
+    let _last = parts.next().unwrap();
+    parts.next().unwrap().parse().unwrap()
+}
+
 /// Five commits staged and checkpointed past with uploads held while `<d>/hold` exists; then
 /// `spoil` does something to a staged piece (in the middle of them) and the uploads go. The
 /// replicator must take it as damage: a new generation saying why, and the restores exact.
-/// Its stop counts only the commits stored as segments.
-fn a_staged_piece_spoiled_while_running(spoil: fn(&Path)) {
+/// Its stop counts only the commits stored as segments. `spaced` as for `five_commits_staged`.
+fn a_staged_piece_spoiled_while_running(spaced: bool, spoil: fn(&Path)) {
     let (dir, db, mut app) = application();
     let d = dir.path();
     let hold = d.join("hold");
@@ -263,10 +289,12 @@ fn a_staged_piece_spoiled_while_running(spoil: fn(&Path)) {
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&log).unwrap());
     let rep = rep.spawn().unwrap();
-    five_commits_staged(&log, &mut app);
+    five_commits_staged(&log, &mut app, spaced);
     let spool = d.join("app.db.lifeboat-spool");
     let pieces = files(&spool, ".frames");
-    spoil(&pieces[pieces.len() / 2]);
+    let spoiled = &pieces[pieces.len() / 2];
+    let spoiled_first = piece_first_commit(spoiled);
+    spoil(spoiled);
     std::fs::remove_file(&hold).unwrap();
     sixth_commit_in_a_new_generation(d, &mut app);
     stop_replicator(rep);
@@ -286,7 +314,9 @@ fn a_staged_piece_spoiled_while_running(spoil: fn(&Path)) {
         !verified.lines().any(|x| x.starts_with("FAIL")),
         "{verified}"
     );
-    // The first generation's chain stops before the spoiled piece: nothing went up with it.
+    // The first generation's chain stops before the spoiled piece: the pieces before it may
+    // have gone up (a checkpoint between commits puts them in a segment of their own WAL),
+    // nothing from it or after it did.
     let gens = d.join("repo/app/generations");
     let mut ids: Vec<_> = std::fs::read_dir(&gens)
         .unwrap()
@@ -294,14 +324,20 @@ fn a_staged_piece_spoiled_while_running(spoil: fn(&Path)) {
         .filter(|p| p.is_dir())
         .collect();
     ids.sort();
-    assert!(files(&ids[0], ".seg.zst").is_empty(), "{ids:?}");
+    let mut next = 1;
+    for s in files(&ids[0], ".seg.zst") {
+        let (first, last) = segment_commits(&s);
+        assert_eq!(first, next, "{s:?}: a gap in the first generation");
+        assert!(
+            last < spoiled_first,
+            "{s:?} holds commits of the spoiled piece (from {spoiled_first})"
+        );
+        next = last + 1;
+    }
     // The total said at the stop is what the stored segments hold.
     let (mut commits, segments) = (0, files(&d.join("repo"), ".seg.zst"));
     for s in &segments {
-        let name = s.file_name().unwrap().to_string_lossy().into_owned();
-        let mut parts = name.split('-');
-        let first: u64 = parts.next().unwrap().parse().unwrap();
-        let last: u64 = parts.next().unwrap().parse().unwrap();
+        let (first, last) = segment_commits(s);
         commits += last - first + 1;
     }
     let said = std::fs::read_to_string(&out).unwrap();
@@ -315,12 +351,12 @@ fn a_staged_piece_spoiled_while_running(spoil: fn(&Path)) {
 
 #[test]
 fn a_staged_piece_deleted_while_the_replicator_runs_breaks_the_chain_with_a_reason() {
-    a_staged_piece_spoiled_while_running(|p| std::fs::remove_file(p).unwrap());
+    a_staged_piece_spoiled_while_running(false, |p| std::fs::remove_file(p).unwrap());
 }
 
 #[test]
 fn a_staged_piece_truncated_while_the_replicator_runs_breaks_the_chain_with_a_reason() {
-    a_staged_piece_spoiled_while_running(|p| {
+    a_staged_piece_spoiled_while_running(true, |p| {
         let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
         let len = f.metadata().unwrap().len();
         f.set_len(len / 2).unwrap();
