@@ -48,6 +48,17 @@ fn two_daemons_run_each_job_once(repo: &str, env: &[(&str, String)], stagger: bo
         &mut || dbs.iter().all(|db| backups(d, db, env) >= 1),
         || format!("{}\n{}", one.log(), two.log()),
     );
+    // A job's outcome is logged after its restore test, run record and prune, later than
+    // the manifest counted above; then a while for a second run, were there one.
+    wait_for_or(
+        "every job's outcome",
+        60,
+        &mut || {
+            lines_with(&one.log(), "outcome=\"ok\"") + lines_with(&two.log(), "outcome=\"ok\"")
+                >= dbs.len()
+        },
+        || format!("{}\n{}", one.log(), two.log()),
+    );
     std::thread::sleep(Duration::from_secs(3));
     let (l1, l2) = (one.log(), two.log());
     for db in dbs {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -271,16 +272,26 @@ fn restore_waits_for_no_one_and_leaves_no_lock_behind() {
     let d = dir.path();
     let id = backup_tagged(d, "backup");
     // flock(1) holds the lock itself (-o: its child does not inherit it), as a lifeboat would.
+    // Its child says when the lock is held; the lock is kept until the test kills flock.
+    let held = d.join("held");
     let mut child = Command::new("flock")
         .args(["-x", "-o"])
         .arg(d.join("z.db.lifeboat-lock"))
-        .args(["sleep", "3"])
+        .args(["sh", "-c", "touch \"$0\"; exec sleep 60"])
+        .arg(&held)
+        .process_group(0)
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    while !held.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let err = fails(d, &restore_args(&id, "z.db"), 7);
     assert!(err.contains("another lifeboat command"), "{err}");
-    child.kill().unwrap();
+    // flock and its sleep: the lock goes with flock.
+    Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
     child.wait().unwrap();
     std::fs::write(
         d.join("z.db.lifeboat-tmp-99999-deadbeef"),

@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use common::replicating::{
-    burst_then_checkpoint, now, restore_latest, rfc3339, stop_replicator as stop,
-};
+use common::replicating::{burst_then_checkpoint, now, restore_latest, rfc3339};
 use common::*;
 
 fn new_db(path: &Path) {
@@ -21,7 +20,7 @@ fn new_db(path: &Path) {
     );
 }
 
-fn replicator(dir: &Path, db: &Path) -> Child {
+fn replicator(dir: &Path, db: &Path) -> Rep {
     replicating(
         dir,
         db,
@@ -30,25 +29,64 @@ fn replicator(dir: &Path, db: &Path) -> Child {
     )
 }
 
-/// `lifeboat replicate --db DB --repo repo ARGS`, with `LIFEBOAT_FAULT=fault` when given.
-fn replicating(dir: &Path, db: &Path, args: &[&str], fault: Option<&str>) -> Child {
+/// A running `lifeboat replicate`, its stdout and stderr in `out`.
+struct Rep {
+    child: Child,
+    out: PathBuf,
+}
+
+/// `lifeboat replicate --db DB --repo repo ARGS`, with `LIFEBOAT_FAULT=fault` when given;
+/// returned once it says it is replicating (it then holds its read transaction: the sqlite3
+/// CLI closing as the last connection can no longer checkpoint the WAL away).
+fn replicating(dir: &Path, db: &Path, args: &[&str], fault: Option<&str>) -> Rep {
+    static STARTS: AtomicUsize = AtomicUsize::new(0);
+    let n = STARTS.fetch_add(1, Ordering::SeqCst);
+    let out = dir.join(format!("replicate-{n}.out"));
+    let file = std::fs::File::create(&out).unwrap();
     let mut c = cmd(dir);
     if let Some(f) = fault {
         c.env("LIFEBOAT_FAULT", f);
     }
-    c.args(["replicate", "--db"])
+    let mut child = c
+        .args(["replicate", "--db"])
         .arg(db)
         .args(["--repo", "repo"])
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
         .spawn()
-        .expect("start lifeboat replicate")
+        .expect("start lifeboat replicate");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let said = std::fs::read_to_string(&out).unwrap_or_default();
+        if said.contains("Ctrl-C stops") {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none() && Instant::now() < deadline,
+            "the replicator did not start: {said}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Rep { child, out }
 }
 
-fn kill9(mut child: Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
+/// SIGTERM: the replicator ships what is committed and stops, exit 0. Returns its output.
+fn stop(mut rep: Rep) -> String {
+    let sent = Command::new("kill")
+        .args(["-TERM", &rep.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = rep.child.wait().unwrap();
+    let said = std::fs::read_to_string(&rep.out).unwrap();
+    assert!(status.success(), "replicate failed: {said}");
+    said
+}
+
+fn kill9(mut rep: Rep) {
+    rep.child.kill().unwrap();
+    rep.child.wait().unwrap();
 }
 
 fn count(db: &Path) -> u64 {
@@ -65,7 +103,7 @@ fn insert(db: &Path, n: u64) {
 /// Run the replicator until it has shipped what is there, and stop it.
 fn replicate_once(d: &Path, db: &Path) -> String {
     let rep = replicator(d, db);
-    std::thread::sleep(Duration::from_millis(1200));
+    std::thread::sleep(Duration::from_millis(300));
     stop(rep)
 }
 
@@ -95,7 +133,6 @@ fn breaks_start_new_generations_and_restores_never_mix_them() {
 
     // Generation 1, and a restart that resumes it (the WAL still holds the chain's end).
     let mut rep = replicator(d, &db);
-    std::thread::sleep(Duration::from_millis(800));
     for n in 1..=3 {
         insert(&db, n);
     }
@@ -104,7 +141,6 @@ fn breaks_start_new_generations_and_restores_never_mix_them() {
     rep = replicator(d, &db);
     // (Started first: the sqlite3 CLI closing as the last connection would checkpoint and
     // delete the WAL, a break of its own.)
-    std::thread::sleep(Duration::from_millis(800));
     insert(&db, 4);
     std::thread::sleep(Duration::from_millis(800));
     let out = stop(rep);
@@ -132,7 +168,6 @@ fn breaks_start_new_generations_and_restores_never_mix_them() {
 
     // VACUUM: its transaction is shipped, then a new generation starts from a fresh snapshot.
     let rep = replicator(d, &db);
-    std::thread::sleep(Duration::from_millis(800));
     sqlite3(&db, "DELETE FROM c WHERE n < 3; VACUUM;");
     insert(&db, 8);
     std::thread::sleep(Duration::from_millis(800));
@@ -274,7 +309,6 @@ fn largest_wal(d: &Path, db: &Path, valve: &str) -> u64 {
         ],
         None,
     );
-    std::thread::sleep(Duration::from_millis(800));
     let mut app = Command::new("python3")
         .args(["-c", BUSY_APP])
         .arg(db)
@@ -394,7 +428,6 @@ fn commits_racing_a_checkpoint_are_shipped_before_the_wal_can_reset() {
         &["--sync-interval", "100ms", "--checkpoint-frames", "1"],
         Some("checkpoint-pause=120"),
     );
-    std::thread::sleep(Duration::from_millis(800));
     let app = Command::new("python3")
         .args(["-c", SLOW_APP])
         .arg(&db)
@@ -433,7 +466,6 @@ fn an_application_truncate_gets_through_and_the_chain_goes_on() {
     let db = d.join("trunc.db");
     new_db(&db);
     let rep = replicating(d, &db, &["--sync-interval", "200ms"], None);
-    std::thread::sleep(Duration::from_millis(800));
     let app = Command::new("python3")
         .args(["-c", TRUNCATING_APP])
         .arg(&db)
@@ -462,7 +494,6 @@ fn a_burst_after_a_pause_wakes_the_replicator_and_the_chain_holds() {
     let db = d.join("burst.db");
     new_db(&db);
     let rep = replicating(d, &db, &["--sync-interval", "60s"], None);
-    std::thread::sleep(Duration::from_millis(800));
     burst_then_checkpoint(&db, 20_000, String::new);
     let out = stop(rep);
     assert_eq!(generations(d).len(), 1, "{out}");

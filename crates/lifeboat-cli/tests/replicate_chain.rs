@@ -148,10 +148,13 @@ fn pitr_within_prunes_old_generations_and_never_a_needed_snapshot() {
 
     // Two more generations, the third well older than the boundary set next, the fourth
     // younger: the first two go, the third reaches back to the boundary and stays.
+    // The boundary (now - 9 s) must fall between the third's start and the fourth's: over
+    // 10 s apart, so that it does however slowly the steps after the fourth's start run (up
+    // to 9 s of them).
     generation(d, 7, 3);
-    std::thread::sleep(Duration::from_secs(8));
+    std::thread::sleep(Duration::from_secs(10));
     generation(d, 10, 2);
-    config(d, "5s");
+    config(d, "9s");
     let gens = generations(d);
     assert_eq!(gens.len(), 4, "{gens:?}");
     let snaps: Vec<String> = gens.iter().map(|g| snapshot_of(d, g)).collect();

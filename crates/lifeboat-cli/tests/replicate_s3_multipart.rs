@@ -21,12 +21,15 @@ use common::*;
 use futures::StreamExt;
 use object_store::ObjectStore;
 
-/// Commits rows of 4,000 random bytes (and rewrites a few old ones) for `secs` seconds.
+/// Commits rows of 4,000 random bytes (and rewrites a few old ones) for `secs` seconds, and
+/// at least `min` transactions of them (a slow machine writes as much).
 const WRITER: &str = r#"
 import sqlite3, sys, time
 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
 end = time.time() + float(sys.argv[2])
-while time.time() < end:
+least, n = int(sys.argv[3]), 0
+while time.time() < end or n < least:
+    n += 1
     c.execute("BEGIN IMMEDIATE")
     for _ in range(60):
         c.execute("INSERT INTO big(v) VALUES (randomblob(4000))")
@@ -53,8 +56,9 @@ fn ok_on(d: &Path, moto: &Moto, args: &[&str]) -> String {
     stdout(&o)
 }
 
-/// The replicator running while the writer commits for `secs`, then stopped (SIGTERM).
-fn replicate_while_writing(d: &Path, moto: &Moto, secs: f64) {
+/// The replicator running while the writer commits for `secs` (and `least` transactions),
+/// then stopped (SIGTERM).
+fn replicate_while_writing(d: &Path, moto: &Moto, secs: f64, least: u32) {
     let rep = lifeboat(d, moto)
         .args(["replicate", "--db", "w", "--sync-interval", "200ms"])
         .stdout(Stdio::piped())
@@ -66,6 +70,7 @@ fn replicate_while_writing(d: &Path, moto: &Moto, secs: f64) {
         .args(["-c", WRITER])
         .arg(d.join("w.db"))
         .arg(secs.to_string())
+        .arg(least.to_string())
         .status()
         .unwrap();
     assert!(w.success());
@@ -156,7 +161,8 @@ fn full_rollups_go_up_in_parts_and_a_killed_upload_is_cleaned_up() {
         ),
     )
     .unwrap();
-    replicate_while_writing(d, &moto, 7.0);
+    // 70 transactions of 240 KB: some 17 MB, twice the threshold.
+    replicate_while_writing(d, &moto, 7.0, 70);
     let out = ok_on(d, &moto, &["compact"]);
     assert!(out.contains("wrote"), "{out}");
     // The database started empty, so its rollup changed every page: a full one, in parts.
@@ -179,7 +185,7 @@ fn full_rollups_go_up_in_parts_and_a_killed_upload_is_cleaned_up() {
     // attempt that finished first gets new commits to compact).
     let mut landed = false;
     for attempt in 0..6 {
-        replicate_while_writing(d, &moto, 4.5);
+        replicate_while_writing(d, &moto, 4.5, 0);
         if kill_mid_upload(d, &moto, attempt) {
             landed = true;
             break;
@@ -210,7 +216,7 @@ fn full_rollups_go_up_in_parts_and_a_killed_upload_is_cleaned_up() {
 
     // Two compactions at once, each uploading the same full rollup in parts: both finish, the
     // restore is exact, nothing is left incomplete.
-    replicate_while_writing(d, &moto, 4.5);
+    replicate_while_writing(d, &moto, 4.5, 0);
     let both: Vec<Child> = (0..2)
         .map(|_| {
             lifeboat(d, &moto)
