@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::replicating::stop_replicator as stop;
 use common::*;
@@ -41,20 +41,27 @@ fn insert(db: &Path, n: u64) {
 }
 
 /// A generation with `rows` commits in it: started after a TRUNCATE checkpoint from another
-/// connection (a break), its commits shipped one by one, then the replicator stopped.
+/// connection (a break), its commits shipped one by one (each in a segment of its own), then
+/// the replicator stopped.
 fn generation(d: &Path, first: u64, rows: u64) {
     let db = d.join("b.db");
     sqlite3(&db, "PRAGMA wal_checkpoint(TRUNCATE);");
     let before = generations(d).len();
     let rep = replicator(d);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while generations(d).len() == before {
+        assert!(Instant::now() < deadline, "no new generation");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let gen = generations(d).pop().unwrap();
     for n in first..first + rows {
+        let stored = segments(d, &gen).len();
         insert(&db, n);
-        std::thread::sleep(Duration::from_millis(120));
+        while segments(d, &gen).len() == stored {
+            assert!(Instant::now() < deadline, "commit {n} not stored");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    std::thread::sleep(Duration::from_millis(500));
     stop(rep);
 }
 
@@ -93,7 +100,11 @@ fn snapshot_of(d: &Path, gen: &str) -> String {
 }
 
 fn segments(d: &Path, gen: &str) -> Vec<PathBuf> {
-    files_starting_with(&d.join(format!("repo/b/generations/{gen}/segments")), "0")
+    let dir = d.join(format!("repo/b/generations/{gen}/segments"));
+    if !dir.exists() {
+        return Vec::new(); // none stored yet
+    }
+    files_starting_with(&dir, "0")
 }
 
 fn new_db(d: &Path) {

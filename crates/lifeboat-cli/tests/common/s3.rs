@@ -42,13 +42,18 @@ impl S3Server {
     pub fn start() -> S3Server {
         let data = tempfile::tempdir().unwrap();
         std::fs::create_dir(data.path().join(BUCKET)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Self::spawn(port, data.path());
-        S3Server { child, port, data }
+        // A port found free may be taken before the server binds it: then another one.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if let Some(child) = Self::spawn(port, data.path()) {
+                return S3Server { child, port, data };
+            }
+        }
+        panic!("s3s-fs exited at start five times (its port taken?)");
     }
 
     /// Kill the server (as a crash would), keeping its data.
@@ -60,11 +65,13 @@ impl S3Server {
     /// Start the server again on the same port and data.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Self::spawn(self.port, self.data.path());
+        self.child = Self::spawn(self.port, self.data.path())
+            .unwrap_or_else(|| panic!("s3s-fs could not start again on port {}", self.port));
     }
 
-    fn spawn(port: u16, data: &Path) -> Child {
-        let child = Command::new(s3s_fs())
+    /// The server on `port`, once it accepts connections; None if it exited first.
+    fn spawn(port: u16, data: &Path) -> Option<Child> {
+        let mut child = Command::new(s3s_fs())
             .args([
                 "--host",
                 "127.0.0.1",
@@ -82,10 +89,13 @@ impl S3Server {
             .expect("start s3s-fs");
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
             assert!(Instant::now() < deadline, "s3s-fs did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        child
+        Some(child)
     }
 
     pub fn endpoint(&self) -> String {
