@@ -10,12 +10,18 @@ Writer impact: the same writer unpaced for SECS seconds, with and without the re
 alternated three times in one run; throughput ratio (target >= 90 %). `on` keeps SQLite's
 default autocheckpoint in the writer; `on, no autockpt` turns it off in the writer
 (`PRAGMA wal_autocheckpoint=0`), as Litestream's tips advise for a busy writer and the README
-describes: the replicator checkpoints for it. Two data shapes: a
-100-byte row per transaction, and a 4 KB blob per transaction with an index update.
+describes: the replicator checkpoints for it. `reader` is a bare read transaction held by
+another process (taken again every second, with a PASSIVE checkpoint between), the floor any
+WAL-tailing replicator starts from. `ls-model` is Litestream's own locking and checkpoints
+(read transaction, PASSIVE under a barrier write transaction once the WAL holds 1,000 pages),
+modelled in `litestream_model.py` from its source, since Litestream cannot be installed here.
+Two data shapes: a 100-byte row per transaction, and a 4 KB blob per transaction with an index
+update.
 
 Steady writer: the same writer paced at STEADY_RATE transactions per second (default 5,000, far
 above the RPO runs' 200 but below what the unpaced writer reaches), with and without the
-replicator (SQLite's default autocheckpoint in the writer), alternated three times: the rate it
+replicator, and beside the Litestream model (SQLite's default autocheckpoint in the writer),
+alternated three times: the rate it
 kept, and its commit latency (BEGIN IMMEDIATE to the end of COMMIT) at p50, p99, p99.9 and max.
 What an application that is not saturating its disk sees.
 
@@ -184,24 +190,51 @@ while True:
 """
 
 
+# Litestream's locking and checkpoints, modelled (Litestream itself cannot be installed here).
+LS_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "litestream_model.py")
+
+
+def beside(lb, mode, db, root, i):
+    """What runs beside the writer in `mode`: the replicator (`on…`), the bare read transaction
+    (`reader`), the Litestream model (`ls-model`), or nothing (`off`)."""
+    if mode.startswith("on"):
+        p = replicator(lb, db, os.path.join(root, "repo"), dict(os.environ))
+        segments_dir(os.path.join(root, "repo"), f"{mode}{i}")
+    elif mode == "reader":
+        p = subprocess.Popen([sys.executable, "-c", HOLDER, db])
+    elif mode == "ls-model":
+        p = subprocess.Popen([sys.executable, LS_MODEL, db])
+    else:
+        return None
+    time.sleep(0.5)
+    return p
+
+
+def ls_checkpoints(db):
+    """The Litestream model's checkpoint counts, as it last wrote them."""
+    try:
+        with open(db + "-litestream-stats") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return "no checkpoint attempt ended"
+
+
 def impact(lb, shape, secs):
-    """Writer throughput without replication, beside a bare held read transaction, and beside
-    the replicator: medians of three alternations, and every run."""
+    """Writer throughput without replication, beside a bare held read transaction, beside the
+    Litestream model, and beside the replicator: medians of three alternations, every run, and
+    the largest WAL each mode left."""
     root = tempfile.mkdtemp(prefix="lb-impact-")
-    runs = {"off": [], "reader": [], "on": [], "on-noauto": []}
+    runs = {"off": [], "reader": [], "ls-model": [], "on": [], "on-noauto": []}
+    wal = {m: 0 for m in runs}
     for i in range(3):
         for mode in runs:
             db = os.path.join(root, f"{mode}{i}.db")
             new_db(db, shape)
-            p = None
-            if mode.startswith("on"):
-                p = replicator(lb, db, os.path.join(root, "repo"), dict(os.environ))
-                segments_dir(os.path.join(root, "repo"), f"{mode}{i}")
-            elif mode == "reader":
-                p = subprocess.Popen([sys.executable, "-c", HOLDER, db])
-            if p:
-                time.sleep(0.5)
+            p = beside(lb, mode, db, root, i)
             runs[mode].append(len(write(db, shape, secs, autocheckpoint=mode != "on-noauto")) / secs)
+            wal[mode] = max(wal[mode], os.path.getsize(db + "-wal") if os.path.exists(db + "-wal") else 0)
+            if mode == "ls-model":
+                print(f"  ls-model {shape} run {i}: {ls_checkpoints(db)}", flush=True)
             if mode.startswith("on"):
                 stop(p)
             elif p:
@@ -210,7 +243,7 @@ def impact(lb, shape, secs):
             shutil.rmtree(root)
             os.makedirs(root)
     shutil.rmtree(root)
-    return {m: statistics.median(v) for m, v in runs.items()}, runs
+    return {m: statistics.median(v) for m, v in runs.items()}, runs, wal
 
 
 def main():
@@ -247,42 +280,45 @@ def rpo(lb, o):
 
 def writer_impact(lb):
     print("\nWriter impact: unpaced writer, synchronous=NORMAL, 3 alternations of 10 s (target >= 90 %)")
-    print("(reader: no replication, only a read transaction held by another process, taken again every second)")
-    print(f"{'shape':<6} {'off tx/s':>9} {'reader':>9} {'ratio':>7} {'on tx/s':>9} {'ratio':>7} "
-          f"{'on, no autockpt':>16} {'ratio':>7}   runs off / reader / on / on, no autockpt")
+    print("(reader: no replication, only a read transaction held by another process, taken again every second;")
+    print(" ls-model: Litestream's locking and checkpoints, modelled in bench/litestream_model.py)")
+    modes = ("reader", "ls-model", "on", "on-noauto")
+    print(f"{'shape':<6} {'off tx/s':>9} " + " ".join(f"{m:>17}" for m in modes) +
+          "   largest WAL MB: off / " + " / ".join(modes))
     for shape in ("rows", "blobs"):
-        med, runs = impact(lb, shape, 10)
+        med, runs, wal = impact(lb, shape, 10)
         off = med["off"]
-        each = " / ".join(" ".join(f"{x:.0f}" for x in runs[m]) for m in runs)
-        print(f"{shape:<6} {off:9.0f} {med['reader']:9.0f} {med['reader'] / off:7.1%} {med['on']:9.0f} {med['on'] / off:7.1%} "
-              f"{med['on-noauto']:16.0f} {med['on-noauto'] / off:7.1%}   {each}", flush=True)
+        cells = " ".join(f"{med[m]:9.0f} {med[m] / off:7.1%}" for m in modes)
+        sizes = " / ".join(f"{wal[m] / 2**20:.0f}" for m in ("off",) + modes)
+        print(f"{shape:<6} {off:9.0f} {cells}   {sizes}", flush=True)
+        for m in runs:
+            print(f"  {m:<10} runs: " + " ".join(f"{x:.0f}" for x in runs[m]), flush=True)
 
 
 def steady(lb, rate, secs=10):
     print(f"\nSteady writer: paced at {rate:.0f} tx/s, 3 alternations of {secs} s, SQLite's default autocheckpoint")
-    print(f"{'shape':<6} {'mode':<4} {'tx/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8}")
+    print(f"{'shape':<6} {'mode':<8} {'tx/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8}")
     for shape in ("rows", "blobs"):
         root = tempfile.mkdtemp(prefix="lb-steady-")
-        got = {"off": ([], []), "on": ([], [])}
+        got = {"off": ([], []), "ls-model": ([], []), "on": ([], [])}
         for i in range(3):
             for mode in got:
                 db = os.path.join(root, f"{mode}{i}.db")
                 new_db(db, shape)
-                p = None
-                if mode == "on":
-                    p = replicator(lb, db, os.path.join(root, "repo"), dict(os.environ))
-                    segments_dir(os.path.join(root, "repo"), f"{mode}{i}")
-                    time.sleep(0.5)
+                p = beside(lb, mode, db, root, i)
                 n, lat = write_timed(db, shape, secs, rate)
-                if p:
+                if mode == "on":
                     stop(p)
+                elif p:
+                    p.kill()
+                    p.wait()
                 got[mode][0].append(n / secs)
                 got[mode][1].extend(lat)
         shutil.rmtree(root)
         for mode, (rates, lat) in got.items():
             lat.sort()
             q = lambda f: lat[min(len(lat) - 1, int(len(lat) * f))] * 1e3
-            print(f"{shape:<6} {mode:<4} {statistics.median(rates):8.0f} {q(0.5):8.3f} {q(0.99):8.3f} "
+            print(f"{shape:<6} {mode:<8} {statistics.median(rates):8.0f} {q(0.5):8.3f} {q(0.99):8.3f} "
                   f"{q(0.999):9.3f} {lat[-1] * 1e3:8.3f}", flush=True)
 
 
