@@ -18,11 +18,14 @@ Followed from benbjohnson/litestream at 63225f1, db.go:
 - past `TruncatePageN` (121,359 pages), that PASSIVE first and then, if the WAL is still that
   long, TRUNCATE; a sync error (a write busy past the timeout) backs off from 1 s, doubling.
 
-Not modelled: LTX encoding, compaction and uploads (Litestream does them off the write path,
-as lifeboat does), and the one-minute time-based checkpoint. What holds the writer up is
-SQLite's own work (the PASSIVE copy and its fsyncs) under the barrier; the sync under it is
-Python here, slower than Litestream's Go, but it reads only the frames committed since the sync
-just before it.
+Not modelled, each making Litestream's cost to the writer larger than the model's: the sync
+under the barrier also reads back the previous LTX file and encodes, fsyncs and renames a new
+one (here one write and one fsync); after a TRUNCATE that restarts the WAL, Litestream writes a
+snapshot of the whole database under a write lock (2570-2626; here nothing). Nor its uploads
+and compaction (off the write path, as lifeboat's) or the one-minute time-based checkpoint.
+The monitor here sleeps 1 s after its work, where Litestream's ticker fires every 1 s; its
+sync is Python, slower than Go, which can leave a checkpoint undone that Litestream would have
+done (a free-running writer, a growing WAL).
 
   python3 bench/litestream_model.py DB   (runs until killed; DB-litestream-stats: what its
                                           checkpoints did)
@@ -101,8 +104,8 @@ class Model:
         barrier = self.pool[1]
         try:
             barrier.execute("BEGIN")
-            # A deferred transaction's first write: when the writer committed since its read
-            # began, SQLite answers SQLITE_BUSY (a stale snapshot) without waiting.
+            # The first statement of a deferred transaction: waits for the write lock under
+            # the busy handler (1 s), as Litestream's does.
             barrier.execute("INSERT INTO _litestream_lock (id) VALUES (1)")
         except sqlite3.OperationalError as e:
             if "locked" not in str(e) and "busy" not in str(e):

@@ -14,7 +14,8 @@ describes: the replicator checkpoints for it. `reader` is a bare read transactio
 another process (taken again every second, with a PASSIVE checkpoint between), the floor any
 WAL-tailing replicator starts from. `ls-model` is Litestream's own locking and checkpoints
 (read transaction, PASSIVE under a barrier write transaction once the WAL holds 1,000 pages),
-modelled in `litestream_model.py` from its source, since Litestream cannot be installed here.
+modelled in `litestream_model.py` from its source, since Litestream cannot be installed here;
+`ls-noauto` the same with the writer's autocheckpoint off.
 Two data shapes: a 100-byte row per transaction, and a 4 KB blob per transaction with an index
 update.
 
@@ -202,7 +203,7 @@ def beside(lb, mode, db, root, i):
         segments_dir(os.path.join(root, "repo"), f"{mode}{i}")
     elif mode == "reader":
         p = subprocess.Popen([sys.executable, "-c", HOLDER, db])
-    elif mode == "ls-model":
+    elif mode.startswith("ls-"):
         p = subprocess.Popen([sys.executable, LS_MODEL, db])
     else:
         return None
@@ -224,17 +225,17 @@ def impact(lb, shape, secs):
     Litestream model, and beside the replicator: medians of three alternations, every run, and
     the largest WAL each mode left."""
     root = tempfile.mkdtemp(prefix="lb-impact-")
-    runs = {"off": [], "reader": [], "ls-model": [], "on": [], "on-noauto": []}
+    runs = {"off": [], "reader": [], "ls-model": [], "ls-noauto": [], "on": [], "on-noauto": []}
     wal = {m: 0 for m in runs}
     for i in range(3):
         for mode in runs:
             db = os.path.join(root, f"{mode}{i}.db")
             new_db(db, shape)
             p = beside(lb, mode, db, root, i)
-            runs[mode].append(len(write(db, shape, secs, autocheckpoint=mode != "on-noauto")) / secs)
+            runs[mode].append(len(write(db, shape, secs, autocheckpoint=not mode.endswith("noauto"))) / secs)
             wal[mode] = max(wal[mode], os.path.getsize(db + "-wal") if os.path.exists(db + "-wal") else 0)
-            if mode == "ls-model":
-                print(f"  ls-model {shape} run {i}: {ls_checkpoints(db)}", flush=True)
+            if mode.startswith("ls-"):
+                print(f"  {mode} {shape} run {i}: {ls_checkpoints(db)}", flush=True)
             if mode.startswith("on"):
                 stop(p)
             elif p:
@@ -281,8 +282,9 @@ def rpo(lb, o):
 def writer_impact(lb):
     print("\nWriter impact: unpaced writer, synchronous=NORMAL, 3 alternations of 10 s (target >= 90 %)")
     print("(reader: no replication, only a read transaction held by another process, taken again every second;")
-    print(" ls-model: Litestream's locking and checkpoints, modelled in bench/litestream_model.py)")
-    modes = ("reader", "ls-model", "on", "on-noauto")
+    print(" ls-model: Litestream's locking and checkpoints, modelled in bench/litestream_model.py;")
+    print(" …-noauto: the writer's own autocheckpoint off, as both advise for a busy writer)")
+    modes = ("reader", "ls-model", "ls-noauto", "on", "on-noauto")
     print(f"{'shape':<6} {'off tx/s':>9} " + " ".join(f"{m:>17}" for m in modes) +
           "   largest WAL MB: off / " + " / ".join(modes))
     for shape in ("rows", "blobs"):
