@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use common::replicating::{burst_then_checkpoint, now, restore_latest, rfc3339};
+use common::replicating::{burst_then_checkpoint, now, restore_latest, rfc3339, Rep};
 use common::*;
 
 fn new_db(path: &Path) {
@@ -29,64 +28,18 @@ fn replicator(dir: &Path, db: &Path) -> Rep {
     )
 }
 
-/// A running `lifeboat replicate`, its stdout and stderr in `out`.
-struct Rep {
-    child: Child,
-    out: PathBuf,
-}
-
-/// `lifeboat replicate --db DB --repo repo ARGS`, with `LIFEBOAT_FAULT=fault` when given;
-/// returned once it says it is replicating (it then holds its read transaction: the sqlite3
-/// CLI closing as the last connection can no longer checkpoint the WAL away).
+/// `lifeboat replicate --db DB --repo repo ARGS`, with `LIFEBOAT_FAULT=fault` when given,
+/// once it is replicating.
 fn replicating(dir: &Path, db: &Path, args: &[&str], fault: Option<&str>) -> Rep {
-    static STARTS: AtomicUsize = AtomicUsize::new(0);
-    let n = STARTS.fetch_add(1, Ordering::SeqCst);
-    let out = dir.join(format!("replicate-{n}.out"));
-    let file = std::fs::File::create(&out).unwrap();
     let mut c = cmd(dir);
     if let Some(f) = fault {
         c.env("LIFEBOAT_FAULT", f);
     }
-    let mut child = c
-        .args(["replicate", "--db"])
+    c.args(["replicate", "--db"])
         .arg(db)
         .args(["--repo", "repo"])
-        .args(args)
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .expect("start lifeboat replicate");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let said = std::fs::read_to_string(&out).unwrap_or_default();
-        if said.contains("Ctrl-C stops") {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none() && Instant::now() < deadline,
-            "the replicator did not start: {said}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Rep { child, out }
-}
-
-/// SIGTERM: the replicator ships what is committed and stops, exit 0. Returns its output.
-fn stop(mut rep: Rep) -> String {
-    let sent = Command::new("kill")
-        .args(["-TERM", &rep.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let status = rep.child.wait().unwrap();
-    let said = std::fs::read_to_string(&rep.out).unwrap();
-    assert!(status.success(), "replicate failed: {said}");
-    said
-}
-
-fn kill9(mut rep: Rep) {
-    rep.child.kill().unwrap();
-    rep.child.wait().unwrap();
+        .args(args);
+    Rep::start(c, dir)
 }
 
 fn count(db: &Path) -> u64 {
@@ -104,7 +57,7 @@ fn insert(db: &Path, n: u64) {
 fn replicate_once(d: &Path, db: &Path) -> String {
     let rep = replicator(d, db);
     std::thread::sleep(Duration::from_millis(300));
-    stop(rep)
+    rep.stop()
 }
 
 #[test]
@@ -137,13 +90,13 @@ fn breaks_start_new_generations_and_restores_never_mix_them() {
         insert(&db, n);
     }
     std::thread::sleep(Duration::from_millis(800));
-    kill9(rep);
+    rep.kill9();
     rep = replicator(d, &db);
     // (Started first: the sqlite3 CLI closing as the last connection would checkpoint and
     // delete the WAL, a break of its own.)
     insert(&db, 4);
     std::thread::sleep(Duration::from_millis(800));
-    let out = stop(rep);
+    let out = rep.stop();
     assert!(out.contains("resuming the chain"), "{out}");
     let t1 = now();
     std::thread::sleep(Duration::from_millis(50));
@@ -171,7 +124,7 @@ fn breaks_start_new_generations_and_restores_never_mix_them() {
     sqlite3(&db, "DELETE FROM c WHERE n < 3; VACUUM;");
     insert(&db, 8);
     std::thread::sleep(Duration::from_millis(800));
-    stop(rep);
+    rep.stop();
 
     let pitr = ok(d, &["list", "--pitr", "--db", "b", "--repo", "repo"]);
     // first run, the reset, the replaced file and the VACUUM. (The restart before the VACUUM
@@ -322,7 +275,7 @@ fn largest_wal(d: &Path, db: &Path, valve: &str) -> u64 {
     }
     assert!(app.wait().unwrap().success());
     std::thread::sleep(Duration::from_millis(800));
-    stop(rep);
+    rep.stop();
     largest
 }
 
@@ -375,7 +328,7 @@ fn an_idle_database_resumes_its_chain_across_restarts() {
     assert!(out.contains("resuming the chain"), "{out}");
     let rep = replicator(d, &db);
     std::thread::sleep(Duration::from_millis(1200));
-    kill9(rep);
+    rep.kill9();
     let out = replicate_once(d, &db);
     assert!(out.contains("resuming the chain"), "{out}");
     assert_eq!(generations(d).len(), 1, "{out}");
@@ -436,7 +389,7 @@ fn commits_racing_a_checkpoint_are_shipped_before_the_wal_can_reset() {
         .unwrap();
     assert!(app.success());
     std::thread::sleep(Duration::from_millis(1500));
-    let out = stop(rep);
+    let out = rep.stop();
     assert_eq!(generations(d).len(), 1, "{out}");
     let latest = restore_latest(d, "race");
     assert_eq!(count(&latest), 150, "{out}");
@@ -474,7 +427,7 @@ fn an_application_truncate_gets_through_and_the_chain_goes_on() {
     assert!(app.status.success(), "{}", stderr(&app));
     assert_eq!(stdout(&app).trim(), "0", "the TRUNCATE timed out");
     std::thread::sleep(Duration::from_millis(1000));
-    let out = stop(rep);
+    let out = rep.stop();
     assert_eq!(generations(d).len(), 1, "{out}");
     let latest = restore_latest(d, "trunc");
     assert_eq!(count(&latest), 40);
@@ -495,7 +448,7 @@ fn a_burst_after_a_pause_wakes_the_replicator_and_the_chain_holds() {
     new_db(&db);
     let rep = replicating(d, &db, &["--sync-interval", "60s"], None);
     burst_then_checkpoint(&db, 20_000, String::new);
-    let out = stop(rep);
+    let out = rep.stop();
     assert_eq!(generations(d).len(), 1, "{out}");
     let latest = restore_latest(d, "burst");
     assert_eq!(count(&latest), 20000, "{out}");

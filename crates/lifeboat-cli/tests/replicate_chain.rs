@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::replicating::stop_replicator as stop;
+use common::replicating::Rep;
 use common::*;
 
 fn config(d: &Path, pitr_within: &str) {
@@ -24,13 +24,10 @@ fn config(d: &Path, pitr_within: &str) {
     .unwrap();
 }
 
-fn replicator(d: &Path) -> Child {
-    cmd(d)
-        .args(["replicate", "--db", "b", "--sync-interval", "100ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start lifeboat replicate")
+fn replicator(d: &Path) -> Rep {
+    let mut c = cmd(d);
+    c.args(["replicate", "--db", "b", "--sync-interval", "100ms"]);
+    Rep::start(c, d)
 }
 
 fn insert(db: &Path, n: u64) {
@@ -62,7 +59,7 @@ fn generation(d: &Path, first: u64, rows: u64) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    stop(rep);
+    rep.stop();
 }
 
 fn generations(d: &Path) -> Vec<String> {
@@ -190,7 +187,6 @@ fn pitr_within_prunes_old_generations_and_never_a_needed_snapshot() {
     // Beside a running replicator that is writing, and two prunes at once.
     let db = d.join("b.db");
     let rep = replicator(d);
-    std::thread::sleep(Duration::from_millis(700));
     let prunes: Vec<Child> = (0..2)
         .map(|_| {
             cmd(d)
@@ -210,7 +206,7 @@ fn pitr_within_prunes_old_generations_and_never_a_needed_snapshot() {
         assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     }
     std::thread::sleep(Duration::from_millis(500));
-    stop(rep);
+    rep.stop();
 
     let left = generations(d);
     assert!(

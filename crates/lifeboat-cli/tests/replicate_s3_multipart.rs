@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::moto::Moto;
+use common::replicating::Rep;
 use common::s3::BUCKET;
 use common::*;
 use futures::StreamExt;
@@ -59,13 +60,9 @@ fn ok_on(d: &Path, moto: &Moto, args: &[&str]) -> String {
 /// The replicator running while the writer commits for `secs` (and `least` transactions),
 /// then stopped (SIGTERM).
 fn replicate_while_writing(d: &Path, moto: &Moto, secs: f64, least: u32) {
-    let rep = lifeboat(d, moto)
-        .args(["replicate", "--db", "w", "--sync-interval", "200ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut c = lifeboat(d, moto);
+    c.args(["replicate", "--db", "w", "--sync-interval", "200ms"]);
+    let rep = Rep::start(c, d);
     let w = Command::new("python3")
         .args(["-c", WRITER])
         .arg(d.join("w.db"))
@@ -75,7 +72,7 @@ fn replicate_while_writing(d: &Path, moto: &Moto, secs: f64, least: u32) {
         .unwrap();
     assert!(w.success());
     std::thread::sleep(Duration::from_millis(800));
-    common::replicating::stop_replicator(rep);
+    rep.stop();
 }
 
 /// Every segment object's name and size.

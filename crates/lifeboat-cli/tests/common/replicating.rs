@@ -6,7 +6,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{stderr, stdout};
 
@@ -25,6 +26,60 @@ pub fn rfc3339(t: f64) -> String {
     chrono::DateTime::from_timestamp(secs, ms * 1_000_000)
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A running `lifeboat replicate`, its stdout and stderr in the file `out`.
+pub struct Rep {
+    pub child: Child,
+    pub out: PathBuf,
+}
+
+impl Rep {
+    /// Spawn `c` (a `lifeboat replicate` command), its output in a new file in `dir`; returned
+    /// once it says it is replicating. It then holds its read transaction: a sqlite3 CLI
+    /// closing as the last connection can no longer checkpoint the WAL away.
+    pub fn start(mut c: Command, dir: &Path) -> Rep {
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, Ordering::SeqCst);
+        let out = dir.join(format!("replicate-{n}.out"));
+        let file = std::fs::File::create(&out).unwrap();
+        let mut child = c
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start lifeboat replicate");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let said = std::fs::read_to_string(&out).unwrap_or_default();
+            if said.contains("Ctrl-C stops") {
+                return Rep { child, out };
+            }
+            assert!(
+                child.try_wait().unwrap().is_none() && Instant::now() < deadline,
+                "the replicator did not start: {said}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM: it ships what is committed and stops, exit 0. Returns its output.
+    pub fn stop(mut self) -> String {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = self.child.wait().unwrap();
+        let said = std::fs::read_to_string(&self.out).unwrap();
+        assert!(status.success(), "replicate failed: {said}");
+        said
+    }
+
+    /// `kill -9`.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
 }
 
 /// SIGTERM: the replicator ships what is committed and stops, exit 0. Returns its output.
